@@ -1,0 +1,330 @@
+"""The operator's site config: a TOML file validated with pydantic.
+
+Validation happens in two passes so that an operator sees every problem at once: pydantic checks the
+shape of each section (types, ranges, unknown keys), then :func:`cross_check` checks what only the whole
+file can tell (ids that must exist, a charger in two groups, a one-phase site with phase 3 in a group).
+Both passes report ``path.to.field: message`` pairs; :class:`ConfigError` carries them all.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from meter_gateway.config import MeterConfig, MqttConfig, StrictModel
+
+ROTATIONS = ("RST", "RTS", "SRT", "STR", "TRS", "TSR")
+#: OCPP 2.0.1 passwordString characters (A00.FR.205); 1.6 AuthorizationKey hex digits are a subset.
+PASSWORD_RE = re.compile(r"^[A-Za-z0-9*\-_=:+|@.]{16,40}$")
+STATION_ID_RE = re.compile(r"^[A-Za-z0-9*\-_=+|@.]{1,48}$")
+
+
+class ServerConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(9000, ge=0, le=65535)
+    path_prefix: str = "/ocpp"
+    security_profile: Literal[0, 1, 2, 3] = 1
+    heartbeat_interval: int = Field(300, ge=10, le=86400)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    #: Largest websocket frame a station may send, in bytes.
+    max_message_size: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
+    #: Sustained messages per second a station may send before it is throttled, and the burst allowed.
+    rate_limit: float = Field(20.0, gt=0)
+    rate_burst: int = Field(60, ge=1)
+    #: Seconds the CSMS waits for a station's answer to a call.
+    call_timeout: float = Field(15.0, gt=0, le=300)
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v and (not v.startswith("/") or v.endswith("/")):
+            raise ValueError('path_prefix must start with "/" and not end with one, e.g. "/ocpp"')
+        return v
+
+
+class StorageConfig(StrictModel):
+    database: str = "var/csms.sqlite"
+    #: Longest a write waits for its group commit, in seconds.
+    commit_interval: float = Field(0.005, ge=0, le=1)
+
+
+class GatewayConfig(StrictModel):
+    #: "embedded": csms serve polls the meters itself; "mqtt": it subscribes to a standalone
+    #: meter-gateway's normalised readings on the [mqtt] broker.
+    mode: Literal["embedded", "mqtt"] = "embedded"
+    #: Extra folders searched for register-map files, before the shipped config/registers.
+    register_dirs: list[str] = Field(default_factory=list)
+
+
+class OrganisationConfig(StrictModel):
+    id: str
+    name: str
+    email: str | None = None
+    #: "accept-all": every id token is accepted; "list": only [[id_tokens]] of this organisation.
+    authorization: Literal["accept-all", "list"] = "accept-all"
+
+
+class IdTokenConfig(StrictModel):
+    organisation: str
+    token: str = Field(min_length=1, max_length=36)
+    expiry: datetime | None = None
+
+
+class ChargerConfig(StrictModel):
+    id: str
+    password: str | None = None
+    organisation: str
+    phases: Literal[1, 3] = 3
+    phase_rotation: Literal["RST", "RTS", "SRT", "STR", "TRS", "TSR"] = "RST"
+    max_current: float = Field(32, gt=0, le=80)
+    offline_current: float = Field(6, ge=0, le=80)
+    offline_phase: Literal[1, 2, 3] = 1
+    #: Connector/EVSE whose availability follows the group's socket_enabled (0 = none).
+    socket_connector: int = Field(0, ge=0, le=16)
+    #: Serial and PIN printed on the charger (informational; used to identify it at installation).
+    pin: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not STATION_ID_RE.match(v):
+            raise ValueError("charger id must be 1-48 characters of letters, digits and *-_=+|@. (no ':' or '/')")
+        return v
+
+
+class LoadBalancerConfig(StrictModel):
+    id: str
+    name: str
+    description: str = ""
+    organisation: str
+    meter: str | None = None
+    chargers: list[str] = Field(default_factory=list)
+    phases: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    chargers_in_measurement: bool = True
+    supply_max_current: float = Field(gt=0, le=4000)
+    max_current_online: float = Field(gt=0, le=4000)
+    max_current_offline: float = Field(ge=0, le=4000)
+    min_current: float = Field(6, ge=0, le=80)
+    stale_after: float = Field(10, gt=0, le=3600)
+    #: A per phase kept free below the fuse for measurement error and loads that step between readings.
+    margin: float = Field(2.0, ge=0, le=100)
+    #: Seconds between rotations of who is paused when not every session can get min_current.
+    rotation_period: float = Field(900, gt=0)
+    socket_enabled: bool = True
+    active: bool = True
+
+    @field_validator("phases")
+    @classmethod
+    def _phases(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if p not in (1, 2, 3)]
+        if bad:
+            raise ValueError(f"phases {bad} are outside 1..3")
+        if not v or len(set(v)) != len(v):
+            raise ValueError("phases must be a non-empty list of distinct phases, e.g. [1, 2, 3] or [1]")
+        return v
+
+
+class SiteConfig(StrictModel):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    mqtt: MqttConfig | None = None
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    organisations: list[OrganisationConfig] = Field(default_factory=list)
+    id_tokens: list[IdTokenConfig] = Field(default_factory=list)
+    meters: list[MeterConfig] = Field(default_factory=list)
+    chargers: list[ChargerConfig] = Field(default_factory=list)
+    load_balancers: list[LoadBalancerConfig] = Field(default_factory=list)
+
+    def charger(self, station_id: str) -> ChargerConfig | None:
+        return next((c for c in self.chargers if c.id == station_id), None)
+
+    def meter(self, serial: str) -> MeterConfig | None:
+        return next((m for m in self.meters if m.serial == serial), None)
+
+    def organisation(self, org_id: str) -> OrganisationConfig | None:
+        return next((o for o in self.organisations if o.id == org_id), None)
+
+    def group_of(self, station_id: str) -> LoadBalancerConfig | None:
+        return next((g for g in self.load_balancers if station_id in g.chargers), None)
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+
+class ConfigError(Exception):
+    """Every problem found in one config file, each as ``FILE: path.to.field: message``."""
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {p.path}: {p.message}" for p in self.problems]
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _pydantic_problems(err: ValidationError) -> list[Problem]:
+    out = []
+    for e in err.errors():
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against the README's config reference)"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        out.append(Problem(_loc(e["loc"]), msg))
+    return out
+
+
+def _duplicates(items: list, key: str, section: str) -> list[Problem]:
+    seen: dict[str, int] = {}
+    out = []
+    for i, item in enumerate(items):
+        value = getattr(item, key)
+        if value in seen:
+            out.append(Problem(f"{section}.{i}.{key}", f"duplicate {key} {value!r} (first at {section}.{seen[value]})"))
+        else:
+            seen[value] = i
+    return out
+
+
+def cross_check(cfg: SiteConfig) -> list[Problem]:
+    """Checks that need the whole file: references, uniqueness, limits that must agree with each other."""
+    problems: list[Problem] = []
+    problems += _duplicates(cfg.organisations, "id", "organisations")
+    problems += _duplicates(cfg.meters, "serial", "meters")
+    problems += _duplicates(cfg.chargers, "id", "chargers")
+    problems += _duplicates(cfg.load_balancers, "id", "load_balancers")
+    orgs = {o.id for o in cfg.organisations}
+    meters = {m.serial: m for m in cfg.meters}
+    chargers = {c.id: c for c in cfg.chargers}
+    srv = cfg.server
+
+    if srv.security_profile in (2, 3) and not (srv.tls_cert and srv.tls_key):
+        problems.append(Problem("server.tls_cert", f"security_profile {srv.security_profile} needs tls_cert and tls_key"))
+    if srv.security_profile == 3 and not srv.tls_ca:
+        problems.append(Problem("server.tls_ca", "security_profile 3 needs tls_ca, the CA that signed the chargers' certificates"))
+
+    def ref(path: str, org: str) -> None:
+        if org not in orgs:
+            problems.append(Problem(path, f"unknown organisation {org!r}; add it under [[organisations]]"))
+
+    for i, t in enumerate(cfg.id_tokens):
+        ref(f"id_tokens.{i}.organisation", t.organisation)
+    for i, m in enumerate(cfg.meters):
+        ref(f"meters.{i}.organisation", m.organisation)
+        if m.source == "mqtt" and cfg.mqtt is None:
+            problems.append(Problem(f"meters.{i}.source", 'source = "mqtt" needs an [mqtt] section naming the broker'))
+    if cfg.gateway.mode == "mqtt" and cfg.mqtt is None:
+        problems.append(Problem("gateway.mode", 'mode = "mqtt" needs an [mqtt] section naming the broker'))
+    for i, c in enumerate(cfg.chargers):
+        ref(f"chargers.{i}.organisation", c.organisation)
+        if srv.security_profile in (1, 2):
+            if c.password is None:
+                problems.append(Problem(f"chargers.{i}.password", f"security_profile {srv.security_profile} needs a basic-auth password"))
+            elif not PASSWORD_RE.match(c.password):
+                problems.append(Problem(
+                    f"chargers.{i}.password",
+                    "OCPP basic-auth passwords are 16-40 characters of letters, digits and *-_=:+|@. "
+                    "(generate one with: python -c \"import secrets; print(secrets.token_hex(16))\")",
+                ))
+        if c.offline_current > c.max_current:
+            problems.append(Problem(f"chargers.{i}.offline_current", f"{c.offline_current} A is above max_current {c.max_current} A"))
+
+    group_of: dict[str, str] = {}
+    for i, g in enumerate(cfg.load_balancers):
+        p = f"load_balancers.{i}"
+        ref(f"{p}.organisation", g.organisation)
+        meter = None
+        if g.meter is not None:
+            meter = meters.get(g.meter)
+            if meter is None:
+                problems.append(Problem(f"{p}.meter", f"unknown meter {g.meter!r}; add it under [[meters]] or omit meter for static balancing"))
+        for j, cid in enumerate(g.chargers):
+            if cid not in chargers:
+                problems.append(Problem(f"{p}.chargers.{j}", f"unknown charger {cid!r}; add it under [[chargers]]"))
+            elif cid in group_of:
+                problems.append(Problem(f"{p}.chargers.{j}", f"charger {cid!r} is already in group {group_of[cid]!r}; a charger belongs to one group"))
+            else:
+                group_of[cid] = g.id
+        if len(set(g.chargers)) != len(g.chargers):
+            problems.append(Problem(f"{p}.chargers", "a charger is listed twice"))
+        if g.min_current > g.max_current_online:
+            problems.append(Problem(f"{p}.min_current", f"{g.min_current} A is above max_current_online {g.max_current_online} A"))
+        if g.max_current_offline > g.max_current_online:
+            problems.append(Problem(f"{p}.max_current_offline", f"{g.max_current_offline} A is above max_current_online {g.max_current_online} A"))
+        if g.max_current_online > g.supply_max_current:
+            problems.append(Problem(f"{p}.max_current_online", f"{g.max_current_online} A is above supply_max_current {g.supply_max_current} A (the main fuse)"))
+        if meter is not None:
+            extra = sorted(set(g.phases) - set(meter.phases))
+            if extra:
+                problems.append(Problem(f"{p}.phases", f"phases {extra} are not measured by meter {meter.serial} (its phases are {meter.phases}); a one-phase site uses [1]"))
+        for j, cid in enumerate(g.chargers):
+            c = chargers.get(cid)
+            if c is None:
+                continue
+            if c.max_current < g.min_current:
+                problems.append(Problem(f"{p}.chargers.{j}", f"charger {cid!r} max_current {c.max_current} A is below the group's min_current {g.min_current} A"))
+            if c.offline_phase not in g.phases:
+                problems.append(Problem(f"{p}.chargers.{j}", f"charger {cid!r} offline_phase {c.offline_phase} is not among the group's phases {g.phases}"))
+            if c.phases == 1 and charger_phases(c)[0] not in g.phases:
+                problems.append(Problem(f"{p}.chargers.{j}", f"one-phase charger {cid!r} lands on building phase {charger_phases(c)[0]}, which the group does not include"))
+    return problems
+
+
+def charger_phases(c: ChargerConfig) -> tuple[int, ...]:
+    """Building phases that charger phases L1, L2, L3 land on, in charger order (R=1, S=2, T=3)."""
+    mapped = tuple("RST".index(ch) + 1 for ch in c.phase_rotation)
+    return mapped[: c.phases]
+
+
+def parse_config(data: dict, source: str = "<config>") -> SiteConfig:
+    try:
+        cfg = SiteConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(source, _pydantic_problems(err)) from None
+    problems = cross_check(cfg)
+    if problems:
+        raise ConfigError(source, problems)
+    return cfg
+
+
+def load_config(path: str | Path) -> SiteConfig:
+    """Reads and validates FILE; relative paths inside it (database, TLS files) are taken from the file's folder."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [Problem("(file)", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), [Problem("(syntax)", f"not valid TOML: {exc}")]) from None
+    cfg = parse_config(data, str(path))
+    return resolve_paths(cfg, path.parent)
+
+
+def resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
+    def fix(p: str | None) -> str | None:
+        if p is None or p == ":memory:" or Path(p).is_absolute():
+            return p
+        return str((base / p).resolve())
+
+    server = cfg.server.model_copy(update={k: fix(getattr(cfg.server, k)) for k in ("tls_cert", "tls_key", "tls_ca")})
+    storage = cfg.storage.model_copy(update={"database": fix(cfg.storage.database)})
+    gateway = cfg.gateway.model_copy(update={"register_dirs": [fix(d) for d in cfg.gateway.register_dirs]})
+    return cfg.model_copy(update={"server": server, "storage": storage, "gateway": gateway})

@@ -1,0 +1,1 @@
+"""Simulators of chargers, EVs, the Amp Guard mains meter and the site they share."""
