@@ -194,6 +194,8 @@ def _duplicates(items: list, key: str, section: str) -> list[Problem]:
     seen: dict[str, int] = {}
     out = []
     for i, item in enumerate(items):
+        if item is None:
+            continue
         value = getattr(item, key)
         if value in seen:
             out.append(Problem(f"{section}.{i}.{key}", f"duplicate {key} {value!r} (first at {section}.{seen[value]})"))
@@ -202,16 +204,20 @@ def _duplicates(items: list, key: str, section: str) -> list[Problem]:
     return out
 
 
-def cross_check(cfg: SiteConfig) -> list[Problem]:
-    """Checks that need the whole file: references, uniqueness, limits that must agree with each other."""
+def cross_check(cfg: SiteConfig, invalid_ids: frozenset[str] = frozenset()) -> list[Problem]:
+    """Checks that need the whole file: references, uniqueness, limits that must agree with each other.
+
+    ``invalid_ids`` are ids of items that failed their own validation: references to them are not
+    reported again as unknown.
+    """
     problems: list[Problem] = []
     problems += _duplicates(cfg.organisations, "id", "organisations")
     problems += _duplicates(cfg.meters, "serial", "meters")
     problems += _duplicates(cfg.chargers, "id", "chargers")
     problems += _duplicates(cfg.load_balancers, "id", "load_balancers")
-    orgs = {o.id for o in cfg.organisations}
-    meters = {m.serial: m for m in cfg.meters}
-    chargers = {c.id: c for c in cfg.chargers}
+    orgs = {o.id for o in cfg.organisations if o is not None}
+    meters = {m.serial: m for m in cfg.meters if m is not None}
+    chargers = {c.id: c for c in cfg.chargers if c is not None}
     srv = cfg.server
 
     if srv.security_profile in (2, 3) and not (srv.tls_cert and srv.tls_key):
@@ -220,18 +226,24 @@ def cross_check(cfg: SiteConfig) -> list[Problem]:
         problems.append(Problem("server.tls_ca", "security_profile 3 needs tls_ca, the CA that signed the chargers' certificates"))
 
     def ref(path: str, org: str) -> None:
-        if org not in orgs:
+        if org not in orgs and org not in invalid_ids:
             problems.append(Problem(path, f"unknown organisation {org!r}; add it under [[organisations]]"))
 
     for i, t in enumerate(cfg.id_tokens):
+        if t is None:
+            continue
         ref(f"id_tokens.{i}.organisation", t.organisation)
     for i, m in enumerate(cfg.meters):
+        if m is None:
+            continue
         ref(f"meters.{i}.organisation", m.organisation)
         if m.source == "mqtt" and cfg.mqtt is None:
             problems.append(Problem(f"meters.{i}.source", 'source = "mqtt" needs an [mqtt] section naming the broker'))
     if cfg.gateway.mode == "mqtt" and cfg.mqtt is None:
         problems.append(Problem("gateway.mode", 'mode = "mqtt" needs an [mqtt] section naming the broker'))
     for i, c in enumerate(cfg.chargers):
+        if c is None:
+            continue
         ref(f"chargers.{i}.organisation", c.organisation)
         if srv.security_profile in (1, 2):
             if c.password is None:
@@ -247,15 +259,19 @@ def cross_check(cfg: SiteConfig) -> list[Problem]:
 
     group_of: dict[str, str] = {}
     for i, g in enumerate(cfg.load_balancers):
+        if g is None:
+            continue
         p = f"load_balancers.{i}"
         ref(f"{p}.organisation", g.organisation)
         meter = None
         if g.meter is not None:
             meter = meters.get(g.meter)
-            if meter is None:
+            if meter is None and g.meter not in invalid_ids:
                 problems.append(Problem(f"{p}.meter", f"unknown meter {g.meter!r}; add it under [[meters]] or omit meter for static balancing"))
         for j, cid in enumerate(g.chargers):
             if cid not in chargers:
+                if cid in invalid_ids:
+                    continue
                 problems.append(Problem(f"{p}.chargers.{j}", f"unknown charger {cid!r}; add it under [[chargers]]"))
             elif cid in group_of:
                 problems.append(Problem(f"{p}.chargers.{j}", f"charger {cid!r} is already in group {group_of[cid]!r}; a charger belongs to one group"))
@@ -292,11 +308,57 @@ def charger_phases(c: ChargerConfig) -> tuple[int, ...]:
     return mapped[: c.phases]
 
 
+_LIST_ITEMS = {"organisations": OrganisationConfig, "id_tokens": IdTokenConfig, "meters": MeterConfig,
+               "chargers": ChargerConfig, "load_balancers": LoadBalancerConfig}
+
+
+def _salvage(data: dict) -> SiteConfig:
+    """The valid parts of a file that failed validation, so cross-checks can still run on them.
+
+    An item that is itself invalid is left out of the cross-checks (its own errors are reported);
+    positions are kept, so the paths the cross-checks report still match the file.
+    """
+    fields: dict = {}
+    for name, info in SiteConfig.model_fields.items():
+        if name not in data:
+            fields[name] = info.get_default(call_default_factory=True)
+            continue
+        value = data[name]
+        if name in _LIST_ITEMS:
+            items = value if isinstance(value, list) else []
+            fields[name] = [_try(_LIST_ITEMS[name], item) for item in items]
+        else:
+            fields[name] = _try(info.annotation if name != "mqtt" else MqttConfig, value)
+            if fields[name] is None and name != "mqtt":
+                fields[name] = info.get_default(call_default_factory=True)
+    return SiteConfig.model_construct(**fields)
+
+
+def _invalid_ids(data: dict) -> frozenset[str]:
+    ids = set()
+    for name, model in _LIST_ITEMS.items():
+        items = data.get(name)
+        for item in items if isinstance(items, list) else []:
+            if isinstance(item, dict) and _try(model, item) is None:
+                ids.update(str(item[k]) for k in ("id", "serial") if k in item)
+    return frozenset(ids)
+
+
+def _try(model, value):
+    try:
+        return model.model_validate(value)
+    except (ValidationError, TypeError):
+        return None
+
+
 def parse_config(data: dict, source: str = "<config>") -> SiteConfig:
     try:
         cfg = SiteConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(source, _pydantic_problems(err)) from None
+        problems = _pydantic_problems(err)
+        if isinstance(data, dict):
+            problems += cross_check(_salvage(data), _invalid_ids(data))
+        raise ConfigError(source, problems) from None
     problems = cross_check(cfg)
     if problems:
         raise ConfigError(source, problems)

@@ -1,0 +1,146 @@
+"""``csms`` command line: serve, check-config, stations, transactions (+ plugin commands such as demo)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from datetime import datetime
+from importlib.metadata import entry_points
+
+from rich.console import Console
+from rich.table import Table
+
+from csms.config import ConfigError, SiteConfig, load_config
+
+
+def _load(path: str) -> SiteConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for line in err.lines():
+            print(line, file=sys.stderr)
+        return None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("ocpp").setLevel(logging.WARNING)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    print(f"{args.config}: OK ({len(cfg.organisations)} organisations, {len(cfg.meters)} meters, "
+          f"{len(cfg.chargers)} chargers, {len(cfg.load_balancers)} load balancer groups)")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    _setup_logging(args.log_level)
+    from csms.app import serve_until_signalled
+
+    try:
+        return asyncio.run(serve_until_signalled(cfg))
+    except OSError as exc:
+        print(f"csms serve: {exc} (is another process using port {cfg.server.port}?)", file=sys.stderr)
+        return 1
+
+
+def _ts(value: float | None) -> str:
+    return "" if value is None else datetime.fromtimestamp(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _open_db(cfg: SiteConfig):
+    from pathlib import Path
+
+    from csms.storage import open_database
+
+    if not Path(cfg.storage.database).exists():
+        return None
+    return open_database(cfg.storage.database)
+
+
+def cmd_stations(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    db = _open_db(cfg)
+    rows = list(db.query("SELECT * FROM stations ORDER BY id")) if db else []
+    table = Table(title=f"Stations ({cfg.storage.database})")
+    for col in ("id", "version", "vendor", "model", "firmware", "connected", "last boot", "last connected"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"], r["version"] or "", r["vendor"] or "", r["model"] or "", r["firmware_version"] or "",
+                      "yes" if r["connected"] else "no", _ts(r["last_boot"]), _ts(r["last_connected"]))
+    Console().print(table)
+    return 0
+
+
+def cmd_transactions(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if cfg is None:
+        return 2
+    db = _open_db(cfg)
+    rows = list(db.query("SELECT * FROM transactions ORDER BY started_at DESC LIMIT ?", [args.limit])) if db else []
+    table = Table(title=f"Transactions ({cfg.storage.database})")
+    for col in ("station", "transaction", "version", "connector", "id token", "started", "stopped", "kWh", "reason"):
+        table.add_column(col)
+    for r in rows:
+        kwh = ""
+        if r["meter_stop_wh"] is not None and r["meter_start_wh"] is not None:
+            kwh = f"{(r['meter_stop_wh'] - r['meter_start_wh']) / 1000:.2f}"
+        table.add_row(r["station_id"], r["transaction_id"], r["version"] or "", str(r["connector_id"]),
+                      r["id_token"] or "", _ts(r["started_at"]), _ts(r["stopped_at"]) or "running", kwh,
+                      r["stop_reason"] or "")
+    Console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="csms", description="OCPP central system with dynamic load balancing")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the central system")
+    p.add_argument("--config", required=True, help="operator config (TOML)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate an operator config and print every problem")
+    p.add_argument("config", help="operator config (TOML)")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("stations", help="list stored stations")
+    p.add_argument("--config", required=True)
+    p.set_defaults(func=cmd_stations)
+
+    p = sub.add_parser("transactions", help="list stored transactions, newest first")
+    p.add_argument("--config", required=True)
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_transactions)
+
+    # Commands that live outside csms/ (e.g. `demo`, which wires in the simulators) register here.
+    for ep in entry_points(group="csms.commands"):
+        try:
+            register = ep.load()
+        except ImportError as exc:
+            print(f"csms: command {ep.name!r} unavailable: {exc}", file=sys.stderr)
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""OCPP 1.6J adapter: every charge-point-initiated Core message, translated to domain state and storage.
+
+A message is acknowledged only after what it reports is committed (``await storage.write``), so
+nothing a charger was told we received is lost by a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
+
+from csms import records
+from csms.authorization import Verdict
+from csms.context import SessionContext
+from csms.metervalues import parse_time, to_sample
+from csms.session import SessionMixin
+from csms.state import BootInfo, Transaction, Version
+from csms.storage import log_event
+
+log = logging.getLogger("csms.ocpp16")
+
+_STATUS = {Verdict.ACCEPTED: AuthorizationStatus.accepted, Verdict.EXPIRED: AuthorizationStatus.expired,
+           Verdict.UNKNOWN: AuthorizationStatus.invalid}
+
+
+class Station16(SessionMixin, ChargePoint):
+    version = Version.V16
+    known_actions = frozenset(a.value for a in Action)
+
+    def __init__(self, station_id: str, connection: Any, ctx: SessionContext):
+        super().__init__(station_id, connection, response_timeout=ctx.cfg.server.call_timeout)
+        self.ctx = ctx
+        self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
+
+    def _id_tag_info(self, id_tag: str | None) -> dict[str, Any]:
+        verdict = self.ctx.authorizer.check(self.id, id_tag, self.ctx.clock())
+        info: dict[str, Any] = {"status": _STATUS[verdict]}
+        expiry = self.ctx.authorizer.expiry_of(self.id, id_tag) if id_tag else None
+        if expiry is not None:
+            info["expiry_date"] = expiry.isoformat()
+        return info
+
+    @on(Action.boot_notification)
+    async def on_boot(self, charge_point_vendor: str, charge_point_model: str, **kw: Any):
+        now = self.ctx.clock()
+        boot = BootInfo(charge_point_vendor, charge_point_model,
+                        kw.get("charge_point_serial_number") or kw.get("charge_box_serial_number"),
+                        kw.get("firmware_version"))
+        await self.ctx.storage.write(records.station_booted(self.id, boot, now))
+        self.ctx.state.booted(self.id, boot, now)
+        log.info("%s: boot %s %s fw %s", self.id, boot.vendor, boot.model, boot.firmware_version)
+        return call_result.BootNotification(current_time=self.ctx.now_iso(),
+                                            interval=self.ctx.cfg.server.heartbeat_interval,
+                                            status=RegistrationStatus.accepted)
+
+    @on(Action.heartbeat)
+    def on_heartbeat(self, **kw: Any):
+        self.ctx.state.seen(self.id, self.ctx.clock())
+        return call_result.Heartbeat(current_time=self.ctx.now_iso())
+
+    @on(Action.status_notification)
+    async def on_status(self, connector_id: int, error_code: str, status: str, **kw: Any):
+        at = parse_time(kw.get("timestamp"), self.ctx.clock())
+        err = None if error_code == "NoError" else error_code
+        await self.ctx.storage.write(records.connector_status(self.id, connector_id, status, err, at))
+        self.ctx.state.status(self.id, connector_id, status, err, at)
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    def on_authorize(self, id_tag: str, **kw: Any):
+        return call_result.Authorize(id_tag_info=self._id_tag_info(id_tag))
+
+    @on(Action.start_transaction)
+    async def on_start(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **kw: Any):
+        started_at = parse_time(timestamp, self.ctx.clock())
+        info = self._id_tag_info(id_tag)
+        tx_id, new = await self.ctx.storage.write(
+            records.start_transaction_16(self.id, connector_id, id_tag, started_at, float(meter_start)))
+        if new:
+            tx = Transaction(str(tx_id), connector_id, id_tag, started_at, float(meter_start))
+            self.ctx.state.transaction_started(self.id, tx)
+            log.info("%s: transaction %s started on connector %s", self.id, tx_id, connector_id)
+        return call_result.StartTransaction(transaction_id=tx_id, id_tag_info=info)
+
+    @on(Action.stop_transaction)
+    async def on_stop(self, meter_stop: int, timestamp: str, transaction_id: int, **kw: Any):
+        stopped_at = parse_time(timestamp, self.ctx.clock())
+        tx_key = str(transaction_id)
+        data = kw.get("transaction_data") or []
+        if data:
+            running = self.ctx.state.find_transaction(self.id, tx_key)
+            await self._store_meter_values(running.connector_id if running else 0, tx_key, data)
+        row = await self.ctx.storage.write(
+            records.stop_transaction(self.id, tx_key, stopped_at, float(meter_stop), kw.get("reason")))
+        if row is None:
+            log.warning("%s: StopTransaction for unknown transaction %s", self.id, transaction_id)
+            self.ctx.storage.write_nowait(log_event("unknown_transaction", stopped_at, station_id=self.id,
+                                                    transaction_id=tx_key))
+        else:
+            tx = Transaction(tx_key, row["connector_id"], row["id_token"], row["started_at"], row["meter_start_wh"],
+                             stopped_at, float(meter_stop), kw.get("reason"))
+            self.ctx.state.transaction_ended(self.id, tx)
+        id_tag = kw.get("id_tag")
+        return call_result.StopTransaction(id_tag_info=self._id_tag_info(id_tag) if id_tag else None)
+
+    async def _store_meter_values(self, connector_id: int, transaction_id: str | None, meter_value: list[dict]) -> list:
+        now = self.ctx.clock()
+        parsed = [(*to_sample(mv, now), mv) for mv in meter_value]
+        await self.ctx.storage.write(records.meter_values(self.id, connector_id, transaction_id, parsed))
+        return parsed
+
+    @on(Action.meter_values)
+    async def on_meter_values(self, connector_id: int, meter_value: list, **kw: Any):
+        tx = kw.get("transaction_id")
+        parsed = await self._store_meter_values(connector_id, None if tx is None else str(tx), meter_value)
+        for sample, _, _ in sorted(parsed, key=lambda p: p[0].taken_at):
+            self.ctx.state.sampled(self.id, connector_id, sample)
+        return call_result.MeterValues()
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **kw: Any):
+        self.ctx.storage.write_nowait(log_event("data_transfer", self.ctx.clock(), station_id=self.id,
+                                                vendor_id=vendor_id, message_id=kw.get("message_id")))
+        return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
+
+    @on(Action.diagnostics_status_notification)
+    def on_diagnostics_status(self, status: str, **kw: Any):
+        self.ctx.storage.write_nowait(log_event("diagnostics_status", self.ctx.clock(), station_id=self.id, status=status))
+        return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.firmware_status_notification)
+    def on_firmware_status(self, status: str, **kw: Any):
+        self.ctx.storage.write_nowait(log_event("firmware_status", self.ctx.clock(), station_id=self.id, status=status))
+        return call_result.FirmwareStatusNotification()

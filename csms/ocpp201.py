@@ -1,0 +1,203 @@
+"""OCPP 2.0.1 adapter: every message a charging station initiates, translated to domain state and storage.
+
+Transactions are keyed by EVSE id in the domain state (the 2.0.1 counterpart of a 1.6 connector).
+TransactionEvents are recorded once per (transactionId, seqNo), so a station that resends its queue
+after a reconnect is not double counted, and each is acknowledged only after it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call_result
+from ocpp.v201.enums import (
+    Action,
+    AuthorizationStatusEnumType,
+    DataTransferStatusEnumType,
+    GenericStatusEnumType,
+    NotifyEVChargingNeedsStatusEnumType,
+    RegistrationStatusEnumType,
+)
+
+from csms import records
+from csms.authorization import Verdict
+from csms.context import SessionContext
+from csms.metervalues import parse_time, to_sample
+from csms.session import SessionMixin
+from csms.state import BootInfo, Transaction, Version
+from csms.storage import log_event
+
+log = logging.getLogger("csms.ocpp201")
+
+_STATUS = {Verdict.ACCEPTED: AuthorizationStatusEnumType.accepted, Verdict.EXPIRED: AuthorizationStatusEnumType.expired,
+           Verdict.UNKNOWN: AuthorizationStatusEnumType.unknown}
+
+#: 2.0.1 connector statuses mapped to the domain's vocabulary (the same words 1.6 uses where they exist).
+_CONNECTOR_STATUS = {"Available": "Available", "Occupied": "Occupied", "Reserved": "Reserved",
+                     "Unavailable": "Unavailable", "Faulted": "Faulted"}
+_CHARGING_STATE = {"Charging": "Charging", "EVConnected": "Preparing", "SuspendedEV": "SuspendedEV",
+                   "SuspendedEVSE": "SuspendedEVSE", "Idle": "Available"}
+
+
+class Station201(SessionMixin, ChargePoint):
+    version = Version.V201
+    known_actions = frozenset(a.value for a in Action)
+
+    def __init__(self, station_id: str, connection: Any, ctx: SessionContext):
+        super().__init__(station_id, connection, response_timeout=ctx.cfg.server.call_timeout)
+        self.ctx = ctx
+        self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
+
+    def _id_token_info(self, id_token: dict | None) -> dict[str, Any]:
+        token = (id_token or {}).get("id_token")
+        verdict = self.ctx.authorizer.check(self.id, token, self.ctx.clock())
+        info: dict[str, Any] = {"status": _STATUS[verdict]}
+        expiry = self.ctx.authorizer.expiry_of(self.id, token) if token else None
+        if expiry is not None:
+            info["cache_expiry_date_time"] = expiry.isoformat()
+        return info
+
+    def _log(self, kind: str, **detail: Any) -> None:
+        self.ctx.storage.write_nowait(log_event(kind, self.ctx.clock(), station_id=self.id, **detail))
+
+    @on(Action.boot_notification)
+    async def on_boot(self, charging_station: dict, reason: str, **kw: Any):
+        now = self.ctx.clock()
+        boot = BootInfo(charging_station.get("vendor_name", ""), charging_station.get("model", ""),
+                        charging_station.get("serial_number"), charging_station.get("firmware_version"))
+        await self.ctx.storage.write(records.station_booted(self.id, boot, now))
+        self.ctx.state.booted(self.id, boot, now)
+        log.info("%s: boot (%s) %s %s fw %s", self.id, reason, boot.vendor, boot.model, boot.firmware_version)
+        return call_result.BootNotification(current_time=self.ctx.now_iso(),
+                                            interval=self.ctx.cfg.server.heartbeat_interval,
+                                            status=RegistrationStatusEnumType.accepted)
+
+    @on(Action.heartbeat)
+    def on_heartbeat(self, **kw: Any):
+        self.ctx.state.seen(self.id, self.ctx.clock())
+        return call_result.Heartbeat(current_time=self.ctx.now_iso())
+
+    @on(Action.status_notification)
+    async def on_status(self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **kw: Any):
+        at = parse_time(timestamp, self.ctx.clock())
+        status = _CONNECTOR_STATUS.get(connector_status, connector_status)
+        await self.ctx.storage.write(records.connector_status(self.id, evse_id, status, None, at))
+        self.ctx.state.status(self.id, evse_id, status, None, at)
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    def on_authorize(self, id_token: dict, **kw: Any):
+        return call_result.Authorize(id_token_info=self._id_token_info(id_token))
+
+    @on(Action.transaction_event)
+    async def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str, seq_no: int,
+                                   transaction_info: dict, **kw: Any):
+        at = parse_time(timestamp, self.ctx.clock())
+        tx_id = transaction_info["transaction_id"]
+        evse = kw.get("evse") or {}
+        running = self.ctx.state.find_transaction(self.id, tx_id)
+        evse_id = evse.get("id") or (running.connector_id if running else 1)
+        first = await self.ctx.storage.write(records.transaction_event(self.id, tx_id, seq_no, event_type,
+                                                                        trigger_reason, at))
+        meter_value = kw.get("meter_value") or []
+        parsed = []
+        if meter_value:
+            now = self.ctx.clock()
+            parsed = [(*to_sample(mv, now), mv) for mv in meter_value]
+            await self.ctx.storage.write(records.meter_values(self.id, evse_id, tx_id, parsed))
+        id_token = kw.get("id_token")
+        token = (id_token or {}).get("id_token")
+        if first:
+            await self._apply_event(event_type, tx_id, evse_id, token, at, parsed, transaction_info, kw)
+        reply_info = self._id_token_info(id_token) if id_token else None
+        return call_result.TransactionEvent(id_token_info=reply_info)
+
+    async def _apply_event(self, event_type: str, tx_id: str, evse_id: int, token: str | None, at: float,
+                           parsed: list, transaction_info: dict, kw: dict) -> None:
+        state = self.ctx.state
+        running = state.find_transaction(self.id, tx_id)
+        energy = next((s.energy_wh for s, _, _ in parsed if s.energy_wh is not None), None)
+        if running is None and event_type in ("Started", "Updated"):
+            running = Transaction(tx_id, evse_id, token, at, energy)
+            await self.ctx.storage.write(records.upsert_transaction(self.id, Version.V201, running))
+            state.transaction_started(self.id, running)
+            log.info("%s: transaction %s started on EVSE %s", self.id, tx_id, evse_id)
+        charging_state = transaction_info.get("charging_state")
+        if charging_state in _CHARGING_STATE and event_type != "Ended":
+            state.status(self.id, evse_id, _CHARGING_STATE[charging_state], None, at)
+        for sample, _, _ in sorted(parsed, key=lambda p: p[0].taken_at):
+            state.sampled(self.id, evse_id, sample)
+        if event_type == "Ended":
+            started = running or Transaction(tx_id, evse_id, token, at)
+            ended = Transaction(tx_id, started.connector_id, started.id_token or token, started.started_at,
+                                started.meter_start_wh, at, energy, transaction_info.get("stopped_reason"))
+            await self.ctx.storage.write(records.upsert_transaction(self.id, Version.V201, ended))
+            state.transaction_ended(self.id, ended)
+            log.info("%s: transaction %s ended (%s)", self.id, tx_id, ended.stop_reason)
+
+    @on(Action.meter_values)
+    async def on_meter_values(self, evse_id: int, meter_value: list, **kw: Any):
+        now = self.ctx.clock()
+        parsed = [(*to_sample(mv, now), mv) for mv in meter_value]
+        running = self.ctx.state.station(self.id).transactions.get(evse_id)
+        await self.ctx.storage.write(records.meter_values(self.id, evse_id, running.transaction_id if running else None,
+                                                          parsed))
+        for sample, _, _ in sorted(parsed, key=lambda p: p[0].taken_at):
+            self.ctx.state.sampled(self.id, evse_id, sample)
+        return call_result.MeterValues()
+
+    @on(Action.notify_event)
+    def on_notify_event(self, generated_at: str, seq_no: int, event_data: list, **kw: Any):
+        for ev in event_data[:50]:
+            self._log("notify_event", trigger=ev.get("trigger"), component=ev.get("component", {}).get("name"),
+                      variable=ev.get("variable", {}).get("name"), value=ev.get("actual_value"))
+        return call_result.NotifyEvent()
+
+    @on(Action.notify_report)
+    def on_notify_report(self, request_id: int, generated_at: str, seq_no: int, **kw: Any):
+        self._log("notify_report", request_id=request_id, seq_no=seq_no, items=len(kw.get("report_data") or []))
+        return call_result.NotifyReport()
+
+    @on(Action.security_event_notification)
+    def on_security_event(self, type: str, timestamp: str, **kw: Any):
+        log.warning("%s: security event %s", self.id, type)
+        self._log("security_event", type=type, tech_info=kw.get("tech_info"))
+        return call_result.SecurityEventNotification()
+
+    @on(Action.firmware_status_notification)
+    def on_firmware_status(self, status: str, **kw: Any):
+        self._log("firmware_status", status=status)
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.log_status_notification)
+    def on_log_status(self, status: str, **kw: Any):
+        self._log("log_status", status=status)
+        return call_result.LogStatusNotification()
+
+    @on(Action.data_transfer)
+    def on_data_transfer(self, vendor_id: str, **kw: Any):
+        self._log("data_transfer", vendor_id=vendor_id, message_id=kw.get("message_id"))
+        return call_result.DataTransfer(status=DataTransferStatusEnumType.unknown_vendor_id)
+
+    @on(Action.notify_charging_limit)
+    def on_notify_charging_limit(self, charging_limit: dict, **kw: Any):
+        self._log("notify_charging_limit", source=charging_limit.get("charging_limit_source"), evse_id=kw.get("evse_id"))
+        return call_result.NotifyChargingLimit()
+
+    @on(Action.report_charging_profiles)
+    def on_report_charging_profiles(self, request_id: int, charging_limit_source: str, charging_profile: list,
+                                    evse_id: int, **kw: Any):
+        self._log("report_charging_profiles", request_id=request_id, evse_id=evse_id, count=len(charging_profile))
+        return call_result.ReportChargingProfiles()
+
+    @on(Action.notify_ev_charging_needs)
+    def on_notify_ev_charging_needs(self, charging_needs: dict, evse_id: int, **kw: Any):
+        self._log("ev_charging_needs", evse_id=evse_id, transfer=charging_needs.get("requested_energy_transfer"))
+        return call_result.NotifyEVChargingNeeds(status=NotifyEVChargingNeedsStatusEnumType.accepted)
+
+    @on(Action.notify_ev_charging_schedule)
+    def on_notify_ev_charging_schedule(self, time_base: str, charging_schedule: dict, evse_id: int, **kw: Any):
+        self._log("ev_charging_schedule", evse_id=evse_id)
+        return call_result.NotifyEVChargingSchedule(status=GenericStatusEnumType.accepted)

@@ -1,0 +1,148 @@
+"""What the central system writes to SQLite, one small operation per domain fact.
+
+Each function returns an operation for :meth:`csms.storage.Storage.write`; they are idempotent
+where a station may send the same message again after a reconnect (same StartTransaction, same
+StopTransaction, same TransactionEvent seqNo, same meter value), so a retry is recorded once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlite_utils import Database
+
+from csms.state import BootInfo, PhaseSample, Transaction
+from csms.storage import next_counter
+
+TX_COUNTER = "ocpp16_transaction_id"
+
+
+def station_connected(station_id: str, version: str, at: float):
+    def op(db: Database) -> None:
+        db.execute(
+            """INSERT INTO stations (id, version, first_seen, last_connected, connected) VALUES (?, ?, ?, ?, 1)
+               ON CONFLICT(id) DO UPDATE SET version = excluded.version, last_connected = excluded.last_connected,
+               connected = 1""",
+            [station_id, version, at, at],
+        )
+    return op
+
+
+def station_disconnected(station_id: str, at: float):
+    def op(db: Database) -> None:
+        db.execute("UPDATE stations SET connected = 0, last_disconnected = ? WHERE id = ?", [at, station_id])
+    return op
+
+
+def station_booted(station_id: str, boot: BootInfo, at: float):
+    def op(db: Database) -> None:
+        db.execute(
+            """UPDATE stations SET vendor = ?, model = ?, serial_number = ?, firmware_version = ?, last_boot = ?
+               WHERE id = ?""",
+            [boot.vendor, boot.model, boot.serial_number, boot.firmware_version, at, station_id],
+        )
+    return op
+
+
+def connector_status(station_id: str, connector_id: int, status: str, error_code: str | None, at: float):
+    def op(db: Database) -> None:
+        db.execute(
+            "INSERT INTO connector_status (station_id, connector_id, status, error_code, at) VALUES (?, ?, ?, ?, ?)",
+            [station_id, connector_id, status, error_code, at],
+        )
+    return op
+
+
+def start_transaction_16(station_id: str, connector_id: int, id_token: str, started_at: float,
+                         meter_start_wh: float):
+    """Allocates a CSMS transaction id (unique, monotonic across restarts) or returns the one already
+    given to this very StartTransaction (same station, connector, timestamp and meter start)."""
+    start_key = f"{connector_id}|{started_at!r}|{meter_start_wh!r}|{id_token}"
+
+    def op(db: Database) -> tuple[int, bool]:
+        row = db.execute("SELECT transaction_id FROM transactions WHERE station_id = ? AND start_key = ?",
+                         [station_id, start_key]).fetchone()
+        if row:
+            return int(row[0]), False
+        tx_id = next_counter(db, TX_COUNTER)
+        db.execute(
+            """INSERT INTO transactions (station_id, transaction_id, version, connector_id, id_token, started_at,
+               meter_start_wh, start_key) VALUES (?, ?, 'ocpp1.6', ?, ?, ?, ?, ?)""",
+            [station_id, str(tx_id), connector_id, id_token, started_at, meter_start_wh, start_key],
+        )
+        return tx_id, True
+    return op
+
+
+def upsert_transaction(station_id: str, version: str, tx: Transaction):
+    def op(db: Database) -> None:
+        db.execute(
+            """INSERT INTO transactions (station_id, transaction_id, version, connector_id, id_token, started_at,
+               meter_start_wh, stopped_at, meter_stop_wh, stop_reason)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(station_id, transaction_id) DO UPDATE SET
+                 id_token = COALESCE(transactions.id_token, excluded.id_token),
+                 stopped_at = COALESCE(transactions.stopped_at, excluded.stopped_at),
+                 meter_stop_wh = COALESCE(transactions.meter_stop_wh, excluded.meter_stop_wh),
+                 stop_reason = COALESCE(transactions.stop_reason, excluded.stop_reason)""",
+            [station_id, tx.transaction_id, version, tx.connector_id, tx.id_token, tx.started_at,
+             tx.meter_start_wh, tx.stopped_at, tx.meter_stop_wh, tx.stop_reason],
+        )
+    return op
+
+
+def stop_transaction(station_id: str, transaction_id: str, stopped_at: float, meter_stop_wh: float | None,
+                     reason: str | None):
+    """Marks a transaction stopped; returns the stored row (or None when it is unknown)."""
+    def op(db: Database) -> dict[str, Any] | None:
+        db.execute(
+            """UPDATE transactions SET stopped_at = COALESCE(stopped_at, ?), meter_stop_wh = COALESCE(meter_stop_wh, ?),
+               stop_reason = COALESCE(stop_reason, ?) WHERE station_id = ? AND transaction_id = ?""",
+            [stopped_at, meter_stop_wh, reason, station_id, transaction_id],
+        )
+        rows = list(db.query("SELECT * FROM transactions WHERE station_id = ? AND transaction_id = ?",
+                             [station_id, transaction_id]))
+        return rows[0] if rows else None
+    return op
+
+
+def transaction_event(station_id: str, transaction_id: str, seq_no: int, event_type: str, trigger: str,
+                      at: float):
+    """Returns True the first time this (transaction, seqNo) is seen, False for a retry."""
+    def op(db: Database) -> bool:
+        cur = db.execute(
+            """INSERT OR IGNORE INTO transaction_events (station_id, transaction_id, seq_no, event_type,
+               trigger_reason, at) VALUES (?, ?, ?, ?, ?, ?)""",
+            [station_id, transaction_id, seq_no, event_type, trigger, at],
+        )
+        return cur.rowcount == 1
+    return op
+
+
+def meter_values(station_id: str, connector_id: int, transaction_id: str | None,
+                 samples: list[tuple[PhaseSample, str, list[dict]]]):
+    def op(db: Database) -> None:
+        db.conn.executemany(
+            """INSERT OR IGNORE INTO meter_values (station_id, connector_id, taken_at, context, transaction_id,
+               current_l1, current_l2, current_l3, energy_wh, sampled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                (station_id, connector_id, s.taken_at, context, transaction_id, *s.current, s.energy_wh,
+                 json.dumps(raw))
+                for s, context, raw in samples
+            ],
+        )
+    return op
+
+
+def open_transactions(db: Database) -> list[dict[str, Any]]:
+    return list(db.query("SELECT * FROM transactions WHERE stopped_at IS NULL ORDER BY started_at"))
+
+
+def record_decision(group_id: str, at: float, meter_fresh: bool, budget: dict, limits: dict):
+    def op(db: Database) -> None:
+        db.execute(
+            "INSERT INTO decisions (group_id, at, meter_fresh, budget, limits) VALUES (?, ?, ?, ?, ?)",
+            [group_id, at, int(meter_fresh), json.dumps(budget), json.dumps(limits)],
+        )
+    return op

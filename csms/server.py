@@ -1,0 +1,195 @@
+"""The websocket side of the central system: handshake, authentication, one session per station.
+
+Stations connect to ``ws://HOST:PORT{path_prefix}/{station_id}`` offering ``ocpp1.6`` and/or
+``ocpp2.0.1``. Authentication happens in ``process_request`` before the upgrade, so a refused station
+never gets a session: 404 for an identity not in the config, 401 for a missing or wrong basic-auth
+password (profiles 1 and 2), 403 when a client certificate names another station (profile 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import ssl
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import websockets
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidHeader
+from websockets.headers import parse_authorization_basic
+from websockets.http11 import Request, Response
+
+from csms.context import SessionContext
+from csms.ocpp16 import Station16
+from csms.ocpp201 import Station201
+from csms import records
+from csms.state import Version
+
+log = logging.getLogger("csms.server")
+
+SUBPROTOCOLS = [Version.V201.value, Version.V16.value]
+SESSION_CLASSES = {Version.V16.value: Station16, Version.V201.value: Station201}
+
+
+def station_id_from_path(path: str, prefix: str) -> str | None:
+    """``/ocpp/CP%2001?x=1`` → ``CP 01``; None when the path is not under the prefix or names nothing."""
+    raw = urlsplit(path).path
+    if prefix:
+        if not raw.startswith(prefix + "/"):
+            return None
+        raw = raw[len(prefix) + 1:]
+    else:
+        raw = raw.lstrip("/")
+    if not raw or "/" in raw:
+        return None
+    return unquote(raw)
+
+
+def certificate_common_name(peercert: dict | None) -> str | None:
+    for rdn in (peercert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
+
+
+def build_ssl_context(cert: str, key: str, ca: str | None, require_client_cert: bool) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    # OCPP requires the RSA key-exchange AES-GCM suites too, which Python's defaults leave out.
+    ctx.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:AES128-GCM-SHA256:AES256-GCM-SHA384")
+    if ca:
+        ctx.load_verify_locations(ca)
+    if require_client_cert:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
+class CentralSystem:
+    """Owns the websocket server and the live sessions, one per station id."""
+
+    def __init__(self, ctx: SessionContext):
+        self.ctx = ctx
+        self.cfg = ctx.cfg
+        self.sessions: dict[str, Station16 | Station201] = {}
+        self._server: Server | None = None
+        self._passwords = {c.id: c.password for c in self.cfg.chargers}
+        self.on_session: list = []  # callbacks(session) when a station's session starts
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self) -> None:
+        srv = self.cfg.server
+        ssl_ctx = None
+        if srv.security_profile in (2, 3):
+            ssl_ctx = build_ssl_context(srv.tls_cert, srv.tls_key, srv.tls_ca, srv.security_profile == 3)
+        self._server = await serve(
+            self._handle, srv.host, srv.port,
+            subprotocols=SUBPROTOCOLS,
+            process_request=self._process_request,
+            max_size=srv.max_message_size,
+            max_queue=16,
+            ssl=ssl_ctx,
+            open_timeout=10,
+            ping_interval=30,
+            ping_timeout=30,
+            close_timeout=5,
+        )
+        scheme = "wss" if ssl_ctx else "ws"
+        log.info("listening on %s://%s:%s%s/<station id> (security profile %s)", scheme, srv.host, self.port,
+                 srv.path_prefix, srv.security_profile)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close(close_connections=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    # -- handshake ------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        srv = self.cfg.server
+        station_id = station_id_from_path(request.path, srv.path_prefix)
+        if station_id is None:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"connect to {srv.path_prefix}/<station id>\n")
+        if station_id not in self._passwords:
+            log.warning("refused unknown station %r from %s", station_id, connection.remote_address)
+            return connection.respond(HTTPStatus.NOT_FOUND, "unknown station\n")
+        if srv.security_profile in (1, 2):
+            refusal = self._check_basic_auth(connection, request.headers, station_id)
+            if refusal is not None:
+                return refusal
+        if srv.security_profile == 3:
+            peercert = connection.transport.get_extra_info("peercert")
+            cn = certificate_common_name(peercert)
+            if cn != station_id:
+                log.warning("%s: client certificate names %r, refused", station_id, cn)
+                return connection.respond(HTTPStatus.FORBIDDEN, "client certificate does not name this station\n")
+        return None
+
+    def _check_basic_auth(self, connection: ServerConnection, headers: Headers, station_id: str) -> Response | None:
+        def unauthorized(reason: str) -> Response:
+            log.warning("%s: basic auth refused (%s)", station_id, reason)
+            resp = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
+            resp.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
+            return resp
+
+        header = headers.get("Authorization")
+        if header is None:
+            return unauthorized("no Authorization header")
+        try:
+            user, password = parse_authorization_basic(header)
+        except InvalidHeader:
+            return unauthorized("malformed Authorization header")
+        expected = self._passwords[station_id] or ""
+        if user != station_id:
+            return unauthorized(f"user {user!r} is not the station id")
+        if not hmac.compare_digest(password.encode(), expected.encode()):
+            return unauthorized("wrong password")
+        return None
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        station_id = station_id_from_path(ws.request.path, self.cfg.server.path_prefix)
+        if station_id is None or ws.subprotocol not in SESSION_CLASSES:
+            await ws.close(1002, "no OCPP subprotocol")
+            return
+        version = Version(ws.subprotocol)
+        session = SESSION_CLASSES[ws.subprotocol](station_id, ws, self.ctx)
+        previous = self.sessions.get(station_id)
+        self.sessions[station_id] = session
+        if previous is not None:
+            log.warning("%s: new connection replaces the previous one", station_id)
+            await previous._connection.close(1000, "replaced by a new connection")
+        now = self.ctx.clock()
+        await self.ctx.storage.write(records.station_connected(station_id, version.value, now))
+        self.ctx.state.connected(station_id, version, now)
+        log.info("%s: connected (%s) from %s", station_id, version.value, ws.remote_address)
+        for callback in self.on_session:
+            callback(session)
+        try:
+            await session.start()
+        except websockets.ConnectionClosed as exc:
+            log.info("%s: disconnected (%s)", station_id, exc.rcvd.code if exc.rcvd else "no close frame")
+        except Exception:
+            log.exception("%s: session failed", station_id)
+            await ws.close(1011, "internal error")
+        finally:
+            if self.sessions.get(station_id) is session:
+                del self.sessions[station_id]
+                at = self.ctx.clock()
+                self.ctx.state.disconnected(station_id, at)
+                try:
+                    self.ctx.storage.write_nowait(records.station_disconnected(station_id, at), "disconnect")
+                except Exception:  # storage may already be closed on shutdown
+                    pass

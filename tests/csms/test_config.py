@@ -1,0 +1,115 @@
+"""Operator config validation: every problem reported as FILE: path: message, and the CLI's exit codes."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from csms.config import ConfigError, charger_phases, load_config, parse_config
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "site.toml"
+
+BASE = {
+    "server": {"security_profile": 1},
+    "organisations": [{"id": "org", "name": "Org"}],
+    "meters": [{"serial": "AG1234567G", "pin": "12345678", "organisation": "org"}],
+    "chargers": [
+        {"id": "CP1", "password": "0123456789abcdef", "organisation": "org", "max_current": 32, "offline_current": 6},
+        {"id": "CP2", "password": "0123456789abcdef", "organisation": "org", "max_current": 16, "offline_current": 6},
+    ],
+    "load_balancers": [{"id": "g", "name": "G", "organisation": "org", "meter": "AG1234567G", "chargers": ["CP1", "CP2"],
+                        "supply_max_current": 63, "max_current_online": 50, "max_current_offline": 16}],
+}
+
+
+def problems(mutate) -> list[str]:
+    data = copy.deepcopy(BASE)
+    mutate(data)
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "site.toml")
+    return info.value.lines()
+
+
+def test_the_example_and_base_configs_are_valid():
+    load_config(EXAMPLE)
+    parse_config(copy.deepcopy(BASE))
+
+
+CASES = [
+    ("unknown key", lambda d: d["server"].update(prot=1), "site.toml: server.prot: unknown key"),
+    ("wrong type", lambda d: d["chargers"][0].update(max_current="lots"), "site.toml: chargers.0.max_current:"),
+    ("duplicate charger", lambda d: d["chargers"].append(dict(d["chargers"][0])), "site.toml: chargers.2.id: duplicate id 'CP1'"),
+    ("unknown organisation", lambda d: d["chargers"][1].update(organisation="x"), "site.toml: chargers.1.organisation: unknown organisation 'x'"),
+    ("unknown meter", lambda d: d["load_balancers"][0].update(meter="ZZ1G"), "site.toml: load_balancers.0.meter: unknown meter"),
+    ("unknown charger", lambda d: d["load_balancers"][0]["chargers"].append("CP9"), "site.toml: load_balancers.0.chargers.2: unknown charger 'CP9'"),
+    ("charger in two groups", lambda d: d["load_balancers"].append({**d["load_balancers"][0], "id": "h"}),
+     "site.toml: load_balancers.1.chargers.0: charger 'CP1' is already in group 'g'"),
+    ("serial without G", lambda d: d["meters"][0].update(serial="AG1234567"), "site.toml: meters.0.serial: measurement device serial"),
+    ("short PIN", lambda d: d["meters"][0].update(pin="1234"), "site.toml: meters.0.pin: PIN must be exactly 8 digits"),
+    ("min above max", lambda d: d["load_balancers"][0].update(min_current=60), "site.toml: load_balancers.0.min_current:"),
+    ("offline above online", lambda d: d["load_balancers"][0].update(max_current_offline=55), "site.toml: load_balancers.0.max_current_offline:"),
+    ("max above supply", lambda d: d["load_balancers"][0].update(max_current_online=70), "site.toml: load_balancers.0.max_current_online:"),
+    ("phase outside 1..3", lambda d: d["load_balancers"][0].update(phases=[1, 4]), "site.toml: load_balancers.0.phases: phases [4] are outside 1..3"),
+    ("one-phase site with phase 3", lambda d: (d["meters"][0].update(phases=[1]), d["load_balancers"][0].update(phases=[1, 3])),
+     "site.toml: load_balancers.0.phases: phases [3] are not measured"),
+    ("short password", lambda d: d["chargers"][0].update(password="short"), "site.toml: chargers.0.password: OCPP basic-auth passwords are 16-40"),
+    ("password with a space", lambda d: d["chargers"][0].update(password="0123456789 abcdef"), "site.toml: chargers.0.password:"),
+    ("missing password", lambda d: d["chargers"][0].pop("password"), "site.toml: chargers.0.password: security_profile 1 needs"),
+    ("TLS without certificate", lambda d: d["server"].update(security_profile=2), "site.toml: server.tls_cert: security_profile 2 needs"),
+    ("offline above charger max", lambda d: d["chargers"][1].update(offline_current=20), "site.toml: chargers.1.offline_current:"),
+]
+
+
+@pytest.mark.parametrize("name,mutate,expected", CASES, ids=[c[0] for c in CASES])
+def test_each_problem_is_reported_with_its_path(name, mutate, expected):
+    lines = problems(mutate)
+    assert any(line.startswith(expected) for line in lines), lines
+
+
+def test_every_problem_is_reported_at_once():
+    def many(d):
+        d["meters"][0].update(pin="1")
+        d["chargers"][0].update(password="x")
+        d["load_balancers"][0].update(meter="nope")
+        d["chargers"][1].update(phases=2)
+    lines = problems(many)
+    assert [line.split(":")[1].strip() for line in lines] == [
+        "meters.0.pin", "chargers.1.phases", "chargers.0.password", "load_balancers.0.meter"], lines
+
+
+def test_phase_rotation_maps_charger_phases_to_building_phases():
+    cfg = parse_config(copy.deepcopy(BASE))
+    c = cfg.chargers[0].model_copy(update={"phase_rotation": "STR"})
+    assert charger_phases(c) == (2, 3, 1)
+    assert charger_phases(c.model_copy(update={"phases": 1, "phase_rotation": "TRS"})) == (3,)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "csms.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_cli(tmp_path):
+    ok = run_cli("check-config", str(EXAMPLE))
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLE.read_text().replace('pin = "12345678"', 'pin = "1234"').replace("port = 9000", "port = 'x'"))
+    res = run_cli("check-config", str(bad))
+    assert res.returncode == 2
+    assert f"{bad}: meters.0.pin: PIN must be exactly 8 digits" in res.stderr
+    assert f"{bad}: server.port:" in res.stderr
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server\n")
+    res = run_cli("check-config", str(broken))
+    assert res.returncode == 2 and "not valid TOML" in res.stderr
+    assert run_cli("check-config", str(tmp_path / "missing.toml")).returncode == 2
+
+
+def test_serve_refuses_an_invalid_config(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(EXAMPLE.read_text().replace('serial = "AG1234567G"', 'serial = "AG1234567"'))
+    res = run_cli("serve", "--config", str(bad))
+    assert res.returncode == 2 and "meters.0.serial" in res.stderr
