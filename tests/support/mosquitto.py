@@ -1,0 +1,82 @@
+"""A real mosquitto broker on 127.0.0.1 and a free port, for tests that need MQTT.
+
+Never the system broker on 1883: each test gets its own process, config and port, and the broker can be
+stopped and started again on the same port to test reconnection. The process is always terminated.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Mosquitto:
+    """``with Mosquitto() as broker:`` runs a broker on ``broker.port`` until the block ends."""
+
+    def __init__(self, port: int | None = None, start_timeout: float = 5.0):
+        if not Path(MOSQUITTO).exists():
+            raise RuntimeError(f"{MOSQUITTO} not found: install mosquitto (.ci/run does) to run MQTT tests")
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self._start_timeout = start_timeout
+        self._dir = tempfile.TemporaryDirectory(prefix="mosquitto-")
+        self._conf = Path(self._dir.name) / "mosquitto.conf"
+        self._conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self._log = Path(self._dir.name) / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self._proc is not None:
+            return
+        with self._log.open("ab") as out:
+            self._proc = subprocess.Popen([MOSQUITTO, "-c", str(self._conf)], stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self._start_timeout
+        while not _port_open(self.port):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mosquitto did not start on port {self.port}: {self._log.read_text()[-2000:]}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
