@@ -346,11 +346,11 @@ class ProfileStore:
         return self._limit([station, tx])
 
     def composite_schedule(self, connector: int, now: float, duration: float, unit: Unit | None = None,
-                           unlimited: float | None = None) -> CompositeSchedule:
+                           cap: float | None = None) -> CompositeSchedule:
         """The composite schedule from ``now`` for ``duration`` s, as GetCompositeSchedule answers it.
 
-        Gaps where no profile limits the connector get ``unlimited`` (the charger's own maximum, in A);
-        consecutive equal periods are merged.
+        ``cap`` is the charger's own maximum in A: it fills gaps where no profile limits the connector
+        and caps every period. Consecutive equal periods are merged.
         """
         unit = unit or "A"
         running = self.transactions.get(connector) if connector else None
@@ -363,9 +363,11 @@ class ProfileStore:
         periods: list[CompositePeriod] = []
         for t in sorted(points):
             lim = self.limit_at(connector, t, tx_start)
-            amps = lim.amps if lim.amps is not None else unlimited
+            amps = lim.amps if lim.amps is not None else cap
             if amps is None:
-                amps = 0.0 if not periods else periods[-1].limit  # nothing known: keep going
+                continue  # no profile and no cap: nothing to report for this moment
+            if cap is not None:
+                amps = min(amps, cap)
             value = amps if unit == "A" else amps * self.voltage * lim.number_phases
             value = round(value, 1)
             if periods and periods[-1].limit == value and periods[-1].number_phases == lim.number_phases:

@@ -230,7 +230,7 @@ def test_composite_from_now_in_watts():
 
 def test_composite_fallback_after_validto_and_unlimited_gap():
     s = store("ocpp2.0.1", prof(1, MAX, 0, ((0, 6),), start=T0 + 60), prof(2, MAX, 1, ((0, 25),), valid_to=T0 + 30))
-    cs = s.composite_schedule(0, T0, 120, unlimited=32)
+    cs = s.composite_schedule(0, T0, 120, cap=32)
     assert periods(cs) == [(0, 25), (30, 32), (60, 6)]
 
 

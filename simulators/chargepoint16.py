@@ -1,0 +1,177 @@
+"""OCPP 1.6J face of a :class:`~simulators.chargepoint.SimCharger`: the messages it sends and the calls it answers."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint, call, call_result
+
+from simulators.profiles import format_time, purpose_from_ocpp
+
+if TYPE_CHECKING:
+    from simulators.chargepoint import Connector, Session, SimCharger
+
+log = logging.getLogger(__name__)
+
+
+
+class ChargePoint16(ChargePoint):
+    def __init__(self, sim: SimCharger, ws: Any) -> None:
+        super().__init__(sim.id, ws, response_timeout=sim.config.response_timeout)
+        self.sim = sim
+
+    # ---- outgoing -------------------------------------------------------------------------------
+
+    def _now(self) -> str:
+        return format_time(self.sim.clock.now())
+
+    async def send_boot(self) -> tuple[str, float]:
+        cfg = self.sim.config
+        res = await self.call(call.BootNotification(charge_point_model=cfg.model, charge_point_vendor=cfg.vendor,
+                                                    charge_point_serial_number=cfg.id, firmware_version="sim-1"))
+        if res is None:
+            return "Rejected", 10.0
+        return res.status, float(res.interval)
+
+    async def send_heartbeat(self) -> None:
+        await self.call(call.Heartbeat())
+
+    async def send_status(self, conn: Connector) -> None:
+        await self.call(call.StatusNotification(connector_id=conn.id, error_code="NoError", status=conn.status,
+                                                timestamp=self._now()))
+
+    async def send_state_change(self, conn: Connector) -> None:
+        """1.6 reports charging-state changes through StatusNotification alone."""
+
+    async def send_start(self, conn: Connector, sess: Session, authorize: bool) -> None:
+        if authorize:
+            res = await self.call(call.Authorize(id_tag=sess.id_tag))
+            if res is None or res.id_tag_info.get("status") != "Accepted":
+                log.info("%s: id tag %s not accepted; no transaction", self.sim.id, sess.id_tag)
+                self.sim.abandon(conn, sess)
+                return
+        res = await self.call(call.StartTransaction(connector_id=conn.id, id_tag=sess.id_tag,
+                                                    meter_start=round(sess.meter_start_wh),
+                                                    timestamp=format_time(sess.started_at)))
+        if res is None:
+            self.sim.abandon(conn, sess)
+            return
+        self.sim.transaction_id_assigned(conn, sess, str(res.transaction_id))
+        if res.id_tag_info.get("status") != "Accepted" and conn.session is sess:
+            self.sim.stop_session(conn.id, "DeAuthorized")
+
+    async def send_stop(self, conn: Connector, sess: Session, reason: str, meter_stop: float) -> None:
+        if sess.transaction_id is None:
+            return  # never reached the central system
+        await self.call(call.StopTransaction(meter_stop=round(meter_stop), timestamp=self._now(),
+                                             transaction_id=int(sess.transaction_id), reason=reason,
+                                             id_tag=sess.id_tag))
+
+    async def send_meter_values(self, conn: Connector, sess: Session | None, context: str) -> None:
+        tx = int(sess.transaction_id) if sess is not None and sess.transaction_id is not None else None
+        if sess is not None and tx is None:
+            return  # the transaction id is not known yet
+        mv = [{"timestamp": self._now(), "sampled_value": self.sim.sampled_values(conn, context)}]
+        await self.call(call.MeterValues(connector_id=conn.id, meter_value=mv, transaction_id=tx))
+
+    # ---- incoming -------------------------------------------------------------------------------
+
+    async def _received(self, action: str, payload: dict) -> None:
+        self.sim.received.append((action, payload))
+        await self.sim.answer_delay()
+
+    @on("SetChargingProfile")
+    async def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict, **_: Any):
+        await self._received("SetChargingProfile", {"connector_id": connector_id, **cs_charging_profiles})
+        status = self.sim.install_profile(cs_charging_profiles, connector_id)
+        return call_result.SetChargingProfile(status=status)
+
+    @on("ClearChargingProfile")
+    async def on_clear_charging_profile(self, id: int | None = None, connector_id: int | None = None,
+                                        charging_profile_purpose: str | None = None, stack_level: int | None = None,
+                                        **_: Any):
+        await self._received("ClearChargingProfile", {"id": id, "connector_id": connector_id})
+        purpose = purpose_from_ocpp(charging_profile_purpose) if charging_profile_purpose else None
+        gone = self.sim.store.clear(id, connector_id, purpose, stack_level)
+        return call_result.ClearChargingProfile(status="Accepted" if gone else "Unknown")
+
+    @on("GetCompositeSchedule")
+    async def on_get_composite_schedule(self, connector_id: int, duration: int,
+                                        charging_rate_unit: str | None = None, **_: Any):
+        await self._received("GetCompositeSchedule", {"connector_id": connector_id, "duration": duration})
+        if connector_id not in range(0, self.sim.config.connectors + 1):
+            return call_result.GetCompositeSchedule(status="Rejected")
+        unit = charging_rate_unit or ("W" if self.sim.config.misbehaviour.only_watts else "A")
+        cs = self.sim.composite(connector_id, duration, unit)
+        periods = [{"start_period": int(p.start), "limit": p.limit, "number_phases": p.number_phases}
+                   for p in cs.periods]
+        return call_result.GetCompositeSchedule(
+            status="Accepted", connector_id=connector_id, schedule_start=format_time(cs.start),
+            charging_schedule={"duration": int(duration), "charging_rate_unit": unit,
+                               "charging_schedule_period": periods})
+
+    def configuration(self) -> dict[str, tuple[str, bool]]:
+        """Every key this charger reports: value and whether it is read-only."""
+        sim, cfg, mis = self.sim, self.sim.config, self.sim.config.misbehaviour
+        rotation = ",".join(f"{i}.{cfg.phase_rotation}" for i in range(cfg.connectors + 1))
+        return {
+            "ChargeProfileMaxStackLevel": (str(mis.max_stack_level), True),
+            "ChargingScheduleAllowedChargingRateUnit": ("Power" if mis.only_watts else "Current,Power", True),
+            "ChargingScheduleMaxPeriods": (str(sim.store.max_periods), True),
+            "MaxChargingProfilesInstalled": (str(sim.store.max_profiles), True),
+            "ConnectorSwitch3to1PhaseSupported": ("false", True),
+            "ConnectorPhaseRotation": (rotation, True),
+            "MeterValuesSampledData": (",".join(sim.measurands), False),
+            "MeterValueSampleInterval": (str(int(sim.meter_interval)), False),
+            "HeartbeatInterval": (str(int(sim.heartbeat_interval)), False),
+            "NumberOfConnectors": (str(cfg.connectors), True),
+            "SupportedFeatureProfiles": ("Core,SmartCharging,RemoteTrigger", True),
+        }
+
+    @on("GetConfiguration")
+    async def on_get_configuration(self, key: list[str] | None = None, **_: Any):
+        await self._received("GetConfiguration", {"key": key})
+        conf = self.configuration()
+        wanted = key or list(conf)
+        known = [{"key": k, "readonly": conf[k][1], "value": conf[k][0]} for k in wanted if k in conf]
+        unknown = [k for k in wanted if k not in conf]
+        return call_result.GetConfiguration(configuration_key=known, unknown_key=unknown or None)
+
+    @on("ChangeConfiguration")
+    async def on_change_configuration(self, key: str, value: str, **_: Any):
+        await self._received("ChangeConfiguration", {"key": key, "value": "***" if key == "AuthorizationKey" else value})
+        conf = self.configuration()
+        if key not in conf and key != "AuthorizationKey":
+            return call_result.ChangeConfiguration(status="NotSupported")
+        if key in conf and conf[key][1]:
+            return call_result.ChangeConfiguration(status="Rejected")
+        ok = self.sim.change_setting(key, value)
+        return call_result.ChangeConfiguration(status="Accepted" if ok else "Rejected")
+
+    @on("ChangeAvailability")
+    async def on_change_availability(self, connector_id: int, type: str, **_: Any):
+        await self._received("ChangeAvailability", {"connector_id": connector_id, "type": type})
+        status = self.sim.change_availability(connector_id, type == "Operative")
+        return call_result.ChangeAvailability(status=status)
+
+    @on("RemoteStartTransaction")
+    async def on_remote_start(self, id_tag: str, connector_id: int | None = None,
+                              charging_profile: dict | None = None, **_: Any):
+        await self._received("RemoteStartTransaction", {"id_tag": id_tag, "connector_id": connector_id})
+        ok = self.sim.remote_start(connector_id, id_tag, charging_profile)
+        return call_result.RemoteStartTransaction(status="Accepted" if ok else "Rejected")
+
+    @on("RemoteStopTransaction")
+    async def on_remote_stop(self, transaction_id: int, **_: Any):
+        await self._received("RemoteStopTransaction", {"transaction_id": transaction_id})
+        ok = self.sim.remote_stop(str(transaction_id))
+        return call_result.RemoteStopTransaction(status="Accepted" if ok else "Rejected")
+
+    @on("TriggerMessage")
+    async def on_trigger_message(self, requested_message: str, connector_id: int | None = None, **_: Any):
+        await self._received("TriggerMessage", {"requested_message": requested_message})
+        ok = self.sim.trigger(requested_message, connector_id)
+        return call_result.TriggerMessage(status="Accepted" if ok else "NotImplemented")
+

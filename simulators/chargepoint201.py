@@ -1,0 +1,271 @@
+"""OCPP 2.0.1 face of a :class:`~simulators.chargepoint.SimCharger`: its device model, the messages it sends
+and the calls it answers. Each EVSE has one connector (connectorId 1)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ocpp.routing import on
+from ocpp.v201 import ChargePoint, call, call_result
+
+from simulators.profiles import format_time, purpose_from_ocpp
+
+if TYPE_CHECKING:
+    from simulators.chargepoint import Connector, Session, SimCharger
+
+log = logging.getLogger(__name__)
+
+CONNECTOR_STATUS = {"Available": "Available", "Unavailable": "Unavailable", "Faulted": "Faulted",
+                    "Reserved": "Reserved"}  # everything else a car is plugged into: Occupied
+CHARGING_STATE = {"Charging": "Charging", "SuspendedEV": "SuspendedEV", "SuspendedEVSE": "SuspendedEVSE",
+                  "Preparing": "EVConnected", "Finishing": "EVConnected"}
+STOP_TRIGGER = {"EVDisconnected": "EVCommunicationLost", "Remote": "RemoteStop", "Local": "StopAuthorized",
+                "DeAuthorized": "Deauthorized"}
+
+
+@dataclass(frozen=True)
+class Variable:
+    value: str
+    mutability: str = "ReadOnly"  # ReadOnly | ReadWrite | WriteOnly
+    #: The 1.6-style setting name :meth:`SimCharger.change_setting` applies (for ReadWrite ones).
+    setting: str | None = None
+
+
+class ChargePoint201(ChargePoint):
+    def __init__(self, sim: SimCharger, ws: Any) -> None:
+        super().__init__(sim.id, ws, response_timeout=sim.config.response_timeout)
+        self.sim = sim
+
+    # ---- device model ---------------------------------------------------------------------------
+
+    def device_model(self) -> dict[tuple[str, int | None, str, str | None], Variable]:
+        """(component, evse id, variable, instance) -> variable, built from the charger's live settings."""
+        sim, cfg, mis = self.sim, self.sim.config, self.sim.config.misbehaviour
+        dm = {
+            ("SmartChargingCtrlr", None, "Enabled", None): Variable("true"),
+            ("SmartChargingCtrlr", None, "Available", None): Variable("true"),
+            ("SmartChargingCtrlr", None, "ProfileStackLevel", None): Variable(str(mis.max_stack_level)),
+            ("SmartChargingCtrlr", None, "RateUnit", None): Variable("W" if mis.only_watts else "A,W"),
+            ("SmartChargingCtrlr", None, "PeriodsPerSchedule", None): Variable(str(sim.store.max_periods)),
+            ("SmartChargingCtrlr", None, "Entries", "ChargingProfiles"): Variable(str(len(sim.store.profiles))),
+            ("SmartChargingCtrlr", None, "ACPhaseSwitchingSupported", None): Variable("false"),
+            ("SampledDataCtrlr", None, "TxUpdatedInterval", None):
+                Variable(str(int(sim.meter_interval)), "ReadWrite", "MeterValueSampleInterval"),
+            ("SampledDataCtrlr", None, "TxUpdatedMeasurands", None):
+                Variable(",".join(sim.measurands), "ReadWrite", "MeterValuesSampledData"),
+            ("OCPPCommCtrlr", None, "HeartbeatInterval", None):
+                Variable(str(int(sim.heartbeat_interval)), "ReadWrite", "HeartbeatInterval"),
+            ("SecurityCtrlr", None, "BasicAuthPassword", None): Variable("", "WriteOnly", "AuthorizationKey"),
+            ("ChargingStation", None, "PhaseRotation", None): Variable(cfg.phase_rotation),
+        }
+        for evse in sim.connectors:
+            dm[("EVSE", evse, "PhaseRotation", None)] = Variable(cfg.phase_rotation)
+        return dm
+
+    def _lookup(self, item: dict) -> tuple[str, Variable | None]:
+        comp, var = item["component"], item["variable"]
+        evse = (comp.get("evse") or {}).get("id")
+        dm = self.device_model()
+        key = (comp["name"], evse, var["name"], var.get("instance"))
+        if key in dm:
+            return "Accepted", dm[key]
+        if not any(k[0] == comp["name"] and k[1] == evse for k in dm):
+            return "UnknownComponent", None
+        return "UnknownVariable", None
+
+    # ---- outgoing -------------------------------------------------------------------------------
+
+    def _now(self) -> str:
+        return format_time(self.sim.clock.now())
+
+    async def send_boot(self) -> tuple[str, float]:
+        cfg = self.sim.config
+        res = await self.call(call.BootNotification(
+            charging_station={"model": cfg.model, "vendor_name": cfg.vendor, "serial_number": cfg.id,
+                              "firmware_version": "sim-1"},
+            reason="PowerUp"))
+        if res is None:
+            return "Rejected", 10.0
+        return res.status, float(res.interval)
+
+    async def send_heartbeat(self) -> None:
+        await self.call(call.Heartbeat())
+
+    async def send_status(self, conn: Connector) -> None:
+        status = CONNECTOR_STATUS.get(conn.status, "Occupied")
+        if conn.reported_status == status and self.sim.connected:
+            return
+        await self.call(call.StatusNotification(timestamp=self._now(), connector_status=status, evse_id=conn.id,
+                                                connector_id=1))
+        conn.reported_status = status
+
+    def _meter_value(self, conn: Connector, context: str, only_register: bool = False) -> list[dict]:
+        values = []
+        for sv in self.sim.sampled_values(conn, context):
+            if only_register and sv["measurand"] != "Energy.Active.Import.Register":
+                continue
+            entry = {"value": float(sv["value"]), "measurand": sv["measurand"], "context": context,
+                     "location": sv["location"], "unit_of_measure": {"unit": sv["unit"]}}
+            if "phase" in sv:
+                entry["phase"] = sv["phase"]
+            values.append(entry)
+        return [{"timestamp": self._now(), "sampled_value": values}] if values else []
+
+    def _tx_info(self, conn: Connector, sess: Session, **extra: Any) -> dict:
+        info = {"transaction_id": sess.local_id, **extra}
+        if conn.session is sess:
+            info.setdefault("charging_state", CHARGING_STATE.get(conn.status, "Idle"))
+        return info
+
+    async def _event(self, event_type: str, trigger: str, conn: Connector, sess: Session, *,
+                     timestamp: str | None = None, meter: list[dict] | None = None, offline: bool = False,
+                     id_token: dict | None = None, **info: Any) -> Any:
+        return await self.call(call.TransactionEvent(
+            event_type=event_type, timestamp=timestamp or self._now(), trigger_reason=trigger,
+            seq_no=sess.next_seq(), transaction_info=self._tx_info(conn, sess, **info), meter_value=meter or None,
+            offline=offline or None, number_of_phases_used=conn.number_phases if event_type != "Ended" else None,
+            evse={"id": conn.id, "connector_id": 1}, id_token=id_token))
+
+    async def send_start(self, conn: Connector, sess: Session, authorize: bool) -> None:
+        sess.transaction_id = sess.local_id
+        token = {"id_token": sess.id_tag, "type": "Central" if sess.remote_start_id is not None else "ISO14443"}
+        if authorize:
+            res = await self.call(call.Authorize(id_token=token))
+            if res is None or res.id_token_info.get("status") != "Accepted":
+                log.info("%s: id token %s not accepted; no transaction", self.sim.id, sess.id_tag)
+                self.sim.abandon(conn, sess)
+                return
+        trigger = "RemoteStart" if sess.remote_start_id is not None else "Authorized"
+        extra = {"remote_start_id": sess.remote_start_id} if sess.remote_start_id is not None else {}
+        res = await self._event("Started", trigger, conn, sess, timestamp=format_time(sess.started_at),
+                                meter=self._meter_value(conn, "Transaction.Begin", only_register=True),
+                                offline=sess.started_offline, id_token=token, **extra)
+        info = getattr(res, "id_token_info", None) or {}
+        if info.get("status", "Accepted") != "Accepted" and conn.session is sess:
+            self.sim.stop_session(conn.id, "DeAuthorized")
+
+    async def send_stop(self, conn: Connector, sess: Session, reason: str, meter_stop: float) -> None:
+        meter = [{"timestamp": self._now(), "sampled_value": [{
+            "value": round(meter_stop), "measurand": "Energy.Active.Import.Register", "context": "Transaction.End",
+            "unit_of_measure": {"unit": "Wh"}}]}]
+        await self._event("Ended", STOP_TRIGGER.get(reason, "AbnormalCondition"), conn, sess, meter=meter,
+                          offline=sess.ended_offline, stopped_reason=reason, charging_state="Idle")
+
+    async def send_meter_values(self, conn: Connector, sess: Session | None, context: str) -> None:
+        if sess is None:
+            meter = self._meter_value(conn, context)
+            if meter:
+                await self.call(call.MeterValues(evse_id=conn.id, meter_value=meter))
+            return
+        trigger = "Trigger" if context == "Trigger" else "MeterValuePeriodic"
+        await self._event("Updated", trigger, conn, sess, meter=self._meter_value(conn, context))
+
+    async def send_state_change(self, conn: Connector) -> None:
+        sess = conn.session
+        if sess is not None and sess.transaction_id is not None:
+            await self._event("Updated", "ChargingStateChanged", conn, sess)
+
+    # ---- incoming -------------------------------------------------------------------------------
+
+    async def _received(self, action: str, payload: dict) -> None:
+        self.sim.received.append((action, payload))
+        await self.sim.answer_delay()
+
+    @on("SetChargingProfile")
+    async def on_set_charging_profile(self, evse_id: int, charging_profile: dict, **_: Any):
+        await self._received("SetChargingProfile", {"evse_id": evse_id, **charging_profile})
+        return call_result.SetChargingProfile(status=self.sim.install_profile(charging_profile, evse_id))
+
+    @on("ClearChargingProfile")
+    async def on_clear_charging_profile(self, charging_profile_id: int | None = None,
+                                        charging_profile_criteria: dict | None = None, **_: Any):
+        await self._received("ClearChargingProfile", {"charging_profile_id": charging_profile_id,
+                                                      "criteria": charging_profile_criteria})
+        crit = charging_profile_criteria or {}
+        purpose = crit.get("charging_profile_purpose")
+        gone = self.sim.store.clear(charging_profile_id, crit.get("evse_id"),
+                                    purpose_from_ocpp(purpose) if purpose else None, crit.get("stack_level"))
+        return call_result.ClearChargingProfile(status="Accepted" if gone else "Unknown")
+
+    @on("GetCompositeSchedule")
+    async def on_get_composite_schedule(self, duration: int, evse_id: int, charging_rate_unit: str | None = None,
+                                        **_: Any):
+        await self._received("GetCompositeSchedule", {"evse_id": evse_id, "duration": duration})
+        if evse_id not in range(0, self.sim.config.connectors + 1):
+            return call_result.GetCompositeSchedule(status="Rejected", status_info={"reason_code": "UnknownEVSE"})
+        unit = charging_rate_unit or ("W" if self.sim.config.misbehaviour.only_watts else "A")
+        cs = self.sim.composite(evse_id, duration, unit)
+        return call_result.GetCompositeSchedule(status="Accepted", schedule={
+            "evse_id": evse_id, "duration": int(duration), "schedule_start": format_time(cs.start),
+            "charging_rate_unit": unit,
+            "charging_schedule_period": [{"start_period": int(p.start), "limit": p.limit,
+                                          "number_phases": p.number_phases} for p in cs.periods]})
+
+    @on("GetVariables")
+    async def on_get_variables(self, get_variable_data: list[dict], **_: Any):
+        await self._received("GetVariables", {"get_variable_data": get_variable_data})
+        results = []
+        for item in get_variable_data:
+            status, var = self._lookup(item)
+            attr = item.get("attribute_type", "Actual")
+            res = {"attribute_status": status, "component": item["component"], "variable": item["variable"],
+                   "attribute_type": attr}
+            if var is not None:
+                if attr != "Actual":
+                    res["attribute_status"] = "NotSupportedAttributeType"
+                elif var.mutability == "WriteOnly":
+                    res["attribute_status"] = "Rejected"
+                else:
+                    res["attribute_value"] = var.value
+            results.append(res)
+        return call_result.GetVariables(get_variable_result=results)
+
+    @on("SetVariables")
+    async def on_set_variables(self, set_variable_data: list[dict], **_: Any):
+        shown = [{**d, "attribute_value": "***"} if d["variable"]["name"] == "BasicAuthPassword" else d
+                 for d in set_variable_data]
+        await self._received("SetVariables", {"set_variable_data": shown})
+        results = []
+        for item in set_variable_data:
+            status, var = self._lookup(item)
+            attr = item.get("attribute_type", "Actual")
+            if var is not None:
+                if attr != "Actual":
+                    status = "NotSupportedAttributeType"
+                elif var.mutability == "ReadOnly" or var.setting is None:
+                    status = "Rejected"
+                elif not self.sim.change_setting(var.setting, item["attribute_value"]):
+                    status = "Rejected"
+            results.append({"attribute_status": status, "component": item["component"],
+                            "variable": item["variable"], "attribute_type": attr})
+        return call_result.SetVariables(set_variable_result=results)
+
+    @on("ChangeAvailability")
+    async def on_change_availability(self, operational_status: str, evse: dict | None = None, **_: Any):
+        await self._received("ChangeAvailability", {"operational_status": operational_status, "evse": evse})
+        status = self.sim.change_availability((evse or {}).get("id", 0), operational_status == "Operative")
+        return call_result.ChangeAvailability(status=status)
+
+    @on("RequestStartTransaction")
+    async def on_request_start(self, id_token: dict, remote_start_id: int, evse_id: int | None = None,
+                               charging_profile: dict | None = None, **_: Any):
+        await self._received("RequestStartTransaction", {"id_token": id_token, "evse_id": evse_id})
+        result = self.sim.remote_start(evse_id, id_token["id_token"], charging_profile, remote_start_id)
+        if result is False:
+            return call_result.RequestStartTransaction(status="Rejected")
+        tx = result.local_id if result is not True else None
+        return call_result.RequestStartTransaction(status="Accepted", transaction_id=tx)
+
+    @on("RequestStopTransaction")
+    async def on_request_stop(self, transaction_id: str, **_: Any):
+        await self._received("RequestStopTransaction", {"transaction_id": transaction_id})
+        ok = self.sim.remote_stop(transaction_id)
+        return call_result.RequestStopTransaction(status="Accepted" if ok else "Rejected")
+
+    @on("TriggerMessage")
+    async def on_trigger_message(self, requested_message: str, evse: dict | None = None, **_: Any):
+        await self._received("TriggerMessage", {"requested_message": requested_message, "evse": evse})
+        ok = self.sim.trigger(requested_message, (evse or {}).get("id"))
+        return call_result.TriggerMessage(status="Accepted" if ok else "NotImplemented")
