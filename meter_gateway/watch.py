@@ -54,9 +54,8 @@ class MeterWatch:
             self._set("offline", reason)
 
     def source_up(self) -> None:
+        """The source answers again. The state waits for a valid reading (online) or the timer (stale)."""
         self._source_error = None
-        if self.state.status == "offline":
-            self._set("stale", "connected, waiting for a valid reading")
 
     def set(self, status: Status, reason: str) -> None:
         """Forces a state, e.g. ``offline`` when the gateway stops."""
