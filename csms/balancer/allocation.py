@@ -1,0 +1,420 @@
+"""Deciding every charger's current limit in a load-balancing group.
+
+:func:`allocate` is pure and deterministic: it reads a :class:`~csms.balancer.model.GroupSpec`, the
+latest mains reading, the chargers' states and the time, and returns a
+:class:`~csms.balancer.model.Decision`. It has no clock and does no I/O. Its one mutable input is the
+:class:`BalancerMemory`, which carries what must persist from one run to the next (who is paused and
+since when, who is trimmed) and which ``allocate`` updates in place.
+
+The algorithm, per run:
+
+1. **Budget per building phase** (:func:`phase_budget`). With a fresh reading:
+   ``min(max_current_online, supply_max_current - margin - other_load[p])``, where the other load is the
+   measured current minus the chargers' own fresh draw when the meter sees them
+   (``chargers_in_measurement``), the measured current otherwise. Solar export makes it negative and so
+   raises the budget, never above ``max_current_online``. A clamp at the top of its range only says "at
+   least this much": that phase's budget is at most 0 (overload). A stale or missing reading, or a group
+   without a meter, gives ``max_current_offline``.
+2. **Reserve what the balancer does not control.** A disconnected charger is counted at its offline
+   current on its offline phase when its fallback is known to be in force, at ``max_current`` on every
+   wired phase otherwise. A connected charger whose limit is pending, rejected or ignored is counted at the
+   most it may draw (the old or the new limit, or ``max_current``). What is left per phase is ``available``.
+3. **Who charges.** Every controlled session needs at least ``min_current`` on each phase it draws on
+   (IEC 61851 cannot go lower), or 0. If ``available`` fits them all, all charge. Otherwise sessions are
+   admitted greedily in rotation order (those running in their turn, then those that waited longest; a
+   session that ran for ``rotation_period`` goes to the back), and one is paused only when ``min_current``
+   no longer fits on one of its phases. A session paused less than a rotation period ago also needs
+   ``resume_margin``, so a hovering reading does not pause and resume it on every sample.
+4. **How much.** The admitted sessions share ``available`` max-min fairly by progressive filling
+   (:mod:`csms.balancer.waterfill`), each up to its cap: ``max_current``, or for a car that drew clearly
+   less than its limit for a while, its draw plus headroom (lifted every ``probe_every`` seconds to see
+   whether it wants more). A session draws only on the phases its EV really uses once they are learned,
+   so a 1-phase EV on a 3-phase charger leaves the other two phases to others.
+5. Limits are rounded **down** to 0.1 A (OCPP 1.6 ``multipleOf``), never below ``min_current``.
+
+Safety argument. For every group phase p: the reserved chargers are counted at the most they can draw;
+admission keeps ``sum(min_current)`` of the admitted sessions on p within ``available[p]``; progressive
+filling never lets a phase's sum exceed its available current (a phase that is full stops every set on
+it); rounding only lowers limits. So the worst case of everything the group's chargers can draw on p is
+within the budget, which itself keeps ``margin`` below the fuse after the other load, or is the operator's
+offline figure when the load cannot be measured. The one exception is the reserved chargers alone
+exceeding the budget (for instance several disconnected chargers of unknown state): then every controlled
+session on that phase is paused, which is the most the balancer can do. A limit takes a round trip to be
+in force: the delivery must apply decreases before increases, and reports the in-between state as
+PENDING, which step 2 counts at the higher of the two limits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import waterfill
+from .model import ChargerInput, ChargerLimit, ControlState, Decision, GroupSpec, MeterInput
+
+#: OCPP 1.6 limits are multiples of 0.1 A.
+STEP = 0.1
+#: A clamp reading within this fraction of its range counts as at the top of it.
+SATURATION_MARGIN = 0.005
+_EPS = 1e-6
+
+_CONTROLLED = ControlState.CONTROLLED
+_FALLBACK = ControlState.FALLBACK
+_PENDING = ControlState.PENDING
+_NOT_OBEYING = ControlState.NOT_OBEYING
+
+
+def floor_step(x: float) -> float:
+    return math.floor(x / STEP + _EPS) * STEP if x > 0 else 0.0
+
+
+def ceil_step(x: float) -> float:
+    return math.ceil(x / STEP - _EPS) * STEP
+
+
+def _ceil_half(x: float) -> float:
+    return math.ceil(x * 2 - _EPS) / 2
+
+
+@dataclass(slots=True)
+class ChargerMemory:
+    """What the balancer remembers about one charger between runs."""
+
+    #: The last limit decided for it (what the delivery is installing).
+    target: float | None = None
+    #: Since when its current session has been charging (admitted) without a pause.
+    running_since: float | None = None
+    #: Since when its current session has been paused.
+    paused_since: float | None = None
+    #: The limit in force at the last run, and since when it has been.
+    in_force: float | None = None
+    in_force_since: float = 0.0
+    #: Since when its EV has drawn clearly less than its limit.
+    under_since: float | None = None
+    #: Cap from trimming (EV draws less than offered), and when it was set.
+    trim_cap: float | None = None
+    trimmed_at: float = 0.0
+
+
+@dataclass
+class BalancerMemory:
+    """Everything :func:`allocate` carries from one run to the next for one group; updated in place.
+
+    Create one per group and pass it to every run; it is the only mutable input of :func:`allocate`.
+    """
+
+    chargers: dict[str, ChargerMemory] = field(default_factory=dict)
+
+
+def phase_budget(
+    group: GroupSpec, meter: MeterInput | None, chargers: Sequence[ChargerInput], now: float
+) -> tuple[dict[int, float], bool, dict[int, str]]:
+    """Per building phase, what the group's chargers may draw together; whether the meter is fresh; why."""
+    offline = group.max_current_offline
+    if not group.has_meter:
+        note = f"static group without a meter: max_current_offline {offline:.1f} A"
+        return {p: offline for p in group.phases}, False, {p: note for p in group.phases}
+    if meter is None or now - meter.taken_at > group.stale_after:
+        why = "no meter reading yet" if meter is None else (
+            f"no valid meter reading for {now - meter.taken_at:.0f} s (stale_after {group.stale_after:g} s)")
+        note = f"{why}: max_current_offline {offline:.1f} A"
+        return {p: offline for p in group.phases}, False, {p: note for p in group.phases}
+
+    own = dict.fromkeys(group.phases, 0.0)
+    if group.chargers_in_measurement:
+        oldest = now - group.tuning.draw_max_age
+        for ch in chargers:
+            draw = ch.draw
+            if not draw or ch.draw_at is None or ch.draw_at < oldest:
+                continue
+            # A controlled charger cannot draw above its limit: an older sample may predate a decrease.
+            cap = ch.limit_in_force if ch.control is _CONTROLLED else None
+            for p, a in draw.items():
+                if p in own and a > 0:
+                    own[p] += a if cap is None or a < cap else cap
+
+    budget: dict[int, float] = {}
+    notes: dict[int, str] = {}
+    supply, margin, online = group.supply_max_current, group.margin, group.max_current_online
+    clamp = group.clamp_range_a
+    for p in group.phases:
+        measured = meter.current.get(p)
+        if measured is None:
+            budget[p] = offline
+            notes[p] = f"meter reports nothing for L{p}: max_current_offline {offline:.1f} A"
+            continue
+        saturated = p in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN))
+        other = measured - own[p]
+        value = supply - margin - other
+        if saturated and measured >= 0:
+            budget[p] = min(online, value, 0.0)
+            notes[p] = f"meter clamp saturated at {measured:.1f} A (at least that much): treated as overload"
+            continue
+        budget[p] = min(online, value)
+        drawn = f" ({measured:.1f} A measured - {own[p]:.1f} A chargers)" if group.chargers_in_measurement else ""
+        notes[p] = (f"{supply:.1f} A fuse - {margin:.1f} A margin - {other:.1f} A other load{drawn}"
+                    + (f", capped at max_current_online {online:.1f} A" if online < value else ""))
+    return budget, True, notes
+
+
+def allocate(
+    group: GroupSpec,
+    meter: MeterInput | None,
+    chargers: Sequence[ChargerInput],
+    now: float,
+    memory: BalancerMemory,
+) -> Decision:
+    """Decide every charger's limit for this run; see the module docstring. Updates ``memory``."""
+    if not group.active:
+        return _inactive(group, chargers, now, memory)
+    budget, fresh, notes = phase_budget(group, meter, chargers, now)
+    run = _Run(group, now, memory)
+    limits = run.classify(chargers, budget)
+    run.admit_and_fill(limits)
+    memory.chargers = run.new_memory
+    ordered = {cid: limits[cid] for cid in run.new_memory}
+    return Decision(group.id, now, budget, fresh, ordered, run.available, notes)
+
+
+def _inactive(group: GroupSpec, chargers: Sequence[ChargerInput], now: float, memory: BalancerMemory) -> Decision:
+    memory.chargers = {}
+    limits = {}
+    for ch in chargers:
+        s = ch.spec
+        limits[s.id] = ChargerLimit(s.offline_current, (s.offline_phase,),
+                                    "group inactive: the charger keeps its offline limit", False, s.offline_current)
+    budget = dict.fromkeys(group.phases, group.max_current_offline)
+    note = "group inactive (active = false): chargers keep their offline limits"
+    return Decision(group.id, now, budget, False, limits, dict(budget), dict.fromkeys(group.phases, note))
+
+
+class _Run:
+    """The working state of one :func:`allocate` call."""
+
+    def __init__(self, group: GroupSpec, now: float, memory: BalancerMemory):
+        self.group = group
+        self.now = now
+        self.old_memory = memory.chargers
+        self.new_memory: dict[str, ChargerMemory] = {}
+        self.min = ceil_step(group.min_current)
+        self.gset = frozenset(group.phases)
+        self.available: dict[int, float] = {}
+        #: Controlled sessions: (charger id, phase set, cap, memory, cap reason or None).
+        self.candidates: list[tuple[str, tuple[int, ...], float, ChargerMemory, str | None]] = []
+        self._phase_sets: dict[tuple, tuple[int, ...]] = {}
+        self._reasons: dict[tuple, str] = {}
+
+    # -- step 2: classify and reserve ---------------------------------------------------------------
+
+    def phase_set(self, phases: tuple[int, ...]) -> tuple[int, ...]:
+        s = self._phase_sets.get(phases)
+        if s is None:
+            s = self._phase_sets[phases] = tuple(p for p in phases if p in self.gset)
+        return s
+
+    def classify(self, chargers: Sequence[ChargerInput], budget: dict[int, float]) -> dict[str, ChargerLimit]:
+        reserved = dict.fromkeys(self.group.phases, 0.0)
+        limits: dict[str, ChargerLimit] = {}
+        old, new = self.old_memory, self.new_memory
+        candidates = self.candidates
+        for ch in chargers:
+            spec = ch.spec
+            cid = spec.id
+            mem = old.get(cid)
+            if mem is None:
+                mem = ChargerMemory()
+            new[cid] = mem
+            if ch.control is _CONTROLLED and ch.connected:
+                if ch.session_active:
+                    phases = self.phase_set(ch.phases_in_use or spec.phases_wired)
+                    cap, why = self.cap(ch, phases, mem)
+                    candidates.append((cid, phases, cap, mem, why))
+                else:
+                    mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = None
+                    limits[cid] = ChargerLimit(0.0, self.phase_set(spec.phases_wired), "no session: nothing to charge",
+                                               True, 0.0)
+                continue
+            limit = self.reserve(ch, mem, reserved)
+            limits[cid] = limit
+            if limit.controlled:
+                mem.target = limit.limit
+        self.available = {p: budget[p] - reserved[p] for p in self.group.phases}
+        return limits
+
+    def reserve(self, ch: ChargerInput, mem: ChargerMemory, reserved: dict[int, float]) -> ChargerLimit:
+        """Counts a charger the balancer cannot steer right now at the most it may draw."""
+        spec = ch.spec
+        if not ch.session_active:
+            mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = None
+        if not ch.connected:
+            if ch.control is _FALLBACK:
+                if spec.offline_phase in reserved:
+                    reserved[spec.offline_phase] += spec.offline_current
+                return ChargerLimit(spec.offline_current, (spec.offline_phase,),
+                                    f"disconnected; its offline fallback ({spec.offline_current:.1f} A on L{spec.offline_phase}) "
+                                    "is in force and counted", False, spec.offline_current)
+            wired = self.phase_set(spec.phases_wired)
+            for p in wired:
+                reserved[p] += spec.max_current
+            return ChargerLimit(spec.max_current, wired,
+                                "disconnected and its fallback is not known to be installed: counted at its max_current",
+                                False, spec.max_current)
+        # Connected, but its latest limit is not (yet) in force.
+        phases = self.phase_set(ch.phases_in_use or spec.phases_wired)
+        in_force = ch.limit_in_force
+        control = ch.control
+        if control is _FALLBACK:
+            worst = 0.0  # its fallback is counted on the offline phase below
+        elif control is _NOT_OBEYING or in_force is None:
+            worst = spec.max_current
+        else:
+            worst = in_force
+        target = mem.target if mem.target is not None else (self.min if ch.session_active else 0.0)
+        if control is _PENDING and mem.target is not None:
+            worst = max(worst, mem.target)
+        if control is _FALLBACK:
+            target = min(target, spec.offline_current)
+        else:
+            target = min(target, worst, spec.max_current)
+        if target < self.min:
+            target = 0.0
+        counted = max(worst, target)
+        for p in phases:
+            reserved[p] += counted
+        if control is _FALLBACK and spec.offline_phase in reserved:
+            extra = spec.offline_current - (counted if spec.offline_phase in phases else 0.0)
+            if extra > 0:
+                reserved[spec.offline_phase] += extra
+        why = {
+            ControlState.PENDING: "its new limit is not accepted yet",
+            ControlState.UNCONTROLLED: "it rejected or did not answer its last limit",
+            ControlState.NOT_OBEYING: "it draws more than its limit",
+            ControlState.FALLBACK: f"its offline fallback ({spec.offline_current:.1f} A on L{spec.offline_phase}) is in force",
+            ControlState.DISCONNECTED_UNKNOWN: "its state is not known",
+        }.get(control, str(control))
+        return ChargerLimit(target, phases, f"not under control ({why}): counted at {counted:.1f} A", True, counted)
+
+    def cap(self, ch: ChargerInput, phases: tuple[int, ...], mem: ChargerMemory) -> tuple[float, str | None]:
+        """The most a session may get: max_current, or less while its EV draws clearly less (trimming)."""
+        spec = ch.spec
+        now = self.now
+        tuning = self.group.tuning
+        in_force = ch.limit_in_force
+        if in_force != mem.in_force:
+            mem.in_force, mem.in_force_since, mem.under_since = in_force, now, None
+        draw, at = ch.draw, ch.draw_at
+        if draw and at is not None and at >= mem.in_force_since and now - at <= tuning.draw_max_age:
+            used = max((draw.get(p, 0.0) for p in phases), default=0.0) if phases else max(draw.values())
+            if mem.trim_cap is not None:
+                if used >= mem.trim_cap - tuning.trim_headroom / 2:
+                    mem.trim_cap = mem.under_since = None  # it wants more again
+                else:
+                    mem.trim_cap = min(mem.trim_cap, max(self.min, _ceil_half(used + tuning.trim_headroom)))
+            elif in_force is not None and in_force >= self.min and used < in_force - tuning.trim_slack:
+                if mem.under_since is None:
+                    mem.under_since = at
+                elif now - mem.under_since >= tuning.trim_after:
+                    mem.trim_cap = max(self.min, _ceil_half(used + tuning.trim_headroom))
+                    mem.trimmed_at = now
+            else:
+                mem.under_since = None
+        if mem.trim_cap is not None and now - mem.trimmed_at >= tuning.probe_every:
+            mem.trim_cap = mem.under_since = None  # probe: offer its full share again
+        cap = floor_step(spec.max_current)
+        if mem.trim_cap is not None and mem.trim_cap < cap:
+            probe = mem.trimmed_at + tuning.probe_every - now
+            return floor_step(mem.trim_cap), (
+                f"its EV draws clearly less than offered: capped at {mem.trim_cap:.1f} A "
+                f"(its draw + {tuning.trim_headroom:.1f} A headroom), offered more again in {probe:.0f} s")
+        return cap, None
+
+    # -- steps 3-5: admission, filling, rounding ---------------------------------------------------
+
+    def admit_and_fill(self, limits: dict[str, ChargerLimit]) -> None:
+        avail = self.available
+        group, now, m = self.group, self.now, self.min
+        period = group.rotation_period
+        margin = group.tuning.resume_margin
+        need = dict.fromkeys(group.phases, 0.0)
+        # Sort key and required room per candidate, in the rotation order described in the module docstring.
+        keyed = []
+        for i, (cid, phases, cap, mem, why) in enumerate(self.candidates):
+            if mem.running_since is not None:
+                key = (0 if now - mem.running_since < period else 3, -mem.running_since)
+                req = m
+            elif mem.paused_since is not None:
+                waited = now - mem.paused_since
+                key = (1 if waited >= period else 2, mem.paused_since)
+                req = m if waited >= period else m + margin
+            else:
+                key, req = (2, now), m
+            keyed.append((key, i, req))
+            for p in phases:
+                need[p] += req
+        if all(need[p] <= avail[p] + _EPS for p in need):
+            admitted = self.candidates
+        else:
+            admitted = self._admit(keyed, limits)
+
+        classes: dict[tuple[int, ...], dict[float, int]] = {}
+        for _, phases, cap, _, _ in admitted:
+            caps = classes.get(phases)
+            if caps is None:
+                caps = classes[phases] = {}
+            caps[cap] = caps.get(cap, 0) + 1
+        levels = waterfill.fill(avail, classes)
+
+        reasons = self._reasons
+        for cid, phases, cap, mem, why in admitted:
+            level, bound = levels[phases]
+            if cap <= level:
+                limit = cap
+                if why is None:
+                    why = reasons.get(("cap", cap))
+                    if why is None:
+                        why = reasons[("cap", cap)] = f"at its max_current {cap:.1f} A"
+            else:
+                limit = floor_step(level)
+                why = reasons.get(("phase", bound))
+                if why is None:
+                    why = reasons[("phase", bound)] = (
+                        f"fair share: phase L{bound} is full ({avail[bound]:.1f} A shared by the sessions on it)")
+            if limit < m:  # only if the caller's admission was violated by rounding; stay safe
+                limit = 0.0
+            limits[cid] = ChargerLimit(limit, phases, why, True, limit)
+            mem.target = limit
+            if mem.running_since is None:
+                mem.running_since, mem.paused_since = now, None
+
+    def _admit(self, keyed: list, limits: dict[str, ChargerLimit]) -> list:
+        """Greedy admission in rotation order; records the paused ones in ``limits``."""
+        keyed.sort(key=lambda k: (k[0], k[1]))
+        room = dict(self.available)
+        admitted = []
+        m, now = self.min, self.now
+        candidates = self.candidates
+        reasons = self._reasons
+        for _, i, req in keyed:
+            cand = candidates[i]
+            phases = cand[1]
+            short = next((p for p in phases if room[p] < req - _EPS), None)
+            if short is None:
+                for p in phases:
+                    room[p] -= m
+                admitted.append(cand)
+                continue
+            cid, mem = cand[0], cand[3]
+            resuming = req > m
+            why = reasons.get(("paused", short, resuming))
+            if why is None:
+                why = reasons[("paused", short, resuming)] = (
+                    f"paused: phase L{short} cannot give it min_current {m:.1f} A"
+                    + (f" plus {req - m:.1f} A resume margin" if resuming else "")
+                    + f" after the sessions ahead of it (rotation every {self.group.rotation_period:.0f} s)")
+            limits[cid] = ChargerLimit(0.0, phases, why, True, 0.0)
+            mem.target = 0.0
+            mem.under_since = None
+            if mem.paused_since is None:
+                mem.paused_since, mem.running_since = now, None
+        return admitted

@@ -1,0 +1,318 @@
+"""Runs the allocation for every load-balancing group whenever something relevant happens.
+
+The controller keeps, per group, the balancer's view of each charger (connected, session, control
+state, own draw, phases in use) and the latest mains reading. It learns them from three sources: the
+station state's events (:mod:`csms.state`), the meter glue (:meth:`BalancerController.on_reading`,
+:meth:`~BalancerController.on_meter_state`) and the smart-charging delivery
+(:meth:`~BalancerController.on_control`). Every input only updates that view and wakes the group's task;
+the task coalesces a burst of wake-ups into one :func:`~csms.balancer.allocation.allocate` run, hands the
+decision to the :class:`LimitSink` and the :class:`DecisionStore`, and logs it. A silent meter is noticed
+by the task's own timer, so the group moves to its offline budget even when nothing else happens. Each
+group has its own task, so one group's work never waits on another's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from csms import state as st
+from csms.config import SiteConfig
+
+from .allocation import BalancerMemory, allocate
+from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput
+
+log = logging.getLogger(__name__)
+
+#: Connector statuses in which a running transaction draws nothing and wants nothing.
+NO_CURRENT_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Faulted", "Reserved"})
+#: How many changed chargers one INFO line names before it says "and N more".
+LOG_CHANGES = 20
+
+
+class LimitSink(Protocol):
+    def apply(self, decision: Decision) -> None:
+        """Takes a decision for delivery to the chargers; must not block (queue it)."""
+
+
+class DecisionStore(Protocol):
+    def record_decision(self, decision: Decision) -> None:
+        """Stores a decision; must not block (queue it)."""
+
+
+@dataclass
+class _Charger:
+    """The balancer's live view of one charger."""
+
+    spec: ChargerSpec
+    connected: bool = False
+    session_active: bool = False
+    #: Nothing is known to be installed until the delivery says so: the charger may draw its maximum.
+    control: ControlState = ControlState.UNCONTROLLED
+    limit_in_force: float | None = None
+    draw: dict[int, float] = field(default_factory=dict)
+    draw_at: float | None = None
+    phases_in_use: tuple[int, ...] | None = None
+
+    def as_input(self) -> ChargerInput:
+        return ChargerInput(self.spec, self.connected, self.session_active, self.control, self.limit_in_force,
+                            self.draw, self.draw_at, self.phases_in_use)
+
+    def forget_draw(self) -> None:
+        self.draw, self.draw_at = {}, None
+
+
+@dataclass
+class _Group:
+    spec: GroupSpec
+    meter_serial: str | None
+    chargers: dict[str, _Charger]
+    meter: MeterInput | None = None
+    memory: BalancerMemory = field(default_factory=BalancerMemory)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+    decision: Decision | None = None
+
+
+class BalancerController:
+    """One asyncio task per group that re-runs the allocation on every relevant change.
+
+    ``debounce`` is how long a group's task waits after a wake-up for more to arrive before it runs
+    (bursts of events become one run); ``tick`` is the longest it goes without a run, so that rotation,
+    trimming and probing advance even when nothing reports.
+    """
+
+    def __init__(
+        self,
+        site: SiteConfig,
+        state: st.SiteState,
+        sink: LimitSink,
+        store: DecisionStore | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        debounce: float = 0.02,
+        tick: float = 5.0,
+    ):
+        self._state = state
+        self._sink = sink
+        self._store = store
+        self._clock = clock
+        self._debounce = debounce
+        self._tick = tick
+        self._groups: dict[str, _Group] = {}
+        self._group_of: dict[str, _Group] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        for cfg in site.load_balancers:
+            meter = site.meter(cfg.meter) if cfg.meter is not None else None
+            chargers = {}
+            for cid in cfg.chargers:
+                charger = site.charger(cid)
+                if charger is not None:
+                    chargers[cid] = _Charger(ChargerSpec.from_config(charger))
+            group = _Group(GroupSpec.from_config(cfg, meter), cfg.meter, chargers)
+            self._groups[cfg.id] = group
+            for cid in chargers:
+                self._group_of[cid] = group
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Takes the stations' current state, subscribes to its events and starts one task per group."""
+        if self._unsubscribe is not None:
+            raise RuntimeError("BalancerController already started")
+        for cid, group in self._group_of.items():
+            self._refresh(group.chargers[cid], self._state.stations.get(cid))
+        self._unsubscribe = self._state.subscribe(self._on_event)
+        for gid, group in self._groups.items():
+            group.wake = asyncio.Event()
+            group.wake.set()
+            group.task = asyncio.create_task(self._run(group), name=f"balancer group {gid}")
+
+    async def stop(self) -> None:
+        """Unsubscribes and cancels and awaits every group's task."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = [g.task for g in self._groups.values() if g.task is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for g in self._groups.values():
+            g.task = None
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def decision(self, group_id: str) -> Decision | None:
+        """The group's latest decision (None before its first run or for an unknown group)."""
+        group = self._groups.get(group_id)
+        return group.decision if group is not None else None
+
+    def explain(self, charger_id: str) -> str:
+        """Why a charger has its limit, from its group's latest decision."""
+        group = self._group_of.get(charger_id)
+        if group is None:
+            return f"{charger_id}: not in any load-balancing group"
+        if group.decision is None:
+            return f"{charger_id}: group {group.spec.id} has not decided yet"
+        return group.decision.explain(charger_id)
+
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def on_reading(self, serial: str, current: tuple[float | None, float | None, float | None],
+                   saturated: frozenset[int], taken_at: float) -> None:
+        """A valid mains reading; meter phases map 1:1 to building phases."""
+        reading = MeterInput(taken_at, {p: a for p, a in zip((1, 2, 3), current) if a is not None},
+                             frozenset(saturated))
+        for group in self._groups.values():
+            if group.meter_serial != serial:
+                continue
+            if group.meter is not None and taken_at <= group.meter.taken_at:
+                log.debug("group %s: meter %s reading at %.3f is not newer than %.3f; ignored",
+                          group.spec.id, serial, taken_at, group.meter.taken_at)
+                continue
+            group.meter = reading
+            group.wake.set()
+
+    def on_meter_state(self, serial: str, online: bool) -> None:
+        """An offline meter's last reading is no longer trusted: its groups go to their offline budget now."""
+        if online:
+            return
+        for group in self._groups.values():
+            if group.meter_serial == serial and group.meter is not None:
+                log.info("group %s: meter %s is offline; using max_current_offline %.1f A",
+                         group.spec.id, serial, group.spec.max_current_offline)
+                group.meter = None
+                group.wake.set()
+
+    def on_control(self, charger_id: str, control: ControlState, limit_in_force: float | None) -> None:
+        """The delivery's word on whether a charger's limit is in force."""
+        group = self._group_of.get(charger_id)
+        if group is None:
+            return
+        charger = group.chargers[charger_id]
+        if charger.control is control and charger.limit_in_force == limit_in_force:
+            return
+        charger.control, charger.limit_in_force = control, limit_in_force
+        group.wake.set()
+
+    def _on_event(self, event: st.Event) -> None:
+        group = self._group_of.get(event.station_id)
+        if group is None:
+            return
+        charger = group.chargers[event.station_id]
+        station = self._state.stations.get(event.station_id)
+        match event:
+            case st.StationConnected():
+                charger.connected = True
+            case st.StationDisconnected():
+                charger.connected = False
+                charger.forget_draw()
+            case st.TransactionStarted() | st.TransactionEnded():
+                charger.phases_in_use = None
+                charger.forget_draw()
+                self._refresh(charger, station)
+            case st.StatusChanged(status=status):
+                if status in NO_CURRENT_STATUSES:
+                    charger.forget_draw()
+                self._refresh(charger, station)
+            case st.MeterSampled(connector_id=connector_id, sample=sample):
+                if station is not None:
+                    self._learn(charger, station, connector_id, sample)
+            case _:
+                return
+        group.wake.set()
+
+    def _refresh(self, charger: _Charger, station: st.StationState | None) -> None:
+        if station is None:
+            charger.connected = charger.session_active = False
+            return
+        charger.connected = station.connected
+        was_active = charger.session_active
+        charger.session_active = any(
+            station.connectors.get(tx.connector_id, st.ConnectorState(tx.connector_id)).status not in NO_CURRENT_STATUSES
+            for tx in station.transactions.values())
+        if not charger.session_active and was_active:
+            charger.phases_in_use = None
+
+    def _learn(self, charger: _Charger, station: st.StationState, connector_id: int, sample: st.PhaseSample) -> None:
+        """Maps the charger's own per-phase draw to building phases, and learns the phases its EV uses."""
+        wired = charger.spec.phases_wired
+        running = [station.samples[c] for c in station.transactions if c != 0 and c in station.samples]
+        samples = running or [sample]
+        draw = dict.fromkeys(wired, 0.0)
+        for s in samples:
+            for i, a in enumerate(s.current[: len(wired)]):
+                if a is not None and a > 0:
+                    draw[wired[i]] += a
+        charger.draw, charger.draw_at = draw, min(s.taken_at for s in samples)
+        # Learn only from a sample that reports every wired phase: a charger that reports L1 alone
+        # would otherwise look like a 1-phase EV.
+        if charger.session_active and all(a is not None for a in sample.current[: len(wired)]):
+            in_use = {wired[i - 1] for i in sample.phases_in_use if i <= len(wired)}
+            if in_use:
+                known = set(charger.phases_in_use or ())
+                charger.phases_in_use = tuple(p for p in wired if p in in_use | known)
+
+    # -- the group task ----------------------------------------------------------------------------
+
+    async def _run(self, group: _Group) -> None:
+        while True:
+            if not group.wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(group.wake.wait(), self._timeout(group))
+            if self._debounce:
+                await asyncio.sleep(self._debounce)
+            group.wake.clear()
+            self._run_once(group)
+
+    def _timeout(self, group: _Group) -> float:
+        """Until the next tick, or until the meter goes stale if that is sooner."""
+        timeout = self._tick
+        if group.meter is not None:
+            stale_in = group.meter.taken_at + group.spec.stale_after - self._clock()
+            if stale_in >= 0:
+                timeout = min(timeout, stale_in + 0.01)
+        return max(timeout, 0.0)
+
+    def _run_once(self, group: _Group) -> None:
+        gid = group.spec.id
+        try:
+            inputs = [c.as_input() for c in group.chargers.values()]
+            decision = allocate(group.spec, group.meter, inputs, self._clock(), group.memory)
+        except Exception:
+            log.exception("group %s: allocation failed; the previous limits stay in force", gid)
+            return
+        previous, group.decision = group.decision, decision
+        self._log(decision, previous)
+        try:
+            self._sink.apply(decision)
+        except Exception:
+            log.exception("group %s: the limit sink refused the decision", gid)
+        if self._store is not None:
+            try:
+                self._store.record_decision(decision)
+            except Exception:
+                log.exception("group %s: storing the decision failed", gid)
+
+    @staticmethod
+    def _log(decision: Decision, previous: Decision | None) -> None:
+        old = previous.limits if previous is not None else {}
+        changed = [(cid, lim) for cid, lim in decision.limits.items()
+                   if (prev := old.get(cid)) is None or prev.limit != lim.limit or prev.controlled != lim.controlled]
+        budget = ", ".join(f"L{p} {a:.1f} A" for p, a in decision.budget.items())
+        fresh = "meter fresh" if decision.meter_fresh else "no fresh meter reading"
+        if not changed:
+            log.debug("group %s: limits unchanged (budget %s, %s)", decision.group_id, budget, fresh)
+            return
+        parts = [f"{cid} {lim.limit:.1f} A on {'+'.join(f'L{p}' for p in lim.phases) or '-'} ({lim.reason})"
+                 for cid, lim in changed[:LOG_CHANGES]]
+        if len(changed) > LOG_CHANGES:
+            parts.append(f"and {len(changed) - LOG_CHANGES} more")
+        log.info("group %s: budget %s, %s; %s", decision.group_id, budget, fresh, "; ".join(parts))

@@ -1,0 +1,193 @@
+"""What the allocation reads and what it decides: plain, immutable data with no I/O and no clock.
+
+These types are the contract between the controller (which gathers inputs from the live station
+state, the meter and the smart-charging delivery) and :func:`csms.balancer.allocation.allocate`
+(which turns them into limits). They are deliberately independent of OCPP versions and of the
+pydantic config models, so that the allocation can be tested, benchmarked and replayed from plain
+values. Currents are in A per phase; phases are *building* phases 1..3 unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from csms.config import ChargerConfig, LoadBalancerConfig, charger_phases
+from meter_gateway.config import MeterConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Tuning:
+    """Knobs of the allocation that operators rarely touch; the defaults suit IEC 61851 AC charging.
+
+    Trimming: a car that draws ``trim_slack`` A less than its limit for ``trim_after`` seconds is capped at
+    its draw plus ``trim_headroom``, so the rest goes to others; every ``probe_every`` seconds the cap is
+    lifted to see whether it wants more again. ``draw_max_age``: a charger's own sample older than this is
+    ignored (neither trusted for trimming nor subtracted from the mains reading). ``resume_margin``: extra A
+    per phase a recently paused session needs before it resumes, so a reading that hovers around the
+    threshold does not pause and resume a car on every sample (cars give up after a few such cycles).
+    """
+
+    trim_after: float = 60.0
+    trim_slack: float = 2.0
+    trim_headroom: float = 2.0
+    probe_every: float = 300.0
+    draw_max_age: float = 120.0
+    resume_margin: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSpec:
+    """A load-balancing group: the chargers behind one fuse (or one share of it) and its rules."""
+
+    id: str
+    #: Building phases the group's budget covers, in preference order.
+    phases: tuple[int, ...]
+    supply_max_current: float
+    max_current_online: float
+    max_current_offline: float
+    min_current: float = 6.0
+    margin: float = 2.0
+    stale_after: float = 10.0
+    rotation_period: float = 900.0
+    chargers_in_measurement: bool = True
+    active: bool = True
+    has_meter: bool = True
+    #: The meter clamp's range (100 A home, 400 A public); a reading at its top means "at least this".
+    clamp_range_a: float | None = None
+    tuning: Tuning = field(default_factory=Tuning)
+
+    @classmethod
+    def from_config(cls, group: LoadBalancerConfig, meter: MeterConfig | None) -> GroupSpec:
+        return cls(
+            id=group.id,
+            phases=tuple(group.phases),
+            supply_max_current=group.supply_max_current,
+            max_current_online=group.max_current_online,
+            max_current_offline=group.max_current_offline,
+            min_current=group.min_current,
+            margin=group.margin,
+            stale_after=group.stale_after,
+            rotation_period=group.rotation_period,
+            chargers_in_measurement=group.chargers_in_measurement,
+            active=group.active,
+            has_meter=meter is not None,
+            clamp_range_a=meter.range_a if meter is not None else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerSpec:
+    id: str
+    max_current: float
+    #: Building phases the charger's L1, L2, L3 land on, in charger order (one entry for a 1-phase charger).
+    phases_wired: tuple[int, ...]
+    #: What its offline fallback profile allows, and on which building phase.
+    offline_current: float = 6.0
+    offline_phase: int = 1
+
+    @classmethod
+    def from_config(cls, charger: ChargerConfig) -> ChargerSpec:
+        return cls(
+            id=charger.id,
+            max_current=charger.max_current,
+            phases_wired=charger_phases(charger),
+            offline_current=charger.offline_current,
+            offline_phase=charger.offline_phase,
+        )
+
+
+class ControlState(StrEnum):
+    """How far the balancer can trust a charger to stay under the limit it was given."""
+
+    #: Its latest limit was accepted and is in force.
+    CONTROLLED = "controlled"
+    #: A limit was sent and is not accepted yet: it may draw the old or the new one.
+    PENDING = "pending"
+    #: It rejected the limit or did not answer: the balancer cannot limit it.
+    UNCONTROLLED = "uncontrolled"
+    #: Disconnected, and its offline fallback profile is known to be installed.
+    FALLBACK = "fallback"
+    #: Disconnected, and whether a fallback is installed is not known.
+    DISCONNECTED_UNKNOWN = "disconnected_unknown"
+    #: It draws more than its limit.
+    NOT_OBEYING = "not_obeying"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerInput:
+    spec: ChargerSpec
+    connected: bool = True
+    #: A transaction is running and the EV may want current.
+    session_active: bool = False
+    control: ControlState = ControlState.CONTROLLED
+    #: The limit (A per phase) the charger has accepted and applies now, if known.
+    limit_in_force: float | None = None
+    #: Its own measured draw, A per *building* phase (already mapped through its rotation); empty if unknown.
+    draw: dict[int, float] = field(default_factory=dict)
+    #: When that draw was sampled.
+    draw_at: float | None = None
+    #: Building phases the EV really draws on, learned from the charger's per-phase samples; None = unknown.
+    phases_in_use: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterInput:
+    """One valid mains reading, mapped to building phases."""
+
+    taken_at: float
+    #: A per building phase, + import, - export (solar); a phase the meter did not report is absent.
+    current: dict[int, float]
+    #: Building phases whose clamp is at the top of its range.
+    saturated: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerLimit:
+    """What the balancer decided for one charger, and why.
+
+    ``controlled=True``: ``limit`` is the limit to install (A per phase, 0 = paused, which IEC 61851 allows;
+    anything else is at least the group's ``min_current``). ``controlled=False``: the balancer cannot set this
+    charger's limit right now (disconnected, group inactive); ``limit`` is what it is assumed to draw and the
+    delivery must not send it. ``counted`` is what the charger is reserved at on each of ``phases`` (more
+    than ``limit`` while a change is pending or the charger does not obey).
+    """
+
+    limit: float
+    #: Building phases it will draw on.
+    phases: tuple[int, ...]
+    reason: str
+    controlled: bool = True
+    counted: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    group_id: str
+    at: float
+    #: What the group's chargers may draw per building phase, all of them together (may be negative on overload).
+    budget: dict[int, float]
+    meter_fresh: bool
+    limits: dict[str, ChargerLimit]
+    #: What was left per phase for the chargers the balancer controls, after the others were reserved.
+    available: dict[int, float] = field(default_factory=dict)
+    #: How each phase's budget came about, e.g. "35.0 A fuse - 2.0 A margin - 8.3 A other load".
+    budget_notes: dict[int, str] = field(default_factory=dict)
+
+    def explain(self, charger_id: str) -> str:
+        """One paragraph an operator can read: the limit, the phases, and why."""
+        lim = self.limits.get(charger_id)
+        if lim is None:
+            return f"{charger_id}: not in group {self.group_id}'s latest decision"
+        where = "+".join(f"L{p}" for p in lim.phases) or "no phase of the group"
+        head = f"{charger_id}: {lim.limit:.1f} A on {where}"
+        if not lim.controlled:
+            head += " (not controlled by the balancer)"
+        elif lim.counted > lim.limit:
+            head += f" (counted at {lim.counted:.1f} A until it is in force)"
+        source = "meter fresh" if self.meter_fresh else "no fresh meter reading"
+        budgets = "; ".join(
+            f"L{p} {self.budget[p]:.1f} A ({self.budget_notes.get(p, '')}), {self.available.get(p, self.budget[p]):.1f} A left after reserves"
+            for p in self.budget
+        )
+        return f"{head}: {lim.reason}. Group {self.group_id}, {source}: {budgets}."
