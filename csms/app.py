@@ -14,11 +14,18 @@ import signal
 import time
 from collections.abc import Callable
 
+from meter_gateway.gateway import MeterGateway
+from meter_gateway.reading import MeterReading, MeterState
+from meter_gateway.subscriber import ReadingSubscriber
+
 from csms import records
 from csms.authorization import Authorizer
+from csms.balancer.controller import BalancerController
+from csms.balancer.model import Decision
 from csms.config import SiteConfig
 from csms.context import SessionContext
 from csms.server import CentralSystem
+from csms.smart_charging.delivery import Delivery
 from csms.state import SiteState, Transaction
 from csms.storage import Storage, log_event
 
@@ -33,6 +40,13 @@ class CentralSystemApp:
         self.storage = Storage(cfg.storage.database, cfg.storage.commit_interval)
         self.ctx = SessionContext(cfg, self.state, self.storage, Authorizer(cfg), clock)
         self.server = CentralSystem(self.ctx)
+        self.delivery = Delivery(cfg, self.state, self.storage, clock=clock)
+        self.balancer = BalancerController(cfg, self.state, self.delivery, self, clock)
+        self.delivery.on_control = self.balancer.on_control
+        self.server.on_session.append(self.delivery.attach)
+        self.meters: MeterGateway | ReadingSubscriber | None = None
+        self.meter_states: dict[str, MeterState] = {}
+        self.last_readings: dict[str, MeterReading] = {}
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -43,6 +57,10 @@ class CentralSystemApp:
         try:
             await self._stack.enter_async_context(self.storage)
             await self._restore()
+            await self.balancer.start()
+            self._stack.push_async_callback(self.balancer.stop)
+            self._stack.push_async_callback(self.delivery.stop)
+            await self._start_meters()
             await self.server.start()
             self._stack.push_async_callback(self.server.stop)
             self.storage.write_nowait(log_event("csms_started", self.clock()))
@@ -53,6 +71,39 @@ class CentralSystemApp:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    async def _start_meters(self) -> None:
+        cfg = self.cfg
+        used = {g.meter for g in cfg.load_balancers if g.meter is not None}
+        meters = [m for m in cfg.meters if m.serial in used]
+        if not meters:
+            return
+        if cfg.gateway.mode == "mqtt":
+            self.meters = ReadingSubscriber(cfg.mqtt, [m.serial for m in meters], self._on_reading,
+                                            self._on_meter_state, {m.serial: m.stale_after for m in meters},
+                                            clock=self.clock)
+        else:
+            self.meters = MeterGateway(meters, cfg.mqtt, self._on_reading, self._on_meter_state,
+                                       cfg.gateway.register_dirs, clock=self.clock)
+        await self._stack.enter_async_context(self.meters)
+
+    def _on_reading(self, reading: MeterReading) -> None:
+        self.last_readings[reading.serial] = reading
+        self.balancer.on_reading(reading.serial, reading.current, frozenset(reading.saturated_phases),
+                                 reading.taken_at)
+
+    def _on_meter_state(self, serial: str, state: MeterState) -> None:
+        self.meter_states[serial] = state
+        self.balancer.on_meter_state(serial, state.status == "online")
+        self.storage.write_nowait(log_event(f"meter_{state.status}", self.clock(), meter=serial, reason=state.reason))
+
+    def record_decision(self, decision: Decision) -> None:
+        """DecisionStore for the balancer: every decision with its per-charger reasons."""
+        limits = {cid: {"limit": lim.limit, "phases": list(lim.phases), "reason": lim.reason,
+                        "controlled": lim.controlled, "counted": lim.counted}
+                  for cid, lim in decision.limits.items()}
+        self.storage.write_nowait(records.record_decision(decision.group_id, decision.at, decision.meter_fresh,
+                                                          decision.budget, limits), "decision")
 
     async def _restore(self) -> None:
         """Brings back what a restart must not forget: transactions that were running."""

@@ -64,6 +64,28 @@ class GatewayConfig(StrictModel):
     register_dirs: list[str] = Field(default_factory=list)
 
 
+class SmartChargingConfig(StrictModel):
+    """How limits reach chargers; the defaults suit most AC chargers."""
+
+    #: Seconds a dynamic limit stays valid without a refresh; a charger that loses us falls back after this.
+    failsafe_ttl: float = Field(60, ge=10, le=3600)
+    #: Seconds between meter values the chargers are asked to send.
+    meter_value_interval: int = Field(10, ge=1, le=900)
+    #: A: smaller changes than this are not sent (decreases to 0 always are).
+    deadband: float = Field(1.0, ge=0, le=16)
+    #: Seconds between two increases of the same charger (decreases are never delayed).
+    increase_interval: float = Field(10, ge=0, le=3600)
+    #: Seconds a car may take to follow a lowered limit; after this its old draw is no longer reserved.
+    ramp_time: float = Field(10, ge=0, le=600)
+    #: A above its limit a charger may draw, for obey_grace seconds, before it is flagged as not obeying.
+    obey_tolerance: float = Field(2.0, ge=0, le=32)
+    obey_grace: float = Field(30, ge=0, le=3600)
+    #: Ask the charger for its composite schedule after a change, to confirm what it applies.
+    confirm_with_composite: bool = True
+    #: Seconds a profile's start is set in the past, for chargers whose clock runs behind.
+    clock_skew_allowance: float = Field(30, ge=0, le=3600)
+
+
 class OrganisationConfig(StrictModel):
     id: str
     name: str
@@ -89,6 +111,11 @@ class ChargerConfig(StrictModel):
     offline_phase: Literal[1, 2, 3] = 1
     #: Connector/EVSE whose availability follows the group's socket_enabled (0 = none).
     socket_connector: int = Field(0, ge=0, le=16)
+    #: Profile purpose for dynamic limits: "auto" walks TxProfile -> TxDefaultProfile -> station max
+    #: as the charger refuses them; the others pin one purpose.
+    profile_purpose: Literal["auto", "tx", "tx_default", "station_max"] = "auto"
+    #: Least seconds between two profile changes, for chargers that write profiles to flash.
+    min_update_interval: float = Field(0, ge=0, le=3600)
     #: Serial and PIN printed on the charger (informational; used to identify it at installation).
     pin: str | None = None
 
@@ -137,6 +164,7 @@ class SiteConfig(StrictModel):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     mqtt: MqttConfig | None = None
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    smart_charging: SmartChargingConfig = Field(default_factory=SmartChargingConfig)
     organisations: list[OrganisationConfig] = Field(default_factory=list)
     id_tokens: list[IdTokenConfig] = Field(default_factory=list)
     meters: list[MeterConfig] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, Regi
 from csms import records
 from csms.authorization import Verdict
 from csms.context import SessionContext
+from csms.link16 import Link16Mixin
 from csms.metervalues import parse_time, to_sample
 from csms.session import SessionMixin
 from csms.state import BootInfo, Transaction, Version
@@ -27,13 +28,14 @@ _STATUS = {Verdict.ACCEPTED: AuthorizationStatus.accepted, Verdict.EXPIRED: Auth
            Verdict.UNKNOWN: AuthorizationStatus.invalid}
 
 
-class Station16(SessionMixin, ChargePoint):
+class Station16(SessionMixin, Link16Mixin, ChargePoint):
     version = Version.V16
     known_actions = frozenset(a.value for a in Action)
 
     def __init__(self, station_id: str, connection: Any, ctx: SessionContext):
         super().__init__(station_id, connection, response_timeout=ctx.cfg.server.call_timeout)
         self.ctx = ctx
+        self.command_timeout = ctx.cfg.server.call_timeout
         self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
 
     def _id_tag_info(self, id_tag: str | None) -> dict[str, Any]:

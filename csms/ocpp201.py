@@ -24,6 +24,7 @@ from ocpp.v201.enums import (
 from csms import records
 from csms.authorization import Verdict
 from csms.context import SessionContext
+from csms.link201 import Link201Mixin
 from csms.metervalues import parse_time, to_sample
 from csms.session import SessionMixin
 from csms.state import BootInfo, Transaction, Version
@@ -41,13 +42,14 @@ _CHARGING_STATE = {"Charging": "Charging", "EVConnected": "Preparing", "Suspende
                    "SuspendedEVSE": "SuspendedEVSE", "Idle": "Available"}
 
 
-class Station201(SessionMixin, ChargePoint):
+class Station201(SessionMixin, Link201Mixin, ChargePoint):
     version = Version.V201
     known_actions = frozenset(a.value for a in Action)
 
     def __init__(self, station_id: str, connection: Any, ctx: SessionContext):
         super().__init__(station_id, connection, response_timeout=ctx.cfg.server.call_timeout)
         self.ctx = ctx
+        self.command_timeout = ctx.cfg.server.call_timeout
         self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
 
     def _id_token_info(self, id_token: dict | None) -> dict[str, Any]:

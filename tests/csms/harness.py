@@ -63,15 +63,19 @@ class RawStation:
         return await self.recv_for(uid, timeout)
 
     async def send_raw(self, text: str | bytes, timeout: float = 5) -> list:
-        await self.ws.send(text)
+        """Sends a frame and returns the next reply (CALLs the CSMS makes meanwhile are skipped)."""
         import asyncio
 
-        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        await self.ws.send(text)
+        while True:
+            frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+            if frame[0] != 2:
+                return frame
 
     async def recv_for(self, uid: str, timeout: float = 5) -> list:
         import asyncio
 
         while True:
             frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
-            if frame[1] == uid:
+            if frame[0] != 2 and frame[1] == uid:
                 return frame

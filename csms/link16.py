@@ -1,0 +1,140 @@
+"""OCPP 1.6 side of :mod:`csms.link`: configuration keys, charging profiles, availability."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from ocpp.v16 import call
+
+from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
+
+log = logging.getLogger("csms.link16")
+
+PURPOSE = {Purpose.TX: "TxProfile", Purpose.TX_DEFAULT: "TxDefaultProfile", Purpose.STATION_MAX: "ChargePointMaxProfile"}
+CAPABILITY_KEYS = ["ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods",
+                   "MaxChargingProfilesInstalled", "ConnectorPhaseRotation", "MeterValuesSampledData",
+                   "MeterValueSampleInterval"]
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def rotation_for(value: str | None, connector: int) -> str | None:
+    """``0.RST,1.RTS`` → the entry for ``connector`` (or a bare ``RST`` that applies to all)."""
+    if not value:
+        return None
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    for entry in entries:
+        if "." in entry:
+            cid, _, rot = entry.partition(".")
+            if cid == str(connector):
+                return rot
+        elif len(entries) == 1:
+            return entry
+    return None
+
+
+class Link16Mixin:
+    """Mixed into :class:`csms.ocpp16.Station16`."""
+
+    command_timeout: float
+
+    async def _command(self, payload: Any, **kw: Any) -> tuple[Outcome, Any]:
+        try:
+            reply = await asyncio.wait_for(self.call(payload, suppress=False, **kw), self.command_timeout)
+        except asyncio.TimeoutError:
+            return Outcome.TIMEOUT, None
+        except Exception as exc:  # OCPPError from a CALLERROR, or a reply that fails validation
+            log.warning("%s: %s failed: %s", self.id, type(payload).__name__, exc)
+            return Outcome.ERROR, None
+        status = getattr(reply, "status", "Accepted")
+        return (Outcome.ACCEPTED if status == "Accepted" else Outcome(status) if status in Outcome._value2member_map_
+                else Outcome.REJECTED), reply
+
+    async def read_capabilities(self, connector: int) -> Capabilities:
+        outcome, reply = await self._command(call.GetConfiguration(key=CAPABILITY_KEYS))
+        raw = {k["key"]: k.get("value") for k in (reply.configuration_key or [])} if reply else {}
+        units = raw.get("ChargingScheduleAllowedChargingRateUnit") or "Current,Power"
+        allowed = tuple(u for u, word in (("A", "Current"), ("W", "Power")) if word in units)
+        return Capabilities(
+            max_stack_level=_int(raw.get("ChargeProfileMaxStackLevel")),
+            rate_units=allowed or ("A",),
+            max_periods=_int(raw.get("ChargingScheduleMaxPeriods")),
+            max_profiles=_int(raw.get("MaxChargingProfilesInstalled")),
+            phase_rotation=rotation_for(raw.get("ConnectorPhaseRotation"), connector),
+            phase_switching=False,
+            meter_interval=_int(raw.get("MeterValueSampleInterval")),
+            measurands=raw.get("MeterValuesSampledData"),
+            raw={k: v for k, v in raw.items() if v is not None},
+        )
+
+    async def configure_metering(self, interval: int, measurands: list[str]) -> Outcome:
+        worst = Outcome.ACCEPTED
+        for key, value in (("MeterValuesSampledData", ",".join(measurands)), ("MeterValueSampleInterval", str(interval))):
+            outcome, _ = await self._command(call.ChangeConfiguration(key=key, value=value))
+            if not outcome.ok:
+                log.warning("%s: ChangeConfiguration %s=%s: %s", self.id, key, value, outcome)
+                worst = outcome
+        return worst
+
+    async def set_profile(self, spec: ProfileSpec) -> Outcome:
+        schedule: dict[str, Any] = {
+            "charging_rate_unit": spec.unit,
+            "charging_schedule_period": [{"start_period": 0, "limit": round(spec.limit, 1),
+                                          "number_phases": spec.number_phases}],
+        }
+        if spec.duration is not None:
+            schedule["duration"] = spec.duration
+        if spec.start_schedule is not None:
+            schedule["start_schedule"] = iso(spec.start_schedule)
+        profile: dict[str, Any] = {
+            "charging_profile_id": spec.profile_id,
+            "stack_level": spec.stack_level,
+            "charging_profile_purpose": PURPOSE[spec.purpose],
+            "charging_profile_kind": "Absolute" if spec.start_schedule is not None else "Relative",
+            "charging_schedule": schedule,
+        }
+        if spec.transaction_id is not None:
+            profile["transaction_id"] = int(spec.transaction_id)
+        if spec.valid_to is not None:
+            profile["valid_to"] = iso(spec.valid_to)
+        outcome, _ = await self._command(call.SetChargingProfile(connector_id=spec.connector, cs_charging_profiles=profile))
+        return outcome
+
+    async def clear_profile(self, profile_id: int | None = None, purpose: Purpose | None = None,
+                            stack_level: int | None = None, connector: int | None = None) -> Outcome:
+        outcome, _ = await self._command(call.ClearChargingProfile(
+            id=profile_id, connector_id=connector, stack_level=stack_level,
+            charging_profile_purpose=PURPOSE[purpose] if purpose else None))
+        return outcome
+
+    async def get_composite(self, connector: int, duration: int, unit: str) -> CompositeLimit | None:
+        # Chargers report limits with more than one decimal; the schema's multipleOf would refuse them.
+        outcome, reply = await self._command(
+            call.GetCompositeSchedule(connector_id=connector, duration=duration, charging_rate_unit=unit),
+            skip_schema_validation=True)
+        if not outcome.ok or not reply or not reply.charging_schedule:
+            return None
+        periods = reply.charging_schedule.get("charging_schedule_period") or []
+        if not periods:
+            return CompositeLimit(None, unit, None)
+        first = periods[0]
+        return CompositeLimit(float(first["limit"]), reply.charging_schedule.get("charging_rate_unit", unit),
+                              first.get("number_phases"))
+
+    async def set_availability(self, connector: int, operative: bool) -> Outcome:
+        outcome, reply = await self._command(
+            call.ChangeAvailability(connector_id=connector, type="Operative" if operative else "Inoperative"))
+        # "Scheduled": the charger applies it when its running transaction ends.
+        return Outcome.ACCEPTED if reply is not None and reply.status == "Scheduled" else outcome

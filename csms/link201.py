@@ -1,0 +1,154 @@
+"""OCPP 2.0.1 side of :mod:`csms.link`: device-model variables, charging profiles, availability."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ocpp.v201 import call
+
+from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
+from csms.link16 import iso
+
+log = logging.getLogger("csms.link201")
+
+PURPOSE = {Purpose.TX: "TxProfile", Purpose.TX_DEFAULT: "TxDefaultProfile",
+           Purpose.STATION_MAX: "ChargingStationMaxProfile"}
+
+
+def _var(component: str, variable: str, evse: int | None = None, instance: str | None = None) -> dict[str, Any]:
+    comp: dict[str, Any] = {"name": component}
+    if evse is not None:
+        comp["evse"] = {"id": evse}
+    var: dict[str, Any] = {"name": variable}
+    if instance:
+        var["instance"] = instance
+    return {"component": comp, "variable": var}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class Link201Mixin:
+    """Mixed into :class:`csms.ocpp201.Station201`."""
+
+    command_timeout: float
+
+    async def _command(self, payload: Any, **kw: Any) -> tuple[Outcome, Any]:
+        try:
+            reply = await asyncio.wait_for(self.call(payload, suppress=False, **kw), self.command_timeout)
+        except asyncio.TimeoutError:
+            return Outcome.TIMEOUT, None
+        except Exception as exc:
+            log.warning("%s: %s failed: %s", self.id, type(payload).__name__, exc)
+            return Outcome.ERROR, None
+        status = getattr(reply, "status", "Accepted")
+        if status == "Accepted":
+            return Outcome.ACCEPTED, reply
+        return (Outcome.UNKNOWN if status == "Unknown" else Outcome.REJECTED), reply
+
+    async def read_capabilities(self, connector: int) -> Capabilities:
+        wanted = [
+            ("ProfileStackLevel", _var("SmartChargingCtrlr", "ProfileStackLevel")),
+            ("RateUnit", _var("SmartChargingCtrlr", "RateUnit")),
+            ("PeriodsPerSchedule", _var("SmartChargingCtrlr", "PeriodsPerSchedule")),
+            ("Entries", _var("SmartChargingCtrlr", "Entries", instance="ChargingProfiles")),
+            ("ACPhaseSwitchingSupported", _var("SmartChargingCtrlr", "ACPhaseSwitchingSupported")),
+            ("PhaseRotation", _var("EVSE", "PhaseRotation", evse=connector)),
+            ("TxUpdatedInterval", _var("SampledDataCtrlr", "TxUpdatedInterval")),
+            ("TxUpdatedMeasurands", _var("SampledDataCtrlr", "TxUpdatedMeasurands")),
+        ]
+        outcome, reply = await self._command(call.GetVariables(get_variable_data=[v for _, v in wanted]))
+        raw: dict[str, str] = {}
+        for result in (reply.get_variable_result if reply else []) or []:
+            if result.get("attribute_status") != "Accepted":
+                continue
+            name = result["variable"]["name"]
+            if name == "Entries" and result["variable"].get("instance") != "ChargingProfiles":
+                continue
+            raw[name] = result.get("attribute_value")
+        units = raw.get("RateUnit") or "A,W"
+        allowed = tuple(u for u in ("A", "W") if u in units.split(","))
+        return Capabilities(
+            max_stack_level=_int(raw.get("ProfileStackLevel")),
+            rate_units=allowed or ("A",),
+            max_periods=_int(raw.get("PeriodsPerSchedule")),
+            max_profiles=_int(raw.get("Entries")),
+            phase_rotation=raw.get("PhaseRotation") or None,
+            phase_switching=(raw.get("ACPhaseSwitchingSupported") or "").lower() == "true",
+            meter_interval=_int(raw.get("TxUpdatedInterval")),
+            measurands=raw.get("TxUpdatedMeasurands"),
+            raw={k: v for k, v in raw.items() if v is not None},
+        )
+
+    async def configure_metering(self, interval: int, measurands: list[str]) -> Outcome:
+        data = [
+            {"attribute_value": ",".join(measurands), **_var("SampledDataCtrlr", "TxUpdatedMeasurands")},
+            {"attribute_value": str(interval), **_var("SampledDataCtrlr", "TxUpdatedInterval")},
+        ]
+        outcome, reply = await self._command(call.SetVariables(set_variable_data=data))
+        if reply is None:
+            return outcome
+        refused = [r for r in reply.set_variable_result if r.get("attribute_status") not in ("Accepted", "RebootRequired")]
+        if refused:
+            log.warning("%s: SetVariables refused %s", self.id, [r["variable"]["name"] for r in refused])
+            return Outcome.REJECTED
+        return Outcome.ACCEPTED
+
+    async def set_profile(self, spec: ProfileSpec) -> Outcome:
+        period: dict[str, Any] = {"start_period": 0, "limit": spec.limit, "number_phases": spec.number_phases}
+        if spec.phase_to_use is not None and spec.number_phases == 1:
+            period["phase_to_use"] = spec.phase_to_use
+        schedule: dict[str, Any] = {"id": spec.profile_id, "charging_rate_unit": spec.unit,
+                                    "charging_schedule_period": [period]}
+        if spec.duration is not None:
+            schedule["duration"] = spec.duration
+        if spec.start_schedule is not None:
+            schedule["start_schedule"] = iso(spec.start_schedule)
+        profile: dict[str, Any] = {
+            "id": spec.profile_id,
+            "stack_level": spec.stack_level,
+            "charging_profile_purpose": PURPOSE[spec.purpose],
+            "charging_profile_kind": "Absolute" if spec.start_schedule is not None else "Relative",
+            "charging_schedule": [schedule],
+        }
+        if spec.transaction_id is not None:
+            profile["transaction_id"] = spec.transaction_id
+        if spec.valid_to is not None:
+            profile["valid_to"] = iso(spec.valid_to)
+        outcome, _ = await self._command(call.SetChargingProfile(evse_id=spec.connector, charging_profile=profile))
+        return outcome
+
+    async def clear_profile(self, profile_id: int | None = None, purpose: Purpose | None = None,
+                            stack_level: int | None = None, connector: int | None = None) -> Outcome:
+        criteria = None
+        if profile_id is None:
+            criteria = {k: v for k, v in (("evse_id", connector), ("stack_level", stack_level),
+                                          ("charging_profile_purpose", PURPOSE[purpose] if purpose else None))
+                        if v is not None}
+        outcome, _ = await self._command(call.ClearChargingProfile(charging_profile_id=profile_id,
+                                                                   charging_profile_criteria=criteria or None))
+        return outcome
+
+    async def get_composite(self, connector: int, duration: int, unit: str) -> CompositeLimit | None:
+        outcome, reply = await self._command(call.GetCompositeSchedule(duration=duration, evse_id=connector,
+                                                                       charging_rate_unit=unit))
+        if not outcome.ok or not reply or not reply.schedule:
+            return None
+        periods = reply.schedule.get("charging_schedule_period") or []
+        if not periods:
+            return CompositeLimit(None, unit, None)
+        first = periods[0]
+        return CompositeLimit(float(first["limit"]), reply.schedule.get("charging_rate_unit", unit),
+                              first.get("number_phases"))
+
+    async def set_availability(self, connector: int, operative: bool) -> Outcome:
+        evse = {"id": connector} if connector else None
+        outcome, reply = await self._command(call.ChangeAvailability(
+            operational_status="Operative" if operative else "Inoperative", evse=evse))
+        return Outcome.ACCEPTED if reply is not None and reply.status == "Scheduled" else outcome

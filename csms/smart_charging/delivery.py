@@ -1,0 +1,534 @@
+"""Smart-charging delivery: the balancer decides, this makes chargers obey, safely, in both versions.
+
+One :class:`ChargerChannel` per configured charger owns everything we send that charger. Its worker
+task sets the charger up when it connects (capabilities, meter values, the permanent offline
+fallback profile, socket availability), then keeps exactly one dynamic limit in force: a
+higher-stack profile that expires after ``failsafe_ttl`` unless refreshed, so a charger that stops
+hearing from us falls back by itself.
+
+Safety rules, in the order they bind:
+
+* A decrease goes out at once; nothing delays it (not the deadband, not the increase interval, not a
+  charger's minimum update interval).
+* Break before make: an increase is sent only while, on each phase it draws on, the sum over the
+  group of every other charger's *exposure* plus the new limit fits the decision's budget. Exposure is
+  the larger of what a charger may apply (its accepted limit, or the old one while a decrease is
+  unanswered) and its measured draw, until ``ramp_time`` after its decrease was accepted.
+* Coalescing: a channel holds only the newest wanted limit; a slow charger never receives a stale
+  one and never holds up another channel.
+
+Every profile sent, its answer and every change of a charger's control state is logged and stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from csms.balancer.model import ControlState, Decision
+from csms.config import ChargerConfig, LoadBalancerConfig, SiteConfig, SmartChargingConfig, charger_phases
+from csms.link import Capabilities, Outcome, ProfileSpec, Purpose, StationLink
+from csms.state import Event, MeterSampled, SiteState, StationDisconnected, TransactionEnded, TransactionStarted
+from csms.storage import Storage, log_event
+
+log = logging.getLogger("csms.delivery")
+
+FALLBACK_ID = 1
+DYNAMIC_ID = {Purpose.TX: 10, Purpose.TX_DEFAULT: 11, Purpose.STATION_MAX: 12}
+CHAINS = {
+    "auto": (Purpose.TX, Purpose.TX_DEFAULT, Purpose.STATION_MAX),
+    "tx": (Purpose.TX,),
+    "tx_default": (Purpose.TX_DEFAULT,),
+    "station_max": (Purpose.STATION_MAX,),
+}
+MEASURANDS = ["Current.Import", "Current.Offered", "Voltage", "Energy.Active.Import.Register"]
+NOMINAL_VOLTAGE = 230.0
+
+ControlListener = Callable[[str, ControlState, "float | None"], None]
+
+
+@dataclass
+class Sent:
+    limit: float
+    purpose: Purpose
+    stack_level: int
+    at: float
+
+
+@dataclass
+class ChargerChannel:
+    cfg: ChargerConfig
+    group: LoadBalancerConfig | None
+    phases_wired: tuple[int, ...]
+    link: StationLink | None = None
+    caps: Capabilities | None = None
+    #: The newest limit the balancer wants (A per phase, 0 = paused); None = nothing decided yet.
+    wanted: float | None = None
+    #: The limit the charger accepted and applies now (None = only its fallback).
+    in_force: float | None = None
+    #: While a change is unanswered, what the charger may apply: the larger of the old and new limit.
+    exposure_limit: float | None = None
+    last: Sent | None = None
+    last_increase_at: float = float("-inf")
+    decrease_accepted_at: float = float("-inf")
+    control: ControlState = ControlState.DISCONNECTED_UNKNOWN
+    fallback_installed: bool = False
+    fallback_phases: tuple[int, ...] = ()
+    chain_pos: int = 0
+    level_pos: int = 0
+    fallback_purpose: Purpose | None = None
+    stack_levels: list[int] = field(default_factory=list)
+    failures: int = 0
+    over_limit_since: float | None = None
+    composite_supported: bool = True
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+    @property
+    def id(self) -> str:
+        return self.cfg.id
+
+    @property
+    def connector(self) -> int:
+        """The EVSE/connector we control; a charger with one outlet uses 1."""
+        return self.cfg.socket_connector or 1
+
+
+class Delivery:
+    """Implements the balancer's ``LimitSink``; reports control states back through ``on_control``."""
+
+    def __init__(self, cfg: SiteConfig, state: SiteState, storage: Storage | None = None,
+                 on_control: ControlListener | None = None, clock: Callable[[], float] = time.time):
+        self.cfg = cfg
+        self.settings: SmartChargingConfig = cfg.smart_charging
+        self.state = state
+        self.storage = storage
+        self.on_control = on_control or (lambda *_: None)
+        self.clock = clock
+        self.channels: dict[str, ChargerChannel] = {}
+        self.decisions: dict[str, Decision] = {}
+        self._group_changed: dict[str, asyncio.Event] = {}
+        for c in cfg.chargers:
+            group = cfg.group_of(c.id)
+            self.channels[c.id] = ChargerChannel(c, group, charger_phases(c))
+        for g in cfg.load_balancers:
+            self._group_changed[g.id] = asyncio.Event()
+        self._unsubscribe = state.subscribe(self._on_event)
+        self.sent = 0
+        self.accepted = 0
+        self.rejected = 0
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def apply(self, decision: Decision) -> None:
+        """LimitSink: remember the newest limit per charger and wake the channels that must act."""
+        self.decisions[decision.group_id] = decision
+        for cid, lim in decision.limits.items():
+            ch = self.channels.get(cid)
+            if ch is None or not lim.controlled:
+                continue
+            if ch.wanted != lim.limit:
+                ch.wanted = lim.limit
+                ch.wake.set()
+        self._poke_group(decision.group_id)
+
+    def attach(self, link: StationLink) -> None:
+        """A station's session started: (re)start its channel's worker on the new link."""
+        ch = self.channels.get(link.id)
+        if ch is None:
+            return
+        if ch.task is not None and not ch.task.done():
+            ch.task.cancel()
+        ch.link = link
+        ch.in_force = ch.exposure_limit = None
+        ch.last = None
+        ch.chain_pos = ch.level_pos = 0
+        ch.failures = 0
+        ch.task = asyncio.create_task(self._run(ch, link), name=f"delivery-{ch.id}")
+
+    async def stop(self) -> None:
+        self._unsubscribe()
+        tasks = [ch.task for ch in self.channels.values() if ch.task is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def _on_event(self, event: Event) -> None:
+        ch = self.channels.get(event.station_id)
+        if ch is None:
+            return
+        if isinstance(event, StationDisconnected):
+            ch.link = None
+            if ch.task is not None:
+                ch.task.cancel()
+            # Until its dynamic profile expires the charger keeps the last limit it accepted.
+            self._set_control(ch, ControlState.FALLBACK if ch.fallback_installed and ch.in_force is None
+                              else ControlState.DISCONNECTED_UNKNOWN, ch.in_force, "disconnected")
+            if ch.fallback_installed and ch.in_force is not None:
+                asyncio.get_running_loop().call_later(self._expiry_left(ch), self._expired, ch)
+        elif isinstance(event, (TransactionStarted, TransactionEnded)):
+            if isinstance(event, TransactionEnded):
+                ch.in_force = ch.exposure_limit = None  # a TxProfile dies with its transaction
+                ch.last = None if ch.last and ch.last.purpose is Purpose.TX else ch.last
+            ch.wake.set()
+        elif isinstance(event, MeterSampled):
+            self._check_obeying(ch, event)
+            if ch.group is not None:
+                self._poke_group(ch.group.id)
+
+    def _expiry_left(self, ch: ChargerChannel) -> float:
+        if ch.last is None:
+            return 0.0
+        return max(0.0, ch.last.at + self.settings.failsafe_ttl - self.clock())
+
+    def _expired(self, ch: ChargerChannel) -> None:
+        if ch.link is None and ch.fallback_installed:
+            ch.in_force = None
+            self._set_control(ch, ControlState.FALLBACK, None, "dynamic limit expired; fallback in force")
+
+    def _poke_group(self, group_id: str) -> None:
+        ev = self._group_changed.get(group_id)
+        if ev is not None:
+            ev.set()
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    async def _run(self, ch: ChargerChannel, link: StationLink) -> None:
+        try:
+            await self._setup(ch, link)
+            while ch.link is link:
+                timeout = self._next_refresh_in(ch)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(ch.wake.wait(), timeout)
+                ch.wake.clear()
+                await self._step(ch, link)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: delivery worker failed", ch.id)
+            self._set_control(ch, ControlState.UNCONTROLLED, ch.in_force, "delivery worker failed")
+
+    def _next_refresh_in(self, ch: ChargerChannel) -> float | None:
+        if ch.last is None:
+            return None
+        return max(0.0, ch.last.at + self.settings.failsafe_ttl / 3 - self.clock())
+
+    async def _setup(self, ch: ChargerChannel, link: StationLink) -> None:
+        s = self.settings
+        ch.caps = caps = await link.read_capabilities(ch.connector)
+        self._record("capabilities", ch, **caps.raw)
+        if caps.phase_rotation and ch.cfg.phases == 3 and caps.phase_rotation not in ("Unknown", "NotApplicable") \
+                and caps.phase_rotation != ch.cfg.phase_rotation:
+            log.warning("%s: charger reports phase rotation %s, config says %s; balancing uses the config",
+                        ch.id, caps.phase_rotation, ch.cfg.phase_rotation)
+            self._record("phase_rotation_mismatch", ch, reported=caps.phase_rotation, configured=ch.cfg.phase_rotation)
+        outcome = await link.configure_metering(s.meter_value_interval, MEASURANDS)
+        if not outcome.ok:
+            log.warning("%s: could not set meter values (%s); phases in use will be learned late", ch.id, outcome)
+        top = caps.max_stack_level if caps.max_stack_level is not None else 8
+        ch.stack_levels = list(range(max(top, 1), 0, -1))
+        await self._install_fallback(ch, link)
+        group = ch.group
+        if ch.cfg.socket_connector and group is not None:
+            result = await link.set_availability(ch.cfg.socket_connector, group.socket_enabled)
+            self._record("availability", ch, operative=group.socket_enabled, outcome=result.value)
+        if group is None or not group.active:
+            # Not balanced (any more): remove the dynamic limits we may have installed, keep the fallback.
+            for purpose, pid in DYNAMIC_ID.items():
+                await link.clear_profile(profile_id=pid)
+            self._record("cleared", ch, reason="not in an active group")
+        self._set_control(ch, ControlState.CONTROLLED if ch.fallback_installed else ControlState.UNCONTROLLED,
+                          None, "set up")
+        ch.wake.set()
+
+    def _fallback_shape(self, ch: ChargerChannel) -> tuple[int, int | None, tuple[int, ...]]:
+        """(numberPhases, phaseToUse, building phases) of the offline fallback this charger can express."""
+        caps = ch.caps or Capabilities()
+        if ch.cfg.phases == 1:
+            return 1, None, ch.phases_wired
+        if ch.cfg.offline_phase in ch.phases_wired:
+            idx = ch.phases_wired.index(ch.cfg.offline_phase) + 1
+            if caps.phase_switching and link_version(ch) == "ocpp2.0.1":
+                return 1, idx, (ch.cfg.offline_phase,)
+            if idx == 1:
+                return 1, None, (ch.cfg.offline_phase,)  # 1.6 numberPhases=1 charges on the charger's L1
+        return 3, None, ch.phases_wired
+
+    async def _install_fallback(self, ch: ChargerChannel, link: StationLink) -> None:
+        n, phase_to_use, phases = self._fallback_shape(ch)
+        limit, unit = self._in_unit(ch, ch.cfg.offline_current, n)
+        past = self.clock() - 86400
+        tries = [
+            ProfileSpec(FALLBACK_ID, 0, Purpose.TX_DEFAULT, 0, limit, unit, n, phase_to_use),
+            ProfileSpec(FALLBACK_ID, 0, Purpose.STATION_MAX, 0, limit, unit, n, phase_to_use, start_schedule=past),
+        ]
+        if CHAINS[ch.cfg.profile_purpose][0] is Purpose.STATION_MAX:
+            tries.reverse()
+        for spec in tries:
+            outcome = await link.set_profile(spec)
+            self._record("profile", ch, role="fallback", purpose=spec.purpose.value, limit=spec.limit, unit=unit,
+                         number_phases=n, outcome=outcome.value)
+            if outcome.ok:
+                ch.fallback_installed = True
+                ch.fallback_phases = phases
+                ch.fallback_purpose = spec.purpose
+                log.info("%s: offline fallback %.1f %s on %d phase(s) installed as %s", ch.id, limit, unit, n,
+                         spec.purpose.value)
+                return
+        ch.fallback_installed = False
+        log.error("%s: charger refused every offline fallback profile; it is uncontrolled when offline", ch.id)
+
+    def _in_unit(self, ch: ChargerChannel, amps: float, number_phases: int) -> tuple[float, str]:
+        caps = ch.caps or Capabilities()
+        if "A" in caps.rate_units:
+            return round(amps, 1), "A"
+        return round(amps * self._voltage(ch) * number_phases), "W"
+
+    def _voltage(self, ch: ChargerChannel) -> float:
+        sample = self.state.station(ch.id).latest_sample()
+        volts = [v for v in (sample.voltage if sample else ()) if v and 150 < v < 300]
+        return sum(volts) / len(volts) if volts else NOMINAL_VOLTAGE
+
+    # -- one step: decide what to send now --------------------------------------------------------
+
+    async def _step(self, ch: ChargerChannel, link: StationLink) -> None:
+        if ch.wanted is None or ch.group is None or not ch.group.active:
+            return
+        s, now = self.settings, self.clock()
+        purpose = self._purpose(ch)
+        tx = self.state.station(ch.id).transactions.get(ch.connector)
+        if purpose is Purpose.TX and tx is None:
+            return  # no session: the fallback TxDefaultProfile caps whatever starts next
+        current, target = ch.in_force, ch.wanted
+        base = current if current is not None else ch.cfg.offline_current  # what may be applied now
+        refresh_due = ch.last is not None and now >= ch.last.at + s.failsafe_ttl / 3
+        if target <= base:
+            send = target  # a decrease (or the first limit, below the fallback) goes out at once
+        else:
+            hold_until = float("-inf")
+            if current is not None:
+                hold_until = max(ch.last_increase_at + s.increase_interval,
+                                 (ch.last.at if ch.last else float("-inf")) + ch.cfg.min_update_interval)
+            gated = None
+            if target - base >= s.deadband and now >= hold_until:
+                gated = self._gate(ch, target, base)
+            elif now < hold_until:
+                self._wake_later(ch, hold_until - now)
+            if gated is not None:
+                send = gated
+            elif refresh_due and current is not None:
+                send = current
+            else:
+                if target - base >= s.deadband and now >= hold_until:
+                    await self._wait_for_group(ch)  # break before make: wait for others to come down
+                return
+        if current is not None and send == current and not refresh_due:
+            return
+        await self._send(ch, link, send, purpose, tx.transaction_id if tx else None)
+
+    def _wake_later(self, ch: ChargerChannel, delay: float) -> None:
+        asyncio.get_running_loop().call_later(max(0.05, delay), ch.wake.set)
+
+    async def _wait_for_group(self, ch: ChargerChannel) -> None:
+        """Blocked by break-before-make: wait for another charger's acceptance or new draw, then retry."""
+        ev = self._group_changed[ch.group.id]
+        ev.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ev.wait(), max(0.5, self.settings.ramp_time / 4))
+        ch.wake.set()
+
+    def _purpose(self, ch: ChargerChannel) -> Purpose:
+        chain = CHAINS[ch.cfg.profile_purpose]
+        return chain[min(ch.chain_pos, len(chain) - 1)]
+
+    def exposure(self, ch: ChargerChannel, now: float) -> dict[int, float]:
+        """A per building phase this charger may draw right now, as far as we can tell."""
+        decision = self.decisions.get(ch.group.id) if ch.group else None
+        lim = decision.limits.get(ch.id) if decision else None
+        if lim is not None and not lim.controlled:
+            return {p: lim.counted or lim.limit for p in lim.phases}
+        if ch.control in (ControlState.UNCONTROLLED, ControlState.DISCONNECTED_UNKNOWN, ControlState.NOT_OBEYING):
+            counted = lim.counted if lim is not None else ch.cfg.max_current
+            return {p: max(counted, ch.cfg.max_current if ch.control is not ControlState.NOT_OBEYING else counted)
+                    for p in ch.phases_wired}
+        limit = ch.exposure_limit if ch.exposure_limit is not None else ch.in_force
+        if limit is None:
+            limit = ch.cfg.offline_current
+        phases = lim.phases if lim is not None and lim.phases else ch.phases_wired
+        out = {p: limit for p in phases}
+        if now - ch.decrease_accepted_at < self.settings.ramp_time:
+            for p, amps in self._draw(ch).items():
+                out[p] = max(out.get(p, 0.0), amps)
+        return out
+
+    def _draw(self, ch: ChargerChannel) -> dict[int, float]:
+        sample = self.state.station(ch.id).latest_sample()
+        if sample is None:
+            return {}
+        return {ch.phases_wired[i]: a for i, a in enumerate(sample.current[:len(ch.phases_wired)]) if a is not None}
+
+    def _gate(self, ch: ChargerChannel, target: float, current: float) -> float | None:
+        """The largest limit up to ``target`` that keeps every phase within budget; None if no useful one."""
+        decision = self.decisions.get(ch.group.id)
+        if decision is None:
+            return None
+        now = self.clock()
+        lim = decision.limits.get(ch.id)
+        phases = lim.phases if lim is not None and lim.phases else ch.phases_wired
+        room = float("inf")
+        for p in phases:
+            others = sum(self.exposure(o, now).get(p, 0.0) for o in self._group_channels(ch.group.id) if o is not ch)
+            room = min(room, decision.budget.get(p, 0.0) - others)
+        allowed = min(target, room)
+        if target == 0:
+            return 0.0
+        group_min = ch.group.min_current
+        if allowed < group_min:
+            return None
+        allowed = float(int(allowed * 10) / 10)  # 0.1 A steps, rounded down
+        if allowed <= current + 1e-9:
+            return None
+        return allowed
+
+    def _group_channels(self, group_id: str):
+        return (c for c in self.channels.values() if c.group is not None and c.group.id == group_id)
+
+    async def _send(self, ch: ChargerChannel, link: StationLink, amps: float, purpose: Purpose,
+                    transaction_id: str | None) -> None:
+        s, now = self.settings, self.clock()
+        n = ch.cfg.phases
+        limit, unit = self._in_unit(ch, amps, n)
+        start = now - s.clock_skew_allowance
+        ttl = s.failsafe_ttl
+        levels = ch.stack_levels or [1]
+        level = levels[min(ch.level_pos, len(levels) - 1)]
+        spec = ProfileSpec(DYNAMIC_ID[purpose], level, purpose,
+                           0 if purpose is Purpose.STATION_MAX else ch.connector, limit, unit, n,
+                           transaction_id=transaction_id if purpose is Purpose.TX else None,
+                           start_schedule=start, duration=int(ttl + s.clock_skew_allowance), valid_to=now + ttl)
+        previous = ch.in_force
+        decrease = previous is None or amps < previous
+        ch.exposure_limit = amps if previous is None else max(previous, amps)
+        if amps != previous:
+            self._set_control(ch, ControlState.PENDING, previous, f"sending {amps:.1f} A")
+        self.sent += 1
+        outcome = await link.set_profile(spec)
+        self._record("profile", ch, role="dynamic", purpose=purpose.value, stack_level=level, limit=limit, unit=unit,
+                     outcome=outcome.value)
+        if outcome.ok:
+            self.accepted += 1
+            refresh = ch.last is not None and ch.last.limit == amps
+            ch.in_force, ch.exposure_limit, ch.failures = amps, None, 0
+            ch.last = Sent(amps, purpose, level, now)
+            if decrease and previous is not None:
+                ch.decrease_accepted_at = now
+            elif previous is not None and amps > previous:
+                ch.last_increase_at = now
+            log.log(logging.DEBUG if refresh else logging.INFO, "%s: %s %.1f A accepted (%s, stack %d)",
+                    ch.id, "refreshed" if refresh else "limit", amps, purpose.value, level)
+            self._set_control(ch, ControlState.CONTROLLED, amps, "accepted")
+            self._poke_group(ch.group.id)
+            if not refresh and s.confirm_with_composite and ch.composite_supported:
+                await self._confirm(ch, link, amps, unit)
+            return
+        self.rejected += 1
+        ch.failures += 1
+        ch.exposure_limit = None
+        if outcome in (Outcome.REJECTED, Outcome.ERROR):
+            # Some chargers refuse their own maximum stack level: try lower ones, then the next purpose.
+            if ch.level_pos < len(levels) - 1:
+                ch.level_pos += 1
+            elif ch.chain_pos < len(CHAINS[ch.cfg.profile_purpose]) - 1:
+                await self._next_purpose(ch, link)
+        log.warning("%s: limit %.1f A %s (%s, stack %d); retrying, meanwhile uncontrolled", ch.id, amps,
+                    outcome.value, purpose.value, level)
+        self._set_control(ch, ControlState.UNCONTROLLED, ch.in_force, f"profile {outcome.value}")
+        self._wake_later(ch, min(60.0, 2.0 ** min(ch.failures, 6)) / 2)
+
+    async def _next_purpose(self, ch: ChargerChannel, link: StationLink) -> None:
+        old = self._purpose(ch)
+        ch.chain_pos += 1
+        ch.level_pos = 0
+        new = self._purpose(ch)
+        log.warning("%s: charger refuses %s; trying %s", ch.id, old.value, new.value)
+        self._record("purpose_fallback", ch, refused=old.value, next=new.value)
+        if new is Purpose.STATION_MAX and ch.fallback_purpose is Purpose.TX_DEFAULT:
+            # A station-wide maximum is combined with the TxDefault fallback by minimum, so the fallback
+            # must move to a lower-stack station maximum, or it would cap every dynamic limit.
+            await link.clear_profile(profile_id=FALLBACK_ID)
+            ch.fallback_installed = False
+            await self._install_fallback_as_station_max(ch, link)
+
+    async def _install_fallback_as_station_max(self, ch: ChargerChannel, link: StationLink) -> None:
+        n, phase_to_use, phases = self._fallback_shape(ch)
+        limit, unit = self._in_unit(ch, ch.cfg.offline_current, n)
+        spec = ProfileSpec(FALLBACK_ID, 0, Purpose.STATION_MAX, 0, limit, unit, n, phase_to_use,
+                           start_schedule=self.clock() - 86400)
+        outcome = await link.set_profile(spec)
+        self._record("profile", ch, role="fallback", purpose=spec.purpose.value, limit=limit, unit=unit,
+                     outcome=outcome.value)
+        ch.fallback_installed = outcome.ok
+        ch.fallback_phases = phases
+        ch.fallback_purpose = Purpose.STATION_MAX
+
+    async def _confirm(self, ch: ChargerChannel, link: StationLink, amps: float, unit: str) -> None:
+        composite = await link.get_composite(ch.connector, 60, unit)
+        if composite is None:
+            ch.composite_supported = False
+            return
+        applied = composite.limit
+        if applied is not None and unit == "A" and abs(applied - amps) > 0.5:
+            log.warning("%s: composite schedule applies %.1f A, we set %.1f A", ch.id, applied, amps)
+            self._record("composite_mismatch", ch, applied=applied, wanted=amps)
+
+    # -- obeying --------------------------------------------------------------------------------
+
+    def _check_obeying(self, ch: ChargerChannel, event: MeterSampled) -> None:
+        s = self.settings
+        limit = ch.in_force
+        if limit is None or ch.control not in (ControlState.CONTROLLED, ControlState.NOT_OBEYING):
+            ch.over_limit_since = None
+            return
+        drawn = max((a for a in event.sample.current if a is not None), default=0.0)
+        now = event.at
+        if drawn <= limit + s.obey_tolerance:
+            ch.over_limit_since = None
+            if ch.control is ControlState.NOT_OBEYING:
+                self._set_control(ch, ControlState.CONTROLLED, limit, "draws within its limit again")
+            return
+        if now - max(ch.decrease_accepted_at, ch.last.at if ch.last else now) < s.ramp_time:
+            return  # still ramping down
+        if ch.over_limit_since is None:
+            ch.over_limit_since = now
+        if now - ch.over_limit_since >= s.obey_grace and ch.control is not ControlState.NOT_OBEYING:
+            log.warning("%s: draws %.1f A against a %.1f A limit for %.0f s: not obeying", ch.id, drawn, limit,
+                        now - ch.over_limit_since)
+            self._set_control(ch, ControlState.NOT_OBEYING, limit, f"draws {drawn:.1f} A over its {limit:.1f} A limit")
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _set_control(self, ch: ChargerChannel, control: ControlState, limit: float | None, reason: str) -> None:
+        changed = control is not ch.control
+        ch.control = control
+        if changed:
+            level = logging.WARNING if control in (ControlState.UNCONTROLLED, ControlState.NOT_OBEYING) else logging.INFO
+            if control is not ControlState.PENDING:
+                log.log(level, "%s: control %s (%s)", ch.id, control.value, reason)
+                self._record("control", ch, state=control.value, reason=reason, limit=limit)
+        self.on_control(ch.id, control, limit)
+
+    def _record(self, kind: str, ch: ChargerChannel, **detail) -> None:
+        if self.storage is not None:
+            self.storage.write_nowait(log_event(kind, self.clock(), station_id=ch.id,
+                                                group_id=ch.group.id if ch.group else None, **detail), kind)
+
+
+def link_version(ch: ChargerChannel) -> str | None:
+    version = getattr(ch.link, "version", None)
+    return None if version is None else str(version)
