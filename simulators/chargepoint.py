@@ -349,7 +349,7 @@ class SimCharger:
                 else "Preparing"
         elif conn.offered < (conn.ev.min_current if conn.ev else 6.0):
             status = "SuspendedEVSE"
-        elif conn.ev.full or conn.ev.acceptance() < conn.ev.min_current:
+        elif conn.ev.full:
             status = "SuspendedEV"
         else:
             status = "Charging"

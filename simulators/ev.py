@@ -89,8 +89,6 @@ class EVModel:
         target = min(offered, self.acceptance()) if allowed else 0.0
         if allowed and t - self._allowed_at < self.ramp_delay:
             target = 0.0
-        if target < self.min_current and target > 0:
-            target = 0.0  # tapered below what the pilot allows: the car stops
         if abs(target - self._to) > 1e-9:
             now = self.current_at(t)
             if target < now:

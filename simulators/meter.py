@@ -1,0 +1,223 @@
+"""Amp Guard simulator: the site's mains meter, served over Modbus TCP and/or published over MQTT.
+
+It measures what a real clamp meter would: the building's phase currents as the :class:`~simulators.site.Site`
+computes them, saturated at the variant's clamp range (home 100 A, public 400 A) with the over-range
+status bit set, and with installation faults applied on demand - a clamp mounted backwards (its current
+and power change sign) or two clamps swapped between phases. Going offline makes it stop answering
+Modbus (requests time out, as behind a powered-down gateway) and stop publishing.
+
+Register encoding goes through ``meter_gateway.registers``, so every shipped map (``ampguard``,
+``sdm630``, ...) is served exactly as the gateway decodes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiomqtt
+from pymodbus.server import ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from meter_gateway.config import VARIANT_RANGE_A
+from meter_gateway.registers import RegisterMap, StatusFlag, load_register_map
+from simulators.clock import SimClock
+from simulators.profiles import format_time
+
+log = logging.getLogger(__name__)
+
+Phases = tuple[float, float, float]
+_FC = {3: "holding", 4: "input"}
+
+
+@dataclass
+class MeterFaults:
+    #: Building phases (1..3) whose clamp is mounted backwards.
+    reversed_clamps: frozenset[int] = frozenset()
+    #: Two building phases whose clamps are swapped (each measures the other's current).
+    swapped: tuple[int, int] | None = None
+    #: Building phases (1..3) whose clamp is open: reads 0 A with the clamp-fault status bit.
+    open_clamps: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class MeterSample:
+    current: Phases
+    voltage: Phases
+    power: Phases
+    status: StatusFlag
+
+    @property
+    def power_total(self) -> float:
+        return sum(self.power)
+
+    def quantities(self) -> dict[str, float]:
+        """Values by register-map quantity name."""
+        q = {f"current_l{i + 1}": self.current[i] for i in range(3)}
+        q |= {f"voltage_l{i + 1}": self.voltage[i] for i in range(3)}
+        q |= {f"power_l{i + 1}": self.power[i] for i in range(3)}
+        q["power_total"] = self.power_total
+        q["status"] = float(int(self.status))
+        return q
+
+    def mqtt_payload(self, serial: str, at: float) -> dict:
+        return {"serial": serial, "timestamp": format_time(at), "current": [round(a, 3) for a in self.current],
+                "voltage": [round(v, 1) for v in self.voltage], "power": round(self.power_total, 1)}
+
+
+@dataclass
+class AmpGuardSim:
+    """One simulated Amp Guard. ``currents`` gives the true building phase currents now (usually
+    ``site.metered_currents``); ``voltages`` the phase voltages."""
+
+    serial: str
+    currents: Callable[[], Phases]
+    clock: SimClock = field(default_factory=SimClock)
+    variant: str = "home"
+    voltages: Callable[[], Phases] = lambda: (230.0, 230.0, 230.0)
+    faults: MeterFaults = field(default_factory=MeterFaults)
+    online: bool = True
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANT_RANGE_A:
+            raise ValueError(f"meter {self.serial}: variant must be one of {sorted(VARIANT_RANGE_A)}")
+        self._online_event = asyncio.Event()
+        if self.online:
+            self._online_event.set()
+        self._servers: list[ModbusTcpServer] = []
+        self._tasks: list[asyncio.Task] = []
+        self.published = 0
+
+    @property
+    def range_a(self) -> float:
+        return VARIANT_RANGE_A[self.variant]
+
+    def go_offline(self) -> None:
+        self.online = False
+        self._online_event.clear()
+
+    def go_online(self) -> None:
+        self.online = True
+        self._online_event.set()
+
+    def sample(self) -> MeterSample:
+        """What the meter measures now, faults and saturation included."""
+        true = list(self.currents())
+        volts = self.voltages()
+        if self.faults.swapped is not None:
+            a, b = (p - 1 for p in self.faults.swapped)
+            true[a], true[b] = true[b], true[a]
+        status = StatusFlag(0)
+        measured = []
+        for i, amps in enumerate(true):
+            phase = i + 1
+            if phase in self.faults.reversed_clamps:
+                amps = -amps
+            if phase in self.faults.open_clamps:
+                amps = 0.0
+                status |= StatusFlag(1 << i)
+            if abs(amps) >= self.range_a:
+                amps = self.range_a if amps > 0 else -self.range_a
+                status |= StatusFlag.OVERRANGE
+            measured.append(amps)
+        current = (measured[0], measured[1], measured[2])
+        power = (current[0] * volts[0], current[1] * volts[1], current[2] * volts[2])
+        return MeterSample(current, volts, power, status)
+
+    # ---- Modbus TCP -----------------------------------------------------------------------------
+
+    def modbus_device(self, register_map: RegisterMap, unit: int = 1) -> SimDevice:
+        """A pymodbus device whose registers hold the live sample encoded with ``register_map``."""
+        layout = register_map.encode({})
+        by_function: dict[str, list[int]] = {"holding": [], "input": []}
+        for function, address in layout:
+            by_function[function].append(address)
+
+        def blocks(addresses: list[int]) -> list[SimData]:
+            if not addresses:
+                return [SimData(address=65534, values=0, datatype=DataType.UINT16)]  # placeholder, never read
+            out: list[SimData] = []
+            addresses = sorted(addresses)
+            start = prev = addresses[0]
+            for a in addresses[1:] + [None]:  # type: ignore[list-item]
+                if a is not None and a == prev + 1:
+                    prev = a
+                    continue
+                out.append(SimData(address=start, count=prev - start + 1, values=0, datatype=DataType.UINT16))
+                if a is not None:
+                    start = prev = a
+            return out
+
+        async def action(fc: int, start: int, address: int, count: int, registers: list[int], values) -> None:
+            await self._online_event.wait()  # offline: the request goes unanswered until the client gives up
+            words = register_map.encode(self.sample().quantities())
+            function = _FC.get(fc)
+            for (f, a), w in words.items():
+                if f == function and 0 <= a - start < len(registers):
+                    registers[a - start] = w
+            return None
+
+        bits = [SimData(address=65534, values=False, datatype=DataType.BITS)]
+        return SimDevice(id=unit, simdata=(bits, bits, blocks(by_function["holding"]), blocks(by_function["input"])),
+                         action=action)
+
+    async def serve_modbus(self, host: str = "127.0.0.1", port: int = 0, profile: str = "ampguard",
+                           unit: int = 1, register_dirs: tuple[str, ...] = ()) -> int:
+        """Serves the meter on ``host:port`` (0 = a free port) in register map ``profile``; returns the port."""
+        register_map = load_register_map(profile, register_dirs)
+        server = ModbusTcpServer(self.modbus_device(register_map, unit), address=(host, port))
+        task = asyncio.create_task(server.serve_forever(), name=f"{self.serial}-modbus")
+        async with asyncio.timeout(5):
+            while server.transport is None:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.01)
+        self._servers.append(server)
+        self._tasks.append(task)
+        bound = server.transport.sockets[0].getsockname()[1]
+        log.info("meter %s: Modbus TCP on %s:%d, map %s, unit %d", self.serial, host, bound, profile, unit)
+        return bound
+
+    # ---- MQTT -----------------------------------------------------------------------------------
+
+    def start_mqtt(self, host: str = "127.0.0.1", port: int = 1883, topic: str | None = None,
+                   interval: float = 1.0, username: str | None = None, password: str | None = None) -> None:
+        """Publishes a reading every ``interval`` s of clock time to ``topic`` (default
+        ``ampguard/{serial}/measurement``), reconnecting with backoff when the broker goes away."""
+        topic = topic or f"ampguard/{self.serial}/measurement"
+        self._tasks.append(asyncio.create_task(
+            self._publish(host, port, topic, interval, username, password), name=f"{self.serial}-mqtt"))
+
+    async def _publish(self, host: str, port: int, topic: str, interval: float, username: str | None,
+                       password: str | None) -> None:
+        client = aiomqtt.Client(host, port, username=username, password=password,
+                                identifier=f"ampguard-sim-{self.serial}", keepalive=30, timeout=5)
+        delay = 0.2
+        while True:
+            try:
+                async with client:
+                    delay = 0.2
+                    while True:
+                        await self._online_event.wait()
+                        payload = self.sample().mqtt_payload(self.serial, self.clock.now())
+                        await client.publish(topic, json.dumps(payload), qos=0)
+                        self.published += 1
+                        await self.clock.sleep(interval)
+            except aiomqtt.MqttError as exc:
+                log.info("meter %s: MQTT broker %s:%d unavailable (%s); retrying in %.1f s",
+                         self.serial, host, port, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.shutdown()
+        tasks, self._tasks, self._servers = self._tasks, [], []
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
