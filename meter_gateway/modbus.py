@@ -94,6 +94,9 @@ async def poll_meter(
             on_error(exc.kind, exc.detail)
         except (ModbusException, OSError, asyncio.TimeoutError) as exc:
             on_error("read_error", f"{where}: {exc}")
+        except Exception as exc:  # a surprise must not end this meter's polling for good
+            log.exception("meter %s: unexpected error polling %s", meter.serial, where)
+            on_error("read_error", f"{where}: unexpected {type(exc).__name__}: {exc}")
         finally:
             client.close()
         await asyncio.sleep(backoff.next_delay())

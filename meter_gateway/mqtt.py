@@ -83,7 +83,10 @@ async def run_subscription(
                         payload = payload.encode()
                     elif not isinstance(payload, bytes | bytearray):
                         payload = b"" if payload is None else str(payload).encode()
-                    on_message(msg.topic.value, bytes(payload))
+                    try:
+                        on_message(msg.topic.value, bytes(payload))
+                    except Exception:  # one bad message or handler bug must not end the subscription
+                        log.exception("%s: handling a message on %s failed", role, msg.topic.value)
         except aiomqtt.MqttError as exc:
             reason = f"MQTT broker {where}: {exc}"
             log.warning("%s: %s; reconnecting", role, reason)

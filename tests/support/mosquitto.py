@@ -31,7 +31,9 @@ def _port_open(port: int) -> bool:
 class Mosquitto:
     """``with Mosquitto() as broker:`` runs a broker on ``broker.port`` until the block ends."""
 
-    def __init__(self, port: int | None = None, start_timeout: float = 5.0):
+    def __init__(self, port: int | None = None, start_timeout: float = 5.0, extra_config: str = "",
+                 allow_anonymous: bool = True):
+        """``extra_config`` lines go under the listener, e.g. ``certfile``/``keyfile``/``password_file``."""
         if not Path(MOSQUITTO).exists():
             raise RuntimeError(f"{MOSQUITTO} not found: install mosquitto (.ci/run does) to run MQTT tests")
         self.port = port or free_port()
@@ -39,8 +41,13 @@ class Mosquitto:
         self._start_timeout = start_timeout
         self._dir = tempfile.TemporaryDirectory(prefix="mosquitto-")
         self._conf = Path(self._dir.name) / "mosquitto.conf"
-        self._conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self._conf.write_text(
+            f"per_listener_settings true\nlistener {self.port} 127.0.0.1\n"
+            f"allow_anonymous {'true' if allow_anonymous else 'false'}\n{extra_config}\n"
+        )
         self._log = Path(self._dir.name) / "mosquitto.log"
+        #: A folder that lives as long as the broker, for certificates and password files.
+        self.dir = Path(self._dir.name)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
