@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from datetime import UTC, datetime
@@ -47,14 +46,18 @@ async def publish(port: int, *messages: tuple[str, bytes]) -> None:
 async def test_mqtt_meter_readings_and_every_bad_input_counted(mosquitto):
     cfg = MqttConfig(port=mosquitto.port, client_id="t1")
     sink = Sink()
+    t = time.time() - 2
+    # Retained, so the broker hands it over exactly once, as soon as the gateway has subscribed.
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, timeout=5) as client:
+        await client.publish(TOPIC, measurement(t), qos=1, retain=True)
     async with MeterGateway([mqtt_meter()], cfg, sink.reading, sink.state) as gw:
-        await _until_delivered(mosquitto.port, sink, 1)
+        await wait_until(lambda: len(sink.readings) == 1)
         r = sink.readings[-1]
         assert r.current == (10.0, 11.0, -2.5) and r.voltage == (230.0, 231.0, 232.0) and r.power == 4200.0
-        assert r.received_at - 1 < r.taken_at <= r.received_at
+        assert r.taken_at == pytest.approx(t, abs=0.001)
         assert gw.state(SERIAL).status == "online"
 
-        last, accepted = r.taken_at, len(sink.readings)
+        last, accepted = r.taken_at, 1
         bad = [
             b"garbage", json.dumps({"serial": SERIAL, "current": [1, 2, 3]}).encode(),
             measurement(last + 0.1, serial="AG0000000G"), measurement(last + 0.1, current=[float("nan"), 1, 1]),
@@ -126,14 +129,15 @@ async def test_standalone_publisher_to_subscriber_round_trip(mosquitto):
 async def test_subscriber_reports_stale_when_the_gateway_falls_silent_and_refuses_bad_messages(mosquitto):
     cfg = MqttConfig(port=mosquitto.port, client_id="t4")
     got = Sink()
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, timeout=5) as client:
+        await client.publish(f"csms/meters/{SERIAL}/state", MeterState("online", "retained", 1.0).to_json(),
+                             qos=1, retain=True)
     async with ReadingSubscriber(cfg, [SERIAL], got.reading, got.state, stale_after=0.4) as sub:
+        await wait_until(lambda: any(s.reason == "retained" for s in got.states))  # now subscribed
         reading = MeterReading(SERIAL, time.time(), time.time(), (1.0, 2.0, 3.0))
-        for _ in range(50):
-            await publish(mosquitto.port, (f"csms/meters/{SERIAL}/reading", reading.to_json()))
-            if got.readings:
-                break
-            await asyncio.sleep(0.1)
-        assert got.readings[0] == reading
+        await publish(mosquitto.port, (f"csms/meters/{SERIAL}/reading", reading.to_json()))
+        await wait_until(lambda: bool(got.readings))
+        assert got.readings == [reading]
         assert sub.state(SERIAL).status == "online"
         await publish(
             mosquitto.port,
