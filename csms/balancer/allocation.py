@@ -58,6 +58,7 @@ STEP = 0.1
 #: A clamp reading within this fraction of its range counts as at the top of it.
 SATURATION_MARGIN = 0.005
 _EPS = 1e-6
+INF = float("inf")
 
 _CONTROLLED = ControlState.CONTROLLED
 _FALLBACK = ControlState.FALLBACK
@@ -92,6 +93,18 @@ class ChargerMemory:
     in_force_since: float = 0.0
     #: Since when its EV has drawn clearly less than its limit.
     under_since: float | None = None
+    #: When the charger's draw sample last looked at was taken, and the most it drew on a phase then.
+    sample_at: float | None = None
+    used: float = 0.0
+    #: Its own draw per building phase 1..3, from the sample taken at own_at under limit own_limit.
+    own: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    own_at: float | None = None
+    own_limit: float | None = None
+    #: The cap worked out from the above, for which full cap, and until when it holds if nothing new arrives.
+    cap: float = 0.0
+    cap_why: str | None = None
+    full: float = -1.0
+    recheck_at: float = -INF
     #: Cap from trimming (EV draws less than offered), and when it was set.
     trim_cap: float | None = None
     trimmed_at: float = 0.0
@@ -107,10 +120,47 @@ class BalancerMemory:
     chargers: dict[str, ChargerMemory] = field(default_factory=dict)
 
 
+def own_draw(group: GroupSpec, chargers: Sequence[ChargerInput], now: float) -> dict[int, float]:
+    """The chargers' own measured draw per group phase, from samples at most ``draw_max_age`` old.
+
+    A controlled charger counts at most its limit in force: an older sample may predate a decrease.
+    """
+    own = dict.fromkeys(group.phases, 0.0)
+    oldest = now - group.tuning.draw_max_age
+    for ch in chargers:
+        if ch.draw and ch.draw_at is not None and ch.draw_at >= oldest:
+            _add_draw(own, ch)
+    return own
+
+
+def _add_draw(own: dict[int, float], ch: ChargerInput) -> None:
+    d = _own_per_phase(ch.draw, ch.limit_in_force if ch.control is _CONTROLLED else None)
+    for p in own:
+        own[p] += d[p - 1]
+
+
+def _own_per_phase(draw: dict[int, float], limit: float | None) -> tuple[float, float, float]:
+    """A charger's draw on building phases 1, 2, 3, each at most ``limit`` (a controlled charger's limit in
+    force: an older sample may predate a decrease; counting less own draw only lowers the budget)."""
+    out = [0.0, 0.0, 0.0]
+    for p, a in draw.items():
+        if 1 <= p <= 3:
+            out[p - 1] = a if limit is None or a < limit else limit
+    return out[0], out[1], out[2]
+
+
+def meter_fresh(group: GroupSpec, meter: MeterInput | None, now: float) -> bool:
+    return group.has_meter and meter is not None and now - meter.taken_at <= group.stale_after
+
+
 def phase_budget(
-    group: GroupSpec, meter: MeterInput | None, chargers: Sequence[ChargerInput], now: float
+    group: GroupSpec, meter: MeterInput | None, own: dict[int, float], now: float
 ) -> tuple[dict[int, float], bool, dict[int, str]]:
-    """Per building phase, what the group's chargers may draw together; whether the meter is fresh; why."""
+    """Per group phase, what the group's chargers may draw together; whether the meter is fresh; why.
+
+    ``own`` is the chargers' own draw per phase (:func:`own_draw`); it is subtracted from the measured
+    current only when the meter sees the chargers (``chargers_in_measurement``).
+    """
     offline = group.max_current_offline
     if not group.has_meter:
         note = f"static group without a meter: max_current_offline {offline:.1f} A"
@@ -120,19 +170,8 @@ def phase_budget(
             f"no valid meter reading for {now - meter.taken_at:.0f} s (stale_after {group.stale_after:g} s)")
         note = f"{why}: max_current_offline {offline:.1f} A"
         return {p: offline for p in group.phases}, False, {p: note for p in group.phases}
-
-    own = dict.fromkeys(group.phases, 0.0)
-    if group.chargers_in_measurement:
-        oldest = now - group.tuning.draw_max_age
-        for ch in chargers:
-            draw = ch.draw
-            if not draw or ch.draw_at is None or ch.draw_at < oldest:
-                continue
-            # A controlled charger cannot draw above its limit: an older sample may predate a decrease.
-            cap = ch.limit_in_force if ch.control is _CONTROLLED else None
-            for p, a in draw.items():
-                if p in own and a > 0:
-                    own[p] += a if cap is None or a < cap else cap
+    if not group.chargers_in_measurement:
+        own = dict.fromkeys(group.phases, 0.0)
 
     budget: dict[int, float] = {}
     notes: dict[int, str] = {}
@@ -168,13 +207,13 @@ def allocate(
     """Decide every charger's limit for this run; see the module docstring. Updates ``memory``."""
     if not group.active:
         return _inactive(group, chargers, now, memory)
-    budget, fresh, notes = phase_budget(group, meter, chargers, now)
     run = _Run(group, now, memory)
-    limits = run.classify(chargers, budget)
+    limits = run.classify(chargers, group.chargers_in_measurement and meter_fresh(group, meter, now))
+    budget, fresh, notes = phase_budget(group, meter, run.own, now)
+    run.available = {p: budget[p] - run.reserved[p] for p in group.phases}
     run.admit_and_fill(limits)
     memory.chargers = run.new_memory
-    ordered = {cid: limits[cid] for cid in run.new_memory}
-    return Decision(group.id, now, budget, fresh, ordered, run.available, notes)
+    return Decision(group.id, now, budget, fresh, limits, run.available, notes)
 
 
 def _inactive(group: GroupSpec, chargers: Sequence[ChargerInput], now: float, memory: BalancerMemory) -> Decision:
@@ -200,6 +239,13 @@ class _Run:
         self.min = ceil_step(group.min_current)
         self.gset = frozenset(group.phases)
         self.available: dict[int, float] = {}
+        self.reserved = dict.fromkeys(group.phases, 0.0)
+        #: The chargers' own draw per phase; all three, so that a charger's draw on a phase outside
+        #: the group needs no check (only the group's phases are read).
+        self.own = dict.fromkeys((1, 2, 3), 0.0)
+        #: Controlled sessions per phase set and cap, and how many per phase set were paused recently.
+        self.classes: dict[tuple[int, ...], dict[float, int]] = {}
+        self.resuming: dict[tuple[int, ...], int] = {}
         #: Controlled sessions: (charger id, phase set, cap, memory, cap reason or None).
         self.candidates: list[tuple[str, tuple[int, ...], float, ChargerMemory, str | None]] = []
         self._phase_sets: dict[tuple, tuple[int, ...]] = {}
@@ -213,33 +259,78 @@ class _Run:
             s = self._phase_sets[phases] = tuple(p for p in phases if p in self.gset)
         return s
 
-    def classify(self, chargers: Sequence[ChargerInput], budget: dict[int, float]) -> dict[str, ChargerLimit]:
-        reserved = dict.fromkeys(self.group.phases, 0.0)
+    def classify(self, chargers: Sequence[ChargerInput], measure_own: bool) -> dict[str, ChargerLimit]:
+        """Sorts the chargers into controlled sessions (candidates) and the rest, which it reserves.
+
+        Also sums the chargers' own draw (``self.own``) when ``measure_own``, in the same pass.
+        """
+        reserved = self.reserved
+        o1 = o2 = o3 = 0.0
+        now = self.now
+        oldest = now - self.group.tuning.draw_max_age
+        period = self.group.rotation_period
         limits: dict[str, ChargerLimit] = {}
-        old, new = self.old_memory, self.new_memory
-        candidates = self.candidates
+        old_get, new = self.old_memory.get, self.new_memory
+        append = self.candidates.append
+        sets_get, phase_set = self._phase_sets.get, self.phase_set
+        classes, resuming = self.classes, self.resuming
+        caps: dict[float, float] = {}
+        idle_limits: dict[tuple[int, ...], ChargerLimit] = {}
+        idle_get = idle_limits.get
+        controlled = _CONTROLLED
         for ch in chargers:
             spec = ch.spec
             cid = spec.id
-            mem = old.get(cid)
+            mem = old_get(cid)
             if mem is None:
                 mem = ChargerMemory()
             new[cid] = mem
-            if ch.control is _CONTROLLED and ch.connected:
+            if measure_own and ch.draw:
+                at = ch.draw_at
+                if at is not None and at >= oldest:
+                    lim = ch.limit_in_force if ch.control is controlled else None
+                    if at != mem.own_at or lim != mem.own_limit:
+                        mem.own_at, mem.own_limit, mem.own = at, lim, _own_per_phase(ch.draw, lim)
+                    d1, d2, d3 = mem.own
+                    o1 += d1
+                    o2 += d2
+                    o3 += d3
+            if ch.control is controlled and ch.connected:
                 if ch.session_active:
-                    phases = self.phase_set(ch.phases_in_use or spec.phases_wired)
-                    cap, why = self.cap(ch, phases, mem)
-                    candidates.append((cid, phases, cap, mem, why))
+                    key = ch.phases_in_use or spec.phases_wired
+                    phases = sets_get(key)
+                    if phases is None:
+                        phases = phase_set(key)
+                    full = caps.get(spec.max_current)
+                    if full is None:
+                        full = caps[spec.max_current] = floor_step(spec.max_current)
+                    if (ch.draw_at == mem.sample_at and mem.in_force == ch.limit_in_force and now < mem.recheck_at
+                            and mem.full == full):
+                        cap, why = mem.cap, mem.cap_why  # nothing new and no timer due: the common case
+                    else:
+                        cap, why = self.cap(ch, phases, mem, full)
+                    append((cid, phases, cap, mem, why))
+                    counts = classes.get(phases)
+                    if counts is None:
+                        counts = classes[phases] = {}
+                    counts[cap] = counts.get(cap, 0) + 1
+                    paused = mem.paused_since
+                    if paused is not None and now - paused < period:
+                        resuming[phases] = resuming.get(phases, 0) + 1
                 else:
                     mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = None
-                    limits[cid] = ChargerLimit(0.0, self.phase_set(spec.phases_wired), "no session: nothing to charge",
-                                               True, 0.0)
+                    mem.target = 0.0
+                    idle = idle_get(spec.phases_wired)
+                    if idle is None:
+                        idle = idle_limits[spec.phases_wired] = ChargerLimit(
+                            0.0, phase_set(spec.phases_wired), "no session: nothing to charge", True, 0.0)
+                    limits[cid] = idle
                 continue
             limit = self.reserve(ch, mem, reserved)
             limits[cid] = limit
             if limit.controlled:
                 mem.target = limit.limit
-        self.available = {p: budget[p] - reserved[p] for p in self.group.phases}
+        self.own = {1: o1, 2: o2, 3: o3}
         return limits
 
     def reserve(self, ch: ChargerInput, mem: ChargerMemory, reserved: dict[int, float]) -> ChargerLimit:
@@ -295,39 +386,62 @@ class _Run:
         }.get(control, str(control))
         return ChargerLimit(target, phases, f"not under control ({why}): counted at {counted:.1f} A", True, counted)
 
-    def cap(self, ch: ChargerInput, phases: tuple[int, ...], mem: ChargerMemory) -> tuple[float, str | None]:
+    def cap(self, ch: ChargerInput, phases: tuple[int, ...], mem: ChargerMemory, full: float) -> tuple[float, str | None]:
         """The most a session may get: max_current, or less while its EV draws clearly less (trimming)."""
-        spec = ch.spec
         now = self.now
         tuning = self.group.tuning
-        in_force = ch.limit_in_force
+        in_force, at = ch.limit_in_force, ch.draw_at
         if in_force != mem.in_force:
             mem.in_force, mem.in_force_since, mem.under_since = in_force, now, None
-        draw, at = ch.draw, ch.draw_at
-        if draw and at is not None and at >= mem.in_force_since and now - at <= tuning.draw_max_age:
-            used = max((draw.get(p, 0.0) for p in phases), default=0.0) if phases else max(draw.values())
-            if mem.trim_cap is not None:
-                if used >= mem.trim_cap - tuning.trim_headroom / 2:
-                    mem.trim_cap = mem.under_since = None  # it wants more again
-                else:
-                    mem.trim_cap = min(mem.trim_cap, max(self.min, _ceil_half(used + tuning.trim_headroom)))
-            elif in_force is not None and in_force >= self.min and used < in_force - tuning.trim_slack:
-                if mem.under_since is None:
-                    mem.under_since = at
-                elif now - mem.under_since >= tuning.trim_after:
-                    mem.trim_cap = max(self.min, _ceil_half(used + tuning.trim_headroom))
-                    mem.trimmed_at = now
-            else:
-                mem.under_since = None
-        if mem.trim_cap is not None and now - mem.trimmed_at >= tuning.probe_every:
+        if at != mem.sample_at:
+            mem.sample_at = at
+            self._judge(ch, phases, mem)
+        if mem.trim_cap is None:
+            if (mem.under_since is not None and now - mem.under_since >= tuning.trim_after
+                    and at is not None and now - at <= tuning.draw_max_age):
+                mem.trim_cap = max(self.min, _ceil_half(mem.used + tuning.trim_headroom))
+                mem.trimmed_at = now
+        elif now - mem.trimmed_at >= tuning.probe_every:
             mem.trim_cap = mem.under_since = None  # probe: offer its full share again
-        cap = floor_step(spec.max_current)
-        if mem.trim_cap is not None and mem.trim_cap < cap:
-            probe = mem.trimmed_at + tuning.probe_every - now
-            return floor_step(mem.trim_cap), (
-                f"its EV draws clearly less than offered: capped at {mem.trim_cap:.1f} A "
-                f"(its draw + {tuning.trim_headroom:.1f} A headroom), offered more again in {probe:.0f} s")
-        return cap, None
+        trim = mem.trim_cap
+        if trim is None:
+            mem.recheck_at = INF if mem.under_since is None else mem.under_since + tuning.trim_after
+        else:
+            mem.recheck_at = mem.trimmed_at + tuning.probe_every
+        mem.full = full
+        if trim is None or trim >= full:
+            mem.cap, mem.cap_why = full, None
+            return full, None
+        why = self._reasons.get(("trim", trim))
+        if why is None:
+            why = self._reasons[("trim", trim)] = (
+                f"its EV draws clearly less than offered: capped at {trim:.1f} A (its draw + "
+                f"{tuning.trim_headroom:.1f} A headroom; offered more every {tuning.probe_every:.0f} s)")
+        mem.cap, mem.cap_why = floor_step(trim), why
+        return mem.cap, why
+
+    def _judge(self, ch: ChargerInput, phases: tuple[int, ...], mem: ChargerMemory) -> None:
+        """Looks at a new sample of the charger's own draw: does its EV take what it is offered?"""
+        tuning = self.group.tuning
+        draw, at, in_force = ch.draw, ch.draw_at, ch.limit_in_force
+        if not draw or at is None or at < mem.in_force_since or self.now - at > tuning.draw_max_age:
+            return  # nothing, or taken before the limit in force now: says nothing about it
+        used = 0.0
+        for p in phases or draw:
+            a = draw.get(p, 0.0)
+            if a > used:
+                used = a
+        mem.used = used
+        if mem.trim_cap is not None:
+            if used >= mem.trim_cap - tuning.trim_headroom / 2:
+                mem.trim_cap = mem.under_since = None  # it wants more again
+            else:
+                mem.trim_cap = min(mem.trim_cap, max(self.min, _ceil_half(used + tuning.trim_headroom)))
+        elif in_force is not None and in_force >= self.min and used < in_force - tuning.trim_slack:
+            if mem.under_since is None:
+                mem.under_since = at
+        else:
+            mem.under_since = None
 
     # -- steps 3-5: admission, filling, rounding ---------------------------------------------------
 
@@ -335,84 +449,121 @@ class _Run:
         avail = self.available
         group, now, m = self.group, self.now, self.min
         period = group.rotation_period
-        margin = group.tuning.resume_margin
+        resume = m + group.tuning.resume_margin
+        # Room the sessions need: min_current each, plus the resume margin for those paused less than a
+        # rotation period ago.
         need = dict.fromkeys(group.phases, 0.0)
-        # Sort key and required room per candidate, in the rotation order described in the module docstring.
-        keyed = []
-        for i, (cid, phases, cap, mem, why) in enumerate(self.candidates):
-            if mem.running_since is not None:
-                key = (0 if now - mem.running_since < period else 3, -mem.running_since)
-                req = m
-            elif mem.paused_since is not None:
-                waited = now - mem.paused_since
-                key = (1 if waited >= period else 2, mem.paused_since)
-                req = m if waited >= period else m + margin
-            else:
-                key, req = (2, now), m
-            keyed.append((key, i, req))
+        for phases, counts in self.classes.items():
+            total = sum(counts.values()) * m + self.resuming.get(phases, 0) * (resume - m)
             for p in phases:
-                need[p] += req
+                need[p] += total
         if all(need[p] <= avail[p] + _EPS for p in need):
             admitted = self.candidates
         else:
-            admitted = self._admit(keyed, limits)
+            admitted = self._admit(limits)
+        levels = waterfill.fill(avail, self.classes)
 
-        classes: dict[tuple[int, ...], dict[float, int]] = {}
-        for _, phases, cap, _, _ in admitted:
-            caps = classes.get(phases)
-            if caps is None:
-                caps = classes[phases] = {}
-            caps[cap] = caps.get(cap, 0) + 1
-        levels = waterfill.fill(avail, classes)
-
-        reasons = self._reasons
-        for cid, phases, cap, mem, why in admitted:
-            level, bound = levels[phases]
-            if cap <= level:
-                limit = cap
-                if why is None:
-                    why = reasons.get(("cap", cap))
-                    if why is None:
-                        why = reasons[("cap", cap)] = f"at its max_current {cap:.1f} A"
-            else:
-                limit = floor_step(level)
-                why = reasons.get(("phase", bound))
-                if why is None:
-                    why = reasons[("phase", bound)] = (
-                        f"fair share: phase L{bound} is full ({avail[bound]:.1f} A shared by the sessions on it)")
-            if limit < m:  # only if the caller's admission was violated by rounding; stay safe
+        # Per phase set: its level and the (shared) limit of every session held at that level.
+        at_level: dict[tuple[int, ...], tuple[float, ChargerLimit | None]] = {}
+        for phases, (level, bound) in levels.items():
+            if bound is None:
+                at_level[phases] = (level, None)
+                continue
+            limit = floor_step(level)
+            if limit < m:  # rounding cannot take it below what admission reserved; stay safe if it did
                 limit = 0.0
-            limits[cid] = ChargerLimit(limit, phases, why, True, limit)
-            mem.target = limit
+            why = f"fair share: phase L{bound} is full ({avail[bound]:.1f} A shared by the sessions on it)"
+            at_level[phases] = (level, ChargerLimit(limit, phases, why, True, limit))
+        at_cap: dict[tuple, ChargerLimit] = {}
+        for cid, phases, cap, mem, why in admitted:
+            level, shared = at_level[phases]
+            if cap <= level:
+                shared = at_cap.get((phases, cap, why))
+                if shared is None:
+                    shared = at_cap[(phases, cap, why)] = ChargerLimit(
+                        cap, phases, why or f"at its max_current {cap:.1f} A", True, cap)
+            limits[cid] = shared  # type: ignore[assignment]
+            mem.target = shared.limit  # type: ignore[union-attr]
             if mem.running_since is None:
                 mem.running_since, mem.paused_since = now, None
 
-    def _admit(self, keyed: list, limits: dict[str, ChargerLimit]) -> list:
-        """Greedy admission in rotation order; records the paused ones in ``limits``."""
-        keyed.sort(key=lambda k: (k[0], k[1]))
-        room = dict(self.available)
-        admitted = []
-        m, now = self.min, self.now
+    def _admit(self, limits: dict[str, ChargerLimit]) -> list:
+        """Greedy admission in rotation order; records the paused ones in ``limits``.
+
+        Sessions running in their turn come first; when they all fit (the usual case) they are admitted
+        as a block and only the others are sorted.
+        """
+        now, m = self.now, self.min
+        period = self.group.rotation_period
+        resume = m + self.group.tuning.resume_margin
         candidates = self.candidates
-        reasons = self._reasons
-        for _, i, req in keyed:
-            cand = candidates[i]
+        room = dict(self.available)
+        in_turn, rest = [], []
+        per_set: dict[tuple[int, ...], int] = {}
+        for cand in candidates:
+            running = cand[3].running_since
+            if running is not None and now - running < period:
+                in_turn.append(cand)
+                per_set[cand[1]] = per_set.get(cand[1], 0) + 1
+            else:
+                rest.append(cand)
+        need = dict.fromkeys(room, 0.0)
+        for phases, n in per_set.items():
+            for p in phases:
+                need[p] += n * m
+        if all(need[p] <= room[p] + _EPS for p in room):
+            admitted = in_turn
+            for p in room:
+                room[p] -= need[p]
+        else:
+            admitted, rest = [], candidates
+        # One float per session, tier * 1e11 + time (times are epoch seconds, far below 1e11): sorting
+        # floats is several times faster than sorting tuples, and the sort is stable for equal keys.
+        keys: list[float] = []
+        reqs: list[float] = []
+        for cand in rest:
+            mem = cand[3]
+            if mem.running_since is not None:
+                # Running: in its turn first; once its turn is over, to the back (longest running last).
+                keys.append((0.0 if now - mem.running_since < period else 3e11) - mem.running_since)
+                reqs.append(m)
+            elif mem.paused_since is not None:
+                if now - mem.paused_since >= period:
+                    keys.append(1e11 + mem.paused_since)
+                    reqs.append(m)
+                else:
+                    keys.append(2e11 + mem.paused_since)
+                    reqs.append(resume)
+            else:
+                keys.append(2e11 + now)  # a new session queues behind those already waiting
+                reqs.append(m)
+        order = sorted(range(len(rest)), key=keys.__getitem__)
+        paused_limits: dict[tuple, ChargerLimit] = {}
+        classes = self.classes
+        for i in order:
+            cand = rest[i]
             phases = cand[1]
-            short = next((p for p in phases if room[p] < req - _EPS), None)
+            req = reqs[i]
+            short = None
+            for p in phases:
+                if room[p] < req - _EPS:
+                    short = p
+                    break
             if short is None:
                 for p in phases:
                     room[p] -= m
                 admitted.append(cand)
                 continue
-            cid, mem = cand[0], cand[3]
-            resuming = req > m
-            why = reasons.get(("paused", short, resuming))
-            if why is None:
-                why = reasons[("paused", short, resuming)] = (
-                    f"paused: phase L{short} cannot give it min_current {m:.1f} A"
-                    + (f" plus {req - m:.1f} A resume margin" if resuming else "")
-                    + f" after the sessions ahead of it (rotation every {self.group.rotation_period:.0f} s)")
-            limits[cid] = ChargerLimit(0.0, phases, why, True, 0.0)
+            key = (phases, short, req)
+            lim = paused_limits.get(key)
+            if lim is None:
+                why = (f"paused: phase L{short} cannot give it min_current {m:.1f} A"
+                       + (f" plus {req - m:.1f} A resume margin" if req > m else "")
+                       + f" after the sessions ahead of it (rotation every {period:.0f} s)")
+                lim = paused_limits[key] = ChargerLimit(0.0, phases, why, True, 0.0)
+            limits[cand[0]] = lim
+            classes[phases][cand[2]] -= 1
+            mem = cand[3]
             mem.target = 0.0
             mem.under_since = None
             if mem.paused_since is None:

@@ -144,7 +144,7 @@ class MeterInput:
 
 @dataclass(frozen=True, slots=True)
 class ChargerLimit:
-    """What the balancer decided for one charger, and why.
+    """What the balancer decided for one charger, and why. Chargers with the same outcome share one object.
 
     ``controlled=True``: ``limit`` is the limit to install (A per phase, 0 = paused, which IEC 61851 allows;
     anything else is at least the group's ``min_current``). ``controlled=False``: the balancer cannot set this
