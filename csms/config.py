@@ -68,7 +68,7 @@ class SmartChargingConfig(StrictModel):
     """How limits reach chargers; the defaults suit most AC chargers."""
 
     #: Seconds a dynamic limit stays valid without a refresh; a charger that loses us falls back after this.
-    failsafe_ttl: float = Field(60, ge=10, le=3600)
+    failsafe_ttl: float = Field(60, ge=2, le=3600)
     #: Seconds between meter values the chargers are asked to send.
     meter_value_interval: int = Field(10, ge=1, le=900)
     #: A: smaller changes than this are not sent (decreases to 0 always are).

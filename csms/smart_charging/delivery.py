@@ -83,6 +83,11 @@ class ChargerChannel:
     fallback_purpose: Purpose | None = None
     stack_levels: list[int] = field(default_factory=list)
     failures: int = 0
+    #: Consecutive refusals at the current (purpose, stack level); two move down the chain.
+    refusals: int = 0
+    #: When the balancer last decided for this charger, and when its current session began (our clock).
+    decided_at: float = float("-inf")
+    session_seen_at: float = float("-inf")
     over_limit_since: float | None = None
     composite_supported: bool = True
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -131,6 +136,7 @@ class Delivery:
             ch = self.channels.get(cid)
             if ch is None or not lim.controlled:
                 continue
+            ch.decided_at = self.clock()
             if ch.wanted != lim.limit:
                 ch.wanted = lim.limit
                 ch.wake.set()
@@ -173,6 +179,7 @@ class Delivery:
             if ch.fallback_installed and ch.in_force is not None:
                 asyncio.get_running_loop().call_later(self._expiry_left(ch), self._expired, ch)
         elif isinstance(event, (TransactionStarted, TransactionEnded)):
+            ch.session_seen_at = self.clock()
             if isinstance(event, TransactionEnded):
                 ch.in_force = ch.exposure_limit = None  # a TxProfile dies with its transaction
                 ch.last = None if ch.last and ch.last.purpose is Purpose.TX else ch.last
@@ -231,8 +238,9 @@ class Delivery:
         outcome = await link.configure_metering(s.meter_value_interval, MEASURANDS)
         if not outcome.ok:
             log.warning("%s: could not set meter values (%s); phases in use will be learned late", ch.id, outcome)
-        top = caps.max_stack_level if caps.max_stack_level is not None else 8
-        ch.stack_levels = list(range(max(top, 1), 0, -1))
+        # The advertised maximum, and one below it for firmwares that refuse their own maximum.
+        top = max(caps.max_stack_level if caps.max_stack_level is not None else 8, 1)
+        ch.stack_levels = [top, top - 1] if top > 1 else [top]
         await self._install_fallback(ch, link)
         group = ch.group
         if ch.cfg.socket_connector and group is not None:
@@ -305,6 +313,8 @@ class Delivery:
         tx = self.state.station(ch.id).transactions.get(ch.connector)
         if purpose is Purpose.TX and tx is None:
             return  # no session: the fallback TxDefaultProfile caps whatever starts next
+        if ch.decided_at < ch.session_seen_at:
+            return  # the balancer has not seen this session yet; its next decision wakes us
         current, target = ch.in_force, ch.wanted
         base = current if current is not None else ch.cfg.offline_current  # what may be applied now
         refresh_due = ch.last is not None and now >= ch.last.at + s.failsafe_ttl / 3
@@ -359,7 +369,10 @@ class Delivery:
                     for p in ch.phases_wired}
         limit = ch.exposure_limit if ch.exposure_limit is not None else ch.in_force
         if limit is None:
-            limit = ch.cfg.offline_current
+            # Only its fallback applies. Idle, it draws nothing; like the balancer we do not reserve for a car
+            # that may arrive (it starts at the fallback current until the next decision).
+            has_session = bool(self.state.station(ch.id).transactions)
+            limit = ch.cfg.offline_current if has_session else 0.0
         phases = lim.phases if lim is not None and lim.phases else ch.phases_wired
         out = {p: limit for p in phases}
         if now - ch.decrease_accepted_at < self.settings.ramp_time:
@@ -424,7 +437,7 @@ class Delivery:
         if outcome.ok:
             self.accepted += 1
             refresh = ch.last is not None and ch.last.limit == amps
-            ch.in_force, ch.exposure_limit, ch.failures = amps, None, 0
+            ch.in_force, ch.exposure_limit, ch.failures, ch.refusals = amps, None, 0, 0
             ch.last = Sent(amps, purpose, level, now)
             if decrease and previous is not None:
                 ch.decrease_accepted_at = now
@@ -442,14 +455,23 @@ class Delivery:
         ch.exposure_limit = None
         if outcome in (Outcome.REJECTED, Outcome.ERROR):
             # Some chargers refuse their own maximum stack level: try lower ones, then the next purpose.
-            if ch.level_pos < len(levels) - 1:
-                ch.level_pos += 1
-            elif ch.chain_pos < len(CHAINS[ch.cfg.profile_purpose]) - 1:
-                await self._next_purpose(ch, link)
+            # One refusal may be a race (a TxProfile right after StartTransaction), so it takes two.
+            ch.refusals += 1
+            changed = False
+            if ch.refusals >= 2:
+                ch.refusals = 0
+                if ch.level_pos < len(levels) - 1:
+                    ch.level_pos += 1
+                    changed = True
+                elif ch.chain_pos < len(CHAINS[ch.cfg.profile_purpose]) - 1:
+                    await self._next_purpose(ch, link)
+                    changed = True
+            if changed or ch.refusals == 1:
+                ch.failures = 1  # something new to try: retry soon, not with the full backoff
         log.warning("%s: limit %.1f A %s (%s, stack %d); retrying, meanwhile uncontrolled", ch.id, amps,
                     outcome.value, purpose.value, level)
         self._set_control(ch, ControlState.UNCONTROLLED, ch.in_force, f"profile {outcome.value}")
-        self._wake_later(ch, min(60.0, 2.0 ** min(ch.failures, 6)) / 2)
+        self._wake_later(ch, min(60.0, 0.5 * 2.0 ** (ch.failures - 1)))
 
     async def _next_purpose(self, ch: ChargerChannel, link: StationLink) -> None:
         old = self._purpose(ch)

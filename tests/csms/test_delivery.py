@@ -1,0 +1,197 @@
+"""Smart-charging delivery against simulated 1.6 and 2.0.1 chargers over real websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+import pytest
+
+from csms.app import CentralSystemApp
+from csms.balancer.model import ChargerLimit, ControlState, Decision
+from csms.config import parse_config
+from simulators.chargepoint import Misbehaviour, SimCharger, SimChargerConfig
+from simulators.ev import EVModel
+from simulators.profiles import Purpose as SimPurpose
+
+PASSWORD = "0123456789abcdef"
+
+
+def config(tmp_path, chargers: list[dict], *, budget: float = 32, group: dict | None = None, **smart):
+    data = {
+        "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1, "call_timeout": 2},
+        "storage": {"database": str(tmp_path / "csms.sqlite")},
+        "smart_charging": {"failsafe_ttl": 60, "increase_interval": 0, "ramp_time": 1.0, **smart},
+        "organisations": [{"id": "org", "name": "Org"}],
+        "chargers": [{"password": PASSWORD, "organisation": "org", "max_current": 32, "offline_current": 6, **c}
+                     for c in chargers],
+        "load_balancers": [{"id": "g", "name": "G", "organisation": "org", "chargers": [c["id"] for c in chargers],
+                            "supply_max_current": 63, "max_current_online": max(budget, 1),
+                            "max_current_offline": budget, **(group or {})}],
+    }
+    return parse_config(data)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 8.0, what: str = "condition") -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def site(tmp_path, chargers: list[dict], sims: list[SimChargerConfig], **kw):
+    cfg = config(tmp_path, chargers, **kw)
+    async with CentralSystemApp(cfg) as app:
+        fleet = [SimCharger(c) for c in sims]
+        for sim in fleet:
+            await sim.start(f"ws://127.0.0.1:{app.port}/ocpp")
+        try:
+            for sim in fleet:
+                await sim.wait_connected(timeout=5)
+            yield app, fleet
+        finally:
+            for sim in fleet:
+                await sim.stop()
+
+
+def sim(cid: str, version: str = "ocpp1.6", **kw) -> SimChargerConfig:
+    return SimChargerConfig(cid, PASSWORD, version, meter_interval=1, **kw)
+
+
+def profile(sim_charger: SimCharger, pid: int):
+    return sim_charger.store.profiles.get(pid)
+
+
+@pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
+async def test_setup_installs_fallback_and_metering_then_limits_a_session(tmp_path, version):
+    async with site(tmp_path, [{"id": "CP1", "offline_current": 8}], [sim("CP1", version)], budget=20) as (app, (cp,)):
+        await wait_until(lambda: profile(cp, 1) is not None)
+        fallback = profile(cp, 1)
+        assert fallback.purpose is SimPurpose.TX_DEFAULT and fallback.stack_level == 0
+        assert fallback.schedule.periods[0].limit == 8
+        await wait_until(lambda: cp.meter_interval == 10)
+        assert "Current.Import" in cp.measurands
+        cp.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.2))
+        await wait_until(lambda: cp.limit().amps == 20, what="dynamic limit")
+        dyn = profile(cp, 10)
+        assert dyn.purpose is SimPurpose.TX and dyn.valid_to is not None and dyn.schedule.start is not None
+        assert app.delivery.channels["CP1"].control is ControlState.CONTROLLED
+        assert app.balancer.decision("g").limits["CP1"].limit == 20
+
+
+async def test_charger_falls_back_when_the_central_system_is_gone_and_refresh_keeps_it(tmp_path):
+    cfg = dict(budget=20, failsafe_ttl=3)
+    async with site(tmp_path, [{"id": "CP1", "offline_current": 8}], [sim("CP1")], **cfg) as (app, (cp,)):
+        cp.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.2))
+        await wait_until(lambda: cp.limit().amps == 20)
+        sets_before = sum(1 for a, _ in cp.received if a == "SetChargingProfile")
+        await asyncio.sleep(4.0)  # longer than the TTL: only refreshes keep the limit
+        assert cp.limit().amps == 20
+        assert sum(1 for a, _ in cp.received if a == "SetChargingProfile") >= sets_before + 2
+        await app.server.stop()  # the central system disappears; the charger keeps its profiles
+        await wait_until(lambda: cp.limit().amps == 8, timeout=6, what="fallback after TTL")
+
+
+async def test_break_before_make_never_exceeds_the_budget(tmp_path):
+    chargers = [{"id": "A"}, {"id": "B"}]
+    sims = [sim("A"), sim("B", "ocpp2.0.1")]
+    async with site(tmp_path, chargers, sims, budget=24, ramp_time=1.5) as (app, (a, b)):
+        a.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=1.0))
+        await wait_until(lambda: a.limit().amps == 24)
+        await wait_until(lambda: a.draw()[0] > 23)
+        worst = []
+
+        async def watch():
+            while True:
+                for p in range(3):
+                    worst.append(max(a.limit().amps or 0, a.draw()[p]) + max(b.limit().amps or 0, b.draw()[p]))
+                await asyncio.sleep(0.02)
+
+        watcher = asyncio.create_task(watch())
+        b.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=1.0))
+        await wait_until(lambda: a.limit().amps == 12 and b.limit().amps == 12, timeout=10)
+        await asyncio.sleep(0.3)
+        watcher.cancel()
+        # B starts on its 6 A fallback, so the instant B's session starts can hold 24 + 6 (what the
+        # balancer reserves for it); after that no moment exceeds the budget.
+        assert max(worst) <= 24 + 6 + 0.01
+        settled = worst[len(worst) // 2:]
+        assert max(settled) <= 24 + 0.01
+
+
+async def test_coalescing_sends_only_the_newest_limit_to_a_slow_charger(tmp_path):
+    slow = sim("S", misbehaviour=Misbehaviour(answer_delay=0.6))
+    async with site(tmp_path, [{"id": "S"}], [slow], budget=32, deadband=0) as (app, (cp,)):
+        cp.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.1))
+        await wait_until(lambda: (app.delivery.channels["S"].in_force or 0) > 6, timeout=10)
+        await app.balancer.stop()  # drive the delivery by hand from here
+        before = len([1 for a, _ in cp.received if a == "SetChargingProfile"])
+        for limit in (20, 19, 18, 17, 16, 15, 14, 13):
+            app.delivery.apply(Decision("g", 0, {1: 32, 2: 32, 3: 32}, False,
+                                        {"S": ChargerLimit(limit, (1, 2, 3), "test")}))
+            await asyncio.sleep(0.05)
+        await wait_until(lambda: cp.limit().amps == 13, timeout=5)
+        await asyncio.sleep(0.8)
+        sent = [p for a, p in cp.received if a == "SetChargingProfile"][before:]
+        assert len(sent) <= 3  # the one in flight, then the newest; never the stale ones in between
+        assert cp.limit().amps == 13
+
+
+async def test_rejected_purpose_walks_the_chain(tmp_path):
+    picky = sim("P", "ocpp2.0.1", misbehaviour=Misbehaviour(reject_purposes=frozenset({SimPurpose.TX})))
+    async with site(tmp_path, [{"id": "P"}], [picky], budget=20) as (app, (cp,)):
+        cp.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.1))
+        await wait_until(lambda: cp.limit().amps == 20, timeout=15)
+        assert profile(cp, 11) is not None and profile(cp, 11).purpose is SimPurpose.TX_DEFAULT
+        assert app.delivery.channels["P"].control is ControlState.CONTROLLED
+
+
+async def test_refused_max_stack_level_falls_back_to_a_lower_one(tmp_path):
+    picky = sim("P", misbehaviour=Misbehaviour(max_stack_level=3, refuse_max_stack_level=True))
+    async with site(tmp_path, [{"id": "P"}], [picky], budget=20) as (app, (cp,)):
+        cp.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.1))
+        await wait_until(lambda: cp.limit().amps == 20, timeout=15)
+        assert profile(cp, 10).stack_level == 2
+
+
+async def test_watt_only_charger_gets_watts(tmp_path):
+    watts = sim("W", misbehaviour=Misbehaviour(only_watts=True))
+    async with site(tmp_path, [{"id": "W", "offline_current": 8}], [watts], budget=16) as (app, (cp,)):
+        await wait_until(lambda: profile(cp, 1) is not None)
+        assert profile(cp, 1).schedule.unit == "W"
+        cp.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.1))
+        await wait_until(lambda: cp.limit().amps is not None and abs(cp.limit().amps - 16) < 0.5, timeout=10)
+        assert profile(cp, 10).schedule.unit == "W"
+
+
+async def test_timeouts_leave_the_charger_uncontrolled(tmp_path):
+    slow = sim("T", misbehaviour=Misbehaviour(answer_delay=3.0))
+    async with site(tmp_path, [{"id": "T"}], [slow], budget=20) as (app, (cp,)):
+        await wait_until(lambda: app.delivery.channels["T"].control is ControlState.UNCONTROLLED, timeout=20)
+        decision = app.balancer.decision("g")
+        await wait_until(lambda: app.balancer.decision("g") is not decision)
+
+
+async def test_not_obeying_is_flagged_and_reserved(tmp_path):
+    rogue = sim("R", misbehaviour=Misbehaviour(ignore_limits=True))
+    async with site(tmp_path, [{"id": "R"}], [rogue], budget=16, obey_grace=1.0, ramp_time=0.5,
+                    meter_value_interval=1) as (app, (cp,)):
+        cp.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.1))
+        await wait_until(lambda: app.delivery.channels["R"].control is ControlState.NOT_OBEYING, timeout=15)
+        lim = app.balancer.decision("g")
+        await wait_until(lambda: "draws more than its limit" in app.balancer.decision("g").limits["R"].reason, timeout=5)
+
+
+async def test_socket_availability_follows_the_group(tmp_path):
+    async with site(tmp_path, [{"id": "C", "socket_connector": 1}], [sim("C", "ocpp2.0.1")], budget=16,
+                    group={"socket_enabled": False}) as (app, (cp,)):
+        await wait_until(lambda: not cp.connectors[1].operative)
+
+
+async def test_inactive_group_clears_dynamic_profiles_but_keeps_the_fallback(tmp_path):
+    async with site(tmp_path, [{"id": "C"}], [sim("C")], budget=16, group={"active": False}) as (app, (cp,)):
+        await wait_until(lambda: any(a == "ClearChargingProfile" for a, _ in cp.received))
+        cleared = [p for a, p in cp.received if a == "ClearChargingProfile"]
+        assert {p.get("id") for p in cleared} == {10, 11, 12}
+        assert profile(cp, 1) is not None
