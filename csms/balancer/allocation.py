@@ -66,12 +66,17 @@ _PENDING = ControlState.PENDING
 _NOT_OBEYING = ControlState.NOT_OBEYING
 
 
+#: Steps per A; an integer number of steps divided by it is the nearest float to that many tenths.
+_PER_A = 10
+
+
 def floor_step(x: float) -> float:
-    return math.floor(x / STEP + _EPS) * STEP if x > 0 else 0.0
+    """Rounds down to the 0.1 A grid (as the nearest float, so that 10.6 prints and compares as 10.6)."""
+    return math.floor(x * _PER_A + _EPS) / _PER_A if x > 0 else 0.0
 
 
 def ceil_step(x: float) -> float:
-    return math.ceil(x / STEP - _EPS) * STEP
+    return math.ceil(x * _PER_A - _EPS) / _PER_A
 
 
 def _ceil_half(x: float) -> float:
