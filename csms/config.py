@@ -417,4 +417,7 @@ def resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
     server = cfg.server.model_copy(update={k: fix(getattr(cfg.server, k)) for k in ("tls_cert", "tls_key", "tls_ca")})
     storage = cfg.storage.model_copy(update={"database": fix(cfg.storage.database)})
     gateway = cfg.gateway.model_copy(update={"register_dirs": [fix(d) for d in cfg.gateway.register_dirs]})
-    return cfg.model_copy(update={"server": server, "storage": storage, "gateway": gateway})
+    mqtt = cfg.mqtt
+    if mqtt is not None:
+        mqtt = mqtt.model_copy(update={k: fix(getattr(mqtt, k)) for k in ("tls_ca", "tls_cert", "tls_key")})
+    return cfg.model_copy(update={"server": server, "storage": storage, "gateway": gateway, "mqtt": mqtt})
