@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ocpp.exceptions import OCPPError
@@ -20,6 +21,21 @@ from ocpp.messages import Call, CallError, MessageType, unpack
 from csms.state import Version
 
 log = logging.getLogger("csms.session")
+
+#: Called as ``observer(session, direction, action, outcome)`` for every CALL a session handles
+#: (direction "in": outcome "ok" or the CALLERROR code sent) or sends ("out": outcome "ok", the
+#: CALLERROR code received, "Timeout" or "Cancelled"). Observers must be quick and must not raise;
+#: the operator view counts OCPP messages with this.
+MessageObserver = Callable[[Any, str, str, str], None]
+MESSAGE_OBSERVERS: list[MessageObserver] = []
+
+
+def _observe(session: Any, direction: str, action: str, outcome: str) -> None:
+    for observer in MESSAGE_OBSERVERS:
+        try:
+            observer(session, direction, action, outcome)
+        except Exception:
+            log.exception("message observer failed")
 
 
 class TokenBucket:
@@ -117,16 +133,46 @@ class SessionMixin:
             # Spec (1.6 OCPP-J table 7, 2.0.1 part 4): NotImplemented = action not known,
             # NotSupported = known but not supported here.
             if msg.action in self.known_actions:
+                _observe(self, "in", msg.action, "NotSupported")
                 await self._send_error(msg.unique_id, "NotSupported", f"{msg.action} is not supported by a central system")
             else:
+                _observe(self, "in", "(unknown)", "NotImplemented")
                 await self._send_error(msg.unique_id, "NotImplemented", f"unknown action {msg.action!r}")
             return
         try:
             await self._handle_call(msg)
         except OCPPError as error:
+            _observe(self, "in", msg.action, _error_code(error.code, self.version))
             log.info("%s: %s rejected: %s %s", self.id, msg.action, error.code, error.details)
             details = {k: v for k, v in (error.details or {}).items() if k != "ocpp_message"}
             await self._send_error(msg.unique_id, error.code, error.description, _jsonable(details))
+        else:
+            _observe(self, "in", msg.action, "ok")
+
+    async def call(self, payload: Any, *args: Any, **kwargs: Any) -> Any:
+        """The ``ocpp`` package's call, reported to :data:`MESSAGE_OBSERVERS` with its outcome."""
+        if not MESSAGE_OBSERVERS:
+            return await super().call(payload, *args, **kwargs)
+        action, outcome = type(payload).__name__, "ok"
+        try:
+            reply = await super().call(payload, *args, **kwargs)
+            if reply is None:
+                outcome = "CallError"  # suppress=True turns a CALLERROR into None
+            return reply
+        except OCPPError as error:
+            outcome = error.code
+            raise
+        except asyncio.TimeoutError:
+            outcome = "Timeout"
+            raise
+        except asyncio.CancelledError:
+            outcome = "Cancelled"  # e.g. the caller's own deadline ran out first
+            raise
+        except Exception:
+            outcome = "Error"
+            raise
+        finally:
+            _observe(self, "out", action, outcome)
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
