@@ -107,6 +107,9 @@ class BalancerController:
         self._groups: dict[str, _Group] = {}
         self._group_of: dict[str, _Group] = {}
         self._unsubscribe: Callable[[], None] | None = None
+        #: Called as ``observer(group_id, seconds)`` after each run with how long allocating, handing the
+        #: decision to the sink and the store took (the operator view's decision latency histogram).
+        self.run_observers: list[Callable[[str, float], None]] = []
         for cfg in site.load_balancers:
             meter = site.meter(cfg.meter) if cfg.meter is not None else None
             chargers = {}
@@ -282,6 +285,7 @@ class BalancerController:
         return max(timeout, 0.0)
 
     def _run_once(self, group: _Group) -> None:
+        started = time.perf_counter()
         gid = group.spec.id
         try:
             inputs = [c.as_input() for c in group.chargers.values()]
@@ -300,6 +304,12 @@ class BalancerController:
                 self._store.record_decision(decision)
             except Exception:
                 log.exception("group %s: storing the decision failed", gid)
+        elapsed = time.perf_counter() - started
+        for observer in self.run_observers:
+            try:
+                observer(gid, elapsed)
+            except Exception:
+                log.exception("group %s: a run observer failed", gid)
 
     @staticmethod
     def _log(decision: Decision, previous: Decision | None) -> None:
