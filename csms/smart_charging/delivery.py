@@ -76,6 +76,8 @@ class ChargerChannel:
     last_increase_at: float = float("-inf")
     decrease_accepted_at: float = float("-inf")
     control: ControlState = ControlState.DISCONNECTED_UNKNOWN
+    #: Why the control state is what it is ("accepted", "profile Rejected", ...), for the operator view.
+    control_reason: str = ""
     fallback_installed: bool = False
     fallback_phases: tuple[int, ...] = ()
     chain_pos: int = 0
@@ -90,6 +92,10 @@ class ChargerChannel:
     session_seen_at: float = float("-inf")
     over_limit_since: float | None = None
     composite_supported: bool = True
+    #: Dynamic profiles sent to this charger, and how many it accepted or not (for the operator view).
+    sent: int = 0
+    accepted: int = 0
+    rejected: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
 
@@ -431,11 +437,13 @@ class Delivery:
         if amps != previous:
             self._set_control(ch, ControlState.PENDING, previous, f"sending {amps:.1f} A")
         self.sent += 1
+        ch.sent += 1
         outcome = await link.set_profile(spec)
         self._record("profile", ch, role="dynamic", purpose=purpose.value, stack_level=level, limit=limit, unit=unit,
                      outcome=outcome.value)
         if outcome.ok:
             self.accepted += 1
+            ch.accepted += 1
             refresh = ch.last is not None and ch.last.limit == amps
             ch.in_force, ch.exposure_limit, ch.failures, ch.refusals = amps, None, 0, 0
             ch.last = Sent(amps, purpose, level, now)
@@ -451,6 +459,7 @@ class Delivery:
                 await self._confirm(ch, link, amps, unit)
             return
         self.rejected += 1
+        ch.rejected += 1
         ch.failures += 1
         ch.exposure_limit = None
         if outcome in (Outcome.REJECTED, Outcome.ERROR):
@@ -538,6 +547,7 @@ class Delivery:
     def _set_control(self, ch: ChargerChannel, control: ControlState, limit: float | None, reason: str) -> None:
         changed = control is not ch.control
         ch.control = control
+        ch.control_reason = reason
         if changed:
             level = logging.WARNING if control in (ControlState.UNCONTROLLED, ControlState.NOT_OBEYING) else logging.INFO
             if control is not ControlState.PENDING:
