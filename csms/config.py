@@ -86,6 +86,25 @@ class SmartChargingConfig(StrictModel):
     clock_skew_allowance: float = Field(30, ge=0, le=3600)
 
 
+class HttpConfig(StrictModel):
+    """The operator view: status API, dashboard and /metrics on one extra port (off when [http] is absent)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    #: Bearer token for /api and /metrics; the dashboard asks for it once.
+    token: str
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if len(v) < 16:
+            raise ValueError("token must be at least 16 characters; generate one with: "
+                             "python -c \"import secrets; print(secrets.token_urlsafe(24))\"")
+        if v != v.strip() or any(ch.isspace() or not ch.isprintable() for ch in v):
+            raise ValueError("token must be printable characters without spaces (it travels in an HTTP header)")
+        return v
+
+
 class OrganisationConfig(StrictModel):
     id: str
     name: str
@@ -165,6 +184,7 @@ class SiteConfig(StrictModel):
     mqtt: MqttConfig | None = None
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     smart_charging: SmartChargingConfig = Field(default_factory=SmartChargingConfig)
+    http: HttpConfig | None = None
     organisations: list[OrganisationConfig] = Field(default_factory=list)
     id_tokens: list[IdTokenConfig] = Field(default_factory=list)
     meters: list[MeterConfig] = Field(default_factory=list)
@@ -356,8 +376,9 @@ def _salvage(data: dict) -> SiteConfig:
             items = value if isinstance(value, list) else []
             fields[name] = [_try(_LIST_ITEMS[name], item) for item in items]
         else:
-            fields[name] = _try(info.annotation if name != "mqtt" else MqttConfig, value)
-            if fields[name] is None and name != "mqtt":
+            optional = {"mqtt": MqttConfig, "http": HttpConfig}
+            fields[name] = _try(optional.get(name, info.annotation), value)
+            if fields[name] is None and name not in optional:
                 fields[name] = info.get_default(call_default_factory=True)
     return SiteConfig.model_construct(**fields)
 
