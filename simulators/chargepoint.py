@@ -206,12 +206,14 @@ class SimCharger:
                        asyncio.create_task(self._connection(), name=f"{self.id}-connection")]
 
     async def stop(self) -> None:
+        """Closes the connection cleanly (close code 1000), then ends every task of the charger."""
         tasks, self._tasks = self._tasks, []
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        self._allowed_online.clear()
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await self._ws.close()
+        await cancel_and_wait(tasks)
         self._set_connected(False)
 
     def disconnect(self) -> None:
@@ -609,6 +611,8 @@ class SimCharger:
                 raise
             except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.ConnectionClosed) as exc:
                 log.info("%s: connection to %s failed or closed: %s", self.id, self.url, exc)
+            except Exception:
+                log.exception("%s: unexpected error on the connection to %s; reconnecting", self.id, self.url)
             finally:
                 self._ws = self._proto = None
                 self._set_connected(False)
@@ -632,9 +636,7 @@ class SimCharger:
             for t in done:
                 t.result()  # re-raises ConnectionClosed and friends for the caller to log
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
 
     async def _dropper(self, every: float) -> None:
         await self.clock.sleep(every)
@@ -661,9 +663,7 @@ class SimCharger:
         try:
             await self._drain(proto)
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            await cancel_and_wait([heartbeat])
 
     async def _heartbeat(self, proto: Any) -> None:
         while True:
@@ -676,13 +676,36 @@ class SimCharger:
                 self._outbox_changed.clear()
                 await self._outbox_changed.wait()
             item = self._outbox[0]
-            await item.send(proto)  # a connection error leaves the item queued for the next connection
+            try:
+                await item.send(proto)
+            except (websockets.ConnectionClosed, TimeoutError):
+                raise  # the item stays queued for the next connection
+            except Exception:
+                # A payload the library refuses (or an answer it cannot parse) would block the outbox forever.
+                log.exception("%s: could not send %s; dropped", self.id, item.name)
             self._outbox.popleft()
 
     async def answer_delay(self) -> None:
         delay = self.config.misbehaviour.answer_delay
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+async def cancel_and_wait(tasks: list[asyncio.Task]) -> None:
+    """Cancels ``tasks`` and waits until every one has ended.
+
+    Cancelling again if needed: on Python 3.11 a cancellation that lands just as ``asyncio.wait_for``
+    (which the ``ocpp`` package awaits each reply with) completes is swallowed, and the task runs on.
+    """
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+    for t in tasks:
+        if not t.cancelled() and t.exception() is not None and not isinstance(
+                t.exception(), (websockets.ConnectionClosed, OSError, TimeoutError)):
+            log.debug("task %s ended with %r", t.get_name(), t.exception())
 
 
 class ChargerFleet:

@@ -99,6 +99,11 @@ async def test_16_session_meter_values_and_profile():
         assert [(p["startPeriod"] if "startPeriod" in p else p["start_period"], float(p["limit"]))
                 for p in comp.charging_schedule["charging_schedule_period"]] == [(0, 10.0)]
 
+        clear = c16.ClearChargingProfile
+        assert (await csms.call("CP1", clear(id=1))).status == "Accepted"
+        assert (await csms.call("CP1", clear(id=1))).status == "Unknown"
+        await until(lambda: cp.draw() == (16.0, 16.0, 16.0))
+
         cp.unplug()
         stop = await csms.wait_for("CP1", "StopTransaction")
         assert stop["transaction_id"] == start["assigned"] and stop["reason"] == "EVDisconnected"
