@@ -79,6 +79,10 @@ def ceil_step(x: float) -> float:
     return math.ceil(x * _PER_A - _EPS) / _PER_A
 
 
+def _first(item: tuple) -> float:
+    return item[0]
+
+
 def _ceil_half(x: float) -> float:
     return math.ceil(x * 2 - _EPS) / 2
 
@@ -113,6 +117,8 @@ class ChargerMemory:
     #: Cap from trimming (EV draws less than offered), and when it was set.
     trim_cap: float | None = None
     trimmed_at: float = 0.0
+    #: Seconds the current session charged in the stretches that ended in a pause (rotation fairness).
+    charged: float = 0.0
 
 
 @dataclass
@@ -324,6 +330,7 @@ class _Run:
                         resuming[phases] = resuming.get(phases, 0) + 1
                 else:
                     mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = None
+                    mem.charged = 0.0
                     mem.target = 0.0
                     idle = idle_get(spec.phases_wired)
                     if idle is None:
@@ -343,6 +350,7 @@ class _Run:
         spec = ch.spec
         if not ch.session_active:
             mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = None
+            mem.charged = 0.0
         if not ch.connected:
             if ch.control is _FALLBACK:
                 if spec.offline_phase in reserved:
@@ -373,6 +381,7 @@ class _Run:
             target = min(target, spec.offline_current)
         else:
             target = min(target, worst, spec.max_current)
+        target = floor_step(target)
         if target < self.min:
             target = 0.0
         counted = max(worst, target)
@@ -522,33 +531,35 @@ class _Run:
                 room[p] -= need[p]
         else:
             admitted, rest = [], candidates
-        # One float per session, tier * 1e11 + time (times are epoch seconds, far below 1e11): sorting
-        # floats is several times faster than sorting tuples, and the sort is stable for equal keys.
-        keys: list[float] = []
-        reqs: list[float] = []
-        for cand in rest:
+        # Four tiers, each sorted by one float (floats sort several times faster than tuples; the sort is
+        # stable). Times are taken relative to now, so that a tie-break of 1e-7 per second charged so far
+        # stays far above float precision: among sessions paused at the same moment (every turn ends on
+        # the same run when the group is steady), the one that has charged least goes first.
+        tiers: tuple[list, list, list, list] = ([], [], [], [])
+        for i, cand in enumerate(rest):
             mem = cand[3]
+            bonus = mem.charged * 1e-7
             if mem.running_since is not None:
-                # Running: in its turn first; once its turn is over, to the back (longest running last).
-                keys.append((0.0 if now - mem.running_since < period else 3e11) - mem.running_since)
-                reqs.append(m)
+                # Running: in its turn first, newest first; once its turn is over, to the back.
+                ran = now - mem.running_since
+                tiers[0 if ran < period else 3].append((ran + bonus, i, m))
             elif mem.paused_since is not None:
-                if now - mem.paused_since >= period:
-                    keys.append(1e11 + mem.paused_since)
-                    reqs.append(m)
-                else:
-                    keys.append(2e11 + mem.paused_since)
-                    reqs.append(resume)
+                waited = now - mem.paused_since
+                if waited >= period:
+                    tiers[1].append((bonus - waited, i, m))
+                else:  # paused recently: resuming needs the margin
+                    tiers[2].append((bonus - waited, i, resume))
             else:
-                keys.append(2e11 + now)  # a new session queues behind those already waiting
-                reqs.append(m)
-        order = sorted(range(len(rest)), key=keys.__getitem__)
+                tiers[2].append((bonus, i, m))  # a new session queues behind those already waiting
+        order: list[tuple[float, int, float]] = []
+        for tier in tiers:
+            tier.sort(key=_first)
+            order += tier
         paused_limits: dict[tuple, ChargerLimit] = {}
         classes = self.classes
-        for i in order:
+        for _, i, req in order:
             cand = rest[i]
             phases = cand[1]
-            req = reqs[i]
             short = None
             for p in phases:
                 if room[p] < req - _EPS:
@@ -572,5 +583,7 @@ class _Run:
             mem.target = 0.0
             mem.under_since = None
             if mem.paused_since is None:
+                if mem.running_since is not None:
+                    mem.charged += now - mem.running_since
                 mem.paused_since, mem.running_since = now, None
         return admitted

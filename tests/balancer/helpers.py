@@ -75,13 +75,16 @@ def worst_case(ch: ChargerInput, d: Decision, gphases: tuple[int, ...]) -> dict[
         for p in in_use:
             out[p] += lim.limit
         return out
+    if c is ControlState.FALLBACK:
+        # Its fallback until it accepts the new limit, which then overrides the fallback.
+        for p in in_use:
+            out[p] = lim.limit
+        if s.offline_phase in out:
+            out[s.offline_phase] = max(out[s.offline_phase], s.offline_current)
+        return out
     before = s.max_current if ch.limit_in_force is None else ch.limit_in_force
     if c is ControlState.NOT_OBEYING:
         before = s.max_current
-    if c is ControlState.FALLBACK:
-        before = 0.0
-        if s.offline_phase in out:
-            out[s.offline_phase] += s.offline_current
     for p in in_use:
         out[p] += max(before, lim.limit)
     return out
