@@ -21,7 +21,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
@@ -30,7 +30,14 @@ from websockets.asyncio.client import connect
 
 from simulators.clock import SimClock
 from simulators.ev import EVModel
-from simulators.profiles import CompositeSchedule, EffectiveLimit, ProfileStore, Purpose, profile_from_ocpp
+from simulators.profiles import (
+    CompositeSchedule,
+    EffectiveLimit,
+    ProfileStore,
+    Purpose,
+    profile_from_ocpp,
+    purpose_from_ocpp,
+)
 
 if TYPE_CHECKING:
     from simulators.chargepoint16 import ChargePoint16
@@ -63,6 +70,29 @@ class Misbehaviour:
     max_stack_level: int = 8
     #: Rejects profiles at exactly its own advertised maximum stack level (a firmware bug seen in the field).
     refuse_max_stack_level: bool = False
+
+
+KNOBS = ("reject=PURPOSE", "only-watts", "ignore-limits", "answer-delay=S", "drop-every=S", "max-stack-level=N",
+         "refuse-max-stack-level")
+
+
+def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
+    """Applies one knob written as on the command line (``ignore-limits``, ``answer-delay=5``,
+    ``reject=TxProfile``...) to ``mis``; raises ValueError naming the valid knobs."""
+    name, _, value = text.partition("=")
+    try:
+        if name == "reject":
+            return replace(mis, reject_purposes=mis.reject_purposes | {purpose_from_ocpp(value)})
+        if name in ("only-watts", "ignore-limits", "refuse-max-stack-level") and not value:
+            return replace(mis, **{name.replace("-", "_"): True})
+        if name in ("answer-delay", "drop-every"):
+            return replace(mis, **{name.replace("-", "_"): float(value)})
+        if name == "max-stack-level":
+            return replace(mis, max_stack_level=int(value))
+    except ValueError:
+        pass
+    raise ValueError(f"misbehaviour {text!r} not understood; knobs are: {', '.join(KNOBS)} "
+                     "(PURPOSE: ChargePointMaxProfile, ChargingStationMaxProfile, TxDefaultProfile, TxProfile)")
 
 
 @dataclass

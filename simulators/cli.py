@@ -1,6 +1,7 @@
 """``simulate`` command line: run a site's chargers and meters against a running central system.
 
     simulate site --config FILE [--scenario NAME] [--duration S] [--versions mixed|ocpp1.6|ocpp2.0.1]
+                  [--misbehave CHARGER_ID:KNOB ...] [--seed N]
     simulate scenarios
 """
 
@@ -9,11 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
 
 from csms.config import ConfigError, load_config
+from simulators.chargepoint import KNOBS, SimChargerConfig, parse_knob
 from simulators.clock import SimClock
 from simulators.scenarios import SCENARIOS, get_scenario, run_scenario
 from simulators.simulation import Simulation, central_system_url
@@ -37,7 +40,20 @@ async def _run_site(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     url = args.url or central_system_url(cfg)
     scenario = get_scenario(args.scenario)
-    sim = Simulation.from_config(cfg, SimClock(seed=args.seed), versions=args.versions)
+    knobs: dict[str, list[str]] = {}
+    for item in args.misbehave:
+        station, sep, knob = item.partition(":")
+        if not sep or cfg.charger(station) is None:
+            raise ValueError(f"--misbehave {item!r}: write CHARGER_ID:KNOB with a charger id from {args.config}")
+        knobs.setdefault(station, []).append(knob)
+
+    def tweak(sc: SimChargerConfig) -> SimChargerConfig:
+        mis = sc.misbehaviour
+        for knob in knobs.get(sc.id, []):
+            mis = parse_knob(mis, knob)
+        return dataclasses.replace(sc, misbehaviour=mis)
+
+    sim = Simulation.from_config(cfg, SimClock(seed=args.seed), versions=args.versions, tweak=tweak)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -100,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--versions", default="mixed", choices=["mixed", "ocpp1.6", "ocpp2.0.1"],
                       help="OCPP version of the simulated chargers; mixed alternates in config order")
     site.add_argument("--url", help="central system base URL (default from [server]: ws://host:port/path_prefix)")
+    site.add_argument("--misbehave", action="append", default=[], metavar="CHARGER_ID:KNOB",
+                      help=f"make a charger misbehave (repeatable); knobs: {', '.join(KNOBS)}")
     site.add_argument("--seed", type=int, default=0, help="random seed for cars and load noise")
     site.add_argument("--print-every", type=float, default=5.0, help="seconds between status lines")
     site.add_argument("--log-level", default="warning")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from simulators.ev import EVModel
+from simulators.meter import AmpGuardSim, MeterFaults
 from simulators.simulation import Simulation
 from simulators.site import Constant, Noise, Solar, Steps
 
@@ -108,12 +109,28 @@ def solar(sim: Simulation, t0: float) -> Plan:
     return plan
 
 
+def faulty_clamp(sim: Simulation, t0: float) -> Plan:
+    """Installation mistakes the central system should notice: a reversed clamp, then swapped clamps."""
+    plan = steady(sim, t0)
+    for serial, meter in sim.meters.items():
+        plan.at(20.0, f"meter {serial}: clamp L2 reversed", lambda s, m=meter: _faults(m, reversed_clamps={2}))
+        plan.at(60.0, f"meter {serial}: clamps L1 and L3 swapped", lambda s, m=meter: _faults(m, swapped=(1, 3)))
+        plan.at(100.0, f"meter {serial}: clamps fixed", lambda s, m=meter: _faults(m))
+    return plan
+
+
+def _faults(meter: AmpGuardSim, reversed_clamps: set[int] = frozenset(), swapped: tuple[int, int] | None = None) -> None:
+    meter.faults = MeterFaults(reversed_clamps=frozenset(reversed_clamps), swapped=swapped)
+
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("steady", "constant base load; every charger gets a car in the first seconds", steady),
     Scenario("evening-peak", "cars arrive one after another while the base load steps up (cooking) and back",
              evening_peak),
     Scenario("meter-dropout", "steady, then every meter goes silent from 20 s to 50 s", meter_dropout),
     Scenario("solar", "PV export on every phase peaking now, cars arriving", solar),
+    Scenario("faulty-clamp", "steady; clamp L2 reversed at 20 s, L1/L3 swapped at 60 s, fixed at 100 s",
+             faulty_clamp),
 ]}
 
 

@@ -11,7 +11,7 @@ import pytest
 from ocpp.v16 import call as c16
 from ocpp.v201 import call as c201
 
-from simulators.chargepoint import ChargerFleet, Misbehaviour, SimCharger, SimChargerConfig
+from simulators.chargepoint import ChargerFleet, Misbehaviour, SimCharger, SimChargerConfig, parse_knob
 from simulators.ev import EVModel
 from simulators.profiles import Purpose
 
@@ -272,3 +272,23 @@ async def test_fleet_runs_mixed_versions():
     async with running(*cfgs) as (csms, fleet):
         assert len(fleet) == 6 and all(c.connected for c in fleet)
         assert {type(csms.stations[f"M{i}"]).__name__ for i in range(6)} == {"Station16", "Station201"}
+
+
+@pytest.mark.parametrize("knob,expected", [
+    ("reject=ChargePointMaxProfile", Misbehaviour(reject_purposes=frozenset({Purpose.STATION_MAX}))),
+    ("reject=TxProfile", Misbehaviour(reject_purposes=frozenset({Purpose.TX}))),
+    ("only-watts", Misbehaviour(only_watts=True)),
+    ("ignore-limits", Misbehaviour(ignore_limits=True)),
+    ("answer-delay=2.5", Misbehaviour(answer_delay=2.5)),
+    ("drop-every=30", Misbehaviour(drop_every=30)),
+    ("max-stack-level=3", Misbehaviour(max_stack_level=3)),
+    ("refuse-max-stack-level", Misbehaviour(refuse_max_stack_level=True)),
+])
+def test_parse_knob(knob, expected):
+    assert parse_knob(Misbehaviour(), knob) == expected
+
+
+@pytest.mark.parametrize("bad", ["reject=Nope", "answer-delay=soon", "fly", "only-watts=yes"])
+def test_parse_knob_rejects_with_the_list(bad):
+    with pytest.raises(ValueError, match="knobs are"):
+        parse_knob(Misbehaviour(), bad)

@@ -104,6 +104,15 @@ def test_bad_config_names_the_field(tmp_path: Path, capsys):
     assert "server.port" in capsys.readouterr().err
 
 
+def test_misbehave_option_names_the_problem(tmp_path: Path, capsys):
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(site_toml(9000, 5020))
+    assert main(["site", "--config", str(cfg), "--misbehave", "NOPE:ignore-limits"]) == 1
+    assert "CHARGER_ID:KNOB" in capsys.readouterr().err
+    assert main(["site", "--config", str(cfg), "--misbehave", "CP0001:fly"]) == 1
+    assert "knobs are" in capsys.readouterr().err
+
+
 def test_scenario_list_and_unknown_name(capsys):
     assert main(["scenarios"]) == 0
     out = capsys.readouterr().out
@@ -132,18 +141,23 @@ def test_every_scenario_plays_on_a_manual_clock(name):
     clock = ManualClock(start=1_795_000_000.0, seed=3)
     sim = Simulation.from_config(parse_config(_toml_dict()), clock)
     player = ScenarioPlayer(sim, get_scenario(name))
-    offline = []
+    offline, measured_l2 = [], []
     for _ in range(240):
         clock.advance(0.5)
         for c in sim.fleet:
             c.step()
         player.tick()
         offline.append(not sim.meters["AG1234567G"].online)
+        measured_l2.append(sim.meters["AG1234567G"].sample().current[1])
     site = sim.sites["AG1234567G"]
     assert len(site.history) == 240
     assert max(max(r.phases) for r in site.history) > 25  # cars drew current on top of the base load
     assert all(c.connectors[1].ev is not None for c in sim.fleet)
     assert any(offline) == (name == "meter-dropout")
+    if name != "solar":  # PV export reads negative by itself
+        assert any(a < 0 for a in measured_l2) == (name == "faulty-clamp")  # the reversed clamp reads negative
+    if name == "faulty-clamp":
+        assert all(a < 0 for a in measured_l2[40:118]) and all(a > 0 for a in measured_l2[200:])
     if name == "meter-dropout":
         assert offline.index(True) == 39 and offline[100:] == [False] * 140  # offline from 20 s to 50 s
 
