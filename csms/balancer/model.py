@@ -175,7 +175,8 @@ class Decision:
     budget_notes: dict[int, str] = field(default_factory=dict)
 
     def explain(self, charger_id: str) -> str:
-        """One paragraph an operator can read: the limit, the phases, and why."""
+        """One paragraph an operator can read: the limit, the phases, and why, with the budget of each
+        phase the charger draws on."""
         lim = self.limits.get(charger_id)
         if lim is None:
             return f"{charger_id}: not in group {self.group_id}'s latest decision"
@@ -187,7 +188,7 @@ class Decision:
             head += f" (counted at {lim.counted:.1f} A until it is in force)"
         source = "meter fresh" if self.meter_fresh else "no fresh meter reading"
         budgets = "; ".join(
-            f"L{p} {self.budget[p]:.1f} A ({self.budget_notes.get(p, '')}), {self.available.get(p, self.budget[p]):.1f} A left after reserves"
-            for p in self.budget
-        )
-        return f"{head}: {lim.reason}. Group {self.group_id}, {source}: {budgets}."
+            f"L{p} budget {self.budget[p]:.1f} A ({self.budget_notes.get(p, '')}), "
+            f"{self.available.get(p, self.budget[p]):.1f} A of it for controlled sessions"
+            for p in (lim.phases or tuple(self.budget)) if p in self.budget)
+        return f"{head}: {lim.reason}. Group {self.group_id}, {source}. {budgets}."

@@ -323,7 +323,7 @@ def test_explain_names_limit_phases_and_binding_phase():
     d = run(g, meter(4, 0, 0), [session("CP0003"), session("CP0004")])
     text = d.explain("CP0003")
     assert text.startswith("CP0003: 8.0 A on L1+L2+L3: fair share: phase L1 is full")
-    assert "L1 16.0 A" in text and "4.0 A other load" in text
+    assert "L1 budget 16.0 A" in text and "4.0 A other load" in text
     assert "not in group" in d.explain("nope")
 
 
