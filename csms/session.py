@@ -1,14 +1,24 @@
-"""What every station session shares, whatever its OCPP version.
+"""What every station session shares, whatever its OCPP version: the fast, spec-conformant message path.
 
-The ``ocpp`` package answers a few inputs off-spec (nothing at all for malformed JSON, the reverse
-of the spec's NotImplemented/NotSupported, ``FormatViolation`` on 1.6 where the spec says
-``FormationViolation``). :class:`SessionMixin` routes frames itself so that every bad input gets the
-CALLERROR the spec names and the session carries on. It also throttles a station that floods.
+:class:`SessionMixin` sits before the ``ocpp`` package's ChargePoint in the MRO and takes over the
+package's message path, keeping its handlers (``@on``/``@after``) and its ``call()`` contract:
+
+* Every frame gets the CALLERROR the spec names: the package sends nothing for malformed JSON, gives
+  the reverse of the spec's NotImplemented/NotSupported, and ``FormatViolation`` on 1.6 where the
+  spec says ``FormationViolation``. The session carries on after any of them.
+* Every inbound and outbound payload is validated against the package's schemas by validators
+  compiled once (:mod:`csms.validation`), on the event loop: no thread-pool hop, and no second
+  validation by the package. Rejections carry the package's own error, so bad input is answered
+  exactly as before.
+* JSON and key-case conversion go through :mod:`csms.fastjson`; a handler's signature is inspected
+  once per class, not once per message.
+* A station that floods is throttled by not reading its socket (TCP back-pressure).
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -16,26 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, MessageType, unpack
+from ocpp.messages import Call, CallError, CallResult, MessageType
 
+from csms import fastjson
 from csms.state import Version
+from csms.validation import MessageValidator, validator_for
 
 log = logging.getLogger("csms.session")
-
-#: Called as ``observer(session, direction, action, outcome)`` for every CALL a session handles
-#: (direction "in": outcome "ok" or the CALLERROR code sent) or sends ("out": outcome "ok", the
-#: CALLERROR code received, "Timeout" or "Cancelled"). Observers must be quick and must not raise;
-#: the operator view counts OCPP messages with this.
-MessageObserver = Callable[[Any, str, str, str], None]
-MESSAGE_OBSERVERS: list[MessageObserver] = []
-
-
-def _observe(session: Any, direction: str, action: str, outcome: str) -> None:
-    for observer in MESSAGE_OBSERVERS:
-        try:
-            observer(session, direction, action, outcome)
-        except Exception:
-            log.exception("message observer failed")
 
 
 class TokenBucket:
@@ -61,6 +58,24 @@ def _error_code(code: str, version: Version) -> str:
             "OccurenceConstraintViolation": "OccurrenceConstraintViolation"}.get(code, code)
 
 
+_WANTS_UNIQUE_ID: dict[Callable, bool] = {}
+
+
+def _wants_unique_id(handler: Callable) -> bool:
+    """Whether a handler declares ``call_unique_id`` (the package inspects this on every message)."""
+    key = getattr(handler, "__func__", handler)
+    wants = _WANTS_UNIQUE_ID.get(key)
+    if wants is None:
+        wants = _WANTS_UNIQUE_ID[key] = "call_unique_id" in inspect.signature(handler).parameters
+    return wants
+
+
+def _invoke(handler: Callable, payload: dict[str, Any], unique_id: str) -> Any:
+    if _wants_unique_id(handler):
+        return handler(**payload, call_unique_id=unique_id)
+    return handler(**payload)
+
+
 class SessionMixin:
     """Mixed into the ``ocpp`` package's ChargePoint classes (before them in the MRO)."""
 
@@ -71,10 +86,27 @@ class SessionMixin:
         self._bucket = TokenBucket(rate, burst)
         self.throttled = 0
         self._throttle_logged = False
+        self._validator: MessageValidator = validator_for(self._ocpp_version)
+
+    # -- the receive loop --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """The package's receive loop, without formatting a log line per frame when nobody reads it."""
+        recv, route, debug = self._connection.recv, self.route_message, log.isEnabledFor(logging.DEBUG)
+        while True:
+            message = await recv()
+            if debug:
+                log.debug("%s: receive %.500s", self.id, message)
+            await route(message)
+
+    async def _send(self, message: str) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: send %.500s", self.id, message)
+        await self._connection.send(message)
 
     async def _send_error(self, unique_id: str, code: str, description: str, details: dict | None = None) -> None:
-        frame = CallError(unique_id, _error_code(code, self.version), description, details or {})
-        await self._send(frame.to_json())
+        await self._send(fastjson.call_error_frame(unique_id, _error_code(code, self.version), description,
+                                                   _jsonable(details or {})))
 
     async def route_message(self, raw_msg: str | bytes) -> None:
         wait = self._bucket.delay()
@@ -86,7 +118,7 @@ class SessionMixin:
                 self._throttle_logged = True
             await asyncio.sleep(wait)
         try:
-            msg = unpack(raw_msg)
+            msg = fastjson.unpack(raw_msg)
         except OCPPError as exc:
             await self._reply_unparsable(raw_msg, exc)
             return
@@ -129,55 +161,90 @@ class SessionMixin:
                 code = "FormationViolation" if self.version is Version.V16 else "FormatViolation"
             await self._send_error(uid, code, "CALL must be [2, \"<id>\", \"<Action>\", {payload}]")
             return
-        if msg.action not in self.route_map or "_on_action" not in self.route_map[msg.action]:
+        handlers = self.route_map.get(msg.action)
+        if handlers is None or "_on_action" not in handlers:
             # Spec (1.6 OCPP-J table 7, 2.0.1 part 4): NotImplemented = action not known,
             # NotSupported = known but not supported here.
             if msg.action in self.known_actions:
-                _observe(self, "in", msg.action, "NotSupported")
                 await self._send_error(msg.unique_id, "NotSupported", f"{msg.action} is not supported by a central system")
             else:
-                _observe(self, "in", "(unknown)", "NotImplemented")
                 await self._send_error(msg.unique_id, "NotImplemented", f"unknown action {msg.action!r}")
             return
         try:
             await self._handle_call(msg)
         except OCPPError as error:
-            _observe(self, "in", msg.action, _error_code(error.code, self.version))
             log.info("%s: %s rejected: %s %s", self.id, msg.action, error.code, error.details)
             details = {k: v for k, v in (error.details or {}).items() if k != "ocpp_message"}
-            await self._send_error(msg.unique_id, error.code, error.description, _jsonable(details))
-        else:
-            _observe(self, "in", msg.action, "ok")
+            await self._send_error(msg.unique_id, error.code, error.description, details)
 
-    async def call(self, payload: Any, *args: Any, **kwargs: Any) -> Any:
-        """The ``ocpp`` package's call, reported to :data:`MESSAGE_OBSERVERS` with its outcome."""
-        if not MESSAGE_OBSERVERS:
-            return await super().call(payload, *args, **kwargs)
-        action, outcome = type(payload).__name__, "ok"
+    async def _handle_call(self, msg: Call) -> None:
+        """The package's ``_handle_call``: validate, call the handler, validate and send its reply, then
+        schedule any ``@after`` hook. A payload the schema refuses raises the package's OCPPError."""
+        handlers = self.route_map[msg.action]
+        validate = not handlers.get("_skip_schema_validation", False)
+        if validate:
+            self._validator.validate(msg)
+        payload = fastjson.to_snake(msg.payload)
         try:
-            reply = await super().call(payload, *args, **kwargs)
-            if reply is None:
-                outcome = "CallError"  # suppress=True turns a CALLERROR into None
-            return reply
+            reply = _invoke(handlers["_on_action"], payload, msg.unique_id)
+            if inspect.isawaitable(reply):
+                reply = await reply
         except OCPPError as error:
-            outcome = error.code
-            raise
-        except asyncio.TimeoutError:
-            outcome = "Timeout"
-            raise
-        except asyncio.CancelledError:
-            outcome = "Cancelled"  # e.g. the caller's own deadline ran out first
-            raise
+            log.info("%s: %s handler refused: %s %s", self.id, msg.action, error.code, error.details)
+            await self._send_error(msg.unique_id, error.code, error.description, error.details)
+            return
         except Exception:
-            outcome = "Error"
-            raise
-        finally:
-            _observe(self, "out", action, outcome)
+            log.exception("%s: %s handler failed on %.300r", self.id, msg.action, msg.payload)
+            await self._send_error(msg.unique_id, "InternalError", "An unexpected error occurred.")
+            return
+        result = msg.create_call_result(fastjson.to_payload(reply))
+        if validate:
+            try:
+                self._validator.validate(result)
+            except OCPPError as error:
+                # Our reply, not the station's message, is at fault: say so instead of blaming the station.
+                log.error("%s: our %s reply fails its schema (%s): %.300r", self.id, msg.action, error.details.get(
+                    "cause"), result.payload)
+                await self._send_error(msg.unique_id, "InternalError", "An unexpected error occurred.")
+                return
+        await self._send(fastjson.call_result_frame(msg.unique_id, result.payload))
+        after = handlers.get("_after_action")
+        if after is not None:
+            hook = _invoke(after, payload, msg.unique_id)
+            if inspect.isawaitable(hook):
+                asyncio.ensure_future(hook)
+
+    # -- calls the central system makes ----------------------------------------------------------
+
+    async def call(self, payload: Any, suppress: bool = True, unique_id: str | None = None,
+                   skip_schema_validation: bool = False) -> Any:
+        """The package's ``call()`` (same arguments, lock, timeout and errors) on the fast path."""
+        message = Call(unique_id if unique_id is not None else str(self._unique_id_generator()),
+                       type(payload).__name__, fastjson.to_payload(payload))
+        if not skip_schema_validation:
+            self._validator.validate(message)
+        async with self._call_lock:
+            await self._send(fastjson.call_frame(message.unique_id, message.action, message.payload))
+            try:
+                response = await self._get_specific_response(message.unique_id, self._response_timeout)
+            except asyncio.TimeoutError:
+                raise asyncio.TimeoutError(f"Waited {self._response_timeout}s for response on "
+                                           f"{fastjson.call_frame(message.unique_id, message.action, message.payload)}.")
+        if response.message_type_id == MessageType.CallError:
+            log.warning("%s: %s answered with CALLERROR %s %s", self.id, message.action, response.error_code,
+                        response.error_description)
+            if suppress:
+                return None
+            raise response.to_exception()
+        if not skip_schema_validation:
+            response.action = message.action
+            self._validator.validate(response)
+        return getattr(self._call_result, message.action)(**fastjson.to_snake(response.payload))
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
     try:
-        json.dumps(details)
+        fastjson.dumps(details)
         return details
     except (TypeError, ValueError):
         return {k: str(v) for k, v in details.items()}

@@ -1,0 +1,120 @@
+"""OCPP-J framing and key-case conversion, as the ``ocpp`` package does them, only cheaper.
+
+* JSON goes through ``orjson``. Anything ``orjson`` will not read (integers beyond 64 bits, lone
+  surrogates, NaN) falls back to the package's own ``unpack``, so a frame is accepted or refused
+  exactly as before and bad input gets the same error.
+* camelCase <-> snake_case conversion is the package's own, one key at a time, remembered: a
+  station sends the same few hundred keys all day, and the package's conversion runs six regular
+  expressions per key. The memory is bounded (free-form ``data``/``customData`` keys could be anything).
+* A handler's reply dataclass is turned into the wire payload in one pass instead of the package's
+  ``asdict`` + ``remove_nones`` + ``snake_to_camel_case`` (three deep copies); the result is the same
+  (``tests/fastpath/test_fastjson.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import decimal
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
+from ocpp.messages import Call, CallError, CallResult, MessageType, unpack as library_unpack
+
+__all__ = ["unpack", "dumps", "call_frame", "call_result_frame", "call_error_frame", "to_snake", "to_camel",
+           "to_payload"]
+
+_KEY_CACHE = 8192
+
+
+@lru_cache(maxsize=_KEY_CACHE)
+def snake_key(key: str) -> str:
+    return next(iter(camel_to_snake_case({key: None})))
+
+
+@lru_cache(maxsize=_KEY_CACHE)
+def camel_key(key: str) -> str:
+    return next(iter(snake_to_camel_case({key: None})))
+
+
+def to_snake(data: Any) -> Any:
+    """``ocpp.charge_point.camel_to_snake_case``, with remembered keys."""
+    if isinstance(data, dict):
+        return {snake_key(k) if isinstance(k, str) else k: to_snake(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [to_snake(v) for v in data]
+    return data
+
+
+def to_camel(data: Any) -> Any:
+    """``ocpp.charge_point.snake_to_camel_case``, with remembered keys."""
+    if isinstance(data, dict):
+        return {camel_key(k) if isinstance(k, str) else k: to_camel(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [to_camel(v) for v in data]
+    return data
+
+
+def to_payload(obj: Any) -> Any:
+    """What the package sends for a reply or call dataclass: ``snake_to_camel_case(remove_nones(
+    serialize_as_dict(obj)))``, in one pass."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if value is not None:
+                out[camel_key(f.name)] = to_payload(value)
+        return out
+    if isinstance(obj, dict):
+        return {camel_key(k) if isinstance(k, str) else k: to_payload(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        items = [to_payload(v) for v in obj if v is not None]
+        return items if isinstance(obj, list) else type(obj)(items)
+    return obj
+
+
+def _default(obj: Any) -> Any:
+    """Like the package's encoder: a Decimal is sent with one decimal place, else ``to_json()``."""
+    if isinstance(obj, decimal.Decimal):
+        return float("%.1f" % obj)
+    to_json = getattr(obj, "to_json", None)
+    if to_json is None:
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+    return to_json()
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value, default=_default).decode()
+
+
+def call_frame(unique_id: str, action: str, payload: Any) -> str:
+    return dumps([MessageType.Call, unique_id, action, payload])
+
+
+def call_result_frame(unique_id: str, payload: Any) -> str:
+    return dumps([MessageType.CallResult, unique_id, payload])
+
+
+def call_error_frame(unique_id: str, code: str, description: str, details: Any) -> str:
+    return dumps([MessageType.CallError, unique_id, code, description, details])
+
+
+def unpack(raw: str | bytes) -> Call | CallResult | CallError:
+    """``ocpp.messages.unpack`` on orjson; every frame it cannot take as is goes to the package's."""
+    try:
+        msg = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return library_unpack(raw)
+    if type(msg) is list and msg:
+        kind = msg[0]
+        try:
+            if kind == MessageType.Call:
+                return Call(*msg[1:])
+            if kind == MessageType.CallResult:
+                return CallResult(*msg[1:])
+            if kind == MessageType.CallError:
+                return CallError(*msg[1:])
+        except TypeError:
+            pass
+    return library_unpack(raw)
