@@ -3,8 +3,9 @@
 It measures what a real clamp meter would: the building's phase currents as the :class:`~simulators.site.Site`
 computes them, saturated at the variant's clamp range (home 100 A, public 400 A) with the over-range
 status bit set, and with installation faults applied on demand - a clamp mounted backwards (its current
-and power change sign) or two clamps swapped between phases. Going offline makes it stop answering
-Modbus (requests time out, as behind a powered-down gateway) and stop publishing.
+and power change sign), two clamps swapped between phases, or an open clamp. Going offline closes its
+Modbus port (clients see the connection drop and then refused) and pauses publishing; coming back
+online serves the same port again.
 
 Register encoding goes through ``meter_gateway.registers``, so every shipped map (``ampguard``,
 ``sdm630``, ...) is served exactly as the gateway decodes it.
@@ -42,6 +43,19 @@ class MeterFaults:
     swapped: tuple[int, int] | None = None
     #: Building phases (1..3) whose clamp is open: reads 0 A with the clamp-fault status bit.
     open_clamps: frozenset[int] = frozenset()
+
+
+@dataclass
+class _Endpoint:
+    """One Modbus TCP endpoint of the meter; ``server`` is None while the meter is offline."""
+
+    host: str
+    port: int
+    device: SimDevice
+    profile: str
+    unit: int
+    server: ModbusTcpServer | None = None
+    task: asyncio.Task | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,8 @@ class AmpGuardSim:
         self._online_event = asyncio.Event()
         if self.online:
             self._online_event.set()
-        self._servers: list[ModbusTcpServer] = []
+        self._endpoints: list[_Endpoint] = []
+        self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
         self.published = 0
 
@@ -96,13 +111,41 @@ class AmpGuardSim:
     def range_a(self) -> float:
         return VARIANT_RANGE_A[self.variant]
 
-    def go_offline(self) -> None:
+    def go_offline(self) -> asyncio.Task | None:
+        """Stops answering: the Modbus servers close their port (clients see refused connections) and
+        publishing pauses. Returns the task that does it, for callers that want to wait."""
         self.online = False
         self._online_event.clear()
+        return self._schedule_reconcile()
 
-    def go_online(self) -> None:
+    def go_online(self) -> asyncio.Task | None:
+        """Serves again on the same ports and resumes publishing."""
         self.online = True
         self._online_event.set()
+        return self._schedule_reconcile()
+
+    def _schedule_reconcile(self) -> asyncio.Task | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            if self._endpoints:
+                raise
+            return None  # nothing served (a pure-physics run): the flag is all there is to change
+        task = loop.create_task(self._reconcile(), name=f"{self.serial}-online={self.online}")
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]
+        return task
+
+    async def _reconcile(self) -> None:
+        """Brings every Modbus endpoint in line with ``online`` (serialised, so quick toggles end right)."""
+        async with self._lock:
+            for ep in self._endpoints:
+                if self.online and ep.server is None:
+                    await self._open(ep)
+                elif not self.online and ep.server is not None:
+                    server, task, ep.server, ep.task = ep.server, ep.task, None, None
+                    await server.shutdown()
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
 
     def sample(self) -> MeterSample:
         """What the meter measures now, faults and saturation included."""
@@ -153,7 +196,6 @@ class AmpGuardSim:
             return out
 
         async def action(fc: int, start: int, address: int, count: int, registers: list[int], values) -> None:
-            await self._online_event.wait()  # offline: the request goes unanswered until the client gives up
             words = register_map.encode(self.sample().quantities())
             function = _FC.get(fc)
             for (f, a), w in words.items():
@@ -167,20 +209,26 @@ class AmpGuardSim:
 
     async def serve_modbus(self, host: str = "127.0.0.1", port: int = 0, profile: str = "ampguard",
                            unit: int = 1, register_dirs: tuple[str, ...] = ()) -> int:
-        """Serves the meter on ``host:port`` (0 = a free port) in register map ``profile``; returns the port."""
-        register_map = load_register_map(profile, register_dirs)
-        server = ModbusTcpServer(self.modbus_device(register_map, unit), address=(host, port))
+        """Serves the meter on ``host:port`` (0 = a free port) in register map ``profile``; returns the port.
+        Raises OSError if the port is taken, and the register map's own error if ``profile`` is unknown."""
+        ep = _Endpoint(host, port, self.modbus_device(load_register_map(profile, register_dirs), unit), profile, unit)
+        async with self._lock:
+            if self.online:
+                await self._open(ep)
+            self._endpoints.append(ep)
+        return ep.port
+
+    async def _open(self, ep: _Endpoint) -> None:
+        server = ModbusTcpServer(ep.device, address=(ep.host, ep.port))
         task = asyncio.create_task(server.serve_forever(), name=f"{self.serial}-modbus")
         async with asyncio.timeout(5):
             while server.transport is None:
                 if task.done():
-                    task.result()
+                    task.result()  # raises the bind error
                 await asyncio.sleep(0.01)
-        self._servers.append(server)
-        self._tasks.append(task)
-        bound = server.transport.sockets[0].getsockname()[1]
-        log.info("meter %s: Modbus TCP on %s:%d, map %s, unit %d", self.serial, host, bound, profile, unit)
-        return bound
+        ep.server, ep.task = server, task
+        ep.port = server.transport.sockets[0].getsockname()[1]
+        log.info("meter %s: Modbus TCP on %s:%d, map %s, unit %d", self.serial, ep.host, ep.port, ep.profile, ep.unit)
 
     # ---- MQTT -----------------------------------------------------------------------------------
 
@@ -214,10 +262,16 @@ class AmpGuardSim:
                 delay = min(delay * 2, 10.0)
 
     async def stop(self) -> None:
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await server.shutdown()
-        tasks, self._tasks, self._servers = self._tasks, [], []
+        tasks, self._tasks = self._tasks, []
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        async with self._lock:
+            for ep in self._endpoints:
+                if ep.server is not None:
+                    with contextlib.suppress(Exception):
+                        await ep.server.shutdown()
+                    ep.task.cancel()
+                    await asyncio.gather(ep.task, return_exceptions=True)
+                    ep.server = ep.task = None
+            self._endpoints = []
