@@ -28,6 +28,7 @@ from csms.server import CentralSystem
 from csms.smart_charging.delivery import Delivery
 from csms.state import SiteState, Transaction
 from csms.storage import Storage, log_event
+from csms.web.history import ReadingRecorder
 
 log = logging.getLogger("csms.app")
 
@@ -47,15 +48,23 @@ class CentralSystemApp:
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}
+        self.readings = ReadingRecorder(self.storage, clock)
+        self.web = None  # the operator view (csms.web.WebServer) when [http] is configured
         self._stack = contextlib.AsyncExitStack()
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def http_port(self) -> int | None:
+        """The operator view's port, or None when the config has no [http] section."""
+        return self.web.port if self.web is not None else None
+
     async def __aenter__(self) -> "CentralSystemApp":
         try:
             await self._stack.enter_async_context(self.storage)
+            self._stack.callback(self.readings.flush)
             await self._restore()
             await self.balancer.start()
             self._stack.push_async_callback(self.balancer.stop)
@@ -63,6 +72,12 @@ class CentralSystemApp:
             await self._start_meters()
             await self.server.start()
             self._stack.push_async_callback(self.server.stop)
+            if self.cfg.http is not None:
+                from csms.web.server import WebServer  # aiohttp only when the operator view is on
+
+                self.web = WebServer(self, self.cfg.http)
+                await self.web.start()
+                self._stack.push_async_callback(self.web.stop)
             self.storage.write_nowait(log_event("csms_started", self.clock()))
         except BaseException:
             await self._stack.aclose()
@@ -89,6 +104,7 @@ class CentralSystemApp:
 
     def _on_reading(self, reading: MeterReading) -> None:
         self.last_readings[reading.serial] = reading
+        self.readings.add(reading.serial, reading.taken_at, reading.current)
         self.balancer.on_reading(reading.serial, reading.current, frozenset(reading.saturated_phases),
                                  reading.taken_at)
 

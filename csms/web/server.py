@@ -1,0 +1,298 @@
+"""The operator view's HTTP server: JSON status API, dashboard files and ``/metrics`` on one port.
+
+It runs on the central system's own event loop (aiohttp), reads live state in memory and history through
+:meth:`csms.storage.Storage.read`, and changes nothing: every route is a GET. ``/api/*`` and ``/metrics``
+want ``Authorization: Bearer <token>`` (the ``[http] token``); the dashboard page and its static files are
+public, since they hold no data, and ask for the token once. Access logging is off: the dashboard polls
+every second and a line per poll would bury what matters in the log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from csms.config import HttpConfig
+from csms.storage import StorageClosed
+
+from . import history, status
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from csms.app import CentralSystemApp
+
+log = logging.getLogger("csms.web")
+
+STATIC_DIR = Path(str(resources.files("csms.web") / "static"))
+#: Most events or transactions one request returns.
+MAX_ROWS = 1000
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    # No third-party origin at all: the dashboard must work on a site without internet.
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "frame-ancestors 'none'",
+}
+
+APP_KEY = web.AppKey("csms_app", object)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadQuery(ValueError):
+    """A query parameter the client must fix; the message names the parameter."""
+
+
+def _float_param(request: web.Request, name: str, default: float) -> float:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadQuery(f"{name}={raw!r} is not a number; give epoch seconds, e.g. {name}=1795000000") from None
+    if not math.isfinite(value):
+        raise BadQuery(f"{name} must be a finite number")
+    return value
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadQuery(f"{name}={raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise BadQuery(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _range(request: web.Request, now: float, default_span: float = 600.0) -> history.Range:
+    until = _float_param(request, "until", now)
+    since = _float_param(request, "since", until - default_span)
+    if since > until:
+        raise BadQuery(f"since ({since}) is after until ({until})")
+    points = _int_param(request, "points", 600, 1, history.MAX_POINTS)
+    return history.Range(since, until, points)
+
+
+def _json(data: Any, status_code: int = 200) -> web.Response:
+    return web.json_response(data, status=status_code, headers={"Cache-Control": "no-store"})
+
+
+def _error(status_code: int, message: str) -> web.Response:
+    return _json({"error": message}, status_code)
+
+
+class WebServer:
+    """Serves the operator view of ``app`` on ``cfg.host:cfg.port`` (port 0 picks a free one)."""
+
+    def __init__(self, app: CentralSystemApp, cfg: HttpConfig):
+        self.app = app
+        self.cfg = cfg
+        self.metrics = Metrics(app)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        webapp = web.Application(middlewares=[self._headers, self._auth, self._bad_query])
+        webapp[APP_KEY] = self.app
+        webapp.add_routes([
+            web.get("/", self._index),
+            web.get("/api/status", self._status),
+            web.get("/api/organisations", self._organisations),
+            web.get("/api/groups", self._groups),
+            web.get("/api/groups/{group_id}", self._group),
+            web.get("/api/meters", self._meters),
+            web.get("/api/meters/{serial}", self._meter),
+            web.get("/api/chargers", self._chargers),
+            web.get("/api/chargers/{charger_id}", self._charger),
+            web.get("/api/transactions", self._transactions),
+            web.get("/api/events", self._events),
+            web.get("/api/history/phases", self._history_phases),
+            web.get("/api/history/limits", self._history_limits),
+            web.get("/metrics", self._metrics),
+            web.static("/static", STATIC_DIR, show_index=False, follow_symlinks=False),
+        ])
+        runner = web.AppRunner(webapp, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.port, shutdown_timeout=2.0)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise OSError(exc.errno, f"[http] cannot listen on {self.cfg.host}:{self.cfg.port}: {exc.strerror}; "
+                                     "choose another port or stop the program using it") from exc
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+        self.metrics.attach()
+        log.info("operator view on http://%s:%s/ (API and /metrics need the [http] token)", self.cfg.host, self.port)
+
+    async def stop(self) -> None:
+        self.metrics.detach()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> WebServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- middlewares -------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if isinstance(response, web.HTTPException):
+            raise response
+        return response
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/api/") or path == "/api" or path == "/metrics":
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.cfg.token.encode()):
+                log.info("operator view: refused %s %s from %s: %s", request.method, path, request.remote,
+                         "wrong token" if given else "no bearer token")
+                response = _error(401, "missing or wrong token: send 'Authorization: Bearer <the [http] token>'")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="csms"'
+                return response
+        return await handler(request)
+
+    @web.middleware
+    async def _bad_query(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except BadQuery as exc:
+            return _error(400, str(exc))
+        except StorageClosed:
+            return _error(503, "storage is closed: the central system is shutting down")
+
+    # -- pages -------------------------------------------------------------------------------------
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+
+    # -- live state --------------------------------------------------------------------------------
+
+    async def _status(self, request: web.Request) -> web.Response:
+        data = status.site(self.app)
+        limit = _int_param(request, "events", 30, 0, MAX_ROWS)
+        now = self.app.clock()
+        data["events"] = await self.app.storage.read(history.events(now - 7 * 86400, now + 60, limit)) if limit else []
+        return _json(data)
+
+    async def _organisations(self, request: web.Request) -> web.Response:
+        return _json(status.organisations(self.app))
+
+    async def _groups(self, request: web.Request) -> web.Response:
+        return _json(status.groups(self.app))
+
+    async def _group(self, request: web.Request) -> web.Response:
+        gid = request.match_info["group_id"]
+        cfg = next((g for g in self.app.cfg.load_balancers if g.id == gid), None)
+        if cfg is None:
+            return _error(404, f"no load-balancing group {gid!r}; GET /api/groups lists them")
+        return _json(status.group(self.app, cfg))
+
+    async def _meters(self, request: web.Request) -> web.Response:
+        return _json(status.meters(self.app))
+
+    async def _meter(self, request: web.Request) -> web.Response:
+        serial = request.match_info["serial"]
+        data = status.meter(self.app, serial)
+        if data is None:
+            return _error(404, f"no meter {serial!r}; GET /api/meters lists them")
+        return _json(data)
+
+    async def _chargers(self, request: web.Request) -> web.Response:
+        return _json(status.chargers(self.app))
+
+    async def _charger(self, request: web.Request) -> web.Response:
+        cid = request.match_info["charger_id"]
+        data = status.charger(self.app, cid)
+        if data is None:
+            return _error(404, f"no charger {cid!r}; GET /api/chargers lists them")
+        return _json(data)
+
+    # -- storage -----------------------------------------------------------------------------------
+
+    async def _transactions(self, request: web.Request) -> web.Response:
+        """Running transactions, and those that started in [since, until] (default: the last 24 h)."""
+        now = self.app.clock()
+        rng = _range(request, now, default_span=86400)
+        limit = _int_param(request, "limit", 200, 1, MAX_ROWS)
+        station = request.query.get("station") or None
+        rows = await self.app.storage.read(history.transactions(rng.since, rng.until, limit, station))
+        running = [t for t in status.running_transactions(self.app) if station is None or t["station_id"] == station]
+        return _json({"running": running, "history": rows})
+
+    async def _events(self, request: web.Request) -> web.Response:
+        now = self.app.clock()
+        rng = _range(request, now, default_span=86400)
+        limit = _int_param(request, "limit", 200, 1, MAX_ROWS)
+        q = request.query
+        rows = await self.app.storage.read(history.events(
+            rng.since, rng.until, limit, station_id=q.get("station") or None, group_id=q.get("group") or None,
+            kind=q.get("kind") or None))
+        return _json(rows)
+
+    def _group_param(self, request: web.Request):
+        gid = request.query.get("group")
+        if not gid:
+            raise BadQuery("group is required, e.g. ?group=garage (GET /api/groups lists them)")
+        cfg = next((g for g in self.app.cfg.load_balancers if g.id == gid), None)
+        if cfg is None:
+            raise web.HTTPNotFound(text=f'{{"error": "no load-balancing group {gid!r}"}}',
+                                   content_type="application/json")
+        return cfg
+
+    async def _history_phases(self, request: web.Request) -> web.Response:
+        """Mains current per phase and the group's budget over [since, until] (default: the last 10 min)."""
+        g = self._group_param(request)
+        rng = _range(request, self.app.clock())
+        currents = await self.app.storage.read(history.phase_currents(g.meter, rng)) if g.meter else []
+        decisions = await self.app.storage.read(history.decisions(g.id, rng))
+        return _json({
+            "group": g.id, "meter": g.meter, "since": rng.since, "until": rng.until,
+            "supply_max_current": g.supply_max_current, "max_current_online": g.max_current_online,
+            "max_current_offline": g.max_current_offline,
+            "currents": currents,
+            "budget": [{"at": d["at"], "meter_fresh": d["meter_fresh"], **d["budget"]} for d in decisions],
+        })
+
+    async def _history_limits(self, request: web.Request) -> web.Response:
+        """Each charger's limit and its reason over [since, until], from the stored decisions."""
+        g = self._group_param(request)
+        rng = _range(request, self.app.clock())
+        decisions = await self.app.storage.read(history.decisions(g.id, rng))
+        charger = request.query.get("charger") or None
+        out = [{"at": d["at"], "limits": {cid: lim for cid, lim in d["limits"].items()
+                                          if charger is None or cid == charger}}
+               for d in decisions]
+        return _json({"group": g.id, "since": rng.since, "until": rng.until, "decisions": out})

@@ -1,0 +1,196 @@
+"""The live picture an operator asks for, as plain JSON-ready dicts built from the running app.
+
+Everything here reads in-memory state only (no I/O), so a status request costs microseconds and never
+waits on storage. Each function names exactly the fields it returns: nothing from the config is passed
+through wholesale, which is what keeps charger passwords, meter PINs and broker credentials out of every
+answer.
+
+Phases: a group's and a meter's currents are per *building* phase ("1".."3"); a charger's ``draw`` is in
+its own numbering (L1..L3 as it reports them) and ``draw_by_phase`` maps it to building phases through its
+rotation, which is what the group chart adds up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from csms.balancer.model import Decision
+from csms.config import LoadBalancerConfig, charger_phases
+from csms.state import StationState
+
+if TYPE_CHECKING:
+    from csms.app import CentralSystemApp
+
+
+def num(x: float | None, digits: int = 2) -> float | None:
+    """A finite float rounded for display, or None (JSON has no NaN or infinity)."""
+    if x is None or not math.isfinite(x):
+        return None
+    return round(x, digits)
+
+
+def _phases(values: dict[int, float]) -> dict[str, float | None]:
+    return {str(p): num(a) for p, a in sorted(values.items())}
+
+
+def organisations(app: CentralSystemApp) -> list[dict[str, Any]]:
+    cfg = app.cfg
+    return [{
+        "id": o.id, "name": o.name, "email": o.email, "authorization": o.authorization,
+        "groups": [g.id for g in cfg.load_balancers if g.organisation == o.id],
+        "chargers": [c.id for c in cfg.chargers if c.organisation == o.id],
+        "meters": [m.serial for m in cfg.meters if m.organisation == o.id],
+    } for o in cfg.organisations]
+
+
+def meter(app: CentralSystemApp, serial: str) -> dict[str, Any] | None:
+    m = app.cfg.meter(serial)
+    if m is None:
+        return None
+    state = app.meter_states.get(serial)
+    reading = app.last_readings.get(serial)
+    now = app.clock()
+    out: dict[str, Any] = {
+        "serial": m.serial, "organisation": m.organisation, "variant": m.variant, "source": m.source,
+        "phases": list(m.phases), "stale_after": m.stale_after,
+        "status": state.status if state is not None else "unknown",
+        "reason": state.reason if state is not None else "no state reported yet",
+        "since": state.since if state is not None else None,
+        "last_reading": None, "age": None,
+    }
+    if reading is not None:
+        out["last_reading"] = {
+            "taken_at": reading.taken_at,
+            "current": {str(i + 1): num(a) for i, a in enumerate(reading.current)},
+            "voltage": {str(i + 1): num(v, 1) for i, v in enumerate(reading.voltage)},
+            "power": num(reading.power, 0),
+            "flags": sorted(reading.flags),
+        }
+        out["age"] = num(max(0.0, now - reading.taken_at))
+    return out
+
+
+def meters(app: CentralSystemApp) -> list[dict[str, Any]]:
+    return [meter(app, m.serial) for m in app.cfg.meters]  # type: ignore[misc]
+
+
+def _decision(d: Decision | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {"at": d.at, "meter_fresh": d.meter_fresh, "budget": _phases(d.budget),
+            "available": _phases(d.available), "budget_notes": {str(p): n for p, n in sorted(d.budget_notes.items())}}
+
+
+def _draw_by_phase(app: CentralSystemApp, station_id: str) -> dict[int, float]:
+    cfg = app.cfg.charger(station_id)
+    st = app.state.stations.get(station_id)
+    sample = st.latest_sample() if st is not None else None
+    if cfg is None or sample is None:
+        return {}
+    out: dict[int, float] = {}
+    for i, phase in enumerate(charger_phases(cfg)):
+        a = sample.current[i]
+        if a is not None:
+            out[phase] = out.get(phase, 0.0) + a
+    return out
+
+
+def group(app: CentralSystemApp, g: LoadBalancerConfig) -> dict[str, Any]:
+    decision = app.balancer.decision(g.id)
+    chargers_draw: dict[int, float] = dict.fromkeys(g.phases, 0.0)
+    for cid in g.chargers:
+        for p, a in _draw_by_phase(app, cid).items():
+            if p in chargers_draw:
+                chargers_draw[p] += a
+    mains = None
+    if g.meter is not None and (reading := app.last_readings.get(g.meter)) is not None:
+        mains = {p: reading.current[p - 1] for p in g.phases if reading.current[p - 1] is not None}
+    meter_state = app.meter_states.get(g.meter) if g.meter else None
+    return {
+        "id": g.id, "name": g.name, "description": g.description, "organisation": g.organisation,
+        "meter": g.meter, "meter_status": meter_state.status if meter_state else ("none" if g.meter is None else "unknown"),
+        "phases": list(g.phases), "active": g.active, "socket_enabled": g.socket_enabled,
+        "supply_max_current": g.supply_max_current, "max_current_online": g.max_current_online,
+        "max_current_offline": g.max_current_offline, "min_current": g.min_current, "margin": g.margin,
+        "chargers_in_measurement": g.chargers_in_measurement,
+        "chargers": list(g.chargers),
+        # What the fuse carries: the mains meter when there is one, else only what the chargers report.
+        "phase_current": _phases(mains) if mains is not None else None,
+        "chargers_current": _phases(chargers_draw),
+        "decision": _decision(decision),
+    }
+
+
+def groups(app: CentralSystemApp) -> list[dict[str, Any]]:
+    return [group(app, g) for g in app.cfg.load_balancers]
+
+
+def _transaction(station_id: str, tx) -> dict[str, Any]:
+    return {"station_id": station_id, "transaction_id": tx.transaction_id, "connector_id": tx.connector_id,
+            "id_token": tx.id_token, "started_at": tx.started_at, "meter_start_wh": tx.meter_start_wh}
+
+
+def charger(app: CentralSystemApp, station_id: str) -> dict[str, Any] | None:
+    c = app.cfg.charger(station_id)
+    if c is None:
+        return None
+    g = app.cfg.group_of(station_id)
+    st: StationState | None = app.state.stations.get(station_id)
+    ch = app.delivery.channels.get(station_id)
+    decision = app.balancer.decision(g.id) if g is not None else None
+    lim = decision.limits.get(station_id) if decision is not None else None
+    sample = st.latest_sample() if st is not None else None
+    return {
+        "id": c.id, "organisation": c.organisation, "group": g.id if g else None,
+        "phases": c.phases, "phase_rotation": c.phase_rotation, "phases_wired": list(charger_phases(c)),
+        "max_current": c.max_current, "offline_current": c.offline_current,
+        "connected": bool(st and st.connected),
+        "version": str(st.version) if st and st.version else None,
+        "vendor": st.boot.vendor if st and st.boot else None,
+        "model": st.boot.model if st and st.boot else None,
+        "firmware_version": st.boot.firmware_version if st and st.boot else None,
+        "last_seen": st.last_seen if st and st.last_seen else None,
+        "connected_at": st.connected_at if st else None,
+        "disconnected_at": st.disconnected_at if st else None,
+        "connectors": [{"id": k.connector_id, "status": k.status, "error_code": k.error_code, "at": k.updated_at}
+                       for k in sorted(st.connectors.values(), key=lambda k: k.connector_id)] if st else [],
+        "control": ch.control.value if ch else "uncontrolled",
+        "control_reason": ch.control_reason if ch else "",
+        "fallback_installed": bool(ch and ch.fallback_installed),
+        "limit_in_force": num(ch.in_force) if ch else None,
+        "limit": num(lim.limit) if lim else None,
+        "limit_phases": list(lim.phases) if lim else [],
+        "limit_controlled": lim.controlled if lim else None,
+        "counted": num(lim.counted) if lim else None,
+        "reason": lim.reason if lim else ("not in any load-balancing group" if g is None else "no decision yet"),
+        "explain": app.balancer.explain(station_id),
+        "draw": [num(a) for a in sample.current] if sample else [None, None, None],
+        "draw_at": sample.taken_at if sample else None,
+        "offered": num(sample.offered) if sample else None,
+        "draw_by_phase": _phases(_draw_by_phase(app, station_id)),
+        "profiles": {"sent": ch.sent, "accepted": ch.accepted, "rejected": ch.rejected} if ch else None,
+        "transactions": [_transaction(station_id, tx) for tx in st.transactions.values()] if st else [],
+    }
+
+
+def chargers(app: CentralSystemApp) -> list[dict[str, Any]]:
+    return [charger(app, c.id) for c in app.cfg.chargers]  # type: ignore[misc]
+
+
+def running_transactions(app: CentralSystemApp) -> list[dict[str, Any]]:
+    return [_transaction(sid, tx) for sid, st in sorted(app.state.stations.items()) for tx in st.transactions.values()]
+
+
+def site(app: CentralSystemApp) -> dict[str, Any]:
+    """Everything the dashboard refreshes each second, in one answer."""
+    stations = app.state.stations.values()
+    return {
+        "at": app.clock(),
+        "connected_stations": sum(1 for s in stations if s.connected),
+        "organisations": organisations(app),
+        "groups": groups(app),
+        "meters": meters(app),
+        "chargers": chargers(app),
+        "transactions": running_transactions(app),
+    }
