@@ -257,7 +257,8 @@ class SimCharger:
     def drop_connection(self) -> None:
         """Closes the connection now; the connection loop reconnects with its backoff."""
         if self._ws is not None:
-            asyncio.get_running_loop().create_task(self._ws.close())
+            closing = asyncio.get_running_loop().create_task(self._ws.close(), name=f"{self.id}-close")
+            self._tasks = [t for t in self._tasks if not t.done()] + [closing]  # owned: stop() awaits it
 
     async def wait_connected(self, connected: bool = True, timeout: float = 5.0) -> None:
         """Waits until the charger is (or is no longer) connected and booted."""
