@@ -551,25 +551,28 @@ class _Run:
                     tiers[2].append((bonus - waited, i, resume))
             else:
                 tiers[2].append((bonus, i, m))  # a new session queues behind those already waiting
-        order: list[tuple[float, int, float]] = []
         for tier in tiers:
             tier.sort(key=_first)
-            order += tier
+        order = tiers[0] + tiers[1] + tiers[2] + tiers[3]
+        shorts = self._greedy(order, rest, room)
+        # Rotation order can pause more sessions than needed when a multi-phase session takes the room
+        # of several 1-phase ones. Sessions that are owed a turn (tiers 0 and 1) keep their place, so
+        # nobody starves; the others are also tried smallest footprint first, and the order that pauses
+        # fewer sessions wins.
+        tail = tiers[2] + tiers[3]
+        if len({len(rest[i][1]) for _, i, _ in tail}) > 1:
+            by_size = tiers[0] + tiers[1] + sorted(tail, key=lambda e: len(rest[e[1]][1]))
+            other = self._greedy(by_size, rest, room)
+            if sum(s is None for s in other) > sum(s is None for s in shorts):
+                order, shorts = by_size, other
         paused_limits: dict[tuple, ChargerLimit] = {}
         classes = self.classes
-        for _, i, req in order:
+        for (_, i, req), short in zip(order, shorts):
             cand = rest[i]
-            phases = cand[1]
-            short = None
-            for p in phases:
-                if room[p] < req - _EPS:
-                    short = p
-                    break
             if short is None:
-                for p in phases:
-                    room[p] -= m
                 admitted.append(cand)
                 continue
+            phases = cand[1]
             key = (phases, short, req)
             lim = paused_limits.get(key)
             if lim is None:
@@ -587,3 +590,22 @@ class _Run:
                     mem.charged += now - mem.running_since
                 mem.paused_since, mem.running_since = now, None
         return admitted
+
+    def _greedy(self, order: list[tuple[float, int, float]], rest: list, room: dict[int, float]) -> list[int | None]:
+        """Admits in ``order`` while ``min_current`` (plus any resume margin) fits; per entry, None if
+        admitted, else the phase that had no room."""
+        room = dict(room)
+        m = self.min
+        shorts: list[int | None] = []
+        for _, i, req in order:
+            phases = rest[i][1]
+            short = None
+            for p in phases:
+                if room[p] < req - _EPS:
+                    short = p
+                    break
+            if short is None:
+                for p in phases:
+                    room[p] -= m
+            shorts.append(short)
+        return shorts

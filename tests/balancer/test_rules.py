@@ -334,3 +334,18 @@ def test_allocate_is_deterministic():
     a = allocate(g, meter(5), chargers, T0, BalancerMemory())
     b = allocate(g, meter(5), chargers, T0, BalancerMemory())
     assert a == b
+
+
+def test_a_three_phase_session_does_not_pause_three_one_phase_ones():
+    # L1 has room for two sessions, L2 and L3 for one each. Admitting the 3-phase session would
+    # leave room for only one more; pausing it lets four run.
+    g = group(supply_max_current=12, max_current_online=12, margin=0)
+    chargers = [session("three"), session("a", wired=(1,)), session("b", wired=(1,)), session("c", wired=(2,)),
+                session("d", wired=(3,))]
+    d = run(g, meter(0, 6, 6), chargers)
+    assert limits(d) == {"three": 0, "a": 6, "b": 6, "c": 6, "d": 6}
+    # It is owed a turn after a rotation period, ahead of those that ran.
+    memory = BalancerMemory()
+    run(g, meter(0, 6, 6), chargers, T0, memory)
+    d = run(g, meter(0, 6, 6, at=T0 + 900), chargers, T0 + 900, memory)
+    assert limits(d)["three"] == 6
