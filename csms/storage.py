@@ -192,7 +192,7 @@ class Storage:
                     pending.future.set_exception(result)
                 else:
                     pending.future.set_result(result)
-            if self._queue:
+            if self._queue or self._closing:  # closing: come back round to return, not to wait
                 self._wakeup.set()
 
     def _run_batch(self, batch: list[_Pending]) -> list[Any]:
