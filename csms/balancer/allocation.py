@@ -102,12 +102,12 @@ class ChargerMemory:
     in_force_since: float = 0.0
     #: Since when its EV has drawn clearly less than its limit.
     under_since: float | None = None
-    #: When the charger's draw sample last looked at was taken, and the most it drew on a phase then.
-    sample_at: float | None = None
+    #: The charger's draw sample last looked at (None: none), and the most it drew on a phase then.
+    sample: dict[int, float] | None = None
     used: float = 0.0
-    #: Its own draw per building phase 1..3, from the sample taken at own_at under limit own_limit.
+    #: Its own draw per building phase 1..3, worked out from the draw dict own_of under limit own_limit.
     own: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    own_at: float | None = None
+    own_of: dict[int, float] | None = None
     own_limit: float | None = None
     #: The cap worked out from the above, for which full cap, and until when it holds if nothing new arrives.
     cap: float = 0.0
@@ -300,8 +300,8 @@ class _Run:
                 at = ch.draw_at
                 if at is not None and at >= oldest:
                     lim = ch.limit_in_force if ch.control is controlled else None
-                    if at != mem.own_at or lim != mem.own_limit:
-                        mem.own_at, mem.own_limit, mem.own = at, lim, _own_per_phase(ch.draw, lim)
+                    if ch.draw is not mem.own_of or lim != mem.own_limit:
+                        mem.own_of, mem.own_limit, mem.own = ch.draw, lim, _own_per_phase(ch.draw, lim)
                     d1, d2, d3 = mem.own
                     o1 += d1
                     o2 += d2
@@ -315,8 +315,8 @@ class _Run:
                     full = caps.get(spec.max_current)
                     if full is None:
                         full = caps[spec.max_current] = floor_step(spec.max_current)
-                    if (ch.draw_at == mem.sample_at and mem.in_force == ch.limit_in_force and now < mem.recheck_at
-                            and mem.full == full):
+                    if ((ch.draw or None) is mem.sample and mem.in_force == ch.limit_in_force
+                            and now < mem.recheck_at and mem.full == full):
                         cap, why = mem.cap, mem.cap_why  # nothing new and no timer due: the common case
                     else:
                         cap, why = self.cap(ch, phases, mem, full)
@@ -407,8 +407,8 @@ class _Run:
         in_force, at = ch.limit_in_force, ch.draw_at
         if in_force != mem.in_force:
             mem.in_force, mem.in_force_since, mem.under_since = in_force, now, None
-        if at != mem.sample_at:
-            mem.sample_at = at
+        if (ch.draw or None) is not mem.sample:
+            mem.sample = ch.draw or None
             self._judge(ch, phases, mem)
         if mem.trim_cap is None:
             if (mem.under_since is not None and now - mem.under_since >= tuning.trim_after

@@ -124,6 +124,7 @@ class ChargerInput:
     #: The limit (A per phase) the charger has accepted and applies now, if known.
     limit_in_force: float | None = None
     #: Its own measured draw, A per *building* phase (already mapped through its rotation); empty if unknown.
+    #: A new sample is a new dict: the allocation recognises a sample it has already judged by identity.
     draw: dict[int, float] = field(default_factory=dict)
     #: When that draw was sampled.
     draw_at: float | None = None
