@@ -19,7 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from csms.balancer import BalancerMemory, ChargerInput, ChargerSpec, ControlState, GroupSpec, MeterInput, allocate  # noqa: E402
+from csms.balancer import (  # noqa: E402
+    BalancerMemory,
+    ChargerInput,
+    ChargerSpec,
+    ControlState,
+    GroupSpec,
+    MeterInput,
+    allocate,
+)
 from csms.balancer import waterfill  # noqa: E402
 from csms.balancer.allocation import floor_step  # noqa: E402
 

@@ -355,15 +355,15 @@ class _Run:
             if ch.control is _FALLBACK:
                 if spec.offline_phase in reserved:
                     reserved[spec.offline_phase] += spec.offline_current
+                fallback = f"{spec.offline_current:.1f} A on L{spec.offline_phase}"
                 return ChargerLimit(spec.offline_current, (spec.offline_phase,),
-                                    f"disconnected; its offline fallback ({spec.offline_current:.1f} A on L{spec.offline_phase}) "
-                                    "is in force and counted", False, spec.offline_current)
+                                    f"disconnected; its offline fallback ({fallback}) is in force and counted",
+                                    False, spec.offline_current)
             wired = self.phase_set(spec.phases_wired)
             for p in wired:
                 reserved[p] += spec.max_current
-            return ChargerLimit(spec.max_current, wired,
-                                "disconnected and its fallback is not known to be installed: counted at its max_current",
-                                False, spec.max_current)
+            return ChargerLimit(spec.max_current, wired, "disconnected and its fallback is not known to be "
+                                "installed: counted at its max_current", False, spec.max_current)
         # Connected, but its latest limit is not (yet) in force.
         phases = self.phase_set(ch.phases_in_use or spec.phases_wired)
         in_force = ch.limit_in_force
@@ -395,12 +395,14 @@ class _Run:
             ControlState.PENDING: "its new limit is not accepted yet",
             ControlState.UNCONTROLLED: "it rejected or did not answer its last limit",
             ControlState.NOT_OBEYING: "it draws more than its limit",
-            ControlState.FALLBACK: f"its offline fallback ({spec.offline_current:.1f} A on L{spec.offline_phase}) is in force",
+            ControlState.FALLBACK: f"its offline fallback ({spec.offline_current:.1f} A on L{spec.offline_phase}) "
+                                   "is in force",
             ControlState.DISCONNECTED_UNKNOWN: "its state is not known",
         }.get(control, str(control))
         return ChargerLimit(target, phases, f"not under control ({why}): counted at {counted:.1f} A", True, counted)
 
-    def cap(self, ch: ChargerInput, phases: tuple[int, ...], mem: ChargerMemory, full: float) -> tuple[float, str | None]:
+    def cap(self, ch: ChargerInput, phases: tuple[int, ...], mem: ChargerMemory,
+            full: float) -> tuple[float, str | None]:
         """The most a session may get: max_current, or less while its EV draws clearly less (trimming)."""
         now = self.now
         tuning = self.group.tuning

@@ -249,7 +249,7 @@ class BalancerController:
         charger.connected = station.connected
         was_active = charger.session_active
         charger.session_active = any(
-            station.connectors.get(tx.connector_id, st.ConnectorState(tx.connector_id)).status not in NO_CURRENT_STATUSES
+            (conn := station.connectors.get(tx.connector_id)) is None or conn.status not in NO_CURRENT_STATUSES
             for tx in station.transactions.values())
         if not charger.session_active and was_active:
             charger.phases_in_use = None

@@ -223,3 +223,20 @@ async def test_stop_cancels_every_task_and_unsubscribes():
     plug(state, "CP1")
     await asyncio.sleep(0.05)
     assert len(sink.decisions) == n
+
+
+async def test_status_decides_whether_a_transaction_wants_current(running):
+    ctl, state, *_ = await running()
+    plug(state, "CP1")
+    ctl.on_control("CP1", ControlState.CONTROLLED, 6)
+    state.connected("CP2", st.Version.V16, time.time())
+    ctl.on_control("CP2", ControlState.CONTROLLED, None)
+    await until(lambda: ctl.decision("g") is not None and ctl.decision("g").limits["CP1"].limit == 16)
+    # A car that pauses itself keeps its session (it is trimmed, not paused, so it can resume)...
+    state.status("CP1", 1, "SuspendedEV", None, time.time())
+    await asyncio.sleep(0.05)
+    assert ctl.decision("g").limits["CP1"].limit == 16
+    # ...a session that is finishing wants nothing.
+    state.status("CP1", 1, "Finishing", None, time.time())
+    await until(lambda: ctl.decision("g").limits["CP1"].limit == 0)
+    assert ctl.decision("g").limits["CP1"].reason.startswith("no session")

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from csms.balancer import BalancerMemory, ChargerInput, ControlState, GroupSpec, MeterInput, Tuning, allocate, phase_budget
+from csms.balancer import (
+    BalancerMemory,
+    ChargerInput,
+    ControlState,
+    GroupSpec,
+    MeterInput,
+    Tuning,
+    allocate,
+    phase_budget,
+)
 from csms.balancer.allocation import own_draw
 from csms.config import parse_config
 
