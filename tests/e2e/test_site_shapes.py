@@ -1,0 +1,113 @@
+"""Sites that are not three equal cars on a plain grid: rotated phases, solar export, a saturated clamp,
+chargers that refuse profiles or ignore them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from simulators.chargepoint import Misbehaviour
+from simulators.profiles import Purpose
+from simulators.site import Steps
+from tests.e2e.harness import (
+    SMART_CHARGING, ChargerSpec, SiteSpec, ev_budget, ev_model, running_site, until_balanced,
+)
+
+pytestmark = pytest.mark.e2e
+
+RAMP = SMART_CHARGING["ramp_time"]
+PROCESSING = 0.5
+
+
+async def test_one_phase_cars_on_rotated_chargers_use_all_three_phases(tmp_path):
+    """Each 1-phase car lands on another building phase, so each may take that whole phase's budget."""
+    rotations = {"CP1": "RST", "CP2": "STR", "CP3": "TRS"}  # the charger's L1 on building L1, L2, L3
+    spec = SiteSpec([ChargerSpec(cid, v, rotation=r) for (cid, r), v in
+                     zip(rotations.items(), ["ocpp1.6", "ocpp2.0.1", "ocpp1.6"])], fuse=32.0)
+    base = (10.0, 10.0, 10.0)
+    async with running_site(tmp_path, spec, base_load=base) as rig:
+        for c in rig.sim.fleet:
+            c.plug_in(ev_model(phases=1, name=f"1-phase car@{c.id}"))
+        budget = ev_budget(spec, base, 1)  # 32 - 2 - 10 = 20 A on every phase
+        own_phase = {"CP1": 1, "CP2": 2, "CP3": 3}
+
+        def each_alone(s) -> bool:
+            return all(s.evs[cid][p - 1] >= 0.95 * budget for cid, p in own_phase.items())
+
+        took = await rig.settle(each_alone, 30, f"each 1-phase car draws >= 95 % of {budget} A on its own phase")
+        window = await rig.hold(2.0)
+        assert all(each_alone(s) for s in window)
+        assert rig.site.never_above(), f"peak {rig.site.peak()} above the {spec.fuse} A fuse"
+        print(f"1-phase cars on rotated chargers: each at {budget:.0f} A on its own phase after {took:.1f} s")
+
+
+async def test_solar_export_lets_the_cars_use_more_than_the_fuse_alone_allows(tmp_path):
+    spec = SiteSpec([ChargerSpec("CP1", "ocpp1.6"), ChargerSpec("CP2", "ocpp2.0.1")], fuse=25.0)
+    export = (-6.0, -5.0, -7.0)  # PV output minus the house's own use, flowing out to the grid
+    async with running_site(tmp_path, spec, base_load=export) as rig:
+        rig.plug_in_all()
+        budget = ev_budget(spec, export, 2)  # 25 - 2 + 5 = 28 A on L2, capped at max_current_online 25 A
+        assert budget > spec.fuse - spec.margin
+        await until_balanced(rig, 2, budget)
+        window = await rig.hold(2.0)
+        used = min(s.ev_total(2) for s in window)
+        assert used > spec.fuse - spec.margin, "the cars got no more than without the export"
+        assert rig.site.never_above()
+        print(f"solar: cars use {used:.1f} A on L2 behind a {spec.fuse:.0f} A fuse")
+
+
+async def test_a_saturated_clamp_reading_throttles_the_cars(tmp_path, record_property):
+    """A 100 A clamp at the top of its range says only "at least 100 A": the group must treat it as overload."""
+    spec = SiteSpec([ChargerSpec("CP1", "ocpp1.6", max_current=16), ChargerSpec("CP2", "ocpp2.0.1", max_current=16)],
+                    fuse=125.0, variant="home")
+    base = (50.0, 40.0, 40.0)
+    async with running_site(tmp_path, spec, base_load=base) as rig:
+        rig.plug_in_all(max_current=16.0)
+        await until_balanced(rig, 1, 32.0)  # demand (2 x 16 A) below the budget: both at their maximum
+        step_at = rig.now() + 0.05
+        rig.add_load(Steps(((step_at, (30.0, 0.0, 0.0)),)))  # 80 A + 32 A = 112 A: the clamp reads 100 A
+        took = await rig.settle(lambda s: s.ev_total(1) <= 0.05, 10, "the cars stop drawing on the saturated L1")
+        bound = spec.poll_interval + RAMP + PROCESSING
+        record_property("saturated_clamp_to_throttled_s", round(took, 2))
+        print(f"saturated clamp: cars throttled after {took:.2f} s (bound {bound:.2f} s)")
+        assert took <= bound
+        window = await rig.hold(2.0)
+        assert all(s.ev_total(1) <= 0.05 for s in window)
+        assert rig.site.never_above()
+
+
+async def test_chargers_that_reject_profiles_or_ignore_limits_are_contained(tmp_path, record_property):
+    """CP2 accepts limits but draws its 16 A maximum anyway; CP3 refuses every profile. Both are reserved at
+    what they draw, so the obedient CP1 gets what is left and the fuse holds once CP2 has been caught."""
+    spec = SiteSpec([ChargerSpec("CP1", "ocpp1.6"), ChargerSpec("CP2", "ocpp2.0.1", max_current=16),
+                     ChargerSpec("CP3", "ocpp1.6", max_current=16)], fuse=45.0)
+    base = (10.0, 8.0, 12.0)
+    rogue = {"CP2": Misbehaviour(ignore_limits=True),
+             "CP3": Misbehaviour(reject_purposes=frozenset(Purpose))}
+
+    def tweak(sc):
+        sc.misbehaviour = rogue.get(sc.id, sc.misbehaviour)
+        return sc
+
+    async with running_site(tmp_path, spec, base_load=base, tweak=tweak) as rig:
+        rig.plug_in_all()
+        plugged_at = rig.now()
+        # 45 - 2 - 12 = 31 A on L3 and the two rogues draw 32 A: nothing is left for CP1.
+        took = await rig.settle(lambda s: max(s.evs["CP1"]) <= 0.05 and min(s.evs["CP2"]) >= 15.9
+                                and min(s.evs["CP3"]) >= 15.9, 30, "CP1 paused while the rogues draw 16 A")
+        window = await rig.hold(2.0)
+        assert all(max(s.evs["CP1"]) <= 0.05 for s in window)
+        assert max(max(s.building) for s in window) <= spec.fuse
+        over = [s for s in rig.observer.since(plugged_at) if max(s.building) > spec.fuse + 1e-9]
+        last_over = (over[-1].t - plugged_at) if over else 0.0
+        integral = max(rig.site.overload_integral())
+        record_property("rogue_overload_As", round(integral, 2))
+        record_property("rogue_contained_after_s", round(last_over, 2))
+        print(f"rogue chargers: contained after {took:.1f} s; last moment above the fuse {last_over:.1f} s after "
+              f"the cars arrived; overload integral {integral:.1f} A·s, peak {max(rig.site.peak()):.1f} A")
+        # Catching CP2 takes its obey grace plus a meter value or two; the cars start 2 s after being allowed.
+        bound = 2.0 + SMART_CHARGING["obey_grace"] + 2 * SMART_CHARGING["meter_value_interval"] + RAMP \
+            + spec.poll_interval + PROCESSING
+        assert last_over <= bound, f"above the fuse until {last_over:.1f} s (bound {bound:.1f} s)"
+        await asyncio.sleep(0)
