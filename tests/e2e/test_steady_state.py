@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tests.e2e.harness import ChargerSpec, SiteSpec, ev_budget, running_site
+from tests.e2e.harness import ChargerSpec, SiteSpec, balanced, ev_budget, running_site, until_balanced
 
 pytestmark = pytest.mark.e2e
 
@@ -37,3 +37,22 @@ async def test_steady_state_mixed_versions(tmp_path, request, meter_path):
             assert max(draws) - min(draws) <= 1.0, f"equal cars draw unequally: {draws}"
         print(f"{meter_path}: settled in {took:.1f} s; L{bottleneck} EV use {used:.1f}/{budget:.1f} A "
               f"({100 * used / budget:.1f} %), peak {max(rig.site.peak()):.1f} A of {spec.fuse:.0f} A")
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "balancer limit cycle (csms/balancer/allocation.py phase_budget/own_draw): the other load is the mains "
+    "reading minus each charger's last MeterValues, up to meter_value_interval older than the reading; cars that "
+    "ramp within about a second make that difference look like other load, the budget drops, sessions are paused "
+    "below min_current, the cars ramp again, and the group never settles"))
+async def test_fast_ramping_cars_settle(tmp_path):
+    """Cars that start 0.5 s after being allowed and follow a new offer within 1 s (1 s meter values)."""
+    spec = SiteSpec(MIXED, fuse=40.0)
+    async with running_site(tmp_path, spec, base_load=BASE) as rig:
+        rig.plug_in_all(ramp_delay=0.5, ramp_time=1.0)
+        budget = ev_budget(spec, BASE, 3)
+        await until_balanced(rig, 3, budget, timeout=15)
+        await asyncio.sleep(2.0)
+        window = await rig.hold(4.0)
+        worst = min(window, key=lambda s: s.ev_total(3))
+        assert all(balanced(s, 3, budget) for s in window), \
+            f"not settled: L3 EV use dropped to {worst.ev_total(3):.1f} of {budget:.1f} A"
