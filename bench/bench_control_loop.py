@@ -1,0 +1,329 @@
+"""Control-loop latency: from a mains reading arriving to the last SetChargingProfile of that decision on the wire.
+
+Run: ``python bench/bench_control_loop.py [--sizes 10,100,1000] [--trials 40]``.
+
+The central system is the real :class:`csms.app.CentralSystemApp` (server, storage, balancer, delivery)
+in this process, pinned to one core. The chargers are light-weight raw OCPP 1.6J websocket clients in a
+separate process pinned to the other core: each connects with basic auth, boots, reports its connector,
+starts a transaction, and answers every call from the central system (SetChargingProfile Accepted), noting
+when each SetChargingProfile frame arrived (``time.perf_counter``: CLOCK_MONOTONIC, shared by both
+processes). A trial hands one mains reading to the app exactly as the meter gateway does
+(``app._on_reading``) and ends when every charger has accepted its new limit; its latency is the arrival
+of the last SetChargingProfile carrying that decision's limit minus the moment the reading arrived. The
+reading alternates so every charger's limit moves each time, down then up (decreases go out at once;
+increases pass the break-before-make gate).
+
+One group of N one-phase chargers spread over the three phases, wired before the meter's clamps
+(``chargers_in_measurement = false``), with a supply sized so that the reading's other load moves each
+charger's share between 10 and 11 A (1,000 chargers need a 3,724 A supply). Baseline in the same run: the same N profiles sent straight through the stations'
+links all at once, without balancer or delivery - the cost of the OCPP path alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PASSWORD = "0123456789abcdef"
+METER = "AG1234567G"
+ROTATIONS = ("RST", "SRT", "TRS")  # a one-phase charger's L1 on building L1, L2, L3
+LIMITS = (10.0, 11.0)  # A per charger in the two alternating decisions
+#: A of other load left when every charger draws the higher limit (the clamp reads at most 400 A).
+HEADROOM = 50.0
+
+
+# ---- the charger fleet (a separate process) -------------------------------------------------------
+
+GET_CONFIGURATION = {"configurationKey": [
+    {"key": "ChargeProfileMaxStackLevel", "readonly": True, "value": "8"},
+    {"key": "ChargingScheduleAllowedChargingRateUnit", "readonly": True, "value": "Current"},
+    {"key": "ChargingScheduleMaxPeriods", "readonly": True, "value": "24"},
+    {"key": "MaxChargingProfilesInstalled", "readonly": True, "value": "16"},
+    {"key": "MeterValuesSampledData", "readonly": False, "value": "Energy.Active.Import.Register"},
+    {"key": "MeterValueSampleInterval", "readonly": False, "value": "0"}]}
+ANSWERS = {"GetConfiguration": GET_CONFIGURATION, "ChangeConfiguration": {"status": "Accepted"},
+           "SetChargingProfile": {"status": "Accepted"}, "ClearChargingProfile": {"status": "Accepted"},
+           "ChangeAvailability": {"status": "Accepted"}, "GetCompositeSchedule": {"status": "Rejected"},
+           "TriggerMessage": {"status": "Rejected"}}
+
+
+class RawStation:
+    """A 1.6J station reduced to what the control loop needs; answers every call at once."""
+
+    def __init__(self, sid: str, received: list):
+        self.sid, self.received = sid, received
+        self.ids = itertools.count(1)
+        self.pending: dict[str, asyncio.Future] = {}
+        self.ws = None
+
+    async def call(self, action: str, payload: dict) -> dict:
+        uid = f"{self.sid}-{next(self.ids)}"
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[uid] = fut
+        await self.ws.send(json.dumps([2, uid, action, payload]))
+        async with asyncio.timeout(60):
+            return await fut
+
+    async def reader(self) -> None:
+        async for text in self.ws:
+            frame = json.loads(text)
+            if frame[0] == 2:
+                _, uid, action, payload = frame
+                if action == "SetChargingProfile":
+                    period = payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]
+                    self.received.append((time.perf_counter(), self.sid, period["limit"]))
+                answer = ANSWERS.get(action)
+                reply = [3, uid, answer] if answer is not None else [4, uid, "NotImplemented", action, {}]
+                await self.ws.send(json.dumps(reply))
+            else:
+                fut = self.pending.pop(frame[1], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(frame[2] if frame[0] == 3 else {"error": frame[2:]})
+
+    async def run(self, url: str, booted: asyncio.Event) -> None:
+        from websockets.asyncio.client import connect
+
+        auth = base64.b64encode(f"{self.sid}:{PASSWORD}".encode()).decode()
+        async with connect(f"{url}/{self.sid}", subprotocols=["ocpp1.6"], open_timeout=120, ping_interval=None,
+                           additional_headers={"Authorization": f"Basic {auth}"}, max_queue=None) as ws:
+            self.ws = ws
+            reader = asyncio.create_task(self.reader())
+            try:
+                boot = await self.call("BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Raw"})
+                assert boot.get("status") == "Accepted", f"{self.sid}: boot {boot}"
+                now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                for cid, status in ((0, "Available"), (1, "Preparing")):
+                    await self.call("StatusNotification", {"connectorId": cid, "errorCode": "NoError", "status": status})
+                tx = await self.call("StartTransaction", {"connectorId": 1, "idTag": "BENCH", "meterStart": 0,
+                                                          "timestamp": now})
+                assert tx.get("idTagInfo", {}).get("status") == "Accepted", f"{self.sid}: start {tx}"
+                await self.call("StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"})
+                booted.set()
+                await reader
+            finally:
+                reader.cancel()
+
+
+async def fleet_main(url: str, count: int) -> None:
+    """Connects ``count`` stations, prints READY, then on each stdin line DUMP prints the SetChargingProfile
+    arrivals since the last DUMP as one JSON line; exits on QUIT or end of input."""
+    received: list = []
+    stations = [RawStation(f"CP{i:05d}", received) for i in range(count)]
+    booted = [asyncio.Event() for _ in stations]
+    tasks = []
+    for i in range(0, count, 50):  # connect in waves, as a real site's chargers would not all at once
+        tasks += [asyncio.create_task(s.run(url, b)) for s, b in zip(stations[i:i + 50], booted[i:i + 50])]
+        await asyncio.gather(*(b.wait() for b in booted[i:i + 50]))
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = (await reader.readline()).decode().strip()
+        if line == "DUMP":
+            batch, received[:] = list(received), []
+            print(json.dumps(batch), flush=True)
+        elif line in ("QUIT", ""):
+            break
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# ---- the central system and the trials -----------------------------------------------------------
+
+def per_phase(n: int) -> list[int]:
+    return [sum(1 for i in range(n) if "RST".index(ROTATIONS[i % 3][0]) == p) for p in range(3)]
+
+
+def supply(n: int) -> float:
+    return max(per_phase(n)) * LIMITS[1] + HEADROOM
+
+
+def site_config(n: int, db: str):
+    from csms.config import parse_config
+
+    amps = supply(n)
+    chargers = [{"id": f"CP{i:05d}", "password": PASSWORD, "organisation": "org", "phases": 1,
+                 "phase_rotation": ROTATIONS[i % 3], "max_current": 32, "offline_current": 6,
+                 "offline_phase": "RST".index(ROTATIONS[i % 3][0]) + 1} for i in range(n)]
+    return parse_config({
+        "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1, "call_timeout": 60,
+                   "rate_limit": 1000, "rate_burst": 1000},
+        "storage": {"database": db},
+        "smart_charging": {"failsafe_ttl": 3600, "meter_value_interval": 900, "deadband": 0, "increase_interval": 0,
+                           "ramp_time": 0, "confirm_with_composite": False},
+        "organisations": [{"id": "org", "name": "Bench"}],
+        "meters": [{"serial": METER, "pin": "12345678", "organisation": "org", "variant": "public",
+                    "port": 1502, "stale_after": 3600}],
+        "chargers": chargers,
+        "load_balancers": [{"id": "g", "name": "Bench", "organisation": "org", "meter": METER,
+                            "chargers": [c["id"] for c in chargers], "supply_max_current": amps, "margin": 0,
+                            "chargers_in_measurement": False, "max_current_online": amps,
+                            "max_current_offline": amps / 2, "stale_after": 3600}],
+    }, "bench")
+
+
+def reading_for(n: int, limit: float):
+    """A mains reading whose other load leaves exactly ``limit`` A for each charger on its phase."""
+    from meter_gateway.reading import MeterReading
+
+    current = tuple(supply(n) - k * limit for k in per_phase(n))
+    now = time.time()
+    return MeterReading(METER, now, now, current)  # type: ignore[arg-type]
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+class Fleet:
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self.proc = proc
+
+    async def line(self, timeout: float = 600) -> str:
+        async with asyncio.timeout(timeout):
+            raw = await self.proc.stdout.readline()
+        if not raw:
+            raise RuntimeError(f"the charger fleet exited ({await self.proc.wait()})")
+        return raw.decode().strip()
+
+    async def dump(self) -> list:
+        self.proc.stdin.write(b"DUMP\n")
+        await self.proc.stdin.drain()
+        return json.loads(await self.line(30))
+
+
+async def settled(app, target: float | None, timeout: float = 120) -> None:
+    """Until every channel has accepted the balancer's newest limit (``target`` if given)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            channels = app.delivery.channels.values()
+            if all(ch.wanted is not None and ch.in_force == ch.wanted and (target is None or ch.wanted == target)
+                   for ch in channels):
+                return
+            await asyncio.sleep(0.002)
+
+
+async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int | None) -> dict:
+    from csms.app import CentralSystemApp
+    from csms.link import ProfileSpec, Purpose
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = CentralSystemApp(site_config(n, f"{tmp}/csms.sqlite"))
+
+        async def no_meters() -> None:  # readings are handed in by the benchmark, as the gateway would
+            return None
+        app._start_meters = no_meters  # type: ignore[method-assign]
+        async with app:
+            cmd = [sys.executable, __file__, "--fleet", f"ws://127.0.0.1:{app.port}/ocpp", "--count", str(n)]
+            if fleet_cpu is not None:
+                cmd += ["--cpu", str(fleet_cpu)]
+            proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
+                                                        stdout=asyncio.subprocess.PIPE, limit=2 ** 26)
+            fleet = Fleet(proc)
+            try:
+                t_connect = time.perf_counter()
+                assert await fleet.line() == "READY"
+                connect_s = time.perf_counter() - t_connect
+                app._on_reading(reading_for(n, LIMITS[0]))
+                await settled(app, LIMITS[0])
+                await asyncio.sleep(0.2)
+                await fleet.dump()
+                latencies: dict[str, list[float]] = {"decrease": [], "increase": []}
+                for k in range(trials):
+                    target = LIMITS[(k + 1) % 2]
+                    t0 = time.perf_counter()
+                    app._on_reading(reading_for(n, target))
+                    await settled(app, target)
+                    arrivals = [t for t, _, lim in await fleet.dump() if abs(lim - target) < 0.05]
+                    assert len(arrivals) >= n, f"{n - len(arrivals)} chargers did not receive {target} A"
+                    kind = "increase" if target > LIMITS[(k % 2)] else "decrease"
+                    latencies[kind].append(max(arrivals) - t0)
+                # Baseline: the same profiles straight through the links, no balancer, no delivery.
+                base: list[float] = []
+                links = [(ch, ch.link) for ch in app.delivery.channels.values()]
+                for k in range(max(5, trials // 4)):
+                    limit = 20.0 + k % 2
+                    now = time.time()
+                    t0 = time.perf_counter()
+                    await asyncio.gather(*(link.set_profile(ProfileSpec(
+                        10, 8, Purpose.TX, 1, limit, "A", 1,
+                        transaction_id=app.state.station(ch.id).transactions[1].transaction_id,
+                        start_schedule=now - 30, duration=3630, valid_to=now + 3600)) for ch, link in links))
+                    arrivals = [t for t, _, lim in await fleet.dump() if abs(lim - limit) < 0.05]
+                    base.append(max(arrivals) - t0)
+            finally:
+                if proc.returncode is None:
+                    with contextlib.suppress(Exception):
+                        proc.stdin.write(b"QUIT\n")
+                        await proc.stdin.drain()
+                    try:
+                        async with asyncio.timeout(30):
+                            await proc.wait()
+                    except TimeoutError:
+                        proc.kill()
+                        await proc.wait()
+    return {"n": n, "connect_s": connect_s, **latencies, "baseline": base}
+
+
+def machine() -> str:
+    cpu = ""
+    if Path("/proc/cpuinfo").exists():
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), "")
+    return f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="10,100,1000", help="chargers per group, comma-separated")
+    ap.add_argument("--trials", type=int, default=40, help="decisions per size (half decreases, half increases)")
+    ap.add_argument("--fleet", metavar="URL", help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.fleet:
+        if args.cpu is not None:
+            os.sched_setaffinity(0, {args.cpu})
+        asyncio.run(fleet_main(args.fleet, args.count))
+        return
+
+    import logging
+
+    logging.basicConfig(level=logging.ERROR)
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, fleet_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
+    if server_cpu is not None:
+        os.sched_setaffinity(0, {server_cpu})
+    print(f"machine: {machine()}")
+    print(f"central system on CPU {server_cpu}, charger fleet on CPU {fleet_cpu} "
+          f"(other processes on the machine are not excluded)")
+    print(f"{'chargers':>8} {'connect s':>9} {'kind':>9} {'n':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+          f" {'baseline p50':>12} {'ratio':>6}")
+    for n in (int(x) for x in args.sizes.split(",")):
+        r = asyncio.run(run_size(n, args.trials, server_cpu, fleet_cpu))
+        base50 = statistics.median(r["baseline"]) * 1000
+        for kind in ("decrease", "increase"):
+            vals = r[kind]
+            p50 = percentile(vals, 0.5) * 1000
+            print(f"{n:>8} {r['connect_s']:>9.1f} {kind:>9} {len(vals):>4} {p50:>8.1f} "
+                  f"{percentile(vals, 0.99) * 1000:>8.1f} {max(vals) * 1000:>8.1f} {base50:>12.1f} {p50 / base50:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
