@@ -7,9 +7,13 @@ only one call be outstanding per connection and waits for its lock without a tim
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
+
+log = logging.getLogger("csms.link")
 
 
 class Purpose(StrEnum):
@@ -80,3 +84,22 @@ class StationLink(Protocol):
                             stack_level: int | None = None, connector: int | None = None) -> Outcome: ...
     async def get_composite(self, connector: int, duration: int, unit: str) -> CompositeLimit | None: ...
     async def set_availability(self, connector: int, operative: bool) -> Outcome: ...
+
+
+async def run_command(session: Any, payload: Any, timeout: float, **kw: Any) -> tuple[Outcome, Any]:
+    """Sends one call on a station session; the outcome is read from the reply's ``status`` when it has one.
+
+    ``timeout`` covers the wait for the session's call lock as well as the answer. A CALLERROR, or a reply that
+    fails validation, is ``Outcome.ERROR``; the reply object (or None) is returned for callers that need more.
+    """
+    try:
+        reply = await asyncio.wait_for(session.call(payload, suppress=False, **kw), timeout)
+    except asyncio.TimeoutError:
+        return Outcome.TIMEOUT, None
+    except Exception as exc:  # OCPPError from a CALLERROR, or a reply that fails validation
+        log.warning("%s: %s failed: %s", session.id, type(payload).__name__, exc)
+        return Outcome.ERROR, None
+    status = getattr(reply, "status", "Accepted")
+    if status == "Accepted":
+        return Outcome.ACCEPTED, reply
+    return (Outcome.UNKNOWN if status == "Unknown" else Outcome.REJECTED), reply

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timezone
 from typing import Any
 
 from ocpp.v16 import call
 
-from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
+from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command
 
 log = logging.getLogger("csms.link16")
 
@@ -51,16 +50,7 @@ class Link16Mixin:
     command_timeout: float
 
     async def _command(self, payload: Any, **kw: Any) -> tuple[Outcome, Any]:
-        try:
-            reply = await asyncio.wait_for(self.call(payload, suppress=False, **kw), self.command_timeout)
-        except asyncio.TimeoutError:
-            return Outcome.TIMEOUT, None
-        except Exception as exc:  # OCPPError from a CALLERROR, or a reply that fails validation
-            log.warning("%s: %s failed: %s", self.id, type(payload).__name__, exc)
-            return Outcome.ERROR, None
-        status = getattr(reply, "status", "Accepted")
-        return (Outcome.ACCEPTED if status == "Accepted" else Outcome(status) if status in Outcome._value2member_map_
-                else Outcome.REJECTED), reply
+        return await run_command(self, payload, self.command_timeout, **kw)
 
     async def read_capabilities(self, connector: int) -> Capabilities:
         outcome, reply = await self._command(call.GetConfiguration(key=CAPABILITY_KEYS))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from ocpp.v201 import call
 
-from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
+from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command
 from csms.link16 import iso
 
 log = logging.getLogger("csms.link201")
@@ -40,17 +39,7 @@ class Link201Mixin:
     command_timeout: float
 
     async def _command(self, payload: Any, **kw: Any) -> tuple[Outcome, Any]:
-        try:
-            reply = await asyncio.wait_for(self.call(payload, suppress=False, **kw), self.command_timeout)
-        except asyncio.TimeoutError:
-            return Outcome.TIMEOUT, None
-        except Exception as exc:
-            log.warning("%s: %s failed: %s", self.id, type(payload).__name__, exc)
-            return Outcome.ERROR, None
-        status = getattr(reply, "status", "Accepted")
-        if status == "Accepted":
-            return Outcome.ACCEPTED, reply
-        return (Outcome.UNKNOWN if status == "Unknown" else Outcome.REJECTED), reply
+        return await run_command(self, payload, self.command_timeout, **kw)
 
     async def read_capabilities(self, connector: int) -> Capabilities:
         wanted = [
