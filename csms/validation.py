@@ -17,6 +17,7 @@ two against each other over every schema, valid and mutated).
 from __future__ import annotations
 
 import copy
+import decimal
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from importlib import resources
 from typing import Any
 
 import fastjsonschema
+from ocpp.exceptions import FormatViolationError, OCPPError
 from ocpp.exceptions import NotImplementedError as OCPPNotImplementedError
 from ocpp.messages import Call, CallResult, MessageType, _validate_payload
 
@@ -107,7 +109,15 @@ class MessageValidator:
         # Rejected: let the package's jsonschema path say why, on a copy (it may rewrite floats as Decimal).
         reference = copy.copy(message)
         reference.payload = copy.deepcopy(message.payload)
-        _validate_payload(reference, self.version)
+        try:
+            _validate_payload(reference, self.version)
+        except OCPPError:
+            raise
+        except decimal.DecimalException as exc:
+            # The package's Decimal check of 1.6 limits overflows on absurd numbers (and would crash the
+            # session); such a payload is refused as the format violation it is.
+            raise FormatViolationError(details={"cause": f"Payload for action '{message.action}' has a "
+                                                         f"number out of range: {type(exc).__name__}"}) from None
         # jsonschema accepted what the compiled schema refused: the reference wins, but this is a bug here.
         log.error("OCPP %s %s: compiled schema refused a payload jsonschema accepts: %.300r", self.version,
                   message.action, message.payload)
