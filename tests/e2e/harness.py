@@ -30,7 +30,7 @@ from simulators.chargepoint import SimCharger, SimChargerConfig
 from simulators.clock import SimClock
 from simulators.ev import EVModel
 from simulators.simulation import Simulation
-from simulators.site import Constant, Load, Site
+from simulators.site import Constant, Load, Site, to_building
 
 PASSWORD = "0123456789abcdef"
 METER = "AG1234567G"
@@ -245,8 +245,6 @@ class Observer:
         self._task: asyncio.Task | None = None
 
     def sample(self) -> Sample:
-        from simulators.site import to_building
-
         now = self.sim.clock.now()
         self.site.record(now)
         s = Sample(now, self.site.phase_currents(now), self.site.other_loads(now),

@@ -18,7 +18,7 @@ from simulators.chargepoint16 import ChargePoint16
 from simulators.chargepoint201 import ChargePoint201
 from simulators.site import Steps
 from tests.e2e.harness import (
-    SMART_CHARGING, ChargerSpec, Rig, SiteSpec, balanced, ev_budget, running_site, until_balanced, wait_until,
+    SMART_CHARGING, ChargerSpec, Rig, SiteSpec, ev_budget, running_site, until_balanced, wait_until,
 )
 
 pytestmark = pytest.mark.e2e

@@ -3,8 +3,6 @@ chargers that refuse profiles or ignore them."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from simulators.chargepoint import Misbehaviour
@@ -110,4 +108,3 @@ async def test_chargers_that_reject_profiles_or_ignore_limits_are_contained(tmp_
         bound = 2.0 + SMART_CHARGING["obey_grace"] + 2 * SMART_CHARGING["meter_value_interval"] + RAMP \
             + spec.poll_interval + PROCESSING
         assert last_over <= bound, f"above the fuse until {last_over:.1f} s (bound {bound:.1f} s)"
-        await asyncio.sleep(0)
