@@ -1,8 +1,8 @@
 """OCPP-J framing and key-case conversion, as the ``ocpp`` package does them, only cheaper.
 
-* JSON goes through ``orjson``. Anything ``orjson`` will not read (integers beyond 64 bits, lone
-  surrogates, NaN) falls back to the package's own ``unpack``, so a frame is accepted or refused
-  exactly as before and bad input gets the same error.
+* JSON goes through ``orjson``. Anything ``orjson`` will not read as ``json`` does (lone surrogates,
+  NaN, and integers past 64 bits, which it would turn into floats) goes to the package's own
+  ``unpack``, so a frame is accepted or refused exactly as before and bad input gets the same error.
 * camelCase <-> snake_case conversion is the package's own, one key at a time, remembered: a
   station sends the same few hundred keys all day, and the package's conversion runs six regular
   expressions per key. The memory is bounded (free-form ``data``/``customData`` keys could be anything).
@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import decimal
+import json
+import re
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
-from ocpp.messages import Call, CallError, CallResult, MessageType, unpack as library_unpack
+from ocpp.messages import Call, CallError, CallResult, MessageType, _DecimalEncoder
+from ocpp.messages import unpack as library_unpack
 
 __all__ = ["unpack", "dumps", "call_frame", "call_result_frame", "call_error_frame", "to_snake", "to_camel",
            "to_payload"]
@@ -85,7 +88,11 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return orjson.dumps(value, default=_default).decode()
+    try:
+        return orjson.dumps(value, default=_default).decode()
+    except orjson.JSONEncodeError:
+        # Integers past 64 bits and the like: the package's encoder writes them (or fails the same way).
+        return json.dumps(value, separators=(",", ":"), cls=_DecimalEncoder)
 
 
 def call_frame(unique_id: str, action: str, payload: Any) -> str:
@@ -100,8 +107,15 @@ def call_error_frame(unique_id: str, code: str, description: str, details: Any) 
     return dumps([MessageType.CallError, unique_id, code, description, details])
 
 
+#: orjson reads integers beyond 64 bits as floats; a frame with 19+ digits in a row goes to ``json``.
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS_B = re.compile(rb"\d{19}")
+
+
 def unpack(raw: str | bytes) -> Call | CallResult | CallError:
     """``ocpp.messages.unpack`` on orjson; every frame it cannot take as is goes to the package's."""
+    if (_LONG_DIGITS if isinstance(raw, str) else _LONG_DIGITS_B).search(raw) is not None:
+        return library_unpack(raw)
     try:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:

@@ -34,6 +34,21 @@ from csms.validation import MessageValidator, validator_for
 
 log = logging.getLogger("csms.session")
 
+#: Called as ``observer(session, direction, action, outcome)`` for every CALL a session handles (direction
+#: "in": outcome "ok" or the CALLERROR code it answered) or sends ("out": "ok", the CALLERROR code received,
+#: "Timeout" or "Cancelled"). The operator view's /metrics counts OCPP messages with it (csms.web.metrics).
+#: Observers must be quick and must not raise.
+MessageObserver = Callable[[Any, str, str, str], None]
+MESSAGE_OBSERVERS: list[MessageObserver] = []
+
+
+def _observe(session: Any, direction: str, action: str, outcome: str) -> None:
+    for observer in MESSAGE_OBSERVERS:
+        try:
+            observer(session, direction, action, outcome)
+        except Exception:
+            log.exception("message observer failed")
+
 
 class TokenBucket:
     """Allows ``rate`` messages a second with bursts of ``burst``; :meth:`delay` says how long to wait."""
@@ -166,13 +181,16 @@ class SessionMixin:
             # Spec (1.6 OCPP-J table 7, 2.0.1 part 4): NotImplemented = action not known,
             # NotSupported = known but not supported here.
             if msg.action in self.known_actions:
+                _observe(self, "in", msg.action, "NotSupported")
                 await self._send_error(msg.unique_id, "NotSupported", f"{msg.action} is not supported by a central system")
             else:
+                _observe(self, "in", "(unknown)", "NotImplemented")
                 await self._send_error(msg.unique_id, "NotImplemented", f"unknown action {msg.action!r}")
             return
         try:
             await self._handle_call(msg)
         except OCPPError as error:
+            _observe(self, "in", msg.action, _error_code(error.code, self.version))
             log.info("%s: %s rejected: %s %s", self.id, msg.action, error.code, error.details)
             details = {k: v for k, v in (error.details or {}).items() if k != "ocpp_message"}
             await self._send_error(msg.unique_id, error.code, error.description, details)
@@ -191,10 +209,12 @@ class SessionMixin:
                 reply = await reply
         except OCPPError as error:
             log.info("%s: %s handler refused: %s %s", self.id, msg.action, error.code, error.details)
+            _observe(self, "in", msg.action, _error_code(error.code, self.version))
             await self._send_error(msg.unique_id, error.code, error.description, error.details)
             return
         except Exception:
             log.exception("%s: %s handler failed on %.300r", self.id, msg.action, msg.payload)
+            _observe(self, "in", msg.action, "InternalError")
             await self._send_error(msg.unique_id, "InternalError", "An unexpected error occurred.")
             return
         result = msg.create_call_result(fastjson.to_payload(reply))
@@ -205,9 +225,11 @@ class SessionMixin:
                 # Our reply, not the station's message, is at fault: say so instead of blaming the station.
                 log.error("%s: our %s reply fails its schema (%s): %.300r", self.id, msg.action, error.details.get(
                     "cause"), result.payload)
+                _observe(self, "in", msg.action, "InternalError")
                 await self._send_error(msg.unique_id, "InternalError", "An unexpected error occurred.")
                 return
         await self._send(fastjson.call_result_frame(msg.unique_id, result.payload))
+        _observe(self, "in", msg.action, "ok")
         after = handlers.get("_after_action")
         if after is not None:
             hook = _invoke(after, payload, msg.unique_id)
@@ -227,10 +249,15 @@ class SessionMixin:
             await self._send(fastjson.call_frame(message.unique_id, message.action, message.payload))
             try:
                 response = await self._get_specific_response(message.unique_id, self._response_timeout)
+            except asyncio.CancelledError:
+                _observe(self, "out", message.action, "Cancelled")  # e.g. the caller's own deadline passed
+                raise
             except asyncio.TimeoutError:
+                _observe(self, "out", message.action, "Timeout")
                 raise asyncio.TimeoutError(f"Waited {self._response_timeout}s for response on "
                                            f"{fastjson.call_frame(message.unique_id, message.action, message.payload)}.")
         if response.message_type_id == MessageType.CallError:
+            _observe(self, "out", message.action, response.error_code)
             log.warning("%s: %s answered with CALLERROR %s %s", self.id, message.action, response.error_code,
                         response.error_description)
             if suppress:
@@ -239,6 +266,7 @@ class SessionMixin:
         if not skip_schema_validation:
             response.action = message.action
             self._validator.validate(response)
+        _observe(self, "out", message.action, "ok")
         return getattr(self._call_result, message.action)(**fastjson.to_snake(response.payload))
 
 

@@ -1,0 +1,148 @@
+"""The session's own message path keeps the package's handler contract and validates both ways, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from ocpp.exceptions import FormatViolationError, NotSupportedError, ProtocolError
+from ocpp.routing import after, on
+from ocpp.v16 import ChargePoint, call, call_result
+
+from csms.session import SessionMixin
+from csms.state import Version
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.sent: list[list] = []
+
+    async def send(self, message: str) -> None:
+        assert isinstance(message, str)  # OCPP-J frames are text frames
+        self.sent.append(json.loads(message))
+
+    async def recv(self) -> str:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+class Probe(SessionMixin, ChargePoint):
+    version = Version.V16
+    known_actions = frozenset({"Heartbeat", "Authorize", "DataTransfer", "StatusNotification", "Reset"})
+
+    def __init__(self) -> None:
+        super().__init__("P1", FakeConnection(), response_timeout=1)
+        self.setup_session(1000, 1000)
+        self.after_seen: list = []
+
+    @on("Heartbeat")
+    def heartbeat(self, call_unique_id: str, **kw):
+        return call_result.Heartbeat(current_time=f"t-{call_unique_id}")
+
+    @on("Authorize")
+    async def authorize(self, id_tag: str, **kw):
+        if id_tag == "boom":
+            raise RuntimeError("handler bug")
+        if id_tag == "refuse":
+            raise ProtocolError(details={"cause": "no"})
+        if id_tag == "bad-reply":
+            return call_result.Authorize(id_tag_info={"status": "NotAStatus"})
+        if id_tag == "none":
+            return None
+        return call_result.Authorize(id_tag_info={"status": "Accepted"})
+
+    @after("Authorize")
+    async def after_authorize(self, id_tag: str, **kw):
+        self.after_seen.append(id_tag)
+
+    @on("DataTransfer", skip_schema_validation=True)
+    def data_transfer(self, vendor_id, **kw):
+        return call_result.DataTransfer(status="Accepted", data=kw.get("vendor_extra"))
+
+    @property
+    def sent(self) -> list[list]:
+        return self._connection.sent
+
+
+@pytest.fixture
+def no_library_validation(monkeypatch):
+    """Proves the package never validates on our path: its validator fails the test if called."""
+    import ocpp.charge_point
+    import ocpp.messages
+
+    async def forbidden(*a, **kw):
+        raise AssertionError("the ocpp package validated a message a second time")
+
+    monkeypatch.setattr(ocpp.charge_point, "validate_payload", forbidden)
+    monkeypatch.setattr(ocpp.messages, "validate_payload", forbidden)
+
+
+async def test_replies_and_handler_failures(no_library_validation) -> None:
+    p = Probe()
+    await p.route_message('[2,"h1","Heartbeat",{}]')
+    assert p.sent[-1] == [3, "h1", {"currentTime": "t-h1"}]
+    await p.route_message('[2,"a1","Authorize",{"idTag":"ok"}]')
+    assert p.sent[-1] == [3, "a1", {"idTagInfo": {"status": "Accepted"}}]
+    await asyncio.sleep(0)
+    assert p.after_seen == ["ok"]
+    # A failing handler is our fault: InternalError, and the session carries on.
+    for tag, code in (("boom", "InternalError"), ("bad-reply", "InternalError"), ("none", "InternalError"),
+                      ("refuse", "ProtocolError")):
+        await p.route_message(json.dumps([2, tag, "Authorize", {"idTag": tag}]))
+        assert p.sent[-1][:3] == [4, tag, code]
+    # 1.6 spells it FormationViolation; the package says FormatViolation.
+    await p.route_message('[2,"x1","Authorize",{"idTag":"ok","extra":1}]')
+    assert p.sent[-1][:3] == [4, "x1", "FormationViolation"]
+    await p.route_message('[2,"x2","Reset",{"type":"Hard"}]')
+    assert p.sent[-1][:3] == [4, "x2", "NotSupported"]
+    # skip_schema_validation is honoured both ways (vendor extras pass).
+    await p.route_message('[2,"d1","DataTransfer",{"vendorId":"v","vendorExtra":"y"}]')
+    assert p.sent[-1] == [3, "d1", {"status": "Accepted", "data": "y"}]
+
+
+async def answer(p: Probe, command, frame: list, **kw):
+    """Runs ``p.call(command)`` and answers its CALL with ``frame`` (message id filled in)."""
+    before = len(p.sent)
+    task = asyncio.create_task(p.call(command, **kw))
+    while len(p.sent) == before:
+        await asyncio.sleep(0.001)
+    assert p.sent[-1][0] == 2
+    await p.route_message(json.dumps([frame[0], p.sent[-1][1], *frame[1:]]))
+    return await task
+
+
+def profile(limit: float) -> call.SetChargingProfile:
+    return call.SetChargingProfile(connector_id=1, cs_charging_profiles={
+        "charging_profile_id": 1, "stack_level": 0, "charging_profile_purpose": "TxDefaultProfile",
+        "charging_profile_kind": "Relative", "charging_schedule": {"charging_rate_unit": "A",
+                                                                   "charging_schedule_period": [
+                                                                       {"start_period": 0, "limit": limit}]}})
+
+
+async def test_outbound_calls_are_validated_before_sending_and_replies_after(no_library_validation) -> None:
+    p = Probe()
+    with pytest.raises(FormatViolationError):
+        await p.call(profile(16.05))  # 1.6 limits are on a 0.1 A grid
+    assert p.sent == []
+    assert (await answer(p, profile(16.3), [3, {"status": "Accepted"}])).status == "Accepted"
+    sent = p.sent[-1]
+    assert sent[2] == "SetChargingProfile"
+    assert sent[3]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"] == [
+        {"startPeriod": 0, "limit": 16.3}]
+    # A reply that breaks its schema raises, as the package's call() does.
+    with pytest.raises(FormatViolationError):
+        await answer(p, profile(16), [3, {"status": "Accepted", "extra": 1}], suppress=False)
+    # ... unless validation is skipped for this call (then the dataclass refuses the unknown key).
+    with pytest.raises(TypeError):
+        await answer(p, call.GetConfiguration(key=["A"]), [3, {"vendorExtra": 1}], skip_schema_validation=True)
+    reply = await answer(p, call.GetConfiguration(key=["A"]), [3, {"configurationKey": [], "unknownKey": ["A"]}],
+                         skip_schema_validation=True)
+    assert reply.unknown_key == ["A"]
+    # A CALLERROR: None when suppressed, else the matching exception.
+    assert await answer(p, call.ChangeConfiguration(key="K", value="V"), [4, "NotSupported", "no", {}]) is None
+    with pytest.raises(NotSupportedError):
+        await answer(p, call.ChangeConfiguration(key="K", value="V"), [4, "NotSupported", "no", {}], suppress=False)
+    # No answer: the package's TimeoutError.
+    with pytest.raises(asyncio.TimeoutError):
+        await p.call(call.ChangeConfiguration(key="K", value="V"))
