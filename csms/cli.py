@@ -45,9 +45,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(args.log_level)
     from csms.app import serve_until_signalled
+    from csms.validation import preload
 
+    loop_factory = None
+    if getattr(args, "uvloop", False):
+        try:
+            import uvloop
+        except ImportError:
+            print("csms serve --uvloop: uvloop is not installed (pip install 'fuse-guard-csms[fast]')", file=sys.stderr)
+            return 2
+        loop_factory = uvloop.new_event_loop
+    preload()  # every OCPP schema compiled before the first station connects
     try:
-        return asyncio.run(serve_until_signalled(cfg))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(serve_until_signalled(cfg))
     except OSError as exc:
         print(f"csms serve: {exc} (is another process using port {cfg.server.port}?)", file=sys.stderr)
         return 1
@@ -110,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the central system")
     p.add_argument("--config", required=True, help="operator config (TOML)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--uvloop", action="store_true", help="run on the uvloop event loop (optional dependency)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate an operator config and print every problem")
