@@ -89,9 +89,8 @@ class Range:
 
     @property
     def bucket(self) -> float:
-        """Seconds per returned row; 0 means every row."""
-        span = self.until - self.since
-        return 0.0 if span <= self.points else span / self.points
+        """Seconds per returned row; 0 (an empty range) means every row."""
+        return (self.until - self.since) / self.points
 
 
 def _table_exists(db: Database, name: str) -> bool:
@@ -111,8 +110,8 @@ def phase_currents(serial: str, rng: Range):
         else:
             sql = ("SELECT MAX(taken_at) AS at, MAX(current_l1) AS l1, MAX(current_l2) AS l2, MAX(current_l3) AS l3 "
                    "FROM meter_readings WHERE serial = ? AND taken_at BETWEEN ? AND ? "
-                   "GROUP BY CAST((taken_at - ?) / ? AS INTEGER) ORDER BY at LIMIT ?")
-            args = [serial, rng.since, rng.until, rng.since, bucket, MAX_POINTS]
+                   "GROUP BY MIN(CAST((taken_at - ?) / ? AS INTEGER), ?) ORDER BY at LIMIT ?")
+            args = [serial, rng.since, rng.until, rng.since, bucket, rng.points - 1, MAX_POINTS]
         return [dict(r) for r in db.query(sql, args)]
     return op
 
@@ -131,8 +130,9 @@ def decisions(group_id: str, rng: Range):
         else:
             # SQLite returns the other columns from the row holding MAX(at).
             sql = ("SELECT MAX(at) AS at, meter_fresh, budget, limits FROM decisions "
-                   "WHERE group_id = ? AND at BETWEEN ? AND ? GROUP BY CAST((at - ?) / ? AS INTEGER) ORDER BY at LIMIT ?")
-            args = [group_id, rng.since, rng.until, rng.since, bucket, MAX_POINTS]
+                   "WHERE group_id = ? AND at BETWEEN ? AND ? GROUP BY MIN(CAST((at - ?) / ? AS INTEGER), ?) "
+                   "ORDER BY at LIMIT ?")
+            args = [group_id, rng.since, rng.until, rng.since, bucket, rng.points - 1, MAX_POINTS]
         out = []
         for row in db.query(sql, args):
             out.append({"at": row["at"], "meter_fresh": bool(row["meter_fresh"]),

@@ -126,9 +126,9 @@ class WebServer:
             web.get("/metrics", self._metrics),
             web.static("/static", STATIC_DIR, show_index=False, follow_symlinks=False),
         ])
-        runner = web.AppRunner(webapp, access_log=None, handle_signals=False)
+        runner = web.AppRunner(webapp, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.cfg.host, self.cfg.port, shutdown_timeout=2.0)
+        site = web.TCPSite(runner, self.cfg.host, self.cfg.port)
         try:
             await site.start()
         except OSError as exc:
