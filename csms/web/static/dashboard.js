@@ -198,7 +198,7 @@
         el("td", {}, c.limit_phases.map((p) => "L" + p).join("+")),
         el("td", { class: "reason", title: c.explain }, c.reason));
     });
-    section.querySelector("tbody").replaceChildren(...rows);
+    section.querySelector("table.chargers tbody").replaceChildren(...rows);
   }
 
   function renderEvents(events) {
