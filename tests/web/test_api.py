@@ -212,3 +212,20 @@ def test_dashboard_url_carries_the_token_in_the_fragment():
     assert dashboard_url("127.0.0.1", 8080, TOKEN) == f"http://127.0.0.1:8080/#token={TOKEN}"
     assert dashboard_url("0.0.0.0", 81, "a/b+c=d&e") == "http://127.0.0.1:81/#token=a%2Fb%2Bc%3Dd%26e"
     assert dashboard_url("::1", 9, "t" * 16).startswith("http://[::1]:9/#token=")
+
+
+async def test_a_busy_http_port_is_reported_with_the_fix(tmp_path):
+    import socket
+
+    from csms.app import CentralSystemApp
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = parse_config({"server": {"port": 0, "security_profile": 0},
+                            "storage": {"database": str(tmp_path / "csms.sqlite")},
+                            "http": {"port": port, "token": TOKEN}})
+        with pytest.raises(OSError, match=rf"\[http\] cannot listen on 127.0.0.1:{port}: .*choose another port"):
+            async with CentralSystemApp(cfg):
+                pass
