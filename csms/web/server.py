@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from csms.config import HttpConfig
+from csms.config import HttpConfig, LoadBalancerConfig
 from csms.storage import StorageClosed
 
 from . import history, status
@@ -43,12 +43,15 @@ SECURITY_HEADERS = {
                                "frame-ancestors 'none'",
 }
 
-APP_KEY = web.AppKey("csms_app", object)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class BadQuery(ValueError):
     """A query parameter the client must fix; the message names the parameter."""
+
+
+class NotFound(LookupError):
+    """Something named in the query does not exist; the message says where to find what does."""
 
 
 def _float_param(request: web.Request, name: str, default: float) -> float:
@@ -108,7 +111,6 @@ class WebServer:
 
     async def start(self) -> None:
         webapp = web.Application(middlewares=[self._headers, self._auth, self._bad_query])
-        webapp[APP_KEY] = self.app
         webapp.add_routes([
             web.get("/", self._index),
             web.get("/api/status", self._status),
@@ -186,6 +188,8 @@ class WebServer:
             return await handler(request)
         except BadQuery as exc:
             return _error(400, str(exc))
+        except NotFound as exc:
+            return _error(404, str(exc))
         except StorageClosed:
             return _error(503, "storage is closed: the central system is shutting down")
 
@@ -203,8 +207,7 @@ class WebServer:
     async def _status(self, request: web.Request) -> web.Response:
         data = status.site(self.app)
         limit = _int_param(request, "events", 30, 0, MAX_ROWS)
-        now = self.app.clock()
-        data["events"] = await self.app.storage.read(history.events(now - 7 * 86400, now + 60, limit)) if limit else []
+        data["events"] = await self.app.storage.read(history.events(0.0, math.inf, limit)) if limit else []
         return _json(data)
 
     async def _organisations(self, request: web.Request) -> web.Response:
@@ -262,14 +265,13 @@ class WebServer:
             kind=q.get("kind") or None))
         return _json(rows)
 
-    def _group_param(self, request: web.Request):
+    def _group_param(self, request: web.Request) -> LoadBalancerConfig:
         gid = request.query.get("group")
         if not gid:
             raise BadQuery("group is required, e.g. ?group=garage (GET /api/groups lists them)")
         cfg = next((g for g in self.app.cfg.load_balancers if g.id == gid), None)
         if cfg is None:
-            raise web.HTTPNotFound(text=f'{{"error": "no load-balancing group {gid!r}"}}',
-                                   content_type="application/json")
+            raise NotFound(f"no load-balancing group {gid!r}; GET /api/groups lists them")
         return cfg
 
     async def _history_phases(self, request: web.Request) -> web.Response:
