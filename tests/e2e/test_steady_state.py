@@ -46,9 +46,10 @@ async def test_steady_state_mixed_versions(tmp_path, request, meter_path):
     "below min_current although the budget holds every car at min_current; with cars that ramp within about a "
     "second the group can keep pausing and resuming (a limit cycle)"))
 async def test_ramping_cars_are_not_paused_when_the_budget_holds_them_all(tmp_path):
-    """Cars that start 0.5 s after being allowed and follow a new offer within 1 s (1 s meter values).
-    L3 holds 26 A for three cars that need 6 A each: once a car draws, its offer must never drop below 6 A."""
-    spec = SiteSpec(MIXED, fuse=40.0)
+    """Cars that start 0.5 s after being allowed and follow a new offer within 1 s, chargers that report
+    every 3 s (the default is 10 s). L3 holds 26 A for three cars that need 6 A each: once a car draws, its
+    offer must never drop below 6 A."""
+    spec = SiteSpec(MIXED, fuse=40.0, smart_charging={"meter_value_interval": 3})
     async with running_site(tmp_path, spec, base_load=BASE) as rig:
         rig.plug_in_all(ramp_delay=0.5, ramp_time=1.0)
         started: dict[str, float] = {}
