@@ -87,23 +87,31 @@ class ServerProcess:
     argv: list[str]
     port: int | None = None
     proc: subprocess.Popen | None = None
+    log: Path | None = None
 
     def start(self, timeout: float = 120) -> None:
         def preexec() -> None:
             pin_self(SERVER_CPU)
             raise_fd_limit(65536)
 
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     preexec_fn=preexec, cwd=BENCH.parent)
+        # Output goes to a file: a pipe nobody drains would stall the server once it filled up.
+        self.log = Path(tempfile.mkstemp(prefix="bench-server-", suffix=".log")[1])
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                         preexec_fn=preexec, cwd=BENCH.parent)
         deadline = time.monotonic() + timeout
-        if self.port is None:  # the bare servers print "PORT n"
-            line = self.proc.stdout.readline()
-            if not line.startswith("PORT "):
-                raise RuntimeError(f"{self.name} did not start: {line}{self.proc.stdout.read()}")
-            self.port = int(line.split()[1])
+        while self.port is None and time.monotonic() < deadline:  # the bare servers print "PORT n"
+            first = self.log.read_text().partition("\n")
+            if first[1]:
+                if not first[0].startswith("PORT "):
+                    raise RuntimeError(f"{self.name} did not start: {self.log.read_text()}")
+                self.port = int(first[0].split()[1])
+            elif self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()}")
+            time.sleep(0.05)
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.proc.stdout.read()}")
+                raise RuntimeError(f"{self.name} exited: {self.log.read_text()}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
                 return
             time.sleep(0.1)
@@ -120,14 +128,15 @@ class ServerProcess:
         return float("nan")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.log is not None and not os.environ.get("BENCH_KEEP_LOGS"):
+            self.log.unlink(missing_ok=True)
 
 
 def csms_server(folder: Path, n: int, uvloop: bool = False) -> tuple[ServerProcess, dict[str, str]]:

@@ -95,7 +95,12 @@ class Stats:
     errors: int = 0          # CALLERROR answers to our CALLs
     server_calls: int = 0    # CALLs the server made to us
     rtts: list[float] = field(default_factory=list)
+    answered_at: list[float] = field(default_factory=list)  # perf_counter of each recorded answer
     recording: bool = False
+
+    def stalls(self, threshold: float = 0.1) -> list[tuple[float, float]]:
+        """(answered at, round trip) of every answer slower than ``threshold`` s, for finding pauses."""
+        return [(t, r) for t, r in zip(self.answered_at, self.rtts) if r > threshold]
 
     def summary(self, seconds: float) -> dict:
         rtts = sorted(self.rtts)
@@ -196,7 +201,9 @@ class Station(asyncio.Protocol):
         if kind == 4:
             stats.errors += 1
         if stats.recording:
-            stats.rtts.append(time.perf_counter() - since)
+            now = time.perf_counter()
+            stats.rtts.append(now - since)
+            stats.answered_at.append(now)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(frame)
         if self._due:
@@ -299,6 +306,7 @@ async def run_closed(fleet: Fleet, warmup: float, duration: float) -> dict:
         st.send_next()
     await asyncio.sleep(warmup)
     stats.rtts.clear()
+    stats.answered_at.clear()
     stats.recording = True
     t0 = time.perf_counter()
     await asyncio.sleep(duration)
@@ -331,6 +339,7 @@ async def run_steady(fleet: Fleet, interval: float, warmup: float, duration: flo
         handles.append(loop.call_at(at, tick, st, at))
     await asyncio.sleep(start - loop.time() + warmup)
     stats.rtts.clear()
+    stats.answered_at.clear()
     stats.recording = True
     t0 = time.perf_counter()
     await asyncio.sleep(duration)

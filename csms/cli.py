@@ -39,6 +39,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve_with_frozen_heap(serving):
+    from csms.gcpolicy import FrozenHeap
+
+    async with FrozenHeap():  # keeps full garbage collections from pausing every station (see csms.gcpolicy)
+        return await serving
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
@@ -58,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     preload()  # every OCPP schema compiled before the first station connects
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(serve_until_signalled(cfg))
+            return runner.run(_serve_with_frozen_heap(serve_until_signalled(cfg)))
     except OSError as exc:
         print(f"csms serve: {exc} (is another process using port {cfg.server.port}?)", file=sys.stderr)
         return 1
