@@ -41,12 +41,16 @@ def camel_key(key: str) -> str:
     return next(iter(snake_to_camel_case({key: None})))
 
 
+_CONTAINERS = (dict, list)
+
+
 def to_snake(data: Any) -> Any:
-    """``ocpp.charge_point.camel_to_snake_case``, with remembered keys."""
+    """``ocpp.charge_point.camel_to_snake_case``, with remembered keys (the hot path of every CALL)."""
     if isinstance(data, dict):
-        return {snake_key(k) if isinstance(k, str) else k: to_snake(v) for k, v in data.items()}
+        return {snake_key(k) if isinstance(k, str) else k: to_snake(v) if isinstance(v, _CONTAINERS) else v
+                for k, v in data.items()}
     if isinstance(data, list):
-        return [to_snake(v) for v in data]
+        return [to_snake(v) if isinstance(v, _CONTAINERS) else v for v in data]
     return data
 
 
