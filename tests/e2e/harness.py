@@ -149,14 +149,14 @@ def config_data(spec: SiteSpec, tmp: Path, csms_port: int, meter_port: int, mqtt
 class Process:
     """A child process (``csms serve``, ``meter-gateway run``) with its output in a log file.
 
-    ``stop`` sends SIGTERM and returns the exit code; ``kill`` sends SIGKILL. Whatever happens the
-    process is gone after :meth:`close`.
+    ``stop`` sends SIGTERM and returns the exit code (a process that ignores it is killed and the test
+    fails with its stack dump); ``kill`` sends SIGKILL, as a power cut would. The process can be started
+    again after either, on the same port.
     """
 
     def __init__(self, name: str, argv: list[str], log_path: Path, port: int | None = None):
         self.name, self.argv, self.log_path, self.port = name, argv, log_path, port
         self.proc: subprocess.Popen | None = None
-        self.exit_codes: list[int] = []
 
     async def start(self, timeout: float = 15.0) -> None:
         if self.proc is not None:
@@ -188,7 +188,6 @@ class Process:
             raise AssertionError(f"{self.name} did not exit within {timeout} s of SIGTERM; its log ends:\n"
                                  f"{self.log_tail()}") from None
         self.proc = None
-        self.exit_codes.append(code)
         return code
 
     def kill(self) -> None:
@@ -198,11 +197,6 @@ class Process:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-        self.exit_codes.append(proc.returncode)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def log_tail(self, chars: int = 6000) -> str:
         try:
@@ -212,8 +206,8 @@ class Process:
 
 
 def csms_process(config_path: Path, port: int, log_path: Path) -> Process:
-    return Process("csms serve", [sys.executable, "-X", "faulthandler", "-m", "csms.cli", "serve", "--config", str(config_path)],
-                   log_path, port)
+    argv = [sys.executable, "-X", "faulthandler", "-m", "csms.cli", "serve", "--config", str(config_path)]
+    return Process("csms serve", argv, log_path, port)
 
 
 def gateway_process(config_path: Path, log_path: Path) -> Process:
