@@ -15,8 +15,10 @@ increases pass the break-before-make gate).
 
 One group of N one-phase chargers spread over the three phases, wired before the meter's clamps
 (``chargers_in_measurement = false``), with a supply sized so that the reading's other load moves each
-charger's share between 10 and 11 A (1,000 chargers need a 3,724 A supply). Baseline in the same run: the same N profiles sent straight through the stations'
-links all at once, without balancer or delivery - the cost of the OCPP path alone.
+charger's share between 10 and 11 A (1,000 chargers need a 3,724 A supply).
+
+Baseline in the same run: the same N profiles sent straight through the stations' links all at once,
+without balancer or delivery - the cost of the OCPP path alone.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ class RawStation:
                 assert boot.get("status") == "Accepted", f"{self.sid}: boot {boot}"
                 now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 for cid, status in ((0, "Available"), (1, "Preparing")):
-                    await self.call("StatusNotification", {"connectorId": cid, "errorCode": "NoError", "status": status})
+                    await self.call("StatusNotification",
+                                    {"connectorId": cid, "errorCode": "NoError", "status": status})
                 tx = await self.call("StartTransaction", {"connectorId": 1, "idTag": "BENCH", "meterStart": 0,
                                                           "timestamp": now})
                 assert tx.get("idTagInfo", {}).get("status") == "Accepted", f"{self.sid}: start {tx}"
@@ -286,7 +289,8 @@ def machine() -> str:
     if Path("/proc/cpuinfo").exists():
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), "")
-    return f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; {platform.system()} {platform.release()}"
+    return (f"{os.cpu_count()} cores, {cpu}; Python {platform.python_version()}; "
+            f"{platform.system()} {platform.release()}")
 
 
 def main() -> None:
@@ -322,7 +326,8 @@ def main() -> None:
             vals = r[kind]
             p50 = percentile(vals, 0.5) * 1000
             print(f"{n:>8} {r['connect_s']:>9.1f} {kind:>9} {len(vals):>4} {p50:>8.1f} "
-                  f"{percentile(vals, 0.99) * 1000:>8.1f} {max(vals) * 1000:>8.1f} {base50:>12.1f} {p50 / base50:>6.2f}")
+                  f"{percentile(vals, 0.99) * 1000:>8.1f} {max(vals) * 1000:>8.1f} {base50:>12.1f} "
+                  f"{p50 / base50:>6.2f}")
 
 
 if __name__ == "__main__":

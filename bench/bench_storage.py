@@ -106,8 +106,8 @@ def one_transaction(path: str, rows: int) -> float:
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return (f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu}; Python {platform.python_version()}; "
-            f"SQLite {sqlite3.sqlite_version}")
+    return (f"{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu}; "
+            f"Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}")
 
 
 def main() -> None:
@@ -130,7 +130,8 @@ def main() -> None:
             r = asyncio.run(storage_run(f"{tmp}/storage_{n}.sqlite", n, args.seconds, args.commit_interval))
             lost = r["acked"] - r["stored"]
             print(f"{n:>8} {r['rows_per_s']:>10,.0f} {r['rows_per_s'] / base:>9.1f} "
-                  f"{100 * r['rows_per_s'] / ceiling:>8.1f}% {r['batches']:>8} {r['acked'] / max(1, r['batches']):>10.1f} "
+                  f"{100 * r['rows_per_s'] / ceiling:>8.1f}% {r['batches']:>8} "
+                  f"{r['acked'] / max(1, r['batches']):>10.1f} "
                   f"{r['p50_ms']:>7.1f} {r['p99_ms']:>7.1f} {r['acked']:>8} {r['stored']:>8} {lost}")
             if lost:
                 print(f"LOSS: {lost} acknowledged rows are not in the database", file=sys.stderr)
