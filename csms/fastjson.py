@@ -63,15 +63,22 @@ def to_camel(data: Any) -> Any:
     return data
 
 
+#: (field name, wire name) of each payload dataclass seen, in field order.
+_FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
 def to_payload(obj: Any) -> Any:
     """What the package sends for a reply or call dataclass: ``snake_to_camel_case(remove_nones(
     serialize_as_dict(obj)))``, in one pass."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    names = _FIELDS.get(type(obj))
+    if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names = _FIELDS[type(obj)] = tuple((f.name, camel_key(f.name)) for f in dataclasses.fields(obj))
+    if names is not None:
         out = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
+        for name, camel in names:
+            value = getattr(obj, name)
             if value is not None:
-                out[camel_key(f.name)] = to_payload(value)
+                out[camel] = to_payload(value)
         return out
     if isinstance(obj, dict):
         return {camel_key(k) if isinstance(k, str) else k: to_payload(v) for k, v in obj.items() if v is not None}
