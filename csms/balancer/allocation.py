@@ -131,8 +131,6 @@ class BalancerMemory:
     """
 
     chargers: dict[str, ChargerMemory] = field(default_factory=dict)
-    #: The other load per phase worked out at the last run with a fresh reading (see :func:`phase_budget`).
-    other_load: dict[int, float] = field(default_factory=dict)
 
 
 def own_draw(group: GroupSpec, chargers: Sequence[ChargerInput], now: float) -> dict[int, float]:
@@ -169,21 +167,12 @@ def meter_fresh(group: GroupSpec, meter: MeterInput | None, now: float) -> bool:
 
 
 def phase_budget(
-    group: GroupSpec, meter: MeterInput | None, own: dict[int, float], now: float,
-    ramping: dict[int, float] | None = None, previous: dict[int, float] | None = None,
-    other_out: dict[int, float] | None = None,
+    group: GroupSpec, meter: MeterInput | None, own: dict[int, float], now: float
 ) -> tuple[dict[int, float], bool, dict[int, str]]:
     """Per group phase, what the group's chargers may draw together; whether the meter is fresh; why.
 
     ``own`` is the chargers' own draw per phase (:func:`own_draw`); it is subtracted from the measured
     current only when the meter sees the chargers (``chargers_in_measurement``).
-
-    ``ramping`` is, per phase, how much more than their last samples show the chargers may draw by now
-    (EVs still ramping to a limit given less than ``ramp_settle`` ago). The true other load then lies in
-    ``[measured - own - ramping, measured - own]``; the estimate ``previous`` (from the last run) is kept
-    when it lies in that interval and moved to its nearest end when not. A real rise of the other load
-    shows at once beyond the ramping allowance and in full as soon as the samples catch up; a drop shows
-    at once. The estimates used are written to ``other_out``.
     """
     offline = group.max_current_offline
     if not group.has_meter:
@@ -209,14 +198,6 @@ def phase_budget(
             continue
         saturated = p in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN))
         other = measured - own[p]
-        held = ""
-        if ramping and previous and p in previous and ramping.get(p, 0.0) > 0:
-            settled = other
-            other = min(settled, max(settled - ramping[p], previous[p]))
-            if other < settled - _EPS:
-                held = f" ({settled - other:.1f} A taken as cars still ramping up)"
-        if other_out is not None:
-            other_out[p] = other
         value = supply - margin - other
         if saturated and measured >= 0:
             budget[p] = min(online, value, 0.0)
@@ -224,7 +205,7 @@ def phase_budget(
             continue
         budget[p] = min(online, value)
         drawn = f" ({measured:.1f} A measured - {own[p]:.1f} A chargers)" if group.chargers_in_measurement else ""
-        notes[p] = (f"{supply:.1f} A fuse - {margin:.1f} A margin - {other:.1f} A other load{drawn}{held}"
+        notes[p] = (f"{supply:.1f} A fuse - {margin:.1f} A margin - {other:.1f} A other load{drawn}"
                     + (f", capped at max_current_online {online:.1f} A" if online < value else ""))
     return budget, True, notes
 
@@ -241,9 +222,7 @@ def allocate(
         return _inactive(group, chargers, now, memory)
     run = _Run(group, now, memory)
     limits = run.classify(chargers, group.chargers_in_measurement and meter_fresh(group, meter, now))
-    others: dict[int, float] = {}
-    budget, fresh, notes = phase_budget(group, meter, run.own, now, run.ramping, memory.other_load, others)
-    memory.other_load = others if fresh else {}
+    budget, fresh, notes = phase_budget(group, meter, run.own, now)
     run.available = {p: budget[p] - run.reserved[p] for p in group.phases}
     run.admit_and_fill(limits)
     memory.chargers = run.new_memory
@@ -277,8 +256,6 @@ class _Run:
         #: The chargers' own draw per phase; all three, so that a charger's draw on a phase outside
         #: the group needs no check (only the group's phases are read).
         self.own = dict.fromkeys((1, 2, 3), 0.0)
-        #: Per phase, how much more than their samples show the ramping sessions may draw by now.
-        self.ramping = dict.fromkeys((1, 2, 3), 0.0)
         #: Controlled sessions per phase set and cap, and how many per phase set were paused recently.
         self.classes: dict[tuple[int, ...], dict[float, int]] = {}
         self.resuming: dict[tuple[int, ...], int] = {}
@@ -345,8 +322,6 @@ class _Run:
                         cap, why = mem.cap, mem.cap_why  # nothing new and no timer due: the common case
                     else:
                         cap, why = self.cap(ch, phases, mem, full)
-                    if measure_own:
-                        self._ramp_allowance(ch, phases, mem, oldest)
                     append((cid, phases, cap, mem, why))
                     counts = classes.get(phases)
                     if counts is None:
@@ -371,20 +346,6 @@ class _Run:
                 mem.target = limit.limit
         self.own = {1: o1, 2: o2, 3: o3}
         return limits
-
-    def _ramp_allowance(self, ch: ChargerInput, phases: tuple[int, ...], mem: ChargerMemory, oldest: float) -> None:
-        """Adds what a session may draw beyond its last sample while its EV can still be ramping up."""
-        at = ch.draw_at
-        fresh = bool(ch.draw) and at is not None and at >= oldest
-        if fresh and at >= mem.in_force_since + self.group.tuning.ramp_settle:
-            return  # sampled after the ramp: the sample is what it draws
-        upper = ch.limit_in_force if ch.limit_in_force is not None else ch.spec.offline_current
-        own = mem.own if fresh and mem.own_of is ch.draw else (0.0, 0.0, 0.0)
-        ramping = self.ramping
-        for p in phases:
-            extra = upper - own[p - 1]
-            if extra > 0:
-                ramping[p] += extra
 
     def reserve(self, ch: ChargerInput, mem: ChargerMemory, reserved: dict[int, float]) -> ChargerLimit:
         """Counts a charger the balancer cannot steer right now at the most it may draw."""

@@ -28,11 +28,6 @@ class Tuning:
     threshold does not pause and resume a car on every sample (cars give up after a few such cycles).
     """
 
-    #: Seconds after a charger's limit changed (or its session started) during which its EV may still be
-    #: ramping: a sample of its draw from that time may show less than it draws by now, so the mains reading
-    #: minus that sample would count the unreported ramp as other load (and shrink the budget, pause cars,
-    #: and let them ramp again: a limit cycle). The difference up to its limit is then held as uncertain.
-    ramp_settle: float = 8.0
     trim_after: float = 60.0
     trim_slack: float = 2.0
     trim_headroom: float = 2.0
