@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import sys
 from datetime import datetime
@@ -67,7 +68,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(_serve_with_frozen_heap(serve_until_signalled(cfg)))
     except OSError as exc:
-        print(f"csms serve: {exc} (is another process using port {cfg.server.port}?)", file=sys.stderr)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE and "[http]" not in str(exc):
+            hint = f" (is another process using {cfg.server.host}:{cfg.server.port}? set [server] port)"
+        print(f"csms serve: {exc}{hint}", file=sys.stderr)
         return 1
 
 
