@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.loadgen import V16, V201, connect_fleet, run_closed  # noqa: E402
+from bench.loadgen import connect_fleet, run_closed  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 SERVER_CPU, LOADGEN_CPU = 0, 1

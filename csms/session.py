@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, CallError, CallResult, MessageType
+from ocpp.messages import Call, MessageType
 
 from csms import fastjson
 from csms.state import Version
