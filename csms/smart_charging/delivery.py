@@ -189,6 +189,8 @@ class Delivery:
             if isinstance(event, TransactionEnded):
                 ch.in_force = ch.exposure_limit = None  # a TxProfile dies with its transaction
                 ch.last = None if ch.last and ch.last.purpose is Purpose.TX else ch.last
+                ch.failures = ch.refusals = 0  # refusals of a profile for the ended transaction say nothing
+                self._idle_in_fallback(ch)
             ch.wake.set()
         elif isinstance(event, MeterSampled):
             self._check_obeying(ch, event)
@@ -318,7 +320,8 @@ class Delivery:
         purpose = self._purpose(ch)
         tx = self.state.station(ch.id).transactions.get(ch.connector)
         if purpose is Purpose.TX and tx is None:
-            return  # no session: the fallback TxDefaultProfile caps whatever starts next
+            self._idle_in_fallback(ch)  # no session: the fallback TxDefaultProfile caps whatever starts next
+            return
         if ch.decided_at < ch.session_seen_at:
             return  # the balancer has not seen this session yet; its next decision wakes us
         current, target = ch.in_force, ch.wanted
@@ -347,6 +350,15 @@ class Delivery:
         if current is not None and send == current and not refresh_due:
             return
         await self._send(ch, link, send, purpose, tx.transaction_id if tx else None)
+
+    def _idle_in_fallback(self, ch: ChargerChannel) -> None:
+        """A connected charger with no session and its fallback installed is under control: it can only
+        start at its offline current. (A TxProfile it refused for a transaction it had already ended, e.g.
+        one that ended while we were down, must not leave it uncontrolled.)"""
+        if ch.link is None or not ch.fallback_installed or ch.in_force is not None:
+            return
+        if ch.control in (ControlState.UNCONTROLLED, ControlState.PENDING):
+            self._set_control(ch, ControlState.CONTROLLED, None, "no session; its offline fallback applies")
 
     def _wake_later(self, ch: ChargerChannel, delay: float) -> None:
         asyncio.get_running_loop().call_later(max(0.05, delay), ch.wake.set)

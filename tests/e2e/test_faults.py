@@ -150,20 +150,9 @@ async def test_lost_charger_falls_back_by_itself_and_is_rebalanced_when_back(tmp
         print(f"charger back: the three cars share L3 again after {took:.2f} s")
 
 
-ENDED_OFFLINE_BUG = (
-    "a charger whose session ended while the central system was down starves its group after the restart "
-    "(csms/smart_charging/delivery.py Delivery._step/_send with the restored transaction): it reconnects and "
-    "reports Available before draining its queued StopTransaction; the balancer gives it 0 A, the delivery "
-    "sends that as a TxProfile for the restored transaction the charger already ended, the charger rejects it, "
-    "the channel turns UNCONTROLLED, and once the StopTransaction arrives _step returns early (TxProfile, no "
-    "transaction) so control is never re-established; the balancer keeps counting the idle charger at its "
-    "max_current on every phase and pauses every other session")
-
-
-# Not strict: whether the StopTransaction or the doomed TxProfile reaches its peer first is a race, so the bug
-# shows in about three runs out of five here. The xfail keeps it visible without making CI flaky.
-@pytest.mark.parametrize("ends_offline", [False, pytest.param(True, marks=pytest.mark.xfail(
-    strict=False, reason=ENDED_OFFLINE_BUG))], ids=["sessions-continue", "a-session-ends-while-down"])
+# A session that ends while the central system is down: the charger reconnects, may report Available before
+# it drains its queued StopTransaction, and must still end up controlled (its offline fallback) afterwards.
+@pytest.mark.parametrize("ends_offline", [False, True], ids=["sessions-continue", "a-session-ends-while-down"])
 async def test_killed_central_system_loses_nothing_it_acknowledged(tmp_path, monkeypatch, record_property,
                                                                    ends_offline):
     acked: list[tuple[str, str, dict, object]] = []
