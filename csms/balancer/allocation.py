@@ -147,7 +147,8 @@ def own_draw(group: GroupSpec, chargers: Sequence[ChargerInput], now: float) -> 
 
 
 def _add_draw(own: dict[int, float], ch: ChargerInput) -> None:
-    d = _own_per_phase(ch.draw, ch.limit_in_force if ch.control is _CONTROLLED else None)
+    drawn = ch.own_draw if ch.own_draw is not None else ch.draw
+    d = _own_per_phase(drawn, ch.limit_in_force if ch.control is _CONTROLLED else None)
     for p in own:
         own[p] += d[p - 1]
 
@@ -302,8 +303,9 @@ class _Run:
                 at = ch.draw_at
                 if at is not None and at >= oldest:
                     lim = ch.limit_in_force if ch.control is controlled else None
-                    if ch.draw is not mem.own_of or lim != mem.own_limit:
-                        mem.own_of, mem.own_limit, mem.own = ch.draw, lim, _own_per_phase(ch.draw, lim)
+                    drawn = ch.own_draw if ch.own_draw is not None else ch.draw
+                    if drawn is not mem.own_of or lim != mem.own_limit:
+                        mem.own_of, mem.own_limit, mem.own = drawn, lim, _own_per_phase(drawn, lim)
                     d1, d2, d3 = mem.own
                     o1 += d1
                     o2 += d2

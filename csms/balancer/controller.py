@@ -14,6 +14,7 @@ group has its own task, so one group's work never waits on another's.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 import contextlib
 import logging
 import time
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 NO_CURRENT_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Faulted", "Reserved"})
 #: How many changed chargers one INFO line names before it says "and N more".
 LOG_CHANGES = 20
+
+
+#: Samples kept per charger to know its draw at the time of a mains reading (about a minute at 10 s).
+HISTORY = 8
 
 
 class LimitSink(Protocol):
@@ -58,23 +63,51 @@ class _Charger:
     draw: dict[int, float] = field(default_factory=dict)
     draw_at: float | None = None
     phases_in_use: tuple[int, ...] | None = None
+    #: Recent (taken_at, draw) samples, oldest first, to know its draw at the time of a mains reading.
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
 
-    #: The last input built from the above; rebuilt only after a change (10,000 a run would cost ~10 ms).
+    #: The last input built from the above, and the reading time it was built for; rebuilt only after a
+    #: change (10,000 a run would cost ~10 ms).
     cached: ChargerInput | None = None
+    cached_for: float | None = None
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
-        if name != "cached":
+        if name not in ("cached", "cached_for"):
             object.__setattr__(self, "cached", None)
 
-    def as_input(self) -> ChargerInput:
-        if self.cached is None:
+    def as_input(self, reading_at: float | None = None) -> ChargerInput:
+        """``reading_at``: when the mains reading the run uses was taken (None: no reading)."""
+        newer = reading_at is not None and self.draw_at is not None and self.draw_at > reading_at
+        if self.cached is None or (newer and self.cached_for != reading_at) or (not newer and self.cached.own_draw):
+            own = self.draw_when(reading_at) if newer else None
             self.cached = ChargerInput(self.spec, self.connected, self.session_active, self.control,
-                                       self.limit_in_force, self.draw, self.draw_at, self.phases_in_use)
+                                       self.limit_in_force, self.draw, self.draw_at, self.phases_in_use,
+                                       own_draw=own)
+            self.cached_for = reading_at
         return self.cached
+
+    def draw_when(self, t: float) -> dict[int, float]:
+        """What it drew at time ``t``, as far as its samples tell, erring low (so the other load errs high).
+
+        Between its last sample at or before ``t`` and the newer ones an EV may have ramped either way: the
+        least of them per phase. With no sample at or before ``t`` (all evicted, or its session had not
+        started), none of its draw is known to be in the reading: nothing.
+        """
+        samples = self.history
+        start = None
+        for i in range(len(samples) - 1, -1, -1):
+            if samples[i][0] <= t:
+                start = i
+                break
+        if start is None:
+            return dict.fromkeys(self.draw, 0.0)
+        window = [d for _, d in list(samples)[start:]]
+        return {p: min(d.get(p, 0.0) for d in window) for p in self.draw}
 
     def forget_draw(self) -> None:
         self.draw, self.draw_at = {}, None
+        self.history.clear()
 
 
 @dataclass
@@ -265,6 +298,7 @@ class BalancerController:
                 if a is not None and a > 0:
                     draw[wired[i]] += a
         charger.draw, charger.draw_at = draw, min(s.taken_at for s in samples)
+        charger.history.append((charger.draw_at, draw))
         # Learn only from a sample that reports every wired phase: a charger that reports L1 alone
         # would otherwise look like a 1-phase EV.
         if charger.session_active and all(a is not None for a in sample.current[: len(wired)]):
@@ -298,7 +332,8 @@ class BalancerController:
         started = time.perf_counter()
         gid = group.spec.id
         try:
-            inputs = [c.as_input() for c in group.chargers.values()]
+            reading_at = group.meter.taken_at if group.meter is not None else None
+            inputs = [c.as_input(reading_at) for c in group.chargers.values()]
             decision = allocate(group.spec, group.meter, inputs, self._clock(), group.memory)
         except Exception:
             log.exception("group %s: allocation failed; the previous limits stay in force", gid)

@@ -130,6 +130,10 @@ class ChargerInput:
     draw_at: float | None = None
     #: Building phases the EV really draws on, learned from the charger's per-phase samples; None = unknown.
     phases_in_use: tuple[int, ...] | None = None
+    #: Its draw as it was when the mains reading was taken, to subtract from that reading (None: ``draw``).
+    #: A sample newer than the reading may show a ramp the reading does not contain; subtracting it would
+    #: make the other load look smaller than it is.
+    own_draw: dict[int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

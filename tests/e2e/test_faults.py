@@ -91,13 +91,6 @@ async def test_silent_meter_brings_the_group_within_max_current_offline(tmp_path
         await until_balanced(rig, L3, ev_budget(spec, BASE, L3))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fuse exceeded while the last mains reading ages (csms/balancer/allocation.py phase_budget with own_draw): "
-    "until stale_after, the old reading is combined with the chargers' newer MeterValues, so cars that ramped "
-    "up since the reading are subtracted from a total that never contained their increase; the other load "
-    "looks smaller, the budget grows, limits rise, the cars draw more - a runaway above the fuse until the "
-    "reading is finally stale (49 A on a 40 A fuse here). The same skew, a charger sample a tick newer than a "
-    "fresh reading, intermittently overshoots the fuse by a few A while cars ramp up at start-up"))
 async def test_meter_silent_while_cars_ramp_keeps_the_fuse(tmp_path, record_property):
     spec = SiteSpec(chargers(), max_current_offline=20.0)
     async with running_site(tmp_path, spec, base_load=BASE) as rig:
