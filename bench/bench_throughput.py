@@ -1,7 +1,8 @@
 """Saturation throughput: our ``csms serve`` against the bare ``ocpp`` server and a bare websockets server.
 
 Each server runs as its own process pinned to CPU 0; this process is the load generator, pinned to
-CPU 1. At N stations (default 1,000), every station keeps one CALL in flight (Heartbeat and per-phase
+CPU 1. Where Node.js is available, a Node.js ``ocpp-rpc`` server in strict mode (bench/node/) runs
+as one more comparison. At N stations (default 1,000), every station keeps one CALL in flight (Heartbeat and per-phase
 MeterValues alternating) and the figure is answers per second after a warm-up, with round-trip
 percentiles, both OCPP versions. ``csms serve`` runs with everything on: schema validation in and
 out, SQLite storage with group commit (every MeterValues acknowledged after its commit) and the
@@ -19,6 +20,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import resource
 import socket
 import subprocess
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.loadgen import connect_fleet, run_closed  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
+NODE_DIR = BENCH / "node"
 SERVER_CPU, LOADGEN_CPU = 0, 1
 
 
@@ -153,6 +156,25 @@ def bare_server(script: str, name: str) -> ServerProcess:
     return ServerProcess(name, [sys.executable, str(BENCH / script), "--port", "0"])
 
 
+def node_server() -> tuple[ServerProcess | None, str]:
+    """The ocpp-rpc strict server, installing its pinned packages on first use, or (None, why not)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        return None, "node and npm are not on PATH"
+    if not (NODE_DIR / "node_modules" / "ocpp-rpc" / "package.json").exists():
+        lock = (NODE_DIR / "package-lock.json").exists()
+        argv = [npm, "ci" if lock else "install", "--no-audit", "--no-fund", "--loglevel=error"]
+        print(f"installing ocpp-rpc into {NODE_DIR} ({' '.join(argv[1:2])})", flush=True)
+        try:
+            done = subprocess.run(argv, cwd=NODE_DIR, capture_output=True, text=True, timeout=180)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, f"`npm {argv[1]}` in {NODE_DIR} failed: {exc}"
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+            return None, f"`npm {argv[1]}` in {NODE_DIR} exited {done.returncode}: {' | '.join(tail)}"
+    return ServerProcess("node ocpp-rpc (strict)", [node, str(NODE_DIR / "ocpp_rpc_server.js"), "--port", "0"]), ""
+
+
 async def measure(server: ServerProcess, version: str, n: int, passwords: dict[str, str] | None,
                   warmup: float, duration: float, settle: float = 0.0) -> dict:
     fleet = await connect_fleet("127.0.0.1", server.port, station_ids(n), version, passwords=passwords)
@@ -185,7 +207,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stations", type=int, default=1000)
     p.add_argument("--quick", action="store_true", help="short runs (under a minute in all)")
-    p.add_argument("--only", choices=["csms", "ocpp", "ws"], action="append", help="run only these servers")
+    p.add_argument("--only", choices=["csms", "ocpp", "ws", "node"], action="append", help="run only these servers")
     p.add_argument("--versions", default="ocpp1.6,ocpp2.0.1")
     p.add_argument("--uvloop", action="store_true", help="also run csms serve on uvloop")
     p.add_argument("--json", help="write the results to this file as JSON")
@@ -198,11 +220,17 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         servers: list[tuple[str, callable]] = []
-        only = set(args.only or ["csms", "ocpp", "ws"])
+        only = set(args.only or ["csms", "ocpp", "ws", "node"])
         if "ws" in only:
             servers.append(("ws", lambda: (bare_server("bare_ws.py", "bare websockets"), None)))
         if "ocpp" in only:
             servers.append(("ocpp", lambda: (bare_server("bare_ocpp.py", "bare ocpp (validation on)"), None)))
+        if "node" in only:
+            node, why = node_server()
+            if node is None:
+                print(f"Node.js ocpp-rpc comparison skipped: {why}", flush=True)
+            else:
+                servers.append(("node", lambda: (node_server()[0], None)))
         if "csms" in only:
             servers.append(("csms", lambda: csms_server(Path(tempfile.mkdtemp(dir=tmp)), n)))
             if args.uvloop:
@@ -233,7 +261,7 @@ def print_ratios(results: list[dict]) -> None:
         ours = [k for k in by if k.startswith("csms serve")]
         for k in ours:
             parts = [f"{version}: {k} = {by[k]:.0f} msg/s"]
-            for base in ("bare ocpp (validation on)", "bare websockets"):
+            for base in ("bare ocpp (validation on)", "node ocpp-rpc (strict)", "bare websockets"):
                 if base in by and by[base]:
                     parts.append(f"{by[k] / by[base]:.2f}x {base}")
             print(", ".join(parts))
