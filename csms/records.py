@@ -10,12 +10,30 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from sqlite_utils import Database
 
 from csms.state import BootInfo, PhaseSample, Transaction
 from csms.storage import next_counter
 
 TX_COUNTER = "ocpp16_transaction_id"
+
+_ORJSON_AS_JSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def to_json(value: Any) -> str:
+    """The JSON ``json.dumps`` writes for ``value``, compact and in UTF-8, at a tenth of the cost (every
+    MeterValues and every balancing decision stores one or two).
+
+    orjson writes NaN and infinities as ``null`` and refuses what ``json`` would not take as is
+    (dataclasses, datetimes, subclasses, keys that are not strings, integers past 64 bits); all of
+    those, and any real ``null``, go to ``json.dumps`` so the stored value reads back the same.
+    """
+    try:
+        text = orjson.dumps(value, option=_ORJSON_AS_JSON)
+    except TypeError:
+        return json.dumps(value)
+    return json.dumps(value) if b"null" in text else text.decode()
 
 
 def station_connected(station_id: str, version: str, at: float):
@@ -128,7 +146,7 @@ def meter_values(station_id: str, connector_id: int, transaction_id: str | None,
                current_l1, current_l2, current_l3, energy_wh, sampled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 (station_id, connector_id, s.taken_at, context, transaction_id, *s.current, s.energy_wh,
-                 json.dumps(raw))
+                 to_json(raw))
                 for s, context, raw in samples
             ],
         )
@@ -143,6 +161,6 @@ def record_decision(group_id: str, at: float, meter_fresh: bool, budget: dict, l
     def op(db: Database) -> None:
         db.execute(
             "INSERT INTO decisions (group_id, at, meter_fresh, budget, limits) VALUES (?, ?, ?, ?, ?)",
-            [group_id, at, int(meter_fresh), json.dumps(budget), json.dumps(limits)],
+            [group_id, at, int(meter_fresh), to_json(budget), to_json(limits)],
         )
     return op

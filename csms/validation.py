@@ -76,6 +76,7 @@ class MessageValidator:
         self.version = version
         started = time.perf_counter()
         self._checks: dict[str, Check] = {name: compile_schema(s) for name, s in load_schemas(version).items()}
+        self._by_message: dict[tuple[int, str], Check] = {}  # (MessageTypeId, action) -> check, as met
         log.debug("compiled %d OCPP %s schemas in %.2f s", len(self._checks), version,
                   time.perf_counter() - started)
 
@@ -83,7 +84,12 @@ class MessageValidator:
         return len(self._checks)
 
     def check_for(self, message_type_id: int, action: str) -> Check | None:
-        return self._checks.get(schema_name(message_type_id, action, self.version))
+        check = self._by_message.get((message_type_id, action))
+        if check is None:
+            check = self._checks.get(schema_name(message_type_id, action, self.version))
+            if check is not None:  # only known schemas are remembered, so the memory stays bounded
+                self._by_message[(message_type_id, action)] = check
+        return check
 
     def is_valid(self, message_type_id: int, action: str, payload: Any) -> bool:
         """The compiled verdict alone (for tests and benchmarks)."""
