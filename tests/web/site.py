@@ -75,6 +75,14 @@ class Rig:
         await wait_until(lambda: app.delivery.channels[cid].in_force == 16, what=f"{cid} limited at 16 A")
         await wait_until(lambda: self.charger_draw(cid) > 15.5, what=f"{cid} reporting a 16 A draw")
         await wait_until(lambda: (app.last_readings[METER].current[0] or 0) > 20, what="the mains meter seeing the car")
+        # The balancer subtracts a car's draw as it was when the mains reading was taken, erring low while it ramps:
+        # its limit may dip for a reading or two. Wait until a reading taken after the ramp has settled it.
+        settled_from = app.clock()
+        await wait_until(lambda: app.last_readings[METER].taken_at > settled_from + 1.0
+                         and app.balancer.decision("garage").limits[cid].limit == 16
+                         and app.delivery.channels[cid].in_force == 16, what=f"{cid} settled at 16 A")
+        await wait_until(lambda: self.charger_draw(cid) > 15.5 and app.balancer.decision("garage").limits[cid].limit == 16,
+                         what=f"{cid} drawing its 16 A again")
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
