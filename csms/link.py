@@ -93,8 +93,9 @@ async def run_command(session: Any, payload: Any, timeout: float, **kw: Any) -> 
     fails validation, is ``Outcome.ERROR``; the reply object (or None) is returned for callers that need more.
     """
     try:
-        reply = await asyncio.wait_for(session.call(payload, suppress=False, **kw), timeout)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(timeout):
+            reply = await session.call(payload, suppress=False, **kw)
+    except TimeoutError:
         return Outcome.TIMEOUT, None
     except Exception as exc:  # OCPPError from a CALLERROR, or a reply that fails validation
         log.warning("%s: %s failed: %s", session.id, type(payload).__name__, exc)

@@ -8,12 +8,10 @@ password (profiles 1 and 2), 403 when a client certificate names another station
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import ssl
 from http import HTTPStatus
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import websockets

@@ -34,7 +34,7 @@ from csms.config import SiteConfig, parse_config
 from simulators.ev import EVModel
 from simulators.scenarios import Plan, Scenario, ScenarioPlayer
 from simulators.simulation import Simulation
-from simulators.site import Constant, Noise, Steps
+from simulators.site import Noise, Steps
 
 log = logging.getLogger("csms.demo")
 

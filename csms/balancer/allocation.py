@@ -468,7 +468,6 @@ class _Run:
     def admit_and_fill(self, limits: dict[str, ChargerLimit]) -> None:
         avail = self.available
         group, now, m = self.group, self.now, self.min
-        period = group.rotation_period
         resume = m + group.tuning.resume_margin
         # Room the sessions need: min_current each, plus the resume margin for those paused less than a
         # rotation period ago.

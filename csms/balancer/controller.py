@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from csms import state as st
+from csms.aio import cancel_and_wait, wait_event
 from csms.config import SiteConfig
 
 from .allocation import BalancerMemory, allocate
@@ -184,12 +184,7 @@ class BalancerController:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        tasks = [g.task for g in self._groups.values() if g.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(g.task for g in self._groups.values())
         for g in self._groups.values():
             g.task = None
 
@@ -312,8 +307,7 @@ class BalancerController:
     async def _run(self, group: _Group) -> None:
         while True:
             if not group.wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(group.wake.wait(), self._timeout(group))
+                await wait_event(group.wake, self._timeout(group))
             if self._debounce:
                 await asyncio.sleep(self._debounce)
             group.wake.clear()

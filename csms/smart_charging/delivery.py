@@ -23,12 +23,12 @@ Every profile sent, its answer and every change of a charger's control state is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from csms.aio import cancel_and_wait, wait_event
 from csms.balancer.model import ControlState, Decision
 from csms.config import ChargerConfig, LoadBalancerConfig, SiteConfig, SmartChargingConfig, charger_phases
 from csms.link import Capabilities, Outcome, ProfileSpec, Purpose, StationLink
@@ -164,12 +164,7 @@ class Delivery:
 
     async def stop(self) -> None:
         self._unsubscribe()
-        tasks = [ch.task for ch in self.channels.values() if ch.task is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_and_wait(ch.task for ch in self.channels.values())
 
     def _on_event(self, event: Event) -> None:
         ch = self.channels.get(event.station_id)
@@ -219,8 +214,7 @@ class Delivery:
             await self._setup(ch, link)
             while ch.link is link:
                 timeout = self._next_refresh_in(ch)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(ch.wake.wait(), timeout)
+                await wait_event(ch.wake, timeout)
                 ch.wake.clear()
                 await self._step(ch, link)
         except asyncio.CancelledError:
@@ -367,8 +361,7 @@ class Delivery:
         """Blocked by break-before-make: wait for another charger's acceptance or new draw, then retry."""
         ev = self._group_changed[ch.group.id]
         ev.clear()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(ev.wait(), max(0.5, self.settings.ramp_time / 4))
+        await wait_event(ev, max(0.5, self.settings.ramp_time / 4))
         ch.wake.set()
 
     def _purpose(self, ch: ChargerChannel) -> Purpose:
