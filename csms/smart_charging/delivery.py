@@ -123,6 +123,7 @@ class Delivery:
         self.channels: dict[str, ChargerChannel] = {}
         self.decisions: dict[str, Decision] = {}
         self._group_changed: dict[str, asyncio.Event] = {}
+        self._exposure_cache: dict[str, tuple[float, dict[int, float], dict[str, dict[int, float]]]] = {}
         for c in cfg.chargers:
             group = cfg.group_of(c.id)
             self.channels[c.id] = ChargerChannel(c, group, charger_phases(c))
@@ -186,6 +187,8 @@ class Delivery:
                 ch.last = None if ch.last and ch.last.purpose is Purpose.TX else ch.last
                 ch.failures = ch.refusals = 0  # refusals of a profile for the ended transaction say nothing
                 self._idle_in_fallback(ch)
+            if ch.group is not None:
+                self._poke_group(ch.group.id)
             ch.wake.set()
         elif isinstance(event, MeterSampled):
             self._check_obeying(ch, event)
@@ -203,6 +206,7 @@ class Delivery:
             self._set_control(ch, ControlState.FALLBACK, None, "dynamic limit expired; fallback in force")
 
     def _poke_group(self, group_id: str) -> None:
+        self._exposure_cache.pop(group_id, None)
         ev = self._group_changed.get(group_id)
         if ev is not None:
             ev.set()
@@ -406,8 +410,10 @@ class Delivery:
         lim = decision.limits.get(ch.id)
         phases = lim.phases if lim is not None and lim.phases else ch.phases_wired
         room = float("inf")
+        totals, each = self._group_exposure(ch.group.id, now)
+        mine = each.get(ch.id, {})
         for p in phases:
-            others = sum(self.exposure(o, now).get(p, 0.0) for o in self._group_channels(ch.group.id) if o is not ch)
+            others = totals.get(p, 0.0) - mine.get(p, 0.0)
             room = min(room, decision.budget.get(p, 0.0) - others)
         allowed = min(target, room)
         if target == 0:
@@ -419,6 +425,22 @@ class Delivery:
         if allowed <= current + 1e-9:
             return None
         return allowed
+
+    def _group_exposure(self, group_id: str, now: float) -> tuple[dict[int, float], dict[str, dict[int, float]]]:
+        """Every channel's exposure in a group and their sum per phase, computed once and reused until
+        something that can raise an exposure changes (a decision, a sample, a send, an answer), so that
+        gating N increases costs O(N), not O(N^2). Exposures only fall as time passes (ramp windows end),
+        so a reused sum errs on the safe side; it is recomputed at least every 0.25 s."""
+        cached = self._exposure_cache.get(group_id)
+        if cached is not None and now - cached[0] < 0.25:
+            return cached[1], cached[2]
+        each = {o.id: self.exposure(o, now) for o in self._group_channels(group_id)}
+        totals: dict[int, float] = {}
+        for exp in each.values():
+            for p, amps in exp.items():
+                totals[p] = totals.get(p, 0.0) + amps
+        self._exposure_cache[group_id] = (now, totals, each)
+        return totals, each
 
     def _group_channels(self, group_id: str):
         return (c for c in self.channels.values() if c.group is not None and c.group.id == group_id)
@@ -439,6 +461,7 @@ class Delivery:
         previous = ch.in_force
         decrease = previous is None or amps < previous
         ch.exposure_limit = amps if previous is None else max(previous, amps)
+        self._exposure_cache.pop(ch.group.id, None)
         if amps != previous:
             self._set_control(ch, ControlState.PENDING, previous, f"sending {amps:.1f} A")
         self.sent += 1
@@ -550,6 +573,8 @@ class Delivery:
     # -- bookkeeping ----------------------------------------------------------------------------
 
     def _set_control(self, ch: ChargerChannel, control: ControlState, limit: float | None, reason: str) -> None:
+        if ch.group is not None:
+            self._exposure_cache.pop(ch.group.id, None)
         changed = control is not ch.control
         ch.control = control
         ch.control_reason = reason
