@@ -188,12 +188,12 @@ class Delivery:
                 ch.failures = ch.refusals = 0  # refusals of a profile for the ended transaction say nothing
                 self._idle_in_fallback(ch)
             if ch.group is not None:
-                self._poke_group(ch.group.id)
+                self._poke_group(ch.group.id, ch)
             ch.wake.set()
         elif isinstance(event, MeterSampled):
             self._check_obeying(ch, event)
             if ch.group is not None:
-                self._poke_group(ch.group.id)
+                self._poke_group(ch.group.id, ch)
 
     def _expiry_left(self, ch: ChargerChannel) -> float:
         if ch.last is None:
@@ -205,8 +205,12 @@ class Delivery:
             ch.in_force = None
             self._set_control(ch, ControlState.FALLBACK, None, "dynamic limit expired; fallback in force")
 
-    def _poke_group(self, group_id: str) -> None:
-        self._exposure_cache.pop(group_id, None)
+    def _poke_group(self, group_id: str, ch: ChargerChannel | None = None) -> None:
+        """Something in a group changed (one charger's, when ``ch`` is given): refresh exposures, wake gates."""
+        if ch is None:
+            self._exposure_cache.pop(group_id, None)
+        else:
+            self._refresh_exposure(ch)
         ev = self._group_changed.get(group_id)
         if ev is not None:
             ev.set()
@@ -442,6 +446,19 @@ class Delivery:
         self._exposure_cache[group_id] = (now, totals, each)
         return totals, each
 
+    def _refresh_exposure(self, ch: ChargerChannel) -> None:
+        """Updates one channel's share of its group's cached exposure sum (O(1) per change)."""
+        if ch.group is None:
+            return
+        cached = self._exposure_cache.get(ch.group.id)
+        if cached is None:
+            return
+        _, totals, each = cached
+        old = each.get(ch.id, {})
+        new = each[ch.id] = self.exposure(ch, self.clock())
+        for p in set(old) | set(new):
+            totals[p] = totals.get(p, 0.0) - old.get(p, 0.0) + new.get(p, 0.0)
+
     def _group_channels(self, group_id: str):
         return (c for c in self.channels.values() if c.group is not None and c.group.id == group_id)
 
@@ -461,7 +478,7 @@ class Delivery:
         previous = ch.in_force
         decrease = previous is None or amps < previous
         ch.exposure_limit = amps if previous is None else max(previous, amps)
-        self._exposure_cache.pop(ch.group.id, None)
+        self._refresh_exposure(ch)
         if amps != previous:
             self._set_control(ch, ControlState.PENDING, previous, f"sending {amps:.1f} A")
         self.sent += 1
@@ -482,7 +499,7 @@ class Delivery:
             log.log(logging.DEBUG if refresh else logging.INFO, "%s: %s %.1f A accepted (%s, stack %d)",
                     ch.id, "refreshed" if refresh else "limit", amps, purpose.value, level)
             self._set_control(ch, ControlState.CONTROLLED, amps, "accepted")
-            self._poke_group(ch.group.id)
+            self._poke_group(ch.group.id, ch)
             if not refresh and s.confirm_with_composite and ch.composite_supported:
                 await self._confirm(ch, link, amps, unit)
             return
@@ -573,8 +590,7 @@ class Delivery:
     # -- bookkeeping ----------------------------------------------------------------------------
 
     def _set_control(self, ch: ChargerChannel, control: ControlState, limit: float | None, reason: str) -> None:
-        if ch.group is not None:
-            self._exposure_cache.pop(ch.group.id, None)
+        self._refresh_exposure(ch)
         changed = control is not ch.control
         ch.control = control
         ch.control_reason = reason
