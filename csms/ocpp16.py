@@ -15,12 +15,11 @@ from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, Regi
 
 from csms import records
 from csms.authorization import Verdict
-from csms.context import SessionContext
+from csms.adapter import AdapterMixin
 from csms.link16 import Link16Mixin
-from csms.metervalues import parse_time, to_sample
+from csms.metervalues import parse_time
 from csms.session import SessionMixin
 from csms.state import BootInfo, Transaction, Version
-from csms.storage import log_event
 
 log = logging.getLogger("csms.ocpp16")
 
@@ -28,15 +27,9 @@ _STATUS = {Verdict.ACCEPTED: AuthorizationStatus.accepted, Verdict.EXPIRED: Auth
            Verdict.UNKNOWN: AuthorizationStatus.invalid}
 
 
-class Station16(SessionMixin, Link16Mixin, ChargePoint):
+class Station16(SessionMixin, AdapterMixin, Link16Mixin, ChargePoint):
     version = Version.V16
     known_actions = frozenset(a.value for a in Action)
-
-    def __init__(self, station_id: str, connection: Any, ctx: SessionContext):
-        super().__init__(station_id, connection, response_timeout=ctx.cfg.server.call_timeout)
-        self.ctx = ctx
-        self.command_timeout = ctx.cfg.server.call_timeout
-        self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
 
     def _id_tag_info(self, id_tag: str | None) -> dict[str, Any]:
         verdict = self.ctx.authorizer.check(self.id, id_tag, self.ctx.clock())
@@ -100,8 +93,7 @@ class Station16(SessionMixin, Link16Mixin, ChargePoint):
             records.stop_transaction(self.id, tx_key, stopped_at, float(meter_stop), kw.get("reason")))
         if row is None:
             log.warning("%s: StopTransaction for unknown transaction %s", self.id, transaction_id)
-            self.ctx.storage.write_nowait(log_event("unknown_transaction", stopped_at, station_id=self.id,
-                                                    transaction_id=tx_key))
+            self._log("unknown_transaction", transaction_id=tx_key)
         else:
             tx = Transaction(tx_key, row["connector_id"], row["id_token"], row["started_at"], row["meter_start_wh"],
                              stopped_at, float(meter_stop), kw.get("reason"))
@@ -109,32 +101,24 @@ class Station16(SessionMixin, Link16Mixin, ChargePoint):
         id_tag = kw.get("id_tag")
         return call_result.StopTransaction(id_tag_info=self._id_tag_info(id_tag) if id_tag else None)
 
-    async def _store_meter_values(self, connector_id: int, transaction_id: str | None, meter_value: list[dict]) -> list:
-        now = self.ctx.clock()
-        parsed = [(*to_sample(mv, now), mv) for mv in meter_value]
-        await self.ctx.storage.write(records.meter_values(self.id, connector_id, transaction_id, parsed))
-        return parsed
-
     @on(Action.meter_values)
     async def on_meter_values(self, connector_id: int, meter_value: list, **kw: Any):
         tx = kw.get("transaction_id")
         parsed = await self._store_meter_values(connector_id, None if tx is None else str(tx), meter_value)
-        for sample, _, _ in sorted(parsed, key=lambda p: p[0].taken_at):
-            self.ctx.state.sampled(self.id, connector_id, sample)
+        self._publish_samples(connector_id, parsed)
         return call_result.MeterValues()
 
     @on(Action.data_transfer)
     def on_data_transfer(self, vendor_id: str, **kw: Any):
-        self.ctx.storage.write_nowait(log_event("data_transfer", self.ctx.clock(), station_id=self.id,
-                                                vendor_id=vendor_id, message_id=kw.get("message_id")))
+        self._log("data_transfer", vendor_id=vendor_id, message_id=kw.get("message_id"))
         return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
 
     @on(Action.diagnostics_status_notification)
     def on_diagnostics_status(self, status: str, **kw: Any):
-        self.ctx.storage.write_nowait(log_event("diagnostics_status", self.ctx.clock(), station_id=self.id, status=status))
+        self._log("diagnostics_status", status=status)
         return call_result.DiagnosticsStatusNotification()
 
     @on(Action.firmware_status_notification)
     def on_firmware_status(self, status: str, **kw: Any):
-        self.ctx.storage.write_nowait(log_event("firmware_status", self.ctx.clock(), station_id=self.id, status=status))
+        self._log("firmware_status", status=status)
         return call_result.FirmwareStatusNotification()

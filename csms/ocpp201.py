@@ -23,12 +23,11 @@ from ocpp.v201.enums import (
 
 from csms import records
 from csms.authorization import Verdict
-from csms.context import SessionContext
+from csms.adapter import AdapterMixin
 from csms.link201 import Link201Mixin
-from csms.metervalues import parse_time, to_sample
+from csms.metervalues import parse_time
 from csms.session import SessionMixin
 from csms.state import BootInfo, Transaction, Version
-from csms.storage import log_event
 
 log = logging.getLogger("csms.ocpp201")
 
@@ -42,15 +41,9 @@ _CHARGING_STATE = {"Charging": "Charging", "EVConnected": "Preparing", "Suspende
                    "SuspendedEVSE": "SuspendedEVSE", "Idle": "Available"}
 
 
-class Station201(SessionMixin, Link201Mixin, ChargePoint):
+class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
     version = Version.V201
     known_actions = frozenset(a.value for a in Action)
-
-    def __init__(self, station_id: str, connection: Any, ctx: SessionContext):
-        super().__init__(station_id, connection, response_timeout=ctx.cfg.server.call_timeout)
-        self.ctx = ctx
-        self.command_timeout = ctx.cfg.server.call_timeout
-        self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
 
     def _id_token_info(self, id_token: dict | None) -> dict[str, Any]:
         token = (id_token or {}).get("id_token")
@@ -60,9 +53,6 @@ class Station201(SessionMixin, Link201Mixin, ChargePoint):
         if expiry is not None:
             info["cache_expiry_date_time"] = expiry.isoformat()
         return info
-
-    def _log(self, kind: str, **detail: Any) -> None:
-        self.ctx.storage.write_nowait(log_event(kind, self.ctx.clock(), station_id=self.id, **detail))
 
     @on(Action.boot_notification)
     async def on_boot(self, charging_station: dict, reason: str, **kw: Any):
@@ -103,12 +93,7 @@ class Station201(SessionMixin, Link201Mixin, ChargePoint):
         evse_id = evse.get("id") or (running.connector_id if running else 1)
         first = await self.ctx.storage.write(records.transaction_event(self.id, tx_id, seq_no, event_type,
                                                                         trigger_reason, at))
-        meter_value = kw.get("meter_value") or []
-        parsed = []
-        if meter_value:
-            now = self.ctx.clock()
-            parsed = [(*to_sample(mv, now), mv) for mv in meter_value]
-            await self.ctx.storage.write(records.meter_values(self.id, evse_id, tx_id, parsed))
+        parsed = await self._store_meter_values(evse_id, tx_id, kw.get("meter_value") or [])
         id_token = kw.get("id_token")
         token = (id_token or {}).get("id_token")
         if first:
@@ -129,8 +114,7 @@ class Station201(SessionMixin, Link201Mixin, ChargePoint):
         charging_state = transaction_info.get("charging_state")
         if charging_state in _CHARGING_STATE and event_type != "Ended":
             state.status(self.id, evse_id, _CHARGING_STATE[charging_state], None, at)
-        for sample, _, _ in sorted(parsed, key=lambda p: p[0].taken_at):
-            state.sampled(self.id, evse_id, sample)
+        self._publish_samples(evse_id, parsed)
         if event_type == "Ended":
             started = running or Transaction(tx_id, evse_id, token, at)
             ended = Transaction(tx_id, started.connector_id, started.id_token or token, started.started_at,
@@ -141,13 +125,9 @@ class Station201(SessionMixin, Link201Mixin, ChargePoint):
 
     @on(Action.meter_values)
     async def on_meter_values(self, evse_id: int, meter_value: list, **kw: Any):
-        now = self.ctx.clock()
-        parsed = [(*to_sample(mv, now), mv) for mv in meter_value]
         running = self.ctx.state.station(self.id).transactions.get(evse_id)
-        await self.ctx.storage.write(records.meter_values(self.id, evse_id, running.transaction_id if running else None,
-                                                          parsed))
-        for sample, _, _ in sorted(parsed, key=lambda p: p[0].taken_at):
-            self.ctx.state.sampled(self.id, evse_id, sample)
+        parsed = await self._store_meter_values(evse_id, running.transaction_id if running else None, meter_value)
+        self._publish_samples(evse_id, parsed)
         return call_result.MeterValues()
 
     @on(Action.notify_event)

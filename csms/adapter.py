@@ -1,0 +1,41 @@
+"""What both OCPP version adapters do the same way: set-up, the event log, storing meter values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from csms import records
+from csms.context import SessionContext
+from csms.metervalues import to_sample
+from csms.state import PhaseSample
+from csms.storage import log_event
+
+#: A parsed ``meterValue`` entry: the sample, its reading context, and the entry as received.
+Parsed = tuple[PhaseSample, str, dict]
+
+
+class AdapterMixin:
+    """Mixed into :class:`csms.ocpp16.Station16` and :class:`csms.ocpp201.Station201`, after SessionMixin."""
+
+    def __init__(self, station_id: str, connection: Any, ctx: SessionContext):
+        super().__init__(station_id, connection, response_timeout=ctx.cfg.server.call_timeout)
+        self.ctx = ctx
+        self.command_timeout = ctx.cfg.server.call_timeout
+        self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
+
+    def _log(self, kind: str, **detail: Any) -> None:
+        """An entry in the event log; not awaited (nothing a station is told depends on it)."""
+        self.ctx.storage.write_nowait(log_event(kind, self.ctx.clock(), station_id=self.id, **detail))
+
+    async def _store_meter_values(self, connector_id: int, transaction_id: str | None,
+                                  meter_value: list[dict]) -> list[Parsed]:
+        """Parses and stores meter values; returns once they are committed (the reply may then go out)."""
+        now = self.ctx.clock()
+        parsed = [(*to_sample(mv, now), mv) for mv in meter_value]
+        if parsed:
+            await self.ctx.storage.write(records.meter_values(self.id, connector_id, transaction_id, parsed))
+        return parsed
+
+    def _publish_samples(self, connector_id: int, parsed: list[Parsed]) -> None:
+        for sample, _, _ in sorted(parsed, key=lambda p: p[0].taken_at):
+            self.ctx.state.sampled(self.id, connector_id, sample)
