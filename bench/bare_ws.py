@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 from datetime import datetime, timezone
 
 import websockets
-from websockets.asyncio.server import serve
+from bare_common import serve_until_sigterm
 
 NOW = datetime.now(timezone.utc).isoformat()
 CANNED = {"BootNotification": {"currentTime": NOW, "interval": 300, "status": "Accepted"},
@@ -32,12 +31,7 @@ async def handler(ws) -> None:
 
 
 async def main(port: int) -> None:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async with serve(handler, "127.0.0.1", port, subprotocols=["ocpp2.0.1", "ocpp1.6"], max_queue=16,
-                     ping_interval=30) as server:
-        print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-        await stop.wait()
+    await serve_until_sigterm(handler, port)
 
 
 if __name__ == "__main__":

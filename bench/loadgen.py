@@ -298,6 +298,17 @@ async def connect_fleet(host: str, port: int, ids: list[str], version: str, *, p
     return Fleet(stations, stats, time.perf_counter() - t0)
 
 
+async def _record(stats, duration: float) -> float:
+    """Records answers for ``duration`` s from now (after a warm-up); returns the seconds really measured."""
+    stats.rtts.clear()
+    stats.answered_at.clear()
+    stats.recording = True
+    t0 = time.perf_counter()
+    await asyncio.sleep(duration)
+    stats.recording = False
+    return time.perf_counter() - t0
+
+
 async def run_closed(fleet: Fleet, warmup: float, duration: float) -> dict:
     """Every station keeps one CALL in flight; measures answers per second after ``warmup``."""
     stats = fleet.stats
@@ -305,13 +316,7 @@ async def run_closed(fleet: Fleet, warmup: float, duration: float) -> dict:
         st.on_answer = lambda s: s.send_next()
         st.send_next()
     await asyncio.sleep(warmup)
-    stats.rtts.clear()
-    stats.answered_at.clear()
-    stats.recording = True
-    t0 = time.perf_counter()
-    await asyncio.sleep(duration)
-    stats.recording = False
-    elapsed = time.perf_counter() - t0
+    elapsed = await _record(stats, duration)
     for st in fleet.stations:
         st.on_answer = None
     await _drain(fleet)
@@ -338,13 +343,7 @@ async def run_steady(fleet: Fleet, interval: float, warmup: float, duration: flo
         at = start + interval * i / n
         handles.append(loop.call_at(at, tick, st, at))
     await asyncio.sleep(start - loop.time() + warmup)
-    stats.rtts.clear()
-    stats.answered_at.clear()
-    stats.recording = True
-    t0 = time.perf_counter()
-    await asyncio.sleep(duration)
-    stats.recording = False
-    elapsed = time.perf_counter() - t0
+    elapsed = await _record(stats, duration)
     for h in handles:
         h.cancel()
     await _drain(fleet)
