@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs on a fresh Debian machine: the package with its test extras,
-# and the system programs the tests start themselves (mosquitto for MQTT, chromium for the dashboard).
+# Installs everything the test suite needs on a fresh Debian machine: the package with its test extras at the
+# exact versions of requirements/test.lock (what CI tested), and the system programs the tests start themselves
+# (mosquitto for MQTT, chromium for the dashboard). Run it inside a virtual environment.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install -q -e ".[test]"
+python3 -m pip install -q -c requirements/test.lock -e ".[test,fast]"
 
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
