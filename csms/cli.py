@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from rich.console import Console
 from rich.table import Table
 
-from csms.config import ConfigError, SiteConfig, load_config
+from csms.config import ConfigError, SiteConfig, config_warnings, load_config
 
 
 def _load(path: str) -> SiteConfig | None:
@@ -35,6 +35,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 2
+    for w in config_warnings(cfg):
+        print(f"{args.config}: warning: {w.path}: {w.message}")
     print(f"{args.config}: OK ({len(cfg.organisations)} organisations, {len(cfg.meters)} meters, "
           f"{len(cfg.chargers)} chargers, {len(cfg.load_balancers)} load balancer groups)")
     return 0
@@ -52,6 +54,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if cfg is None:
         return 2
     _setup_logging(args.log_level)
+    for w in config_warnings(cfg):
+        logging.getLogger("csms").warning("%s: %s: %s", args.config, w.path, w.message)
     from csms.app import serve_until_signalled
     from csms.validation import preload
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from meter_gateway.config import MeterConfig, MqttConfig, StrictModel
 
@@ -73,10 +73,12 @@ class SmartChargingConfig(StrictModel):
     meter_value_interval: int = Field(10, ge=1, le=900)
     #: A: smaller changes than this are not sent (decreases to 0 always are).
     deadband: float = Field(1.0, ge=0, le=16)
-    #: Seconds between two increases of the same charger (decreases are never delayed).
-    increase_interval: float = Field(10, ge=0, le=3600)
-    #: Seconds a car may take to follow a lowered limit; after this its old draw is no longer reserved.
-    ramp_time: float = Field(10, ge=0, le=600)
+    #: Seconds between two increases of the same charger (decreases are never delayed): one EV response time,
+    #: so that the balancer sees what an increase did before the next one is sent.
+    increase_interval: float = Field(5, ge=0, le=3600)
+    #: Seconds an EV may take to follow a changed limit (IEC 61851-1: 5 s). After a decrease the old draw is
+    #: reserved this long; the balancer's estimate treats the charger as moving this long after any change.
+    ramp_time: float = Field(5, ge=0, le=600)
     #: A above its limit a charger may draw, for obey_grace seconds, before it is flagged as not obeying.
     obey_tolerance: float = Field(2.0, ge=0, le=32)
     obey_grace: float = Field(30, ge=0, le=3600)
@@ -160,12 +162,24 @@ class LoadBalancerConfig(StrictModel):
     max_current_offline: float = Field(ge=0, le=4000)
     min_current: float = Field(6, ge=0, le=80)
     stale_after: float = Field(10, gt=0, le=3600)
-    #: A per phase kept free below the fuse for measurement error and loads that step between readings.
-    margin: float = Field(2.0, ge=0, le=100)
+    #: A per phase kept free below the fuse for the meter's error (class 1: 1 %) and the EVs' own control
+    #: tolerance; default 1 % of supply_max_current + 0.25 A (0.5 A on 25 A, 0.88 A on 63 A). A fuse carries its
+    #: rated current indefinitely, and a step of the other load is cut back on the next reading, so the margin
+    #: need not cover steps.
+    margin: float = Field(ge=0, le=100)
     #: Seconds between rotations of who is paused when not every session can get min_current.
-    rotation_period: float = Field(900, gt=0)
+    rotation_period: float = Field(600, gt=0)
     socket_enabled: bool = True
     active: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_margin(cls, data: object) -> object:
+        if isinstance(data, dict) and "margin" not in data:
+            supply = data.get("supply_max_current")
+            if isinstance(supply, (int, float)) and not isinstance(supply, bool):
+                return {**data, "margin": default_margin(float(supply))}
+        return data
 
     @field_validator("phases")
     @classmethod
@@ -331,8 +345,6 @@ def cross_check(cfg: SiteConfig, invalid_ids: frozenset[str] = frozenset()) -> l
             problems.append(Problem(f"{p}.min_current", f"{g.min_current} A is above max_current_online {g.max_current_online} A"))
         if g.max_current_offline > g.max_current_online:
             problems.append(Problem(f"{p}.max_current_offline", f"{g.max_current_offline} A is above max_current_online {g.max_current_online} A"))
-        if g.max_current_online > g.supply_max_current:
-            problems.append(Problem(f"{p}.max_current_online", f"{g.max_current_online} A is above supply_max_current {g.supply_max_current} A (the main fuse)"))
         if meter is not None:
             extra = sorted(set(g.phases) - set(meter.phases))
             if extra:
@@ -348,6 +360,24 @@ def cross_check(cfg: SiteConfig, invalid_ids: frozenset[str] = frozenset()) -> l
             if c.phases == 1 and charger_phases(c)[0] not in g.phases:
                 problems.append(Problem(f"{p}.chargers.{j}", f"one-phase charger {cid!r} lands on building phase {charger_phases(c)[0]}, which the group does not include"))
     return problems
+
+
+def default_margin(supply_max_current: float) -> float:
+    """The margin a group gets when its config names none: 1 % of the fuse (a class 1 meter's error) + 0.25 A."""
+    return round(0.01 * supply_max_current + 0.25, 2)
+
+
+def config_warnings(cfg: SiteConfig) -> list[Problem]:
+    """Settings that are legitimate but worth a second look; ``check-config`` prints them, ``serve`` logs them."""
+    warnings: list[Problem] = []
+    for i, g in enumerate(cfg.load_balancers):
+        if g.max_current_online > g.supply_max_current:
+            warnings.append(Problem(
+                f"load_balancers.{i}.max_current_online",
+                f"{g.max_current_online} A is above supply_max_current {g.supply_max_current} A (the main fuse): "
+                "the group may draw more than the fuse only while the building exports (solar) or when it is a "
+                "sub-board rated above it; the import through the fuse is still kept within supply_max_current"))
+    return warnings
 
 
 def charger_phases(c: ChargerConfig) -> tuple[int, ...]:

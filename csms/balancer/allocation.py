@@ -53,7 +53,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import waterfill
-from .model import ChargerInput, ChargerLimit, ControlState, Decision, GroupSpec, MeterInput
+from .estimate import DrawModel, other_load
+from .model import ChargerInput, ChargerLimit, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput
 
 #: OCPP 1.6 limits are multiples of 0.1 A.
 STEP = 0.1
@@ -107,10 +108,6 @@ class ChargerMemory:
     #: The charger's draw sample last looked at (None: none), and the most it drew on a phase then.
     sample: dict[int, float] | None = None
     used: float = 0.0
-    #: Its own draw per building phase 1..3, worked out from the draw dict own_of under limit own_limit.
-    own: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    own_of: dict[int, float] | None = None
-    own_limit: float | None = None
     #: The cap worked out from the above, for which full cap, and until when it holds if nothing new arrives.
     cap: float = 0.0
     cap_why: str | None = None
@@ -121,6 +118,10 @@ class ChargerMemory:
     trimmed_at: float = 0.0
     #: Seconds the current session charged in the stretches that ended in a pause (rotation fairness).
     charged: float = 0.0
+    #: What the estimator knows about its draw (:mod:`csms.balancer.estimate`).
+    model: DrawModel = field(default_factory=DrawModel)
+    #: When its control state last became PENDING (a change in flight since then).
+    pending_since: float | None = None
 
 
 @dataclass
@@ -131,35 +132,26 @@ class BalancerMemory:
     """
 
     chargers: dict[str, ChargerMemory] = field(default_factory=dict)
+    #: The other load per phase estimated from the reading taken at ``other_at``, and the estimate from the
+    #: reading before it (what a phase with a moving charger holds on to).
+    other: dict[int, float] | None = None
+    other_at: float | None = None
+    held: dict[int, float] | None = None
+    #: The budget of the last run that had a fresh reading (what small changes are measured against).
+    budget: dict[int, float] | None = None
 
 
-def own_draw(group: GroupSpec, chargers: Sequence[ChargerInput], now: float) -> dict[int, float]:
-    """The chargers' own measured draw per group phase, from samples at most ``draw_max_age`` old.
-
-    A controlled charger counts at most its limit in force: an older sample may predate a decrease.
-    """
-    own = dict.fromkeys(group.phases, 0.0)
-    oldest = now - group.tuning.draw_max_age
-    for ch in chargers:
-        if ch.draw and ch.draw_at is not None and ch.draw_at >= oldest:
-            _add_draw(own, ch)
-    return own
-
-
-def _add_draw(own: dict[int, float], ch: ChargerInput) -> None:
-    drawn = ch.own_draw if ch.own_draw is not None else ch.draw
-    d = _own_per_phase(drawn, ch.limit_in_force if ch.control is _CONTROLLED else None)
-    for p in own:
-        own[p] += d[p - 1]
-
-
-def _own_per_phase(draw: dict[int, float], limit: float | None) -> tuple[float, float, float]:
-    """A charger's draw on building phases 1, 2, 3, each at most ``limit`` (a controlled charger's limit in
-    force: an older sample may predate a decrease; counting less own draw only lowers the budget)."""
+def _own_per_phase(draw: dict[int, float], spec_max: float, wired: tuple[int, ...],
+                   limit: float | None) -> tuple[float, float, float]:
+    """A charger's reported draw on building phases 1, 2, 3, bounded by what it can physically draw: nothing
+    on a phase it is not wired to, at most its ``max_current``, and at most ``limit`` (a controlled charger's
+    limit in force: an older sample may predate a decrease). A charger that reports 16,000 A (mA sent as A)
+    is therefore counted at its ``max_current``, not subtracted from the reading as if it were real."""
+    top = spec_max if limit is None or limit > spec_max else limit
     out = [0.0, 0.0, 0.0]
     for p, a in draw.items():
-        if 1 <= p <= 3:
-            out[p - 1] = a if limit is None or a < limit else limit
+        if p in wired and a > 0:
+            out[p - 1] = a if a < top else top
     return out[0], out[1], out[2]
 
 
@@ -168,12 +160,12 @@ def meter_fresh(group: GroupSpec, meter: MeterInput | None, now: float) -> bool:
 
 
 def phase_budget(
-    group: GroupSpec, meter: MeterInput | None, own: dict[int, float], now: float
+    group: GroupSpec, meter: MeterInput | None, other: dict[int, float] | None, now: float
 ) -> tuple[dict[int, float], bool, dict[int, str]]:
     """Per group phase, what the group's chargers may draw together; whether the meter is fresh; why.
 
-    ``own`` is the chargers' own draw per phase (:func:`own_draw`); it is subtracted from the measured
-    current only when the meter sees the chargers (``chargers_in_measurement``).
+    ``other`` is the estimated other load per phase (:mod:`csms.balancer.estimate`) when the meter sees the
+    chargers (``chargers_in_measurement``); None: the whole reading is other load.
     """
     offline = group.max_current_offline
     if not group.has_meter:
@@ -184,9 +176,6 @@ def phase_budget(
             f"no valid meter reading for {now - meter.taken_at:.0f} s (stale_after {group.stale_after:g} s)")
         note = f"{why}: max_current_offline {offline:.1f} A"
         return {p: offline for p in group.phases}, False, {p: note for p in group.phases}
-    if not group.chargers_in_measurement:
-        own = dict.fromkeys(group.phases, 0.0)
-
     budget: dict[int, float] = {}
     notes: dict[int, str] = {}
     supply, margin, online = group.supply_max_current, group.margin, group.max_current_online
@@ -198,15 +187,15 @@ def phase_budget(
             notes[p] = f"meter reports nothing for L{p}: max_current_offline {offline:.1f} A"
             continue
         saturated = p in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN))
-        other = measured - own[p]
-        value = supply - margin - other
+        other_p = measured if other is None else other.get(p, measured)
+        value = supply - margin - other_p
         if saturated and measured >= 0:
             budget[p] = min(online, value, 0.0)
             notes[p] = f"meter clamp saturated at {measured:.1f} A (at least that much): treated as overload"
             continue
         budget[p] = min(online, value)
-        drawn = f" ({measured:.1f} A measured - {own[p]:.1f} A chargers)" if group.chargers_in_measurement else ""
-        notes[p] = (f"{supply:.1f} A fuse - {margin:.1f} A margin - {other:.1f} A other load{drawn}"
+        drawn = f" ({measured:.1f} A measured - {measured - other_p:.1f} A chargers)" if other is not None else ""
+        notes[p] = (f"{supply:.1f} A fuse - {margin:.1f} A margin - {other_p:.1f} A other load{drawn}"
                     + (f", capped at max_current_online {online:.1f} A" if online < value else ""))
     return budget, True, notes
 
@@ -222,12 +211,27 @@ def allocate(
     if not group.active:
         return _inactive(group, chargers, now, memory)
     run = _Run(group, now, memory)
-    limits = run.classify(chargers, group.chargers_in_measurement and meter_fresh(group, meter, now))
-    budget, fresh, notes = phase_budget(group, meter, run.own, now)
+    measured = group.chargers_in_measurement and meter_fresh(group, meter, now)
+    limits = run.classify(chargers, meter.taken_at if measured else None)  # type: ignore[union-attr]
+    other = run.other_load(meter) if measured else None  # type: ignore[arg-type]
+    budget, fresh, notes = phase_budget(group, meter, other, now)
+    if fresh:
+        budget = run.steady(budget, other, notes)
+    memory.budget = budget if fresh else None
     run.available = {p: budget[p] - run.reserved[p] for p in group.phases}
     run.admit_and_fill(limits)
     memory.chargers = run.new_memory
     return Decision(group.id, now, budget, fresh, limits, run.available, notes)
+
+
+def _reported(sample: dict[int, float], spec: ChargerSpec) -> dict[int, float]:
+    """The phases a sample reports, each bounded by what the charger can draw (see :func:`_own_per_phase`)."""
+    return {p: min(max(a, 0.0), spec.max_current) for p, a in sample.items() if p in spec.phases_wired}
+
+
+def pending_target(ch: ChargerInput, mem: ChargerMemory) -> bool:
+    """Whether a limit is in flight to ``ch`` that it may switch to at any moment."""
+    return ch.control is _PENDING and mem.target is not None
 
 
 def _inactive(group: GroupSpec, chargers: Sequence[ChargerInput], now: float, memory: BalancerMemory) -> Decision:
@@ -248,15 +252,20 @@ class _Run:
     def __init__(self, group: GroupSpec, now: float, memory: BalancerMemory):
         self.group = group
         self.now = now
+        self.memory = memory
         self.old_memory = memory.chargers
         self.new_memory: dict[str, ChargerMemory] = {}
         self.min = ceil_step(group.min_current)
         self.gset = frozenset(group.phases)
         self.available: dict[int, float] = {}
         self.reserved = dict.fromkeys(group.phases, 0.0)
-        #: The chargers' own draw per phase; all three, so that a charger's draw on a phase outside
-        #: the group needs no check (only the group's phases are read).
-        self.own = dict.fromkeys((1, 2, 3), 0.0)
+        #: At the reading's time: the least and the most the chargers may draw per building phase 1..3, and
+        #: how many of them are moving on each (see :mod:`csms.balancer.estimate`).
+        self.least = [0.0, 0.0, 0.0]
+        self.most = [0.0, 0.0, 0.0]
+        self.moving = [0, 0, 0]
+        #: Chargers whose move ended since the previous reading: what the new reading can teach.
+        self.settled: list[tuple[ChargerMemory, tuple[float, float, float]]] = []
         #: Controlled sessions per phase set and cap, and how many per phase set were paused recently.
         self.classes: dict[tuple[int, ...], dict[float, int]] = {}
         self.resuming: dict[tuple[int, ...], int] = {}
@@ -264,6 +273,26 @@ class _Run:
         self.candidates: list[tuple[str, tuple[int, ...], float, ChargerMemory, str | None]] = []
         self._phase_sets: dict[tuple, tuple[int, ...]] = {}
         self._reasons: dict[tuple, str] = {}
+
+    def steady(self, budget: dict[int, float], other: dict[int, float] | None,
+               notes: dict[int, str]) -> dict[int, float]:
+        """Keeps the previous budget of a phase through a small fall that still leaves the import within the
+        fuse with half the margin to spare: noise on the reading would otherwise lower every limit a little
+        on every dip (a decrease is always sent at once), and chargers would see a change every few seconds.
+        A larger fall, or one that would eat more than half the margin, passes at once."""
+        old = self.memory.budget
+        if not old:
+            return budget
+        group = self.group
+        half = group.margin / 2
+        out = dict(budget)
+        for p, b in budget.items():
+            prev = old.get(p)
+            if prev is None or not 0 < prev - b <= half or b <= 0 or prev > group.max_current_online:
+                continue
+            out[p] = prev
+            notes[p] += f"; kept at {prev:.1f} A (a fall of {prev - b:.1f} A is within half the margin)"
+        return out
 
     # -- step 2: classify and reserve ---------------------------------------------------------------
 
@@ -273,15 +302,14 @@ class _Run:
             s = self._phase_sets[phases] = tuple(p for p in phases if p in self.gset)
         return s
 
-    def classify(self, chargers: Sequence[ChargerInput], measure_own: bool) -> dict[str, ChargerLimit]:
+    def classify(self, chargers: Sequence[ChargerInput], reading_at: float | None) -> dict[str, ChargerLimit]:
         """Sorts the chargers into controlled sessions (candidates) and the rest, which it reserves.
 
-        Also sums the chargers' own draw (``self.own``) when ``measure_own``, in the same pass.
+        With ``reading_at`` (a fresh reading that sees the chargers) it also works out, in the same pass, what
+        each charger may be drawing at that moment (:meth:`estimate`).
         """
         reserved = self.reserved
-        o1 = o2 = o3 = 0.0
         now = self.now
-        oldest = now - self.group.tuning.draw_max_age
         period = self.group.rotation_period
         limits: dict[str, ChargerLimit] = {}
         old_get, new = self.old_memory.get, self.new_memory
@@ -299,20 +327,17 @@ class _Run:
             if mem is None:
                 mem = ChargerMemory()
             new[cid] = mem
-            if measure_own and ch.draw:
-                at = ch.draw_at
-                if at is not None and at >= oldest:
-                    lim = ch.limit_in_force if ch.control is controlled else None
-                    drawn = ch.own_draw if ch.own_draw is not None else ch.draw
-                    if drawn is not mem.own_of or lim != mem.own_limit:
-                        mem.own_of, mem.own_limit, mem.own = drawn, lim, _own_per_phase(drawn, lim)
-                    d1, d2, d3 = mem.own
-                    o1 += d1
-                    o2 += d2
-                    o3 += d3
+            pending = ch.control is _PENDING
+            if pending:
+                if mem.pending_since is None:
+                    mem.pending_since = now
+            else:
+                mem.pending_since = None
+            if reading_at is not None:
+                self.estimate(ch, mem, reading_at)
             if ch.control is controlled and ch.connected:
                 if ch.session_active:
-                    key = ch.phases_in_use or spec.phases_wired
+                    key = ch.phases_in_use or mem.model.in_use or spec.phases_wired
                     phases = sets_get(key)
                     if phases is None:
                         phases = phase_set(key)
@@ -346,8 +371,112 @@ class _Run:
             limits[cid] = limit
             if limit.controlled:
                 mem.target = limit.limit
-        self.own = {1: o1, 2: o2, 3: o3}
         return limits
+
+    # -- the estimate of the chargers' own draw (csms.balancer.estimate) ---------------------------
+
+    def estimate(self, ch: ChargerInput, mem: ChargerMemory, at: float) -> None:
+        """Adds what ``ch`` may be drawing at the reading's time ``at`` to the run's sums, and teaches its
+        model what is new (a changed limit, a sample)."""
+        spec, model, tuning = ch.spec, mem.model, self.group.tuning
+        window = tuning.ev_response
+        sample = ch.draw or None
+        recent = (sample is not None and ch.draw_at is not None
+                  and self.now - ch.draw_at <= tuning.draw_max_age)
+        control = ch.control
+        steered = ch.connected and ch.session_active and (control is _CONTROLLED or control is _PENDING)
+        if not steered:
+            # Not following a limit we know: counted at its reported draw (bounded by what it can draw).
+            model.reset()
+            if recent:
+                limit = ch.limit_in_force if control is _CONTROLLED else None
+                own = _own_per_phase(sample, spec.max_current, spec.phases_wired, limit)  # type: ignore[arg-type]
+                self._add(own, own, False)
+            return
+        limit = ch.limit_in_force if ch.limit_in_force is not None else spec.offline_current
+        if limit > spec.max_current:
+            limit = spec.max_current
+        model.phases = ch.phases_in_use or spec.phases_wired
+        since = ch.limit_since if ch.limit_since is not None else self.now
+        if model.limit is None:
+            # First seen in this session. A recent sample that shows it drawing says it has been following
+            # its limit; otherwise its EV starts (or started at some unknown time) to follow it now.
+            model.limit, model.before, model.learned_from_mains = limit, (0.0, 0.0, 0.0), True
+            if recent and any(a >= 1.0 for a in sample.values()):  # type: ignore[union-attr]
+                model.since = -INF
+                model.cap = (INF, INF, INF)
+                model.learn_sample(_reported(sample, spec), -INF, 0.0, tuning.trim_slack)  # type: ignore[arg-type]
+                model.sample = sample
+            else:
+                model.since = min(since, at)
+        elif control is _CONTROLLED:
+            model.follow(limit, since)
+        if sample is not model.sample:
+            model.sample = sample
+            if sample is not None and ch.draw_at is not None:
+                model.learn_sample(_reported(sample, spec), ch.draw_at, window, tuning.trim_slack)
+        target = mem.target if pending_target(ch, mem) else None
+        least, most, moving = model.bounds(at, window, target)
+        if (not moving and not model.learned_from_mains and model.since > -INF
+                and at >= model.since + window):
+            self.settled.append((mem, least))
+        self._add(least, most, moving)
+
+    def _add(self, least: tuple[float, float, float], most: tuple[float, float, float], moving: bool) -> None:
+        lo, hi, mv = self.least, self.most, self.moving
+        for i in range(3):
+            lo[i] += least[i]
+            hi[i] += most[i]
+            if moving and most[i] > least[i]:
+                mv[i] += 1
+
+    def other_load(self, meter: MeterInput) -> dict[int, float]:
+        """The other load per group phase at the reading (:func:`csms.balancer.estimate.other_load`).
+
+        Runs between two readings (a charger's answer, a sample) see the same reading again: they compare
+        with the estimate of the reading before it, so that every run on one reading agrees.
+        """
+        memory = self.memory
+        if memory.other_at != meter.taken_at:
+            memory.held, memory.other_at = memory.other, meter.taken_at
+        held = memory.held
+        self._learn_from_reading(meter, held)
+        other: dict[int, float] = {}
+        for p in self.group.phases:
+            measured = meter.current.get(p)
+            if measured is None:
+                continue
+            i = p - 1
+            other[p] = other_load(measured, self.least[i], self.most[i], self.moving[i] > 0,
+                                  held.get(p) if held else None)
+        memory.other = other
+        return other
+
+    def _learn_from_reading(self, meter: MeterInput, held: dict[int, float] | None) -> None:
+        """A charger that just finished moving, alone on a phase where nothing else moves: the reading minus
+        the held other load minus everyone else is what it draws there (its cap, or a phase it does not use)."""
+        if not held or not self.settled:
+            return
+        alone = [0, 0, 0]
+        for mem, _ in self.settled:
+            for p in mem.model.phases:
+                alone[p - 1] += 1
+        slack = self.group.tuning.trim_slack
+        for mem, least in self.settled:
+            model = mem.model
+            model.learned_from_mains = True
+            for p in model.phases:
+                i = p - 1
+                measured = meter.current.get(p)
+                if alone[i] != 1 or self.moving[i] or measured is None or p not in held:
+                    continue
+                drawn = measured - held[p] - (self.least[i] - least[i])
+                model.learn_from_reading(p, drawn, slack)
+            model.in_use = model.phases_in_use(model.phases)
+            now = model.expected()
+            for i in range(3):
+                self.least[i] += now[i] - least[i]
+                self.most[i] += now[i] - least[i]
 
     def reserve(self, ch: ChargerInput, mem: ChargerMemory, reserved: dict[int, float]) -> ChargerLimit:
         """Counts a charger the balancer cannot steer right now at the most it may draw."""

@@ -14,7 +14,6 @@ group has its own task, so one group's work never waits on another's.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from csms.aio import cancel_and_wait, wait_event
 from csms.config import SiteConfig
 
 from .allocation import BalancerMemory, allocate
-from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput
+from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +33,6 @@ log = logging.getLogger(__name__)
 NO_CURRENT_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Faulted", "Reserved"})
 #: How many changed chargers one INFO line names before it says "and N more".
 LOG_CHANGES = 20
-
-
-#: Samples kept per charger to know its draw at the time of a mains reading (about a minute at 10 s).
-HISTORY = 8
 
 
 class LimitSink(Protocol):
@@ -60,54 +55,29 @@ class _Charger:
     #: Nothing is known to be installed until the delivery says so: the charger may draw its maximum.
     control: ControlState = ControlState.UNCONTROLLED
     limit_in_force: float | None = None
+    #: When the delivery reported ``limit_in_force`` as in force (our clock).
+    limit_since: float | None = None
     draw: dict[int, float] = field(default_factory=dict)
     draw_at: float | None = None
     phases_in_use: tuple[int, ...] | None = None
-    #: Recent (taken_at, draw) samples, oldest first, to know its draw at the time of a mains reading.
-    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))
 
-    #: The last input built from the above, and the reading time it was built for; rebuilt only after a
-    #: change (10,000 a run would cost ~10 ms).
+    #: The last input built from the above; rebuilt only after a change (10,000 a run would cost ~10 ms).
     cached: ChargerInput | None = None
-    cached_for: float | None = None
 
     def __setattr__(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)
-        if name not in ("cached", "cached_for"):
+        if name != "cached":
             object.__setattr__(self, "cached", None)
 
-    def as_input(self, reading_at: float | None = None) -> ChargerInput:
-        """``reading_at``: when the mains reading the run uses was taken (None: no reading)."""
-        newer = reading_at is not None and self.draw_at is not None and self.draw_at > reading_at
-        if self.cached is None or (newer and self.cached_for != reading_at) or (not newer and self.cached.own_draw):
-            own = self.draw_when(reading_at) if newer else None
+    def as_input(self) -> ChargerInput:
+        if self.cached is None:
             self.cached = ChargerInput(self.spec, self.connected, self.session_active, self.control,
                                        self.limit_in_force, self.draw, self.draw_at, self.phases_in_use,
-                                       own_draw=own)
-            self.cached_for = reading_at
+                                       self.limit_since)
         return self.cached
-
-    def draw_when(self, t: float) -> dict[int, float]:
-        """What it drew at time ``t``, as far as its samples tell, erring low (so the other load errs high).
-
-        Between its last sample at or before ``t`` and the newer ones an EV may have ramped either way: the
-        least of them per phase. With no sample at or before ``t`` (all evicted, or its session had not
-        started), none of its draw is known to be in the reading: nothing.
-        """
-        samples = self.history
-        start = None
-        for i in range(len(samples) - 1, -1, -1):
-            if samples[i][0] <= t:
-                start = i
-                break
-        if start is None:
-            return dict.fromkeys(self.draw, 0.0)
-        window = [d for _, d in list(samples)[start:]]
-        return {p: min(d.get(p, 0.0) for d in window) for p in self.draw}
 
     def forget_draw(self) -> None:
         self.draw, self.draw_at = {}, None
-        self.history.clear()
 
 
 @dataclass
@@ -160,7 +130,8 @@ class BalancerController:
                 charger = site.charger(cid)
                 if charger is not None:
                     chargers[cid] = _Charger(ChargerSpec.from_config(charger))
-            group = _Group(GroupSpec.from_config(cfg, meter), cfg.meter, chargers)
+            tuning = Tuning(ev_response=site.smart_charging.ramp_time)
+            group = _Group(GroupSpec.from_config(cfg, meter, tuning), cfg.meter, chargers)
             self._groups[cfg.id] = group
             for cid in chargers:
                 self._group_of[cid] = group
@@ -240,6 +211,8 @@ class BalancerController:
         charger = group.chargers[charger_id]
         if charger.control is control and charger.limit_in_force == limit_in_force:
             return
+        if charger.limit_in_force != limit_in_force:
+            charger.limit_since = self._clock()
         charger.control, charger.limit_in_force = control, limit_in_force
         group.wake.set()
 
@@ -293,7 +266,6 @@ class BalancerController:
                 if a is not None and a > 0:
                     draw[wired[i]] += a
         charger.draw, charger.draw_at = draw, min(s.taken_at for s in samples)
-        charger.history.append((charger.draw_at, draw))
         # Learn only from a sample that reports every wired phase: a charger that reports L1 alone
         # would otherwise look like a 1-phase EV.
         if charger.session_active and all(a is not None for a in sample.current[: len(wired)]):
@@ -326,8 +298,7 @@ class BalancerController:
         started = time.perf_counter()
         gid = group.spec.id
         try:
-            reading_at = group.meter.taken_at if group.meter is not None else None
-            inputs = [c.as_input(reading_at) for c in group.chargers.values()]
+            inputs = [c.as_input() for c in group.chargers.values()]
             decision = allocate(group.spec, group.meter, inputs, self._clock(), group.memory)
         except Exception:
             log.exception("group %s: allocation failed; the previous limits stay in force", gid)

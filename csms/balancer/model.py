@@ -28,6 +28,9 @@ class Tuning:
     threshold does not pause and resume a car on every sample (cars give up after a few such cycles).
     """
 
+    #: Seconds an EV may take to follow a changed limit (IEC 61851-1: 5 s); the estimator treats a charger as
+    #: moving for this long after its limit changed (:mod:`csms.balancer.estimate`).
+    ev_response: float = 5.0
     trim_after: float = 60.0
     trim_slack: float = 2.0
     trim_headroom: float = 2.0
@@ -58,7 +61,8 @@ class GroupSpec:
     tuning: Tuning = field(default_factory=Tuning)
 
     @classmethod
-    def from_config(cls, group: LoadBalancerConfig, meter: MeterConfig | None) -> GroupSpec:
+    def from_config(cls, group: LoadBalancerConfig, meter: MeterConfig | None,
+                    tuning: Tuning | None = None) -> GroupSpec:
         return cls(
             id=group.id,
             phases=tuple(group.phases),
@@ -73,6 +77,7 @@ class GroupSpec:
             active=group.active,
             has_meter=meter is not None,
             clamp_range_a=meter.range_a if meter is not None else None,
+            tuning=tuning or Tuning(),
         )
 
 
@@ -130,10 +135,8 @@ class ChargerInput:
     draw_at: float | None = None
     #: Building phases the EV really draws on, learned from the charger's per-phase samples; None = unknown.
     phases_in_use: tuple[int, ...] | None = None
-    #: Its draw as it was when the mains reading was taken, to subtract from that reading (None: ``draw``).
-    #: A sample newer than the reading may show a ramp the reading does not contain; subtracting it would
-    #: make the other load look smaller than it is.
-    own_draw: dict[int, float] | None = None
+    #: When ``limit_in_force`` took effect (the charger accepted it); None: not known (the run's time is used).
+    limit_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,9 @@ def worst_case(ch: ChargerInput, d: Decision, gphases: tuple[int, ...]) -> dict[
     s = ch.spec
     lim = d.limits[s.id]
     out = dict.fromkeys(gphases, 0.0)
-    in_use = tuple(p for p in (ch.phases_in_use or s.phases_wired) if p in gphases)
+    # The phases its EV uses: reported, or learned by the estimator from the mains (the decision's phases).
+    in_use = tuple(p for p in (ch.phases_in_use or (lim.phases if ch.control is ControlState.CONTROLLED
+                                                    and ch.session_active else s.phases_wired)) if p in gphases)
     wired = tuple(p for p in s.phases_wired if p in gphases)
     c = ch.control
     if not ch.connected:

@@ -240,23 +240,3 @@ async def test_status_decides_whether_a_transaction_wants_current(running):
     state.status("CP1", 1, "Finishing", None, time.time())
     await until(lambda: ctl.decision("g").limits["CP1"].limit == 0)
     assert ctl.decision("g").limits["CP1"].reason.startswith("no session")
-
-
-def test_draw_at_the_time_of_a_reading_errs_low():
-    """A charger sample newer than the mains reading may show a ramp the reading does not contain: the balancer
-    subtracts the least of the samples from the last one at or before the reading on (so the other load errs
-    high), and nothing when no sample is that old."""
-    from csms.balancer.controller import _Charger
-    from csms.balancer.model import ChargerSpec
-
-    c = _Charger(ChargerSpec("CP1", 32, (1, 2, 3)))
-    for t, amps in ((10.0, 6.0), (11.0, 16.0), (12.0, 30.0)):
-        c.draw, c.draw_at = {1: amps, 2: amps, 3: amps}, t
-        c.history.append((t, c.draw))
-    assert c.as_input(12.5).own_draw is None  # the newest sample predates the reading: use it as it is
-    assert c.as_input(12.5).draw[1] == 30.0
-    assert c.as_input(10.5).own_draw == {1: 6.0, 2: 6.0, 3: 6.0}  # ramped from 6 A after the reading
-    assert c.as_input(9.0).own_draw == {1: 0.0, 2: 0.0, 3: 0.0}  # nothing known from before the reading
-    c.draw, c.draw_at = {1: 4.0, 2: 4.0, 3: 4.0}, 13.0  # and a ramp down: the lower, newer sample
-    c.history.append((13.0, c.draw))
-    assert c.as_input(11.5).own_draw == {1: 4.0, 2: 4.0, 3: 4.0}

@@ -12,9 +12,7 @@ from csms.balancer import (
     MeterInput,
     Tuning,
     allocate,
-    phase_budget,
 )
-from csms.balancer.allocation import own_draw
 from csms.config import parse_config
 
 from .helpers import T0, group, limits, meter, run, session, spec
@@ -58,12 +56,10 @@ BUDGETS = [
 @pytest.mark.parametrize("case,gkw,m,chargers,expected", BUDGETS, ids=[b[0] for b in BUDGETS])
 def test_phase_budget(case, gkw, m, chargers, expected):
     g = group(**gkw)
-    budget, fresh, notes = phase_budget(g, m, own_draw(g, chargers, T0), T0)
-    assert budget == pytest.approx(expected)
-    assert fresh == (g.has_meter and m is not None and T0 - m.taken_at <= g.stale_after)
-    assert set(notes) == set(g.phases) and all(notes.values())
-    # allocate uses the same budget
-    assert run(g, m, chargers).budget == pytest.approx(expected)
+    d = run(g, m, chargers)
+    assert d.budget == pytest.approx(expected)
+    assert d.meter_fresh == (g.has_meter and m is not None and T0 - m.taken_at <= g.stale_after)
+    assert set(d.budget_notes) == set(g.phases) and all(d.budget_notes.values())
 
 
 def test_stale_after_is_configurable():

@@ -1,0 +1,147 @@
+"""What each charger draws at the moment of a mains reading, and so what the rest of the building draws.
+
+The mains meter measures a phase's whole current: the building's other load plus the chargers. The budget
+needs the other load, so the chargers' draw must be subtracted, but chargers report their draw every 10-60 s,
+late, while the meter reads every second. Subtracting the last sample treats every ramp since that sample as
+other load: after an increase the budget collapses, every car is paused, and the cycle repeats.
+
+So the chargers' draw is *modelled*, and samples only teach the model:
+
+* An EV follows a changed limit within ``ev_response`` seconds (IEC 61851-1 gives it 5 s), then draws
+  ``min(limit, cap)`` on each phase it uses, where ``cap`` is its own maximum on that phase: unknown (it
+  follows the limit) until a sample taken after the change says it draws clearly less, or 0 on a phase its
+  on-board charger does not use. Below 6 A it draws nothing (IEC 61851).
+* While a charger is *moving* (its limit changed less than ``ev_response`` before the reading, or a change is
+  pending), its draw is only known to lie between what it drew before and what it will draw after. On a
+  phase where a charger is moving the other load is *held*: its previous estimate is kept as long as the
+  reading allows it (between ``reading - most the chargers may draw`` and ``reading - least``). A ramp
+  therefore never shows up as other load, and a real step of the other load still moves the estimate as soon
+  as the bounds force it to.
+* When exactly one charger on a phase has just finished moving, the reading says what it drew: the reading
+  minus the held other load minus everyone else. A phase that did not rise is one its EV does not use; a
+  smaller rise is its cap. This learns a 1-phase EV on a 3-phase charger seconds after it starts.
+* On a phase where nothing moves, the other load is the reading minus the model, at once: a step of the base
+  load is seen on the next reading.
+
+The estimate errs in one known direction: a car that draws less than its limit, before anything has taught
+the model, is counted at its limit. Its unused current is then counted as its own, so the budget is consistent
+with the reading (the fuse is not overloaded by the error), but that car could take it back later; the
+trimming of the allocation and the next reading cut that back. Everything here is pure: time is an input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INF = float("inf")
+#: IEC 61851: an EV offered less than this draws nothing.
+IEC_MIN_CURRENT = 6.0
+
+Phases3 = tuple[float, float, float]
+ZERO: Phases3 = (0.0, 0.0, 0.0)
+FOLLOWS: Phases3 = (INF, INF, INF)
+
+
+@dataclass(slots=True)
+class DrawModel:
+    """What the balancer knows about one charger's draw; one per charger, kept between runs."""
+
+    #: The limit its EV follows now (A per phase); None before anything is known.
+    limit: float | None = None
+    #: When it started to follow ``limit`` (-inf: long before any reading we have).
+    since: float = -INF
+    #: Its expected draw per building phase before ``since``.
+    before: Phases3 = ZERO
+    #: Per building phase, the most its EV takes (INF: it follows the limit; 0: a phase it does not use).
+    cap: Phases3 = FOLLOWS
+    #: Building phases it may draw on (its wired phases, or those its EV is known to use).
+    phases: tuple[int, ...] = ()
+    #: The last sample the model has looked at (recognised by identity).
+    sample: dict[int, float] | None = None
+    #: Whether the reading that ended its last move has already been used to learn its cap.
+    learned_from_mains: bool = True
+    #: The phases its EV uses, when a reading showed that some wired phase did not rise (None: not learned).
+    in_use: tuple[int, ...] | None = None
+
+    def expected(self, limit: float | None = None) -> Phases3:
+        """Its draw per building phase once it follows ``limit`` (default: its present limit)."""
+        lim = self.limit if limit is None else limit
+        if lim is None or lim < IEC_MIN_CURRENT - 1e-9:
+            return ZERO
+        out = [0.0, 0.0, 0.0]
+        for p in self.phases:
+            c = self.cap[p - 1]
+            out[p - 1] = lim if lim < c else c
+        return out[0], out[1], out[2]
+
+    def bounds(self, at: float, window: float, pending: float | None = None) -> tuple[Phases3, Phases3, bool]:
+        """(least, most, moving): what it may be drawing per building phase at time ``at``.
+
+        ``pending``: a limit sent and not yet answered; the charger may switch to it at any moment.
+        """
+        now = self.expected()
+        if pending is not None:
+            other = self.expected(pending)
+            return _lo(now, other), _hi(now, other), True
+        if at < self.since:
+            return self.before, self.before, False
+        if at < self.since + window:
+            return _lo(self.before, now), _hi(self.before, now), True
+        return now, now, False
+
+    def follow(self, limit: float | None, at: float) -> None:
+        """Its limit in force changed at ``at``."""
+        if limit == self.limit:
+            return
+        self.before = self.expected()
+        self.limit, self.since = limit, at
+        self.learned_from_mains = False
+
+    def learn_sample(self, draw: dict[int, float], taken_at: float, window: float, slack: float) -> None:
+        """A sample taken once the EV had followed its present limit says how much of it the EV takes."""
+        lim = self.limit
+        if lim is None or lim < IEC_MIN_CURRENT or taken_at < self.since + window:
+            return  # before its EV could follow the present limit: says nothing about it
+        if all(a < 1.0 for a in draw.values()):
+            return  # not drawing at all (not started yet, suspended): says nothing about what it takes
+        cap = list(self.cap)
+        for p, amps in draw.items():
+            if 1 <= p <= 3:
+                cap[p - 1] = amps if amps < lim - slack else INF
+        self.cap = (cap[0], cap[1], cap[2])
+
+    def learn_from_reading(self, phase: int, drawn: float, slack: float) -> None:
+        """The mains reading showed it drawing ``drawn`` on ``phase`` once it had followed its limit."""
+        lim = self.limit
+        if lim is None or lim < IEC_MIN_CURRENT:
+            return
+        cap = list(self.cap)
+        cap[phase - 1] = max(0.0, drawn) if drawn < lim - slack else INF
+        self.cap = (cap[0], cap[1], cap[2])
+
+    def phases_in_use(self, wired: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The wired phases its EV uses, when the model has learned that some carry (next to) nothing."""
+        used = tuple(p for p in wired if self.cap[p - 1] >= 1.0)
+        return used if used and len(used) < len(wired) else None
+
+    def reset(self) -> None:
+        """No session (any more): nothing is known about the next EV."""
+        self.limit, self.since, self.cap, self.sample = None, -INF, FOLLOWS, None
+        self.learned_from_mains, self.in_use = True, None
+
+
+def _lo(a: Phases3, b: Phases3) -> Phases3:
+    return (a[0] if a[0] < b[0] else b[0], a[1] if a[1] < b[1] else b[1], a[2] if a[2] < b[2] else b[2])
+
+
+def _hi(a: Phases3, b: Phases3) -> Phases3:
+    return (a[0] if a[0] > b[0] else b[0], a[1] if a[1] > b[1] else b[1], a[2] if a[2] > b[2] else b[2])
+
+
+def other_load(measured: float, least: float, most: float, moving: bool, held: float | None) -> float:
+    """The other load on one phase: the reading minus the chargers, or, while one of them moves, the held
+    estimate as far as the reading allows (see the module docstring)."""
+    if not moving or held is None:
+        return measured - least  # with nothing held, err towards more other load
+    low, high = measured - most, measured - least
+    return low if held < low else high if held > high else held
