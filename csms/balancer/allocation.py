@@ -49,6 +49,7 @@ PENDING, which step 2 counts at the higher of the two limits.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -139,6 +140,8 @@ class BalancerMemory:
     held: dict[int, float] | None = None
     #: The budget of the last run that had a fresh reading (what small changes are measured against).
     budget: dict[int, float] | None = None
+    #: (reading time, other load) of the readings within the tuning's ``peak_window``, oldest first.
+    recent: deque = field(default_factory=deque)
 
 
 def _own_per_phase(draw: dict[int, float], spec_max: float, wired: tuple[int, ...],
@@ -194,7 +197,8 @@ def phase_budget(
             notes[p] = f"meter clamp saturated at {measured:.1f} A (at least that much): treated as overload"
             continue
         budget[p] = min(online, value)
-        drawn = f" ({measured:.1f} A measured - {measured - other_p:.1f} A chargers)" if other is not None else ""
+        drawn = (f" ({measured:.1f} A measured - {measured - other_p:.1f} A chargers)"
+                 if group.chargers_in_measurement else "")
         notes[p] = (f"{supply:.1f} A fuse - {margin:.1f} A margin - {other_p:.1f} A other load{drawn}"
                     + (f", capped at max_current_online {online:.1f} A" if online < value else ""))
     return budget, True, notes
@@ -213,7 +217,12 @@ def allocate(
     run = _Run(group, now, memory)
     measured = group.chargers_in_measurement and meter_fresh(group, meter, now)
     limits = run.classify(chargers, meter.taken_at if measured else None)  # type: ignore[union-attr]
-    other = run.other_load(meter) if measured else None  # type: ignore[arg-type]
+    if measured:
+        other = run.other_load(meter)  # type: ignore[arg-type]
+    elif meter_fresh(group, meter, now):  # the meter does not see the chargers: the reading is the other load
+        other = run.peak(meter.taken_at, dict(meter.current))  # type: ignore[union-attr]
+    else:
+        other = None
     budget, fresh, notes = phase_budget(group, meter, other, now)
     if fresh:
         budget = run.steady(budget, other, notes)
@@ -450,7 +459,23 @@ class _Run:
             other[p] = other_load(measured, self.least[i], self.most[i], self.moving[i] > 0,
                                   held.get(p) if held else None)
         memory.other = other
-        return other
+        return self.peak(meter.taken_at, other)
+
+    def peak(self, at: float, other: dict[int, float]) -> dict[int, float]:
+        """The highest other load per phase over the last ``peak_window`` seconds, this reading included."""
+        recent = self.memory.recent
+        if recent and recent[-1][0] == at:
+            recent.pop()
+        recent.append((at, other))
+        oldest = at - self.group.tuning.peak_window
+        while recent[0][0] < oldest:
+            recent.popleft()
+        peak = dict(other)
+        for _, values in recent:
+            for p, a in values.items():
+                if a > peak.get(p, a):
+                    peak[p] = a
+        return peak
 
     def _learn_from_reading(self, meter: MeterInput, held: dict[int, float] | None) -> None:
         """A charger that just finished moving, alone on a phase where nothing else moves: the reading minus

@@ -109,6 +109,8 @@ class DrawModel:
             if 1 <= p <= 3:
                 cap[p - 1] = amps if amps < lim - slack else INF
         self.cap = (cap[0], cap[1], cap[2])
+        if all(p in draw for p in self.phases):
+            self.in_use = self.phases_in_use(self.phases)
 
     def learn_from_reading(self, phase: int, drawn: float, slack: float) -> None:
         """The mains reading showed it drawing ``drawn`` on ``phase`` once it had followed its limit."""

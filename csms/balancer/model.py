@@ -31,6 +31,10 @@ class Tuning:
     #: Seconds an EV may take to follow a changed limit (IEC 61851-1: 5 s); the estimator treats a charger as
     #: moving for this long after its limit changed (:mod:`csms.balancer.estimate`).
     ev_response: float = 5.0
+    #: Seconds the budget remembers the highest other load seen: a building's load flickers (fridges, pumps)
+    #: by about a volt-ampere's worth every second, and the budget follows its recent peak instead, so that a
+    #: flicker neither lifts the import above the fuse nor changes every limit. A step up counts at once.
+    peak_window: float = 10.0
     trim_after: float = 60.0
     trim_slack: float = 2.0
     trim_headroom: float = 2.0

@@ -113,7 +113,7 @@ class Loop:
             mains = self.phase_currents()
             inputs = []
             for spec, ev in zip(self.specs, self.evs):
-                if k % self.interval == 0 or spec.id not in self.samples:
+                if int(now - T0) % self.interval == 0 or spec.id not in self.samples:
                     draw = {p: (ev.draw if i < ev.phases else 0.0) for i, p in enumerate(spec.phases_wired)}
                     self.samples[spec.id] = (draw, now)
                 draw, at = self.samples[spec.id]

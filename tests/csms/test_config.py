@@ -52,7 +52,6 @@ CASES = [
     ("short PIN", lambda d: d["meters"][0].update(pin="1234"), "site.toml: meters.0.pin: PIN must be exactly 8 digits"),
     ("min above max", lambda d: d["load_balancers"][0].update(min_current=60), "site.toml: load_balancers.0.min_current:"),
     ("offline above online", lambda d: d["load_balancers"][0].update(max_current_offline=55), "site.toml: load_balancers.0.max_current_offline:"),
-    ("max above supply", lambda d: d["load_balancers"][0].update(max_current_online=70), "site.toml: load_balancers.0.max_current_online:"),
     ("phase outside 1..3", lambda d: d["load_balancers"][0].update(phases=[1, 4]), "site.toml: load_balancers.0.phases: phases [4] are outside 1..3"),
     ("one-phase site with phase 3", lambda d: (d["meters"][0].update(phases=[1]), d["load_balancers"][0].update(phases=[1, 3])),
      "site.toml: load_balancers.0.phases: phases [3] are not measured"),
@@ -113,3 +112,30 @@ def test_serve_refuses_an_invalid_config(tmp_path):
     bad.write_text(EXAMPLE.read_text().replace('serial = "AG1234567G"', 'serial = "AG1234567"'))
     res = run_cli("serve", "--config", str(bad))
     assert res.returncode == 2 and "meters.0.serial" in res.stderr
+
+
+def test_max_current_online_above_the_fuse_is_a_warning_not_an_error(tmp_path, capsys):
+    """Solar export or a sub-board rated above the main fuse: a legitimate setting, accepted with a warning."""
+    import tomli_w
+
+    from csms.cli import main
+    from csms.config import config_warnings
+
+    data = copy.deepcopy(BASE)
+    data["load_balancers"][0]["max_current_online"] = 70
+    path = tmp_path / "site.toml"
+    path.write_text(tomli_w.dumps(data))
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: load_balancers.0.max_current_online: 70" in out and "solar" in out
+    cfg = parse_config(data, "site.toml")
+    assert [w.path for w in config_warnings(cfg)] == ["load_balancers.0.max_current_online"]
+
+
+def test_margin_defaults_to_one_percent_of_the_fuse_plus_a_quarter_ampere():
+    data = copy.deepcopy(BASE)
+    data["load_balancers"][0].pop("margin", None)
+    data["load_balancers"][0]["supply_max_current"] = 63
+    assert parse_config(data, "site.toml").load_balancers[0].margin == pytest.approx(0.88)
+    data["load_balancers"][0]["margin"] = 3
+    assert parse_config(data, "site.toml").load_balancers[0].margin == 3
