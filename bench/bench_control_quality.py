@@ -22,7 +22,9 @@ The matrix (seeded, reproducible):
   It sends samples only at that interval. ``--trigger`` makes the chargers answer TriggerMessage(MeterValues)
   (off by default: not every charger does).
 * ``evR``: every car follows a limit change within R s (ramp_delay R/2 + ramp_time R/2): 0.5 s and 5 s. Cars
-  draw min(offer, own cap).
+  draw min(offer, own cap). A lowered limit (or a pause) is followed along a ramp of ramp_time too
+  (``cq_sim.LaggingEV``; ``simulators.ev.EVModel`` itself drops at once, see there); ``--instant-decrease`` keeps
+  EVModel's instant drop.
 * the mains meter is read every 1 s and sees the chargers (``chargers_in_measurement = true``).
 
 Figures per condition, from what the simulated site carries (never the central system's view of itself):
@@ -69,8 +71,9 @@ PLOT_CONDITION = "A-mv60-ev5"
 
 INTERVALS = (1, 10, 30, 60)
 RESPONSES = (0.5, 5.0)
-QUICK = ["A-mv10-ev0.5", "A-mv10-ev5", "A-mv60-ev0.5", "A-mv60-ev5", "A1-mv10-ev5",
-         "B-mv10-ev0.5", "B-mv10-ev5", "B-mv60-ev5", "C-mv10-ev5", "D-mv10-ev0.5", "D-mv10-ev5", "D-mv60-ev5"]
+QUICK = ["A-mv1-ev5", "A-mv10-ev0.5", "A-mv10-ev5", "A-mv30-ev5", "A-mv60-ev0.5", "A-mv60-ev5", "A1-mv10-ev5",
+         "B-mv10-ev0.5", "B-mv10-ev5", "B-mv60-ev5", "C-mv10-ev5", "C-mv60-ev5", "D-mv10-ev0.5", "D-mv10-ev5",
+         "D-mv60-ev5"]
 
 TARGETS = {"util": 97.0, "spread": 1.0, "changes": 1.0, "share": (40.0, 60.0), "back": 3.0}
 
@@ -78,18 +81,23 @@ TARGETS = {"util": 97.0, "spread": 1.0, "changes": 1.0, "share": (40.0, 60.0), "
 # ---- the matrix ----------------------------------------------------------------------------------------
 
 
-def _name(site: str, mv: int, ev: float, trigger: bool) -> str:
-    return f"{site}-mv{mv}-ev{ev:g}" + ("-trig" if trigger else "")
+def _suffix(trigger: bool, instant: bool) -> str:
+    return ("-trig" if trigger else "") + ("-inst" if instant else "")
 
 
-def conditions(trigger: bool = False) -> dict:
+def _name(site: str, mv: int, ev: float, trigger: bool, instant: bool = False) -> str:
+    return f"{site}-mv{mv}-ev{ev:g}" + _suffix(trigger, instant)
+
+
+def conditions(trigger: bool = False, instant: bool = False) -> dict:
     """Every condition of the full matrix, by name (needs csms importable: used in the workers)."""
     from cq_sim import Car, Condition
 
     out = {}
     for mv in INTERVALS:
         for ev in RESPONSES:
-            common = dict(mv_interval=mv, ev_response=ev, trigger=trigger, seed=1000 + mv * 10 + int(ev * 10))
+            common = dict(mv_interval=mv, ev_response=ev, trigger=trigger, instant_decrease=instant,
+                          seed=1000 + mv * 10 + int(ev * 10))
             four = tuple(Car(f"CP{i + 1}", 3, 16.0, "RST", 3.0 + i) for i in range(4))
             capped = four[:3] + (Car("CP4", 3, 8.0, "RST", 6.0, equal=None),)
             one_phase = tuple(Car(f"CP{i + 1}", 1, 32.0, rot, 3.0 + i) for i, rot in enumerate(("RST", "STR", "TRS")))
@@ -103,7 +111,7 @@ def conditions(trigger: bool = False) -> dict:
                           step_at=240.0, step_amps=30.0),
             }
             for site, kw in sites.items():
-                name = _name(site, mv, ev, trigger)
+                name = _name(site, mv, ev, trigger, instant)
                 out[name] = Condition(name, site, **kw, **common)
     return out
 
@@ -133,7 +141,8 @@ class _LogCounter(logging.Handler):
             self.warnings += 1
 
 
-def worker(names: list[str], trigger: bool, json_path: str, trace_names: list[str], verbose: bool) -> int:
+def worker(names: list[str], trigger: bool, instant: bool, json_path: str, trace_names: list[str],
+           verbose: bool) -> int:
     import csms
     import cq_sim
 
@@ -141,7 +150,7 @@ def worker(names: list[str], trigger: bool, json_path: str, trace_names: list[st
     root = logging.getLogger()
     root.handlers[:] = [counter] + ([logging.StreamHandler()] if verbose else [])
     root.setLevel(logging.WARNING)
-    matrix = conditions(trigger)
+    matrix = conditions(trigger, instant)
     results, traces = {}, {}
     for name in names:
         cond = matrix[name]
@@ -197,13 +206,15 @@ def extract_baseline(dest: Path) -> str | None:
     return None
 
 
-def start_worker(label: str, pythonpath: Path, names: list[str], args, out: Path) -> subprocess.Popen:
+def start_worker(label: str, pythonpath: Path, names: list[str], args, out: Path, trace: str) -> subprocess.Popen:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(pythonpath)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--json", str(out),
-           "--trace", PLOT_CONDITION, "--conditions", *names]
+           "--trace", trace, "--conditions", *names]
     if args.trigger:
         cmd.append("--trigger")
+    if args.instant_decrease:
+        cmd.append("--instant-decrease")
     if args.verbose:
         cmd.append("--verbose")
     print(f"[{label}] csms from {pythonpath}: {len(names)} condition(s)", file=sys.stderr, flush=True)
@@ -302,11 +313,18 @@ def report(names: list[str], sites: dict[str, str], prev: dict | None, now: dict
                 res = side["results"].get(name) or {}
                 if res.get("log_errors"):
                     lines.append(f"{name} {label}: {res['log_errors']} error(s) logged, e.g. {res['log_first_errors']}")
+    for label, side in (("prev", prev), ("now", now)):
+        if side and "results" in side:
+            stats = [r.get("stats", {}) for r in side["results"].values() if isinstance(r, dict)]
+            asked = sum(s.get("triggers_accepted", 0) + s.get("triggers_refused", 0) for s in stats)
+            refused = sum(s.get("metering_refused", 0) for s in stats)
+            lines.append(f"{label}: TriggerMessage(MeterValues) requests {asked}; "
+                         f"meter-value intervals refused by chargers {refused}")
     lines.append(f"prev = {prev_note}")
     return "\n".join(lines)
 
 
-def plot(path: Path, prev: dict | None, now: dict, fuse: float) -> str | None:
+def plot(path: Path, prev: dict | None, now: dict, fuse: float, now_label: str) -> str | None:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -314,8 +332,8 @@ def plot(path: Path, prev: dict | None, now: dict, fuse: float) -> str | None:
     except ImportError as exc:
         return f"matplotlib unavailable ({exc}); install the test extra"
     panels = []
-    for label, side in (("before: previous algorithm (" + BASELINE_COMMIT + ")", prev), ("after: current code", now)):
-        tr = side.get("traces", {}).get(PLOT_CONDITION) if side and "traces" in side else None
+    for label, side in (("before: previous algorithm (" + BASELINE_COMMIT + ")", prev), (f"after: current code ({now_label})", now)):
+        tr = next(iter(side["traces"].values()), None) if side and side.get("traces") else None
         if tr:
             panels.append((label, tr))
     if not panels:
@@ -360,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", metavar="PATH", help=f"write the phase currents of {PLOT_CONDITION}, before and after, as PNG")
     ap.add_argument("--json", metavar="PATH", help="write every figure as JSON")
     ap.add_argument("--trigger", action="store_true", help="chargers answer TriggerMessage(MeterValues)")
+    ap.add_argument("--instant-decrease", action="store_true",
+                    help="cars obey a lowered limit at once (simulators.ev.EVModel's own code) instead of ramping down")
     ap.add_argument("--serial", action="store_true", help="run the baseline after the current code, not beside it")
     ap.add_argument("--list", action="store_true", help="list the conditions and exit")
     ap.add_argument("--verbose", action="store_true", help="show the central system's warnings")
@@ -368,11 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.worker:
-        return worker(args.conditions or [], args.trigger, args.json, args.trace, args.verbose)
+        return worker(args.conditions or [], args.trigger, args.instant_decrease, args.json, args.trace, args.verbose)
 
     sys.path.insert(0, str(ROOT))
-    full = conditions(args.trigger)
-    suffix = "-trig" if args.trigger else ""
+    full = conditions(args.trigger, args.instant_decrease)
+    suffix = _suffix(args.trigger, args.instant_decrease)
     if args.conditions:
         names = [n for n in full if any(fnmatch.fnmatchcase(n, p) or fnmatch.fnmatchcase(n, p + suffix)
                                         for p in args.conditions)]
@@ -407,13 +427,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 prev_note = f"the algorithm as of commit {BASELINE_COMMIT} (its csms/, meter_gateway/, simulators/)"
                 if not args.serial:
-                    prev_proc = start_worker("prev", base, run_names, args, tmp / "prev.json")
-        now_proc = start_worker("now", ROOT, run_names, args, tmp / "now.json")
+                    prev_proc = start_worker("prev", base, run_names, args, tmp / "prev.json", plot_name)
+        now_proc = start_worker("now", ROOT, run_names, args, tmp / "now.json", plot_name)
         now = finish_worker("now", now_proc, tmp / "now.json", ROOT)
         prev = None
         if prev_note.startswith("the algorithm"):
             if prev_proc is None:
-                prev_proc = start_worker("prev", tmp / "baseline", run_names, args, tmp / "prev.json")
+                prev_proc = start_worker("prev", tmp / "baseline", run_names, args, tmp / "prev.json",
+                                         plot_name)
             prev = finish_worker("prev", prev_proc, tmp / "prev.json", tmp / "baseline")
         same = _git("diff", "--quiet", BASELINE_COMMIT, "--", *BASELINE_PATHS).returncode == 0 if prev else False
         head = _git("rev-parse", "--short", "HEAD").stdout.decode().strip() or "?"
@@ -425,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
         print(report(names, sites, prev, now, prev_note))
         print(f"wall time {time.perf_counter() - started:.0f} s")
         if args.plot:
-            why = plot(Path(args.plot), prev, now, full[plot_name].fuse)
+            why = plot(Path(args.plot), prev, now, full[plot_name].fuse,
+                       f"HEAD {head}" + (" + uncommitted changes" if dirty else ""))
             print(f"plot: {args.plot}" if why is None else f"plot not written: {why}")
         if args.json:
             Path(args.json).write_text(json.dumps({"machine": machine(), "baseline": prev_note, "prev": prev,
