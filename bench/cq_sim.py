@@ -493,7 +493,8 @@ def figures(cond: Condition, rec: Recording) -> dict:
     # Utilisation: the most loaded phase, and (for sites whose phases each carry their own cars) the least.
     util = _mean([max(rec.phases[i]) / ref * 100 for i in idx])
     util_phase = [_mean([rec.phases[i][p] / ref * 100 for i in idx]) for p in range(3)]
-    # EV spread among equal cars, averaged over the settled window (and its worst moment).
+    # EV spread among equal cars that are charging (a paused car is rotation's business, not the share's),
+    # averaged over the settled window (and its worst moment).
     groups: dict[str, list[str]] = {}
     for car in cond.cars:
         if car.equal is not None:
@@ -503,8 +504,9 @@ def figures(cond: Condition, rec: Recording) -> dict:
         worst = 0.0
         for ids in groups.values():
             if len(ids) > 1:
-                vals = [rec.draw[c][i] for c in ids]
-                worst = max(worst, max(vals) - min(vals))
+                vals = [rec.draw[c][i] for c in ids if rec.draw[c][i] >= 1.0]
+                if len(vals) > 1:
+                    worst = max(worst, max(vals) - min(vals))
         spreads.append(worst)
     # Limit changes per charger-minute and pauses (limit falls below the EV minimum while a session runs).
     window_min = len(idx) * cond.record_every / 60.0

@@ -163,7 +163,7 @@ class LoadBalancerConfig(StrictModel):
     min_current: float = Field(6, ge=0, le=80)
     stale_after: float = Field(10, gt=0, le=3600)
     #: A per phase kept free below the fuse for the meter's error (class 1: 1 %) and the EVs' own control
-    #: tolerance; default 1 % of supply_max_current + 0.25 A (0.5 A on 25 A, 0.88 A on 63 A). A fuse carries its
+    #: tolerance; default 1 % of supply_max_current, at least 0.25 A (0.25 A on 25 A, 0.63 A on 63 A). A fuse carries its
     #: rated current indefinitely, and a step of the other load is cut back on the next reading, so the margin
     #: need not cover steps.
     margin: float = Field(ge=0, le=100)
@@ -363,8 +363,9 @@ def cross_check(cfg: SiteConfig, invalid_ids: frozenset[str] = frozenset()) -> l
 
 
 def default_margin(supply_max_current: float) -> float:
-    """The margin a group gets when its config names none: 1 % of the fuse (a class 1 meter's error) + 0.25 A."""
-    return round(0.01 * supply_max_current + 0.25, 2)
+    """The margin a group gets when its config names none: 1 % of the fuse (a class 1 meter's error), at least
+    0.25 A."""
+    return round(max(0.25, 0.01 * supply_max_current), 2)
 
 
 def config_warnings(cfg: SiteConfig) -> list[Problem]:

@@ -134,7 +134,7 @@ class Loop:
 def loop(fuse: float, base: float, cars: list[tuple[str, int, float]], interval: float, response: float,
          margin: float | None = None, seed: int = 0) -> Loop:
     g = group(supply_max_current=fuse, max_current_online=fuse, max_current_offline=fuse / 4,
-              margin=0.01 * fuse + 0.25 if margin is None else margin)
+              margin=max(0.25, 0.01 * fuse) if margin is None else margin)
     rng = random.Random(seed)
     specs = [ChargerSpec(f"C{i}", 32.0, tuple("RST".index(c) + 1 for c in rot), 6.0, 1)
              for i, (rot, _, _) in enumerate(cars)]

@@ -132,10 +132,12 @@ def test_max_current_online_above_the_fuse_is_a_warning_not_an_error(tmp_path, c
     assert [w.path for w in config_warnings(cfg)] == ["load_balancers.0.max_current_online"]
 
 
-def test_margin_defaults_to_one_percent_of_the_fuse_plus_a_quarter_ampere():
+def test_margin_defaults_to_one_percent_of_the_fuse_at_least_a_quarter_ampere():
     data = copy.deepcopy(BASE)
     data["load_balancers"][0].pop("margin", None)
     data["load_balancers"][0]["supply_max_current"] = 63
-    assert parse_config(data, "site.toml").load_balancers[0].margin == pytest.approx(0.88)
+    assert parse_config(data, "site.toml").load_balancers[0].margin == pytest.approx(0.63)
+    data["load_balancers"][0]["supply_max_current"] = 16
+    assert parse_config(data, "site.toml").load_balancers[0].margin == pytest.approx(0.25)
     data["load_balancers"][0]["margin"] = 3
     assert parse_config(data, "site.toml").load_balancers[0].margin == 3
