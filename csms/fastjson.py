@@ -16,11 +16,13 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
+from ocpp.exceptions import FormatViolationError
 from ocpp.messages import Call, CallError, CallResult, MessageType, _DecimalEncoder
 from ocpp.messages import unpack as library_unpack
 
@@ -117,26 +119,88 @@ def call_error_frame(unique_id: str, code: str, description: str, details: Any) 
     return dumps([MessageType.CallError, unique_id, code, description, details])
 
 
+#: How deep a frame may nest, its outer array included. OCPP's own messages need about ten levels;
+#: free-form ``data``/``customData`` could nest without end and every later step (key conversion,
+#: validation, copies) recurses, so a deeper frame is refused before it is parsed.
+MAX_DEPTH = 32
+#: The longest number a frame may hold, in characters. Python refuses integers past 4,300 digits with a
+#: ValueError deep in ``json``; no OCPP value needs a tenth of this.
+MAX_NUMBER_CHARS = 64
+
+
+class FrameRefused(FormatViolationError):
+    """A frame too deep or with a number too long to be read safely: the station gets a format violation."""
+
+    def __init__(self, cause: str):
+        super().__init__(details={"cause": cause})
+
+
 #: orjson reads integers beyond 64 bits as floats; a frame with 19+ ASCII digits in a row goes to
 #: ``json``. The test maps every digit to "0" and everything else to "x" and looks for nineteen "0"s:
 #: a tenth of a regular expression's cost, and this runs on every frame.
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
 _LONG_RUN = b"0" * 19
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKETS_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
 
 
-def _has_long_digit_run(raw: str | bytes) -> bool:
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    return _LONG_RUN in data.translate(_DIGITS_AS_ZERO)
+def _as_bytes(raw: str | bytes) -> bytes:
+    return raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+
+
+def nests_deeper_than(data: bytes, limit: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays/objects more than ``limit`` deep, without parsing it.
+
+    Cheap on the common frame (fewer brackets than the limit: two counts); otherwise strings are cut out
+    and the innermost ``[]`` pairs peeled off ``limit`` times, each pass one C-speed ``bytes.replace``.
+    Unbalanced brackets are left for the parser to name.
+    """
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    brackets = _STRING.sub(b"", data).translate(_BRACKETS_AS_SQUARE, _NOT_BRACKET)
+    for _ in range(limit):
+        peeled = brackets.replace(b"[]", b"")
+        if peeled == brackets:
+            return False
+        brackets = peeled
+    return b"[]" in brackets
+
+
+def _bounded_number(text: str) -> int | float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise FrameRefused(f"a number is longer than {MAX_NUMBER_CHARS} characters")
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _no_constant(text: str) -> None:
+    raise FrameRefused(f"{text} is not a JSON number")
+
+
+def check_numbers(raw: str | bytes) -> None:
+    """Raises :class:`FrameRefused` for a number too long or a NaN/Infinity in ``raw``; ``json`` would
+    accept both. Anything else wrong is left for the package's ``unpack`` to name."""
+    try:
+        json.loads(raw, parse_int=_bounded_number, parse_float=_bounded_number, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError):
+        pass
 
 
 def unpack(raw: str | bytes) -> Call | CallResult | CallError:
-    """``ocpp.messages.unpack`` on orjson; every frame it cannot take as is goes to the package's."""
-    if _has_long_digit_run(raw):
-        return library_unpack(raw)
+    """``ocpp.messages.unpack`` on orjson; every frame it cannot take as is goes to the package's.
+
+    Raises :class:`FrameRefused` for a frame nested deeper than :data:`MAX_DEPTH` or with a number
+    longer than :data:`MAX_NUMBER_CHARS`, before anything recurses through it.
+    """
+    data = _as_bytes(raw)
+    if nests_deeper_than(data, MAX_DEPTH):
+        raise FrameRefused(f"message nests deeper than {MAX_DEPTH} levels")
+    if _LONG_RUN in data.translate(_DIGITS_AS_ZERO):
+        return _library_unpack(raw)
     try:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return library_unpack(raw)
+        return _library_unpack(raw)
     if type(msg) is list and msg:
         kind = msg[0]
         try:
@@ -148,4 +212,20 @@ def unpack(raw: str | bytes) -> Call | CallResult | CallError:
                 return CallError(*msg[1:])
         except TypeError:
             pass
+    return _library_unpack(raw)
+
+
+def _library_unpack(raw: str | bytes) -> Call | CallResult | CallError:
+    check_numbers(raw)
     return library_unpack(raw)
+
+
+_FRAME_HEAD = re.compile(rb'\s*\[\s*(\d{1,3})\s*,\s*"([^"\\]{1,64})"')
+
+
+def frame_head(raw: str | bytes) -> tuple[int | None, str | None]:
+    """The MessageTypeId and MessageId at the start of a frame that cannot be parsed, if they can be read."""
+    match = _FRAME_HEAD.match(_as_bytes(raw)[:200])
+    if match is None:
+        return None, None
+    return int(match.group(1)), match.group(2).decode("utf-8", "replace")
