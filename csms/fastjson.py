@@ -3,6 +3,9 @@
 * JSON goes through ``orjson``. Anything ``orjson`` will not read as ``json`` does (lone surrogates,
   NaN, and integers past 64 bits, which it would turn into floats) goes to the package's own
   ``unpack``, so a frame is accepted or refused exactly as before and bad input gets the same error.
+* Bounds come first: a frame nested deeper than 32 levels, or holding a number ``json`` would read but
+  must not (past 64 characters, out of range, NaN/Infinity), raises :class:`FrameRefused` before anything
+  recurses through it (:mod:`meter_gateway.boundedjson`).
 * camelCase <-> snake_case conversion is the package's own, one key at a time, remembered: a
   station sends the same few hundred keys all day, and the package's conversion runs six regular
   expressions per key. The memory is bounded (free-form ``data``/``customData`` keys could be anything).
@@ -25,6 +28,8 @@ from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.exceptions import FormatViolationError
 from ocpp.messages import Call, CallError, CallResult, MessageType, _DecimalEncoder
 from ocpp.messages import unpack as library_unpack
+
+from meter_gateway import boundedjson
 
 __all__ = ["unpack", "dumps", "call_frame", "call_result_frame", "call_error_frame", "to_snake", "to_camel",
            "to_payload"]
@@ -119,15 +124,6 @@ def call_error_frame(unique_id: str, code: str, description: str, details: Any) 
     return dumps([MessageType.CallError, unique_id, code, description, details])
 
 
-#: How deep a frame may nest, its outer array included. OCPP's own messages need about ten levels;
-#: free-form ``data``/``customData`` could nest without end and every later step (key conversion,
-#: validation, copies) recurses, so a deeper frame is refused before it is parsed.
-MAX_DEPTH = 32
-#: The longest number a frame may hold, in characters. Python refuses integers past 4,300 digits with a
-#: ValueError deep in ``json``; no OCPP value needs a tenth of this.
-MAX_NUMBER_CHARS = 64
-
-
 class FrameRefused(FormatViolationError):
     """A frame too deep or with a number too long to be read safely: the station gets a format violation."""
 
@@ -140,61 +136,29 @@ class FrameRefused(FormatViolationError):
 #: a tenth of a regular expression's cost, and this runs on every frame.
 _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
 _LONG_RUN = b"0" * 19
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
-_BRACKETS_AS_SQUARE = bytes.maketrans(b"{}", b"[]")
-
-
-def _as_bytes(raw: str | bytes) -> bytes:
-    return raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-
-
-def nests_deeper_than(data: bytes, limit: int) -> bool:
-    """Whether the JSON text ``data`` nests arrays/objects more than ``limit`` deep, without parsing it.
-
-    Cheap on the common frame (fewer brackets than the limit: two counts); otherwise strings are cut out
-    and the innermost ``[]`` pairs peeled off ``limit`` times, each pass one C-speed ``bytes.replace``.
-    Unbalanced brackets are left for the parser to name.
-    """
-    if data.count(b"[") + data.count(b"{") <= limit:
-        return False
-    brackets = _STRING.sub(b"", data).translate(_BRACKETS_AS_SQUARE, _NOT_BRACKET)
-    for _ in range(limit):
-        peeled = brackets.replace(b"[]", b"")
-        if peeled == brackets:
-            return False
-        brackets = peeled
-    return b"[]" in brackets
-
-
-def _bounded_number(text: str) -> int | float:
-    if len(text) > MAX_NUMBER_CHARS:
-        raise FrameRefused(f"a number is longer than {MAX_NUMBER_CHARS} characters")
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def _no_constant(text: str) -> None:
-    raise FrameRefused(f"{text} is not a JSON number")
 
 
 def check_numbers(raw: str | bytes) -> None:
-    """Raises :class:`FrameRefused` for a number too long or a NaN/Infinity in ``raw``; ``json`` would
-    accept both. Anything else wrong is left for the package's ``unpack`` to name."""
+    """Raises :class:`FrameRefused` for what ``json`` would read but must not (a number too long or out
+    of range, NaN/Infinity; :mod:`meter_gateway.boundedjson`). Anything else wrong is left for the
+    package's ``unpack`` to name."""
     try:
-        json.loads(raw, parse_int=_bounded_number, parse_float=_bounded_number, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError):
+        boundedjson.loads(raw)
+    except boundedjson.TooComplex as exc:
+        raise FrameRefused(f"message: {exc}") from None
+    except ValueError:
         pass
 
 
 def unpack(raw: str | bytes) -> Call | CallResult | CallError:
     """``ocpp.messages.unpack`` on orjson; every frame it cannot take as is goes to the package's.
 
-    Raises :class:`FrameRefused` for a frame nested deeper than :data:`MAX_DEPTH` or with a number
-    longer than :data:`MAX_NUMBER_CHARS`, before anything recurses through it.
+    Raises :class:`FrameRefused` for a frame nested deeper than ``boundedjson.MAX_DEPTH``, or with a number
+    ``json`` would read but must not, before anything recurses through it.
     """
-    data = _as_bytes(raw)
-    if nests_deeper_than(data, MAX_DEPTH):
-        raise FrameRefused(f"message nests deeper than {MAX_DEPTH} levels")
+    data = boundedjson.as_bytes(raw)
+    if boundedjson.nests_deeper_than(data, boundedjson.MAX_DEPTH):
+        raise FrameRefused(f"message nests deeper than {boundedjson.MAX_DEPTH} levels")
     if _LONG_RUN in data.translate(_DIGITS_AS_ZERO):
         return _library_unpack(raw)
     try:
@@ -225,7 +189,7 @@ _FRAME_HEAD = re.compile(rb'\s*\[\s*(\d{1,3})\s*,\s*"([^"\\]{1,64})"')
 
 def frame_head(raw: str | bytes) -> tuple[int | None, str | None]:
     """The MessageTypeId and MessageId at the start of a frame that cannot be parsed, if they can be read."""
-    match = _FRAME_HEAD.match(_as_bytes(raw)[:200])
+    match = _FRAME_HEAD.match(boundedjson.as_bytes(raw)[:200])
     if match is None:
         return None, None
     return int(match.group(1)), match.group(2).decode("utf-8", "replace")

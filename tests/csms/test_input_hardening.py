@@ -197,10 +197,10 @@ async def test_unsolicited_replies_are_dropped_counted_and_logged_once(tmp_path,
 
 
 def test_nesting_is_measured_outside_strings():
-    from csms import fastjson
+    from meter_gateway.boundedjson import nests_deeper_than
 
-    assert not fastjson.nests_deeper_than(json.dumps({"a": "[" * 100, "b": '\\"[[[['}).encode(), 32)
-    assert not fastjson.nests_deeper_than(nested(32).encode(), 32)
-    assert fastjson.nests_deeper_than(nested(33).encode(), 32)
-    assert fastjson.nests_deeper_than(("[" * 40 + '"]]]"' + "]" * 40).encode(), 32)
-    assert not fastjson.nests_deeper_than(b"[" * 100, 32)  # unbalanced: left for the parser to name
+    assert not nests_deeper_than(json.dumps({"a": "[" * 100, "b": '\\"[[[['}).encode(), 32)
+    assert not nests_deeper_than(nested(32).encode(), 32)
+    assert nests_deeper_than(nested(33).encode(), 32)
+    assert nests_deeper_than(("[" * 40 + '"]]]"' + "]" * 40).encode(), 32)
+    assert not nests_deeper_than(b"[" * 100, 32)  # unbalanced: left for the parser to name
