@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "MAX_NUMBER_CHARS", "TooComplex", "nests_deeper_than", "loads"]
+__all__ = ["MAX_DEPTH", "MAX_NUMBER_CHARS", "TooComplex", "NotFinite", "nests_deeper_than", "loads"]
 
 #: How deep a document may nest, its outer array or object included. OCPP's own messages need about ten
 #: levels; free-form ``data``/``customData`` could nest without end.
@@ -26,6 +26,10 @@ MAX_NUMBER_CHARS = 64
 
 class TooComplex(ValueError):
     """Nested too deep, a number too long or not finite: refused before it can hurt."""
+
+
+class NotFinite(TooComplex):
+    """NaN, Infinity, or a number beyond float range (which ``json`` would read as infinity)."""
 
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
@@ -61,13 +65,13 @@ def _number(text: str) -> int | float:
     if any(c in text for c in ".eE"):
         value = float(text)
         if not math.isfinite(value):
-            raise TooComplex(f"number {text} is out of range")
+            raise NotFinite(f"number {text} is out of range")
         return value
     return int(text)
 
 
 def _constant(text: str) -> None:
-    raise TooComplex(f"{text} is not a JSON number")
+    raise NotFinite(f"{text} is not a JSON number")
 
 
 def loads(data: str | bytes, max_depth: int = MAX_DEPTH) -> Any:

@@ -100,3 +100,34 @@ async def test_request_path_cannot_forge_a_log_line(app, caplog):
 async def test_non_ascii_bearer_token_is_401(app, token):
     code, body = await fetch(app, "/api/status", token=token)
     assert code == 401 and "token" in strict_json(body)["error"]
+
+
+async def test_meter_refusals_are_counted_in_the_api_and_metrics(tmp_path):
+    from meter_gateway.publisher import reading_topic
+    from prometheus_client.parser import text_string_to_metric_families
+
+    meter = "AG7654321G"
+    cfg = parse_config({
+        "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1},
+        "storage": {"database": str(tmp_path / "csms.sqlite")},
+        "http": {"host": "127.0.0.1", "port": 0, "token": TOKEN},
+        "mqtt": {"host": "127.0.0.1", "port": 1},
+        "gateway": {"mode": "mqtt"},
+        "organisations": [{"id": "org", "name": "Org"}],
+        "meters": [{"serial": meter, "pin": "87654321", "organisation": "org", "source": "mqtt"}],
+        "chargers": [{"id": "CP0002", "password": "fedcba9876543210", "organisation": "org"}],
+        "load_balancers": [{"id": "g", "name": "G", "organisation": "org", "meter": meter, "chargers": ["CP0002"],
+                            "supply_max_current": 40, "max_current_online": 32, "max_current_offline": 10}],
+    }, "test.toml")
+    async with CentralSystemApp(cfg) as app:
+        topic = reading_topic(cfg.mqtt.publish_prefix, meter)
+        for raw in (b'{"current": ' + b"[" * 500 + b"]" * 500 + b"}", b"{not json", b"[]"):
+            app.meters._message(topic, raw)
+        code, body = await fetch(app, f"/api/meters/{meter}")
+        assert code == 200 and strict_json(body)["refused"] == {"bad_reading": 3}
+        assert strict_json((await fetch(app, "/api/meters"))[1])[0]["refused"] == {"bad_reading": 3}
+        code, text = await fetch(app, "/metrics")
+        samples = {(s.labels.get("meter"), s.labels.get("reason")): s.value
+                   for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "csms_meter_readings_refused_total"}
+        assert samples == {(meter, "bad_reading"): 3.0}
