@@ -30,11 +30,14 @@ class AdapterMixin:
     async def _store_meter_values(self, connector_id: int, transaction_id: str | None,
                                   meter_value: list[dict]) -> list[Parsed]:
         """Parses and stores meter values; returns once they are committed (the reply may then go out)."""
-        now = self.ctx.clock()
-        parsed = [(*to_sample(mv, now), mv) for mv in meter_value]
+        parsed = self._parse_meter_values(meter_value, self.ctx.clock())
         if parsed:
             await self.ctx.storage.write(records.meter_values(self.id, connector_id, transaction_id, parsed))
         return parsed
+
+    @staticmethod
+    def _parse_meter_values(meter_value: list[dict], received_at: float) -> list[Parsed]:
+        return [(*to_sample(mv, received_at), mv) for mv in meter_value]
 
     def _publish_samples(self, connector_id: int, parsed: list[Parsed]) -> None:
         for sample, _, _ in sorted(parsed, key=lambda p: p[0].taken_at):

@@ -108,6 +108,15 @@ class CentralSystemApp:
         self.balancer.on_reading(reading.serial, reading.current, frozenset(reading.saturated_phases),
                                  reading.taken_at)
 
+    def meter_refusals(self, serial: str) -> dict[str, int]:
+        """Readings of meter ``serial`` refused so far, by reason (empty when no group reads the meter)."""
+        if self.meters is None:
+            return {}
+        try:
+            return self.meters.refusals(serial)
+        except KeyError:
+            return {}
+
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state
         self.balancer.on_meter_state(serial, state.status == "online")

@@ -3,6 +3,9 @@
 * JSON goes through ``orjson``. Anything ``orjson`` will not read as ``json`` does (lone surrogates,
   NaN, and integers past 64 bits, which it would turn into floats) goes to the package's own
   ``unpack``, so a frame is accepted or refused exactly as before and bad input gets the same error.
+* Bounds come first: a frame nested deeper than 32 levels, or holding a number ``json`` would read but
+  must not (past 64 characters, out of range, NaN/Infinity), raises :class:`FrameRefused` before anything
+  recurses through it (:mod:`meter_gateway.boundedjson`).
 * camelCase <-> snake_case conversion is the package's own, one key at a time, remembered: a
   station sends the same few hundred keys all day, and the package's conversion runs six regular
   expressions per key. The memory is bounded (free-form ``data``/``customData`` keys could be anything).
@@ -16,13 +19,17 @@ from __future__ import annotations
 import dataclasses
 import decimal
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
+from ocpp.exceptions import FormatViolationError
 from ocpp.messages import Call, CallError, CallResult, MessageType, _DecimalEncoder
 from ocpp.messages import unpack as library_unpack
+
+from meter_gateway import boundedjson
 
 __all__ = ["unpack", "dumps", "call_frame", "call_result_frame", "call_error_frame", "to_snake", "to_camel",
            "to_payload"]
@@ -117,6 +124,13 @@ def call_error_frame(unique_id: str, code: str, description: str, details: Any) 
     return dumps([MessageType.CallError, unique_id, code, description, details])
 
 
+class FrameRefused(FormatViolationError):
+    """A frame too deep or with a number too long to be read safely: the station gets a format violation."""
+
+    def __init__(self, cause: str):
+        super().__init__(details={"cause": cause})
+
+
 #: orjson reads integers beyond 64 bits as floats; a frame with 19+ ASCII digits in a row goes to
 #: ``json``. The test maps every digit to "0" and everything else to "x" and looks for nineteen "0"s:
 #: a tenth of a regular expression's cost, and this runs on every frame.
@@ -124,19 +138,33 @@ _DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= b <= 0x39 else 0x78 for b in range(256))
 _LONG_RUN = b"0" * 19
 
 
-def _has_long_digit_run(raw: str | bytes) -> bool:
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    return _LONG_RUN in data.translate(_DIGITS_AS_ZERO)
+def check_numbers(raw: str | bytes) -> None:
+    """Raises :class:`FrameRefused` for what ``json`` would read but must not (a number too long or out
+    of range, NaN/Infinity; :mod:`meter_gateway.boundedjson`). Anything else wrong is left for the
+    package's ``unpack`` to name."""
+    try:
+        boundedjson.loads(raw)
+    except boundedjson.TooComplex as exc:
+        raise FrameRefused(f"message: {exc}") from None
+    except ValueError:
+        pass
 
 
 def unpack(raw: str | bytes) -> Call | CallResult | CallError:
-    """``ocpp.messages.unpack`` on orjson; every frame it cannot take as is goes to the package's."""
-    if _has_long_digit_run(raw):
-        return library_unpack(raw)
+    """``ocpp.messages.unpack`` on orjson; every frame it cannot take as is goes to the package's.
+
+    Raises :class:`FrameRefused` for a frame nested deeper than ``boundedjson.MAX_DEPTH``, or with a number
+    ``json`` would read but must not, before anything recurses through it.
+    """
+    data = boundedjson.as_bytes(raw)
+    if boundedjson.nests_deeper_than(data, boundedjson.MAX_DEPTH):
+        raise FrameRefused(f"message nests deeper than {boundedjson.MAX_DEPTH} levels")
+    if _LONG_RUN in data.translate(_DIGITS_AS_ZERO):
+        return _library_unpack(raw)
     try:
         msg = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return library_unpack(raw)
+        return _library_unpack(raw)
     if type(msg) is list and msg:
         kind = msg[0]
         try:
@@ -148,4 +176,20 @@ def unpack(raw: str | bytes) -> Call | CallResult | CallError:
                 return CallError(*msg[1:])
         except TypeError:
             pass
+    return _library_unpack(raw)
+
+
+def _library_unpack(raw: str | bytes) -> Call | CallResult | CallError:
+    check_numbers(raw)
     return library_unpack(raw)
+
+
+_FRAME_HEAD = re.compile(rb'\s*\[\s*(\d{1,3})\s*,\s*"([^"\\]{1,64})"')
+
+
+def frame_head(raw: str | bytes) -> tuple[int | None, str | None]:
+    """The MessageTypeId and MessageId at the start of a frame that cannot be parsed, if they can be read."""
+    match = _FRAME_HEAD.match(boundedjson.as_bytes(raw)[:200])
+    if match is None:
+        return None, None
+    return int(match.group(1)), match.group(2).decode("utf-8", "replace")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from csms.state import PhaseSample
@@ -27,17 +28,20 @@ def parse_time(value: str | None, default: float) -> float:
 
 
 def _number(sv: dict[str, Any]) -> float | None:
-    raw = sv.get("value")
-    try:
-        number = float(raw)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number):
-        return None
+    """The sampled value in base units (Wh, W, A, V), or None when it is not a finite number.
+
+    Finiteness is checked after scaling: 1e308 Wh is finite but 1e308 kWh is not, and ``10.0 **
+    multiplier`` itself overflows for a 2.0.1 multiplier of 309 or more. Storing such a value would put
+    ``inf`` in the database and ``Infinity`` in the API.
+    """
     unit_of_measure = sv.get("unit_of_measure") or {}
     unit = sv.get("unit") or unit_of_measure.get("unit")
     multiplier = unit_of_measure.get("multiplier", 0) or 0
-    return number * _SCALE.get(unit, 1.0) * (10.0 ** multiplier)
+    try:
+        number = float(sv.get("value")) * _SCALE.get(unit, 1.0) * (10.0 ** multiplier)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def to_sample(meter_value: dict[str, Any], received_at: float) -> tuple[PhaseSample, str]:
@@ -65,3 +69,21 @@ def to_sample(meter_value: dict[str, Any], received_at: float) -> tuple[PhaseSam
             offered = value
     sample = PhaseSample(taken_at, tuple(current), tuple(voltage), energy, offered)
     return sample, context or "Sample.Periodic"
+
+
+def register_reading(parsed: Sequence[tuple[PhaseSample, str, Any]], context: str, *, latest: bool,
+                     fallback: bool = True) -> float | None:
+    """The energy register of the sample taken in ``context`` (e.g. ``Transaction.End``); without one,
+    that of the latest (or earliest) sample that has a register, unless ``fallback`` is off.
+
+    A station may report several registers in one message (2.0.1 Ended events carry the Begin sample
+    first and the End sample last), so the first one found is not the one wanted.
+    """
+    registers = [(s.taken_at, c, s.energy_wh) for s, c, *_ in parsed if s.energy_wh is not None]
+    for _, c, wh in registers:
+        if c == context:
+            return wh
+    if not registers or not fallback:
+        return None
+    pick = max if latest else min
+    return pick(registers, key=lambda r: r[0])[2]

@@ -25,7 +25,7 @@ from csms import records
 from csms.authorization import Verdict
 from csms.adapter import AdapterMixin
 from csms.link201 import Link201Mixin
-from csms.metervalues import parse_time
+from csms.metervalues import parse_time, register_reading
 from csms.session import SessionMixin
 from csms.state import BootInfo, Transaction, Version
 
@@ -86,42 +86,65 @@ class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
     @on(Action.transaction_event)
     async def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str, seq_no: int,
                                    transaction_info: dict, **kw: Any):
-        at = parse_time(timestamp, self.ctx.clock())
+        """Parses everything first, then commits the event row, its meter values and the transaction in
+        one database transaction: a message that fails leaves nothing behind, so its retry is applied
+        rather than taken for a duplicate."""
+        now = self.ctx.clock()
+        at = parse_time(timestamp, now)
         tx_id = transaction_info["transaction_id"]
         evse = kw.get("evse") or {}
         running = self.ctx.state.find_transaction(self.id, tx_id)
         evse_id = evse.get("id") or (running.connector_id if running else 1)
-        first = await self.ctx.storage.write(records.transaction_event(self.id, tx_id, seq_no, event_type,
-                                                                        trigger_reason, at))
-        parsed = await self._store_meter_values(evse_id, tx_id, kw.get("meter_value") or [])
         id_token = kw.get("id_token")
         token = (id_token or {}).get("id_token")
+        parsed = self._parse_meter_values(kw.get("meter_value") or [], now)
+        stored = self._transaction_to_store(event_type, tx_id, evse_id, token, at, parsed, running,
+                                            transaction_info.get("stopped_reason"))
+        then = [records.upsert_transaction(self.id, Version.V201, stored)] if stored is not None else []
+        if parsed:
+            then.insert(0, records.meter_values(self.id, evse_id, tx_id, parsed))
+        first = await self.ctx.storage.write(records.transaction_event(
+            self.id, tx_id, seq_no, event_type, trigger_reason, at, then=then))
         if first:
-            await self._apply_event(event_type, tx_id, evse_id, token, at, parsed, transaction_info, kw)
+            self._apply_event(event_type, evse_id, at, parsed, transaction_info, running, stored)
         reply_info = self._id_token_info(id_token) if id_token else None
         return call_result.TransactionEvent(id_token_info=reply_info)
 
-    async def _apply_event(self, event_type: str, tx_id: str, evse_id: int, token: str | None, at: float,
-                           parsed: list, transaction_info: dict, kw: dict) -> None:
+    @staticmethod
+    def _transaction_to_store(event_type: str, tx_id: str, evse_id: int, token: str | None, at: float,
+                              parsed: list, running: Transaction | None, stop_reason: str | None
+                              ) -> Transaction | None:
+        """The transaction row an event creates or ends (None when it changes nothing stored).
+
+        The start register is the ``Transaction.Begin`` sample (else the earliest), the stop register the
+        ``Transaction.End`` sample (else the latest): a station may send both in its Ended event, and a
+        register need not start at zero. Both are stored as the station reported them.
+        """
+        if event_type == "Ended":
+            started = running or Transaction(tx_id, evse_id, token, at)
+            meter_start = started.meter_start_wh if started.meter_start_wh is not None else (
+                register_reading(parsed, "Transaction.Begin", latest=False, fallback=False))
+            return Transaction(tx_id, started.connector_id, started.id_token or token, started.started_at,
+                               meter_start, at, register_reading(parsed, "Transaction.End", latest=True),
+                               stop_reason)
+        if running is None:
+            return Transaction(tx_id, evse_id, token, at, register_reading(parsed, "Transaction.Begin", latest=False))
+        return None
+
+    def _apply_event(self, event_type: str, evse_id: int, at: float, parsed: list, transaction_info: dict,
+                     running: Transaction | None, stored: Transaction | None) -> None:
+        """The domain state after an event is committed (the first time its seqNo is seen)."""
         state = self.ctx.state
-        running = state.find_transaction(self.id, tx_id)
-        energy = next((s.energy_wh for s, _, _ in parsed if s.energy_wh is not None), None)
-        if running is None and event_type in ("Started", "Updated"):
-            running = Transaction(tx_id, evse_id, token, at, energy)
-            await self.ctx.storage.write(records.upsert_transaction(self.id, Version.V201, running))
-            state.transaction_started(self.id, running)
-            log.info("%s: transaction %s started on EVSE %s", self.id, tx_id, evse_id)
+        if running is None and stored is not None and event_type in ("Started", "Updated"):
+            state.transaction_started(self.id, stored)
+            log.info("%s: transaction %s started on EVSE %s", self.id, stored.transaction_id, evse_id)
         charging_state = transaction_info.get("charging_state")
         if charging_state in _CHARGING_STATE and event_type != "Ended":
             state.status(self.id, evse_id, _CHARGING_STATE[charging_state], None, at)
         self._publish_samples(evse_id, parsed)
-        if event_type == "Ended":
-            started = running or Transaction(tx_id, evse_id, token, at)
-            ended = Transaction(tx_id, started.connector_id, started.id_token or token, started.started_at,
-                                started.meter_start_wh, at, energy, transaction_info.get("stopped_reason"))
-            await self.ctx.storage.write(records.upsert_transaction(self.id, Version.V201, ended))
-            state.transaction_ended(self.id, ended)
-            log.info("%s: transaction %s ended (%s)", self.id, tx_id, ended.stop_reason)
+        if event_type == "Ended" and stored is not None:
+            state.transaction_ended(self.id, stored)
+            log.info("%s: transaction %s ended (%s)", self.id, stored.transaction_id, stored.stop_reason)
 
     @on(Action.meter_values)
     async def on_meter_values(self, evse_id: int, meter_value: list, **kw: Any):

@@ -8,6 +8,7 @@ StopTransaction, same TransactionEvent seqNo, same meter value), so a retry is r
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -101,6 +102,7 @@ def upsert_transaction(station_id: str, version: str, tx: Transaction):
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT(station_id, transaction_id) DO UPDATE SET
                  id_token = COALESCE(transactions.id_token, excluded.id_token),
+                 meter_start_wh = COALESCE(transactions.meter_start_wh, excluded.meter_start_wh),
                  stopped_at = COALESCE(transactions.stopped_at, excluded.stopped_at),
                  meter_stop_wh = COALESCE(transactions.meter_stop_wh, excluded.meter_stop_wh),
                  stop_reason = COALESCE(transactions.stop_reason, excluded.stop_reason)""",
@@ -126,15 +128,24 @@ def stop_transaction(station_id: str, transaction_id: str, stopped_at: float, me
 
 
 def transaction_event(station_id: str, transaction_id: str, seq_no: int, event_type: str, trigger: str,
-                      at: float):
-    """Returns True the first time this (transaction, seqNo) is seen, False for a retry."""
+                      at: float, then: Sequence[Callable[[Database], Any]] = ()):
+    """Returns True the first time this (transaction, seqNo) is seen, False for a retry.
+
+    ``then`` (the event's meter values and transaction row) runs in the same database transaction, and
+    only the first time: if any of it fails, the event row is rolled back with it, so the station's
+    retry is applied instead of being taken for a duplicate.
+    """
     def op(db: Database) -> bool:
         cur = db.execute(
             """INSERT OR IGNORE INTO transaction_events (station_id, transaction_id, seq_no, event_type,
                trigger_reason, at) VALUES (?, ?, ?, ?, ?, ?)""",
             [station_id, transaction_id, seq_no, event_type, trigger, at],
         )
-        return cur.rowcount == 1
+        first = cur.rowcount == 1
+        if first:
+            for step in then:
+                step(db)
+        return first
     return op
 
 

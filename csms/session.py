@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ocpp.exceptions import OCPPError
-from ocpp.messages import Call, MessageType
+from ocpp.messages import Call, CallError, CallResult, MessageType
 
 from csms import fastjson
 from csms.state import Version
@@ -102,6 +102,9 @@ class SessionMixin:
         self.throttled = 0
         self._throttle_logged = False
         self._validator: MessageValidator = validator_for(self._ocpp_version)
+        #: The MessageId of the CALL we await a reply to; any other reply is dropped on arrival.
+        self._awaited_id: str | None = None
+        self.unsolicited_replies = 0
 
     # -- the receive loop --------------------------------------------------------------------------
 
@@ -140,13 +143,32 @@ class SessionMixin:
         if msg.message_type_id == MessageType.Call:
             await self._route_call(msg)
         elif msg.message_type_id in (MessageType.CallResult, MessageType.CallError):
-            self._response_queue.put_nowait(msg)
+            if msg.unique_id == self._awaited_id:
+                self._response_queue.put_nowait(msg)
+            else:
+                self._drop_unsolicited(msg)
+
+    def _drop_unsolicited(self, msg: CallResult | CallError) -> None:
+        """A reply to nothing we await (late, duplicated or invented) is counted and forgotten at once.
+
+        The package would queue it until the next call, which then logs each at ERROR and recurses once
+        per reply: a station could grow our memory and log without bound and break the next call.
+        """
+        self.unsolicited_replies += 1
+        _observe(self, "in", "(reply)", "Unsolicited")
+        if self.unsolicited_replies == 1:
+            log.warning("%s: dropped an unsolicited reply (MessageId %.64r answers no call we await); further "
+                        "ones are only counted (csms_ocpp_messages_total{action=\"(reply)\",outcome=\"Unsolicited\"})",
+                        self.id, msg.unique_id)
 
     async def _reply_unparsable(self, raw_msg: str | bytes, exc: OCPPError) -> None:
         """A frame we cannot read as OCPP-J: answer with the spec's error, messageId "-1" when unreadable."""
+        if isinstance(exc, fastjson.FrameRefused):
+            await self._reply_refused(raw_msg, exc)
+            return
         unique_id = "-1"
         try:
-            frame = json.loads(raw_msg)
+            frame = json.loads(raw_msg)  # safe: fastjson.unpack has bounded its depth and numbers
         except ValueError:
             frame = None
         if isinstance(frame, list) and len(frame) > 1 and isinstance(frame[1], str) and frame[1]:
@@ -167,6 +189,17 @@ class SessionMixin:
         if frame is not None and isinstance(frame, list) and frame and frame[0] in (3, 4):
             return  # never answer a reply, even a broken one
         await self._send_error(unique_id, code, description, {"cause": str(exc.details.get("cause", ""))[:200]})
+
+    async def _reply_refused(self, raw_msg: str | bytes, exc: fastjson.FrameRefused) -> None:
+        """A frame too deep or with too long a number: a format violation with the MessageId read from
+        the frame's start (else "-1"), one log line, and the session carries on."""
+        cause = exc.details["cause"]
+        kind, unique_id = fastjson.frame_head(raw_msg)
+        log.warning("%s: refused a frame of %d bytes (%s): %.120r", self.id, len(raw_msg), cause, raw_msg)
+        _observe(self, "in", "(unparsable)", _error_code("FormatViolation", self.version))
+        if kind in (3, 4):
+            return  # never answer a reply, even a broken one
+        await self._send_error(unique_id or "-1", "FormatViolation", cause, {"cause": cause})
 
     async def _route_call(self, msg: Call) -> None:
         if not isinstance(msg.unique_id, str) or not isinstance(msg.action, str) or not isinstance(msg.payload, dict):
@@ -246,9 +279,10 @@ class SessionMixin:
         if not skip_schema_validation:
             self._validator.validate(message)
         async with self._call_lock:
-            await self._send(fastjson.call_frame(message.unique_id, message.action, message.payload))
+            self._awaited_id = message.unique_id
             try:
-                response = await self._get_specific_response(message.unique_id, self._response_timeout)
+                await self._send(fastjson.call_frame(message.unique_id, message.action, message.payload))
+                response = await asyncio.wait_for(self._response_queue.get(), self._response_timeout)
             except asyncio.CancelledError:
                 _observe(self, "out", message.action, "Cancelled")  # e.g. the caller's own deadline passed
                 raise
@@ -256,6 +290,10 @@ class SessionMixin:
                 _observe(self, "out", message.action, "Timeout")
                 raise asyncio.TimeoutError(f"Waited {self._response_timeout}s for response on "
                                            f"{fastjson.call_frame(message.unique_id, message.action, message.payload)}.")
+            finally:
+                self._awaited_id = None
+                while not self._response_queue.empty():  # a reply that raced a timeout or cancellation
+                    self._response_queue.get_nowait()
         if response.message_type_id == MessageType.CallError:
             _observe(self, "out", message.action, response.error_code)
             log.warning("%s: %s answered with CALLERROR %s %s", self.id, message.action, response.error_code,

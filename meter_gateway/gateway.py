@@ -23,7 +23,7 @@ from .modbus import poll_meter
 from .mqtt import run_subscription, topic_matches
 from .reading import MeterReading, MeterState
 from .registers import RegisterMap, load_register_map
-from .validate import ReadingJudge, Rejected
+from .validate import REJECTIONS, ReadingJudge, Rejected
 from .watch import MeterWatch
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,10 @@ class MeterGateway:
         """Counters of meter ``serial``: accepted, saturated, and one per rejection kind or source error."""
         return dict(self._counts[serial])
 
+    def refusals(self, serial: str) -> dict[str, int]:
+        """Samples of meter ``serial`` refused so far, by reason (:data:`meter_gateway.validate.REJECTIONS`)."""
+        return {kind: n for kind, n in self._counts[serial].items() if kind in REJECTIONS}
+
     def state(self, serial: str) -> MeterState:
         return self._watches[serial].state
 
@@ -151,7 +155,10 @@ class MeterGateway:
             reading = make(self._clock())
         except Rejected as exc:
             counts[exc.kind] += 1
-            self._watches[serial].refused(f"{exc.kind} ({exc.detail})")
+            if exc.kind == "conflicting_sources":
+                self._watches[serial].suspect(f"{exc.kind} ({exc.detail})")
+            else:
+                self._watches[serial].refused(f"{exc.kind} ({exc.detail})")
             _log_counted(logging.WARNING, counts[exc.kind], "meter %s: refused a reading: %s", serial, exc)
             return
         counts["accepted"] += 1

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from . import boundedjson
+
 Phases = tuple[float | None, float | None, float | None]
 
 #: Flags a reading may carry. ``saturated_lN``: the clamp is at the top of its range, so the true
@@ -107,7 +109,7 @@ class MeterState:
 
 def _object(data: bytes | str, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(data)
+        obj = boundedjson.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what}: not valid JSON: {exc}") from None
     if not isinstance(obj, dict):

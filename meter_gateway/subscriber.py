@@ -48,12 +48,21 @@ class ReadingSubscriber:
         for s in self._serials:
             self._topics[reading_topic(mqtt.publish_prefix, s)] = ("reading", s)
             self._topics[state_topic(mqtt.publish_prefix, s)] = ("state", s)
-        #: Messages refused, by kind ("bad_reading", "bad_state", "wrong_serial").
-        self.refused: Counter[str] = Counter()
+        #: Messages refused per meter, by kind ("bad_reading", "bad_state", "wrong_serial").
+        self._refused: dict[str, Counter[str]] = {s: Counter() for s in self._serials}
         self._tasks: list[asyncio.Task[None]] = []
 
     def state(self, serial: str) -> MeterState:
         return self._watches[serial].state
+
+    def refusals(self, serial: str) -> dict[str, int]:
+        """Messages for meter ``serial`` refused so far, by reason (the same call as the gateway's)."""
+        return dict(self._refused[serial])
+
+    @property
+    def refused(self) -> Counter[str]:
+        """Messages refused for all meters together, by reason."""
+        return sum(self._refused.values(), Counter())
 
     async def __aenter__(self) -> ReadingSubscriber:
         for watch in self._watches.values():
@@ -79,11 +88,11 @@ class ReadingSubscriber:
             try:
                 reading = MeterReading.from_json(payload)
             except ValueError as exc:
-                self.refused["bad_reading"] += 1
+                self._refused[serial]["bad_reading"] += 1
                 log.warning("meter %s: refused a reading from the meter gateway: %s", serial, exc)
                 return
             if reading.serial != serial:
-                self.refused["wrong_serial"] += 1
+                self._refused[serial]["wrong_serial"] += 1
                 log.warning("meter %s: reading on %s names meter %s; ignored", serial, topic, reading.serial)
                 return
             self._watches[serial].valid_reading()
@@ -97,7 +106,7 @@ class ReadingSubscriber:
             try:
                 state = MeterState.from_json(payload)
             except ValueError as exc:
-                self.refused["bad_state"] += 1
+                self._refused[serial]["bad_state"] += 1
                 log.warning("meter %s: refused a state from the meter gateway: %s", serial, exc)
                 return
             self._forward(serial, state)

@@ -7,13 +7,14 @@ passed on but flagged ``saturated_lN``, which the balancer treats as overload.
 
 from __future__ import annotations
 
-import json
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from . import boundedjson
 from .config import VARIANT_RANGE_A, VOLTAGE_RANGE_V, MeterConfig
 from .reading import CLAMP_FAULT, SATURATED, MeterReading
 from .registers import StatusFlag
@@ -21,6 +22,7 @@ from .registers import StatusFlag
 #: Every reason a sample can be refused for; the gateway counts each per meter.
 REJECTIONS = (
     "malformed_json",  # not JSON, or not a JSON object
+    "too_complex",  # nested deeper than 32 levels, or a number longer than 64 characters
     "missing_field",  # serial, timestamp or current absent, or fewer phases than the meter is configured for
     "invalid_field",  # a field of the wrong type, or a timestamp that is not ISO 8601 with a time zone
     "wrong_serial",  # the payload names another meter
@@ -31,12 +33,18 @@ REJECTIONS = (
     "timestamp_backwards",  # taken before the last accepted reading
     "duplicate",  # taken at the same time as the last accepted reading
     "device_fault",  # the meter's status word reports an internal fault
+    "conflicting_sources",  # refused while the meter is suspect: its readings went backwards again and again
 )
 
 #: A clamp reading within this fraction of its range counts as at the top of it (saturated).
 SATURATION_MARGIN = 0.005
 #: How far ahead of the gateway's clock a meter's timestamp may be before it counts as in the future.
 FUTURE_TOLERANCE_S = 5.0
+#: Readings going backwards this often within :data:`SUSPECT_WINDOW_S` mean two sources publish for one
+#: meter (or its clock jumps about): the meter is suspect for :data:`SUSPECT_HOLD_S` after the last one.
+SUSPECT_AFTER = 2
+SUSPECT_WINDOW_S = 60.0
+SUSPECT_HOLD_S = 60.0
 
 
 class Rejected(ValueError):
@@ -56,6 +64,9 @@ class ReadingJudge:
     phases: tuple[int, ...] = (1, 2, 3)
     future_tolerance: float = FUTURE_TOLERANCE_S
     last_taken_at: float | None = None
+    #: When (received_at) recent readings went backwards; enough of them make the meter suspect.
+    backwards_at: deque[float] = field(default_factory=deque)
+    suspect_until: float | None = None
 
     @classmethod
     def for_meter(cls, meter: MeterConfig) -> ReadingJudge:
@@ -64,7 +75,9 @@ class ReadingJudge:
     def from_payload(self, payload: bytes | str, received_at: float) -> MeterReading:
         """Judges an Amp Guard MQTT payload (see README): serial, timestamp, current, optional voltage/power."""
         try:
-            obj = json.loads(payload)
+            obj = boundedjson.loads(payload)
+        except boundedjson.TooComplex as exc:
+            raise Rejected("not_finite" if isinstance(exc, boundedjson.NotFinite) else "too_complex", str(exc)) from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise Rejected("malformed_json", f"not valid JSON: {exc}") from None
         if not isinstance(obj, dict):
@@ -145,11 +158,7 @@ class ReadingJudge:
             raise Rejected("not_finite", f"power is {power}")
         if taken_at > received_at + self.future_tolerance:
             raise Rejected("future_timestamp", f"taken {taken_at - received_at:.1f} s in the future (check the meter's clock)")
-        if self.last_taken_at is not None:
-            if taken_at == self.last_taken_at:
-                raise Rejected("duplicate", "same timestamp as the last accepted reading")
-            if taken_at < self.last_taken_at:
-                raise Rejected("timestamp_backwards", f"taken {self.last_taken_at - taken_at:.3f} s before the last accepted reading")
+        self._check_order(taken_at, received_at)
         self.last_taken_at = taken_at
         return MeterReading(
             serial=self.serial,
@@ -160,6 +169,38 @@ class ReadingJudge:
             power=None if power is None else float(power),
             flags=frozenset(flags),
         )
+
+
+    def _check_order(self, taken_at: float, received_at: float) -> None:
+        """Refuses a replay or a reading from before the last accepted one, and the meter's every reading
+        while it is suspect.
+
+        One reading from the past is refused and forgotten. Readings going backwards again and again mean
+        two sources publish for this meter (a second publisher on the broker, ahead of the genuine meter,
+        would otherwise win and have the genuine readings refused): then nothing from the meter is
+        trusted until the conflict has stopped for :data:`SUSPECT_HOLD_S`, so the group falls back to its
+        offline maximum instead of following whichever source runs ahead.
+        """
+        if self.suspect_until is not None and received_at >= self.suspect_until:
+            self.suspect_until = None
+        backwards = self.last_taken_at is not None and taken_at < self.last_taken_at
+        if backwards:
+            self.backwards_at.append(received_at)
+            while self.backwards_at and self.backwards_at[0] < received_at - SUSPECT_WINDOW_S:
+                self.backwards_at.popleft()
+            if len(self.backwards_at) >= SUSPECT_AFTER:
+                self.suspect_until = received_at + SUSPECT_HOLD_S
+        if self.suspect_until is not None:
+            if not backwards:
+                self.last_taken_at = max(self.last_taken_at or taken_at, taken_at)
+            raise Rejected("conflicting_sources", f"readings went backwards {len(self.backwards_at)} times in "
+                                                  f"{SUSPECT_WINDOW_S:g} s: two sources publish for this meter "
+                                                  f"(or its clock jumps); not trusted for {SUSPECT_HOLD_S:g} s")
+        if self.last_taken_at is not None:
+            if taken_at == self.last_taken_at:
+                raise Rejected("duplicate", "same timestamp as the last accepted reading")
+            if backwards:
+                raise Rejected("timestamp_backwards", f"taken {self.last_taken_at - taken_at:.3f} s before the last accepted reading")
 
 
 def _timestamp(value: Any) -> float:

@@ -48,6 +48,12 @@ class MeterWatch:
     def refused(self, why: str) -> None:
         self._last_refusal = why
 
+    def suspect(self, why: str) -> None:
+        """The meter's readings cannot be trusted (two sources publish for it): stale now, not after
+        ``stale_after``, so the balancer falls back to the group's offline maximum at once."""
+        self._last_refusal = why
+        self._set("stale", why)
+
     def source_down(self, reason: str) -> None:
         self._source_error = reason
         if self.state.status != "online":

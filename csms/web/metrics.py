@@ -117,13 +117,17 @@ class SiteCollector(Collector):
         staleness = GaugeMetricFamily("csms_meter_staleness_seconds", "Seconds since the meter's latest valid reading.",
                                       labels=["meter"])
         online = GaugeMetricFamily("csms_meter_online", "1 while the meter's readings are used.", labels=["meter"])
+        refused = CounterMetricFamily("csms_meter_readings_refused", "Meter readings refused, by reason.",
+                                      labels=["meter", "reason"])
         for m in cfg.meters:
             reading = app.last_readings.get(m.serial)
             if reading is not None:
                 staleness.add_metric([m.serial], max(0.0, now - reading.taken_at))
             state = app.meter_states.get(m.serial)
             online.add_metric([m.serial], 1.0 if state is not None and state.status == "online" else 0.0)
-        yield from (staleness, online)
+            for reason, count in sorted(app.meter_refusals(m.serial).items()):
+                refused.add_metric([m.serial, reason], count)
+        yield from (staleness, online, refused)
 
         stations = app.state.stations.values()
         yield GaugeMetricFamily("csms_connected_stations", "Stations with an open OCPP session.",

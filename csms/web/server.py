@@ -10,6 +10,7 @@ every second and a line per poll would bury what matters in the log.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -89,8 +91,40 @@ def _range(request: web.Request, now: float, default_span: float = 600.0) -> his
     return history.Range(since, until, points)
 
 
+def standard_json(data: Any) -> str:
+    """JSON that ``JSON.parse`` reads: NaN and infinities become ``null``.
+
+    ``json.dumps`` writes them as ``NaN``/``Infinity``, which blinds the dashboard; a value stored before
+    it was refused (or computed from one) must not. orjson writes ``null`` for them by itself; what it
+    cannot write (integers past 64 bits) goes to ``json`` after the same replacement.
+    """
+    try:
+        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(_finite(data), allow_nan=False, default=str)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _json(data: Any, status_code: int = 200) -> web.Response:
-    return web.json_response(data, status=status_code, headers={"Cache-Control": "no-store"})
+    return web.json_response(data, status=status_code, headers={"Cache-Control": "no-store"}, dumps=standard_json)
+
+
+def _token_matches(given: str, token: str) -> bool:
+    """Constant-time comparison; a header that is not UTF-8 (aiohttp keeps such bytes as surrogates) is
+    simply a wrong token, not a server error."""
+    try:
+        return hmac.compare_digest(given.strip().encode(), token.encode())
+    except UnicodeEncodeError:
+        return False
 
 
 def _error(status_code: int, message: str) -> web.Response:
@@ -174,8 +208,9 @@ class WebServer:
         path = request.path
         if path.startswith("/api/") or path == "/api" or path == "/metrics":
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.cfg.token.encode()):
-                log.info("operator view: refused %s %s from %s: %s", request.method, path, request.remote,
+            if scheme.lower() != "bearer" or not _token_matches(given, self.cfg.token):
+                # Method and path are the client's text: %r, so they cannot forge a log line.
+                log.info("operator view: refused %r %r from %s: %s", request.method, path, request.remote,
                          "wrong token" if given else "no bearer token")
                 response = _error(401, "missing or wrong token: send 'Authorization: Bearer <the [http] token>'")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="csms"'

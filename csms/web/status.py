@@ -58,6 +58,7 @@ def meter(app: CentralSystemApp, serial: str) -> dict[str, Any] | None:
         "reason": state.reason if state is not None else "no state reported yet",
         "since": state.since if state is not None else None,
         "last_reading": None, "age": None,
+        "refused": app.meter_refusals(serial),
     }
     if reading is not None:
         out["last_reading"] = {

@@ -1,0 +1,206 @@
+"""Hostile or odd input from a station never costs a session, an acknowledged message or the log (issue 12)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+from ocpp.v16.call import GetConfiguration
+
+from csms import records
+from csms.app import CentralSystemApp
+from csms.metervalues import to_sample
+from tests.csms.harness import raw_station, site_config
+from tests.csms.test_server import NOW, tx_event
+
+LATER = "2026-11-24T10:30:00.000Z"
+
+
+@pytest.fixture
+async def app(tmp_path):
+    async with CentralSystemApp(site_config(tmp_path)) as app:
+        yield app
+
+
+def energy(value: float, context: str, at: str = NOW, **unit) -> dict:
+    return {"timestamp": at, "sampledValue": [{"value": value, "context": context,
+                                               "measurand": "Energy.Active.Import.Register",
+                                               "unitOfMeasure": {"unit": "Wh", **unit}}]}
+
+
+async def transactions(app) -> list[dict]:
+    return await app.storage.read(lambda db: list(db.query("SELECT * FROM transactions")))
+
+
+async def tx_event_rows(app) -> list[dict]:
+    return await app.storage.read(lambda db: list(db.query("SELECT * FROM transaction_events")))
+
+
+# -- item 3: the Ended event's energy is the Transaction.End register --------------------------------
+
+
+async def test_201_stop_register_is_the_transaction_end_sample_not_the_first(app):
+    async with raw_station(app, "CP0002", subprotocol="ocpp2.0.1") as st:
+        await st.call("TransactionEvent", tx_event("Started", 0, evse={"id": 1}))
+        ended = tx_event("Ended", 1, meterValue=[energy(0, "Transaction.Begin"),
+                                                 energy(343.89, "Transaction.End", LATER)])
+        assert (await st.call("TransactionEvent", ended))[0] == 3
+    (row,) = await transactions(app)
+    assert row["meter_start_wh"] == 0 and row["meter_stop_wh"] == 343.89
+
+
+async def test_201_register_that_starts_non_zero_is_stored_faithfully(app):
+    async with raw_station(app, "CP0002", subprotocol="ocpp2.0.1") as st:
+        await st.call("TransactionEvent", tx_event("Started", 0, evse={"id": 1},
+                                                   meterValue=[energy(5000, "Transaction.Begin")]))
+        # No context on the stop samples: the latest one counts.
+        ended = tx_event("Ended", 1, meterValue=[energy(5100, "", LATER.replace("30", "20")),
+                                                 energy(5343.89, "", LATER)])
+        for sample in ended["meterValue"]:
+            del sample["sampledValue"][0]["context"]
+        await st.call("TransactionEvent", ended)
+    (row,) = await transactions(app)
+    assert row["meter_start_wh"] == 5000 and row["meter_stop_wh"] == 5343.89
+
+
+async def test_201_start_register_unknown_until_the_ended_event_names_it(app):
+    async with raw_station(app, "CP0002", subprotocol="ocpp2.0.1") as st:
+        await st.call("TransactionEvent", tx_event("Started", 0, evse={"id": 1}))
+        await st.call("TransactionEvent", tx_event("Ended", 1, meterValue=[
+            energy(7.5, "Transaction.End", LATER, multiplier=3), energy(7000, "Transaction.Begin")]))
+    (row,) = await transactions(app)
+    assert row["meter_start_wh"] == 7000 and row["meter_stop_wh"] == 7500
+
+
+# -- item 7.3/7.4: scaling is checked, and an event is committed whole or not at all --------------------
+
+
+@pytest.mark.parametrize("value,multiplier", [(1e308, 1), (1.0, 400), (1.0, -400), (5.0, 309)])
+def test_a_value_that_is_not_finite_after_scaling_is_refused(value, multiplier):
+    mv = {"timestamp": NOW, "sampled_value": [{"value": value, "measurand": "Energy.Active.Import.Register",
+                                               "unit_of_measure": {"unit": "Wh", "multiplier": multiplier}}]}
+    sample, _ = to_sample(mv, 0.0)
+    if multiplier < 0:
+        assert sample.energy_wh == 0.0  # a tiny number is a number
+    else:
+        assert sample.energy_wh is None
+
+
+async def test_multiplier_400_does_not_lose_the_transaction(app):
+    async with raw_station(app, "CP0002", subprotocol="ocpp2.0.1") as st:
+        started = tx_event("Started", 0, evse={"id": 1}, meterValue=[energy(1, "Transaction.Begin", multiplier=400)])
+        assert (await st.call("TransactionEvent", started))[0] == 3
+    assert [r["transaction_id"] for r in await transactions(app)] == ["T-1"]
+    assert len(await tx_event_rows(app)) == 1
+    assert app.state.find_transaction("CP0002", "T-1") is not None
+
+
+async def test_a_failed_event_leaves_no_row_and_its_retry_is_applied(app, monkeypatch):
+    real = records.upsert_transaction
+    failing = [True]
+
+    def flaky(*args, **kw):
+        op = real(*args, **kw)
+
+        def fail_while_failing(db):
+            if failing[0]:
+                raise OverflowError("disk says no")
+            return op(db)
+        return fail_while_failing
+
+    monkeypatch.setattr(records, "upsert_transaction", flaky)
+    async with raw_station(app, "CP0002", subprotocol="ocpp2.0.1") as st:
+        started = tx_event("Started", 0, evse={"id": 1}, meterValue=[energy(10, "Transaction.Begin")])
+        assert (await st.call("TransactionEvent", started))[2] == "InternalError"
+        assert await tx_event_rows(app) == [] and await transactions(app) == []
+        assert await app.storage.read(lambda db: db.execute("SELECT count(*) FROM meter_values").fetchone()[0]) == 0
+        assert app.state.find_transaction("CP0002", "T-1") is None
+        failing[0] = False
+        assert (await st.call("TransactionEvent", started))[0] == 3  # the retry is applied, not a duplicate
+    (row,) = await transactions(app)
+    assert row["meter_start_wh"] == 10 and len(await tx_event_rows(app)) == 1
+    assert app.state.find_transaction("CP0002", "T-1") is not None
+
+
+# -- item 7.5: deep nesting and huge numbers get a CALLERROR, the session lives, one log line ------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+HOSTILE = [
+    ('[2, "d1", "DataTransfer", {"vendorId": "v", "data": %s}]' % json.dumps(json.dumps(1)), None),  # control
+    ('[2, "d2", "DataTransfer", {"vendorId": "v", "customData": %s}]'
+     % ('{"vendorId": "x", "a": ' * 800 + "1" + "}" * 800), "d2"),
+    ('[2, "d3", "DataTransfer", {"vendorId": "v", "x": %s}]' % ("1" * 5000), "d3"),
+    ('[2, "d4", "DataTransfer", {"vendorId": "v", "x": %s}]' % nested(5000), "d4"),
+    (nested(5000), "-1"),
+    ('[2, "d6", "DataTransfer", {"vendorId": "v", "x": 1.%s}]' % ("5" * 5000), "d6"),
+    ('[2, "d7", "Heartbeat", {"x": NaN}]', "d7"),
+]
+
+
+@pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
+async def test_deep_nesting_and_huge_numbers_get_a_callerror_and_one_log_line(app, version, caplog):
+    code = "FormationViolation" if version == "ocpp1.6" else "FormatViolation"
+    async with raw_station(app, "CP0001", subprotocol=version) as st:
+        for frame, uid in HOSTILE:
+            caplog.clear()
+            with caplog.at_level(logging.DEBUG, logger="csms"):
+                reply = await st.send_raw(frame)
+            if uid is None:
+                assert reply[0] == 3, reply
+                continue
+            assert reply[:3] == [4, uid, code], (frame[:60], reply)
+            lines = [r for r in caplog.records if r.levelno >= logging.INFO]
+            assert len(lines) == 1 and lines[0].exc_info is None, [r.getMessage()[:200] for r in lines]
+            assert len(lines[0].getMessage()) < 1000
+        assert (await st.call("Heartbeat", {}))[0] == 3
+
+
+# -- item 7.2: replies nobody asked for are dropped at once and counted -------------------------------
+
+
+async def test_unsolicited_replies_are_dropped_counted_and_logged_once(tmp_path, caplog):
+    async with CentralSystemApp(site_config(tmp_path, rate_limit=5000, rate_burst=1000)) as app, \
+            raw_station(app, "CP0001") as st:
+        await st.call("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+        session = app.server.sessions["CP0001"]
+        with caplog.at_level(logging.INFO, logger="csms"):
+            for i in range(300):
+                await st.ws.send(json.dumps([3, f"nobody-{i}", {"x": "y" * 1000}]))
+                await st.ws.send(json.dumps([4, f"nobody-e{i}", "InternalError", "", {}]))
+            assert (await st.call("Heartbeat", {}))[0] == 3  # every frame before it has been routed
+        assert session._response_queue.qsize() == 0
+        assert session.unsolicited_replies == 600
+        lines = [r for r in caplog.records if "unsolicited" in r.getMessage() or "unknown unique id" in r.getMessage()]
+        assert len(lines) == 1
+        # A call the CSMS makes still gets its own reply (the delivery's own calls are refused meanwhile).
+        task = asyncio.create_task(session.call(GetConfiguration(), unique_id="mine-1"))
+        while not task.done():
+            try:
+                frame = json.loads(await asyncio.wait_for(st.ws.recv(), 0.5))
+            except asyncio.TimeoutError:
+                continue
+            if frame[0] == 2 and frame[1] == "mine-1":
+                await st.ws.send(json.dumps([3, "someone-else", {}]))
+                await st.ws.send(json.dumps([3, "mine-1", {"configurationKey": []}]))
+                break
+            if frame[0] == 2:
+                await st.ws.send(json.dumps([4, frame[1], "NotImplemented", "", {}]))
+        result = await asyncio.wait_for(task, 5)
+        assert result.configuration_key == []
+        assert session.unsolicited_replies == 601
+
+
+def test_nesting_is_measured_outside_strings():
+    from meter_gateway.boundedjson import nests_deeper_than
+
+    assert not nests_deeper_than(json.dumps({"a": "[" * 100, "b": '\\"[[[['}).encode(), 32)
+    assert not nests_deeper_than(nested(32).encode(), 32)
+    assert nests_deeper_than(nested(33).encode(), 32)
+    assert nests_deeper_than(("[" * 40 + '"]]]"' + "]" * 40).encode(), 32)
+    assert not nests_deeper_than(b"[" * 100, 32)  # unbalanced: left for the parser to name
