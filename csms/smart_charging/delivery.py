@@ -144,7 +144,9 @@ class Delivery:
             if ch is None or not lim.controlled:
                 continue
             ch.decided_at = self.clock()
-            if ch.wanted != lim.limit:
+            # A new session whose first decision equals the last one (0 A, still paused) must still get it:
+            # until a limit of its own is in force it draws its fallback.
+            if ch.wanted != lim.limit or (ch.in_force is None and ch.link is not None):
                 ch.wanted = lim.limit
                 ch.wake.set()
         self._poke_group(decision.group_id)
@@ -337,7 +339,9 @@ class Delivery:
                 hold_until = max(ch.last_increase_at + s.increase_interval,
                                  (ch.last.at if ch.last else float("-inf")) + ch.cfg.min_update_interval)
             gated = None
-            if target - base >= s.deadband and now >= hold_until:
+            if current is None and target - base < s.deadband:
+                gated = target  # the session's first limit replaces its fallback, however small the step
+            elif target - base >= s.deadband and now >= hold_until:
                 gated = self._gate(ch, target, base)
             elif now < hold_until:
                 self._wake_later(ch, hold_until - now)
