@@ -106,6 +106,8 @@ class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
         first = await self.ctx.storage.write(records.transaction_event(
             self.id, tx_id, seq_no, event_type, trigger_reason, at, then=then))
         if first:
+            if stored is not None:
+                self._flag_if_implausible(stored)
             self._apply_event(event_type, evse_id, at, parsed, transaction_info, running, stored)
         reply_info = self._id_token_info(id_token) if id_token else None
         return call_result.TransactionEvent(id_token_info=reply_info)
