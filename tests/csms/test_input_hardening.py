@@ -63,6 +63,10 @@ async def test_201_register_that_starts_non_zero_is_stored_faithfully(app):
         await st.call("TransactionEvent", ended)
     (row,) = await transactions(app)
     assert row["meter_start_wh"] == 5000 and row["meter_stop_wh"] == 5343.89
+    from csms.web import history
+
+    (shown,) = await app.storage.read(history.transactions(0, 1e12, 10))
+    assert shown["energy_wh"] == pytest.approx(343.89)  # what the operator view shows
 
 
 async def test_201_start_register_unknown_until_the_ended_event_names_it(app):
