@@ -47,7 +47,7 @@ class Station16(SessionMixin, AdapterMixin, Link16Mixin, ChargePoint):
                         kw.get("firmware_version"))
         await self.ctx.storage.write(records.station_booted(self.id, boot, now))
         self.ctx.state.booted(self.id, boot, now)
-        log.info("%s: boot %s %s fw %s", self.id, boot.vendor, boot.model, boot.firmware_version)
+        log.info("%s: boot %r %r fw %r", self.id, boot.vendor, boot.model, boot.firmware_version)
         return call_result.BootNotification(current_time=self.ctx.now_iso(),
                                             interval=self.ctx.cfg.server.heartbeat_interval,
                                             status=RegistrationStatus.accepted)

@@ -306,3 +306,15 @@ async def test_absurd_transaction_values_are_stored_and_flagged(app):
     assert any("meter_start_wh" in p for p in by_tx[str(tx)]) and any("started_at" in p for p in by_tx[str(tx)])
     assert any("meter_stop_wh" in p for p in by_tx[str(tx)])
     assert any("started_at" in p for p in by_tx["OLD"])
+
+
+async def test_station_text_cannot_forge_a_log_line(app, caplog):
+    forged = "V\nCRITICAL csms: fuse blown"
+    with caplog.at_level(logging.INFO, logger="csms"):
+        async with raw_station(app, "CP0002", subprotocol="ocpp2.0.1") as st:
+            await st.call("BootNotification", {"chargingStation": {"model": forged[:20], "vendorName": forged},
+                                               "reason": "PowerUp"})
+            await st.call("SecurityEventNotification", {"type": forged, "timestamp": NOW})
+            await st.call("TransactionEvent", tx_event("Started", 0, tx="T\nCRITICAL", evse={"id": 1}))
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("CRITICAL" in m for m in lines) and not any("\n" in m for m in lines), lines
