@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from csms import records
 from csms.context import SessionContext
 from csms.metervalues import to_sample
-from csms.state import PhaseSample
+from csms.state import PhaseSample, Transaction, implausible
 from csms.storage import log_event
+
+log = logging.getLogger("csms.adapter")
 
 #: A parsed ``meterValue`` entry: the sample, its reading context, and the entry as received.
 Parsed = tuple[PhaseSample, str, dict]
@@ -22,6 +25,16 @@ class AdapterMixin:
         self.ctx = ctx
         self.command_timeout = ctx.cfg.server.call_timeout
         self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
+
+    def _flag_if_implausible(self, tx: Transaction) -> None:
+        """A transaction is stored as the station reported it; values no real session has (see
+        :func:`csms.state.implausible`) are flagged with an ``implausible_transaction`` event and a warning,
+        so billing and the operator view do not trust them silently. Checked when a transaction starts and
+        again, whole, when it ends."""
+        problems = implausible(tx, self.ctx.clock())
+        if problems:
+            log.warning("%s: transaction %r has implausible values: %s", self.id, tx.transaction_id, "; ".join(problems))
+            self._log("implausible_transaction", transaction_id=tx.transaction_id, problems=problems)
 
     def _log(self, kind: str, **detail: Any) -> None:
         """An entry in the event log; not awaited (nothing a station is told depends on it)."""

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import sqlite3
 import sys
 from datetime import datetime
 from importlib.metadata import entry_points
@@ -71,6 +72,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(_serve_with_frozen_heap(serve_until_signalled(cfg)))
+    except sqlite3.DatabaseError as exc:  # e.g. a SQLite file damaged past its header (check_files reads only that)
+        print(f"{args.config}: storage.database: cannot open {cfg.storage.database!r}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         hint = ""
         if exc.errno == errno.EADDRINUSE and "[http]" not in str(exc):

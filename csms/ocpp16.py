@@ -47,7 +47,7 @@ class Station16(SessionMixin, AdapterMixin, Link16Mixin, ChargePoint):
                         kw.get("firmware_version"))
         await self.ctx.storage.write(records.station_booted(self.id, boot, now))
         self.ctx.state.booted(self.id, boot, now)
-        log.info("%s: boot %s %s fw %s", self.id, boot.vendor, boot.model, boot.firmware_version)
+        log.info("%s: boot %r %r fw %r", self.id, boot.vendor, boot.model, boot.firmware_version)
         return call_result.BootNotification(current_time=self.ctx.now_iso(),
                                             interval=self.ctx.cfg.server.heartbeat_interval,
                                             status=RegistrationStatus.accepted)
@@ -77,6 +77,7 @@ class Station16(SessionMixin, AdapterMixin, Link16Mixin, ChargePoint):
             records.start_transaction_16(self.id, connector_id, id_tag, started_at, float(meter_start)))
         if new:
             tx = Transaction(str(tx_id), connector_id, id_tag, started_at, float(meter_start))
+            self._flag_if_implausible(tx)
             self.ctx.state.transaction_started(self.id, tx)
             log.info("%s: transaction %s started on connector %s", self.id, tx_id, connector_id)
         return call_result.StartTransaction(transaction_id=tx_id, id_tag_info=info)
@@ -97,6 +98,7 @@ class Station16(SessionMixin, AdapterMixin, Link16Mixin, ChargePoint):
         else:
             tx = Transaction(tx_key, row["connector_id"], row["id_token"], row["started_at"], row["meter_start_wh"],
                              stopped_at, float(meter_stop), kw.get("reason"))
+            self._flag_if_implausible(tx)
             self.ctx.state.transaction_ended(self.id, tx)
         id_tag = kw.get("id_tag")
         return call_result.StopTransaction(id_tag_info=self._id_tag_info(id_tag) if id_tag else None)

@@ -61,7 +61,7 @@ class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
                         charging_station.get("serial_number"), charging_station.get("firmware_version"))
         await self.ctx.storage.write(records.station_booted(self.id, boot, now))
         self.ctx.state.booted(self.id, boot, now)
-        log.info("%s: boot (%s) %s %s fw %s", self.id, reason, boot.vendor, boot.model, boot.firmware_version)
+        log.info("%s: boot (%s) %r %r fw %r", self.id, reason, boot.vendor, boot.model, boot.firmware_version)
         return call_result.BootNotification(current_time=self.ctx.now_iso(),
                                             interval=self.ctx.cfg.server.heartbeat_interval,
                                             status=RegistrationStatusEnumType.accepted)
@@ -106,6 +106,8 @@ class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
         first = await self.ctx.storage.write(records.transaction_event(
             self.id, tx_id, seq_no, event_type, trigger_reason, at, then=then))
         if first:
+            if stored is not None:
+                self._flag_if_implausible(stored)
             self._apply_event(event_type, evse_id, at, parsed, transaction_info, running, stored)
         reply_info = self._id_token_info(id_token) if id_token else None
         return call_result.TransactionEvent(id_token_info=reply_info)
@@ -137,14 +139,14 @@ class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
         state = self.ctx.state
         if running is None and stored is not None and event_type in ("Started", "Updated"):
             state.transaction_started(self.id, stored)
-            log.info("%s: transaction %s started on EVSE %s", self.id, stored.transaction_id, evse_id)
+            log.info("%s: transaction %r started on EVSE %s", self.id, stored.transaction_id, evse_id)
         charging_state = transaction_info.get("charging_state")
         if charging_state in _CHARGING_STATE and event_type != "Ended":
             state.status(self.id, evse_id, _CHARGING_STATE[charging_state], None, at)
         self._publish_samples(evse_id, parsed)
         if event_type == "Ended" and stored is not None:
             state.transaction_ended(self.id, stored)
-            log.info("%s: transaction %s ended (%s)", self.id, stored.transaction_id, stored.stop_reason)
+            log.info("%s: transaction %r ended (%s)", self.id, stored.transaction_id, stored.stop_reason)
 
     @on(Action.meter_values)
     async def on_meter_values(self, evse_id: int, meter_value: list, **kw: Any):
@@ -167,7 +169,7 @@ class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
 
     @on(Action.security_event_notification)
     def on_security_event(self, type: str, timestamp: str, **kw: Any):
-        log.warning("%s: security event %s", self.id, type)
+        log.warning("%s: security event %r", self.id, type)
         self._log("security_event", type=type, tech_info=kw.get("tech_info"))
         return call_result.SecurityEventNotification()
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import ssl
+import time
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
@@ -68,6 +70,61 @@ def build_ssl_context(cert: str, key: str, ca: str | None, require_client_cert: 
     return ctx
 
 
+class AuthThrottle:
+    """Per-address back-off on failed basic auth, so a password cannot be guessed at wire speed.
+
+    After :attr:`free_failures` failures within :attr:`window` seconds the address must wait
+    :attr:`base_delay` seconds, and twice as long after each further failure (at most :attr:`max_delay`),
+    during which its
+    handshakes are answered 429 without the password being checked. A success forgets the address. At
+    most :attr:`max_addresses` addresses are remembered (the oldest is forgotten first), so a scan from
+    many addresses cannot grow memory.
+    """
+
+    def __init__(self, free_failures: int = 5, window: float = 300.0, base_delay: float = 1.0,
+                 max_delay: float = 300.0, max_addresses: int = 10_000, clock=time.monotonic):
+        self.free_failures, self.window, self.base_delay = free_failures, window, base_delay
+        self.max_delay, self.max_addresses, self.clock = max_delay, max_addresses, clock
+        #: address -> (failures, first failure at, blocked until); insertion order = age
+        self._entries: dict[str, tuple[int, float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def wait(self, address: str) -> float:
+        """Seconds ``address`` must still wait before its credentials are checked (0: check them)."""
+        entry = self._entries.get(address)
+        if entry is None:
+            return 0.0
+        failures, first, blocked_until = entry
+        now = self.clock()
+        if now - first > self.window and now >= blocked_until:
+            del self._entries[address]
+            return 0.0
+        return max(0.0, blocked_until - now)
+
+    def failed(self, address: str) -> None:
+        now = self.clock()
+        failures, first, _ = self._entries.pop(address, (0, now, 0.0))
+        if now - first > self.window:
+            failures, first = 0, now
+        failures += 1
+        over = failures - self.free_failures
+        blocked_until = now + min(self.max_delay, self.base_delay * 2.0 ** min(over, 64)) if over >= 0 else 0.0
+        self._entries[address] = (failures, first, blocked_until)
+        while len(self._entries) > self.max_addresses:
+            del self._entries[next(iter(self._entries))]
+
+    def succeeded(self, address: str) -> None:
+        self._entries.pop(address, None)
+
+
+def _too_many(connection: ServerConnection, wait: float, text: str) -> Response:
+    response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS, text)
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
+
+
 class CentralSystem:
     """Owns the websocket server and the live sessions, one per station id."""
 
@@ -78,6 +135,11 @@ class CentralSystem:
         self._server: Server | None = None
         self._passwords = {c.id: c.password for c in self.cfg.chargers}
         self.on_session: list = []  # callbacks(session) when a station's session starts
+        self.auth_throttle = AuthThrottle()
+        #: Least seconds between two replacements of a station's live connection by a new one.
+        self.replacement_interval = 5.0
+        self._replaced_at: dict[str, float] = {}
+        self._replacement_refused: set[str] = set()  # stations whose refusal is logged already
 
     @property
     def port(self) -> int:
@@ -132,11 +194,18 @@ class CentralSystem:
             if cn != station_id:
                 log.warning("%s: client certificate names %r, refused", station_id, cn)
                 return connection.respond(HTTPStatus.FORBIDDEN, "client certificate does not name this station\n")
-        return None
+        return self._replacement_refusal(connection, station_id)
 
     def _check_basic_auth(self, connection: ServerConnection, headers: Headers, station_id: str) -> Response | None:
+        address = str((connection.remote_address or ("?",))[0])
+        wait = self.auth_throttle.wait(address)
+        if wait > 0:
+            return _too_many(connection, wait, "too many failed logins from this address; retry later\n")
+
         def unauthorized(reason: str) -> Response:
-            log.warning("%s: basic auth refused (%s)", station_id, reason)
+            # ``reason`` never holds what the client sent as user or password: either may be a password.
+            self.auth_throttle.failed(address)
+            log.warning("%s: basic auth refused from %s (%s)", station_id, address, reason)
             resp = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
             resp.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
             return resp
@@ -150,10 +219,27 @@ class CentralSystem:
             return unauthorized("malformed Authorization header")
         expected = self._passwords[station_id] or ""
         if user != station_id:
-            return unauthorized(f"user {user!r} is not the station id")
-        if not hmac.compare_digest(password.encode(), expected.encode()):
+            return unauthorized("the user name is not the station id")
+        if not hmac.compare_digest(password.encode("utf-8", "surrogatepass"), expected.encode()):
             return unauthorized("wrong password")
+        self.auth_throttle.succeeded(address)
         return None
+
+    def _replacement_refusal(self, connection: ServerConnection, station_id: str) -> Response | None:
+        """A station whose live connection was replaced moments ago must wait before replacing it again:
+        valid credentials in two places (a cloned charger, a stolen password) would otherwise take the
+        session from each other without end. Logged once per episode."""
+        if station_id not in self.sessions:
+            return None
+        wait = self._replaced_at.get(station_id, -math.inf) + self.replacement_interval - time.monotonic()
+        if wait <= 0:
+            return None
+        if station_id not in self._replacement_refused:
+            self._replacement_refused.add(station_id)
+            log.warning("%s: refused to replace the live connection again within %.0f s (from %s); is a second "
+                        "device using this station's credentials?", station_id, self.replacement_interval,
+                        connection.remote_address)
+        return _too_many(connection, wait, "this station's connection was replaced moments ago; retry later\n")
 
     # -- sessions -------------------------------------------------------------------------------
 
@@ -167,6 +253,8 @@ class CentralSystem:
         previous = self.sessions.get(station_id)
         self.sessions[station_id] = session
         if previous is not None:
+            self._replaced_at[station_id] = time.monotonic()
+            self._replacement_refused.discard(station_id)
             log.warning("%s: new connection replaces the previous one", station_id)
             await previous._connection.close(1000, "replaced by a new connection")
         now = self.ctx.clock()

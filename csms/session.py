@@ -224,7 +224,7 @@ class SessionMixin:
             await self._handle_call(msg)
         except OCPPError as error:
             _observe(self, "in", msg.action, _error_code(error.code, self.version))
-            log.info("%s: %s rejected: %s %s", self.id, msg.action, error.code, error.details)
+            log.info("%s: %s rejected: %s %r", self.id, msg.action, error.code, error.details)
             details = {k: v for k, v in (error.details or {}).items() if k != "ocpp_message"}
             await self._send_error(msg.unique_id, error.code, error.description, details)
 
@@ -241,7 +241,7 @@ class SessionMixin:
             if inspect.isawaitable(reply):
                 reply = await reply
         except OCPPError as error:
-            log.info("%s: %s handler refused: %s %s", self.id, msg.action, error.code, error.details)
+            log.info("%s: %s handler refused: %s %r", self.id, msg.action, error.code, error.details)
             _observe(self, "in", msg.action, _error_code(error.code, self.version))
             await self._send_error(msg.unique_id, error.code, error.description, error.details)
             return
@@ -296,7 +296,7 @@ class SessionMixin:
                     self._response_queue.get_nowait()
         if response.message_type_id == MessageType.CallError:
             _observe(self, "out", message.action, response.error_code)
-            log.warning("%s: %s answered with CALLERROR %s %s", self.id, message.action, response.error_code,
+            log.warning("%s: %s answered with CALLERROR %r %r", self.id, message.action, response.error_code,
                         response.error_description)
             if suppress:
                 return None

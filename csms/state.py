@@ -69,6 +69,29 @@ class Transaction:
     stop_reason: str | None = None
 
 
+#: Bounds of what a real transaction reports: a register is never negative and no charger counts a TWh;
+#: OCPP did not exist before 2000 and a clock a day ahead of ours is wrong.
+MAX_PLAUSIBLE_WH = 1e9
+EARLIEST_PLAUSIBLE = 946684800.0  # 2000-01-01T00:00:00Z
+FUTURE_SLACK_S = 86400.0
+
+
+def implausible(tx: Transaction, now: float) -> list[str]:
+    """What is absurd about a transaction's values (empty when nothing is), one phrase each."""
+    problems = []
+    for name in ("meter_start_wh", "meter_stop_wh"):
+        wh = getattr(tx, name)
+        if wh is not None and not 0 <= wh <= MAX_PLAUSIBLE_WH:
+            problems.append(f"{name} {wh:g} is outside 0..{MAX_PLAUSIBLE_WH:g} Wh")
+    if tx.meter_start_wh is not None and tx.meter_stop_wh is not None and tx.meter_stop_wh < tx.meter_start_wh:
+        problems.append(f"meter_stop_wh {tx.meter_stop_wh:g} is below meter_start_wh {tx.meter_start_wh:g}")
+    for name in ("started_at", "stopped_at"):
+        at = getattr(tx, name)
+        if at is not None and not EARLIEST_PLAUSIBLE <= at <= now + FUTURE_SLACK_S:
+            problems.append(f"{name} {at:.0f} is before 2000 or more than a day ahead of the central system")
+    return problems
+
+
 @dataclass
 class StationState:
     station_id: str

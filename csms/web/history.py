@@ -171,8 +171,10 @@ def transactions(since: float, until: float, limit: int, station_id: str | None 
         if station_id is not None:
             where.append("station_id = ?")
             args.append(station_id)
+        # energy_wh: registers need not start at 0, so the energy is stop - start (null until both are known).
         sql = ("SELECT station_id, transaction_id, version, connector_id, id_token, started_at, meter_start_wh, "
-               f"stopped_at, meter_stop_wh, stop_reason FROM transactions WHERE {' AND '.join(where)} "
+               "stopped_at, meter_stop_wh, meter_stop_wh - meter_start_wh AS energy_wh, stop_reason "
+               f"FROM transactions WHERE {' AND '.join(where)} "
                "ORDER BY started_at DESC LIMIT ?")
         return [dict(r) for r in db.query(sql, [*args, limit])]
     return op

@@ -63,6 +63,10 @@ async def test_201_register_that_starts_non_zero_is_stored_faithfully(app):
         await st.call("TransactionEvent", ended)
     (row,) = await transactions(app)
     assert row["meter_start_wh"] == 5000 and row["meter_stop_wh"] == 5343.89
+    from csms.web import history
+
+    (shown,) = await app.storage.read(history.transactions(0, 1e12, 10))
+    assert shown["energy_wh"] == pytest.approx(343.89)  # what the operator view shows
 
 
 async def test_201_start_register_unknown_until_the_ended_event_names_it(app):
@@ -204,3 +208,113 @@ def test_nesting_is_measured_outside_strings():
     assert nests_deeper_than(nested(33).encode(), 32)
     assert nests_deeper_than(("[" * 40 + '"]]]"' + "]" * 40).encode(), 32)
     assert not nests_deeper_than(b"[" * 100, 32)  # unbalanced: left for the parser to name
+
+
+# -- weaker points: password guessing, connection replacement, secrets in the log, absurd values ----------
+
+import websockets  # noqa: E402
+from websockets.asyncio.client import connect  # noqa: E402
+
+from tests.csms.harness import PASSWORDS, basic_auth  # noqa: E402
+
+
+async def handshake_status(app, station_id: str, user: str, password: str) -> int:
+    try:
+        async with connect(f"ws://127.0.0.1:{app.port}/ocpp/{station_id}", subprotocols=["ocpp1.6"],
+                           additional_headers=basic_auth(user, password), open_timeout=5):
+            return 101
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code
+
+
+async def test_password_guessing_backs_off_per_address(app):
+    throttle = app.server.auth_throttle
+    now = [1000.0]
+    throttle.clock = lambda: now[0]
+    for _ in range(throttle.free_failures):
+        assert await handshake_status(app, "CP0001", "CP0001", "wrong-password-123") == 401
+    # Now even the right password is not checked: the address waits, the wait doubles with each failure.
+    assert await handshake_status(app, "CP0001", "CP0001", PASSWORDS["CP0001"]) == 429
+    assert await handshake_status(app, "CP0002", "CP0002", PASSWORDS["CP0002"]) == 429  # per address, not station
+    now[0] += throttle.base_delay + 0.1
+    assert await handshake_status(app, "CP0001", "CP0001", "wrong-password-123") == 401
+    now[0] += throttle.base_delay + 0.1
+    assert await handshake_status(app, "CP0001", "CP0001", PASSWORDS["CP0001"]) == 429  # 2 s now
+    now[0] += 2 * throttle.base_delay
+    assert await handshake_status(app, "CP0001", "CP0001", PASSWORDS["CP0001"]) == 101
+    assert await handshake_status(app, "CP0001", "CP0001", "wrong-password-123") == 401  # success reset it
+
+
+def test_auth_throttle_memory_is_bounded():
+    from csms.server import AuthThrottle
+
+    throttle = AuthThrottle(max_addresses=100, clock=lambda: 0.0)
+    for i in range(10_000):
+        throttle.failed(f"10.0.{i // 256}.{i % 256}")
+    assert len(throttle) <= 100
+
+
+async def test_a_station_cannot_replace_its_connection_again_and_again(app, caplog):
+    async with raw_station(app, "CP0001") as first:
+        async with raw_station(app, "CP0001") as second:  # one replacement: a reconnect after a glitch
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(first.ws.recv(), 5)
+            with caplog.at_level(logging.WARNING, logger="csms"):
+                for _ in range(3):
+                    assert await handshake_status(app, "CP0001", "CP0001", PASSWORDS["CP0001"]) == 429
+            assert (await second.call("Heartbeat", {}))[0] == 3  # the live connection is kept
+            assert len([r for r in caplog.records if "refused to replace" in r.getMessage()]) == 1
+            app.server.replacement_interval = 0.0
+            assert await handshake_status(app, "CP0001", "CP0001", PASSWORDS["CP0001"]) == 101
+
+
+async def test_a_swapped_user_and_password_never_reach_the_log(app, caplog):
+    secret = PASSWORDS["CP0001"]
+    with caplog.at_level(logging.DEBUG):
+        assert await handshake_status(app, "CP0001", secret, "CP0001") == 401
+        assert await handshake_status(app, "CP0001", "CP0001", secret + "x") == 401
+        assert await handshake_status(app, "CP0001", secret + ":" + secret, "x") == 401
+    ours = [r for r in caplog.records if r.name.startswith("csms")]  # websockets' DEBUG lines are off in serve
+    assert ours and not any(secret in r.getMessage() for r in ours)
+
+
+async def events(app, kind: str) -> list[dict]:
+    rows = await app.storage.read(lambda db: list(db.query("SELECT * FROM events WHERE kind = ?", [kind])))
+    return [{**r, "detail": json.loads(r["detail"])} for r in rows]
+
+
+async def test_absurd_transaction_values_are_stored_and_flagged(app):
+    async with raw_station(app, "CP0001") as st:
+        tx = (await st.call("StartTransaction", {"connectorId": 1, "idTag": "T", "meterStart": -5,
+                                                  "timestamp": "9999-12-31T00:00:00Z"}))[2]["transactionId"]
+        await st.call("StopTransaction", {"transactionId": tx, "meterStop": 10**20, "timestamp": NOW})
+        ok = (await st.call("StartTransaction", {"connectorId": 2, "idTag": "T", "meterStart": 100,
+                                                  "timestamp": NOW}))[2]["transactionId"]
+        await st.call("StopTransaction", {"transactionId": ok, "meterStop": 900, "timestamp": LATER})
+    async with raw_station(app, "CP0002", subprotocol="ocpp2.0.1") as st:
+        await st.call("TransactionEvent", {**tx_event("Started", 0, tx="OLD", evse={"id": 1},
+                                                      meterValue=[energy(5, "Transaction.Begin")]),
+                                           "timestamp": "1999-12-31T23:59:59Z"})
+    await asyncio.sleep(0.05)
+    rows = {r["transaction_id"]: r for r in await transactions(app)}
+    assert rows[str(tx)]["meter_start_wh"] == -5 and rows[str(tx)]["meter_stop_wh"] == 1e20  # stored as sent
+    flagged = await events(app, "implausible_transaction")
+    by_tx: dict[str, list[str]] = {}
+    for e in flagged:
+        by_tx.setdefault(e["detail"]["transaction_id"], []).extend(e["detail"]["problems"])
+    assert str(ok) not in by_tx
+    assert any("meter_start_wh" in p for p in by_tx[str(tx)]) and any("started_at" in p for p in by_tx[str(tx)])
+    assert any("meter_stop_wh" in p for p in by_tx[str(tx)])
+    assert any("started_at" in p for p in by_tx["OLD"])
+
+
+async def test_station_text_cannot_forge_a_log_line(app, caplog):
+    forged = "V\nCRITICAL csms: fuse blown"
+    with caplog.at_level(logging.INFO, logger="csms"):
+        async with raw_station(app, "CP0002", subprotocol="ocpp2.0.1") as st:
+            await st.call("BootNotification", {"chargingStation": {"model": forged[:20], "vendorName": forged},
+                                               "reason": "PowerUp"})
+            await st.call("SecurityEventNotification", {"type": forged, "timestamp": NOW})
+            await st.call("TransactionEvent", tx_event("Started", 0, tx="T\nCRITICAL", evse={"id": 1}))
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("CRITICAL" in m for m in lines) and not any("\n" in m for m in lines), lines

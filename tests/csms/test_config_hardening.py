@@ -1,0 +1,100 @@
+"""Hostile configs: check-config names every problem as FILE: path: message, and serve refuses the same way."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from csms.cli import main
+from tests.csms.certs import make_pki
+
+EXAMPLE = (Path(__file__).resolve().parents[2] / "config" / "examples" / "site.toml").read_text()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    return path
+
+
+def with_database(value: str) -> str:
+    return EXAMPLE.replace('database = "../../var/csms.sqlite"', f"database = {value!r}".replace("'", '"'))
+
+
+def run(capsys, *argv: str) -> tuple[int, list[str]]:
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line]
+
+
+def both_refuse(capsys, path: Path, field: str, words: str) -> None:
+    """check-config and serve print the same one-line problem and exit 2 (no traceback)."""
+    for argv in (["check-config", str(path)], ["serve", "--config", str(path)]):
+        code, lines = run(capsys, *argv)
+        assert code == 2, (argv, lines)
+        assert any(re.fullmatch(rf"{re.escape(str(path))}: {re.escape(field)}: .*{words}.*", line) for line in lines), lines
+        assert not any("Traceback" in line for line in lines)
+
+
+def test_deeply_nested_array_is_a_syntax_problem_not_a_traceback(tmp_path, capsys):
+    path = write(tmp_path, EXAMPLE + "\nextra = " + "[" * 500 + "]" * 500 + "\n")
+    both_refuse(capsys, path, "(syntax)", "nested")
+
+
+def test_database_that_is_a_directory(tmp_path, capsys):
+    (tmp_path / "db").mkdir()
+    both_refuse(capsys, write(tmp_path, with_database(str(tmp_path / "db"))), "storage.database", "is a directory")
+
+
+def test_database_path_that_is_empty(tmp_path, capsys):
+    both_refuse(capsys, write(tmp_path, with_database("")), "storage.database", "empty")
+
+
+def test_database_that_is_not_sqlite(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("dear diary " * 100)
+    both_refuse(capsys, write(tmp_path, with_database(str(tmp_path / "notes.txt"))), "storage.database",
+                "not a SQLite database")
+
+
+def test_database_under_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    both_refuse(capsys, write(tmp_path, with_database(str(tmp_path / "file" / "csms.sqlite"))), "storage.database",
+                "not a directory")
+
+
+def test_an_empty_or_new_database_file_is_fine(tmp_path, capsys):
+    (tmp_path / "empty.sqlite").write_bytes(b"")
+    for db in ("empty.sqlite", "sub/new.sqlite", ":memory:"):
+        code, lines = run(capsys, "check-config", str(write(tmp_path, with_database(db))))
+        assert code == 0, lines
+
+
+def tls_config(tmp_path: Path, cert: str, key: str, ca: str) -> Path:
+    text = EXAMPLE.replace("security_profile = 1 ", "security_profile = 3 ").replace(
+        "heartbeat_interval = 300", f'heartbeat_interval = 300\ntls_cert = "{cert}"\ntls_key = "{key}"\ntls_ca = "{ca}"')
+    return write(tmp_path, text)
+
+
+@pytest.mark.parametrize("missing", ["tls_cert", "tls_key", "tls_ca"])
+def test_missing_tls_files_are_named(tmp_path, capsys, missing):
+    pki = make_pki(tmp_path)
+    files = {"tls_cert": str(pki.server_cert), "tls_key": str(pki.server_key), "tls_ca": str(pki.ca_cert)}
+    files[missing] = str(tmp_path / "nowhere" / f"{missing}.pem")
+    path = tls_config(tmp_path, files["tls_cert"], files["tls_key"], files["tls_ca"])
+    both_refuse(capsys, path, f"server.{missing}", f"{re.escape(files[missing])}.*No such file")
+
+
+def test_tls_files_that_are_not_certificates_are_named(tmp_path, capsys):
+    pki = make_pki(tmp_path)
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    path = tls_config(tmp_path, str(tmp_path / "junk.pem"), str(pki.server_key), str(pki.ca_cert))
+    both_refuse(capsys, path, "server.tls_cert", "cannot load")
+
+
+def test_valid_tls_files_pass(tmp_path, capsys):
+    pki = make_pki(tmp_path)
+    path = tls_config(tmp_path, str(pki.server_cert), str(pki.server_key), str(pki.ca_cert))
+    code, lines = run(capsys, "check-config", str(path))
+    assert code == 0, lines
