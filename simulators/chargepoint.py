@@ -781,14 +781,21 @@ class BootGate:
     SecurityError when the misbehaviour says so (``before_boot``); otherwise everything is answered."""
 
     sim: SimCharger
+    #: Set when the Accepted BootNotification reply is read: frames are handled in order, as a real charger does,
+    #: so a call right behind that reply is answered.
+    boot_accepted: bool = False
 
     async def route_message(self, raw_msg: str) -> None:
         mode = self.sim.config.misbehaviour.before_boot
-        if mode and not self.sim.connected:
+        if mode and not self.boot_accepted:
             from ocpp.messages import CallError, MessageType, unpack
 
             msg = unpack(raw_msg)
-            if msg.message_type_id == MessageType.Call:
+            if (msg.message_type_id == MessageType.CallResult and isinstance(msg.payload, dict)
+                    and msg.payload.get("status") == "Accepted" and "currentTime" in msg.payload
+                    and "interval" in msg.payload):
+                self.boot_accepted = True
+            elif msg.message_type_id == MessageType.Call:
                 self.sim.before_boot.append(msg.action)
                 log.info("%s: %s before the boot is accepted: %s", self.sim.id, msg.action,
                          "dropped" if mode == "drop" else "SecurityError")
