@@ -107,6 +107,8 @@ class StationLink(Protocol):
 #: CALLERROR codes and reply statuses that mean "this station cannot do that", whatever we retry. The ``ocpp``
 #: package and many firmwares swap NotImplemented and NotSupported (see the domain notes), so both count.
 NOT_SUPPORTED_CODES = frozenset({"NotImplemented", "NotSupported"})
+#: Seconds a TriggerMessage may take: it is a nicety, and while a call is unanswered nothing else can be sent.
+TRIGGER_TIMEOUT = 3.0
 
 
 def mark_unsupported(session: Any, key: str, why: str) -> None:

@@ -8,7 +8,9 @@ from typing import Any
 
 from ocpp.v16 import call
 
-from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command
+from csms.link import (
+    TRIGGER_TIMEOUT, Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command,
+)
 
 log = logging.getLogger("csms.link16")
 
@@ -72,7 +74,8 @@ class Link16Mixin:
         )
 
     async def _change(self, key: str, value: str) -> Outcome:
-        outcome, _ = await self._command(call.ChangeConfiguration(key=key, value=value), key=f"ChangeConfiguration:{key}")
+        outcome, _ = await self._command(call.ChangeConfiguration(key=key, value=value),
+                                         key=f"ChangeConfiguration:{key}")
         if not outcome.ok:
             log.info("%s: ChangeConfiguration %s=%s: %s", self.id, key, value, outcome)
         return outcome
@@ -84,8 +87,10 @@ class Link16Mixin:
         return await self._change("MeterValueSampleInterval", str(interval))
 
     async def trigger_meter_values(self, connector: int) -> Outcome:
-        outcome, _ = await self._command(call.TriggerMessage(requested_message="MeterValues", connector_id=connector),
-                                         key="TriggerMessage:MeterValues")
+        # A short deadline: while it is unanswered no other call (a decrease) can go out on this connection.
+        payload = call.TriggerMessage(requested_message="MeterValues", connector_id=connector)
+        outcome, _ = await run_command(self, payload, min(self.command_timeout, TRIGGER_TIMEOUT),
+                                       key="TriggerMessage:MeterValues")
         return outcome
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:
@@ -109,7 +114,8 @@ class Link16Mixin:
             profile["transaction_id"] = int(spec.transaction_id)
         if spec.valid_to is not None:
             profile["valid_to"] = iso(spec.valid_to)
-        outcome, _ = await self._command(call.SetChargingProfile(connector_id=spec.connector, cs_charging_profiles=profile),
+        outcome, _ = await self._command(call.SetChargingProfile(connector_id=spec.connector,
+                                                                 cs_charging_profiles=profile),
                                          key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
         return outcome
 

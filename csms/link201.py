@@ -7,7 +7,9 @@ from typing import Any
 
 from ocpp.v201 import call
 
-from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command
+from csms.link import (
+    TRIGGER_TIMEOUT, Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command,
+)
 from csms.link16 import iso
 
 log = logging.getLogger("csms.link201")
@@ -97,8 +99,10 @@ class Link201Mixin:
         return await self._set_variable("SampledDataCtrlr", "TxUpdatedInterval", str(interval))
 
     async def trigger_meter_values(self, connector: int) -> Outcome:
-        outcome, _ = await self._command(call.TriggerMessage(requested_message="MeterValues", evse={"id": connector}),
-                                         key="TriggerMessage:MeterValues")
+        # A short deadline: while it is unanswered no other call (a decrease) can go out on this connection.
+        payload = call.TriggerMessage(requested_message="MeterValues", evse={"id": connector})
+        outcome, _ = await run_command(self, payload, min(self.command_timeout, TRIGGER_TIMEOUT),
+                                       key="TriggerMessage:MeterValues")
         return outcome
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:

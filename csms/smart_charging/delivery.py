@@ -61,7 +61,7 @@ BOOT_WAIT = 10.0
 RETRY_CEILING = 60.0
 #: At most one TriggerMessage(MeterValues) per charger in this many seconds.
 TRIGGER_MIN_INTERVAL = 5.0
-#: Consecutive Rejected answers to TriggerMessage after which it is not asked again on that connection.
+#: Consecutive Rejected answers (or timeouts) to TriggerMessage after which it is not asked again on that connection.
 TRIGGER_MAX_REFUSALS = 3
 
 
@@ -731,12 +731,12 @@ class Delivery:
             ch.trigger_refusals = 0
         elif outcome.permanent:
             ch.trigger_off = True
-        elif outcome is Outcome.REJECTED:
+        elif outcome in (Outcome.REJECTED, Outcome.TIMEOUT, Outcome.ERROR):
             ch.trigger_refusals += 1
             if ch.trigger_refusals >= TRIGGER_MAX_REFUSALS:
                 ch.trigger_off = True
-                log.warning("%s: TriggerMessage(MeterValues) rejected %d times; not asked again on this connection",
-                            ch.id, ch.trigger_refusals)
+                log.warning("%s: TriggerMessage(MeterValues) %s %d times in a row; not asked again on this "
+                            "connection", ch.id, outcome.value, ch.trigger_refusals)
                 self._record("trigger_refused", ch, times=ch.trigger_refusals)
 
     async def _next_purpose(self, ch: ChargerChannel, link: StationLink) -> None:

@@ -105,7 +105,8 @@ async def test_a_charger_without_smart_charging_is_not_stormed_and_is_counted_at
     """A 2.0.1 charger answering NotImplemented to every SetChargingProfile got 218 calls in 180 s. It is asked
     once per purpose, stored once as a problem, counted at its maximum (so the other car gets what is left),
     and asked again only after it reconnects."""
-    bad = Charger("BAD", "ocpp2.0.1", max_current=16, misbehaviour=Misbehaviour(not_implemented_purposes=frozenset(Purpose)))
+    bad = Charger("BAD", "ocpp2.0.1", max_current=16,
+                  misbehaviour=Misbehaviour(not_implemented_purposes=frozenset(Purpose)))
     good = Charger("GOOD", "ocpp1.6", max_current=32)
     async with interop_site(tmp_path, [bad, good], fuse=40, base_load=(5.0, 5.0, 5.0)) as rig:
         b, g = rig.charger("BAD"), rig.charger("GOOD")

@@ -361,7 +361,8 @@ async def test_empty_composite_measurands_interval_and_trigger_knobs():
         change = c16.ChangeConfiguration
         assert (await csms.call("CP1", change(key="MeterValuesSampledData", value="Current.Import,Current.Offered"))
                 ).status == "Rejected"
-        assert (await csms.call("CP1", change(key="MeterValuesSampledData", value="Current.Import"))).status == "Accepted"
+        res = await csms.call("CP1", change(key="MeterValuesSampledData", value="Current.Import"))
+        assert res.status == "Accepted"
         assert (await csms.call("CP1", change(key="MeterValueSampleInterval", value="10"))).status == "Rejected"
         assert (await csms.call("CP1", change(key="MeterValueSampleInterval", value="30"))).status == "Accepted"
         res = await csms.call("CP1", c16.TriggerMessage(requested_message="MeterValues", connector_id=1))
