@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from csms import records
 from csms.context import SessionContext
 from csms.metervalues import to_sample
-from csms.state import PhaseSample, Transaction, implausible
+from csms.state import BootInfo, PhaseSample, Transaction, implausible
 from csms.storage import log_event
 
 log = logging.getLogger("csms.adapter")
@@ -25,6 +26,35 @@ class AdapterMixin:
         self.ctx = ctx
         self.command_timeout = ctx.cfg.server.call_timeout
         self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
+        #: Set when the station may be set up (see SessionMixin.ready); ``boots`` counts accepted boots on
+        #: this connection (a second one is a reboot: the delivery sets the station up again).
+        self.ready = asyncio.Event()
+        self.ready_reason = ""
+        self.boots = 0
+        #: Commands this station answered "not implemented/supported" on this connection (csms.link).
+        self.unsupported: set[str] = set()
+        self._boot: tuple[BootInfo, float] | None = None
+        #: Transactions that ended on this connection (a duplicate stop is answered but not told twice).
+        self._ended: set[str] = set()
+
+    def _boot_answered(self) -> None:
+        """After the BootNotification's Accepted reply went out: the station is registered and may be set up.
+
+        A reboot on the same connection forgets what it could not do (its firmware may have changed)."""
+        self.boots += 1
+        self.unsupported.clear()
+        self.ready_reason = "boot accepted" if self.boots == 1 else "rebooted"
+        self.ready.set()
+        if self._boot is not None:
+            boot, at = self._boot
+            self.ctx.state.booted(self.id, boot, at)  # StationBooted: the delivery sets up again after a reboot
+
+    def _other_message(self, action: str) -> None:
+        """A message other than BootNotification before any boot on this connection: the station had booted
+        before it (re)connected (e.g. the central system restarted), so it is registered and may be set up."""
+        if not self.ready.is_set() and action != "BootNotification":
+            self.ready_reason = f"first message {action} (booted before this connection)"
+            self.ready.set()
 
     def _flag_if_implausible(self, tx: Transaction) -> None:
         """A transaction is stored as the station reported it; values no real session has (see

@@ -8,7 +8,9 @@ from typing import Any
 
 from ocpp.v16 import call
 
-from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command
+from csms.link import (
+    TRIGGER_TIMEOUT, Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command,
+)
 
 log = logging.getLogger("csms.link16")
 
@@ -55,6 +57,7 @@ class Link16Mixin:
     async def read_capabilities(self, connector: int) -> Capabilities:
         outcome, reply = await self._command(call.GetConfiguration(key=CAPABILITY_KEYS))
         raw = {k["key"]: k.get("value") for k in (reply.configuration_key or [])} if reply else {}
+        read = outcome.ok and reply is not None
         units = raw.get("ChargingScheduleAllowedChargingRateUnit") or "Current,Power"
         allowed = tuple(u for u, word in (("A", "Current"), ("W", "Power")) if word in units)
         return Capabilities(
@@ -67,16 +70,28 @@ class Link16Mixin:
             meter_interval=_int(raw.get("MeterValueSampleInterval")),
             measurands=raw.get("MeterValuesSampledData"),
             raw={k: v for k, v in raw.items() if v is not None},
+            read=read,
         )
 
-    async def configure_metering(self, interval: int, measurands: list[str]) -> Outcome:
-        worst = Outcome.ACCEPTED
-        for key, value in (("MeterValuesSampledData", ",".join(measurands)), ("MeterValueSampleInterval", str(interval))):
-            outcome, _ = await self._command(call.ChangeConfiguration(key=key, value=value))
-            if not outcome.ok:
-                log.warning("%s: ChangeConfiguration %s=%s: %s", self.id, key, value, outcome)
-                worst = outcome
-        return worst
+    async def _change(self, key: str, value: str) -> Outcome:
+        outcome, _ = await self._command(call.ChangeConfiguration(key=key, value=value),
+                                         key=f"ChangeConfiguration:{key}")
+        if not outcome.ok:
+            log.info("%s: ChangeConfiguration %s=%s: %s", self.id, key, value, outcome)
+        return outcome
+
+    async def set_measurands(self, measurands: list[str]) -> Outcome:
+        return await self._change("MeterValuesSampledData", ",".join(measurands))
+
+    async def set_meter_interval(self, interval: int) -> Outcome:
+        return await self._change("MeterValueSampleInterval", str(interval))
+
+    async def trigger_meter_values(self, connector: int) -> Outcome:
+        # A short deadline: while it is unanswered no other call (a decrease) can go out on this connection.
+        payload = call.TriggerMessage(requested_message="MeterValues", connector_id=connector)
+        outcome, _ = await run_command(self, payload, min(self.command_timeout, TRIGGER_TIMEOUT),
+                                       key="TriggerMessage:MeterValues")
+        return outcome
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:
         schedule: dict[str, Any] = {
@@ -99,7 +114,9 @@ class Link16Mixin:
             profile["transaction_id"] = int(spec.transaction_id)
         if spec.valid_to is not None:
             profile["valid_to"] = iso(spec.valid_to)
-        outcome, _ = await self._command(call.SetChargingProfile(connector_id=spec.connector, cs_charging_profiles=profile))
+        outcome, _ = await self._command(call.SetChargingProfile(connector_id=spec.connector,
+                                                                 cs_charging_profiles=profile),
+                                         key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
         return outcome
 
     async def clear_profile(self, profile_id: int | None = None, purpose: Purpose | None = None,
@@ -114,9 +131,9 @@ class Link16Mixin:
         outcome, reply = await self._command(
             call.GetCompositeSchedule(connector_id=connector, duration=duration, charging_rate_unit=unit),
             skip_schema_validation=True)
-        if not outcome.ok or not reply or not reply.charging_schedule:
+        if not outcome.ok or not reply:
             return None
-        periods = reply.charging_schedule.get("charging_schedule_period") or []
+        periods = (reply.charging_schedule or {}).get("charging_schedule_period") or []
         if not periods:
             return CompositeLimit(None, unit, None)
         first = periods[0]

@@ -7,7 +7,9 @@ from typing import Any
 
 from ocpp.v201 import call
 
-from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command
+from csms.link import (
+    TRIGGER_TIMEOUT, Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command,
+)
 from csms.link16 import iso
 
 log = logging.getLogger("csms.link201")
@@ -53,6 +55,7 @@ class Link201Mixin:
             ("TxUpdatedMeasurands", _var("SampledDataCtrlr", "TxUpdatedMeasurands")),
         ]
         outcome, reply = await self._command(call.GetVariables(get_variable_data=[v for _, v in wanted]))
+        read = outcome.ok and reply is not None
         raw: dict[str, str] = {}
         for result in (reply.get_variable_result if reply else []) or []:
             if result.get("attribute_status") != "Accepted":
@@ -73,21 +76,34 @@ class Link201Mixin:
             meter_interval=_int(raw.get("TxUpdatedInterval")),
             measurands=raw.get("TxUpdatedMeasurands"),
             raw={k: v for k, v in raw.items() if v is not None},
+            read=read,
         )
 
-    async def configure_metering(self, interval: int, measurands: list[str]) -> Outcome:
-        data = [
-            {"attribute_value": ",".join(measurands), **_var("SampledDataCtrlr", "TxUpdatedMeasurands")},
-            {"attribute_value": str(interval), **_var("SampledDataCtrlr", "TxUpdatedInterval")},
-        ]
-        outcome, reply = await self._command(call.SetVariables(set_variable_data=data))
+    async def _set_variable(self, component: str, variable: str, value: str) -> Outcome:
+        outcome, reply = await self._command(call.SetVariables(
+            set_variable_data=[{"attribute_value": value, **_var(component, variable)}]))
         if reply is None:
             return outcome
-        refused = [r for r in reply.set_variable_result if r.get("attribute_status") not in ("Accepted", "RebootRequired")]
-        if refused:
-            log.warning("%s: SetVariables refused %s", self.id, [r["variable"]["name"] for r in refused])
-            return Outcome.REJECTED
-        return Outcome.ACCEPTED
+        status = next((r.get("attribute_status") for r in reply.set_variable_result), "Rejected")
+        if status in ("Accepted", "RebootRequired"):
+            return Outcome.ACCEPTED
+        log.info("%s: SetVariables %s.%s=%s: %s", self.id, component, variable, value, status)
+        if status in ("UnknownComponent", "UnknownVariable", "NotSupportedAttributeType"):
+            return Outcome.NOT_SUPPORTED
+        return Outcome.REJECTED
+
+    async def set_measurands(self, measurands: list[str]) -> Outcome:
+        return await self._set_variable("SampledDataCtrlr", "TxUpdatedMeasurands", ",".join(measurands))
+
+    async def set_meter_interval(self, interval: int) -> Outcome:
+        return await self._set_variable("SampledDataCtrlr", "TxUpdatedInterval", str(interval))
+
+    async def trigger_meter_values(self, connector: int) -> Outcome:
+        # A short deadline: while it is unanswered no other call (a decrease) can go out on this connection.
+        payload = call.TriggerMessage(requested_message="MeterValues", evse={"id": connector})
+        outcome, _ = await run_command(self, payload, min(self.command_timeout, TRIGGER_TIMEOUT),
+                                       key="TriggerMessage:MeterValues")
+        return outcome
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:
         period: dict[str, Any] = {"start_period": 0, "limit": spec.limit, "number_phases": spec.number_phases}
@@ -110,7 +126,8 @@ class Link201Mixin:
             profile["transaction_id"] = spec.transaction_id
         if spec.valid_to is not None:
             profile["valid_to"] = iso(spec.valid_to)
-        outcome, _ = await self._command(call.SetChargingProfile(evse_id=spec.connector, charging_profile=profile))
+        outcome, _ = await self._command(call.SetChargingProfile(evse_id=spec.connector, charging_profile=profile),
+                                         key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
         return outcome
 
     async def clear_profile(self, profile_id: int | None = None, purpose: Purpose | None = None,
@@ -127,13 +144,13 @@ class Link201Mixin:
     async def get_composite(self, connector: int, duration: int, unit: str) -> CompositeLimit | None:
         outcome, reply = await self._command(call.GetCompositeSchedule(duration=duration, evse_id=connector,
                                                                        charging_rate_unit=unit))
-        if not outcome.ok or not reply or not reply.schedule:
+        if not outcome.ok or not reply:
             return None
-        periods = reply.schedule.get("charging_schedule_period") or []
+        periods = (reply.schedule or {}).get("charging_schedule_period") or []
         if not periods:
             return CompositeLimit(None, unit, None)
         first = periods[0]
-        return CompositeLimit(float(first["limit"]), reply.schedule.get("charging_rate_unit", unit),
+        return CompositeLimit(float(first["limit"]), (reply.schedule or {}).get("charging_rate_unit", unit),
                               first.get("number_phases"))
 
     async def set_availability(self, connector: int, operative: bool) -> Outcome:

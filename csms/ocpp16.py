@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
@@ -46,11 +46,15 @@ class Station16(SessionMixin, AdapterMixin, Link16Mixin, ChargePoint):
                         kw.get("charge_point_serial_number") or kw.get("charge_box_serial_number"),
                         kw.get("firmware_version"))
         await self.ctx.storage.write(records.station_booted(self.id, boot, now))
-        self.ctx.state.booted(self.id, boot, now)
+        self._boot = (boot, now)  # told to the state once the Accepted reply is out (_boot_answered)
         log.info("%s: boot %r %r fw %r", self.id, boot.vendor, boot.model, boot.firmware_version)
         return call_result.BootNotification(current_time=self.ctx.now_iso(),
                                             interval=self.ctx.cfg.server.heartbeat_interval,
                                             status=RegistrationStatus.accepted)
+
+    @after(Action.boot_notification)
+    def after_boot(self, **kw: Any) -> None:
+        self._boot_answered()
 
     @on(Action.heartbeat)
     def on_heartbeat(self, **kw: Any):
@@ -87,19 +91,24 @@ class Station16(SessionMixin, AdapterMixin, Link16Mixin, ChargePoint):
         stopped_at = parse_time(timestamp, self.ctx.clock())
         tx_key = str(transaction_id)
         data = kw.get("transaction_data") or []
+        running = self.ctx.state.find_transaction(self.id, tx_key)
         if data:
-            running = self.ctx.state.find_transaction(self.id, tx_key)
             await self._store_meter_values(running.connector_id if running else 0, tx_key, data)
         row = await self.ctx.storage.write(
             records.stop_transaction(self.id, tx_key, stopped_at, float(meter_stop), kw.get("reason")))
         if row is None:
             log.warning("%s: StopTransaction for unknown transaction %s", self.id, transaction_id)
             self._log("unknown_transaction", transaction_id=tx_key)
+        elif running is None and tx_key in self._ended:
+            # A station resending its stop (e.g. at shutdown): answered, stored once (COALESCE), told once.
+            log.debug("%s: StopTransaction %s again; already ended", self.id, transaction_id)
         else:
             tx = Transaction(tx_key, row["connector_id"], row["id_token"], row["started_at"], row["meter_start_wh"],
                              stopped_at, float(meter_stop), kw.get("reason"))
             self._flag_if_implausible(tx)
+            self._ended.add(tx_key)
             self.ctx.state.transaction_ended(self.id, tx)
+            log.info("%s: transaction %s ended (%s)", self.id, tx_key, kw.get("reason"))
         id_tag = kw.get("id_tag")
         return call_result.StopTransaction(id_tag_info=self._id_tag_info(id_tag) if id_tag else None)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call_result
 from ocpp.v201.enums import (
     Action,
@@ -60,11 +60,15 @@ class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
         boot = BootInfo(charging_station.get("vendor_name", ""), charging_station.get("model", ""),
                         charging_station.get("serial_number"), charging_station.get("firmware_version"))
         await self.ctx.storage.write(records.station_booted(self.id, boot, now))
-        self.ctx.state.booted(self.id, boot, now)
+        self._boot = (boot, now)  # told to the state once the Accepted reply is out (_boot_answered)
         log.info("%s: boot (%s) %r %r fw %r", self.id, reason, boot.vendor, boot.model, boot.firmware_version)
         return call_result.BootNotification(current_time=self.ctx.now_iso(),
                                             interval=self.ctx.cfg.server.heartbeat_interval,
                                             status=RegistrationStatusEnumType.accepted)
+
+    @after(Action.boot_notification)
+    def after_boot(self, **kw: Any) -> None:
+        self._boot_answered()
 
     @on(Action.heartbeat)
     def on_heartbeat(self, **kw: Any):
@@ -145,6 +149,12 @@ class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
             state.status(self.id, evse_id, _CHARGING_STATE[charging_state], None, at)
         self._publish_samples(evse_id, parsed)
         if event_type == "Ended" and stored is not None:
+            if running is None and stored.transaction_id in self._ended:
+                # A second Ended (another seqNo) for a transaction this connection already ended: answered and
+                # its event row kept, but the transaction is told once.
+                log.debug("%s: transaction %r Ended again; already ended", self.id, stored.transaction_id)
+                return
+            self._ended.add(stored.transaction_id)
             state.transaction_ended(self.id, stored)
             log.info("%s: transaction %r ended (%s)", self.id, stored.transaction_id, stored.stop_reason)
 

@@ -263,6 +263,9 @@ class SessionMixin:
                 return
         await self._send(fastjson.call_result_frame(msg.unique_id, result.payload))
         _observe(self, "in", msg.action, "ok")
+        other = getattr(self, "_other_message", None)
+        if other is not None:
+            other(msg.action)
         after = handlers.get("_after_action")
         if after is not None:
             hook = _invoke(after, payload, msg.unique_id)

@@ -70,10 +70,31 @@ class Misbehaviour:
     max_stack_level: int = 8
     #: Rejects profiles at exactly its own advertised maximum stack level (a firmware bug seen in the field).
     refuse_max_stack_level: bool = False
+    #: What it does with calls from the central system before its BootNotification is accepted: "" answers them,
+    #: "drop" ignores them (never replies), "error" answers CALLERROR SecurityError (SAP's simulator, strict mode).
+    before_boot: str = ""
+    #: Seconds it waits after connecting before it sends its BootNotification.
+    boot_delay: float = 0.0
+    #: Purposes it answers SetChargingProfile with CALLERROR NotImplemented for (all three: no smart charging).
+    not_implemented_purposes: frozenset[Purpose] = frozenset()
+    #: Answers GetCompositeSchedule Accepted with no schedule (no periods) whatever it applies.
+    empty_composite: bool = False
+    #: The measurands it can sample (None: all it knows); a list with any other member is refused as a whole.
+    measurands: frozenset[str] | None = None
+    #: Refuses meter-value intervals below this many seconds (0 = any).
+    min_meter_interval: float = 0.0
+    #: TriggerMessage: "" obeys, "ignore" answers Accepted and sends nothing, "refuse" answers Rejected,
+    #: "not-implemented" answers NotImplemented.
+    trigger: str = ""
+    #: Sends every StopTransaction / TransactionEvent(Ended) twice (seen at chargers' shutdown).
+    duplicate_stop: bool = False
 
 
 KNOBS = ("reject=PURPOSE", "only-watts", "ignore-limits", "answer-delay=S", "drop-every=S", "max-stack-level=N",
-         "refuse-max-stack-level")
+         "refuse-max-stack-level", "before-boot=drop|error", "boot-delay=S", "not-implemented=PURPOSE|all",
+         "empty-composite", "measurands=M+M...", "min-meter-interval=S", "trigger=ignore|refuse|not-implemented",
+         "duplicate-stop")
+TRIGGER_MODES = ("ignore", "refuse", "not-implemented")
 
 
 def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
@@ -83,10 +104,20 @@ def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
     try:
         if name == "reject":
             return replace(mis, reject_purposes=mis.reject_purposes | {purpose_from_ocpp(value)})
-        if name in ("only-watts", "ignore-limits", "refuse-max-stack-level") and not value:
+        if name in ("only-watts", "ignore-limits", "refuse-max-stack-level", "empty-composite",
+                    "duplicate-stop") and not value:
             return replace(mis, **{name.replace("-", "_"): True})
-        if name in ("answer-delay", "drop-every"):
+        if name in ("answer-delay", "drop-every", "boot-delay", "min-meter-interval"):
             return replace(mis, **{name.replace("-", "_"): float(value)})
+        if name == "before-boot" and value in ("drop", "error"):
+            return replace(mis, before_boot=value)
+        if name == "not-implemented":
+            purposes = frozenset(Purpose) if value == "all" else frozenset({purpose_from_ocpp(value)})
+            return replace(mis, not_implemented_purposes=mis.not_implemented_purposes | purposes)
+        if name == "measurands" and value:
+            return replace(mis, measurands=frozenset(m for m in value.split("+") if m))
+        if name == "trigger" and value in TRIGGER_MODES:
+            return replace(mis, trigger=value)
         if name == "max-stack-level":
             return replace(mis, max_stack_level=int(value))
     except ValueError:
@@ -202,6 +233,8 @@ class SimCharger:
         self.url: str | None = None
         #: Every call the central system made, as (action, payload) - for tests and the demo's log.
         self.received: list[tuple[str, dict]] = []
+        #: Calls it dropped or refused because its boot was not accepted yet (misbehaviour before_boot).
+        self.before_boot: list[str] = []
         self._outbox: collections.deque[Outgoing] = collections.deque()
         self._outbox_changed = asyncio.Event()
         self._allowed_online = asyncio.Event()
@@ -440,6 +473,16 @@ class SimCharger:
 
     # ---- calls from the central system (version-neutral; the protocol layers translate) ----------
 
+    def not_implemented(self, raw: dict) -> bool:
+        """Whether SetChargingProfile for this profile's purpose is answered CALLERROR NotImplemented."""
+        purposes = self.config.misbehaviour.not_implemented_purposes
+        if not purposes:
+            return False
+        try:
+            return purpose_from_ocpp(raw["charging_profile_purpose"]) in purposes
+        except (KeyError, ValueError):
+            return False
+
     def install_profile(self, raw: dict, connector: int) -> str:
         """SetChargingProfile: 'Accepted' or 'Rejected', after the misbehaviour knobs and the store's rules."""
         mis = self.config.misbehaviour
@@ -469,7 +512,7 @@ class SimCharger:
         try:
             if name == "MeterValueSampleInterval":
                 interval = int(value)
-                if interval < 0:
+                if interval < 0 or 0 < interval < self.config.misbehaviour.min_meter_interval:
                     return False
                 self.meter_interval = float(interval)
             elif name == "HeartbeatInterval":
@@ -479,8 +522,9 @@ class SimCharger:
                 self.heartbeat_interval = float(interval)
             elif name == "MeterValuesSampledData":
                 wanted = tuple(m.strip() for m in value.split(",") if m.strip())
-                if not wanted or any(m not in SUPPORTED_MEASURANDS for m in wanted):
-                    return False
+                supported = self.config.misbehaviour.measurands or SUPPORTED_MEASURANDS
+                if not wanted or any(m not in supported for m in wanted):
+                    return False  # like real firmwares: one unsupported member refuses the whole setting
                 self.measurands = wanted
             elif name == "AuthorizationKey":
                 if not 16 <= len(value) <= 40:
@@ -544,8 +588,15 @@ class SimCharger:
             self.store.transaction_ended(conn.id)
             self.step()
 
-    def trigger(self, message: str, connector: int | None) -> bool:
-        """TriggerMessage: queues the requested message (sent after the answer)."""
+    def trigger(self, message: str, connector: int | None) -> str:
+        """TriggerMessage: queues the requested message (sent after the answer); returns the answer's status."""
+        mode = self.config.misbehaviour.trigger
+        if mode == "refuse":
+            return "Rejected"
+        if mode == "not-implemented":
+            return "NotImplemented"
+        if mode == "ignore":
+            return "Accepted"
         conns = [self.connectors[connector]] if connector in self.connectors else list(self.connectors.values())
         if message == "StatusNotification":
             for c in conns:
@@ -556,8 +607,8 @@ class SimCharger:
         elif message == "Heartbeat":
             self.queue(Outgoing("heartbeat", lambda proto: proto.send_heartbeat()))
         else:
-            return False
-        return True
+            return "NotImplemented"
+        return "Accepted"
 
     # ---- hooks the protocol layer fills in (version-specific message building) ------------------
 
@@ -574,9 +625,10 @@ class SimCharger:
     def _session_ended(self, conn: Connector, sess: Session, reason: str) -> None:
         meter_stop = conn.energy_wh
         sess.ended_offline = not self.connected
-        self.queue(Outgoing(f"stop {sess.local_id}",
-                            lambda proto, c=conn, s=sess, r=reason, m=meter_stop: proto.send_stop(c, s, r, m),
-                            keep=True))
+        for _ in range(2 if self.config.misbehaviour.duplicate_stop else 1):
+            self.queue(Outgoing(f"stop {sess.local_id}",
+                                lambda proto, c=conn, s=sess, r=reason, m=meter_stop: proto.send_stop(c, s, r, m),
+                                keep=True))
 
     def _sample(self, conn: Connector, context: str) -> None:
         sess = conn.session
@@ -676,6 +728,8 @@ class SimCharger:
 
     async def _online(self, proto: Any) -> None:
         """Boot until accepted, report every connector, then heartbeat and drain the outbox."""
+        if self.config.misbehaviour.boot_delay > 0:
+            await self.clock.sleep(self.config.misbehaviour.boot_delay)
         while True:
             status, interval = await proto.send_boot()
             self.boot_status = status
@@ -720,6 +774,36 @@ class SimCharger:
         delay = self.config.misbehaviour.answer_delay
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+class BootGate:
+    """Mixed into both protocol classes: calls that arrive before the boot is accepted are dropped or answered
+    SecurityError when the misbehaviour says so (``before_boot``); otherwise everything is answered."""
+
+    sim: SimCharger
+    #: Set when the Accepted BootNotification reply is read: frames are handled in order, as a real charger does,
+    #: so a call right behind that reply is answered.
+    boot_accepted: bool = False
+
+    async def route_message(self, raw_msg: str) -> None:
+        mode = self.sim.config.misbehaviour.before_boot
+        if mode and not self.boot_accepted:
+            from ocpp.messages import CallError, MessageType, unpack
+
+            msg = unpack(raw_msg)
+            if (msg.message_type_id == MessageType.CallResult and isinstance(msg.payload, dict)
+                    and msg.payload.get("status") == "Accepted" and "currentTime" in msg.payload
+                    and "interval" in msg.payload):
+                self.boot_accepted = True
+            elif msg.message_type_id == MessageType.Call:
+                self.sim.before_boot.append(msg.action)
+                log.info("%s: %s before the boot is accepted: %s", self.sim.id, msg.action,
+                         "dropped" if mode == "drop" else "SecurityError")
+                if mode == "error":
+                    await self._send(CallError(msg.unique_id, "SecurityError",
+                                               f"Cannot handle {msg.action} before the boot is accepted", {}).to_json())
+                return
+        await super().route_message(raw_msg)  # type: ignore[misc]
 
 
 async def cancel_and_wait(tasks: list[asyncio.Task]) -> None:

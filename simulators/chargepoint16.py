@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 
+from ocpp.exceptions import NotImplementedError as OCPPNotImplemented
+
+from simulators.chargepoint import BootGate
 from simulators.profiles import format_time, purpose_from_ocpp
 
 if TYPE_CHECKING:
@@ -17,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 
-class ChargePoint16(ChargePoint):
+class ChargePoint16(BootGate, ChargePoint):
     def __init__(self, sim: SimCharger, ws: Any) -> None:
         super().__init__(sim.id, ws, response_timeout=sim.config.response_timeout)
         self.sim = sim
@@ -85,6 +88,8 @@ class ChargePoint16(ChargePoint):
     @on("SetChargingProfile")
     async def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict, **_: Any):
         await self._received("SetChargingProfile", {"connector_id": connector_id, **cs_charging_profiles})
+        if self.sim.not_implemented(cs_charging_profiles):
+            raise OCPPNotImplemented(description="SetChargingProfile is not implemented for this purpose")
         status = self.sim.install_profile(cs_charging_profiles, connector_id)
         return call_result.SetChargingProfile(status=status)
 
@@ -104,6 +109,8 @@ class ChargePoint16(ChargePoint):
         if connector_id not in range(0, self.sim.config.connectors + 1):
             return call_result.GetCompositeSchedule(status="Rejected")
         unit = charging_rate_unit or ("W" if self.sim.config.misbehaviour.only_watts else "A")
+        if self.sim.config.misbehaviour.empty_composite:
+            return call_result.GetCompositeSchedule(status="Accepted", connector_id=connector_id)
         cs = self.sim.composite(connector_id, duration, unit)
         periods = [{"start_period": int(p.start), "limit": p.limit, "number_phases": p.number_phases}
                    for p in cs.periods]
@@ -171,7 +178,6 @@ class ChargePoint16(ChargePoint):
 
     @on("TriggerMessage")
     async def on_trigger_message(self, requested_message: str, connector_id: int | None = None, **_: Any):
-        await self._received("TriggerMessage", {"requested_message": requested_message})
-        ok = self.sim.trigger(requested_message, connector_id)
-        return call_result.TriggerMessage(status="Accepted" if ok else "NotImplemented")
+        await self._received("TriggerMessage", {"requested_message": requested_message, "connector_id": connector_id})
+        return call_result.TriggerMessage(status=self.sim.trigger(requested_message, connector_id))
 

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 
+from ocpp.exceptions import NotImplementedError as OCPPNotImplemented
+
+from simulators.chargepoint import BootGate
 from simulators.profiles import format_time, purpose_from_ocpp
 
 if TYPE_CHECKING:
@@ -33,7 +36,7 @@ class Variable:
     setting: str | None = None
 
 
-class ChargePoint201(ChargePoint):
+class ChargePoint201(BootGate, ChargePoint):
     def __init__(self, sim: SimCharger, ws: Any) -> None:
         super().__init__(sim.id, ws, response_timeout=sim.config.response_timeout)
         self.sim = sim
@@ -176,6 +179,8 @@ class ChargePoint201(ChargePoint):
     @on("SetChargingProfile")
     async def on_set_charging_profile(self, evse_id: int, charging_profile: dict, **_: Any):
         await self._received("SetChargingProfile", {"evse_id": evse_id, **charging_profile})
+        if self.sim.not_implemented(charging_profile):
+            raise OCPPNotImplemented(description="SetChargingProfile is not implemented for this purpose")
         return call_result.SetChargingProfile(status=self.sim.install_profile(charging_profile, evse_id))
 
     @on("ClearChargingProfile")
@@ -196,6 +201,8 @@ class ChargePoint201(ChargePoint):
         if evse_id not in range(0, self.sim.config.connectors + 1):
             return call_result.GetCompositeSchedule(status="Rejected", status_info={"reason_code": "UnknownEVSE"})
         unit = charging_rate_unit or ("W" if self.sim.config.misbehaviour.only_watts else "A")
+        if self.sim.config.misbehaviour.empty_composite:
+            return call_result.GetCompositeSchedule(status="Accepted")
         cs = self.sim.composite(evse_id, duration, unit)
         return call_result.GetCompositeSchedule(status="Accepted", schedule={
             "evse_id": evse_id, "duration": int(duration), "schedule_start": format_time(cs.start),
@@ -267,5 +274,4 @@ class ChargePoint201(ChargePoint):
     @on("TriggerMessage")
     async def on_trigger_message(self, requested_message: str, evse: dict | None = None, **_: Any):
         await self._received("TriggerMessage", {"requested_message": requested_message, "evse": evse})
-        ok = self.sim.trigger(requested_message, (evse or {}).get("id"))
-        return call_result.TriggerMessage(status="Accepted" if ok else "NotImplemented")
+        return call_result.TriggerMessage(status=self.sim.trigger(requested_message, (evse or {}).get("id")))

@@ -32,7 +32,9 @@ from csms.aio import cancel_and_wait, wait_event
 from csms.balancer.model import ControlState, Decision
 from csms.config import ChargerConfig, LoadBalancerConfig, SiteConfig, SmartChargingConfig, charger_phases
 from csms.link import Capabilities, Outcome, ProfileSpec, Purpose, StationLink
-from csms.state import Event, MeterSampled, SiteState, StationDisconnected, TransactionEnded, TransactionStarted
+from csms.state import (
+    Event, MeterSampled, SiteState, StationBooted, StationDisconnected, TransactionEnded, TransactionStarted,
+)
 from csms.storage import Storage, log_event
 
 log = logging.getLogger("csms.delivery")
@@ -46,7 +48,35 @@ CHAINS = {
     "station_max": (Purpose.STATION_MAX,),
 }
 MEASURANDS = ["Current.Import", "Current.Offered", "Voltage", "Energy.Active.Import.Register"]
+#: When a charger refuses the measurand list (firmwares refuse the whole setting for one member they do not
+#: support), these are dropped one after the other; Current.Import is kept as long as possible.
+MEASURAND_DROP_ORDER = ("Current.Offered", "Voltage", "Energy.Active.Import.Register")
+#: Many firmwares refuse a sample interval below 10-60 s: the next larger of these is tried.
+INTERVAL_STEPS = (10, 15, 30, 60)
 NOMINAL_VOLTAGE = 230.0
+#: Seconds to wait after a connect for the station's BootNotification (or any other message, which shows it
+#: had booted before this connection) before setting it up anyway.
+BOOT_WAIT = 10.0
+#: A retry after a failed limit waits 0.5 s, doubling per consecutive failure up to this ceiling.
+RETRY_CEILING = 60.0
+#: At most one TriggerMessage(MeterValues) per charger in this many seconds.
+TRIGGER_MIN_INTERVAL = 5.0
+#: Consecutive Rejected answers (or timeouts) to TriggerMessage after which it is not asked again on that connection.
+TRIGGER_MAX_REFUSALS = 3
+
+
+def measurand_candidates(wanted: list[str]) -> list[list[str]]:
+    """The full list, then the list without each member of MEASURAND_DROP_ORDER in turn, then Current.Import."""
+    out = [list(wanted)]
+    current = list(wanted)
+    for m in MEASURAND_DROP_ORDER:
+        if m in current and len(current) > 1:
+            current = [x for x in current if x != m]
+            if current not in out:
+                out.append(current)
+    if "Current.Import" in wanted and ["Current.Import"] not in out:
+        out.append(["Current.Import"])
+    return out
 
 ControlListener = Callable[[str, ControlState, "float | None"], None]
 
@@ -91,7 +121,20 @@ class ChargerChannel:
     decided_at: float = float("-inf")
     session_seen_at: float = float("-inf")
     over_limit_since: float | None = None
-    composite_supported: bool = True
+    #: The station cannot take any charging profile we can send (NotImplemented/NotSupported for every
+    #: purpose): nothing is sent until it reconnects or reboots.
+    gave_up: bool = False
+    #: No retry of a failed limit before this (exponential backoff), except a lower one.
+    retry_at: float = float("-inf")
+    last_attempt: float | None = None
+    #: A session started and its first limit is not accepted yet: it may draw what ``may_apply`` says.
+    new_session: bool = False
+    #: Which accepted boot of its connection the set-up ran for (None: not set up on this connection yet).
+    setup_for_boot: int | None = None
+    trigger_due: bool = False
+    last_trigger_at: float = float("-inf")
+    trigger_refusals: int = 0
+    trigger_off: bool = False
     #: Dynamic profiles sent to this charger, and how many it accepted or not (for the operator view).
     sent: int = 0
     accepted: int = 0
@@ -144,9 +187,9 @@ class Delivery:
             if ch is None or not lim.controlled:
                 continue
             ch.decided_at = self.clock()
-            # A new session whose first decision equals the last one (0 A, still paused) must still get it:
-            # until a limit of its own is in force it draws its fallback.
-            if ch.wanted != lim.limit or (ch.in_force is None and ch.link is not None):
+            if ch.wanted != lim.limit or ch.new_session:
+                # A new session's first limit goes out even when it equals the previous one (0 A while paused):
+                # until it is accepted the charger applies its fallback, not that limit.
                 ch.wanted = lim.limit
                 ch.wake.set()
         self._poke_group(decision.group_id)
@@ -162,7 +205,15 @@ class Delivery:
         ch.in_force = ch.exposure_limit = None
         ch.last = None
         ch.chain_pos = ch.level_pos = 0
-        ch.failures = 0
+        ch.failures = ch.refusals = 0
+        # A reconnect or a reboot is the one time a station that could not do something is asked again.
+        ch.gave_up = False
+        ch.retry_at = float("-inf")
+        ch.last_attempt = None
+        ch.setup_for_boot = None
+        ch.trigger_due = ch.trigger_off = False
+        ch.trigger_refusals = 0
+        ch.new_session = bool(self.state.station(ch.id).transactions.get(ch.connector))
         ch.task = asyncio.create_task(self._run(ch, link), name=f"delivery-{ch.id}")
 
     async def stop(self) -> None:
@@ -182,9 +233,18 @@ class Delivery:
                               else ControlState.DISCONNECTED_UNKNOWN, ch.in_force, "disconnected")
             if ch.fallback_installed and ch.in_force is not None:
                 asyncio.get_running_loop().call_later(self._expiry_left(ch), self._expired, ch)
+        elif isinstance(event, StationBooted):
+            link = ch.link
+            if link is not None and ch.setup_for_boot is not None and getattr(link, "boots", 0) != ch.setup_for_boot:
+                log.info("%s: rebooted on the same connection; setting it up again", ch.id)
+                self._record("rebooted", ch)
+                self.attach(link)
         elif isinstance(event, (TransactionStarted, TransactionEnded)):
             ch.session_seen_at = self.clock()
+            if isinstance(event, TransactionStarted) and event.transaction.connector_id == ch.connector:
+                self._session_started(ch)
             if isinstance(event, TransactionEnded):
+                ch.new_session = False
                 ch.in_force = ch.exposure_limit = None  # a TxProfile dies with its transaction
                 ch.last = None if ch.last and ch.last.purpose is Purpose.TX else ch.last
                 ch.failures = ch.refusals = 0  # refusals of a profile for the ended transaction say nothing
@@ -196,6 +256,36 @@ class Delivery:
             self._check_obeying(ch, event)
             if ch.group is not None:
                 self._poke_group(ch.group.id, ch)
+
+    def _session_started(self, ch: ChargerChannel) -> None:
+        """Until its first limit is accepted a new session draws what its charger may apply on its own (its
+        fallback, or its maximum without one): the balancer counts that (PENDING), and the first decision for
+        the session is sent whatever it is."""
+        ch.new_session = True
+        ch.trigger_due = True
+        if self._purpose(ch) is Purpose.TX:
+            ch.in_force = ch.exposure_limit = None  # an old TxProfile belonged to another transaction
+            ch.last = None if ch.last and ch.last.purpose is Purpose.TX else ch.last
+        if ch.link is None or ch.group is None or not ch.group.active:
+            return
+        if ch.gave_up:
+            self._set_control(ch, ControlState.UNCONTROLLED, None, ch.control_reason)
+            return
+        may = self._may_apply(ch)
+        self._set_control(ch, ControlState.PENDING, may,
+                          f"new session: may draw {may:.1f} A until its first limit is accepted")
+
+    def _may_apply(self, ch: ChargerChannel) -> float:
+        """A per phase the charger may apply with no limit of ours accepted for its session."""
+        if ch.in_force is not None:
+            return ch.in_force
+        if not ch.fallback_installed:
+            return ch.cfg.max_current
+        limit = ch.cfg.offline_current
+        last = ch.last
+        if last is not None and last.purpose is not Purpose.TX and self.clock() < last.at + self.settings.failsafe_ttl:
+            limit = max(limit, last.limit)  # a dynamic TxDefault/station maximum still in force
+        return min(limit, ch.cfg.max_current)
 
     def _expiry_left(self, ch: ChargerChannel) -> float:
         if ch.last is None:
@@ -221,12 +311,14 @@ class Delivery:
 
     async def _run(self, ch: ChargerChannel, link: StationLink) -> None:
         try:
+            await self._wait_for_boot(ch, link)
             await self._setup(ch, link)
             while ch.link is link:
                 timeout = self._next_refresh_in(ch)
                 await wait_event(ch.wake, timeout)
                 ch.wake.clear()
                 await self._step(ch, link)
+                await self._maybe_trigger(ch, link)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -238,18 +330,36 @@ class Delivery:
             return None
         return max(0.0, ch.last.at + self.settings.failsafe_ttl / 3 - self.clock())
 
+    async def _wait_for_boot(self, ch: ChargerChannel, link: StationLink) -> None:
+        """Set-up starts once the station's BootNotification was accepted (OCPP: a station may refuse or drop
+        calls before that), or at its first other message (it booted before this connection, e.g. before the
+        central system restarted), or after BOOT_WAIT s of silence. A later boot on the same connection (a
+        reboot) sets it up again (StationBooted)."""
+        ready = getattr(link, "ready", None)
+        if ready is not None and not ready.is_set():
+            try:
+                async with asyncio.timeout(BOOT_WAIT):
+                    await ready.wait()
+            except TimeoutError:
+                log.warning("%s: no BootNotification nor any other message %.0f s after connecting; setting it up "
+                            "anyway", ch.id, BOOT_WAIT)
+                self._record("setup_without_boot", ch, waited=BOOT_WAIT)
+        ch.setup_for_boot = getattr(link, "boots", 0)
+        log.info("%s: setting up (%s)", ch.id, getattr(link, "ready_reason", "") or "no boot seen")
+
     async def _setup(self, ch: ChargerChannel, link: StationLink) -> None:
-        s = self.settings
         ch.caps = caps = await link.read_capabilities(ch.connector)
-        self._record("capabilities", ch, **caps.raw)
+        if not caps.read:
+            log.warning("%s: could not read the charger's capabilities; assuming defaults (stack level 8, A and W)",
+                        ch.id)
+            self._record("capabilities_unread", ch)
+        self._record("capabilities", ch, read=caps.read, **caps.raw)
         if caps.phase_rotation and ch.cfg.phases == 3 and caps.phase_rotation not in ("Unknown", "NotApplicable") \
                 and caps.phase_rotation != ch.cfg.phase_rotation:
             log.warning("%s: charger reports phase rotation %s, config says %s; balancing uses the config",
                         ch.id, caps.phase_rotation, ch.cfg.phase_rotation)
             self._record("phase_rotation_mismatch", ch, reported=caps.phase_rotation, configured=ch.cfg.phase_rotation)
-        outcome = await link.configure_metering(s.meter_value_interval, MEASURANDS)
-        if not outcome.ok:
-            log.warning("%s: could not set meter values (%s); phases in use will be learned late", ch.id, outcome)
+        await self._configure_metering(ch, link)
         # The advertised maximum, and one below it for firmwares that refuse their own maximum.
         top = max(caps.max_stack_level if caps.max_stack_level is not None else 8, 1)
         ch.stack_levels = [top, top - 1] if top > 1 else [top]
@@ -263,9 +373,48 @@ class Delivery:
             for purpose, pid in DYNAMIC_ID.items():
                 await link.clear_profile(profile_id=pid)
             self._record("cleared", ch, reason="not in an active group")
-        self._set_control(ch, ControlState.CONTROLLED if ch.fallback_installed else ControlState.UNCONTROLLED,
-                          None, "set up")
+        if ch.new_session and group is not None and group.active:
+            may = self._may_apply(ch)
+            self._set_control(ch, ControlState.PENDING, may, f"set up with a session: may draw {may:.1f} A until "
+                              "its first limit is accepted")
+        else:
+            self._set_control(ch, ControlState.CONTROLLED if ch.fallback_installed else ControlState.UNCONTROLLED,
+                              None, "set up")
         ch.wake.set()
+
+    async def _configure_metering(self, ch: ChargerChannel, link: StationLink) -> None:
+        """Asks for MEASURANDS every ``meter_value_interval`` s. A refused list is retried without the members
+        the charger may not support; a refused interval with the next larger of INTERVAL_STEPS. What the charger
+        accepted is logged and stored (event ``metering``)."""
+        wanted_interval = self.settings.meter_value_interval
+        measurands: list[str] | None = None
+        for candidate in measurand_candidates(MEASURANDS):
+            outcome = await link.set_measurands(candidate)
+            if outcome.ok:
+                measurands = candidate
+                break
+            if outcome.permanent or outcome in (Outcome.TIMEOUT, Outcome.OFFLINE):
+                break
+        interval: int | None = None
+        for candidate in [wanted_interval, *(i for i in INTERVAL_STEPS if i > wanted_interval)]:
+            outcome = await link.set_meter_interval(candidate)
+            if outcome.ok:
+                interval = candidate
+                break
+            if outcome.permanent or outcome in (Outcome.TIMEOUT, Outcome.OFFLINE):
+                break
+        self._record("metering", ch, measurands=measurands, interval=interval, wanted_measurands=MEASURANDS,
+                     wanted_interval=wanted_interval)
+        if ch.caps is not None:
+            ch.caps.raw["accepted_measurands"] = ",".join(measurands) if measurands else ""
+            ch.caps.raw["accepted_interval"] = str(interval) if interval is not None else ""
+        if measurands != MEASURANDS:
+            log.warning("%s: charger refused the measurands %s; %s", ch.id, ",".join(MEASURANDS),
+                        f"it samples {','.join(measurands)}" if measurands else
+                        "its own defaults apply; phases in use will be learned late")
+        if interval != wanted_interval:
+            log.warning("%s: charger refused a %d s meter-value interval; %s", ch.id, wanted_interval,
+                        f"it accepted {interval} s" if interval is not None else "its own interval applies")
 
     def _fallback_shape(self, ch: ChargerChannel) -> tuple[int, int | None, tuple[int, ...]]:
         """(numberPhases, phaseToUse, building phases) of the offline fallback this charger can express."""
@@ -318,7 +467,7 @@ class Delivery:
     # -- one step: decide what to send now --------------------------------------------------------
 
     async def _step(self, ch: ChargerChannel, link: StationLink) -> None:
-        if ch.wanted is None or ch.group is None or not ch.group.active:
+        if ch.wanted is None or ch.group is None or not ch.group.active or ch.gave_up:
             return
         s, now = self.settings, self.clock()
         purpose = self._purpose(ch)
@@ -353,7 +502,10 @@ class Delivery:
                 if target - base >= s.deadband and now >= hold_until:
                     await self._wait_for_group(ch)  # break before make: wait for others to come down
                 return
-        if current is not None and send == current and not refresh_due:
+        if current is not None and send == current and not refresh_due and not ch.new_session:
+            return
+        if now < ch.retry_at and not (ch.last_attempt is not None and send < ch.last_attempt):
+            self._wake_later(ch, ch.retry_at - now)  # backing off after a failure; a lower limit goes out at once
             return
         await self._send(ch, link, send, purpose, tx.transaction_id if tx else None)
 
@@ -361,7 +513,7 @@ class Delivery:
         """A connected charger with no session and its fallback installed is under control: it can only
         start at its offline current. (A TxProfile it refused for a transaction it had already ended, e.g.
         one that ended while we were down, must not leave it uncontrolled.)"""
-        if ch.link is None or not ch.fallback_installed or ch.in_force is not None:
+        if ch.link is None or not ch.fallback_installed or ch.in_force is not None or ch.gave_up:
             return
         if ch.control in (ControlState.UNCONTROLLED, ControlState.PENDING):
             self._set_control(ch, ControlState.CONTROLLED, None, "no session; its offline fallback applies")
@@ -395,7 +547,7 @@ class Delivery:
             # Only its fallback applies. Idle, it draws nothing; like the balancer we do not reserve for a car
             # that may arrive (it starts at the fallback current until the next decision).
             has_session = bool(self.state.station(ch.id).transactions)
-            limit = ch.cfg.offline_current if has_session else 0.0
+            limit = self._may_apply(ch) if has_session else 0.0
         phases = lim.phases if lim is not None and lim.phases else ch.phases_wired
         out = {p: limit for p in phases}
         if now - ch.decrease_accepted_at < self.settings.ramp_time:
@@ -481,10 +633,12 @@ class Delivery:
                            start_schedule=start, duration=int(ttl + s.clock_skew_allowance), valid_to=now + ttl)
         previous = ch.in_force
         decrease = previous is None or amps < previous
-        ch.exposure_limit = amps if previous is None else max(previous, amps)
+        applied = previous if previous is not None else self._may_apply(ch)  # what it may apply meanwhile
+        ch.exposure_limit = max(applied, amps)
+        ch.last_attempt = amps
         self._refresh_exposure(ch)
         if amps != previous:
-            self._set_control(ch, ControlState.PENDING, previous, f"sending {amps:.1f} A")
+            self._set_control(ch, ControlState.PENDING, applied, f"sending {amps:.1f} A")
         self.sent += 1
         ch.sent += 1
         outcome = await link.set_profile(spec)
@@ -493,8 +647,10 @@ class Delivery:
         if outcome.ok:
             self.accepted += 1
             ch.accepted += 1
-            refresh = ch.last is not None and ch.last.limit == amps
+            refresh = ch.last is not None and ch.last.limit == amps and not ch.new_session
             ch.in_force, ch.exposure_limit, ch.failures, ch.refusals = amps, None, 0, 0
+            ch.new_session = False
+            ch.retry_at = float("-inf")
             ch.last = Sent(amps, purpose, level, now)
             if decrease and previous is not None:
                 ch.decrease_accepted_at = now
@@ -504,18 +660,29 @@ class Delivery:
                     ch.id, "refreshed" if refresh else "limit", amps, purpose.value, level)
             self._set_control(ch, ControlState.CONTROLLED, amps, "accepted")
             self._poke_group(ch.group.id, ch)
-            if not refresh and s.confirm_with_composite and ch.composite_supported:
-                await self._confirm(ch, link, amps, unit)
+            if not refresh:
+                ch.trigger_due = True  # a fresh sample shows how the car follows the new limit
+                if s.confirm_with_composite:
+                    await self._confirm(ch, link, amps, unit)
             return
         self.rejected += 1
         ch.rejected += 1
         ch.failures += 1
         ch.exposure_limit = None
-        if outcome in (Outcome.REJECTED, Outcome.ERROR):
+        changed = False
+        if outcome.permanent:
+            # Not implemented for this purpose: permanent for this connection; the next purpose, or stop.
+            ch.refusals = 0
+            if ch.chain_pos < len(CHAINS[ch.cfg.profile_purpose]) - 1:
+                await self._next_purpose(ch, link)
+                changed = True
+            else:
+                self._give_up(ch, purpose)
+                return
+        elif outcome in (Outcome.REJECTED, Outcome.ERROR):
             # Some chargers refuse their own maximum stack level: try lower ones, then the next purpose.
             # One refusal may be a race (a TxProfile right after StartTransaction), so it takes two.
             ch.refusals += 1
-            changed = False
             if ch.refusals >= 2:
                 ch.refusals = 0
                 if ch.level_pos < len(levels) - 1:
@@ -524,12 +691,55 @@ class Delivery:
                 elif ch.chain_pos < len(CHAINS[ch.cfg.profile_purpose]) - 1:
                     await self._next_purpose(ch, link)
                     changed = True
-            if changed or ch.refusals == 1:
-                ch.failures = 1  # something new to try: retry soon, not with the full backoff
-        log.warning("%s: limit %.1f A %s (%s, stack %d); retrying, meanwhile uncontrolled", ch.id, amps,
-                    outcome.value, purpose.value, level)
+        if changed:
+            ch.failures = 0  # something new to try: retry soon, and back off afresh from there
+        # 0.5 s after the first failure at a (purpose, stack level), doubling per consecutive failure to the
+        # ceiling; a refusal of the exhausted chain no longer restarts the backoff.
+        delay = min(RETRY_CEILING, 0.5 * 2.0 ** max(0, ch.failures - 1))
+        ch.retry_at = now + delay
+        log.warning("%s: limit %.1f A %s (%s, stack %d); retrying in %.1f s, meanwhile uncontrolled", ch.id, amps,
+                    outcome.value, purpose.value, level, delay)
         self._set_control(ch, ControlState.UNCONTROLLED, ch.in_force, f"profile {outcome.value}")
-        self._wake_later(ch, min(60.0, 0.5 * 2.0 ** (ch.failures - 1)))
+        self._wake_later(ch, delay)
+
+    def _give_up(self, ch: ChargerChannel, purpose: Purpose) -> None:
+        """Every purpose we may use is not implemented: stop sending, count it at its maximum, tell the operator."""
+        ch.gave_up = True
+        tried = ", ".join(p.value for p in CHAINS[ch.cfg.profile_purpose])
+        log.error("%s: charger does not implement SetChargingProfile for any purpose we can use (%s): it is "
+                  "not controlled and is counted at its max_current %.1f A; asked again only after it reconnects "
+                  "or reboots", ch.id, tried, ch.cfg.max_current)
+        self._record("profiles_not_supported", ch, purposes=tried, counted=ch.cfg.max_current)
+        self._set_control(ch, ControlState.UNCONTROLLED, None,
+                          "charger does not support charging profiles; not retried until it reconnects or reboots")
+
+    async def _maybe_trigger(self, ch: ChargerChannel, link: StationLink) -> None:
+        """Asks for a meter sample now (TriggerMessage MeterValues) after a session started or a changed limit
+        was accepted: at most every TRIGGER_MIN_INTERVAL s, never again on this connection once the charger
+        said it cannot (NotImplemented/NotSupported) or refused TRIGGER_MAX_REFUSALS times in a row."""
+        if not ch.trigger_due or ch.trigger_off:
+            return
+        now = self.clock()
+        wait = ch.last_trigger_at + TRIGGER_MIN_INTERVAL - now
+        if wait > 0:
+            self._wake_later(ch, wait)
+            return
+        ch.trigger_due = False
+        if self.state.station(ch.id).transactions.get(ch.connector) is None:
+            return
+        ch.last_trigger_at = now
+        outcome = await link.trigger_meter_values(ch.connector)
+        if outcome.ok:
+            ch.trigger_refusals = 0
+        elif outcome.permanent:
+            ch.trigger_off = True
+        elif outcome in (Outcome.REJECTED, Outcome.TIMEOUT, Outcome.ERROR):
+            ch.trigger_refusals += 1
+            if ch.trigger_refusals >= TRIGGER_MAX_REFUSALS:
+                ch.trigger_off = True
+                log.warning("%s: TriggerMessage(MeterValues) %s %d times in a row; not asked again on this "
+                            "connection", ch.id, outcome.value, ch.trigger_refusals)
+                self._record("trigger_refused", ch, times=ch.trigger_refusals)
 
     async def _next_purpose(self, ch: ChargerChannel, link: StationLink) -> None:
         old = self._purpose(ch)
@@ -560,10 +770,13 @@ class Delivery:
     async def _confirm(self, ch: ChargerChannel, link: StationLink, amps: float, unit: str) -> None:
         composite = await link.get_composite(ch.connector, 60, unit)
         if composite is None:
-            ch.composite_supported = False
-            return
+            return  # not answered; a charger that cannot answer it is not asked again (csms.link)
         applied = composite.limit
-        if applied is not None and unit == "A" and abs(applied - amps) > 0.5:
+        if applied is None:
+            # An accepted profile and an empty composite schedule: the charger does not say it applies anything.
+            log.warning("%s: composite schedule has no periods after %.1f A was accepted", ch.id, amps)
+            self._record("composite_mismatch", ch, applied=None, wanted=amps, reason="no periods")
+        elif unit == "A" and abs(applied - amps) > 0.5:
             log.warning("%s: composite schedule applies %.1f A, we set %.1f A", ch.id, applied, amps)
             self._record("composite_mismatch", ch, applied=applied, wanted=amps)
 

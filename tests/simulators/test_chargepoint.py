@@ -283,12 +283,103 @@ async def test_fleet_runs_mixed_versions():
     ("drop-every=30", Misbehaviour(drop_every=30)),
     ("max-stack-level=3", Misbehaviour(max_stack_level=3)),
     ("refuse-max-stack-level", Misbehaviour(refuse_max_stack_level=True)),
+    ("before-boot=drop", Misbehaviour(before_boot="drop")),
+    ("before-boot=error", Misbehaviour(before_boot="error")),
+    ("boot-delay=1.5", Misbehaviour(boot_delay=1.5)),
+    ("not-implemented=TxProfile", Misbehaviour(not_implemented_purposes=frozenset({Purpose.TX}))),
+    ("not-implemented=all", Misbehaviour(not_implemented_purposes=frozenset(Purpose))),
+    ("empty-composite", Misbehaviour(empty_composite=True)),
+    ("measurands=Current.Import+Voltage", Misbehaviour(measurands=frozenset({"Current.Import", "Voltage"}))),
+    ("min-meter-interval=30", Misbehaviour(min_meter_interval=30)),
+    ("trigger=ignore", Misbehaviour(trigger="ignore")),
+    ("trigger=not-implemented", Misbehaviour(trigger="not-implemented")),
+    ("duplicate-stop", Misbehaviour(duplicate_stop=True)),
 ])
 def test_parse_knob(knob, expected):
     assert parse_knob(Misbehaviour(), knob) == expected
 
 
-@pytest.mark.parametrize("bad", ["reject=Nope", "answer-delay=soon", "fly", "only-watts=yes"])
+@pytest.mark.parametrize("bad", ["reject=Nope", "answer-delay=soon", "fly", "only-watts=yes", "before-boot=maybe",
+                                 "trigger=sometimes", "not-implemented=Nope", "measurands="])
 def test_parse_knob_rejects_with_the_list(bad):
     with pytest.raises(ValueError, match="knobs are"):
         parse_knob(Misbehaviour(), bad)
+
+
+# ---- real-firmware knobs (tests/interop drives them against the central system) ----------------------
+
+@pytest.mark.parametrize("mode,answer", [("drop", None), ("error", "SecurityError")])
+async def test_before_boot_calls_are_dropped_or_refused(mode, answer):
+    mis = Misbehaviour(before_boot=mode, boot_delay=0.5)
+    async with StubCsms(passwords={"CP1": PASSWORD}) as csms:
+        cp = SimCharger(config(meter_interval=0, misbehaviour=mis))
+        await cp.start(csms.url)
+        try:
+            await until(lambda: "CP1" in csms.stations, timeout=2)
+            assert not csms.messages("CP1", "BootNotification")
+            if answer is None:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(csms.call("CP1", c16.GetConfiguration()), 0.3)
+            else:
+                from ocpp.exceptions import SecurityError
+                with pytest.raises(SecurityError):
+                    await csms.call("CP1", c16.GetConfiguration(), suppress=False)
+            assert cp.before_boot == ["GetConfiguration"]
+            await cp.wait_connected(timeout=3)
+            res = await csms.call("CP1", c16.GetConfiguration(key=["MeterValueSampleInterval"]))
+            assert res.configuration_key[0]["value"] == "0"
+        finally:
+            await cp.stop()
+
+
+@pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
+async def test_not_implemented_purposes_answer_callerror(version):
+    from ocpp.exceptions import NotImplementedError as NotImpl
+    mis = Misbehaviour(not_implemented_purposes=frozenset({Purpose.TX_DEFAULT}))
+    async with running(config(version=version, meter_interval=0, misbehaviour=mis)) as (csms, _):
+        if version == "ocpp1.6":
+            def send(purpose):
+                return c16.SetChargingProfile(connector_id=0, cs_charging_profiles=profile16(purpose=purpose))
+        else:
+            def send(purpose):
+                return c201.SetChargingProfile(evse_id=0, charging_profile={
+                    "id": 1, "stack_level": 0, "charging_profile_purpose": purpose, "charging_profile_kind": "Absolute",
+                    "charging_schedule": [{"id": 1, "start_schedule": iso(-5), "charging_rate_unit": "A",
+                                           "charging_schedule_period": [{"start_period": 0, "limit": 10.0}]}]})
+        with pytest.raises(NotImpl):
+            await csms.call("CP1", send("TxDefaultProfile"), suppress=False)
+        station_max = "ChargePointMaxProfile" if version == "ocpp1.6" else "ChargingStationMaxProfile"
+        assert (await csms.call("CP1", send(station_max))).status == "Accepted"
+
+
+async def test_empty_composite_measurands_interval_and_trigger_knobs():
+    mis = Misbehaviour(empty_composite=True, measurands=frozenset({"Current.Import", "Voltage"}),
+                       min_meter_interval=30, trigger="refuse")
+    async with running(config(meter_interval=0, misbehaviour=mis)) as (csms, _):
+        res = await csms.call("CP1", c16.GetCompositeSchedule(connector_id=1, duration=60))
+        assert res.status == "Accepted" and not res.charging_schedule
+        change = c16.ChangeConfiguration
+        assert (await csms.call("CP1", change(key="MeterValuesSampledData", value="Current.Import,Current.Offered"))
+                ).status == "Rejected"
+        res = await csms.call("CP1", change(key="MeterValuesSampledData", value="Current.Import"))
+        assert res.status == "Accepted"
+        assert (await csms.call("CP1", change(key="MeterValueSampleInterval", value="10"))).status == "Rejected"
+        assert (await csms.call("CP1", change(key="MeterValueSampleInterval", value="30"))).status == "Accepted"
+        res = await csms.call("CP1", c16.TriggerMessage(requested_message="MeterValues", connector_id=1))
+        assert res.status == "Rejected"
+
+
+@pytest.mark.parametrize("version,stop", [("ocpp1.6", "StopTransaction"), ("ocpp2.0.1", "TransactionEvent")])
+async def test_duplicate_stop_sends_the_stop_twice(version, stop):
+    async with running(config(version=version, meter_interval=0,
+                              misbehaviour=Misbehaviour(duplicate_stop=True))) as (csms, fleet):
+        cp = fleet["CP1"]
+        cp.plug_in(fast_ev())
+        await asyncio.sleep(0.3)
+        cp.unplug()
+
+        def stops():
+            msgs = csms.messages("CP1", stop)
+            return msgs if version == "ocpp1.6" else [m for m in msgs if m.get("event_type") == "Ended"]
+
+        await until(lambda: len(stops()) == 2, timeout=3)
