@@ -419,7 +419,7 @@ class _Run:
             else:
                 model.since = min(since, at)
         elif control is _CONTROLLED:
-            model.follow(limit, since)
+            model.follow(limit, since, window)
         if sample is not model.sample:
             model.sample = sample
             if sample is not None and ch.draw_at is not None:

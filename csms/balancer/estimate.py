@@ -89,11 +89,13 @@ class DrawModel:
             return _lo(self.before, now), _hi(self.before, now), True
         return now, now, False
 
-    def follow(self, limit: float | None, at: float) -> None:
-        """Its limit in force changed at ``at``."""
+    def follow(self, limit: float | None, at: float, window: float) -> None:
+        """Its limit in force changed at ``at``. What it drew before is what it had settled at, or, if it was
+        still moving, the least it may have drawn then (so that the other load errs high, never low)."""
         if limit == self.limit:
             return
-        self.before = self.expected()
+        settled = self.expected()
+        self.before = settled if at >= self.since + window else _lo(self.before, settled)
         self.limit, self.since = limit, at
         self.learned_from_mains = False
 

@@ -26,7 +26,7 @@ from .helpers import T0, group
 
 def test_a_changed_limit_makes_a_charger_move_for_ev_response():
     m = DrawModel(limit=6.0, since=-INF, phases=(1, 2, 3))
-    m.follow(16.0, T0)
+    m.follow(16.0, T0, 5.0)
     lo, hi, moving = m.bounds(T0 + 1, 5.0)
     assert moving and lo == (6.0, 6.0, 6.0) and hi == (16.0, 16.0, 16.0)
     assert m.bounds(T0 - 1, 5.0) == ((6.0, 6.0, 6.0), (6.0, 6.0, 6.0), False)  # a reading from before
@@ -40,8 +40,16 @@ def test_a_sample_taken_after_the_move_teaches_the_cap_and_the_phases():
     m.learn_sample({1: 10.0, 2: 0.0, 3: 0.0}, T0 + 6, 5.0, 2.0)
     assert m.expected() == (10.0, 0.0, 0.0)
     assert m.phases_in_use((1, 2, 3)) == (1,)
-    m.follow(8.0, T0 + 10)
+    m.follow(8.0, T0 + 10, 5.0)
     assert m.expected() == (8.0, 0.0, 0.0)
+
+
+def test_a_change_during_a_move_counts_the_least_it_may_have_drawn_before():
+    """A car allowed 6 A that had not started yet, then paused: a reading from before the pause says nothing
+    about 6 A being drawn (counting it would make the other load look 6 A smaller than it is)."""
+    m = DrawModel(limit=6.0, since=T0, before=(0.0, 0.0, 0.0), phases=(1, 2, 3))
+    m.follow(0.0, T0 + 1, 5.0)
+    assert m.bounds(T0 + 0.5, 5.0) == ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), False)
 
 
 def test_below_six_amperes_an_ev_draws_nothing():

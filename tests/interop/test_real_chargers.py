@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 
 import pytest
 
 from csms.balancer.model import ControlState
+from csms.config import default_margin
 from simulators.chargepoint import Misbehaviour
 from simulators.profiles import Purpose
 from tests.csms.harness import raw_station
@@ -121,8 +123,8 @@ async def test_a_charger_without_smart_charging_is_not_stormed_and_is_counted_at
         assert rig.app.delivery.channels["BAD"].control is ControlState.UNCONTROLLED
         lim = rig.app.balancer.decision("garage").limits["BAD"]
         assert lim.counted >= 16
-        # The fuse: BAD draws its 16 A uncontrolled, GOOD gets the rest: 40 - 2 margin - 5 - 16 = 17 A.
-        assert (g.limit().amps or 0) <= 17.0 + 1e-9
+        # The fuse: BAD draws its 16 A uncontrolled, GOOD gets the rest: 40 - margin - 5 - 16 A.
+        assert (g.limit().amps or 0) <= 40 - default_margin(40) - 5 - 16 + 1e-9
         assert rig.worst(t0 + 1) <= rig.fuse + 1e-9
         # Reconnect: asked again (the firmware may have changed).
         before = len(sets)
@@ -139,8 +141,9 @@ async def test_not_implemented_tx_profile_moves_to_the_next_purpose_at_once(tmp_
         cp = rig.charger("CP1")
         t0 = rig.now()
         cp.plug_in(ev())
-        # 20 A fuse - 2 A margin - 4 A other load = 14 A.
-        await wait_until(lambda: cp.limit().amps == 14, 15, "limit through TxDefaultProfile")
+        # 20 A fuse - the default margin - 4 A other load, on the 0.1 A grid.
+        expected = math.floor((20 - default_margin(20) - 4) * 10 + 1e-6) / 10
+        await wait_until(lambda: cp.limit().amps == expected, 15, "limit through TxDefaultProfile")
         assert cp.store.profiles[11].purpose is Purpose.TX_DEFAULT
         tx = [p for p in rig.calls("CP1", "SetChargingProfile") if p["charging_profile_purpose"] == "TxProfile"]
         assert len(tx) == 1
@@ -234,7 +237,7 @@ async def test_a_new_session_that_must_stay_paused_gets_0_a_at_once_and_is_count
     decision, the same 0 A its idle charger had: it must still be sent at once (before the car starts drawing
     its 6 A fallback), and until it is accepted the balancer counts the fallback."""
     chargers = [Charger("A"), Charger("B")]
-    # 16 A fuse - 2 A margin - 4 A other load = 10 A: one car at min_current 6 A, not two.
+    # 16 A fuse - the default margin (0.25 A) - 4 A other load = 11.75 A: one car at min_current 6 A, not two.
     async with interop_site(tmp_path, chargers, fuse=16) as rig:
         a, b = rig.charger("A"), rig.charger("B")
         a.plug_in(ev(name="a"))
