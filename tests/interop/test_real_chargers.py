@@ -257,3 +257,27 @@ async def test_a_new_session_that_must_stay_paused_gets_0_a_at_once_and_is_count
         counted = [json.loads(limits)["B"] for (limits,) in rig.query(
             "SELECT limits FROM decisions WHERE at >= ? ORDER BY id", started - 0.5)]
         assert any(c["counted"] >= 6 for c in counted), "B's fallback was never counted while its limit was pending"
+
+
+# ---- a settled car stays settled -------------------------------------------------------------------------
+
+async def test_a_single_car_settles_without_limit_cycling(tmp_path):
+    """One car that wants more than the fuse allows, a charger reporting every 10 s (shipped default): once it
+    has settled its limit stays put (at most one change in the last 30 s) and the fuse holds."""
+    async with interop_site(tmp_path, [Charger("CP1", max_current=32)], fuse=20) as rig:
+        cp = rig.charger("CP1")
+        cp.plug_in(ev(max_current=32))
+        await wait_until(lambda: cp.draw()[0] > 10, 20, "the car charges")
+        await asyncio.sleep(15)
+        t0 = rig.now()
+        before = len(rig.calls("CP1", "SetChargingProfile"))
+        limits_before = cp.limit().amps
+        await asyncio.sleep(30)
+        sent = rig.calls("CP1", "SetChargingProfile")[before:]
+        limits = [p["charging_schedule"]["charging_schedule_period"][0]["limit"] for p in sent
+                  if p["charging_profile_id"] != 1]  # dynamic limits and their refreshes, not the fallback
+        assert limits, "no refresh in 30 s: the dynamic limit would expire"
+        changes = set(limits) - {limits_before}
+        assert len(changes) <= 1, f"limit kept changing: {limits_before} then {sorted(changes)}"
+        assert rig.worst(t0) <= rig.fuse + 1e-9
+        assert cp.draw()[0] >= 0.95 * (20 - default_margin(20) - 4) - 0.5
