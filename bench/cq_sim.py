@@ -230,6 +230,11 @@ class FakeLink:
         self.charger = charger
         self.id = charger.id
         self.stats = stats
+        # The station link protocol after f9e1bf1: set up once booted (the fake is booted from the start), and
+        # the commands it answered "not implemented" (none).
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.unsupported: set[str] = set()
 
     async def _half_trip(self) -> None:
         await asyncio.sleep(self.charger.cond.rtt / 2)
@@ -249,6 +254,22 @@ class FakeLink:
 
     async def configure_metering(self, interval: int, measurands: list[str]) -> Outcome:
         """A charger that refuses an interval faster than its own keeps its own."""
+        await self._half_trip()
+        ch = self.charger
+        ok = interval >= ch.cond.mv_interval
+        if ok:
+            ch.mv_interval = int(interval)
+        self.stats["metering_" + ("accepted" if ok else "refused")] += 1
+        await self._half_trip()
+        return Outcome.ACCEPTED if ok else Outcome.REJECTED
+
+    async def set_measurands(self, measurands: list[str]) -> Outcome:
+        await self._half_trip()
+        await self._half_trip()
+        return Outcome.ACCEPTED
+
+    async def set_meter_interval(self, interval: int) -> Outcome:
+        """A charger that refuses an interval faster than its own keeps its own (the protocol after f9e1bf1)."""
         await self._half_trip()
         ch = self.charger
         ok = interval >= ch.cond.mv_interval

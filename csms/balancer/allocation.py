@@ -42,8 +42,9 @@ within the budget, which itself keeps ``margin`` below the fuse after the other 
 offline figure when the load cannot be measured. The one exception is the reserved chargers alone
 exceeding the budget (for instance several disconnected chargers of unknown state): then every controlled
 session on that phase is paused, which is the most the balancer can do. A limit takes a round trip to be
-in force: the delivery must apply decreases before increases, and reports the in-between state as
-PENDING, which step 2 counts at the higher of the two limits.
+in force: the allocation plans where every limit goes, and the delivery moves there safely (a decrease at
+once, an increase only once the capacity it needs is free: break before make). A new session whose first
+limit is slow to be confirmed is reserved at its fallback (``first_limit_grace``).
 """
 
 from __future__ import annotations
@@ -344,7 +345,7 @@ class _Run:
                 mem.pending_since = None
             if reading_at is not None:
                 self.estimate(ch, mem, reading_at)
-            if ch.control is controlled and ch.connected:
+            if ch.connected and (ch.control is controlled or (pending and not self._slow_first_limit(ch, mem))):
                 if ch.session_active:
                     key = ch.phases_in_use or mem.model.in_use or spec.phases_wired
                     phases = sets_get(key)
@@ -382,6 +383,19 @@ class _Run:
                 mem.target = limit.limit
         return limits
 
+    def _slow_first_limit(self, ch: ChargerInput, mem: ChargerMemory) -> bool:
+        """A new session whose first limit has been in flight longer than an EV takes to start drawing: its
+        charger may be applying its fallback, so it is reserved at that until it confirms.
+
+        Any other change in flight is planned like a settled one: the allocation decides where every limit
+        should go, and the delivery moves there safely (decreases first, an increase only once the capacity it
+        needs is free). Reserving the old limit here as well would pause other sessions for the round trip of
+        every decrease, and pause a charging car each time another car plugs in.
+        """
+        return (ch.session_active and mem.running_since is None and mem.paused_since is None
+                and mem.pending_since is not None
+                and self.now - mem.pending_since >= self.group.tuning.first_limit_grace)
+
     # -- the estimate of the chargers' own draw (csms.balancer.estimate) ---------------------------
 
     def estimate(self, ch: ChargerInput, mem: ChargerMemory, at: float) -> None:
@@ -410,7 +424,8 @@ class _Run:
         if model.limit is None:
             # First seen in this session. A recent sample that shows it drawing says it has been following
             # its limit; otherwise its EV starts (or started at some unknown time) to follow it now.
-            model.limit, model.before, model.learned_from_mains = limit, (0.0, 0.0, 0.0), True
+            model.limit, model.learned_from_mains = limit, True
+            model.before = model.before_most = (0.0, 0.0, 0.0)
             if recent and any(a >= 1.0 for a in sample.values()):  # type: ignore[union-attr]
                 model.since = -INF
                 model.cap = (INF, INF, INF)

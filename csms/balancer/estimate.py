@@ -50,8 +50,9 @@ class DrawModel:
     limit: float | None = None
     #: When it started to follow ``limit`` (-inf: long before any reading we have).
     since: float = -INF
-    #: Its expected draw per building phase before ``since``.
+    #: The least and the most it may have drawn per building phase just before ``since`` (equal once settled).
     before: Phases3 = ZERO
+    before_most: Phases3 = ZERO
     #: Per building phase, the most its EV takes (INF: it follows the limit; 0: a phase it does not use).
     cap: Phases3 = FOLLOWS
     #: Building phases it may draw on (its wired phases, or those its EV is known to use).
@@ -84,7 +85,7 @@ class DrawModel:
             other = self.expected(pending)
             return _lo(now, other), _hi(now, other), True
         if at < self.since:
-            return self.before, self.before, False
+            return self.before, self.before_most, self.before != self.before_most
         if at < self.since + window:
             return _lo(self.before, now), _hi(self.before, now), True
         return now, now, False
@@ -95,7 +96,10 @@ class DrawModel:
         if limit == self.limit:
             return
         settled = self.expected()
-        self.before = settled if at >= self.since + window else _lo(self.before, settled)
+        if at >= self.since + window:
+            self.before = self.before_most = settled
+        else:
+            self.before, self.before_most = _lo(self.before, settled), _hi(self.before_most, settled)
         self.limit, self.since = limit, at
         self.learned_from_mains = False
 
@@ -131,6 +135,7 @@ class DrawModel:
     def reset(self) -> None:
         """No session (any more): nothing is known about the next EV."""
         self.limit, self.since, self.cap, self.sample = None, -INF, FOLLOWS, None
+        self.before = self.before_most = ZERO
         self.learned_from_mains, self.in_use = True, None
 
 

@@ -35,6 +35,9 @@ class Tuning:
     #: by about a volt-ampere's worth every second, and the budget follows its recent peak instead, so that a
     #: flicker neither lifts the import above the fuse nor changes every limit. A step up counts at once.
     peak_window: float = 10.0
+    #: Seconds a new session's first limit may be in flight before its fallback is counted: an EV takes a few
+    #: seconds after the session starts to close its contactor and draw (IEC 61851 state B to C).
+    first_limit_grace: float = 2.0
     trim_after: float = 60.0
     trim_slack: float = 2.0
     trim_headroom: float = 2.0

@@ -497,7 +497,12 @@ class Delivery:
             if gated is not None:
                 send = gated
             elif refresh_due and current is not None:
+                # The refresh goes out anyway: an increase of at least a quarter of the deadband that it held
+                # back rides along at no extra message (as far as break before make allows), so the deadband
+                # never idles the fuse for long; smaller ones would only follow the meter's noise.
                 send = current
+                if now >= hold_until and target - base >= s.deadband / 4:
+                    send = self._gate(ch, target, base) or current
             else:
                 if target - base >= s.deadband and now >= hold_until:
                     await self._wait_for_group(ch)  # break before make: wait for others to come down

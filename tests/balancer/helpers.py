@@ -61,7 +61,8 @@ def worst_case(ch: ChargerInput, d: Decision, gphases: tuple[int, ...]) -> dict[
     lim = d.limits[s.id]
     out = dict.fromkeys(gphases, 0.0)
     # The phases its EV uses: reported, or learned by the estimator from the mains (the decision's phases).
-    in_use = tuple(p for p in (ch.phases_in_use or (lim.phases if ch.control is ControlState.CONTROLLED
+    in_use = tuple(p for p in (ch.phases_in_use or (lim.phases if ch.control in (ControlState.CONTROLLED,
+                                                                                  ControlState.PENDING)
                                                     and ch.session_active else s.phases_wired)) if p in gphases)
     wired = tuple(p for p in s.phases_wired if p in gphases)
     c = ch.control
@@ -83,6 +84,12 @@ def worst_case(ch: ChargerInput, d: Decision, gphases: tuple[int, ...]) -> dict[
             out[p] = lim.limit
         if s.offline_phase in out:
             out[s.offline_phase] = max(out[s.offline_phase], s.offline_current)
+        return out
+    if c is ControlState.PENDING and lim.counted <= lim.limit:
+        # A change in flight that the allocation planned like a settled one: the delivery moves there safely
+        # (break before make, tested with the delivery), so the plan counts the new limit.
+        for p in in_use:
+            out[p] += lim.limit
         return out
     before = s.max_current if ch.limit_in_force is None else ch.limit_in_force
     if c is ControlState.NOT_OBEYING:

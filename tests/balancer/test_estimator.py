@@ -49,7 +49,9 @@ def test_a_change_during_a_move_counts_the_least_it_may_have_drawn_before():
     about 6 A being drawn (counting it would make the other load look 6 A smaller than it is)."""
     m = DrawModel(limit=6.0, since=T0, before=(0.0, 0.0, 0.0), phases=(1, 2, 3))
     m.follow(0.0, T0 + 1, 5.0)
-    assert m.bounds(T0 + 0.5, 5.0) == ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), False)
+    assert m.bounds(T0 + 0.5, 5.0) == ((0.0, 0.0, 0.0), (6.0, 6.0, 6.0), True)  # it was still moving then
+    m.follow(16.0, T0 + 10, 5.0)
+    assert m.bounds(T0 + 9, 5.0) == ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), False)  # settled at 0 before that
 
 
 def test_below_six_amperes_an_ev_draws_nothing():

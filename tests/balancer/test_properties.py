@@ -74,7 +74,9 @@ def test_every_decision_is_safe_and_efficient(data):
     if not g.active:
         return
     mins = ceil_step(g.min_current)
-    steer = [c for c in chs if c.connected and c.control is ControlState.CONTROLLED and c.session_active]
+    steer = [c for c in chs if c.connected and c.session_active and c.control is ControlState.CONTROLLED
+             or d.limits[c.spec.id].controlled and c.control is ControlState.PENDING and c.session_active
+             and d.limits[c.spec.id].counted <= d.limits[c.spec.id].limit]
     used = dict.fromkeys(g.phases, 0.0)
     count = dict.fromkeys(g.phases, 0)
     for c in steer:

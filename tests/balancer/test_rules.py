@@ -195,9 +195,6 @@ RESERVES = [
     ("disconnected, whatever the delivery said last: unknown",
      ChargerInput(spec("X", max_current=16), connected=False, control=ControlState.CONTROLLED, limit_in_force=6),
      (16, 16, 16), False),
-    ("pending with the old limit known: the old limit (it may still draw it)",
-     ChargerInput(spec("X"), session_active=True, control=ControlState.PENDING, limit_in_force=10),
-     (10, 10, 10), True),
     ("rejected, nothing known in force: max_current",
      ChargerInput(spec("X", max_current=16), session_active=True, control=ControlState.UNCONTROLLED),
      (16, 16, 16), True),
@@ -220,16 +217,30 @@ def test_reserves(case, other, reserved, controlled):
     assert d.limits["X"].counted == pytest.approx(max(reserved))
 
 
-def test_pending_counts_the_higher_of_old_and_new():
+def test_a_change_in_flight_is_planned_like_a_settled_one():
+    """The allocation plans where every limit goes; the delivery moves there safely (break before make). A
+    decrease in flight must not pause the session that the capacity is freed for."""
     g = group(supply_max_current=40, max_current_online=40, margin=0)
     memory = BalancerMemory()
-    d = run(g, meter(0), [session("X", limit_in_force=6), session("A")], T0, memory)
+    d = run(g, meter(0), [session("X", limit_in_force=32), session("A", limit_in_force=0)], T0, memory)
     assert limits(d) == {"X": 20, "A": 20}
-    # X was told 20 and has not accepted it yet; it still has 6 in force: counted at 20, target kept.
-    pending = session("X", control=ControlState.PENDING, limit_in_force=6)
-    d = run(g, meter(0, at=T0 + 1), [pending, session("A")], T0 + 1, memory)
-    assert d.limits["X"].limit == 20 and d.limits["X"].counted == 20
-    assert d.limits["A"].limit == 20
+    # X was told 20 and has not accepted it yet (32 still in force): A keeps its 20, not a pause.
+    pending = session("X", control=ControlState.PENDING, limit_in_force=32)
+    d = run(g, meter(0, at=T0 + 1), [pending, session("A", limit_in_force=0)], T0 + 1, memory)
+    assert limits(d) == {"X": 20, "A": 20}
+
+
+def test_a_new_session_slow_to_confirm_its_first_limit_is_reserved_at_its_fallback():
+    g = group(supply_max_current=40, max_current_online=40, margin=0)
+    memory = BalancerMemory()
+    idle = ChargerInput(spec("X", offline=6), connected=True, session_active=False)
+    run(g, meter(0), [idle, session("A")], T0, memory)
+    new = session("X", control=ControlState.PENDING, limit_in_force=6)  # its fallback until the first limit
+    d = run(g, meter(0, at=T0 + 1), [new, session("A")], T0 + 1, memory)
+    assert d.limits["X"].counted <= d.limits["X"].limit  # planned: its EV has not started yet
+    grace = g.tuning.first_limit_grace
+    d = run(g, meter(0, at=T0 + 1 + grace), [new, session("A")], T0 + 1 + grace, memory)
+    assert d.limits["X"].counted >= 6 and d.limits["A"].limit <= 40 - 6
 
 
 def test_reserves_beyond_the_budget_pause_every_session_on_the_phase():
