@@ -70,6 +70,8 @@ class Misbehaviour:
     max_stack_level: int = 8
     #: Rejects profiles at exactly its own advertised maximum stack level (a firmware bug seen in the field).
     refuse_max_stack_level: bool = False
+    #: Refuses meter-value intervals below this many seconds (0 = any).
+    min_meter_interval: float = 0.0
 
 
 KNOBS = ("reject=PURPOSE", "only-watts", "ignore-limits", "answer-delay=S", "drop-every=S", "max-stack-level=N",
@@ -469,7 +471,7 @@ class SimCharger:
         try:
             if name == "MeterValueSampleInterval":
                 interval = int(value)
-                if interval < 0:
+                if interval < 0 or 0 < interval < self.config.misbehaviour.min_meter_interval:
                     return False
                 self.meter_interval = float(interval)
             elif name == "HeartbeatInterval":
