@@ -402,6 +402,7 @@ class _Run:
             # First seen in this session. A recent sample that shows it drawing says it has been following
             # its limit; otherwise its EV starts (or started at some unknown time) to follow it now.
             model.limit, model.before, model.learned_from_mains = limit, (0.0, 0.0, 0.0), True
+            model.before_least, model.earlier, model.earlier_until = None, None, -INF
             if recent and any(a >= 1.0 for a in sample.values()):  # type: ignore[union-attr]
                 model.since = -INF
                 model.cap = (INF, INF, INF)
@@ -410,7 +411,7 @@ class _Run:
             else:
                 model.since = min(since, at)
         elif control is _CONTROLLED:
-            model.follow(limit, since)
+            model.follow(limit, since, window)
         if sample is not model.sample:
             model.sample = sample
             if sample is not None and ch.draw_at is not None:

@@ -50,8 +50,14 @@ class DrawModel:
     limit: float | None = None
     #: When it started to follow ``limit`` (-inf: long before any reading we have).
     since: float = -INF
-    #: Its expected draw per building phase before ``since``.
+    #: What it may have drawn per building phase when ``since`` began: the most, and the least (None: the same;
+    #: less when the change came while it was still following the limit before).
     before: Phases3 = ZERO
+    before_least: Phases3 | None = None
+    #: Readings taken before ``since`` but before ``earlier_until`` caught it following the limit before: its
+    #: draw then lay within ``earlier`` (least, most).
+    earlier: tuple[Phases3, Phases3] | None = None
+    earlier_until: float = -INF
     #: Per building phase, the most its EV takes (INF: it follows the limit; 0: a phase it does not use).
     cap: Phases3 = FOLLOWS
     #: Building phases it may draw on (its wired phases, or those its EV is known to use).
@@ -83,17 +89,34 @@ class DrawModel:
         if pending is not None:
             other = self.expected(pending)
             return _lo(now, other), _hi(now, other), True
+        most = self.before
+        least = most if self.before_least is None else self.before_least
         if at < self.since:
-            return self.before, self.before, False
+            if at < self.earlier_until and self.earlier is not None:
+                return self.earlier[0], self.earlier[1], True
+            return least, most, least != most
         if at < self.since + window:
-            return _lo(self.before, now), _hi(self.before, now), True
+            return _lo(least, now), _hi(most, now), True
         return now, now, False
 
-    def follow(self, limit: float | None, at: float) -> None:
-        """Its limit in force changed at ``at``."""
+    def follow(self, limit: float | None, at: float, window: float = 0.0) -> None:
+        """Its limit in force changed at ``at``.
+
+        A change that comes while it still follows the limit before (within ``window`` of that one) does not
+        make the model forget that move: a reading taken before ``at`` may have caught it anywhere along it,
+        and the new move starts from wherever it had got to. Taking the old limit as reached there instead
+        counts a car still ramping up at its full old limit (the other load then looks that much smaller,
+        and the budget too large) and a car still ramping down at its lower limit (the other load looks
+        larger, the budget falls, and every further decrease on the same reading lowers it again).
+        """
         if limit == self.limit:
             return
-        self.before = self.expected()
+        most = self.before
+        least = most if self.before_least is None else self.before_least
+        old = self.expected()
+        self.earlier, self.earlier_until = (_lo(least, old), _hi(most, old)), self.since + window
+        lo, hi, _ = self.bounds(at, window)
+        self.before, self.before_least = hi, (None if lo == hi else lo)
         self.limit, self.since = limit, at
         self.learned_from_mains = False
 
@@ -127,6 +150,7 @@ class DrawModel:
     def reset(self) -> None:
         """No session (any more): nothing is known about the next EV."""
         self.limit, self.since, self.cap, self.sample = None, -INF, FOLLOWS, None
+        self.before, self.before_least, self.earlier, self.earlier_until = ZERO, None, None, -INF
         self.learned_from_mains, self.in_use = True, None
 
 
