@@ -53,7 +53,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import waterfill
-from .estimate import DrawModel, other_load
+from .estimate import CAP_TOLERANCE, DrawModel, other_load
 from .model import ChargerInput, ChargerLimit, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput
 
 #: OCPP 1.6 limits are multiples of 0.1 A.
@@ -406,7 +406,7 @@ class _Run:
             if recent and any(a >= 1.0 for a in sample.values()):  # type: ignore[union-attr]
                 model.since = -INF
                 model.cap = (INF, INF, INF)
-                model.learn_sample(_reported(sample, spec), -INF, 0.0, tuning.trim_slack)  # type: ignore[arg-type]
+                model.learn_sample(_reported(sample, spec), -INF, 0.0, CAP_TOLERANCE)  # type: ignore[arg-type]
                 model.sample = sample
             else:
                 model.since = min(since, at)
@@ -415,7 +415,7 @@ class _Run:
         if sample is not model.sample:
             model.sample = sample
             if sample is not None and ch.draw_at is not None:
-                model.learn_sample(_reported(sample, spec), ch.draw_at, window, tuning.trim_slack)
+                model.learn_sample(_reported(sample, spec), ch.draw_at, window, CAP_TOLERANCE)
         target = mem.target if pending_target(ch, mem) else None
         least, most, moving = model.bounds(at, window, target)
         if (not moving and not model.learned_from_mains and model.since > -INF
@@ -462,7 +462,7 @@ class _Run:
         for mem, _ in self.settled:
             for p in mem.model.phases:
                 alone[p - 1] += 1
-        slack = self.group.tuning.trim_slack
+        slack = CAP_TOLERANCE
         for mem, least in self.settled:
             model = mem.model
             model.learned_from_mains = True
