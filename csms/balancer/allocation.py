@@ -180,6 +180,12 @@ def phase_budget(
     notes: dict[int, str] = {}
     supply, margin, online = group.supply_max_current, group.margin, group.max_current_online
     clamp = group.clamp_range_a
+    # A fuse rated above the clamps' range: the group must not take a phase to where the meter only says "at
+    # least this much". Otherwise the reading saturates, the sessions are paused, the reading drops back into
+    # range, they resume and saturate it again, every few seconds.
+    limit, limit_name = supply, "fuse"
+    if clamp is not None and clamp * (1 - SATURATION_MARGIN) < supply:
+        limit, limit_name = clamp * (1 - SATURATION_MARGIN), "clamp range top"
     for p in group.phases:
         measured = meter.current.get(p)
         if measured is None:
@@ -188,14 +194,14 @@ def phase_budget(
             continue
         saturated = p in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN))
         other_p = measured if other is None else other.get(p, measured)
-        value = supply - margin - other_p
+        value = limit - margin - other_p
         if saturated and measured >= 0:
             budget[p] = min(online, value, 0.0)
             notes[p] = f"meter clamp saturated at {measured:.1f} A (at least that much): treated as overload"
             continue
         budget[p] = min(online, value)
         drawn = f" ({measured:.1f} A measured - {measured - other_p:.1f} A chargers)" if other is not None else ""
-        notes[p] = (f"{supply:.1f} A fuse - {margin:.1f} A margin - {other_p:.1f} A other load{drawn}"
+        notes[p] = (f"{limit:.1f} A {limit_name} - {margin:.1f} A margin - {other_p:.1f} A other load{drawn}"
                     + (f", capped at max_current_online {online:.1f} A" if online < value else ""))
     return budget, True, notes
 
@@ -443,11 +449,17 @@ class _Run:
         held = memory.held
         self._learn_from_reading(meter, held)
         other: dict[int, float] = {}
+        clamp = self.group.clamp_range_a
         for p in self.group.phases:
             measured = meter.current.get(p)
             if measured is None:
                 continue
             i = p - 1
+            if p in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN)):
+                # "At least this much": the most other load the reading allows, never a held lower value (or
+                # the next reading, back in range while the cars stop, resumes them into saturation again).
+                other[p] = measured - self.least[i]
+                continue
             other[p] = other_load(measured, self.least[i], self.most[i], self.moving[i] > 0,
                                   held.get(p) if held else None)
         memory.other = other
