@@ -5,8 +5,9 @@ clock time, and it answers with its draw. That keeps a scenario reproducible and
 as fast as they like. What it models, because a load balancer must cope with each:
 
 * a start delay after the offer first allows charging (cars take a few seconds to close their
-  contactor), and a ramp: a changed offer is followed linearly within ``ramp_time`` seconds, so after
-  the ramp the draw is never above the offer;
+  contactor), and a ramp: a raised offer is followed linearly within ``ramp_time`` seconds; a lowered
+  one at once by default, or along the same ramp from the present draw with ``ramp_down`` (real EVs take
+  up to 5 s by IEC 61851-1); after the ramp the draw is never above the offer;
 * pilot semantics: an offer below ``min_current`` (6 A, IEC 61851) pauses charging;
 * the on-board charger's own maximum and phase count (1 or 3);
 * tapering near full (above ``taper_from`` the maximum falls linearly to ``taper_floor`` at 100 %)
@@ -31,6 +32,8 @@ class EVModel:
     ramp_delay: float = 2.0
     ramp_time: float = 1.5
     min_current: float = 6.0
+    #: Follow a lowered offer (and a pause) along the ramp from the present draw instead of at once.
+    ramp_down: bool = False
     #: Clock times (POSIX s) at which a scenario plugs the car in and out; None = by hand.
     arrival: float | None = None
     departure: float | None = None
@@ -91,8 +94,8 @@ class EVModel:
             target = 0.0
         if abs(target - self._to) > 1e-9:
             now = self.current_at(t)
-            if target < now:
-                now = min(now, offered)  # a lowered offer is obeyed within the ramp; never exceeded after it
+            if target < now and not self.ramp_down:
+                now = min(now, offered)  # a lowered offer is obeyed at once; never exceeded after the ramp
             self._from, self._to, self._since = now, target, t
         return self.current_at(t)
 

@@ -55,7 +55,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import waterfill
-from .estimate import DrawModel, other_load
+from .estimate import CAP_TOLERANCE, DrawModel, other_load
 from .model import ChargerInput, ChargerLimit, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput
 
 #: OCPP 1.6 limits are multiples of 0.1 A.
@@ -184,6 +184,12 @@ def phase_budget(
     notes: dict[int, str] = {}
     supply, margin, online = group.supply_max_current, group.margin, group.max_current_online
     clamp = group.clamp_range_a
+    # A fuse rated above the clamps' range: the group must not take a phase to where the meter only says "at
+    # least this much". Otherwise the reading saturates, the sessions are paused, the reading drops back into
+    # range, they resume and saturate it again, every few seconds.
+    limit, limit_name = supply, "fuse"
+    if clamp is not None and clamp * (1 - SATURATION_MARGIN) < supply:
+        limit, limit_name = clamp * (1 - SATURATION_MARGIN), "clamp range top"
     for p in group.phases:
         measured = meter.current.get(p)
         if measured is None:
@@ -192,7 +198,7 @@ def phase_budget(
             continue
         saturated = p in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN))
         other_p = measured if other is None else other.get(p, measured)
-        value = supply - margin - other_p
+        value = limit - margin - other_p
         if saturated and measured >= 0:
             budget[p] = min(online, value, 0.0)
             notes[p] = f"meter clamp saturated at {measured:.1f} A (at least that much): treated as overload"
@@ -200,7 +206,7 @@ def phase_budget(
         budget[p] = min(online, value)
         drawn = (f" ({measured:.1f} A measured - {measured - other_p:.1f} A chargers)"
                  if group.chargers_in_measurement else "")
-        notes[p] = (f"{supply:.1f} A fuse - {margin:.1f} A margin - {other_p:.1f} A other load{drawn}"
+        notes[p] = (f"{limit:.1f} A {limit_name} - {margin:.1f} A margin - {other_p:.1f} A other load{drawn}"
                     + (f", capped at max_current_online {online:.1f} A" if online < value else ""))
     return budget, True, notes
 
@@ -424,12 +430,12 @@ class _Run:
         if model.limit is None:
             # First seen in this session. A recent sample that shows it drawing says it has been following
             # its limit; otherwise its EV starts (or started at some unknown time) to follow it now.
-            model.limit, model.learned_from_mains = limit, True
-            model.before = model.before_most = (0.0, 0.0, 0.0)
+            model.limit, model.before, model.learned_from_mains = limit, (0.0, 0.0, 0.0), True
+            model.before_least, model.earlier, model.earlier_until = None, None, -INF
             if recent and any(a >= 1.0 for a in sample.values()):  # type: ignore[union-attr]
                 model.since = -INF
                 model.cap = (INF, INF, INF)
-                model.learn_sample(_reported(sample, spec), -INF, 0.0, tuning.trim_slack)  # type: ignore[arg-type]
+                model.learn_sample(_reported(sample, spec), -INF, 0.0, CAP_TOLERANCE)  # type: ignore[arg-type]
                 model.sample = sample
             else:
                 model.since = min(since, at)
@@ -438,7 +444,7 @@ class _Run:
         if sample is not model.sample:
             model.sample = sample
             if sample is not None and ch.draw_at is not None:
-                model.learn_sample(_reported(sample, spec), ch.draw_at, window, tuning.trim_slack)
+                model.learn_sample(_reported(sample, spec), ch.draw_at, window, CAP_TOLERANCE)
         target = mem.target if pending_target(ch, mem) else None
         least, most, moving = model.bounds(at, window, target)
         if (not moving and not model.learned_from_mains and model.since > -INF
@@ -466,11 +472,17 @@ class _Run:
         held = memory.held
         self._learn_from_reading(meter, held)
         other: dict[int, float] = {}
+        clamp = self.group.clamp_range_a
         for p in self.group.phases:
             measured = meter.current.get(p)
             if measured is None:
                 continue
             i = p - 1
+            if p in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN)):
+                # "At least this much": the most other load the reading allows, never a held lower value (or
+                # the next reading, back in range while the cars stop, resumes them into saturation again).
+                other[p] = measured - self.least[i]
+                continue
             other[p] = other_load(measured, self.least[i], self.most[i], self.moving[i] > 0,
                                   held.get(p) if held else None)
         memory.other = other
@@ -501,7 +513,7 @@ class _Run:
         for mem, _ in self.settled:
             for p in mem.model.phases:
                 alone[p - 1] += 1
-        slack = self.group.tuning.trim_slack
+        slack = CAP_TOLERANCE
         for mem, least in self.settled:
             model = mem.model
             model.learned_from_mains = True

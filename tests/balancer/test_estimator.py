@@ -33,6 +33,26 @@ def test_a_changed_limit_makes_a_charger_move_for_ev_response():
     assert m.bounds(T0 + 5, 5.0) == ((16.0, 16.0, 16.0), (16.0, 16.0, 16.0), False)
 
 
+def test_a_change_within_the_last_move_keeps_what_a_reading_before_it_may_have_caught():
+    """Found end to end: limits 9.1 A then 13.3 A 20 ms apart, and a reading from between the car's start and
+    the second change was taken as the car drawing 9.1 A (the budget jumped to max_current_online); a
+    decrease 1 s into a ramp down counted the car at the lower limit and each further decrease on the same
+    reading lowered the budget again."""
+    m = DrawModel(limit=6.0, since=T0, before=(0.0, 0.0, 0.0), phases=(1, 2, 3))
+    m.follow(9.1, T0 + 0.4, 5.0)
+    lo, hi, moving = m.bounds(T0 + 0.2, 5.0)  # the reading before the change: on its way from 0 A to 6 A
+    assert moving and lo == (0.0, 0.0, 0.0) and hi == (6.0, 6.0, 6.0)
+    lo, hi, moving = m.bounds(T0 + 1, 5.0)  # the new move starts from anywhere between 0 and 6 A
+    assert moving and lo == (0.0, 0.0, 0.0) and hi == (9.1, 9.1, 9.1)
+    m.follow(7.0, T0 + 10, 5.0)  # the 9.1 A move was over by then
+    assert m.bounds(T0 + 9.5, 5.0) == ((9.1, 9.1, 9.1), (9.1, 9.1, 9.1), False)
+    lo, hi, moving = m.bounds(T0 + 4, 5.0)  # an old reading, during the 9.1 A move
+    assert moving and lo == (0.0, 0.0, 0.0) and hi == (9.1, 9.1, 9.1)
+    m.follow(6.0, T0 + 11, 5.0)  # 1 s into the ramp down: a reading before it may show 7..9.1 A
+    lo, hi, moving = m.bounds(T0 + 10.5, 5.0)
+    assert moving and lo == (7.0, 7.0, 7.0) and hi == (9.1, 9.1, 9.1)
+
+
 def test_a_sample_taken_after_the_move_teaches_the_cap_and_the_phases():
     m = DrawModel(limit=16.0, since=T0, phases=(1, 2, 3))
     m.learn_sample({1: 10.0, 2: 0.0, 3: 0.0}, T0 + 2, 5.0, 2.0)  # still ramping: says nothing

@@ -39,8 +39,9 @@ BUDGETS = [
      {1: 3, 2: 3, 3: 3}),
     ("saturated clamp: at least that much, so overload (budget at most 0)",
      {}, meter(100, 10, 10, saturated=frozenset({1})), [], {1: -67, 2: 23, 3: 23}),
-    ("a reading at the top of the clamp range is saturated even without the flag",
-     {"supply_max_current": 200, "max_current_online": 200}, meter(99.8, 10, 10), [], {1: 0, 2: 188, 3: 188}),
+    ("a reading at the top of the clamp range is saturated even without the flag; a fuse above the clamps' "
+     "range is used only up to where they measure (99.5 A)",
+     {"supply_max_current": 200, "max_current_online": 200}, meter(99.8, 10, 10), [], {1: -2.3, 2: 87.5, 3: 87.5}),
     ("saturated export only means more export: the reading is a safe lower bound",
      {"max_current_online": 35}, meter(-100, 0, 0, saturated=frozenset({1})), [], {1: 35, 2: 33, 3: 33}),
     ("stale meter: max_current_offline", {}, meter(0, at=T0 - 11), [], {1: 16, 2: 16, 3: 16}),
@@ -169,7 +170,7 @@ def test_a_running_session_keeps_its_turn_when_a_new_one_arrives():
 def test_resume_needs_a_margin_so_a_hovering_reading_does_not_flap():
     # The meter is upstream of the chargers here, so that each reading is the other load as written.
     g = group(supply_max_current=100, max_current_online=100, margin=0, tuning=Tuning(resume_margin=1.0),
-              chargers_in_measurement=False)
+              chargers_in_measurement=False, clamp_range_a=400.0)
     memory = BalancerMemory()
     chargers = [session("A"), session("B")]
     d = run(g, meter(89), chargers, T0, memory)  # 11 A: one session

@@ -25,7 +25,7 @@ from typing import Any
 
 import tomli_w
 
-from csms.config import load_config
+from csms.config import SiteConfig, SmartChargingConfig, default_margin, load_config
 from simulators.chargepoint import SimCharger, SimChargerConfig
 from simulators.clock import SimClock
 from simulators.ev import EVModel
@@ -89,19 +89,24 @@ class ChargerSpec:
 
 @dataclass
 class SiteSpec:
-    """What a scenario needs from the site config; the rest are the fast settings every e2e test uses."""
+    """What a scenario needs from the site config. Everything else, and every field left at None here, is the
+    shipped default an operator gets: a test proves the product only at the settings a user runs. A test that
+    sets a tuning value (``margin``, ``poll_interval``, ``stale_after``, ``smart_charging``, ``group``) must be
+    about that setting, and says why in a comment."""
 
     chargers: list[ChargerSpec]
     fuse: float = 40.0
-    margin: float = 2.0
+    #: None: the default margin (1 % of the fuse + 0.25 A, :func:`csms.config.default_margin`).
+    margin: float | None = None
     max_current_online: float | None = None
     max_current_offline: float = 20.0
     #: "modbus": csms polls the simulated meter; "mqtt": the meter publishes on a broker and csms
     #: subscribes; "gateway": ``meter-gateway run`` polls Modbus and csms reads its normalised readings.
     meter_path: str = "modbus"
     variant: str = "public"
-    poll_interval: float = 0.5
-    stale_after: float = 3.0
+    #: None: the meter gateway's default poll interval and the meter's and group's default stale_after.
+    poll_interval: float | None = None
+    stale_after: float | None = None
     smart_charging: dict[str, Any] = field(default_factory=dict)
     group: dict[str, Any] = field(default_factory=dict)
 
@@ -109,24 +114,37 @@ class SiteSpec:
     def versions(self) -> dict[str, str]:
         return {c.id: c.version for c in self.chargers}
 
+    @property
+    def effective_margin(self) -> float:
+        """The margin ``csms serve`` applies: the one set here, else the default for this fuse."""
+        return self.margin if self.margin is not None else default_margin(self.fuse)
 
-#: Fast, realistic delivery settings: 3 s failsafe TTL, 1 s meter values, no artificial increase delay.
-SMART_CHARGING = {"failsafe_ttl": 3, "meter_value_interval": 1, "increase_interval": 0, "deadband": 0.2,
-                  "ramp_time": 1.5, "obey_tolerance": 2.0, "obey_grace": 2.0}
+
+#: EV response times as (ramp_delay, ramp_time) in s: a car starts ``ramp_delay`` after it is first allowed
+#: to charge, then follows every change (up and down) linearly within ``ramp_time``. Real cars take 0.5-5 s
+#: (IEC 61851-1 allows 5 s); :meth:`Rig.plug_in_all` hands these out in turn, so every site mixes them.
+EV_RESPONSES = ((2.0, 1.5), (0.5, 2.5), (1.0, 4.0))
+#: The slowest of them, start to full draw; and the longest a car takes to follow a change once charging.
+SLOWEST_EV = max(d + r for d, r in EV_RESPONSES)
+SLOWEST_RAMP = max(r for _, r in EV_RESPONSES)
+#: The shipped delivery settings (what the bounds of a test derive from, unless it sets its own).
+DEFAULTS = SmartChargingConfig()
 
 
 def config_data(spec: SiteSpec, tmp: Path, csms_port: int, meter_port: int, mqtt_port: int | None) -> dict:
     meter: dict[str, Any] = {"serial": METER, "pin": "12345678", "organisation": "org", "variant": spec.variant,
-                             "host": "127.0.0.1", "port": meter_port, "poll_interval": spec.poll_interval,
-                             "timeout": 0.5, "stale_after": spec.stale_after}
+                             "host": "127.0.0.1", "port": meter_port}
+    tuned_stale = {} if spec.stale_after is None else {"stale_after": spec.stale_after}
+    meter.update(tuned_stale)
+    if spec.poll_interval is not None:
+        meter["poll_interval"] = spec.poll_interval
     if spec.meter_path == "mqtt":
         meter["source"] = "mqtt"
     data: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": csms_port, "security_profile": 1, "call_timeout": 3,
-                   "heartbeat_interval": 60},
+        "server": {"host": "127.0.0.1", "port": csms_port, "security_profile": 1},
         "storage": {"database": str(tmp / "csms.sqlite")},
         "gateway": {"mode": "mqtt" if spec.meter_path == "gateway" else "embedded"},
-        "smart_charging": {**SMART_CHARGING, **spec.smart_charging},
+        "smart_charging": dict(spec.smart_charging),
         "organisations": [{"id": "org", "name": "E2E housing cooperative"}],
         "meters": [meter],
         "chargers": [{"id": c.id, "password": PASSWORD, "organisation": "org", "phases": c.phases,
@@ -135,10 +153,12 @@ def config_data(spec: SiteSpec, tmp: Path, csms_port: int, meter_port: int, mqtt
                      for c in spec.chargers],
         "load_balancers": [{
             "id": GROUP, "name": "Garage", "organisation": "org", "meter": METER,
-            "chargers": [c.id for c in spec.chargers], "supply_max_current": spec.fuse, "margin": spec.margin,
+            "chargers": [c.id for c in spec.chargers], "supply_max_current": spec.fuse,
             "max_current_online": spec.max_current_online or spec.fuse,
-            "max_current_offline": spec.max_current_offline, "stale_after": spec.stale_after, **spec.group}],
+            "max_current_offline": spec.max_current_offline, **tuned_stale, **spec.group}],
     }
+    if spec.margin is not None:
+        data["load_balancers"][0]["margin"] = spec.margin
     if mqtt_port is not None:
         data["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "keepalive": 5}
     return data
@@ -269,6 +289,15 @@ class Observer:
     def since(self, t: float) -> list[Sample]:
         return [s for s in self.samples if s.t >= t]
 
+    def overshoot(self, fuse: float, since: float = float("-inf")) -> str:
+        """Where the building went above ``fuse`` since ``since``: first and last moment, peak and A·s."""
+        over = [(s.t, max(s.building)) for s in self.samples if s.t >= since and max(s.building) > fuse + 1e-9]
+        if not over:
+            return "never above the fuse"
+        area = sum((a - fuse) * SAMPLE_EVERY for _, a in over)
+        return (f"above the {fuse:g} A fuse from +{over[0][0] - since:.1f} s to +{over[-1][0] - since:.1f} s, "
+                f"peak {max(a for _, a in over):.2f} A, about {area:.1f} A·s")
+
     def worst(self, since: float = float("-inf")) -> float:
         """Largest building phase current seen since ``since``."""
         return max((max(s.building) for s in self.samples if s.t >= since), default=0.0)
@@ -281,10 +310,25 @@ class Rig:
     spec: SiteSpec
     tmp: Path
     config_path: Path
+    #: The config ``csms serve`` runs, defaults filled in: what a test's bounds derive from.
+    cfg: SiteConfig
     sim: Simulation
     csms: Process
     observer: Observer
     gateway: Process | None = None
+
+    @property
+    def sc(self) -> SmartChargingConfig:
+        return self.cfg.smart_charging
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds between two mains readings (MQTT: the simulated meter publishes at this interval too)."""
+        return self.cfg.meters[0].poll_interval
+
+    @property
+    def stale_after(self) -> float:
+        return self.cfg.load_balancers[0].stale_after
 
     @property
     def site(self) -> Site:
@@ -305,8 +349,10 @@ class Rig:
         self.site.loads.append(load)
 
     def plug_in_all(self, **ev: Any) -> None:
-        for c in self.sim.fleet:
-            c.plug_in(ev_model(name=f"car@{c.id}", **ev))
+        """A car on every charger; unless given, their response times are :data:`EV_RESPONSES` in turn."""
+        for i, c in enumerate(self.sim.fleet):
+            delay, ramp = EV_RESPONSES[i % len(EV_RESPONSES)]
+            c.plug_in(ev_model(**{"name": f"car@{c.id}", "ramp_delay": delay, "ramp_time": ramp, **ev}))
 
     def now(self) -> float:
         return self.sim.clock.now()
@@ -322,9 +368,10 @@ class Rig:
 
 
 def ev_model(**kw: Any) -> EVModel:
-    """A 32 A car with the simulator's usual dynamics (starts 2 s after it is allowed, follows a changed
-    offer within 1.5 s); keywords override."""
-    defaults = dict(max_current=32.0, phases=3, capacity_kwh=60, soc_start=0.3, ramp_delay=2.0, ramp_time=1.5)
+    """A 32 A car that starts 2 s after it is allowed and follows a changed offer, up or down, within 1.5 s
+    (the first of :data:`EV_RESPONSES`); keywords override."""
+    defaults = dict(max_current=32.0, phases=3, capacity_kwh=60, soc_start=0.3, ramp_delay=2.0, ramp_time=1.5,
+                    ramp_down=True)
     return EVModel(**{**defaults, **kw})
 
 
@@ -342,8 +389,9 @@ async def running_site(tmp: Path, spec: SiteSpec, *, base_load: Phases = (10.0, 
     cfg = load_config(config_path)
 
     def configure(sc: SimChargerConfig) -> SimChargerConfig:
+        # The charger's own meter-value interval (until csms configures one) stays the simulator's 10 s.
         sc.version = spec.versions[sc.id]  # type: ignore[assignment]
-        sc.backoff_min, sc.backoff_max, sc.response_timeout, sc.meter_interval = 0.2, 1.0, 5.0, 1.0
+        sc.backoff_min, sc.backoff_max, sc.response_timeout = 0.2, 1.0, 5.0
         return tweak(sc) if tweak else sc
 
     sim = Simulation.from_config(cfg, SimClock(seed=7), tweak=configure)
@@ -352,7 +400,7 @@ async def running_site(tmp: Path, spec: SiteSpec, *, base_load: Phases = (10.0, 
     csms = csms_process(config_path, csms_port, tmp / "csms.log")
     gateway = gateway_process(config_path, tmp / "meter-gateway.log") if spec.meter_path == "gateway" else None
     observer = Observer(sim, site)
-    rig = Rig(spec, tmp, config_path, sim, csms, observer, gateway)
+    rig = Rig(spec, tmp, config_path, cfg, sim, csms, observer, gateway)
     ok = False
     try:
         await sim.start_meters()
@@ -383,7 +431,7 @@ async def running_site(tmp: Path, spec: SiteSpec, *, base_load: Phases = (10.0, 
 def ev_budget(spec: SiteSpec, base: Phases, phase: int) -> float:
     """What the group's cars may use on ``phase`` by the operator's rules, from the true other load."""
     online = spec.max_current_online or spec.fuse
-    return min(online, spec.fuse - spec.margin - base[phase - 1])
+    return min(online, spec.fuse - spec.effective_margin - base[phase - 1])
 
 
 def balanced(s: Sample, phase: int, budget: float, chargers: list[str] | None = None) -> bool:

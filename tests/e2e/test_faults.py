@@ -1,8 +1,9 @@
 """What goes wrong on a real site, end to end: a load step, a silent meter, a lost charger, a killed central system.
 
-Each test first lets three equal cars share the bottleneck phase (L3: 40 A fuse - 2 A margin - 12 A other
-load = 26 A), then injects the fault and times the site physics' answer against the bound the operator
-configured. Figures (times, overload integrals) are printed for ``pytest -s`` and recorded as properties.
+Each test first lets three equal cars share the bottleneck phase (L3: 40 A fuse - 0.65 A default margin - 12 A
+other load = 27.35 A), then injects the fault and times the site physics' answer against a bound derived from
+the shipped defaults (read from the config ``csms serve`` runs) and the cars' response times. Figures (times,
+overload integrals) are printed for ``pytest -s`` and recorded as properties.
 """
 
 from __future__ import annotations
@@ -18,18 +19,20 @@ from simulators.chargepoint16 import ChargePoint16
 from simulators.chargepoint201 import ChargePoint201
 from simulators.site import Steps
 from tests.e2e.harness import (
-    SMART_CHARGING, ChargerSpec, Rig, SiteSpec, ev_budget, running_site, until_balanced, wait_until,
+    SLOWEST_RAMP, ChargerSpec, Rig, SiteSpec, ev_budget, running_site, until_balanced, wait_until,
 )
 
 pytestmark = pytest.mark.e2e
 
 BASE = (10.0, 8.0, 12.0)
 L3 = 3
-TTL = SMART_CHARGING["failsafe_ttl"]
-RAMP = SMART_CHARGING["ramp_time"]
-#: The central system's own share of a reaction: poll jitter, the 20 ms debounce, one round trip, the
-#: simulated charger's 0.25 s physics tick. Added to the operator's bounds, never instead of them.
-PROCESSING = 0.5
+#: These tests are about the failsafe TTL itself (a charger that loses the central system falls back by itself
+#: when its dynamic limit expires). The shipped 60 s would make each of them 2-3 minutes long; 15 s keeps them
+#: bounded and exercises the same mechanism (refresh every TTL/3, expiry, fallback).
+TTL = 15.0
+#: The central system's own share of a reaction: the 20 ms debounce, one round trip, the simulated charger's
+#: 0.25 s physics tick, on a 2-core machine shared with other test runs. Added to the bounds, never instead.
+PROCESSING = 1.0
 
 
 def chargers() -> list[ChargerSpec]:
@@ -40,8 +43,8 @@ async def balanced_start(rig: Rig) -> float:
     """Cars in, shared, and settled (a second more, so no car is still ramping when the fault comes)."""
     rig.plug_in_all()
     budget = ev_budget(rig.spec, BASE, L3)
-    await until_balanced(rig, L3, budget)
-    await asyncio.sleep(1.0)
+    await until_balanced(rig, L3, budget, timeout=60)
+    await asyncio.sleep(SLOWEST_RAMP)
     return budget
 
 
@@ -53,10 +56,11 @@ async def test_load_step_is_back_under_the_fuse_within_a_meter_interval_plus_ram
         rig.site.history.clear()
         step_at = rig.now() + 0.05
         rig.add_load(Steps(((step_at, (0.0, 0.0, 10.0)),)))  # an oven on L3: 12 + 10 A other load
-        await rig.hold(6.0)
+        await rig.hold(rig.poll_interval + SLOWEST_RAMP + PROCESSING + 2.0)
         over = [s for s in rig.observer.since(step_at) if s.building[L3 - 1] > spec.fuse + 1e-9]
         recovered = (over[-1].t - step_at) if over else 0.0
-        bound = spec.poll_interval + RAMP + PROCESSING
+        # A reading (every poll_interval), the decrease at once, the slowest car's ramp down.
+        bound = rig.poll_interval + SLOWEST_RAMP + PROCESSING
         integral = rig.site.overload_integral()[L3 - 1]
         record_property("load_step_recovery_s", round(recovered, 2))
         record_property("load_step_overload_As", round(integral, 2))
@@ -78,9 +82,9 @@ async def test_silent_meter_brings_the_group_within_max_current_offline(tmp_path
         def within(s) -> bool:
             return all(s.ev_total(p) <= spec.max_current_offline + 0.05 for p in (1, 2, 3))
 
-        took = await rig.settle(within, 15, f"the group draws at most max_current_offline "
-                                            f"{spec.max_current_offline} A per phase")
-        bound = spec.stale_after + spec.poll_interval + RAMP + PROCESSING
+        bound = rig.stale_after + rig.poll_interval + SLOWEST_RAMP + PROCESSING
+        took = await rig.settle(within, bound + 5, f"the group draws at most max_current_offline "
+                                                   f"{spec.max_current_offline} A per phase")
         record_property("meter_silent_to_offline_budget_s", round(took, 2))
         print(f"meter silent: group within {spec.max_current_offline} A after {took:.2f} s (bound {bound:.2f} s)")
         assert took <= bound
@@ -88,7 +92,7 @@ async def test_silent_meter_brings_the_group_within_max_current_offline(tmp_path
         assert all(within(s) for s in window)
         assert rig.observer.worst(silent_at) <= spec.fuse
         rig.meter.go_online()
-        await until_balanced(rig, L3, ev_budget(spec, BASE, L3))
+        await until_balanced(rig, L3, ev_budget(spec, BASE, L3), timeout=60)
 
 
 async def test_meter_silent_while_cars_ramp_keeps_the_fuse(tmp_path, record_property):
@@ -97,7 +101,7 @@ async def test_meter_silent_while_cars_ramp_keeps_the_fuse(tmp_path, record_prop
         rig.plug_in_all()
         await rig.settle(lambda s: all(max(d) >= 2.0 for d in s.evs.values()), 15, "every car starts drawing")
         rig.meter.go_offline()  # the last reading holds the cars' first few amps
-        await rig.hold(spec.stale_after + spec.poll_interval + RAMP + PROCESSING)
+        await rig.hold(rig.stale_after + rig.poll_interval + SLOWEST_RAMP + PROCESSING)
         peak = max(rig.site.peak())
         record_property("meter_silent_while_ramping_peak_A", round(peak, 1))
         print(f"meter silent while ramping: peak {peak:.1f} A on a {spec.fuse:.0f} A fuse, overload "
@@ -106,7 +110,7 @@ async def test_meter_silent_while_cars_ramp_keeps_the_fuse(tmp_path, record_prop
 
 
 async def test_lost_charger_falls_back_by_itself_and_is_rebalanced_when_back(tmp_path, record_property):
-    spec = SiteSpec(chargers())
+    spec = SiteSpec(chargers(), smart_charging={"failsafe_ttl": TTL})  # about the TTL: see TTL
     async with running_site(tmp_path, spec, base_load=BASE) as rig:
         budget = await balanced_start(rig)
         lost = rig.charger("CP1")
@@ -118,7 +122,7 @@ async def test_lost_charger_falls_back_by_itself_and_is_rebalanced_when_back(tmp
             return max(s.evs["CP1"]) <= offline + 0.05
 
         took = await rig.settle(fallen_back, TTL + 10, f"CP1 draws at most its offline current {offline} A")
-        bound = TTL + RAMP + PROCESSING
+        bound = TTL + SLOWEST_RAMP + PROCESSING
         record_property("charger_lost_to_fallback_s", round(took, 2))
         print(f"charger lost: at its {offline} A fallback after {took:.2f} s (bound failsafe_ttl + ramp "
               f"= {bound:.2f} s)")
@@ -134,12 +138,12 @@ async def test_lost_charger_falls_back_by_itself_and_is_rebalanced_when_back(tmp
             p = min(rest, key=rest.get)
             return fallen_back(s) and sum(s.evs[c][p - 1] for c in others) >= 0.95 * rest[p]
 
-        await rig.settle(rest_used, 20, "the connected cars take up what the lost one leaves of the budget")
+        await rig.settle(rest_used, 30, "the connected cars take up what the lost one leaves of the budget")
         await rig.hold(1.0)
         assert rig.observer.worst(cut_at) <= spec.fuse, "the site went above its fuse while CP1 was away"
         lost.reconnect()
         await lost.wait_connected(timeout=10)
-        took = await until_balanced(rig, L3, budget)
+        took = await until_balanced(rig, L3, budget, timeout=60)
         print(f"charger back: the three cars share L3 again after {took:.2f} s")
 
 
@@ -162,7 +166,7 @@ async def test_killed_central_system_loses_nothing_it_acknowledged(tmp_path, mon
 
     recording(ChargePoint16)
     recording(ChargePoint201)
-    spec = SiteSpec(chargers())
+    spec = SiteSpec(chargers(), smart_charging={"failsafe_ttl": TTL})  # about the TTL: see TTL
     async with running_site(tmp_path, spec, base_load=BASE) as rig:
         budget = await balanced_start(rig)
         await asyncio.sleep(1.5)  # some meter values acknowledged
@@ -173,7 +177,7 @@ async def test_killed_central_system_loses_nothing_it_acknowledged(tmp_path, mon
                                 "every charger at its offline current")
         record_property("csms_killed_to_fallback_s", round(took, 2))
         print(f"central system killed: every charger at its fallback after {took:.2f} s")
-        assert took <= TTL + RAMP + PROCESSING
+        assert took <= TTL + SLOWEST_RAMP + PROCESSING
         if ends_offline:
             rig.charger("CP1").unplug()  # nobody listens: its StopTransaction waits in the charger's queue
         await asyncio.sleep(1.0)
@@ -183,7 +187,7 @@ async def test_killed_central_system_loses_nothing_it_acknowledged(tmp_path, mon
         await rig.csms.start()
         await asyncio.gather(*(c.wait_connected(timeout=15) for c in rig.sim.fleet))
         charging = ["CP2", "CP3"] if ends_offline else None
-        took = await until_balanced(rig, L3, budget, charging)
+        took = await until_balanced(rig, L3, budget, charging, timeout=60)
         print(f"central system restarted: the cars share L3 again after {took:.2f} s")
         if not ends_offline:
             rig.charger("CP1").unplug()

@@ -41,6 +41,25 @@ def test_ev_follows_a_lowered_limit_within_the_ramp_and_never_above_after():
     assert during == sorted(during, reverse=True)  # monotone ramp down
 
 
+def test_ev_with_ramp_down_follows_a_lowered_limit_and_a_pause_along_its_ramp():
+    ev = EVModel(max_current=32, ramp_delay=0.0, ramp_time=2.0, ramp_down=True)
+    trace = dict(run(ev, [(0, 32), (5, 10), (10, 0)], 14.0))
+    assert trace[4.9] == 32
+    assert trace[6.0] == pytest.approx(21.0)  # halfway down the 2 s ramp from 32 A to 10 A
+    assert trace[7.0] == pytest.approx(10.0) and trace[9.9] == pytest.approx(10.0)
+    assert trace[11.0] == pytest.approx(5.0)  # a pause, too, takes the ramp
+    assert trace[12.0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_charger_refuses_meter_intervals_below_its_minimum():
+    from simulators.chargepoint import Misbehaviour
+    charger = SimCharger(SimChargerConfig("CP1", misbehaviour=Misbehaviour(min_meter_interval=30)),
+                         ManualClock(T0))
+    assert not charger.change_setting("MeterValueSampleInterval", "10")
+    assert charger.change_setting("MeterValueSampleInterval", "60") and charger.meter_interval == 60
+    assert charger.change_setting("MeterValueSampleInterval", "0")  # off is not "faster"
+
+
 def test_ev_pauses_below_six_amps_and_resumes():
     ev = EVModel(max_current=16, ramp_delay=1.0, ramp_time=0.5)
     trace = dict(run(ev, [(0, 16), (5, 5), (10, 16)], 14.0))
