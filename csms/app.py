@@ -44,6 +44,7 @@ class CentralSystemApp:
         self.delivery = Delivery(cfg, self.state, self.storage, clock=clock)
         self.balancer = BalancerController(cfg, self.state, self.delivery, self, clock)
         self.delivery.on_control = self.balancer.on_control
+        self.delivery.on_answer = self.balancer.on_answer
         self.server.on_session.append(self.delivery.attach)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}

@@ -39,10 +39,13 @@ from simulators.site import Noise, Steps
 log = logging.getLogger("csms.demo")
 
 FUSE = 40.0
-#: When the scenario steps the base load up, and how long the balancer gets to cut back (a reading, the EVs'
-#: 5 s response, a reading) before the fuse is held again.
+#: When the scenario steps the base load up, and how long it takes until the fuse is held again: a reading and
+#: the cars' response to cut back (a few seconds), then one peak window (10 s, ``Tuning.peak_window``) at the new
+#: level. The base load jitters ±0.8 A every second, twice the default margin (0.4 A on this fuse); the budget
+#: allows for the highest jitter the window has seen, so until it has seen a few readings at the new level a
+#: jitter above all of them can still reach past the fuse by up to the jitter minus the margin.
 STEP_AT = 35.0
-STEP_GRACE = 8.0
+STEP_GRACE = 12.0
 GROUP = "garage"
 METER = "AG1234567G"
 #: (id, phases, rotation, max A, car max A, car phases) - both versions alternate in this order.

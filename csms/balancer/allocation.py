@@ -390,17 +390,19 @@ class _Run:
         return limits
 
     def _slow_first_limit(self, ch: ChargerInput, mem: ChargerMemory) -> bool:
-        """A new session whose first limit has been in flight longer than an EV takes to start drawing: its
-        charger may be applying its fallback, so it is reserved at that until it confirms.
+        """A new session whose first limit has been in flight longer than an EV takes to start drawing, or
+        whose charger is known to answer slower than that: its charger may be applying its fallback, so it is
+        reserved at that until it confirms.
 
         Any other change in flight is planned like a settled one: the allocation decides where every limit
         should go, and the delivery moves there safely (decreases first, an increase only once the capacity it
         needs is free). Reserving the old limit here as well would pause other sessions for the round trip of
         every decrease, and pause a charging car each time another car plugs in.
         """
+        grace = self.group.tuning.first_limit_grace
         return (ch.session_active and mem.running_since is None and mem.paused_since is None
                 and mem.pending_since is not None
-                and self.now - mem.pending_since >= self.group.tuning.first_limit_grace)
+                and (self.now - mem.pending_since >= grace or (ch.answer_time or 0.0) >= grace))
 
     # -- the estimate of the chargers' own draw (csms.balancer.estimate) ---------------------------
 
@@ -431,8 +433,9 @@ class _Run:
             # First seen in this session. A recent sample that shows it drawing says it has been following
             # its limit; otherwise its EV starts (or started at some unknown time) to follow it now.
             model.limit, model.before, model.learned_from_mains = limit, (0.0, 0.0, 0.0), True
+            model.reached = INF
             model.before_least, model.earlier, model.earlier_until = None, None, -INF
-            if recent and any(a >= 1.0 for a in sample.values()):  # type: ignore[union-attr]
+            if control is _CONTROLLED and recent and any(a >= 1.0 for a in sample.values()):  # type: ignore[union-attr]
                 model.since = -INF
                 model.cap = (INF, INF, INF)
                 model.learn_sample(_reported(sample, spec), -INF, 0.0, CAP_TOLERANCE)  # type: ignore[arg-type]
@@ -443,7 +446,9 @@ class _Run:
             model.follow(limit, since, window)
         if sample is not model.sample:
             model.sample = sample
-            if sample is not None and ch.draw_at is not None:
+            # Only under a limit of ours: a charger pending on its offline fallback (often one phase) shows a
+            # 3-phase car on one phase, which says nothing about what it takes on all three.
+            if sample is not None and ch.draw_at is not None and control is _CONTROLLED:
                 model.learn_sample(_reported(sample, spec), ch.draw_at, window, CAP_TOLERANCE)
         target = mem.target if pending_target(ch, mem) else None
         least, most, moving = model.bounds(at, window, target)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +27,9 @@ from csms.config import SiteConfig
 
 from .allocation import BalancerMemory, allocate
 from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning
+
+#: How many of a charger's latest answer times count (the slowest of them is taken).
+ANSWERS_KEPT = 5
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,12 @@ class _Charger:
     draw: dict[int, float] = field(default_factory=dict)
     draw_at: float | None = None
     phases_in_use: tuple[int, ...] | None = None
+    #: Since when a limit of ours (which allows every wired phase) has been in force in this session; None
+    #: while its offline fallback (often one phase) or nothing we know is.
+    ours_since: float | None = None
+    #: How long it took to answer its last few SetChargingProfile requests (s).
+    answers: deque[float] = field(default_factory=lambda: deque(maxlen=ANSWERS_KEPT))
+    answer_time: float | None = None
 
     #: The last input built from the above; rebuilt only after a change (10,000 a run would cost ~10 ms).
     cached: ChargerInput | None = None
@@ -73,7 +83,7 @@ class _Charger:
         if self.cached is None:
             self.cached = ChargerInput(self.spec, self.connected, self.session_active, self.control,
                                        self.limit_in_force, self.draw, self.draw_at, self.phases_in_use,
-                                       self.limit_since)
+                                       self.limit_since, self.answer_time)
         return self.cached
 
     def forget_draw(self) -> None:
@@ -209,12 +219,29 @@ class BalancerController:
         if group is None:
             return
         charger = group.chargers[charger_id]
+        if control is ControlState.CONTROLLED:
+            if charger.ours_since is None and charger.session_active:
+                charger.ours_since = self._clock()
+        elif control is not ControlState.PENDING:
+            charger.ours_since = None  # its fallback, or nothing known, is in force again
         if charger.control is control and charger.limit_in_force == limit_in_force:
             return
         if charger.limit_in_force != limit_in_force:
             charger.limit_since = self._clock()
         charger.control, charger.limit_in_force = control, limit_in_force
         group.wake.set()
+
+    def on_answer(self, charger_id: str, seconds: float) -> None:
+        """The delivery's word on how long a charger took to answer a profile: one slower than an EV takes
+        to start is reserved at its fallback from a new session's start (see ``Tuning.first_limit_grace``)."""
+        group = self._group_of.get(charger_id)
+        if group is None:
+            return
+        charger = group.chargers[charger_id]
+        charger.answers.append(seconds)
+        slowest = max(charger.answers)
+        if slowest != charger.answer_time:
+            charger.answer_time = slowest
 
     def _on_event(self, event: st.Event) -> None:
         group = self._group_of.get(event.station_id)
@@ -227,9 +254,12 @@ class BalancerController:
                 charger.connected = True
             case st.StationDisconnected():
                 charger.connected = False
+                charger.ours_since = None
                 charger.forget_draw()
             case st.TransactionStarted() | st.TransactionEnded():
-                charger.phases_in_use = None
+                charger.phases_in_use = charger.ours_since = None
+                # A new EV starts to follow the limit in force now, not when the idle charger got it.
+                charger.limit_since = self._clock()
                 charger.forget_draw()
                 self._refresh(charger, station)
             case st.StatusChanged(status=status):
@@ -238,7 +268,7 @@ class BalancerController:
                 self._refresh(charger, station)
             case st.MeterSampled(connector_id=connector_id, sample=sample):
                 if station is not None:
-                    self._learn(charger, station, connector_id, sample)
+                    self._learn(charger, station, connector_id, sample, group.spec.tuning.ev_response)
             case _:
                 return
         group.wake.set()
@@ -255,8 +285,15 @@ class BalancerController:
         if not charger.session_active and was_active:
             charger.phases_in_use = None
 
-    def _learn(self, charger: _Charger, station: st.StationState, connector_id: int, sample: st.PhaseSample) -> None:
-        """Maps the charger's own per-phase draw to building phases, and learns the phases its EV uses."""
+    def _learn(self, charger: _Charger, station: st.StationState, connector_id: int, sample: st.PhaseSample,
+               ev_response: float) -> None:
+        """Maps the charger's own per-phase draw to building phases, and learns the phases its EV uses.
+
+        The phases are learned only from a sample taken once the EV has had ``ev_response`` to follow the
+        session's first limit of ours, which allows every wired phase. Under a charger's offline fallback
+        (often one phase) a 3-phase car draws on one phase; learned then, it would be counted on one phase
+        once our 3-phase limit lets it draw on all three.
+        """
         wired = charger.spec.phases_wired
         running = [station.samples[c] for c in station.transactions if c != 0 and c in station.samples]
         samples = running or [sample]
@@ -268,7 +305,10 @@ class BalancerController:
         charger.draw, charger.draw_at = draw, min(s.taken_at for s in samples)
         # Learn only from a sample that reports every wired phase: a charger that reports L1 alone
         # would otherwise look like a 1-phase EV.
-        if charger.session_active and all(a is not None for a in sample.current[: len(wired)]):
+        ours_since = charger.ours_since
+        if (charger.session_active and ours_since is not None
+                and sample.taken_at >= ours_since + ev_response and self._clock() >= ours_since + ev_response
+                and all(a is not None for a in sample.current[: len(wired)])):
             in_use = {wired[i - 1] for i in sample.phases_in_use if i <= len(wired)}
             if in_use:
                 known = set(charger.phases_in_use or ())

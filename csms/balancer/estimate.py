@@ -73,6 +73,8 @@ class DrawModel:
     learned_from_mains: bool = True
     #: The phases its EV uses, when a reading showed that some wired phase did not rise (None: not learned).
     in_use: tuple[int, ...] | None = None
+    #: When a sample showed it already drawing what it draws at its present limit (inf: none has yet).
+    reached: float = INF
 
     def expected(self, limit: float | None = None) -> Phases3:
         """Its draw per building phase once it follows ``limit`` (default: its present limit)."""
@@ -90,17 +92,19 @@ class DrawModel:
 
         ``pending``: a limit sent and not yet answered; the charger may switch to it at any moment.
         """
-        now = self.expected()
         if pending is not None:
+            # Wherever it is along its present move, it may be heading for the pending limit already.
+            least, most, _ = self.bounds(at, window)
             other = self.expected(pending)
-            return _lo(now, other), _hi(now, other), True
+            return _lo(least, other), _hi(most, other), True
+        now = self.expected()
         most = self.before
         least = most if self.before_least is None else self.before_least
         if at < self.since:
             if at < self.earlier_until and self.earlier is not None:
                 return self.earlier[0], self.earlier[1], True
             return least, most, least != most
-        if at < self.since + window:
+        if at < self.since + window and at < self.reached:
             return _lo(least, now), _hi(most, now), True
         return now, now, False
 
@@ -122,14 +126,26 @@ class DrawModel:
         self.earlier, self.earlier_until = (_lo(least, old), _hi(most, old)), self.since + window
         lo, hi, _ = self.bounds(at, window)
         self.before, self.before_least = hi, (None if lo == hi else lo)
-        self.limit, self.since = limit, at
+        self.limit, self.since, self.reached = limit, at, INF
         self.learned_from_mains = False
 
     def learn_sample(self, draw: dict[int, float], taken_at: float, window: float, slack: float) -> None:
-        """A sample taken once the EV had followed its present limit says how much of it the EV takes."""
+        """A sample taken once the EV had followed its present limit says how much of it the EV takes.
+
+        One taken sooner, during the move, that shows it already drawing what it will draw (within
+        ``slack`` on every phase it uses) ends the move there: most EVs follow in a second or two, and a
+        charger that reports right after a change (a triggered sample) saves the rest of ``ev_response``,
+        during which the other load could only be held, not measured.
+        """
         lim = self.limit
-        if lim is None or lim < IEC_MIN_CURRENT or taken_at < self.since + window:
-            return  # before its EV could follow the present limit: says nothing about it
+        if lim is None:
+            return
+        if taken_at < self.since + window:
+            if taken_at >= self.since and self._arrived(draw, slack):
+                self.reached = min(self.reached, taken_at)
+            return  # before its EV could follow the present limit: says nothing about its cap
+        if lim < IEC_MIN_CURRENT:
+            return
         if all(a < 1.0 for a in draw.values()):
             return  # not drawing at all (not started yet, suspended): says nothing about what it takes
         cap = list(self.cap)
@@ -139,6 +155,14 @@ class DrawModel:
         self.cap = (cap[0], cap[1], cap[2])
         if all(p in draw for p in self.phases):
             self.in_use = self.phases_in_use(self.phases)
+
+    def _arrived(self, draw: dict[int, float], slack: float) -> bool:
+        expected = self.expected()
+        for p in self.phases:
+            amps = draw.get(p)
+            if amps is None or abs(amps - expected[p - 1]) > slack:
+                return False
+        return bool(self.phases)
 
     def learn_from_reading(self, phase: int, drawn: float, slack: float) -> None:
         """The mains reading showed it drawing ``drawn`` on ``phase`` once it had followed its limit."""
@@ -158,7 +182,7 @@ class DrawModel:
         """No session (any more): nothing is known about the next EV."""
         self.limit, self.since, self.cap, self.sample = None, -INF, FOLLOWS, None
         self.before, self.before_least, self.earlier, self.earlier_until = ZERO, None, None, -INF
-        self.learned_from_mains, self.in_use = True, None
+        self.learned_from_mains, self.in_use, self.reached = True, None, INF
 
 
 def _lo(a: Phases3, b: Phases3) -> Phases3:

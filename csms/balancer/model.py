@@ -144,6 +144,9 @@ class ChargerInput:
     phases_in_use: tuple[int, ...] | None = None
     #: When ``limit_in_force`` took effect (the charger accepted it); None: not known (the run's time is used).
     limit_since: float | None = None
+    #: How long the charger has recently taken to accept a limit (the slowest of its last few answers, in s);
+    #: None: not known yet.
+    answer_time: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,8 @@ def measurand_candidates(wanted: list[str]) -> list[list[str]]:
     return out
 
 ControlListener = Callable[[str, ControlState, "float | None"], None]
+#: Called as ``listener(charger_id, seconds)`` with how long the charger took to answer a SetChargingProfile.
+AnswerListener = Callable[[str, float], None]
 
 
 @dataclass
@@ -162,6 +164,7 @@ class Delivery:
         self.state = state
         self.storage = storage
         self.on_control = on_control or (lambda *_: None)
+        self.on_answer: AnswerListener = lambda *_: None
         self.clock = clock
         self.channels: dict[str, ChargerChannel] = {}
         self.decisions: dict[str, Decision] = {}
@@ -440,7 +443,7 @@ class Delivery:
         if CHAINS[ch.cfg.profile_purpose][0] is Purpose.STATION_MAX:
             tries.reverse()
         for spec in tries:
-            outcome = await link.set_profile(spec)
+            outcome = await self._set_profile(ch, link, spec)
             self._record("profile", ch, role="fallback", purpose=spec.purpose.value, limit=spec.limit, unit=unit,
                          number_phases=n, outcome=outcome.value)
             if outcome.ok:
@@ -623,6 +626,15 @@ class Delivery:
     def _group_channels(self, group_id: str):
         return (c for c in self.channels.values() if c.group is not None and c.group.id == group_id)
 
+    async def _set_profile(self, ch: ChargerChannel, link: StationLink, spec: ProfileSpec) -> Outcome:
+        """Sends one profile and reports how long the charger took to answer (the balancer counts a new
+        session at its fallback at once on a charger slower than an EV takes to start)."""
+        sent = self.clock()
+        outcome = await link.set_profile(spec)
+        if outcome.ok or outcome is Outcome.TIMEOUT or outcome is Outcome.REJECTED:
+            self.on_answer(ch.id, self.clock() - sent)
+        return outcome
+
     async def _send(self, ch: ChargerChannel, link: StationLink, amps: float, purpose: Purpose,
                     transaction_id: str | None) -> None:
         s, now = self.settings, self.clock()
@@ -646,7 +658,7 @@ class Delivery:
             self._set_control(ch, ControlState.PENDING, applied, f"sending {amps:.1f} A")
         self.sent += 1
         ch.sent += 1
-        outcome = await link.set_profile(spec)
+        outcome = await self._set_profile(ch, link, spec)
         self._record("profile", ch, role="dynamic", purpose=purpose.value, stack_level=level, limit=limit, unit=unit,
                      outcome=outcome.value)
         if outcome.ok:
@@ -724,6 +736,8 @@ class Delivery:
         said it cannot (NotImplemented/NotSupported) or refused TRIGGER_MAX_REFUSALS times in a row."""
         if not ch.trigger_due or ch.trigger_off:
             return
+        if ch.new_session and ch.control is ControlState.PENDING:
+            return  # the session's first limit goes first: one call at a time, and a slow charger takes seconds
         now = self.clock()
         wait = ch.last_trigger_at + TRIGGER_MIN_INTERVAL - now
         if wait > 0:
@@ -765,7 +779,7 @@ class Delivery:
         limit, unit = self._in_unit(ch, ch.cfg.offline_current, n)
         spec = ProfileSpec(FALLBACK_ID, 0, Purpose.STATION_MAX, 0, limit, unit, n, phase_to_use,
                            start_schedule=self.clock() - 86400)
-        outcome = await link.set_profile(spec)
+        outcome = await self._set_profile(ch, link, spec)
         self._record("profile", ch, role="fallback", purpose=spec.purpose.value, limit=limit, unit=unit,
                      outcome=outcome.value)
         ch.fallback_installed = outcome.ok

@@ -127,23 +127,57 @@ async def test_saturated_meter_phase_is_overload(running):
     assert ctl.decision("g").budget[1] <= 0 and ctl.decision("g").limits["CP1"].limit == 0
 
 
+class Clock:
+    """time.time() plus an offset a test moves on: the controller's clock, and its samples' timestamps."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+
 async def test_phases_in_use_are_learned_through_the_rotation(running):
     cfg = site(chargers=[{"id": "CP1", "phase_rotation": "STR"}, {"id": "CP2"}])
-    ctl, state, *_ = await running(cfg)
+    clock = Clock()
+    ctl, state, *_ = await running(cfg, clock=clock)
     plug(state, "CP1")
     ctl.on_control("CP1", ControlState.CONTROLLED, 6)
+    clock.offset += cfg.smart_charging.ramp_time  # the EV has had its time to follow our limit
     # A charger that reports L1 only could be a 3-phase EV: nothing is learned from it.
-    state.sampled("CP1", 1, st.PhaseSample(time.time(), (10.0, None, None)))
+    state.sampled("CP1", 1, st.PhaseSample(clock(), (10.0, None, None)))
     await until(lambda: ctl.decision("g") is not None and "CP1" in ctl.decision("g").limits)
     await asyncio.sleep(0.05)
     assert ctl.decision("g").limits["CP1"].phases == (2, 3, 1)
     # Charger L1 carries the EV; STR puts charger L1 on building phase 2.
-    state.sampled("CP1", 1, st.PhaseSample(time.time(), (10.0, 0.2, 0.0)))
+    state.sampled("CP1", 1, st.PhaseSample(clock(), (10.0, 0.2, 0.0)))
     await until(lambda: ctl.decision("g").limits["CP1"].phases == (2,))
     # The session ends: forgotten.
     tx = state.stations["CP1"].transactions[1]
     state.transaction_ended("CP1", tx)
     await until(lambda: ctl.decision("g").limits["CP1"].reason.startswith("no session"))
+
+
+async def test_a_3_phase_car_on_a_1_phase_fallback_is_not_learned_as_1_phase(running):
+    """Found by the demo: a new session runs on the charger's offline fallback (one phase) until our first
+    limit is accepted; its 3-phase car meanwhile draws on one phase. Learned then, the car was counted on one
+    phase once our 3-phase limit let it draw on three, and the fuse was 2 A over for seconds."""
+    cfg = site(chargers=[{"id": "CP1", "phase_rotation": "STR"}, {"id": "CP2"}])
+    clock = Clock()
+    ctl, state, *_ = await running(cfg, clock=clock)
+    plug(state, "CP1")
+    ctl.on_control("CP1", ControlState.PENDING, 6)  # its fallback is in force, our first limit is in flight
+    clock.offset += cfg.smart_charging.ramp_time
+    state.sampled("CP1", 1, st.PhaseSample(clock(), (6.0, 0.0, 0.0)))
+    ctl.on_control("CP1", ControlState.CONTROLLED, 16)
+    state.sampled("CP1", 1, st.PhaseSample(clock(), (6.0, 0.0, 0.0)))  # still switching over
+    await until(lambda: ctl.decision("g") is not None and "CP1" in ctl.decision("g").limits)
+    await asyncio.sleep(0.05)
+    assert ctl.decision("g").limits["CP1"].phases == (2, 3, 1)
+    # Once it has had its time under our limit, a sample on one phase is a 1-phase car.
+    clock.offset += cfg.smart_charging.ramp_time
+    state.sampled("CP1", 1, st.PhaseSample(clock(), (16.0, 0.0, 0.0)))
+    await until(lambda: ctl.decision("g").limits["CP1"].phases == (2,))
 
 
 async def test_own_draw_is_mapped_to_building_phases_and_not_counted_as_other_load(running):

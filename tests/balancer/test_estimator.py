@@ -74,6 +74,30 @@ def test_a_change_during_a_move_counts_the_least_it_may_have_drawn_before():
     assert m.bounds(T0 + 9, 5.0) == ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0), False)  # settled at 0 before that
 
 
+def test_a_sample_showing_the_new_draw_ends_the_move_early():
+    """A triggered sample right after a change that shows the car already there: readings after it measure
+    the other load again instead of holding it for the rest of ev_response."""
+    m = DrawModel(limit=16.0, since=-INF, phases=(1, 2, 3))
+    m.follow(6.0, T0, 5.0)
+    m.learn_sample({1: 9.0, 2: 9.0, 3: 9.0}, T0 + 1, 5.0, 0.5)  # still on its way down
+    assert m.bounds(T0 + 1.5, 5.0)[2]
+    m.learn_sample({1: 6.2, 2: 5.9, 3: 6.0}, T0 + 2, 5.0, 0.5)
+    assert m.bounds(T0 + 1.9, 5.0)[2]  # a reading before that sample may have caught it moving
+    assert m.bounds(T0 + 2.1, 5.0) == ((6.0, 6.0, 6.0), (6.0, 6.0, 6.0), False)
+    m.learn_sample({1: 6.0, 2: 6.0, 3: 6.0}, T0 - 1, 5.0, 0.5)  # from before the change: proves nothing
+    m.follow(10.0, T0 + 3, 5.0)  # a new move forgets it
+    assert m.bounds(T0 + 4, 5.0)[2]
+
+
+def test_a_pending_limit_widens_the_move_it_is_on_and_does_not_replace_it():
+    """Found by the demo: a new session pending at its 6 A fallback was counted at least 6 A on every phase
+    at once (the bounds with a pending limit ignored that it had only just started), the other load looked
+    6 A smaller and the budget that much too large."""
+    m = DrawModel(limit=6.0, since=T0, phases=(1, 2, 3))  # starts to follow its fallback at T0, from 0 A
+    lo, hi, moving = m.bounds(T0 + 1, 5.0, pending=8.0)
+    assert moving and lo == (0.0, 0.0, 0.0) and hi == (8.0, 8.0, 8.0)
+
+
 def test_below_six_amperes_an_ev_draws_nothing():
     assert DrawModel(limit=5.0, phases=(1,)).expected() == (0.0, 0.0, 0.0)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from csms.balancer import (
@@ -241,6 +243,19 @@ def test_a_new_session_slow_to_confirm_its_first_limit_is_reserved_at_its_fallba
     assert d.limits["X"].counted <= d.limits["X"].limit  # planned: its EV has not started yet
     grace = g.tuning.first_limit_grace
     d = run(g, meter(0, at=T0 + 1 + grace), [new, session("A")], T0 + 1 + grace, memory)
+    assert d.limits["X"].counted >= 6 and d.limits["A"].limit <= 40 - 6
+
+
+def test_a_new_session_on_a_charger_slower_than_the_grace_is_reserved_at_once():
+    """A charger that takes 3 s to answer a profile cannot confirm the first limit before its car starts
+    drawing the fallback: the fallback is counted from the session's start (found by the interop test)."""
+    g = group(supply_max_current=40, max_current_online=40, margin=0)
+    memory = BalancerMemory()
+    idle = ChargerInput(spec("X", offline=6), connected=True, session_active=False)
+    run(g, meter(0), [idle, session("A")], T0, memory)
+    slow = replace(session("X", control=ControlState.PENDING, limit_in_force=6),
+                   answer_time=g.tuning.first_limit_grace + 1)
+    d = run(g, meter(0, at=T0 + 1), [slow, session("A")], T0 + 1, memory)
     assert d.limits["X"].counted >= 6 and d.limits["A"].limit <= 40 - 6
 
 

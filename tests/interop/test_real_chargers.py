@@ -235,8 +235,9 @@ async def test_duplicate_stop_messages_are_answered_stored_and_logged_once(tmp_p
 async def test_a_new_session_that_must_stay_paused_gets_0_a_at_once_and_is_counted_meanwhile(tmp_path):
     """Issue 12 item 2: two 1.6 chargers, room for one car. The second car's session gets, as its first
     decision, the same 0 A its idle charger had: it must still be sent at once (before the car starts drawing
-    its 6 A fallback), and until it is accepted the balancer counts the fallback."""
-    chargers = [Charger("A"), Charger("B")]
+    its 6 A fallback). B answers every request 3 s late, slower than its car takes to start, so until its
+    first limit is accepted the balancer counts the fallback (and A makes room for it)."""
+    chargers = [Charger("A"), Charger("B", misbehaviour=Misbehaviour(answer_delay=3.0))]
     # 16 A fuse - the default margin (0.25 A) - 4 A other load = 11.75 A: one car at min_current 6 A, not two.
     async with interop_site(tmp_path, chargers, fuse=16) as rig:
         a, b = rig.charger("A"), rig.charger("B")
