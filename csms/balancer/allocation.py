@@ -280,6 +280,9 @@ class _Run:
         self.least = [0.0, 0.0, 0.0]
         self.most = [0.0, 0.0, 0.0]
         self.moving = [0, 0, 0]
+        #: Per building phase, how much less the chargers draw than the model believed before this run
+        #: learned it (the held other load is raised by that much).
+        self.relearned = [0.0, 0.0, 0.0]
         #: Chargers whose move ended since the previous reading: what the new reading can teach.
         self.settled: list[tuple[ChargerMemory, tuple[float, float, float]]] = []
         #: Controlled sessions per phase set and cap, and how many per phase set were paused recently.
@@ -427,9 +430,10 @@ class _Run:
         limit = ch.limit_in_force if ch.limit_in_force is not None else spec.offline_current
         if limit > spec.max_current:
             limit = spec.max_current
-        model.phases = ch.phases_in_use or spec.phases_wired
+        phases = ch.phases_in_use or spec.phases_wired
         since = ch.limit_since if ch.limit_since is not None else self.now
         if model.limit is None:
+            model.phases = phases
             # First seen in this session. A recent sample that shows it drawing says it has been following
             # its limit; otherwise its EV starts (or started at some unknown time) to follow it now.
             model.limit, model.before, model.learned_from_mains = limit, (0.0, 0.0, 0.0), True
@@ -444,12 +448,20 @@ class _Run:
                 model.since = min(since, at)
         elif control is _CONTROLLED:
             model.follow(limit, since, window)
+        believed = model.expected()
+        model.phases = phases
         if sample is not model.sample:
             model.sample = sample
             # Only under a limit of ours: a charger pending on its offline fallback (often one phase) shows a
             # 3-phase car on one phase, which says nothing about what it takes on all three.
             if sample is not None and ch.draw_at is not None and control is _CONTROLLED:
                 model.learn_sample(_reported(sample, spec), ch.draw_at, window, CAP_TOLERANCE)
+        learned = model.expected()
+        if learned != believed:
+            # It draws less than the model believed (a phase its EV does not use, a cap): the held other load
+            # was the reading minus that belief, too small by the difference (and the budget too large).
+            for i in range(3):
+                self.relearned[i] += believed[i] - learned[i]
         target = mem.target if pending_target(ch, mem) else None
         least, most, moving = model.bounds(at, window, target)
         if (not moving and not model.learned_from_mains and model.since > -INF
@@ -473,8 +485,12 @@ class _Run:
         """
         memory = self.memory
         if memory.other_at != meter.taken_at:
-            memory.held, memory.other_at = memory.other, meter.taken_at
+            memory.held, memory.other_at = (dict(memory.other) if memory.other else memory.other), meter.taken_at
         held = memory.held
+        if held and any(self.relearned):
+            for p in held:
+                if 1 <= p <= 3 and self.relearned[p - 1] > 0:
+                    held[p] += self.relearned[p - 1]
         self._learn_from_reading(meter, held)
         other: dict[int, float] = {}
         clamp = self.group.clamp_range_a
