@@ -458,6 +458,7 @@ class _Run:
                 model.learn_sample(_reported(sample, spec), ch.draw_at, window, CAP_TOLERANCE)
         learned = model.expected()
         if learned != believed:
+            model.narrow(model.phases)
             # It draws less than the model believed (a phase its EV does not use, a cap): the held other load
             # was the reading minus that belief, too small by the difference (and the budget too large).
             for i in range(3):

@@ -156,6 +156,18 @@ class DrawModel:
         if all(p in draw for p in self.phases):
             self.in_use = self.phases_in_use(self.phases)
 
+    def narrow(self, phases: tuple[int, ...]) -> None:
+        """Its EV draws on ``phases`` only (learned), or at most its cap on each: what the model kept of its
+        past draw (before and during its last moves) is bounded the same way, or a draw it never had on a
+        phase would stay in the bounds of readings until the move ends."""
+        self.phases = phases
+        top = tuple(self.cap[i] if i + 1 in phases else 0.0 for i in range(3))
+        self.before = _lo(self.before, top)  # type: ignore[arg-type]
+        if self.before_least is not None:
+            self.before_least = _lo(self.before_least, top)  # type: ignore[arg-type]
+        if self.earlier is not None:
+            self.earlier = (_lo(self.earlier[0], top), _lo(self.earlier[1], top))  # type: ignore[arg-type]
+
     def _arrived(self, draw: dict[int, float], slack: float) -> bool:
         expected = self.expected()
         for p in self.phases:

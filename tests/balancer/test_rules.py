@@ -259,6 +259,23 @@ def test_a_new_session_on_a_charger_slower_than_the_grace_is_reserved_at_once():
     assert d.limits["X"].counted >= 6 and d.limits["A"].limit <= 40 - 6
 
 
+@pytest.mark.parametrize("control", [ControlState.UNCONTROLLED, ControlState.NOT_OBEYING, ControlState.CONTROLLED])
+@pytest.mark.parametrize("reported", [16000.0, 60.0, 1e9])
+def test_a_charger_reporting_more_than_it_can_draw_cannot_lift_the_budget(control, reported):
+    """Issue 12 item 7.1: a charger reporting 16000 A (mA sent as A), 60 A from a 16 A charger or 1e9 was
+    subtracted from the reading: the other load came out at -15960 A, and another charger was sent 32 A, 72 A on
+    a 63 A fuse. Its draw counts for at most its max_current, on its wired phases."""
+    g = group(supply_max_current=63, max_current_online=50, margin=2)
+    liar = ChargerInput(spec("X", max_current=16, wired=(1,)), connected=True, session_active=True,
+                        control=control, limit_in_force=16 if control is ControlState.CONTROLLED else None,
+                        draw={1: reported, 2: reported, 3: reported}, draw_at=T0)
+    d = run(g, meter(40, at=T0), [liar, session("A")], T0)
+    # 40 A measured, of which X draws at most 16 A: the other load is at least 24 A on L1, 40 A on L2 and L3.
+    assert d.budget[1] <= 63 - 2 - 24 + 1e-9
+    assert d.budget[2] <= 63 - 2 - 40 + 1e-9 and d.budget[3] <= 63 - 2 - 40 + 1e-9
+    assert 16 + d.limits["A"].limit + 24 <= 63 + 1e-9  # the worst case on L1 still fits the fuse
+
+
 def test_reserves_beyond_the_budget_pause_every_session_on_the_phase():
     g = group(supply_max_current=30, max_current_online=30, margin=0)
     lost = [ChargerInput(spec(f"X{i}", max_current=16), connected=False) for i in range(2)]
