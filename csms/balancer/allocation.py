@@ -661,7 +661,9 @@ class _Run:
             else:
                 mem.trim_cap = min(mem.trim_cap, max(self.min, _ceil_half(used + tuning.trim_headroom)))
         elif in_force is not None and in_force >= self.min and used < in_force - tuning.trim_slack:
-            if mem.under_since is None:
+            # Only once its EV could follow the limit: a 60 s charger's first sample, taken a second after an
+            # increase while the car still ramped, once trimmed a car that wanted its full share.
+            if mem.under_since is None and at >= mem.in_force_since + tuning.ev_response:
                 mem.under_since = at
         else:
             mem.under_since = None

@@ -307,8 +307,13 @@ def test_trimming_gives_unused_share_to_others_and_probes_back():
     assert limits(d) == {"A": 10, "B": 22}
     d = step(400, 8, 10, 22)  # probe: A is offered its fair share again
     assert limits(d) == {"A": 16, "B": 16}
-    # A's car still takes 8 under its new 16 A limit: trimmed again trim_after later.
+    # A's car still takes 8 under its new 16 A limit, in a sample taken once it could follow (ev_response after
+    # the change; one taken at once says nothing): trimmed again trim_after later.
     d = step(420, 8, 16, 16)
+    assert limits(d) == {"A": 16, "B": 16}
+    d = step(425, 8, 16, 16)
+    assert limits(d) == {"A": 16, "B": 16}
+    d = step(482, 8, 16, 16)  # 62 s after the sample taken at the change, 57 s after the one that counts
     assert limits(d) == {"A": 16, "B": 16}
     d = step(485, 8, 16, 16)
     assert limits(d) == {"A": 10, "B": 22}
