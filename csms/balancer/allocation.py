@@ -141,8 +141,10 @@ class BalancerMemory:
     held: dict[int, float] | None = None
     #: The budget of the last run that had a fresh reading (what small changes are measured against).
     budget: dict[int, float] | None = None
-    #: (reading time, other load) of the readings within the tuning's ``peak_window``, oldest first.
-    recent: deque = field(default_factory=deque)
+    #: Per phase: (reading time, other load) of the readings within the tuning's ``peak_window``, oldest first.
+    recent: dict[int, deque[tuple[float, float]]] = field(default_factory=dict)
+    #: Per phase: (flicker amplitude, until when) carried over from the readings a step down let go.
+    flicker: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 def _own_per_phase(draw: dict[int, float], spec_max: float, wired: tuple[int, ...],
@@ -511,19 +513,39 @@ class _Run:
         return self.peak(meter.taken_at, other)
 
     def peak(self, at: float, other: dict[int, float]) -> dict[int, float]:
-        """The highest other load per phase over the last ``peak_window`` seconds, this reading included."""
-        recent = self.memory.recent
-        if recent and recent[-1][0] == at:
-            recent.pop()
-        recent.append((at, other))
-        oldest = at - self.group.tuning.peak_window
-        while recent[0][0] < oldest:
-            recent.popleft()
-        peak = dict(other)
-        for _, values in recent:
-            for p, a in values.items():
-                if a > peak.get(p, a):
-                    peak[p] = a
+        """The highest other load per phase over the last ``peak_window`` seconds, this reading included.
+
+        A step down is let go sooner: once the newest ``step_down_readings`` are all below every older reading
+        in the window by more than the older ones flickered, those belong to a level that has gone (a cooker
+        switched off). Holding them for the rest of the window idled the fuse by the whole step (the demo: 11 A
+        for 10 s). The flicker they showed is still allowed for until the window has seen as much at the new
+        level.
+        """
+        tuning = self.group.tuning
+        oldest = at - tuning.peak_window
+        n = tuning.step_down_readings
+        peak: dict[int, float] = {}
+        for p, a in other.items():
+            window = self.memory.recent.get(p)
+            if window is None:
+                window = self.memory.recent[p] = deque()
+            if window and window[-1][0] == at:
+                window.pop()
+            window.append((at, a))
+            while window[0][0] < oldest:
+                window.popleft()
+            values = [v for _, v in window]
+            older = values[:-n]
+            if len(values) > n and max(values[-n:]) + (max(older) - min(older)) < min(older):
+                self.memory.flicker[p] = (max(older) - min(older), at + tuning.peak_window)
+                for _ in older:
+                    window.popleft()
+                values = values[-n:]
+            top, low = max(values), min(values)
+            amplitude, until = self.memory.flicker.get(p, (0.0, -INF))
+            if at < until and low + amplitude > top:
+                top = low + amplitude
+            peak[p] = top
         return peak
 
     def _learn_from_reading(self, meter: MeterInput, held: dict[int, float] | None) -> None:

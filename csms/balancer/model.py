@@ -35,6 +35,10 @@ class Tuning:
     #: by about a volt-ampere's worth every second, and the budget follows its recent peak instead, so that a
     #: flicker neither lifts the import above the fuse nor changes every limit. A step up counts at once.
     peak_window: float = 10.0
+    #: Readings in a row, all below every older one in the peak window by more than those flickered, that let a
+    #: step down of the other load go before the window has passed (:meth:`csms.balancer.allocation._Run.peak`):
+    #: a flicker does not fall below its own range three times in a row; a load that went off does.
+    step_down_readings: int = 3
     #: Seconds a new session's first limit may be in flight before its fallback is counted: an EV takes a few
     #: seconds after the session starts to close its contactor and draw (IEC 61851 state B to C).
     first_limit_grace: float = 2.0

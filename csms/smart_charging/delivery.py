@@ -61,6 +61,9 @@ BOOT_WAIT = 10.0
 RETRY_CEILING = 60.0
 #: At most one TriggerMessage(MeterValues) per charger in this many seconds.
 TRIGGER_MIN_INTERVAL = 5.0
+#: Seconds after ``ramp_time`` that the sample asked for after a changed limit waits, so that it is taken once the
+#: EV has followed (the balancer learns phases and caps only from such samples) and not in the same instant.
+TRIGGER_SETTLE = 0.5
 #: Consecutive Rejected answers (or timeouts) to TriggerMessage after which it is not asked again on that connection.
 TRIGGER_MAX_REFUSALS = 3
 
@@ -135,6 +138,8 @@ class ChargerChannel:
     setup_for_boot: int | None = None
     trigger_due: bool = False
     last_trigger_at: float = float("-inf")
+    #: A due trigger waits until then: the sample after a changed limit is asked for once the EV has followed.
+    trigger_after: float = float("-inf")
     trigger_refusals: int = 0
     trigger_off: bool = False
     #: Dynamic profiles sent to this charger, and how many it accepted or not (for the operator view).
@@ -678,7 +683,11 @@ class Delivery:
             self._set_control(ch, ControlState.CONTROLLED, amps, "accepted")
             self._poke_group(ch.group.id, ch)
             if not refresh:
-                ch.trigger_due = True  # a fresh sample shows how the car follows the new limit
+                # A fresh sample shows how the car follows the new limit, once it has had ramp_time to: one
+                # taken at once shows the old draw, which the balancer cannot learn phases or caps from, and a
+                # 60 s charger's next periodic sample may be a minute away.
+                ch.trigger_due = True
+                ch.trigger_after = self.clock() + s.ramp_time + TRIGGER_SETTLE
                 if s.confirm_with_composite:
                     await self._confirm(ch, link, amps, unit)
             return
@@ -731,15 +740,15 @@ class Delivery:
                           "charger does not support charging profiles; not retried until it reconnects or reboots")
 
     async def _maybe_trigger(self, ch: ChargerChannel, link: StationLink) -> None:
-        """Asks for a meter sample now (TriggerMessage MeterValues) after a session started or a changed limit
-        was accepted: at most every TRIGGER_MIN_INTERVAL s, never again on this connection once the charger
+        """Asks for a meter sample (TriggerMessage MeterValues) after a session started or a changed limit was
+        accepted, once its EV has had ramp_time to follow: at most every TRIGGER_MIN_INTERVAL s, never again on this connection once the charger
         said it cannot (NotImplemented/NotSupported) or refused TRIGGER_MAX_REFUSALS times in a row."""
         if not ch.trigger_due or ch.trigger_off:
             return
         if ch.new_session and ch.control is ControlState.PENDING:
             return  # the session's first limit goes first: one call at a time, and a slow charger takes seconds
         now = self.clock()
-        wait = ch.last_trigger_at + TRIGGER_MIN_INTERVAL - now
+        wait = max(ch.last_trigger_at + TRIGGER_MIN_INTERVAL, ch.trigger_after) - now
         if wait > 0:
             self._wake_later(ch, wait)
             return

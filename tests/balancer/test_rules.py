@@ -185,6 +185,39 @@ def test_resume_needs_a_margin_so_a_hovering_reading_does_not_flap():
     assert limits(d) == {"A": 6.5, "B": 6.5}
 
 
+# -- the other load's peak window -------------------------------------------------------------------
+
+def _budgets(g, readings, memory, start=T0):
+    """The L1 budget after each reading, one a second."""
+    return [run(g, meter(r, at=start + i), [], start + i, memory).budget[1] for i, r in enumerate(readings)]
+
+
+def test_a_flicker_is_held_for_the_peak_window():
+    g = group(supply_max_current=100, max_current_online=100, margin=0, chargers_in_measurement=False,
+              clamp_range_a=400.0)
+    flicker = [40, 41, 39, 40, 41, 39, 40, 39.5, 39, 39.5, 39, 39.2]
+    budgets = _budgets(g, flicker, BalancerMemory())
+    assert budgets[-1] == 59  # 41 A, seen within the last 10 s, is still allowed for
+
+
+def test_a_step_down_is_let_go_after_three_readings_with_the_flicker_it_showed():
+    """Holding a gone load for the whole peak window idled the demo's fuse by 11 A for 10 s."""
+    g = group(supply_max_current=100, max_current_online=100, margin=0, chargers_in_measurement=False,
+              clamp_range_a=400.0)
+    before = [40, 41, 39, 40, 41, 39, 40]
+    budgets = _budgets(g, before + [20, 20.5, 20.2, 20.4], BalancerMemory())
+    assert budgets[7:9] == [59, 59]        # one or two low readings: could still be a flicker
+    assert budgets[9] == pytest.approx(78)  # 20 A at the lowest + the 2 A the old level flickered
+    assert budgets[10] == pytest.approx(78)
+
+
+def test_a_drop_smaller_than_the_flicker_waits_out_the_window():
+    g = group(supply_max_current=100, max_current_online=100, margin=0, chargers_in_measurement=False,
+              clamp_range_a=400.0)
+    budgets = _budgets(g, [40, 42, 38, 40, 42, 38, 40, 37, 37.5, 37.2, 37.4], BalancerMemory())
+    assert budgets[-1] == 58
+
+
 # -- reserves for what the balancer does not control ----------------------------------------------
 
 RESERVES = [
