@@ -124,6 +124,8 @@ class ChargerMemory:
     model: DrawModel = field(default_factory=DrawModel)
     #: When its control state last became PENDING (a change in flight since then).
     pending_since: float | None = None
+    #: When its last session was seen to end while its model still followed a limit (None: not since).
+    ended_at: float | None = None
 
 
 @dataclass
@@ -141,8 +143,9 @@ class BalancerMemory:
     held: dict[int, float] | None = None
     #: The budget of the last run that had a fresh reading (what small changes are measured against).
     budget: dict[int, float] | None = None
-    #: Per phase: (reading time, other load) of the readings within the tuning's ``peak_window``, oldest first.
-    recent: dict[int, deque[tuple[float, float]]] = field(default_factory=dict)
+    #: Per phase: (reading time, other load, measured rather than held) of the readings within the tuning's
+    #: ``peak_window``, oldest first.
+    recent: dict[int, deque[tuple[float, float, bool]]] = field(default_factory=dict)
     #: Per phase: (flicker amplitude, until when) carried over from the readings a step down let go.
     flicker: dict[int, tuple[float, float]] = field(default_factory=dict)
 
@@ -422,6 +425,19 @@ class _Run:
         control = ch.control
         steered = ch.connected and ch.session_active and (control is _CONTROLLED or control is _PENDING)
         if not steered:
+            if (model.limit is not None and mem.ended_at is None and ch.connected and not ch.session_active
+                    and control is _CONTROLLED):
+                # Its session just ended. A reading taken before that saw its EV drawing (the demo: a reading
+                # a second old, minus the chargers without this one, made the other load 7 A too large, and
+                # the peak window held that for 10 s), and one taken since may not yet show it stopped: it is
+                # counted along a move to 0 from now, as a lowered limit would be.
+                mem.ended_at = self.now
+                model.follow(0.0, self.now, window)
+            if mem.ended_at is not None and at < mem.ended_at + window:
+                least, most, moving = model.bounds(at, window)
+                self._add(least, most, moving)
+                return
+            mem.ended_at = None
             # Not following a limit we know: counted at its reported draw (bounded by what it can draw).
             model.reset()
             if recent:
@@ -429,6 +445,9 @@ class _Run:
                 own = _own_per_phase(sample, spec.max_current, spec.phases_wired, limit)  # type: ignore[arg-type]
                 self._add(own, own, False)
             return
+        if mem.ended_at is not None:  # a new session within ev_response of the last one's end
+            mem.ended_at = None
+            model.reset()
         limit = ch.limit_in_force if ch.limit_in_force is not None else spec.offline_current
         if limit > spec.max_current:
             limit = spec.max_current
@@ -496,6 +515,7 @@ class _Run:
                     held[p] += self.relearned[p - 1]
         self._learn_from_reading(meter, held)
         other: dict[int, float] = {}
+        guessed: set[int] = set()  # phases whose other load is held, not measured, at this reading
         clamp = self.group.clamp_range_a
         for p in self.group.phases:
             measured = meter.current.get(p)
@@ -507,19 +527,23 @@ class _Run:
                 # the next reading, back in range while the cars stop, resumes them into saturation again).
                 other[p] = measured - self.least[i]
                 continue
-            other[p] = other_load(measured, self.least[i], self.most[i], self.moving[i] > 0,
-                                  held.get(p) if held else None)
+            moving = self.moving[i] > 0
+            other[p] = other_load(measured, self.least[i], self.most[i], moving, held.get(p) if held else None)
+            if moving:
+                guessed.add(p)
         memory.other = other
-        return self.peak(meter.taken_at, other)
+        return self.peak(meter.taken_at, other, guessed)
 
-    def peak(self, at: float, other: dict[int, float]) -> dict[int, float]:
+    def peak(self, at: float, other: dict[int, float], guessed: set[int] | frozenset[int] = frozenset()
+             ) -> dict[int, float]:
         """The highest other load per phase over the last ``peak_window`` seconds, this reading included.
 
         A step down is let go sooner: once the newest ``step_down_readings`` are all below every older reading
         in the window by more than the older ones flickered, those belong to a level that has gone (a cooker
         switched off). Holding them for the rest of the window idled the fuse by the whole step (the demo: 11 A
         for 10 s). The flicker they showed is still allowed for until the window has seen as much at the new
-        level.
+        level. Only measured values count as evidence: while a charger moves, the other load of a phase is held
+        (``guessed``), and three runs on one held value are not three readings of a lower load.
         """
         tuning = self.group.tuning
         oldest = at - tuning.peak_window
@@ -531,12 +555,13 @@ class _Run:
                 window = self.memory.recent[p] = deque()
             if window and window[-1][0] == at:
                 window.pop()
-            window.append((at, a))
+            window.append((at, a, p not in guessed))
             while window[0][0] < oldest:
                 window.popleft()
-            values = [v for _, v in window]
+            values = [v for _, v, _ in window]
             older = values[:-n]
-            if len(values) > n and max(values[-n:]) + (max(older) - min(older)) < min(older):
+            if (len(values) > n and all(m for _, _, m in list(window)[-n:])
+                    and max(values[-n:]) + (max(older) - min(older)) < min(older)):
                 self.memory.flicker[p] = (max(older) - min(older), at + tuning.peak_window)
                 for _ in older:
                     window.popleft()

@@ -177,9 +177,19 @@ class DrawModel:
         return bool(self.phases)
 
     def learn_from_reading(self, phase: int, drawn: float, slack: float) -> None:
-        """The mains reading showed it drawing ``drawn`` on ``phase`` once it had followed its limit."""
+        """The mains reading showed it drawing ``drawn`` on ``phase`` once it had followed its limit.
+
+        The reading also moves with the other load, which the held estimate may no longer match: in the demo
+        the base load stepped down 11 A as a car finished its move, and the car was learned as drawing
+        nothing on the one phase it used. A residual below nothing, or nothing where the car's own last
+        sample showed it drawing, is the other load changing, not the car.
+        """
         lim = self.limit
         if lim is None or lim < IEC_MIN_CURRENT:
+            return
+        if drawn < -slack:
+            return
+        if drawn < 1.0 and self.sample and self.sample.get(phase, 0.0) >= 1.0:
             return
         cap = list(self.cap)
         cap[phase - 1] = max(0.0, drawn) if drawn < lim - slack else INF

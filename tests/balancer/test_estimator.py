@@ -98,6 +98,22 @@ def test_a_pending_limit_widens_the_move_it_is_on_and_does_not_replace_it():
     assert moving and lo == (0.0, 0.0, 0.0) and hi == (8.0, 8.0, 8.0)
 
 
+def test_the_mains_teaches_a_cap_only_where_the_reading_can_be_the_car():
+    """Found by the demo: the base load stepped down 11 A as a 1-phase car finished its move, the reading
+    minus the held other load left nothing for it, and it was learned as drawing nothing on its one phase
+    (the other load then looked 7 A larger for 20 s)."""
+    m = DrawModel(limit=10.0, since=T0, phases=(1, 2, 3))
+    m.learn_from_reading(2, 0.2, 0.5)  # a phase it does not use: learned
+    assert m.expected() == (10.0, 0.2, 10.0)
+    m.learn_from_reading(3, -2.0, 0.5)  # less than nothing: the other load fell meanwhile
+    assert m.expected() == (10.0, 0.2, 10.0)
+    m.sample = {1: 10.0, 2: 0.0, 3: 0.0}
+    m.learn_from_reading(1, 0.0, 0.5)  # its own sample shows it drawing there
+    assert m.expected() == (10.0, 0.2, 10.0)
+    m.learn_from_reading(1, 7.0, 0.5)  # a cap it may have: learned
+    assert m.expected() == (7.0, 0.2, 10.0)
+
+
 def test_below_six_amperes_an_ev_draws_nothing():
     assert DrawModel(limit=5.0, phases=(1,)).expected() == (0.0, 0.0, 0.0)
 

@@ -218,6 +218,24 @@ def test_a_drop_smaller_than_the_flicker_waits_out_the_window():
     assert budgets[-1] == 58
 
 
+def test_a_reading_taken_before_a_session_ended_still_counts_its_car():
+    """The demo: a car left, and the next run still had the reading from a second before, when it drew 7 A.
+    Subtracting the chargers without it made the other load 7 A too large for a whole peak window."""
+    g = group(supply_max_current=40, max_current_online=40, margin=0)
+    memory = BalancerMemory()
+    a = session("A", limit_in_force=10, limit_since=T0 - 60, draw={1: 10.0, 2: 10.0, 3: 10.0}, draw_at=T0 - 1)
+    b = session("B", limit_in_force=10, limit_since=T0 - 60, draw={1: 10.0, 2: 10.0, 3: 10.0}, draw_at=T0 - 1)
+    before = run(g, meter(30), [a, b], T0, memory)  # 10 A of other load, two cars at 10 A
+    assert before.budget[1] == pytest.approx(30)
+    # Its last sample, sent with the end of the transaction, shows 0 A: taken after the reading.
+    a_ended = replace(a, session_active=False, draw={1: 0.0, 2: 0.0, 3: 0.0}, draw_at=T0 + 0.8)
+    b_now = replace(b, limit_in_force=10)
+    after = run(g, meter(30, at=T0 + 0.5), [a_ended, b_now], T0 + 1, memory)  # A's car still in this reading
+    assert after.budget[1] == pytest.approx(30)
+    later = run(g, meter(20, at=T0 + 7), [a_ended, b_now], T0 + 7, memory)  # A gone from the readings too
+    assert later.budget[1] == pytest.approx(30)
+
+
 # -- reserves for what the balancer does not control ----------------------------------------------
 
 RESERVES = [
