@@ -488,7 +488,7 @@ class Delivery:
         current, target = ch.in_force, ch.wanted
         base = current if current is not None else ch.cfg.offline_current  # what may be applied now
         refresh_due = ch.last is not None and now >= ch.last.at + s.failsafe_ttl / 3
-        if target <= base:
+        if target <= base or self._within_own_exposure(ch, target, now):
             send = target  # a decrease (or the first limit, below the fallback) goes out at once
         else:
             hold_until = float("-inf")
@@ -521,6 +521,18 @@ class Delivery:
             self._wake_later(ch, ch.retry_at - now)  # backing off after a failure; a lower limit goes out at once
             return
         await self._send(ch, link, send, purpose, tx.transaction_id if tx else None)
+
+    def _within_own_exposure(self, ch: ChargerChannel, target: float, now: float) -> bool:
+        """A charger not under control is already counted at the most it may draw (its ``max_current``): any
+        limit up to that lowers what the group must allow for, so break-before-make has nothing to wait for.
+        Gating it as an increase over its fallback deadlocked two 1.6 chargers whose first TxProfile each was
+        refused (sent before they had registered the transaction): each waited for the other's 32 A to come
+        down, and both stayed uncontrolled with their cars paused."""
+        if ch.control not in (ControlState.UNCONTROLLED, ControlState.DISCONNECTED_UNKNOWN,
+                              ControlState.NOT_OBEYING):
+            return False
+        exposed = self.exposure(ch, now)
+        return bool(exposed) and all(target <= amps for amps in exposed.values())
 
     def _idle_in_fallback(self, ch: ChargerChannel) -> None:
         """A connected charger with no session and its fallback installed is under control: it can only

@@ -195,3 +195,20 @@ async def test_inactive_group_clears_dynamic_profiles_but_keeps_the_fallback(tmp
         cleared = [p for a, p in cp.received if a == "ClearChargingProfile"]
         assert {p.get("id") for p in cleared} == {10, 11, 12}
         assert profile(cp, 1) is not None
+
+
+async def test_two_chargers_refusing_their_first_limit_do_not_wait_for_each_other(tmp_path):
+    """Found by the e2e suite: two 1.6 chargers refused their first TxProfile (sent before they had registered
+    the transaction). Each was then counted at its 32 A maximum, and each retry was gated as an increase over
+    its 6 A fallback, waiting for the other's 32 A to come down: both stayed uncontrolled for a minute with
+    their cars paused. A limit below what a charger is already counted at is not an increase."""
+    chargers = [{"id": "A"}, {"id": "B"}]
+    refuse_tx = Misbehaviour(reject_purposes=frozenset({SimPurpose.TX}))
+    sims = [sim("A", misbehaviour=refuse_tx), sim("B", misbehaviour=refuse_tx)]
+    async with site(tmp_path, chargers, sims, budget=24) as (app, (a, b)):
+        a.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.2))
+        b.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.2))
+        await wait_until(lambda: all(app.delivery.channels[c].control is ControlState.CONTROLLED for c in "AB")
+                         and (a.limit().amps or 0) >= 6 and (b.limit().amps or 0) >= 6, timeout=10,
+                         what="both under control with a limit")
+        assert (a.limit().amps or 0) + (b.limit().amps or 0) <= 24
