@@ -753,8 +753,9 @@ class Delivery:
 
     async def _maybe_trigger(self, ch: ChargerChannel, link: StationLink) -> None:
         """Asks for a meter sample (TriggerMessage MeterValues) after a session started or a changed limit was
-        accepted, once its EV has had ramp_time to follow: at most every TRIGGER_MIN_INTERVAL s, never again on this connection once the charger
-        said it cannot (NotImplemented/NotSupported) or refused TRIGGER_MAX_REFUSALS times in a row."""
+        accepted, once its EV has had ramp_time to follow: at most every TRIGGER_MIN_INTERVAL s, never again on
+        this connection once the charger said it cannot (NotImplemented/NotSupported) or refused
+        TRIGGER_MAX_REFUSALS times in a row."""
         if not ch.trigger_due or ch.trigger_off:
             return
         if ch.new_session and ch.control is ControlState.PENDING:
