@@ -559,13 +559,14 @@ class _Run:
             while window[0][0] < oldest:
                 window.popleft()
             values = [v for _, v, _ in window]
-            older = values[:-n]
-            if (len(values) > n and all(m for _, _, m in list(window)[-n:])
-                    and max(values[-n:]) + (max(older) - min(older)) < min(older)):
-                self.memory.flicker[p] = (max(older) - min(older), at + tuning.peak_window)
-                for _ in older:
-                    window.popleft()
-                values = values[-n:]
+            if len(values) > n and all(m for _, _, m in list(window)[-n:]):
+                older = values[:-n]
+                spread = max(older) - min(older)
+                if max(values[-n:]) + spread < min(older):
+                    self.memory.flicker[p] = (spread, at + tuning.peak_window)
+                    for _ in older:
+                        window.popleft()
+                    values = values[-n:]
             top, low = max(values), min(values)
             amplitude, until = self.memory.flicker.get(p, (0.0, -INF))
             if at < until and low + amplitude > top:

@@ -96,7 +96,7 @@ class SiteSpec:
 
     chargers: list[ChargerSpec]
     fuse: float = 40.0
-    #: None: the default margin (1 % of the fuse + 0.25 A, :func:`csms.config.default_margin`).
+    #: None: the default margin (1 % of the fuse, at least 0.25 A, :func:`csms.config.default_margin`).
     margin: float | None = None
     max_current_online: float | None = None
     max_current_offline: float = 20.0
