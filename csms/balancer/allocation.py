@@ -30,8 +30,10 @@ The algorithm, per run:
 4. **How much.** The admitted sessions share ``available`` max-min fairly by progressive filling
    (:mod:`csms.balancer.waterfill`), each up to its cap: ``max_current``, or for a car that drew clearly
    less than its limit for a while, its draw plus headroom (lifted every ``probe_every`` seconds to see
-   whether it wants more). A session draws only on the phases its EV really uses once they are learned,
-   so a 1-phase EV on a 3-phase charger leaves the other two phases to others.
+   whether it wants more). Such a trimmed car is counted at its draw: the headroom it does not use is lent
+   to the others, at most ``trim_headroom`` per phase in all. A session draws only on the phases its EV
+   really uses once they are learned, so a 1-phase EV on a 3-phase charger leaves the other two phases to
+   others.
 5. Limits are rounded **down** to 0.1 A (OCPP 1.6 ``multipleOf``), never below ``min_current``.
 
 Safety argument. For every group phase p: the reserved chargers are counted at the most they can draw;
@@ -39,7 +41,10 @@ admission keeps ``sum(min_current)`` of the admitted sessions on p within ``avai
 filling never lets a phase's sum exceed its available current (a phase that is full stops every set on
 it); rounding only lowers limits. So the worst case of everything the group's chargers can draw on p is
 within the budget, which itself keeps ``margin`` below the fuse after the other load, or is the operator's
-offline figure when the load cannot be measured. The one exception is the reserved chargers alone
+offline figure when the load cannot be measured; except for the headroom trimmed cars lend (at most
+``trim_headroom`` per phase), which a car uses only by rising above the draw it was measured at: for the
+fuse that is a step of the load like an appliance switching on, which the next reading shows and the
+budget takes back from the others. The one exception is the reserved chargers alone
 exceeding the budget (for instance several disconnected chargers of unknown state): then every controlled
 session on that phase is paused, which is the most the balancer can do. A limit takes a round trip to be
 in force: the allocation plans where every limit goes, and the delivery moves there safely (a decrease at
@@ -118,6 +123,8 @@ class ChargerMemory:
     #: Cap from trimming (EV draws less than offered), and when it was set.
     trim_cap: float | None = None
     trimmed_at: float = 0.0
+    #: When a probe lifted its trim: what its EV drew and the cap it had (None: no probe awaits its answer).
+    probe: tuple[float, float] | None = None
     #: Seconds the current session charged in the stretches that ended in a pause (rotation fairness).
     charged: float = 0.0
     #: What the estimator knows about its draw (:mod:`csms.balancer.estimate`).
@@ -297,6 +304,8 @@ class _Run:
         self.candidates: list[tuple[str, tuple[int, ...], float, ChargerMemory, str | None]] = []
         self._phase_sets: dict[tuple, tuple[int, ...]] = {}
         self._reasons: dict[tuple, str] = {}
+        #: Per trimmed session: the A of its headroom lent to others (see :meth:`_lend`).
+        self.lends: dict[str, float] = {}
 
     def steady(self, budget: dict[int, float], other: dict[int, float] | None,
                notes: dict[int, str]) -> dict[int, float]:
@@ -382,7 +391,7 @@ class _Run:
                     if paused is not None and now - paused < period:
                         resuming[phases] = resuming.get(phases, 0) + 1
                 else:
-                    mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = None
+                    mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = mem.probe = None
                     mem.charged = 0.0
                     mem.target = 0.0
                     idle = idle_get(spec.phases_wired)
@@ -604,7 +613,7 @@ class _Run:
         """Counts a charger the balancer cannot steer right now at the most it may draw."""
         spec = ch.spec
         if not ch.session_active:
-            mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = None
+            mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = mem.probe = None
             mem.charged = 0.0
         if not ch.connected:
             if ch.control is _FALLBACK:
@@ -663,7 +672,14 @@ class _Run:
         tuning = self.group.tuning
         in_force, at = ch.limit_in_force, ch.draw_at
         if in_force != mem.in_force:
-            mem.in_force, mem.in_force_since, mem.under_since = in_force, now, None
+            # A lower limit still above its draw leaves "it draws clearly less" true: only a rise, or a limit
+            # it would now fill, starts the judgement over (a 60 s charger's car was trimmed 60 s late for
+            # every small decrease the others' arrivals caused).
+            old = mem.in_force
+            if (in_force is None or old is None or in_force > old
+                    or in_force < mem.used + tuning.trim_slack):
+                mem.under_since = None
+            mem.in_force, mem.in_force_since = in_force, now
         if (ch.draw or None) is not mem.sample:
             mem.sample = ch.draw or None
             self._judge(ch, phases, mem)
@@ -673,6 +689,7 @@ class _Run:
                 mem.trim_cap = max(self.min, _ceil_half(mem.used + tuning.trim_headroom))
                 mem.trimmed_at = now
         elif now - mem.trimmed_at >= tuning.probe_every:
+            mem.probe = (mem.used, mem.trim_cap)
             mem.trim_cap = mem.under_since = None  # probe: offer its full share again
         trim = mem.trim_cap
         if trim is None:
@@ -711,10 +728,19 @@ class _Run:
         elif in_force is not None and in_force >= self.min and used < in_force - tuning.trim_slack:
             # Only once its EV could follow the limit: a 60 s charger's first sample, taken a second after an
             # increase while the car still ramped, once trimmed a car that wanted its full share.
-            if mem.under_since is None and at >= mem.in_force_since + tuning.ev_response:
-                mem.under_since = at
+            if at >= mem.in_force_since + tuning.ev_response:
+                probe = mem.probe
+                if probe is not None and in_force > probe[1]:
+                    mem.probe = None
+                    if used <= probe[0] + tuning.trim_slack / 2:
+                        # The probe offered it more and it took no more: its cap is known, no need to wait.
+                        mem.trim_cap = max(self.min, _ceil_half(used + tuning.trim_headroom))
+                        mem.trimmed_at = self.now
+                        return
+                if mem.under_since is None:
+                    mem.under_since = at
         else:
-            mem.under_since = None
+            mem.under_since = mem.probe = None
 
     # -- steps 3-5: admission, filling, rounding ---------------------------------------------------
 
@@ -734,6 +760,10 @@ class _Run:
         else:
             admitted = self._admit(limits)
         levels = waterfill.fill(avail, self.classes)
+        lent = self._lend(admitted, levels)
+        if lent:
+            # More room only raises levels, so every lender stays at its cap in the second fill.
+            levels = waterfill.fill({p: avail[p] + lent.get(p, 0.0) for p in avail}, self.classes)
 
         # Per phase set: its level and the (shared) limit of every session held at that level.
         at_level: dict[tuple[int, ...], tuple[float, ChargerLimit | None]] = {}
@@ -747,17 +777,53 @@ class _Run:
             why = f"fair share: phase L{bound} is full ({avail[bound]:.1f} A shared by the sessions on it)"
             at_level[phases] = (level, ChargerLimit(limit, phases, why, True, limit))
         at_cap: dict[tuple, ChargerLimit] = {}
+        lends = self.lends
         for cid, phases, cap, mem, why in admitted:
             level, shared = at_level[phases]
             if cap <= level:
-                shared = at_cap.get((phases, cap, why))
+                counted = cap - lends.get(cid, 0.0)
+                shared = at_cap.get((phases, cap, why, counted))
                 if shared is None:
-                    shared = at_cap[(phases, cap, why)] = ChargerLimit(
-                        cap, phases, why or f"at its max_current {cap:.1f} A", True, cap)
+                    shared = at_cap[(phases, cap, why, counted)] = ChargerLimit(
+                        cap, phases, why or f"at its max_current {cap:.1f} A", True, counted)
             limits[cid] = shared  # type: ignore[assignment]
             mem.target = shared.limit  # type: ignore[union-attr]
             if mem.running_since is None:
                 mem.running_since, mem.paused_since = now, None
+
+    def _lend(self, admitted: list, levels: dict) -> dict[int, float]:
+        """The headroom of trimmed sessions that others may use, per phase; records each lender's share.
+
+        A trimmed car is offered its draw plus ``trim_headroom`` so that it can show it wants more; counted at
+        that limit, the headroom idles the fuse (one car capped at 8 A on a 63 A site left 2 A of it unused).
+        A car that rises from its learned draw into its headroom is, for the fuse, an appliance switching on:
+        the mains reading shows it, and the budget takes it back from the others within a reading and their
+        ramp time, as it does for any step of the other load. So each trimmed car at its cap is counted at its
+        draw, and what it does not draw is lent, at most ``trim_headroom`` per phase in all: the import can
+        rise above the budget by no more than one car's headroom however many cars are trimmed.
+        """
+        headroom = self.group.tuning.trim_headroom
+        offers: list[tuple[float, str, tuple[int, ...]]] = []
+        for cid, phases, cap, mem, why in admitted:
+            if why is None or mem.trim_cap is None or not phases or cap > levels[phases][0]:
+                continue
+            spare = min(headroom, cap - mem.used)
+            if spare > _EPS:
+                offers.append((spare, cid, phases))
+        if not offers:
+            return {}
+        offers.sort(reverse=True)
+        left = dict.fromkeys(self.group.phases, headroom)
+        lent: dict[int, float] = {}
+        for spare, cid, phases in offers:
+            amount = min(spare, *(left[p] for p in phases))
+            if amount <= _EPS:
+                continue
+            self.lends[cid] = amount
+            for p in phases:
+                left[p] -= amount
+                lent[p] = lent.get(p, 0.0) + amount
+        return lent
 
     def _admit(self, limits: dict[str, ChargerLimit]) -> list:
         """Greedy admission in rotation order; records the paused ones in ``limits``.

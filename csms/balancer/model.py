@@ -171,8 +171,10 @@ class ChargerLimit:
     ``controlled=True``: ``limit`` is the limit to install (A per phase, 0 = paused, which IEC 61851 allows;
     anything else is at least the group's ``min_current``). ``controlled=False``: the balancer cannot set this
     charger's limit right now (disconnected, group inactive); ``limit`` is what it is assumed to draw and the
-    delivery must not send it. ``counted`` is what the charger is reserved at on each of ``phases`` (more
-    than ``limit`` while a change is pending or the charger does not obey).
+    delivery must not send it. ``counted`` is what the charger is reserved at on each of ``phases``: more
+    than ``limit`` while a change is pending or the charger does not obey; less for a trimmed car, which is
+    counted at its draw and lends the rest of its headroom to others (at most ``Tuning.trim_headroom`` per
+    phase in all).
     """
 
     limit: float
@@ -208,6 +210,8 @@ class Decision:
             head += " (not controlled by the balancer)"
         elif lim.counted > lim.limit:
             head += f" (counted at {lim.counted:.1f} A until it is in force)"
+        elif 0 < lim.counted < lim.limit:
+            head += f" (counted at its draw, {lim.counted:.1f} A: the rest of its headroom is lent to others)"
         source = "meter fresh" if self.meter_fresh else "no fresh meter reading"
         budgets = "; ".join(
             f"L{p} budget {self.budget[p]:.1f} A ({self.budget_notes.get(p, '')}), "

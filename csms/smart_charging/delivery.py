@@ -568,6 +568,8 @@ class Delivery:
             return {p: max(counted, ch.cfg.max_current if ch.control is not ControlState.NOT_OBEYING else counted)
                     for p in ch.phases_wired}
         limit = ch.exposure_limit if ch.exposure_limit is not None else ch.in_force
+        if limit is not None and lim is not None and lim.counted < limit <= lim.limit:
+            limit = lim.counted  # a trimmed car at its cap lends the headroom it does not draw
         if limit is None:
             # Only its fallback applies. Idle, it draws nothing; like the balancer we do not reserve for a car
             # that may arrive (it starts at the fallback current until the next decision).

@@ -106,19 +106,29 @@ def check_safe(g: GroupSpec, chargers: list[ChargerInput], d: Decision) -> None:
     m = g.min_current
     total = dict.fromkeys(g.phases, 0.0)
     steerable = dict.fromkeys(g.phases, 0.0)
+    lent = dict.fromkeys(g.phases, 0.0)
     for ch in chargers:
         lim = d.limits[ch.spec.id]
         assert lim.limit <= ch.spec.max_current + EPS, (ch.spec.id, lim)
         if lim.controlled and g.active:
             assert lim.limit == 0 or lim.limit >= m - EPS, (ch.spec.id, lim)
             assert abs(lim.limit * 10 - round(lim.limit * 10)) < 1e-6, ("not on the 0.1 A grid", lim)
+        lends = lim.controlled and ch.connected and 0 < lim.counted < lim.limit
+        if lends:
+            # A trimmed car lends the headroom it does not draw: counted at no less than its own latest draw.
+            assert "draws clearly less" in lim.reason, (ch.spec.id, lim)
+            assert max(ch.draw.values(), default=0.0) <= lim.counted + EPS, (ch.spec.id, ch.draw, lim)
         for p, a in worst_case(ch, d, g.phases).items():
+            if lends and a:
+                lent[p] += lim.limit - lim.counted
+                a -= lim.limit - lim.counted
             total[p] += a
             if ch.connected and ch.control is ControlState.CONTROLLED:
                 steerable[p] += a
     if not g.active:
         return
     for p in g.phases:
+        assert lent[p] <= g.tuning.trim_headroom + EPS, (p, lent[p], "more than one car's headroom lent")
         if total[p] > d.budget[p] + 1e-6:
             reserved = total[p] - steerable[p]
             assert reserved > d.budget[p] - m, (p, total[p], d.budget[p], "over budget")

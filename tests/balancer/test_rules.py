@@ -352,22 +352,68 @@ def test_trimming_gives_unused_share_to_others_and_probes_back():
     d = step(30, 8, 16, 16)  # A's car takes 8 of 16: not for long enough yet
     assert limits(d) == {"A": 16, "B": 16}
     d = step(95, 8, 16, 16)
-    assert limits(d) == {"A": 10, "B": 22}
-    assert "draws clearly less" in d.limits["A"].reason
-    d = step(200, 8, 10, 22)
-    assert limits(d) == {"A": 10, "B": 22}
-    d = step(400, 8, 10, 22)  # probe: A is offered its fair share again
+    # A is offered its draw + 2 A headroom, and counted at its draw: the 2 A it does not take go to B.
+    assert limits(d) == {"A": 10, "B": 24}
+    assert "draws clearly less" in d.limits["A"].reason and d.limits["A"].counted == 8
+    d = step(200, 8, 10, 24)
+    assert limits(d) == {"A": 10, "B": 24}
+    d = step(400, 8, 10, 24)  # probe: A is offered its fair share again
     assert limits(d) == {"A": 16, "B": 16}
-    # A's car still takes 8 under its new 16 A limit, in a sample taken once it could follow (ev_response after
-    # the change; one taken at once says nothing): trimmed again trim_after later.
+    # A sample taken at the change says nothing (its EV could not follow yet); the first one taken once it
+    # could, showing it took no more than before, trims it again at once: a probe costs one sample interval.
     d = step(420, 8, 16, 16)
     assert limits(d) == {"A": 16, "B": 16}
     d = step(425, 8, 16, 16)
+    assert limits(d) == {"A": 10, "B": 24}
+
+
+def test_a_probe_the_car_answers_by_taking_more_is_not_trimmed_again_at_once():
+    g = group(supply_max_current=32, max_current_online=32, margin=0,
+              tuning=Tuning(trim_after=60, probe_every=300, trim_headroom=2, trim_slack=2))
+    memory = BalancerMemory()
+
+    def step(t: float, a_draw: float, a_limit: float, b_limit: float):
+        a = session("A", limit_in_force=a_limit, draw={1: a_draw, 2: a_draw, 3: a_draw}, draw_at=T0 + t)
+        b = session("B", limit_in_force=b_limit, draw={1: b_limit, 2: b_limit, 3: b_limit}, draw_at=T0 + t)
+        return run(g, meter(a_draw + b_limit, at=T0 + t), [a, b], T0 + t, memory)
+
+    for t in (0, 30, 95):
+        d = step(t, 8, 16, 16)
+    assert limits(d) == {"A": 10, "B": 24}
+    d = step(400, 8, 10, 24)  # probe
+    d = step(420, 8, 16, 16)
+    d = step(425, 11, 16, 16)  # offered more, it took 3 A more: it still draws less than 16, but is not capped
     assert limits(d) == {"A": 16, "B": 16}
-    d = step(482, 8, 16, 16)  # 62 s after the sample taken at the change, 57 s after the one that counts
+    d = step(480, 11, 16, 16)  # until it has drawn clearly less for trim_after again
     assert limits(d) == {"A": 16, "B": 16}
-    d = step(485, 8, 16, 16)
-    assert limits(d) == {"A": 10, "B": 22}
+    d = step(486, 11, 16, 16)
+    assert limits(d) == {"A": 13, "B": 21}
+
+
+def test_a_lower_limit_above_the_draw_does_not_restart_the_trim_wait():
+    g = group(supply_max_current=48, max_current_online=48, margin=0, tuning=Tuning(trim_after=60))
+    memory = BalancerMemory()
+    for t in (0, 10):  # the sample at 10 s (its EV could follow the limit by then) shows it takes 8 of 16
+        a = session("A", limit_in_force=16, draw={1: 8.0, 2: 8.0, 3: 8.0}, draw_at=T0 + t)
+        run(g, meter(8, at=T0 + t), [a, session("B")], T0 + t, memory)
+    # Another car's arrival lowers A's limit to 14 (still well above its 8 A): its car still draws clearly less,
+    # and it is trimmed trim_after after the sample that first showed it, not after the change.
+    a = session("A", limit_in_force=14, draw={1: 8.0, 2: 8.0, 3: 8.0}, draw_at=T0 + 40)
+    run(g, meter(8, at=T0 + 40), [a, session("B")], T0 + 40, memory)
+    d = run(g, meter(8, at=T0 + 70), [a, session("B")], T0 + 70, memory)
+    assert "draws clearly less" in d.limits["A"].reason and limits(d)["A"] == 10
+
+
+def test_headroom_lent_to_others_is_one_cars_worth_per_phase():
+    g = group(supply_max_current=40, max_current_online=40, margin=0, tuning=Tuning(trim_after=10))
+    memory = BalancerMemory()
+    for t in (0, 10, 21):
+        a = session("A", limit_in_force=13, draw={1: 5.0, 2: 5.0, 3: 5.0}, draw_at=T0 + t)
+        b = session("B", limit_in_force=13, draw={1: 5.0, 2: 5.0, 3: 5.0}, draw_at=T0 + t)
+        d = run(g, meter(10, at=T0 + t), [a, b, session("C")], T0 + t, memory)
+    # A and B are offered 7 A and draw 5: only one of them lends its 2 A, so C gets 40 - 7 - 7 + 2.
+    assert limits(d) == {"A": 7, "B": 7, "C": 28}
+    assert sorted(d.limits[c].counted for c in "AB") == [5, 7]
 
 
 def test_a_trimmed_car_that_wants_more_gets_it_at_once():
@@ -388,7 +434,7 @@ def test_suspended_ev_is_trimmed_to_min_current_not_paused():
     for t in (0, 5, 15):
         a = session("A", limit_in_force=16, draw={1: 0.0, 2: 0.0, 3: 0.0}, draw_at=T0 + t)
         d = run(g, meter(0, at=T0 + t), [a, session("B")], T0 + t, memory)
-    assert limits(d) == {"A": 6, "B": 26}
+    assert limits(d) == {"A": 6, "B": 28}  # counted at 4 A: 2 A of its headroom lent to B
 
 
 # -- groups -----------------------------------------------------------------------------------------

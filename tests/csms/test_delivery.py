@@ -212,3 +212,27 @@ async def test_two_chargers_refusing_their_first_limit_do_not_wait_for_each_othe
                          and (a.limit().amps or 0) >= 6 and (b.limit().amps or 0) >= 6, timeout=10,
                          what="both under control with a limit")
         assert (a.limit().amps or 0) + (b.limit().amps or 0) <= 24
+
+
+def test_a_trimmed_charger_lends_the_headroom_it_does_not_draw_to_break_before_make(tmp_path):
+    """The balancer offers a car that draws 8 A a 10 A limit (so that it can show it wants more) and counts it
+    at 8 A; break-before-make must count it the same way, or the 2 A lent to others never reach them."""
+    from csms.smart_charging.delivery import Delivery
+    from csms.state import SiteState
+
+    cfg = config(tmp_path, [{"id": "A"}, {"id": "B"}], budget=24)
+    delivery = Delivery(cfg, SiteState(), clock=lambda: 1000.0)
+    a, b = delivery.channels["A"], delivery.channels["B"]
+    for ch in (a, b):
+        ch.control = ControlState.CONTROLLED
+    a.in_force, b.in_force = 10.0, 12.0
+    trimmed = ChargerLimit(10.0, (1, 2, 3), "its EV draws clearly less than offered: capped at 10.0 A", True, 8.0)
+    delivery.apply(Decision("g", 1000.0, {1: 24.0, 2: 24.0, 3: 24.0}, True,
+                            {"A": trimmed, "B": ChargerLimit(16.0, (1, 2, 3), "fair share", True, 16.0)}))
+    assert delivery.exposure(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
+    assert delivery._gate(b, 16.0, 12.0) == 16.0
+    # While a decrease to its trimmed limit is unanswered, it may still apply the old, higher one.
+    a.exposure_limit = 16.0
+    delivery._refresh_exposure(a)  # as sending the decrease does
+    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+    assert delivery._gate(b, 16.0, 12.0) is None
