@@ -799,15 +799,21 @@ class _Run:
         A car that rises from its learned draw into its headroom is, for the fuse, an appliance switching on:
         the mains reading shows it, and the budget takes it back from the others within a reading and their
         ramp time, as it does for any step of the other load. So each trimmed car at its cap is counted at its
-        draw, and what it does not draw is lent, at most ``trim_headroom`` per phase in all: the import can
-        rise above the budget by no more than one car's headroom however many cars are trimmed.
+        draw (as the estimator models it), and what it does not draw is lent, at most ``trim_headroom`` per phase
+        in all: the import can rise above the budget by no more than one car's headroom however many cars are
+        trimmed.
         """
         headroom = self.group.tuning.trim_headroom
         offers: list[tuple[float, str, tuple[int, ...]]] = []
         for cid, phases, cap, mem, why in admitted:
             if why is None or mem.trim_cap is None or not phases or cap > levels[phases][0]:
                 continue
-            spare = min(headroom, cap - mem.used)
+            # Only what the estimator also takes as undrawn: it counts a car that draws nothing (suspended) at its
+            # limit, and the budget is the reading minus that belief; lending it as well left a suspended car's
+            # headroom counted twice, 1.6 A over a 40 A fuse for as long as it stayed suspended.
+            expected = mem.model.expected()
+            drawn = max(mem.used, max(expected[p - 1] for p in phases))
+            spare = min(headroom, cap - drawn)
             if spare > _EPS:
                 offers.append((spare, cid, phases))
         if not offers:

@@ -434,7 +434,10 @@ def test_suspended_ev_is_trimmed_to_min_current_not_paused():
     for t in (0, 5, 15):
         a = session("A", limit_in_force=16, draw={1: 0.0, 2: 0.0, 3: 0.0}, draw_at=T0 + t)
         d = run(g, meter(0, at=T0 + t), [a, session("B")], T0 + t, memory)
-    assert limits(d) == {"A": 6, "B": 28}  # counted at 4 A: 2 A of its headroom lent to B
+    # Not drawing at all, it is counted at its limit by the estimator (it may resume at any moment), so it lends
+    # nothing: lending its headroom too once put a 40 A fuse 1.6 A over for as long as the car stayed suspended.
+    assert limits(d) == {"A": 6, "B": 26}
+    assert d.limits["A"].counted == 6
 
 
 # -- groups -----------------------------------------------------------------------------------------
@@ -503,3 +506,21 @@ def test_a_three_phase_session_does_not_pause_three_one_phase_ones():
     run(g, meter(0, 6, 6), chargers, T0, memory)
     d = run(g, meter(0, 6, 6, at=T0 + 900), chargers, T0 + 900, memory)
     assert limits(d)["three"] == 6
+
+
+def test_a_suspended_car_lends_nothing_and_the_fuse_holds():
+    """Closed loop: B's EV is suspended (draws nothing) and gets trimmed to min_current; the reading is what the
+    site carries. The import must stay within the fuse once everything has settled."""
+    g = group(supply_max_current=40, max_current_online=40, margin=0.4, tuning=Tuning(trim_after=60))
+    memory = BalancerMemory()
+    la, lb = 14.8, 14.8
+    for k in range(12):
+        t = T0 + 10 * k
+        since = T0 - 100 if k == 0 else t - 9
+        a = session("A", limit_in_force=la, limit_since=since, draw={1: la, 2: la, 3: la}, draw_at=t - 1)
+        b = session("B", limit_in_force=lb, limit_since=since, draw={1: 0.0, 2: 0.0, 3: 0.0}, draw_at=t - 1)
+        d = run(g, meter(10 + la, at=t), [a, b], t, memory)
+        la, lb = d.limits["A"].limit, d.limits["B"].limit
+        if k >= 9:
+            assert 10 + la <= 40 - 0.4 + 1e-6, (k, la, lb)
+    assert lb == 6 and "draws clearly less" in d.limits["B"].reason
