@@ -140,6 +140,8 @@ class DrawModel:
         lim = self.limit
         if lim is None:
             return
+        if taken_at >= self.since:
+            self._raise_caps(draw, lim, slack)
         if taken_at < self.since + window:
             if taken_at >= self.since and self._arrived(draw, slack):
                 self.reached = min(self.reached, taken_at)
@@ -155,6 +157,18 @@ class DrawModel:
         self.cap = (cap[0], cap[1], cap[2])
         if all(p in draw for p in self.phases):
             self.in_use = self.phases_in_use(self.phases)
+
+    def _raise_caps(self, draw: dict[int, float], lim: float, slack: float) -> None:
+        """A sample under the present limit that shows more than a learned cap (at any time: a car cannot draw
+        above its own cap while it moves either) proves that cap wrong. A cap the mains taught while the held other
+        load was a little high (B-mv60-ev5: 17.2 A for a car drawing its 18.5 A limit) otherwise stayed until the
+        next sample taken after a full ``ev_response`` of a limit, which a charger reporting every 60 s and seeing
+        its limit move every 20 s never sends; meanwhile its phase's other load looked 1 A larger."""
+        cap = list(self.cap)
+        for p, amps in draw.items():
+            if 1 <= p <= 3 and 1.0 <= cap[p - 1] < amps - slack:
+                cap[p - 1] = INF if amps >= lim - slack else amps
+        self.cap = (cap[0], cap[1], cap[2])
 
     def narrow(self, phases: tuple[int, ...]) -> None:
         """Its EV draws on ``phases`` only (learned), or at most its cap on each: what the model kept of its

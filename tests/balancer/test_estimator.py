@@ -89,6 +89,25 @@ def test_a_sample_showing_the_new_draw_ends_the_move_early():
     assert m.bounds(T0 + 4, 5.0)[2]
 
 
+def test_a_sample_above_a_learned_cap_proves_it_wrong_even_during_a_move():
+    """Found by the control-quality bench (B, chargers reporting every 60 s): the mains taught a car a cap of
+    17.2 A while it drew its 18.5 A limit, and the sample that showed 18.7 A, taken 2.6 s after its next
+    limit, was ignored as taken during a move; its phase's other load looked 1 A larger for minutes."""
+    m = DrawModel(limit=18.5, since=-INF, phases=(1,))
+    m.learn_from_reading(1, 17.2, 0.5)
+    assert m.expected() == (17.2, 0.0, 0.0)
+    m.follow(18.7, T0, 5.0)
+    m.learn_sample({1: 18.7}, T0 + 2.6, 5.0, 0.5)
+    assert m.cap[0] == INF and m.expected() == (18.7, 0.0, 0.0)
+    m.learn_from_reading(1, 12.0, 0.5)
+    m.learn_sample({1: 14.0}, T0 + 3, 5.0, 0.5)  # more than the cap, less than the limit: at least that
+    assert m.cap[0] == 14.0
+    m.learn_sample({1: 17.0}, T0 - 1, 5.0, 0.5)  # taken under the limit before: proves nothing of this one
+    assert m.cap[0] == 14.0
+    m.learn_sample({1: 13.8}, T0 + 3.5, 5.0, 0.5)  # within the slack of the cap: nothing to correct
+    assert m.cap[0] == 14.0
+
+
 def test_a_pending_limit_widens_the_move_it_is_on_and_does_not_replace_it():
     """Found by the demo: a new session pending at its 6 A fallback was counted at least 6 A on every phase
     at once (the bounds with a pending limit ignored that it had only just started), the other load looked
