@@ -48,7 +48,9 @@ budget takes back from the others. The one exception is the reserved chargers al
 exceeding the budget (for instance several disconnected chargers of unknown state): then every controlled
 session on that phase is paused, which is the most the balancer can do. A limit takes a round trip to be
 in force: the allocation plans where every limit goes, and the delivery moves there safely (a decrease at
-once, an increase only once the capacity it needs is free: break before make). A new session whose first
+once, an increase only once the capacity it needs is free: break before make). A decision also names the
+chargers whose accepted decrease its reading shows done (:meth:`_Run.proven_down`), so that the delivery need
+not wait out their ramp time. A new session whose first
 limit is slow to be confirmed is reserved at its fallback (``first_limit_grace``).
 """
 
@@ -175,6 +177,17 @@ def meter_fresh(group: GroupSpec, meter: MeterInput | None, now: float) -> bool:
     return group.has_meter and meter is not None and now - meter.taken_at <= group.stale_after
 
 
+def phase_ceiling(group: GroupSpec) -> tuple[float, str]:
+    """The most a phase may carry in all, and what sets it: the fuse, or the top of the clamps' range when the
+    fuse is rated above it. The group must not take a phase to where the meter only says "at least this much":
+    the reading would saturate, the sessions be paused, the reading drop back into range, and they would resume
+    and saturate it again, every few seconds."""
+    clamp = group.clamp_range_a
+    if clamp is not None and clamp * (1 - SATURATION_MARGIN) < group.supply_max_current:
+        return clamp * (1 - SATURATION_MARGIN), "clamp range top"
+    return group.supply_max_current, "fuse"
+
+
 def phase_budget(
     group: GroupSpec, meter: MeterInput | None, other: dict[int, float] | None, now: float
 ) -> tuple[dict[int, float], bool, dict[int, str]]:
@@ -194,14 +207,9 @@ def phase_budget(
         return {p: offline for p in group.phases}, False, {p: note for p in group.phases}
     budget: dict[int, float] = {}
     notes: dict[int, str] = {}
-    supply, margin, online = group.supply_max_current, group.margin, group.max_current_online
+    margin, online = group.margin, group.max_current_online
     clamp = group.clamp_range_a
-    # A fuse rated above the clamps' range: the group must not take a phase to where the meter only says "at
-    # least this much". Otherwise the reading saturates, the sessions are paused, the reading drops back into
-    # range, they resume and saturate it again, every few seconds.
-    limit, limit_name = supply, "fuse"
-    if clamp is not None and clamp * (1 - SATURATION_MARGIN) < supply:
-        limit, limit_name = clamp * (1 - SATURATION_MARGIN), "clamp range top"
+    limit, limit_name = phase_ceiling(group)
     for p in group.phases:
         measured = meter.current.get(p)
         if measured is None:
@@ -249,7 +257,8 @@ def allocate(
     run.available = {p: budget[p] - run.reserved[p] for p in group.phases}
     run.admit_and_fill(limits)
     memory.chargers = run.new_memory
-    return Decision(group.id, now, budget, fresh, limits, run.available, notes)
+    proven = run.proven_down(meter, budget) if measured and fresh else {}  # type: ignore[arg-type]
+    return Decision(group.id, now, budget, fresh, limits, run.available, notes, proven)
 
 
 def _reported(sample: dict[int, float], spec: ChargerSpec) -> dict[int, float]:
@@ -306,6 +315,8 @@ class _Run:
         self._reasons: dict[tuple, str] = {}
         #: Per trimmed session: the A of its headroom lent to others (see :meth:`_lend`).
         self.lends: dict[str, float] = {}
+        #: Chargers under a limit of ours at the reading, with the least and the most they may draw then.
+        self.steered: list[tuple[ChargerInput, tuple[float, float, float], tuple[float, float, float]]] = []
 
     def steady(self, budget: dict[int, float], other: dict[int, float] | None,
                notes: dict[int, str]) -> dict[int, float]:
@@ -498,7 +509,56 @@ class _Run:
         if (not moving and not model.learned_from_mains and model.since > -INF
                 and at >= model.since + window):
             self.settled.append((mem, least))
+        if control is _CONTROLLED and ch.limit_in_force is not None:
+            self.steered.append((ch, least, most))
         self._add(least, most, moving)
+
+    def proven_down(self, meter: MeterInput, budget: dict[int, float]) -> dict[str, tuple[float, float]]:
+        """Chargers whose accepted decrease this reading shows done: ``{id: (limit in force, reading time)}``.
+
+        Break-before-make counts a charger that accepted a decrease at its old draw for ``ramp_time``, because
+        its EV may still take it. The mains meter can prove sooner that the capacity is free. Let ``S`` be the
+        chargers on phase p that accepted a limit before the reading and may still draw above it, ``B`` the
+        other load the budget allows for (``ceiling - margin - budget``), and ``least`` what every other
+        charger under a limit of ours draws at the very least at the reading. If ``reading - B - least <= sum of S's limits``, then
+        the other load and S draw together no more than ``B`` plus S's limits; from now on S only come down (or
+        rise to their limits), so counting them at their limits keeps the phase within the fuse, however the
+        reading splits between them and the other load. A phase whose budget is set by ``max_current_online``
+        (a sub-board, not the fuse) or a saturated clamp proves nothing; a charger must be proven on every phase
+        on which it may still draw above its limit.
+        """
+        group = self.group
+        at = meter.taken_at
+        down = []
+        for ch, least, most in self.steered:
+            limit, since = ch.limit_in_force, ch.limit_since
+            if since is None or since > at:
+                continue
+            phases = [i for i in range(3) if most[i] > limit + _EPS]  # type: ignore[operator]
+            if phases:
+                down.append((ch, least, phases))
+        if not down:
+            return {}
+        ceiling = phase_ceiling(group)[0]
+        failed: set[str] = set()
+        for i in range(3):
+            on = [(ch, least) for ch, least, phases in down if i in phases]
+            if not on:
+                continue
+            p = i + 1
+            measured, b = meter.current.get(p), budget.get(p)
+            if (measured is None or b is None or p in meter.saturated or b <= 0
+                    or b >= group.max_current_online - _EPS):
+                failed.update(ch.spec.id for ch, _ in on)
+                continue
+            other = ceiling - group.margin - b
+            # The rest at the least the model allows. Only chargers under a limit of ours count: another's last
+            # sample (up to draw_max_age old) is no lower bound of what it draws now.
+            rest = sum(least[i] for _, least, _ in self.steered) - sum(least[i] for _, least in on)
+            if measured - other - rest > sum(ch.limit_in_force for ch, _ in on) + _EPS:  # type: ignore[misc]
+                failed.update(ch.spec.id for ch, _ in on)
+        return {ch.spec.id: (ch.limit_in_force, at) for ch, _, _ in down  # type: ignore[misc]
+                if ch.spec.id not in failed}
 
     def _add(self, least: tuple[float, float, float], most: tuple[float, float, float], moving: bool) -> None:
         lo, hi, mv = self.least, self.most, self.moving

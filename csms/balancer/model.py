@@ -197,6 +197,10 @@ class Decision:
     available: dict[int, float] = field(default_factory=dict)
     #: How each phase's budget came about, e.g. "35.0 A fuse - 2.0 A margin - 8.3 A other load".
     budget_notes: dict[int, str] = field(default_factory=dict)
+    #: Chargers whose accepted decrease the mains reading shows done, so that break-before-make need not wait out
+    #: their ramp time: ``{charger id: (the limit it is at, the reading's time)}``
+    #: (:meth:`csms.balancer.allocation._Run.proven_down`).
+    proven_down: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def explain(self, charger_id: str) -> str:
         """One paragraph an operator can read: the limit, the phases, and why, with the budget of each

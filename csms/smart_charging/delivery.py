@@ -13,7 +13,8 @@ Safety rules, in the order they bind:
 * Break before make: an increase is sent only while, on each phase it draws on, the sum over the
   group of every other charger's *exposure* plus the new limit fits the decision's budget. Exposure is
   the larger of what a charger may apply (its accepted limit, or the old one while a decrease is
-  unanswered) and its measured draw, until ``ramp_time`` after its decrease was accepted.
+  unanswered) and its measured draw, until ``ramp_time`` after its decrease was accepted or until the
+  balancer's decision carries the mains meter's proof that it is down (``Decision.proven_down``).
 * Coalescing: a channel holds only the newest wanted limit; a slow charger never receives a stale
   one and never holds up another channel.
 
@@ -577,10 +578,17 @@ class Delivery:
             limit = self._may_apply(ch) if has_session else 0.0
         phases = lim.phases if lim is not None and lim.phases else ch.phases_wired
         out = {p: limit for p in phases}
-        if now - ch.decrease_accepted_at < self.settings.ramp_time:
+        if now - ch.decrease_accepted_at < self.settings.ramp_time and not self._proven_down(ch, decision):
             for p, amps in self._draw(ch).items():
                 out[p] = max(out.get(p, 0.0), amps)
         return out
+
+    @staticmethod
+    def _proven_down(ch: ChargerChannel, decision: Decision | None) -> bool:
+        """Whether a mains reading taken after its decrease was accepted shows it done (the balancer's proof,
+        for the limit it is at now): its old draw need not be counted for the rest of ``ramp_time``."""
+        proof = decision.proven_down.get(ch.id) if decision is not None else None
+        return proof is not None and proof[0] == ch.in_force and proof[1] >= ch.decrease_accepted_at
 
     def _draw(self, ch: ChargerChannel) -> dict[int, float]:
         sample = self.state.station(ch.id).latest_sample()

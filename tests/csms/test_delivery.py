@@ -236,3 +236,38 @@ def test_a_trimmed_charger_lends_the_headroom_it_does_not_draw_to_break_before_m
     delivery._refresh_exposure(a)  # as sending the decrease does
     assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
     assert delivery._gate(b, 16.0, 12.0) is None
+
+
+def test_a_mains_proof_ends_the_ramp_wait_of_an_accepted_decrease(tmp_path):
+    """A accepted a decrease from 16 to 8 A; its latest sample (taken before) still shows 16 A. Break-before-make
+    counts that old draw for ramp_time, unless the balancer's decision carries the mains meter's proof, from a
+    reading taken after the decrease was accepted, that A is down at the limit it is at now."""
+    from csms.smart_charging.delivery import Delivery
+    from csms.state import PhaseSample, SiteState
+
+    cfg = config(tmp_path, [{"id": "A"}, {"id": "B"}], budget=24)
+    state = SiteState()
+    state.station("A").samples[1] = PhaseSample(998.0, (16.0, 16.0, 16.0))
+    delivery = Delivery(cfg, state, clock=lambda: 1000.0)
+    a, b = delivery.channels["A"], delivery.channels["B"]
+    for ch in (a, b):
+        ch.control = ControlState.CONTROLLED
+    a.in_force, a.decrease_accepted_at, b.in_force = 8.0, 999.5, 6.0  # ramp_time is 1 s here
+    limits = {"A": ChargerLimit(8.0, (1, 2, 3), "fair share", True, 8.0),
+              "B": ChargerLimit(16.0, (1, 2, 3), "fair share", True, 16.0)}
+    budget = {1: 24.0, 2: 24.0, 3: 24.0}
+
+    def decide(proof: dict) -> None:
+        delivery.apply(Decision("g", 1000.0, budget, True, limits, proven_down=proof))
+        delivery._exposure_cache.clear()
+
+    decide({})
+    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+    assert delivery._gate(b, 16.0, 6.0) == 8.0  # 24 A less the 16 A A may still draw
+    decide({"A": (8.0, 999.7)})
+    assert delivery.exposure(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
+    assert delivery._gate(b, 16.0, 6.0) == 16.0
+    decide({"A": (8.0, 999.2)})  # a reading from before the decrease was accepted proves nothing
+    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+    decide({"A": (10.0, 999.7)})  # nor one about another limit
+    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
