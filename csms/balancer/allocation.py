@@ -315,7 +315,8 @@ class _Run:
         self._reasons: dict[tuple, str] = {}
         #: Per trimmed session: the A of its headroom lent to others (see :meth:`_lend`).
         self.lends: dict[str, float] = {}
-        #: Chargers under a limit of ours at the reading, with the least and the most they may draw then.
+        #: Sessions the model follows at the reading (under a limit of ours, one in flight, or their fallback),
+        #: with the least and the most they may draw then.
         self.steered: list[tuple[ChargerInput, tuple[float, float, float], tuple[float, float, float]]] = []
 
     def steady(self, budget: dict[int, float], other: dict[int, float] | None,
@@ -509,8 +510,7 @@ class _Run:
         if (not moving and not model.learned_from_mains and model.since > -INF
                 and at >= model.since + window):
             self.settled.append((mem, least))
-        if control is _CONTROLLED and ch.limit_in_force is not None:
-            self.steered.append((ch, least, most))
+        self.steered.append((ch, least, most))
         self._add(least, most, moving)
 
     def proven_down(self, meter: MeterInput, budget: dict[int, float]) -> dict[str, tuple[float, float]]:
@@ -519,20 +519,26 @@ class _Run:
         Break-before-make counts a charger that accepted a decrease at its old draw for ``ramp_time``, because
         its EV may still take it. The mains meter can prove sooner that the capacity is free. Let ``S`` be the
         chargers on phase p that accepted a limit before the reading and may still draw above it, ``B`` the
-        other load the budget allows for (``ceiling - margin - budget``), and ``least`` what every other
-        charger under a limit of ours draws at the very least at the reading. If ``reading - B - least <= sum of S's limits``, then
-        the other load and S draw together no more than ``B`` plus S's limits; from now on S only come down (or
-        rise to their limits), so counting them at their limits keeps the phase within the fuse, however the
-        reading splits between them and the other load. A phase whose budget is set by ``max_current_online``
-        (a sub-board, not the fuse) or a saturated clamp proves nothing; a charger must be proven on every phase
-        on which it may still draw above its limit.
+        other load the budget allows for (``ceiling - margin - budget``), and ``least`` what every other session
+        the model follows draws at the very least at the reading. If ``reading - B - least <= sum of S's
+        limits`` (plus half the margin, as :meth:`steady` allows a budget: the base load's jitter would
+        otherwise fail the proof on every other reading), then the other load and S draw together no more than
+        ``B`` plus S's limits; from now on S only come down (or rise to their limits), so counting them at their
+        limits keeps the phase within the fuse with half the margin to spare, however the reading splits between
+        them and the other load.
+
+        ``least`` is the model's: a car that draws less than the model believes (one that draws nothing before a
+        sample showed it drawing, see :mod:`csms.balancer.estimate`) weakens the proof by as much as it raises
+        the budget, and both count it at its limit. A phase whose budget is set by ``max_current_online`` (a
+        sub-board, not the fuse) or a saturated clamp proves nothing; a charger must be proven on every phase on
+        which it may still draw above its limit.
         """
         group = self.group
         at = meter.taken_at
         down = []
         for ch, least, most in self.steered:
             limit, since = ch.limit_in_force, ch.limit_since
-            if since is None or since > at:
+            if ch.control is not _CONTROLLED or limit is None or since is None or since > at:
                 continue
             phases = [i for i in range(3) if most[i] > limit + _EPS]  # type: ignore[operator]
             if phases:
@@ -552,10 +558,10 @@ class _Run:
                 failed.update(ch.spec.id for ch, _ in on)
                 continue
             other = ceiling - group.margin - b
-            # The rest at the least the model allows. Only chargers under a limit of ours count: another's last
-            # sample (up to draw_max_age old) is no lower bound of what it draws now.
+            # The rest at the least the model allows. Only sessions the model follows count: another charger's
+            # last sample (up to draw_max_age old) is no lower bound of what it draws now.
             rest = sum(least[i] for _, least, _ in self.steered) - sum(least[i] for _, least in on)
-            if measured - other - rest > sum(ch.limit_in_force for ch, _ in on) + _EPS:  # type: ignore[misc]
+            if measured - other - rest > sum(ch.limit_in_force for ch, _ in on) + group.margin / 2:  # type: ignore[misc]
                 failed.update(ch.spec.id for ch, _ in on)
         return {ch.spec.id: (ch.limit_in_force, at) for ch, _, _ in down  # type: ignore[misc]
                 if ch.spec.id not in failed}

@@ -111,6 +111,8 @@ class ChargerChannel:
     last: Sent | None = None
     last_increase_at: float = float("-inf")
     decrease_accepted_at: float = float("-inf")
+    #: The ``decrease_accepted_at`` of the decrease a mains reading has shown done (see ``Delivery._take_proofs``).
+    proven_down: float | None = None
     control: ControlState = ControlState.DISCONNECTED_UNKNOWN
     #: Why the control state is what it is ("accepted", "profile Rejected", ...), for the operator view.
     control_reason: str = ""
@@ -191,6 +193,7 @@ class Delivery:
     def apply(self, decision: Decision) -> None:
         """LimitSink: remember the newest limit per charger and wake the channels that must act."""
         self.decisions[decision.group_id] = decision
+        self._take_proofs(decision)
         for cid, lim in decision.limits.items():
             ch = self.channels.get(cid)
             if ch is None or not lim.controlled:
@@ -578,17 +581,20 @@ class Delivery:
             limit = self._may_apply(ch) if has_session else 0.0
         phases = lim.phases if lim is not None and lim.phases else ch.phases_wired
         out = {p: limit for p in phases}
-        if now - ch.decrease_accepted_at < self.settings.ramp_time and not self._proven_down(ch, decision):
+        if now - ch.decrease_accepted_at < self.settings.ramp_time and ch.proven_down != ch.decrease_accepted_at:
             for p, amps in self._draw(ch).items():
                 out[p] = max(out.get(p, 0.0), amps)
         return out
 
-    @staticmethod
-    def _proven_down(ch: ChargerChannel, decision: Decision | None) -> bool:
-        """Whether a mains reading taken after its decrease was accepted shows it done (the balancer's proof,
-        for the limit it is at now): its old draw need not be counted for the rest of ``ramp_time``."""
-        proof = decision.proven_down.get(ch.id) if decision is not None else None
-        return proof is not None and proof[0] == ch.in_force and proof[1] >= ch.decrease_accepted_at
+    def _take_proofs(self, decision: Decision) -> None:
+        """Remembers which accepted decreases a mains reading taken after them showed done, for the limit each
+        charger is at now: their old draw need not be counted for the rest of ``ramp_time``. A proof stays
+        valid until the next decrease (the car only comes down after it), even when a later reading, with a new
+        car starting beside it, could not show it again."""
+        for cid, (limit, at) in decision.proven_down.items():
+            ch = self.channels.get(cid)
+            if ch is not None and ch.in_force == limit and at >= ch.decrease_accepted_at:
+                ch.proven_down = ch.decrease_accepted_at
 
     def _draw(self, ch: ChargerChannel) -> dict[int, float]:
         sample = self.state.station(ch.id).latest_sample()

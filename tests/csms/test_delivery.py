@@ -264,10 +264,17 @@ def test_a_mains_proof_ends_the_ramp_wait_of_an_accepted_decrease(tmp_path):
     decide({})
     assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
     assert delivery._gate(b, 16.0, 6.0) == 8.0  # 24 A less the 16 A A may still draw
-    decide({"A": (8.0, 999.7)})
-    assert delivery.exposure(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
-    assert delivery._gate(b, 16.0, 6.0) == 16.0
     decide({"A": (8.0, 999.2)})  # a reading from before the decrease was accepted proves nothing
     assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
     decide({"A": (10.0, 999.7)})  # nor one about another limit
+    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+    decide({"A": (8.0, 999.7)})
+    assert delivery.exposure(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
+    assert delivery._gate(b, 16.0, 6.0) == 16.0
+    # It stays proven when a later reading cannot show it again (a car starting beside it, say) ...
+    decide({})
+    assert delivery.exposure(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
+    # ... until the next decrease, which its next proof must show done again.
+    a.in_force, a.decrease_accepted_at = 7.0, 999.8
+    decide({})
     assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
