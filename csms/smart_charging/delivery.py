@@ -495,10 +495,7 @@ class Delivery:
         if target <= base or self._within_own_exposure(ch, target, now):
             send = target  # a decrease (or the first limit, below the fallback) goes out at once
         else:
-            hold_until = float("-inf")
-            if current is not None:
-                hold_until = max(ch.last_increase_at + s.increase_interval,
-                                 (ch.last.at if ch.last else float("-inf")) + ch.cfg.min_update_interval)
+            hold_until = hold_until_of(ch, s)
             gated = None
             if current is None and target - base < s.deadband:
                 gated = target  # the session's first limit replaces its fallback, however small the step
@@ -525,6 +522,15 @@ class Delivery:
             self._wake_later(ch, ch.retry_at - now)  # backing off after a failure; a lower limit goes out at once
             return
         await self._send(ch, link, send, purpose, tx.transaction_id if tx else None)
+        if target - send >= s.deadband and ch.wanted == target:
+            # Part of the increase is still held back (a refresh could not carry it, or only part of it fitted).
+            # A decision with the same wanted limit wakes nobody, so come back when it may go: a paused car's
+            # turn once waited 20 s, until its next refresh, with the fuse idle.
+            wait = hold_until_of(ch, s) - self.clock()
+            if wait > 0:
+                self._wake_later(ch, wait)
+            else:
+                await self._wait_for_group(ch)
 
     def _within_own_exposure(self, ch: ChargerChannel, target: float, now: float) -> bool:
         """A charger not under control is already counted at the most it may draw (its ``max_current``): any
@@ -879,6 +885,15 @@ class Delivery:
         if self.storage is not None:
             self.storage.write_nowait(log_event(kind, self.clock(), station_id=ch.id,
                                                 group_id=ch.group.id if ch.group else None, **detail), kind)
+
+
+def hold_until_of(ch: ChargerChannel, s: SmartChargingConfig) -> float:
+    """When the charger's next increase may go out: ``increase_interval`` after its last increase and its own
+    ``min_update_interval`` after its last profile (none before its first limit replaces the fallback)."""
+    if ch.in_force is None:
+        return float("-inf")
+    return max(ch.last_increase_at + s.increase_interval,
+               (ch.last.at if ch.last else float("-inf")) + ch.cfg.min_update_interval)
 
 
 def link_version(ch: ChargerChannel) -> str | None:
