@@ -490,21 +490,23 @@ class _Run:
                 model.since = min(since, at)
         elif control is _CONTROLLED:
             model.follow(limit, since, window)
-        believed = model.expected()
-        model.phases = phases
-        if sample is not model.sample:
-            model.sample = sample
-            # Only under a limit of ours: a charger pending on its offline fallback (often one phase) shows a
-            # 3-phase car on one phase, which says nothing about what it takes on all three.
-            if sample is not None and ch.draw_at is not None and control is _CONTROLLED:
-                model.learn_sample(_reported(sample, spec), ch.draw_at, window, CAP_TOLERANCE)
-        learned = model.expected()
-        if learned != believed:
-            model.narrow(model.phases)
-            # It draws less than the model believed (a phase its EV does not use, a cap): the held other load
-            # was the reading minus that belief, too small by the difference (and the budget too large).
-            for i in range(3):
-                self.relearned[i] += believed[i] - learned[i]
+        new_sample = sample is not model.sample
+        if new_sample or model.phases != phases:  # otherwise nothing the model believes can have changed
+            believed = model.expected()
+            model.phases = phases
+            if new_sample:
+                model.sample = sample
+                # Only under a limit of ours: a charger pending on its offline fallback (often one phase) shows
+                # a 3-phase car on one phase, which says nothing about what it takes on all three.
+                if sample is not None and ch.draw_at is not None and control is _CONTROLLED:
+                    model.learn_sample(_reported(sample, spec), ch.draw_at, window, CAP_TOLERANCE)
+            learned = model.expected()
+            if learned != believed:
+                model.narrow(model.phases)
+                # It draws less than the model believed (a phase its EV does not use, a cap): the held other
+                # load was the reading minus that belief, too small by the difference (and the budget too large).
+                for i in range(3):
+                    self.relearned[i] += believed[i] - learned[i]
         target = mem.target if pending_target(ch, mem) else None
         least, most, moving = model.bounds(at, window, target)
         if (not moving and not model.learned_from_mains and model.since > -INF
