@@ -15,18 +15,19 @@ OTHER = 10.0
 
 
 def _steady_then_lowered(g, reading_after: float, a_draw: float, b_limit: float = 10.0, a_old: float = 20.0,
-                         a_new: float = 10.0):
+                         a_new: float = 10.0, b_draw: float | None = None, other: float = OTHER):
     """A drew ``a_old`` under a limit it had for long; its limit ``a_new`` was accepted at T0 + 1; the reading at
-    T0 + ``reading_after`` shows the other load, A drawing ``a_draw`` and B drawing its limit."""
+    T0 + ``reading_after`` shows the other load, A drawing ``a_draw`` and B drawing ``b_draw`` (its limit)."""
+    b_draw = b_limit if b_draw is None else b_draw
     memory = BalancerMemory()
     old = session("A", limit_in_force=a_old, limit_since=T0 - 100, draw={1: a_old, 2: a_old, 3: a_old},
                   draw_at=T0 - 1)
-    b = session("B", limit_in_force=b_limit, limit_since=T0 - 100, draw={1: b_limit, 2: b_limit, 3: b_limit},
+    b = session("B", limit_in_force=b_limit, limit_since=T0 - 100, draw={1: b_draw, 2: b_draw, 3: b_draw},
                 draw_at=T0 - 1)
-    run(g, meter(OTHER + a_old + b_limit, at=T0), [old, b], T0, memory)
+    run(g, meter(other + a_old + b_draw, at=T0), [old, b], T0, memory)
     new = session("A", limit_in_force=a_new, limit_since=T0 + 1, draw=old.draw, draw_at=old.draw_at)
     t = T0 + reading_after
-    return run(g, meter(OTHER + a_draw + b_limit, at=t), [new, b], t, memory)
+    return run(g, meter(other + a_draw + b_draw, at=t), [new, b], t, memory)
 
 
 def test_a_reading_that_shows_the_car_down_proves_the_decrease():
@@ -75,16 +76,7 @@ def test_a_proof_keeps_the_phase_within_the_fuse_once_everyone_is_at_their_limit
     g = group(supply_max_current=fuse, max_current_online=fuse, margin=max(0.25, fuse / 100))
     a_old, a_new, b_limit = round(a_old, 1), round(a_new, 1), round(b_limit, 1)
     a_draw = a_new + frac * (a_old - a_new)
-    b_draw = b_frac * b_limit
-    memory = BalancerMemory()
-    a0 = session("A", limit_in_force=a_old, limit_since=T0 - 100, draw={1: a_old, 2: a_old, 3: a_old},
-                 draw_at=T0 - 1)
-    b = session("B", limit_in_force=b_limit, limit_since=T0 - 100, draw={1: b_draw, 2: b_draw, 3: b_draw},
-                draw_at=T0 - 1)
-    run(g, meter(other + a_old + b_draw, at=T0), [a0, b], T0, memory)
-    a1 = session("A", limit_in_force=a_new, limit_since=T0 + 1, draw=a0.draw, draw_at=a0.draw_at)
-    t = T0 + after
-    d = run(g, meter(other + a_draw + b_draw, at=t), [a1, b], t, memory)
+    d = _steady_then_lowered(g, after, a_draw, b_limit, a_old, a_new, b_draw=b_frac * b_limit, other=other)
     if "A" in d.proven_down:
         allowed_other = phase_ceiling(g)[0] - g.margin - d.budget[1]
         # B's draw is known to the model within CAP_TOLERANCE (a car drawing 5.6 of 6 A is taken to follow its

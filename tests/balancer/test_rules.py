@@ -337,7 +337,9 @@ def test_reserves_beyond_the_budget_pause_every_session_on_the_phase():
 
 # -- trimming a car that takes less than offered -----------------------------------------------------
 
-def test_trimming_gives_unused_share_to_others_and_probes_back():
+def _two_cars_on_32_a():
+    """A run per call ``step(t, a_draw, a_limit, b_limit)``: A's car draws ``a_draw``, B's its limit, on a 32 A
+    group with trimming after 60 s, 2 A headroom and a probe every 300 s."""
     g = group(supply_max_current=32, max_current_online=32, margin=0,
               tuning=Tuning(trim_after=60, probe_every=300, trim_headroom=2, trim_slack=2))
     memory = BalancerMemory()
@@ -346,6 +348,12 @@ def test_trimming_gives_unused_share_to_others_and_probes_back():
         a = session("A", limit_in_force=a_limit, draw={1: a_draw, 2: a_draw, 3: a_draw}, draw_at=T0 + t)
         b = session("B", limit_in_force=b_limit, draw={1: b_limit, 2: b_limit, 3: b_limit}, draw_at=T0 + t)
         return run(g, meter(a_draw + b_limit, at=T0 + t), [a, b], T0 + t, memory)
+
+    return step
+
+
+def test_trimming_gives_unused_share_to_others_and_probes_back():
+    step = _two_cars_on_32_a()
 
     d = step(0, 16, 16, 16)
     assert limits(d) == {"A": 16, "B": 16}
@@ -368,14 +376,7 @@ def test_trimming_gives_unused_share_to_others_and_probes_back():
 
 
 def test_a_probe_the_car_answers_by_taking_more_is_not_trimmed_again_at_once():
-    g = group(supply_max_current=32, max_current_online=32, margin=0,
-              tuning=Tuning(trim_after=60, probe_every=300, trim_headroom=2, trim_slack=2))
-    memory = BalancerMemory()
-
-    def step(t: float, a_draw: float, a_limit: float, b_limit: float):
-        a = session("A", limit_in_force=a_limit, draw={1: a_draw, 2: a_draw, 3: a_draw}, draw_at=T0 + t)
-        b = session("B", limit_in_force=b_limit, draw={1: b_limit, 2: b_limit, 3: b_limit}, draw_at=T0 + t)
-        return run(g, meter(a_draw + b_limit, at=T0 + t), [a, b], T0 + t, memory)
+    step = _two_cars_on_32_a()
 
     for t in (0, 30, 95):
         d = step(t, 8, 16, 16)
