@@ -563,7 +563,8 @@ class _Run:
             # The rest at the least the model allows. Only sessions the model follows count: another charger's
             # last sample (up to draw_max_age old) is no lower bound of what it draws now.
             rest = sum(least[i] for _, least, _ in self.steered) - sum(least[i] for _, least in on)
-            if measured - other - rest > sum(ch.limit_in_force for ch, _ in on) + group.margin / 2:  # type: ignore[misc]
+            limits = sum(ch.limit_in_force for ch, _ in on)  # type: ignore[misc]
+            if measured - other - rest > limits + group.margin / 2:
                 failed.update(ch.spec.id for ch, _ in on)
         return {ch.spec.id: (ch.limit_in_force, at) for ch, _, _ in down  # type: ignore[misc]
                 if ch.spec.id not in failed}

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from csms.aio import cancel_and_wait, wait_event
+from csms.balancer.allocation import floor_step
 from csms.balancer.model import ControlState, Decision
 from csms.config import ChargerConfig, LoadBalancerConfig, SiteConfig, SmartChargingConfig, charger_phases
 from csms.link import Capabilities, Outcome, ProfileSpec, Purpose, StationLink
@@ -628,7 +629,7 @@ class Delivery:
         group_min = ch.group.min_current
         if allowed < group_min:
             return None
-        allowed = float(int(allowed * 10) / 10)  # 0.1 A steps, rounded down
+        allowed = floor_step(allowed)  # the balancer's 0.1 A grid: 24 - 16.1 is 7.899999..., still 7.9
         if allowed <= current + 1e-9:
             return None
         return allowed

@@ -278,3 +278,22 @@ def test_a_mains_proof_ends_the_ramp_wait_of_an_accepted_decrease(tmp_path):
     a.in_force, a.decrease_accepted_at = 7.0, 999.8
     decide({})
     assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+
+
+def test_the_gate_rounds_to_the_balancers_grid(tmp_path):
+    """Room computed by subtraction lands a hair below a tenth (24 - 16.1 = 7.899999999999999): the gate rounds
+    down on the balancer's grid, not to the tenth below it, so the limit it allows is the one decided."""
+    from csms.smart_charging.delivery import Delivery
+    from csms.state import SiteState
+
+    cfg = config(tmp_path, [{"id": "A"}, {"id": "B"}], budget=24)
+    delivery = Delivery(cfg, SiteState(), clock=lambda: 1000.0)
+    a, b = delivery.channels["A"], delivery.channels["B"]
+    for ch in (a, b):
+        ch.control = ControlState.CONTROLLED
+    a.in_force, b.in_force = 16.1, 6.0
+    assert 24.0 - 16.1 < 7.9
+    delivery.apply(Decision("g", 1000.0, {1: 24.0, 2: 24.0, 3: 24.0}, True,
+                            {"A": ChargerLimit(16.1, (1, 2, 3), "fair share", True, 16.1),
+                             "B": ChargerLimit(7.9, (1, 2, 3), "fair share", True, 7.9)}))
+    assert delivery._gate(b, 7.9, 6.0) == 7.9
