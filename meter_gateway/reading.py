@@ -20,6 +20,9 @@ Phases = tuple[float | None, float | None, float | None]
 #: Flags a reading may carry. ``saturated_lN``: the clamp is at the top of its range, so the true
 #: current may be higher: the balancer treats it as overload.
 SATURATED = ("saturated_l1", "saturated_l2", "saturated_l3")
+#: A clamp reading within this fraction of its range counts as at the top of it (saturated): the gateway flags it,
+#: and the balancer keeps a fuse rated above the clamps' range that far below the top.
+SATURATION_MARGIN = 0.005
 CLAMP_FAULT = ("clamp_fault_l1", "clamp_fault_l2", "clamp_fault_l3")
 KNOWN_FLAGS = frozenset(SATURATED + CLAMP_FAULT + ("overrange", "voltage_lost", "clock_unsynced"))
 

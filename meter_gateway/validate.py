@@ -16,7 +16,7 @@ from typing import Any
 
 from . import boundedjson
 from .config import VARIANT_RANGE_A, VOLTAGE_RANGE_V, MeterConfig
-from .reading import CLAMP_FAULT, SATURATED, MeterReading
+from .reading import CLAMP_FAULT, SATURATED, SATURATION_MARGIN, MeterReading
 from .registers import StatusFlag
 
 #: Every reason a sample can be refused for; the gateway counts each per meter.
@@ -36,8 +36,6 @@ REJECTIONS = (
     "conflicting_sources",  # refused while the meter is suspect: its readings went backwards again and again
 )
 
-#: A clamp reading within this fraction of its range counts as at the top of it (saturated).
-SATURATION_MARGIN = 0.005
 #: How far ahead of the gateway's clock a meter's timestamp may be before it counts as in the future.
 FUTURE_TOLERANCE_S = 5.0
 #: Readings going backwards this often within :data:`SUSPECT_WINDOW_S` mean two sources publish for one

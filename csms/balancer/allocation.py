@@ -61,14 +61,14 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from meter_gateway.reading import SATURATION_MARGIN
+
 from . import waterfill
 from .estimate import CAP_TOLERANCE, DrawModel, other_load
 from .model import ChargerInput, ChargerLimit, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput
 
 #: OCPP 1.6 limits are multiples of 0.1 A.
 STEP = 0.1
-#: A clamp reading within this fraction of its range counts as at the top of it.
-SATURATION_MARGIN = 0.005
 _EPS = 1e-6
 INF = float("inf")
 
