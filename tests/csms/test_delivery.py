@@ -214,20 +214,30 @@ async def test_two_chargers_refusing_their_first_limit_do_not_wait_for_each_othe
         assert (a.limit().amps or 0) + (b.limit().amps or 0) <= 24
 
 
-def test_a_trimmed_charger_lends_the_headroom_it_does_not_draw_to_break_before_make(tmp_path):
-    """The balancer offers a car that draws 8 A a 10 A limit (so that it can show it wants more) and counts it
-    at 8 A; break-before-make must count it the same way, or the 2 A lent to others never reach them."""
+def _two_controlled(tmp_path, a_in_force: float, b_in_force: float, state=None):
+    """A Delivery with no sockets for chargers A and B of a 24 A group, both under control at the given limits,
+    on a clock stopped at 1000 s: for the break-before-make rules alone."""
     from csms.smart_charging.delivery import Delivery
     from csms.state import SiteState
 
     cfg = config(tmp_path, [{"id": "A"}, {"id": "B"}], budget=24)
-    delivery = Delivery(cfg, SiteState(), clock=lambda: 1000.0)
+    delivery = Delivery(cfg, state if state is not None else SiteState(), clock=lambda: 1000.0)
     a, b = delivery.channels["A"], delivery.channels["B"]
     for ch in (a, b):
         ch.control = ControlState.CONTROLLED
-    a.in_force, b.in_force = 10.0, 12.0
+    a.in_force, b.in_force = a_in_force, b_in_force
+    return delivery, a, b
+
+
+BUDGET_24 = {1: 24.0, 2: 24.0, 3: 24.0}
+
+
+def test_a_trimmed_charger_lends_the_headroom_it_does_not_draw_to_break_before_make(tmp_path):
+    """The balancer offers a car that draws 8 A a 10 A limit (so that it can show it wants more) and counts it
+    at 8 A; break-before-make must count it the same way, or the 2 A lent to others never reach them."""
+    delivery, a, b = _two_controlled(tmp_path, 10.0, 12.0)
     trimmed = ChargerLimit(10.0, (1, 2, 3), "its EV draws clearly less than offered: capped at 10.0 A", True, 8.0)
-    delivery.apply(Decision("g", 1000.0, {1: 24.0, 2: 24.0, 3: 24.0}, True,
+    delivery.apply(Decision("g", 1000.0, BUDGET_24, True,
                             {"A": trimmed, "B": ChargerLimit(16.0, (1, 2, 3), "fair share", True, 16.0)}))
     assert delivery.exposure(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
     assert delivery._gate(b, 16.0, 12.0) == 16.0
@@ -242,23 +252,17 @@ def test_a_mains_proof_ends_the_ramp_wait_of_an_accepted_decrease(tmp_path):
     """A accepted a decrease from 16 to 8 A; its latest sample (taken before) still shows 16 A. Break-before-make
     counts that old draw for ramp_time, unless the balancer's decision carries the mains meter's proof, from a
     reading taken after the decrease was accepted, that A is down at the limit it is at now."""
-    from csms.smart_charging.delivery import Delivery
     from csms.state import PhaseSample, SiteState
 
-    cfg = config(tmp_path, [{"id": "A"}, {"id": "B"}], budget=24)
     state = SiteState()
     state.station("A").samples[1] = PhaseSample(998.0, (16.0, 16.0, 16.0))
-    delivery = Delivery(cfg, state, clock=lambda: 1000.0)
-    a, b = delivery.channels["A"], delivery.channels["B"]
-    for ch in (a, b):
-        ch.control = ControlState.CONTROLLED
-    a.in_force, a.decrease_accepted_at, b.in_force = 8.0, 999.5, 6.0  # ramp_time is 1 s here
+    delivery, a, b = _two_controlled(tmp_path, 8.0, 6.0, state)
+    a.decrease_accepted_at = 999.5  # ramp_time is 1 s here
     limits = {"A": ChargerLimit(8.0, (1, 2, 3), "fair share", True, 8.0),
               "B": ChargerLimit(16.0, (1, 2, 3), "fair share", True, 16.0)}
-    budget = {1: 24.0, 2: 24.0, 3: 24.0}
 
     def decide(proof: dict) -> None:
-        delivery.apply(Decision("g", 1000.0, budget, True, limits, proven_down=proof))
+        delivery.apply(Decision("g", 1000.0, BUDGET_24, True, limits, proven_down=proof))
         delivery._exposure_cache.clear()
 
     decide({})
@@ -283,17 +287,9 @@ def test_a_mains_proof_ends_the_ramp_wait_of_an_accepted_decrease(tmp_path):
 def test_the_gate_rounds_to_the_balancers_grid(tmp_path):
     """Room computed by subtraction lands a hair below a tenth (24 - 16.1 = 7.899999999999999): the gate rounds
     down on the balancer's grid, not to the tenth below it, so the limit it allows is the one decided."""
-    from csms.smart_charging.delivery import Delivery
-    from csms.state import SiteState
-
-    cfg = config(tmp_path, [{"id": "A"}, {"id": "B"}], budget=24)
-    delivery = Delivery(cfg, SiteState(), clock=lambda: 1000.0)
-    a, b = delivery.channels["A"], delivery.channels["B"]
-    for ch in (a, b):
-        ch.control = ControlState.CONTROLLED
-    a.in_force, b.in_force = 16.1, 6.0
+    delivery, a, b = _two_controlled(tmp_path, 16.1, 6.0)
     assert 24.0 - 16.1 < 7.9
-    delivery.apply(Decision("g", 1000.0, {1: 24.0, 2: 24.0, 3: 24.0}, True,
+    delivery.apply(Decision("g", 1000.0, BUDGET_24, True,
                             {"A": ChargerLimit(16.1, (1, 2, 3), "fair share", True, 16.1),
                              "B": ChargerLimit(7.9, (1, 2, 3), "fair share", True, 7.9)}))
     assert delivery._gate(b, 7.9, 6.0) == 7.9
