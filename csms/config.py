@@ -180,6 +180,9 @@ class LoadBalancerConfig(StrictModel):
             supply = data.get("supply_max_current")
             if isinstance(supply, (int, float)) and not isinstance(supply, bool):
                 return {**data, "margin": default_margin(float(supply))}
+            # supply_max_current is missing or not a number, which is reported on its own: "margin: Field
+            # required" beside it would send the installer after a field the file need not have.
+            return {**data, "margin": default_margin(0.0)}
         return data
 
     @field_validator("phases")

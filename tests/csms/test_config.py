@@ -141,3 +141,14 @@ def test_margin_defaults_to_one_percent_of_the_fuse_at_least_a_quarter_ampere():
     assert parse_config(data, "site.toml").load_balancers[0].margin == pytest.approx(0.25)
     data["load_balancers"][0]["margin"] = 3
     assert parse_config(data, "site.toml").load_balancers[0].margin == 3
+
+
+def test_a_bad_fuse_is_reported_alone_not_with_the_margin_derived_from_it():
+    """check-config on a group whose supply_max_current is not a number used to add "margin: Field required",
+    though the margin may be left out: it is derived from the fuse."""
+    def bad_fuse(data):
+        data["load_balancers"][0].pop("margin", None)
+        data["load_balancers"][0]["supply_max_current"] = "lots"
+
+    lines = problems(bad_fuse)
+    assert len(lines) == 1 and "load_balancers.0.supply_max_current" in lines[0], lines
