@@ -188,6 +188,13 @@ def phase_ceiling(group: GroupSpec) -> tuple[float, str]:
     return group.supply_max_current, "fuse"
 
 
+def clamp_saturated(group: GroupSpec, meter: MeterInput, phase: int, measured: float) -> bool:
+    """Whether a phase's reading only says "at least this much": flagged by the gateway, or at the top of the
+    clamps' range."""
+    clamp = group.clamp_range_a
+    return phase in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN))
+
+
 def phase_budget(
     group: GroupSpec, meter: MeterInput | None, other: dict[int, float] | None, now: float
 ) -> tuple[dict[int, float], bool, dict[int, str]]:
@@ -208,7 +215,6 @@ def phase_budget(
     budget: dict[int, float] = {}
     notes: dict[int, str] = {}
     margin, online = group.margin, group.max_current_online
-    clamp = group.clamp_range_a
     limit, limit_name = phase_ceiling(group)
     for p in group.phases:
         measured = meter.current.get(p)
@@ -216,7 +222,7 @@ def phase_budget(
             budget[p] = offline
             notes[p] = f"meter reports nothing for L{p}: max_current_offline {offline:.1f} A"
             continue
-        saturated = p in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN))
+        saturated = clamp_saturated(group, meter, p, measured)
         other_p = measured if other is None else other.get(p, measured)
         value = limit - margin - other_p
         if saturated and measured >= 0:
@@ -555,8 +561,8 @@ class _Run:
                 continue
             p = i + 1
             measured, b = meter.current.get(p), budget.get(p)
-            if (measured is None or b is None or p in meter.saturated or b <= 0
-                    or b >= group.max_current_online - _EPS):
+            if (measured is None or b is None or b <= 0 or b >= group.max_current_online - _EPS
+                    or clamp_saturated(group, meter, p, measured)):
                 failed.update(ch.spec.id for ch, _ in on)
                 continue
             other = ceiling - group.margin - b
@@ -594,13 +600,12 @@ class _Run:
         self._learn_from_reading(meter, held)
         other: dict[int, float] = {}
         guessed: set[int] = set()  # phases whose other load is held, not measured, at this reading
-        clamp = self.group.clamp_range_a
         for p in self.group.phases:
             measured = meter.current.get(p)
             if measured is None:
                 continue
             i = p - 1
-            if p in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN)):
+            if clamp_saturated(self.group, meter, p, measured):
                 # "At least this much": the most other load the reading allows, never a held lower value (or
                 # the next reading, back in range while the cars stop, resumes them into saturation again).
                 other[p] = measured - self.least[i]
