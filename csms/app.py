@@ -24,6 +24,7 @@ from csms.balancer.controller import BalancerController
 from csms.balancer.model import Decision
 from csms.config import SiteConfig
 from csms.context import SessionContext
+from csms.ocpp.counts import MessageCounts
 from csms.server import CentralSystem
 from csms.smart_charging.delivery import Delivery
 from csms.state import SiteState, Transaction
@@ -40,12 +41,12 @@ class CentralSystemApp:
         self.state = SiteState()
         self.storage = Storage(cfg.storage.database, cfg.storage.commit_interval)
         self.ctx = SessionContext(cfg, self.state, self.storage, Authorizer(cfg), clock)
-        self.server = CentralSystem(self.ctx)
         self.delivery = Delivery(cfg, self.state, self.storage, clock=clock)
         self.balancer = BalancerController(cfg, self.state, self.delivery, self, clock)
         self.delivery.on_control = self.balancer.on_control
         self.delivery.on_answer = self.balancer.on_answer
-        self.server.on_session.append(self.delivery.attach)
+        self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
+        self.server = CentralSystem(self.ctx, on_session=self.delivery.attach, observe=self.messages)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}

@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for w in config_warnings(cfg):
         logging.getLogger("csms").warning("%s: %s: %s", args.config, w.path, w.message)
     from csms.app import serve_until_signalled
-    from csms.validation import preload
+    from csms.ocpp.schemas import preload
 
     loop_factory = None
     if getattr(args, "uvloop", False):

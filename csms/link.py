@@ -1,19 +1,15 @@
-"""The version-agnostic commands the central system sends to a station.
+"""The version-agnostic commands the central system sends to a station: the port the delivery drives.
 
-The smart-charging delivery speaks only these types; ``csms.link16`` and ``csms.link201`` turn them
-into OCPP 1.6 and 2.0.1 messages. Every command has a deadline, because the ``ocpp`` package lets
-only one call be outstanding per connection and waits for its lock without a timeout.
+The smart-charging delivery speaks only these types; :mod:`csms.ocpp.v16.commands` and
+:mod:`csms.ocpp.v201.commands` turn them into OCPP 1.6 and 2.0.1 messages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Protocol
-
-log = logging.getLogger("csms.link")
+from typing import Protocol
 
 
 class Purpose(StrEnum):
@@ -88,7 +84,7 @@ class StationLink(Protocol):
     id: str
 
     #: Set once the station may be set up: its BootNotification was accepted, or it sent another message
-    #: (it had booted before this connection). See :class:`csms.session.SessionMixin`.
+    #: (it had booted before this connection). See :class:`csms.ocpp.station.Station`.
     ready: asyncio.Event
     #: Commands (or command:variant keys) the station answered "not implemented/supported" on this connection.
     unsupported: set[str]
@@ -102,59 +98,3 @@ class StationLink(Protocol):
                             stack_level: int | None = None, connector: int | None = None) -> Outcome: ...
     async def get_composite(self, connector: int, duration: int, unit: str) -> CompositeLimit | None: ...
     async def set_availability(self, connector: int, operative: bool) -> Outcome: ...
-
-
-#: CALLERROR codes and reply statuses that mean "this station cannot do that", whatever we retry. The ``ocpp``
-#: package and many firmwares swap NotImplemented and NotSupported (see the domain notes), so both count.
-NOT_SUPPORTED_CODES = frozenset({"NotImplemented", "NotSupported"})
-#: Seconds a TriggerMessage may take: it is a nicety, and while a call is unanswered nothing else can be sent.
-TRIGGER_TIMEOUT = 3.0
-
-
-def mark_unsupported(session: Any, key: str, why: str) -> None:
-    """Remembers that ``session``'s station cannot do ``key``; logs it and stores an event, once per connection."""
-    unsupported = getattr(session, "unsupported", None)
-    if unsupported is None or key in unsupported:
-        return
-    unsupported.add(key)
-    log.warning("%s: %s answered %s; not sent again on this connection (until it reconnects or reboots)",
-                session.id, key, why)
-    record = getattr(session, "_log", None)
-    if record is not None:
-        record("command_not_supported", command=key, answer=why)
-
-
-async def run_command(session: Any, payload: Any, timeout: float, key: str | None = None,
-                      **kw: Any) -> tuple[Outcome, Any]:
-    """Sends one call on a station session; the outcome is read from the reply's ``status`` when it has one.
-
-    ``timeout`` covers the wait for the session's call lock as well as the answer. A CALLERROR, or a reply that
-    fails validation, is ``Outcome.ERROR``; the reply object (or None) is returned for callers that need more.
-    A CALLERROR NotImplemented/NotSupported, or a reply status NotSupported/NotImplemented, is
-    ``Outcome.NOT_SUPPORTED``, and the command's ``key`` (default: the action; callers pass a finer key when the
-    answer depends on the content, e.g. ``SetChargingProfile:TxProfile``) is not sent again on this connection:
-    later calls return ``NOT_SUPPORTED`` at once.
-    """
-    action = type(payload).__name__
-    key = key or action
-    if key in (getattr(session, "unsupported", None) or ()):
-        return Outcome.NOT_SUPPORTED, None
-    try:
-        async with asyncio.timeout(timeout):
-            reply = await session.call(payload, suppress=False, **kw)
-    except TimeoutError:
-        return Outcome.TIMEOUT, None
-    except Exception as exc:  # OCPPError from a CALLERROR, or a reply that fails validation
-        code = getattr(exc, "code", None)
-        if code in NOT_SUPPORTED_CODES:
-            mark_unsupported(session, key, f"CALLERROR {code}")
-            return Outcome.NOT_SUPPORTED, None
-        log.warning("%s: %s failed: %s", session.id, action, exc)
-        return Outcome.ERROR, None
-    status = getattr(reply, "status", "Accepted")
-    if status == "Accepted":
-        return Outcome.ACCEPTED, reply
-    if status in NOT_SUPPORTED_CODES:
-        mark_unsupported(session, key, f"status {status}")
-        return Outcome.NOT_SUPPORTED, reply
-    return (Outcome.UNKNOWN if status == "Unknown" else Outcome.REJECTED), reply

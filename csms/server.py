@@ -13,6 +13,7 @@ import logging
 import math
 import ssl
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
@@ -23,16 +24,16 @@ from websockets.exceptions import InvalidHeader
 from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 
-from csms.context import SessionContext
-from csms.ocpp16 import Station16
-from csms.ocpp201 import Station201
 from csms import records
+from csms.context import SessionContext
+from csms.link import StationLink
+from csms.ocpp.connection import MessageObserver
+from csms.ocpp.station import Station
 from csms.state import Version
 
 log = logging.getLogger("csms.server")
 
 SUBPROTOCOLS = [Version.V201.value, Version.V16.value]
-SESSION_CLASSES = {Version.V16.value: Station16, Version.V201.value: Station201}
 
 
 def station_id_from_path(path: str, prefix: str) -> str | None:
@@ -128,13 +129,15 @@ def _too_many(connection: ServerConnection, wait: float, text: str) -> Response:
 class CentralSystem:
     """Owns the websocket server and the live sessions, one per station id."""
 
-    def __init__(self, ctx: SessionContext):
+    def __init__(self, ctx: SessionContext, on_session: Callable[[StationLink], None] | None = None,
+                 observe: MessageObserver | None = None):
         self.ctx = ctx
         self.cfg = ctx.cfg
-        self.sessions: dict[str, Station16 | Station201] = {}
+        self.sessions: dict[str, Station] = {}
+        self._on_session = on_session or (lambda link: None)  # when a station's session starts
+        self._observe = observe
         self._server: Server | None = None
         self._passwords = {c.id: c.password for c in self.cfg.chargers}
-        self.on_session: list = []  # callbacks(session) when a station's session starts
         self.auth_throttle = AuthThrottle()
         #: Least seconds between two replacements of a station's live connection by a new one.
         self.replacement_interval = 5.0
@@ -245,26 +248,25 @@ class CentralSystem:
 
     async def _handle(self, ws: ServerConnection) -> None:
         station_id = station_id_from_path(ws.request.path, self.cfg.server.path_prefix)
-        if station_id is None or ws.subprotocol not in SESSION_CLASSES:
+        if station_id is None or ws.subprotocol not in SUBPROTOCOLS:
             await ws.close(1002, "no OCPP subprotocol")
             return
         version = Version(ws.subprotocol)
-        session = SESSION_CLASSES[ws.subprotocol](station_id, ws, self.ctx)
+        session = Station(station_id, ws, version, self.ctx, self._observe)
         previous = self.sessions.get(station_id)
         self.sessions[station_id] = session
         if previous is not None:
             self._replaced_at[station_id] = time.monotonic()
             self._replacement_refused.discard(station_id)
             log.warning("%s: new connection replaces the previous one", station_id)
-            await previous._connection.close(1000, "replaced by a new connection")
+            await previous.close(1000, "replaced by a new connection")
         now = self.ctx.clock()
         await self.ctx.storage.write(records.station_connected(station_id, version.value, now))
         self.ctx.state.connected(station_id, version, now)
         log.info("%s: connected (%s) from %s", station_id, version.value, ws.remote_address)
-        for callback in self.on_session:
-            callback(session)
+        self._on_session(session.link)
         try:
-            await session.start()
+            await session.run()
         except websockets.ConnectionClosed as exc:
             log.info("%s: disconnected (%s)", station_id, exc.rcvd.code if exc.rcvd else "no close frame")
         except Exception:

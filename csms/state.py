@@ -1,6 +1,6 @@
 """Live, version-agnostic state of the stations connected to the central system.
 
-The OCPP adapters (``csms.ocpp16``, ``csms.ocpp201``) translate each message into a call on
+The OCPP inbound handlers (``csms.ocpp.v16.inbound``, ``csms.ocpp.v201.inbound``) translate each message into a call on
 :class:`SiteState`; everything downstream (balancer controller, smart-charging delivery, storage,
 operator view) reads this state and listens to its :class:`Event` stream. Nothing here knows about
 OCPP versions, sockets or SQLite.

@@ -2,9 +2,9 @@
 
 Most figures are read when Prometheus scrapes (:class:`SiteCollector` walks the live state, the balancer's
 latest decisions and the delivery's channels), so the hot paths carry no instrumentation. Only what
-happens between scrapes needs counting as it happens: OCPP messages (through
-:data:`csms.session.MESSAGE_OBSERVERS`) and how long each balancer run takes (through
-``BalancerController.run_observers``). Each app has its own registry, so two apps in one process (tests,
+happens between scrapes needs counting as it happens: OCPP messages are counted by the app's
+:class:`csms.ocpp.counts.MessageCounts` and read here; how long each balancer run takes is observed through
+``BalancerController.run_observers``. Each app has its own registry, so two apps in one process (tests,
 the demo) never mix their figures.
 """
 
@@ -14,11 +14,10 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from csms import session
 from csms.balancer.model import ControlState
 from csms.config import charger_phases
 
@@ -135,46 +134,38 @@ class SiteCollector(Collector):
         yield GaugeMetricFamily("csms_running_transactions", "Transactions in progress.",
                                 value=sum(len(s.transactions) for s in stations))
 
+        messages = CounterMetricFamily("csms_ocpp_messages", "OCPP calls handled (in) or sent (out), by outcome.",
+                                       labels=["direction", "action", "outcome"])
+        for labels, count in sorted(app.messages.counts.items()):
+            messages.add_metric(list(labels), count)
+        yield messages
+
 
 class Metrics:
-    """The app's registry: the scrape-time collector plus the two event-driven instruments."""
+    """The app's registry: the scrape-time collector plus the balancer-run histogram."""
 
     def __init__(self, app: CentralSystemApp):
         self.app = app
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(SiteCollector(app))
-        self.ocpp_messages = Counter("csms_ocpp_messages", "OCPP calls handled (in) or sent (out), by outcome.",
-                                     ["direction", "action", "outcome"], registry=self.registry)
         self.decision_latency = Histogram("csms_decision_latency_seconds",
                                           "How long one balancer run takes: allocation, delivery hand-off, storage queue.",
                                           ["group"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self._attached = False
 
-    def _on_message(self, sess: Any, direction: str, action: str, outcome: str) -> None:
-        if getattr(sess, "ctx", None) is self.app.ctx:
-            self.ocpp_messages.labels(direction, action, outcome).inc()
-
     def _on_run(self, group_id: str, seconds: float) -> None:
         self.decision_latency.labels(group_id).observe(seconds)
 
     def attach(self) -> None:
-        """Starts counting messages and timing balancer runs."""
+        """Starts timing balancer runs."""
         if self._attached:
             return
-        observers = getattr(session, "MESSAGE_OBSERVERS", None)
-        if observers is None:
-            log.warning("csms.session has no MESSAGE_OBSERVERS hook: csms_ocpp_messages_total stays empty")
-        else:
-            observers.append(self._on_message)
         self.app.balancer.run_observers.append(self._on_run)
         self._attached = True
 
     def detach(self) -> None:
         if not self._attached:
             return
-        observers = getattr(session, "MESSAGE_OBSERVERS", None)
-        if observers is not None and self._on_message in observers:
-            observers.remove(self._on_message)
         self.app.balancer.run_observers.remove(self._on_run)
         self._attached = False
 

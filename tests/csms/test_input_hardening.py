@@ -178,26 +178,26 @@ async def test_unsolicited_replies_are_dropped_counted_and_logged_once(tmp_path,
                 await st.ws.send(json.dumps([3, f"nobody-{i}", {"x": "y" * 1000}]))
                 await st.ws.send(json.dumps([4, f"nobody-e{i}", "InternalError", "", {}]))
             assert (await st.call("Heartbeat", {}))[0] == 3  # every frame before it has been routed
-        assert session._response_queue.qsize() == 0
-        assert session.unsolicited_replies == 600
+        # Nothing is kept for them: the protocol has no reply queue, a reply to no awaited call is dropped.
+        assert session.connection.unsolicited_replies == 600
         lines = [r for r in caplog.records if "unsolicited" in r.getMessage() or "unknown unique id" in r.getMessage()]
         assert len(lines) == 1
         # A call the CSMS makes still gets its own reply (the delivery's own calls are refused meanwhile).
-        task = asyncio.create_task(session.call(GetConfiguration(), unique_id="mine-1"))
+        task = asyncio.create_task(session.connection.call(GetConfiguration()))
         while not task.done():
             try:
                 frame = json.loads(await asyncio.wait_for(st.ws.recv(), 0.5))
             except asyncio.TimeoutError:
                 continue
-            if frame[0] == 2 and frame[1] == "mine-1":
+            if frame[0] == 2 and frame[2] == "GetConfiguration":
                 await st.ws.send(json.dumps([3, "someone-else", {}]))
-                await st.ws.send(json.dumps([3, "mine-1", {"configurationKey": []}]))
+                await st.ws.send(json.dumps([3, frame[1], {"configurationKey": []}]))
                 break
             if frame[0] == 2:
                 await st.ws.send(json.dumps([4, frame[1], "NotImplemented", "", {}]))
         result = await asyncio.wait_for(task, 5)
         assert result.configuration_key == []
-        assert session.unsolicited_replies == 601
+        assert session.connection.unsolicited_replies == 601
 
 
 def test_nesting_is_measured_outside_strings():

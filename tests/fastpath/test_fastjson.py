@@ -1,4 +1,4 @@
-"""csms.fastjson gives what the ``ocpp`` package gives: same frames read, same payloads sent."""
+"""csms.ocpp.frames gives what the ``ocpp`` package gives: same frames read, same payloads sent."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ocpp.messages import unpack as library_unpack
 from ocpp.v16 import call as call16, call_result as result16
 from ocpp.v201 import call as call201, call_result as result201
 
-from csms import fastjson
+from csms.ocpp import frames as fastjson
 
 KEYS = st.sampled_from(["charge_point_vendor", "chargePointVendor", "soc", "state_of_charge", "evse_id", "ocppCSMSURL",
                         "V2XChargingCtrlr", "responder_url", "_x", "a__b", "customData", "id", "SoCLimitReached",

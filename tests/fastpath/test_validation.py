@@ -19,7 +19,7 @@ from hypothesis_jsonschema import from_schema
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallResult, MessageType, _validate_payload
 
-from csms.validation import MessageValidator, load_schemas, validator_for
+from csms.ocpp.schemas import MessageValidator, load_schemas, validator_for
 
 VERSIONS = ("1.6", "2.0.1")
 

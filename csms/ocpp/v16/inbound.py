@@ -9,27 +9,28 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ocpp.routing import after, on
-from ocpp.v16 import ChargePoint, call_result
+from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
 from csms import records
 from csms.authorization import Verdict
-from csms.adapter import AdapterMixin
-from csms.link16 import Link16Mixin
 from csms.metervalues import parse_time
-from csms.session import SessionMixin
-from csms.state import BootInfo, Transaction, Version
+from csms.ocpp.inbound import Inbound
+from csms.ocpp.routing import after, on
+from csms.state import BootInfo, Transaction
 
-log = logging.getLogger("csms.ocpp16")
+log = logging.getLogger("csms.ocpp.v16")
 
 _STATUS = {Verdict.ACCEPTED: AuthorizationStatus.accepted, Verdict.EXPIRED: AuthorizationStatus.expired,
            Verdict.UNKNOWN: AuthorizationStatus.invalid}
 
 
-class Station16(SessionMixin, AdapterMixin, Link16Mixin, ChargePoint):
-    version = Version.V16
-    known_actions = frozenset(a.value for a in Action)
+#: Every action OCPP 1.6 defines (one known but not handled here is NotSupported, not NotImplemented).
+KNOWN_ACTIONS = frozenset(a.value for a in Action)
+
+
+class Inbound16(Inbound):
+    """Answers every charge-point-initiated OCPP 1.6 Core message."""
 
     def _id_tag_info(self, id_tag: str | None) -> dict[str, Any]:
         verdict = self.ctx.authorizer.check(self.id, id_tag, self.ctx.clock())
@@ -41,12 +42,10 @@ class Station16(SessionMixin, AdapterMixin, Link16Mixin, ChargePoint):
 
     @on(Action.boot_notification)
     async def on_boot(self, charge_point_vendor: str, charge_point_model: str, **kw: Any):
-        now = self.ctx.clock()
         boot = BootInfo(charge_point_vendor, charge_point_model,
                         kw.get("charge_point_serial_number") or kw.get("charge_box_serial_number"),
                         kw.get("firmware_version"))
-        await self.ctx.storage.write(records.station_booted(self.id, boot, now))
-        self._boot = (boot, now)  # told to the state once the Accepted reply is out (_boot_answered)
+        await self._booted(boot)
         log.info("%s: boot %r %r fw %r", self.id, boot.vendor, boot.model, boot.firmware_version)
         return call_result.BootNotification(current_time=self.ctx.now_iso(),
                                             interval=self.ctx.cfg.server.heartbeat_interval,

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from ocpp.charge_point import camel_to_snake_case, snake_to_camel_case
 from ocpp.exceptions import FormatViolationError
-from ocpp.messages import Call, CallError, CallResult, MessageType, _DecimalEncoder
+from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.messages import unpack as library_unpack
 
 from meter_gateway import boundedjson
@@ -95,7 +95,7 @@ def to_payload(obj: Any) -> Any:
 
 
 def _default(obj: Any) -> Any:
-    """Like the package's encoder: a Decimal is sent with one decimal place, else ``to_json()``."""
+    """As the package's encoder does: a Decimal is sent with one decimal place, else ``to_json()``."""
     if isinstance(obj, decimal.Decimal):
         return float("%.1f" % obj)
     to_json = getattr(obj, "to_json", None)
@@ -108,8 +108,8 @@ def dumps(value: Any) -> str:
     try:
         return orjson.dumps(value, default=_default).decode()
     except orjson.JSONEncodeError:
-        # Integers past 64 bits and the like: the package's encoder writes them (or fails the same way).
-        return json.dumps(value, separators=(",", ":"), cls=_DecimalEncoder)
+        # Integers past 64 bits and the like: ``json`` writes them (or fails the same way).
+        return json.dumps(value, separators=(",", ":"), default=_default)
 
 
 def call_frame(unique_id: str, action: str, payload: Any) -> str:

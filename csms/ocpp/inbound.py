@@ -1,10 +1,14 @@
-"""What both OCPP version adapters do the same way: set-up, the event log, storing meter values."""
+"""What both versions' inbound handlers share: the boot, the event log, storing meter values.
+
+A version's handler class (:mod:`csms.ocpp.v16.inbound`, :mod:`csms.ocpp.v201.inbound`) turns each
+message a station initiates into domain state and storage, and is composed into a
+:class:`csms.ocpp.station.Station` beside the connection that routes messages to it.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from csms import records
 from csms.context import SessionContext
@@ -12,49 +16,38 @@ from csms.metervalues import to_sample
 from csms.state import BootInfo, PhaseSample, Transaction, implausible
 from csms.storage import log_event
 
-log = logging.getLogger("csms.adapter")
+if TYPE_CHECKING:
+    from csms.ocpp.station import Station
+
+log = logging.getLogger("csms.ocpp.inbound")
 
 #: A parsed ``meterValue`` entry: the sample, its reading context, and the entry as received.
 Parsed = tuple[PhaseSample, str, dict]
 
 
-class AdapterMixin:
-    """Mixed into :class:`csms.ocpp16.Station16` and :class:`csms.ocpp201.Station201`, after SessionMixin."""
+class Inbound:
+    """Base of the version handler classes: the station they answer for, and the helpers both use."""
 
-    def __init__(self, station_id: str, connection: Any, ctx: SessionContext):
-        super().__init__(station_id, connection, response_timeout=ctx.cfg.server.call_timeout)
+    def __init__(self, station: Station, ctx: SessionContext):
+        self.station = station
+        self.id = station.id
         self.ctx = ctx
-        self.command_timeout = ctx.cfg.server.call_timeout
-        self.setup_session(ctx.cfg.server.rate_limit, ctx.cfg.server.rate_burst)
-        #: Set when the station may be set up (see SessionMixin.ready); ``boots`` counts accepted boots on
-        #: this connection (a second one is a reboot: the delivery sets the station up again).
-        self.ready = asyncio.Event()
-        self.ready_reason = ""
-        self.boots = 0
-        #: Commands this station answered "not implemented/supported" on this connection (csms.link).
-        self.unsupported: set[str] = set()
         self._boot: tuple[BootInfo, float] | None = None
         #: Transactions that ended on this connection (a duplicate stop is answered but not told twice).
         self._ended: set[str] = set()
 
-    def _boot_answered(self) -> None:
-        """After the BootNotification's Accepted reply went out: the station is registered and may be set up.
+    async def _booted(self, boot: BootInfo) -> None:
+        """Stores a BootNotification; the state hears of it once the Accepted reply is out (:meth:`_boot_answered`)."""
+        now = self.ctx.clock()
+        await self.ctx.storage.write(records.station_booted(self.id, boot, now))
+        self._boot = (boot, now)
 
-        A reboot on the same connection forgets what it could not do (its firmware may have changed)."""
-        self.boots += 1
-        self.unsupported.clear()
-        self.ready_reason = "boot accepted" if self.boots == 1 else "rebooted"
-        self.ready.set()
+    def _boot_answered(self) -> None:
+        """After the BootNotification's Accepted reply went out: the station is registered and may be set up."""
+        self.station.boot_answered()
         if self._boot is not None:
             boot, at = self._boot
             self.ctx.state.booted(self.id, boot, at)  # StationBooted: the delivery sets up again after a reboot
-
-    def _other_message(self, action: str) -> None:
-        """A message other than BootNotification before any boot on this connection: the station had booted
-        before it (re)connected (e.g. the central system restarted), so it is registered and may be set up."""
-        if not self.ready.is_set() and action != "BootNotification":
-            self.ready_reason = f"first message {action} (booted before this connection)"
-            self.ready.set()
 
     def _flag_if_implausible(self, tx: Transaction) -> None:
         """A transaction is stored as the station reported it; values no real session has (see
@@ -67,8 +60,7 @@ class AdapterMixin:
             self._log("implausible_transaction", transaction_id=tx.transaction_id, problems=problems)
 
     def _log(self, kind: str, **detail: Any) -> None:
-        """An entry in the event log; not awaited (nothing a station is told depends on it)."""
-        self.ctx.storage.write_nowait(log_event(kind, self.ctx.clock(), station_id=self.id, **detail))
+        self.station.log_event(kind, **detail)
 
     async def _store_meter_values(self, connector_id: int, transaction_id: str | None,
                                   meter_value: list[dict]) -> list[Parsed]:

@@ -7,12 +7,11 @@ from typing import Any
 
 from ocpp.v201 import call
 
-from csms.link import (
-    TRIGGER_TIMEOUT, Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command,
-)
-from csms.link16 import iso
+from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
+from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands
+from csms.ocpp.v16.commands import iso
 
-log = logging.getLogger("csms.link201")
+log = logging.getLogger("csms.ocpp.v201.commands")
 
 PURPOSE = {Purpose.TX: "TxProfile", Purpose.TX_DEFAULT: "TxDefaultProfile",
            Purpose.STATION_MAX: "ChargingStationMaxProfile"}
@@ -35,13 +34,8 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-class Link201Mixin:
-    """Mixed into :class:`csms.ocpp201.Station201`."""
-
-    command_timeout: float
-
-    async def _command(self, payload: Any, **kw: Any) -> tuple[Outcome, Any]:
-        return await run_command(self, payload, self.command_timeout, **kw)
+class Commands201(Commands):
+    """:class:`csms.link.StationLink` over OCPP 2.0.1."""
 
     async def read_capabilities(self, connector: int) -> Capabilities:
         wanted = [
@@ -54,7 +48,7 @@ class Link201Mixin:
             ("TxUpdatedInterval", _var("SampledDataCtrlr", "TxUpdatedInterval")),
             ("TxUpdatedMeasurands", _var("SampledDataCtrlr", "TxUpdatedMeasurands")),
         ]
-        outcome, reply = await self._command(call.GetVariables(get_variable_data=[v for _, v in wanted]))
+        outcome, reply = await self.run(call.GetVariables(get_variable_data=[v for _, v in wanted]))
         read = outcome.ok and reply is not None
         raw: dict[str, str] = {}
         for result in (reply.get_variable_result if reply else []) or []:
@@ -80,7 +74,7 @@ class Link201Mixin:
         )
 
     async def _set_variable(self, component: str, variable: str, value: str) -> Outcome:
-        outcome, reply = await self._command(call.SetVariables(
+        outcome, reply = await self.run(call.SetVariables(
             set_variable_data=[{"attribute_value": value, **_var(component, variable)}]))
         if reply is None:
             return outcome
@@ -101,7 +95,7 @@ class Link201Mixin:
     async def trigger_meter_values(self, connector: int) -> Outcome:
         # A short deadline: while it is unanswered no other call (a decrease) can go out on this connection.
         payload = call.TriggerMessage(requested_message="MeterValues", evse={"id": connector})
-        outcome, _ = await run_command(self, payload, min(self.command_timeout, TRIGGER_TIMEOUT),
+        outcome, _ = await self.run(payload, min(self.timeout, TRIGGER_TIMEOUT),
                                        key="TriggerMessage:MeterValues")
         return outcome
 
@@ -126,7 +120,7 @@ class Link201Mixin:
             profile["transaction_id"] = spec.transaction_id
         if spec.valid_to is not None:
             profile["valid_to"] = iso(spec.valid_to)
-        outcome, _ = await self._command(call.SetChargingProfile(evse_id=spec.connector, charging_profile=profile),
+        outcome, _ = await self.run(call.SetChargingProfile(evse_id=spec.connector, charging_profile=profile),
                                          key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
         return outcome
 
@@ -137,12 +131,12 @@ class Link201Mixin:
             criteria = {k: v for k, v in (("evse_id", connector), ("stack_level", stack_level),
                                           ("charging_profile_purpose", PURPOSE[purpose] if purpose else None))
                         if v is not None}
-        outcome, _ = await self._command(call.ClearChargingProfile(charging_profile_id=profile_id,
+        outcome, _ = await self.run(call.ClearChargingProfile(charging_profile_id=profile_id,
                                                                    charging_profile_criteria=criteria or None))
         return outcome
 
     async def get_composite(self, connector: int, duration: int, unit: str) -> CompositeLimit | None:
-        outcome, reply = await self._command(call.GetCompositeSchedule(duration=duration, evse_id=connector,
+        outcome, reply = await self.run(call.GetCompositeSchedule(duration=duration, evse_id=connector,
                                                                        charging_rate_unit=unit))
         if not outcome.ok or not reply:
             return None
@@ -155,6 +149,6 @@ class Link201Mixin:
 
     async def set_availability(self, connector: int, operative: bool) -> Outcome:
         evse = {"id": connector} if connector else None
-        outcome, reply = await self._command(call.ChangeAvailability(
+        outcome, reply = await self.run(call.ChangeAvailability(
             operational_status="Operative" if operative else "Inoperative", evse=evse))
         return Outcome.ACCEPTED if reply is not None and reply.status == "Scheduled" else outcome

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ocpp.routing import after, on
-from ocpp.v201 import ChargePoint, call_result
+from ocpp.v201 import call_result
 from ocpp.v201.enums import (
     Action,
     AuthorizationStatusEnumType,
@@ -23,13 +22,12 @@ from ocpp.v201.enums import (
 
 from csms import records
 from csms.authorization import Verdict
-from csms.adapter import AdapterMixin
-from csms.link201 import Link201Mixin
 from csms.metervalues import parse_time, register_reading
-from csms.session import SessionMixin
+from csms.ocpp.inbound import Inbound
+from csms.ocpp.routing import after, on
 from csms.state import BootInfo, Transaction, Version
 
-log = logging.getLogger("csms.ocpp201")
+log = logging.getLogger("csms.ocpp.v201")
 
 _STATUS = {Verdict.ACCEPTED: AuthorizationStatusEnumType.accepted, Verdict.EXPIRED: AuthorizationStatusEnumType.expired,
            Verdict.UNKNOWN: AuthorizationStatusEnumType.unknown}
@@ -41,9 +39,12 @@ _CHARGING_STATE = {"Charging": "Charging", "EVConnected": "Preparing", "Suspende
                    "SuspendedEVSE": "SuspendedEVSE", "Idle": "Available"}
 
 
-class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
-    version = Version.V201
-    known_actions = frozenset(a.value for a in Action)
+#: Every action OCPP 2.0.1 defines (one known but not handled here is NotSupported, not NotImplemented).
+KNOWN_ACTIONS = frozenset(a.value for a in Action)
+
+
+class Inbound201(Inbound):
+    """Answers every message an OCPP 2.0.1 charging station initiates."""
 
     def _id_token_info(self, id_token: dict | None) -> dict[str, Any]:
         token = (id_token or {}).get("id_token")
@@ -56,11 +57,9 @@ class Station201(SessionMixin, AdapterMixin, Link201Mixin, ChargePoint):
 
     @on(Action.boot_notification)
     async def on_boot(self, charging_station: dict, reason: str, **kw: Any):
-        now = self.ctx.clock()
         boot = BootInfo(charging_station.get("vendor_name", ""), charging_station.get("model", ""),
                         charging_station.get("serial_number"), charging_station.get("firmware_version"))
-        await self.ctx.storage.write(records.station_booted(self.id, boot, now))
-        self._boot = (boot, now)  # told to the state once the Accepted reply is out (_boot_answered)
+        await self._booted(boot)
         log.info("%s: boot (%s) %r %r fw %r", self.id, reason, boot.vendor, boot.model, boot.firmware_version)
         return call_result.BootNotification(current_time=self.ctx.now_iso(),
                                             interval=self.ctx.cfg.server.heartbeat_interval,

@@ -8,11 +8,10 @@ from typing import Any
 
 from ocpp.v16 import call
 
-from csms.link import (
-    TRIGGER_TIMEOUT, Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command,
-)
+from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
+from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands
 
-log = logging.getLogger("csms.link16")
+log = logging.getLogger("csms.ocpp.v16.commands")
 
 PURPOSE = {Purpose.TX: "TxProfile", Purpose.TX_DEFAULT: "TxDefaultProfile", Purpose.STATION_MAX: "ChargePointMaxProfile"}
 CAPABILITY_KEYS = ["ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods",
@@ -46,16 +45,11 @@ def rotation_for(value: str | None, connector: int) -> str | None:
     return None
 
 
-class Link16Mixin:
-    """Mixed into :class:`csms.ocpp16.Station16`."""
-
-    command_timeout: float
-
-    async def _command(self, payload: Any, **kw: Any) -> tuple[Outcome, Any]:
-        return await run_command(self, payload, self.command_timeout, **kw)
+class Commands16(Commands):
+    """:class:`csms.link.StationLink` over OCPP 1.6."""
 
     async def read_capabilities(self, connector: int) -> Capabilities:
-        outcome, reply = await self._command(call.GetConfiguration(key=CAPABILITY_KEYS))
+        outcome, reply = await self.run(call.GetConfiguration(key=CAPABILITY_KEYS))
         raw = {k["key"]: k.get("value") for k in (reply.configuration_key or [])} if reply else {}
         read = outcome.ok and reply is not None
         units = raw.get("ChargingScheduleAllowedChargingRateUnit") or "Current,Power"
@@ -74,7 +68,7 @@ class Link16Mixin:
         )
 
     async def _change(self, key: str, value: str) -> Outcome:
-        outcome, _ = await self._command(call.ChangeConfiguration(key=key, value=value),
+        outcome, _ = await self.run(call.ChangeConfiguration(key=key, value=value),
                                          key=f"ChangeConfiguration:{key}")
         if not outcome.ok:
             log.info("%s: ChangeConfiguration %s=%s: %s", self.id, key, value, outcome)
@@ -89,7 +83,7 @@ class Link16Mixin:
     async def trigger_meter_values(self, connector: int) -> Outcome:
         # A short deadline: while it is unanswered no other call (a decrease) can go out on this connection.
         payload = call.TriggerMessage(requested_message="MeterValues", connector_id=connector)
-        outcome, _ = await run_command(self, payload, min(self.command_timeout, TRIGGER_TIMEOUT),
+        outcome, _ = await self.run(payload, min(self.timeout, TRIGGER_TIMEOUT),
                                        key="TriggerMessage:MeterValues")
         return outcome
 
@@ -114,21 +108,21 @@ class Link16Mixin:
             profile["transaction_id"] = int(spec.transaction_id)
         if spec.valid_to is not None:
             profile["valid_to"] = iso(spec.valid_to)
-        outcome, _ = await self._command(call.SetChargingProfile(connector_id=spec.connector,
+        outcome, _ = await self.run(call.SetChargingProfile(connector_id=spec.connector,
                                                                  cs_charging_profiles=profile),
                                          key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
         return outcome
 
     async def clear_profile(self, profile_id: int | None = None, purpose: Purpose | None = None,
                             stack_level: int | None = None, connector: int | None = None) -> Outcome:
-        outcome, _ = await self._command(call.ClearChargingProfile(
+        outcome, _ = await self.run(call.ClearChargingProfile(
             id=profile_id, connector_id=connector, stack_level=stack_level,
             charging_profile_purpose=PURPOSE[purpose] if purpose else None))
         return outcome
 
     async def get_composite(self, connector: int, duration: int, unit: str) -> CompositeLimit | None:
         # Chargers report limits with more than one decimal; the schema's multipleOf would refuse them.
-        outcome, reply = await self._command(
+        outcome, reply = await self.run(
             call.GetCompositeSchedule(connector_id=connector, duration=duration, charging_rate_unit=unit),
             skip_schema_validation=True)
         if not outcome.ok or not reply:
@@ -141,7 +135,7 @@ class Link16Mixin:
                               first.get("number_phases"))
 
     async def set_availability(self, connector: int, operative: bool) -> Outcome:
-        outcome, reply = await self._command(
+        outcome, reply = await self.run(
             call.ChangeAvailability(connector_id=connector, type="Operative" if operative else "Inoperative"))
         # "Scheduled": the charger applies it when its running transaction ends.
         return Outcome.ACCEPTED if reply is not None and reply.status == "Scheduled" else outcome

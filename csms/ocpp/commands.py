@@ -1,0 +1,94 @@
+"""What both versions' outbound commands share: one call with a deadline, and what its answer means.
+
+A version's command class (:mod:`csms.ocpp.v16.commands`, :mod:`csms.ocpp.v201.commands`) implements
+:class:`csms.link.StationLink` for one station; the delivery drives it without knowing the version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from csms.link import Outcome
+
+if TYPE_CHECKING:
+    from csms.ocpp.station import Station
+
+log = logging.getLogger("csms.ocpp.commands")
+
+#: CALLERROR codes and reply statuses that mean "this station cannot do that", whatever we retry. The ``ocpp``
+#: package and many firmwares swap NotImplemented and NotSupported (see the domain notes), so both count.
+NOT_SUPPORTED_CODES = frozenset({"NotImplemented", "NotSupported"})
+#: Seconds a TriggerMessage may take: it is a nicety, and while a call is unanswered nothing else can be sent.
+TRIGGER_TIMEOUT = 3.0
+
+
+class Commands:
+    """The station's side of :class:`csms.link.StationLink`: its id, readiness and what it cannot do."""
+
+    def __init__(self, station: Station, timeout: float):
+        self.station = station
+        self.id = station.id
+        self.timeout = timeout
+
+    @property
+    def ready(self) -> asyncio.Event:
+        return self.station.ready
+
+    @property
+    def ready_reason(self) -> str:
+        return self.station.ready_reason
+
+    @property
+    def boots(self) -> int:
+        return self.station.boots
+
+    @property
+    def unsupported(self) -> set[str]:
+        return self.station.unsupported
+
+    def mark_unsupported(self, key: str, why: str) -> None:
+        """Remembers that the station cannot do ``key``; logs it and stores an event, once per connection."""
+        if key in self.unsupported:
+            return
+        self.unsupported.add(key)
+        log.warning("%s: %s answered %s; not sent again on this connection (until it reconnects or reboots)",
+                    self.id, key, why)
+        self.station.log_event("command_not_supported", command=key, answer=why)
+
+    async def run(self, payload: Any, timeout: float | None = None, key: str | None = None,
+                  **kw: Any) -> tuple[Outcome, Any]:
+        """Sends one call; the outcome is read from the reply's ``status`` when it has one.
+
+        ``timeout`` (default: the server's call timeout) covers the wait for the connection's call lock as
+        well as the answer. A CALLERROR, or a reply that fails validation, is ``Outcome.ERROR``; the reply
+        object (or None) is returned for callers that need more. A CALLERROR NotImplemented/NotSupported,
+        or a reply status NotSupported/NotImplemented, is ``Outcome.NOT_SUPPORTED``, and the command's
+        ``key`` (default: the action; callers pass a finer key when the answer depends on the content, e.g.
+        ``SetChargingProfile:TxProfile``) is not sent again on this connection: later calls return
+        ``NOT_SUPPORTED`` at once.
+        """
+        action = type(payload).__name__
+        key = key or action
+        if key in self.unsupported:
+            return Outcome.NOT_SUPPORTED, None
+        try:
+            async with asyncio.timeout(self.timeout if timeout is None else timeout):
+                reply = await self.station.connection.call(payload, **kw)
+        except TimeoutError:
+            return Outcome.TIMEOUT, None
+        except Exception as exc:  # OCPPError from a CALLERROR, or a reply its schema or dataclass refuses
+            code = getattr(exc, "code", None)
+            if code in NOT_SUPPORTED_CODES:
+                self.mark_unsupported(key, f"CALLERROR {code}")
+                return Outcome.NOT_SUPPORTED, None
+            log.warning("%s: %s failed: %s", self.id, action, exc)
+            return Outcome.ERROR, None
+        status = getattr(reply, "status", "Accepted")
+        if status == "Accepted":
+            return Outcome.ACCEPTED, reply
+        if status in NOT_SUPPORTED_CODES:
+            self.mark_unsupported(key, f"status {status}")
+            return Outcome.NOT_SUPPORTED, reply
+        return (Outcome.UNKNOWN if status == "Unknown" else Outcome.REJECTED), reply

@@ -1,0 +1,211 @@
+"""The thin asyncio layer that drives a :class:`csms.ocpp.protocol.Protocol` over one websocket.
+
+It owns what needs a loop: reading the socket (and not reading it, to throttle a flood by TCP
+back-pressure), awaiting handlers, serialising our CALLs and waiting for their replies until the
+protocol's deadline. Every rule about frames lives in the protocol; every rule about what a message
+means lives in the handlers (:mod:`csms.ocpp.v16`, :mod:`csms.ocpp.v201`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, Protocol as TypingProtocol
+
+from ocpp.exceptions import OCPPError
+
+from csms.ocpp import frames
+from csms.ocpp.protocol import (
+    CallAnswered, CallFailed, CallReceived, CallRefused, CallTimedOut, Event, Protocol, ReplyDropped,
+)
+from csms.ocpp.routing import Route, invoke
+
+log = logging.getLogger("csms.ocpp.connection")
+
+#: Called as ``observer(station_id, direction, action, outcome)`` for every CALL a connection handles
+#: (direction "in": outcome "ok" or the CALLERROR code it answered) or sends ("out": "ok", the CALLERROR
+#: code received, "Timeout" or "Cancelled"). Must be quick and must not raise.
+MessageObserver = Callable[[str, str, str, str], None]
+
+
+class Socket(TypingProtocol):
+    """What a connection needs of a websocket (``websockets``' connections have it)."""
+    async def recv(self) -> str | bytes: ...
+    async def send(self, message: str) -> None: ...
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class TokenBucket:
+    """Allows ``rate`` messages a second with bursts of ``burst``; :meth:`delay` says how long to wait."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self._clock = rate, float(burst), clock
+        self._tokens, self._at = float(burst), clock()
+
+    def delay(self) -> float:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class Connection:
+    """One station's OCPP-J connection: ``handler`` answers its CALLs (methods named by ``routes``), and
+    :meth:`call` sends ours, one at a time, returning the reply as the ``ocpp`` package's dataclass from
+    ``call_results``."""
+
+    def __init__(self, station_id: str, socket: Socket, protocol: Protocol, handler: Any,
+                 routes: dict[str, Route], call_results: ModuleType, *, timeout: float, rate: float, burst: int,
+                 observe: MessageObserver | None = None, on_answered: Callable[[str], None] | None = None):
+        self.id = station_id
+        self.socket = socket
+        self.protocol = protocol
+        self.timeout = timeout
+        self.throttled = 0
+        self.unsolicited_replies = 0
+        self._handler = handler
+        self._routes = routes
+        self._call_results = call_results
+        self._bucket = TokenBucket(rate, burst)
+        self._observe = observe or (lambda *_: None)
+        self._on_answered = on_answered or (lambda _: None)
+        self._call_lock = asyncio.Lock()
+        self._reply: asyncio.Future[Event] | None = None
+        self._hooks: set[asyncio.Task] = set()
+
+    # -- the receive loop --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reads and handles frames until the socket closes (its ``ConnectionClosed`` propagates)."""
+        recv = self.socket.recv
+        debug = log.isEnabledFor(logging.DEBUG)
+        try:
+            while True:
+                raw = await recv()
+                if debug:
+                    log.debug("%s: receive %.500s", self.id, raw)
+                await self.receive(raw)
+        finally:
+            for task in self._hooks:
+                task.cancel()
+
+    async def receive(self, raw: str | bytes) -> None:
+        """Handles one frame (after the throttle's wait, if the station sends too fast)."""
+        wait = self._bucket.delay()
+        if wait > 0:
+            # Not reading the socket while we wait is the throttle: TCP back-pressure slows the station.
+            self.throttled += 1
+            if self.throttled == 1:
+                log.warning("%s: sending faster than %.0f msg/s, throttled", self.id, self._bucket.rate)
+            await asyncio.sleep(wait)
+        self.protocol.receive_data(raw)
+        events = self.protocol.events_received()  # taken before any await: a call's timeout also reads them
+        await self._flush()
+        for event in events:
+            if type(event) is CallReceived:
+                await self._answer(event)
+            else:
+                self._note(event)
+
+    async def _flush(self) -> None:
+        for frame in self.protocol.data_to_send():
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: send %.500s", self.id, frame)
+            await self.socket.send(frame)
+
+    def _note(self, event: Event) -> None:
+        if isinstance(event, CallRefused):
+            self._observe(self.id, "in", event.action, event.code)
+            if event.action == "(unparsable)":
+                log.warning("%s: unparsable frame (%s)%s", self.id, event.description,
+                            "" if event.answered else ", a reply: not answered")
+            else:
+                log.info("%s: %s rejected: %s %r", self.id, event.action, event.code, event.details)
+        elif isinstance(event, ReplyDropped):
+            self.unsolicited_replies += 1
+            self._observe(self.id, "in", "(reply)", "Unsolicited")
+            if self.unsolicited_replies == 1:
+                log.warning("%s: dropped an unsolicited reply (MessageId %.64r answers no call we await); "
+                            "further ones are only counted (csms_ocpp_messages_total{action=\"(reply)\","
+                            "outcome=\"Unsolicited\"})", self.id, event.unique_id)
+        elif self._reply is not None and not self._reply.done():
+            self._reply.set_result(event)
+
+    async def _answer(self, call: CallReceived) -> None:
+        route = self._routes[call.action]
+        payload = frames.to_snake(call.payload)
+        try:
+            reply = invoke(getattr(self._handler, route.handler), payload, call.unique_id, route.wants_unique_id)
+            if inspect.isawaitable(reply):
+                reply = await reply
+        except OCPPError as error:
+            log.info("%s: %s handler refused: %s %r", self.id, call.action, error.code, error.details)
+            self._observe(self.id, "in", call.action,
+                          self.protocol.send_error(call.unique_id, error.code, error.description, error.details))
+            await self._flush()
+            return
+        except Exception:
+            log.exception("%s: %s handler failed on %.300r", self.id, call.action, call.payload)
+            self._observe(self.id, "in", call.action,
+                          self.protocol.send_error(call.unique_id, "InternalError", "An unexpected error occurred."))
+            await self._flush()
+            return
+        refused = self.protocol.send_result(call, frames.to_payload(reply))
+        await self._flush()
+        if refused is not None:
+            # Our reply, not the station's message, is at fault: say so instead of blaming the station.
+            log.error("%s: our %s reply fails its schema (%s): %.300r", self.id, call.action,
+                      refused.details.get("cause"), reply)
+            self._observe(self.id, "in", call.action, "InternalError")
+            return
+        self._observe(self.id, "in", call.action, "ok")
+        self._on_answered(call.action)
+        if route.after is not None:
+            hook = getattr(self._handler, route.after)(**payload)
+            if inspect.isawaitable(hook):
+                task = asyncio.ensure_future(hook)
+                self._hooks.add(task)
+                task.add_done_callback(self._hooks.discard)
+
+    # -- calls the central system makes ------------------------------------------------------------
+
+    async def call(self, payload: Any, skip_schema_validation: bool = False) -> Any:
+        """Sends ``payload`` (a ``call`` dataclass of the ``ocpp`` package) and returns the reply dataclass.
+
+        Raises the ``OCPPError`` of a CALLERROR or of a payload (ours or the reply) its schema refuses, and
+        ``TimeoutError`` when no reply comes within the timeout."""
+        action = type(payload).__name__
+        body = frames.to_payload(payload)
+        loop = asyncio.get_running_loop()
+        async with self._call_lock:
+            self.protocol.send_call(action, body, loop.time(), self.timeout, validate=not skip_schema_validation)
+            self._reply = reply = loop.create_future()
+            try:
+                await self._flush()
+                async with asyncio.timeout_at(self.protocol.pending.deadline):
+                    event = await reply
+            except asyncio.CancelledError:
+                self.protocol.abandon()
+                self._observe(self.id, "out", action, "Cancelled")  # e.g. the caller's own deadline passed
+                raise
+            except TimeoutError:
+                pending = self.protocol.pending
+                if pending is not None:  # the timer fired at the deadline: that is "now" for the protocol
+                    self.protocol.expire(pending.deadline)
+                    self.protocol.events_received()  # the CallTimedOut just made: this is its handling
+                self._observe(self.id, "out", action, "Timeout")
+                raise TimeoutError(f"waited {self.timeout} s for the reply to {action}") from None
+            finally:
+                self._reply = None
+        if isinstance(event, CallFailed):
+            self._observe(self.id, "out", action, event.error.code)
+            log.warning("%s: %s answered with %s %r", self.id, action, event.error.code, event.error.description)
+            raise event.error
+        assert isinstance(event, CallAnswered)
+        self._observe(self.id, "out", action, "ok")
+        return getattr(self._call_results, action)(**frames.to_snake(event.payload))
