@@ -6,11 +6,11 @@ import asyncio
 import logging
 from typing import Any
 
-from csms import records
 from csms.context import SessionContext
 from csms.metervalues import to_sample
 from csms.state import BootInfo, PhaseSample, Transaction, implausible
-from csms.storage import log_event
+from csms.storage import records
+from csms.storage.records import log_event
 
 log = logging.getLogger("csms.adapter")
 

@@ -18,7 +18,6 @@ from meter_gateway.gateway import MeterGateway
 from meter_gateway.reading import MeterReading, MeterState
 from meter_gateway.subscriber import ReadingSubscriber
 
-from csms import records
 from csms.authorization import Authorizer
 from csms.balancer.controller import BalancerController
 from csms.balancer.model import Decision
@@ -27,8 +26,10 @@ from csms.context import SessionContext
 from csms.server import CentralSystem
 from csms.smart_charging.delivery import Delivery
 from csms.state import SiteState, Transaction
-from csms.storage import Storage, log_event
-from csms.web.history import ReadingRecorder
+from csms.storage import records
+from csms.storage.database import Storage
+from csms.storage.readings import ReadingRecorder
+from csms.storage.records import log_event
 
 log = logging.getLogger("csms.app")
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from csms.authorization import Authorizer
 from csms.config import SiteConfig
 from csms.state import SiteState
-from csms.storage import Storage
+from csms.storage.database import Storage
 
 
 @dataclass

@@ -13,7 +13,7 @@ from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
-from csms import records
+from csms.storage import records
 from csms.authorization import Verdict
 from csms.adapter import AdapterMixin
 from csms.link16 import Link16Mixin

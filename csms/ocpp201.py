@@ -21,7 +21,7 @@ from ocpp.v201.enums import (
     RegistrationStatusEnumType,
 )
 
-from csms import records
+from csms.storage import records
 from csms.authorization import Verdict
 from csms.adapter import AdapterMixin
 from csms.link201 import Link201Mixin

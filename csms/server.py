@@ -26,8 +26,8 @@ from websockets.http11 import Request, Response
 from csms.context import SessionContext
 from csms.ocpp16 import Station16
 from csms.ocpp201 import Station201
-from csms import records
 from csms.state import Version
+from csms.storage import records
 
 log = logging.getLogger("csms.server")
 

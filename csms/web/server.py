@@ -1,7 +1,7 @@
 """The operator view's HTTP server: JSON status API, dashboard files and ``/metrics`` on one port.
 
 It runs on the central system's own event loop (aiohttp), reads live state in memory and history through
-:meth:`csms.storage.Storage.read`, and changes nothing: every route is a GET. ``/api/*`` and ``/metrics``
+:meth:`csms.storage.database.Storage.read`, and changes nothing: every route is a GET. ``/api/*`` and ``/metrics``
 want ``Authorization: Bearer <token>`` (the ``[http] token``); the dashboard page and its static files are
 public, since they hold no data, and ask for the token once. Access logging is off: the dashboard polls
 every second and a line per poll would bury what matters in the log.
@@ -23,9 +23,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from csms.config import HttpConfig, LoadBalancerConfig
-from csms.storage import StorageClosed
+from csms.storage import history, readings
+from csms.storage.database import StorageClosed
 
-from . import history, status
+from . import status
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -313,7 +314,7 @@ class WebServer:
         """Mains current per phase and the group's budget over [since, until] (default: the last 10 min)."""
         g = self._group_param(request)
         rng = _range(request, self.app.clock())
-        currents = await self.app.storage.read(history.phase_currents(g.meter, rng)) if g.meter else []
+        currents = await self.app.storage.read(readings.phase_currents(g.meter, rng)) if g.meter else []
         decisions = await self.app.storage.read(history.decisions(g.id, rng))
         return _json({
             "group": g.id, "meter": g.meter, "since": rng.since, "until": rng.until,
