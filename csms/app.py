@@ -30,6 +30,7 @@ from csms.storage import records
 from csms.storage.database import Storage
 from csms.storage.readings import ReadingRecorder
 from csms.storage.records import log_event
+from csms.web.view import SiteView
 
 log = logging.getLogger("csms.app")
 
@@ -77,7 +78,7 @@ class CentralSystemApp:
             if self.cfg.http is not None:
                 from csms.web.server import WebServer  # aiohttp only when the operator view is on
 
-                self.web = WebServer(self, self.cfg.http)
+                self.web = WebServer(self.site_view(), self.cfg.http)
                 await self.web.start()
                 self._stack.push_async_callback(self.web.stop)
             self.storage.write_nowait(log_event("csms_started", self.clock()))
@@ -118,6 +119,14 @@ class CentralSystemApp:
             return self.meters.refusals(serial)
         except KeyError:
             return {}
+
+    def site_view(self) -> SiteView:
+        """What the operator view may read of this central system (see :mod:`csms.web.view`)."""
+        return SiteView(cfg=self.cfg, clock=self.clock, state=self.state, storage=self.storage,
+                        channels=self.delivery.channels, meter_states=self.meter_states,
+                        last_readings=self.last_readings, meter_refusals=self.meter_refusals,
+                        decision=self.balancer.decision, explain=self.balancer.explain,
+                        run_observers=self.balancer.run_observers, session_context=self.ctx)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state
