@@ -7,10 +7,10 @@ from typing import Any
 
 from ocpp.v201 import call
 
+from csms.isotime import iso_seconds
 from csms.link import (
     TRIGGER_TIMEOUT, Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose, run_command,
 )
-from csms.link16 import iso
 
 log = logging.getLogger("csms.link201")
 
@@ -114,7 +114,7 @@ class Link201Mixin:
         if spec.duration is not None:
             schedule["duration"] = spec.duration
         if spec.start_schedule is not None:
-            schedule["start_schedule"] = iso(spec.start_schedule)
+            schedule["start_schedule"] = iso_seconds(spec.start_schedule)
         profile: dict[str, Any] = {
             "id": spec.profile_id,
             "stack_level": spec.stack_level,
@@ -125,7 +125,7 @@ class Link201Mixin:
         if spec.transaction_id is not None:
             profile["transaction_id"] = spec.transaction_id
         if spec.valid_to is not None:
-            profile["valid_to"] = iso(spec.valid_to)
+            profile["valid_to"] = iso_seconds(spec.valid_to)
         outcome, _ = await self._command(call.SetChargingProfile(evse_id=spec.connector, charging_profile=profile),
                                          key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
         return outcome
