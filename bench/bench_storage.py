@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from csms import records  # noqa: E402
 from csms.state import PhaseSample  # noqa: E402
-from csms.storage import Storage, open_database  # noqa: E402
+from csms.storage import records  # noqa: E402
+from csms.storage.database import Storage, open_database  # noqa: E402
 
 RAW = [{"measurand": "Current.Import", "phase": f"L{i}", "unit": "A", "value": "15.9"} for i in (1, 2, 3)] + [
     {"measurand": "Energy.Active.Import.Register", "unit": "Wh", "value": "123456"}]

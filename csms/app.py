@@ -18,7 +18,6 @@ from meter_gateway.gateway import MeterGateway
 from meter_gateway.reading import MeterReading, MeterState
 from meter_gateway.subscriber import ReadingSubscriber
 
-from csms import records
 from csms.authorization import Authorizer
 from csms.balancer.controller import BalancerController
 from csms.balancer.model import Decision
@@ -28,8 +27,11 @@ from csms.ocpp.counts import MessageCounts
 from csms.server import CentralSystem
 from csms.smart_charging.delivery import Delivery
 from csms.state import SiteState, Transaction
-from csms.storage import Storage, log_event
-from csms.web.history import ReadingRecorder
+from csms.storage import records
+from csms.storage.database import Storage
+from csms.storage.readings import ReadingRecorder
+from csms.storage.records import log_event
+from csms.web.view import SiteView
 
 log = logging.getLogger("csms.app")
 
@@ -77,7 +79,7 @@ class CentralSystemApp:
             if self.cfg.http is not None:
                 from csms.web.server import WebServer  # aiohttp only when the operator view is on
 
-                self.web = WebServer(self, self.cfg.http)
+                self.web = WebServer(self.site_view(), self.cfg.http)
                 await self.web.start()
                 self._stack.push_async_callback(self.web.stop)
             self.storage.write_nowait(log_event("csms_started", self.clock()))
@@ -118,6 +120,15 @@ class CentralSystemApp:
             return self.meters.refusals(serial)
         except KeyError:
             return {}
+
+    def site_view(self) -> SiteView:
+        """What the operator view may read of this central system (see :mod:`csms.web.view`)."""
+        return SiteView(cfg=self.cfg, clock=self.clock, state=self.state, storage=self.storage,
+                        channels=self.delivery.channels, meter_states=self.meter_states,
+                        last_readings=self.last_readings, meter_refusals=self.meter_refusals,
+                        decision=self.balancer.decision, explain=self.balancer.explain,
+                        run_observers=self.balancer.run_observers,
+                        message_counts=self.messages.counts)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state

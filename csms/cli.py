@@ -90,7 +90,7 @@ def _ts(value: float | None) -> str:
 def _open_db(cfg: SiteConfig):
     from pathlib import Path
 
-    from csms.storage import open_database
+    from csms.storage.database import open_database
 
     if not Path(cfg.storage.database).exists():
         return None

@@ -24,12 +24,12 @@ from websockets.exceptions import InvalidHeader
 from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 
-from csms import records
 from csms.context import SessionContext
 from csms.link import StationLink
 from csms.ocpp.connection import MessageObserver
 from csms.ocpp.station import Station
 from csms.state import Version
+from csms.storage import records
 
 log = logging.getLogger("csms.server")
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from enum import StrEnum
 from typing import Literal
+
+from csms.isotime import iso_millis as format_time, parse_iso as parse_time  # the wire format's times
 
 Version = Literal["ocpp1.6", "ocpp2.0.1"]
 Unit = Literal["A", "W"]
@@ -383,20 +384,6 @@ def _overlap(a: Profile, b: Profile) -> bool:
 
 
 # ---- reading the wire format ----------------------------------------------------------------------
-
-
-def parse_time(value: str | None) -> float | None:
-    """ISO 8601 (with Z or offset; naive means UTC) to POSIX seconds."""
-    if value is None:
-        return None
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-def format_time(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _schedule(raw: dict) -> Schedule:

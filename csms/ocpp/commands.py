@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from csms.link import Outcome
-
-if TYPE_CHECKING:
-    from csms.ocpp.station import Station
 
 log = logging.getLogger("csms.ocpp.commands")
 
@@ -24,10 +21,23 @@ NOT_SUPPORTED_CODES = frozenset({"NotImplemented", "NotSupported"})
 TRIGGER_TIMEOUT = 3.0
 
 
+class Session(Protocol):
+    """What commands need of a station's session (:class:`csms.ocpp.station.Station` has it)."""
+
+    id: str
+    ready: asyncio.Event
+    ready_reason: str
+    boots: int
+    unsupported: set[str]
+
+    async def call(self, payload: Any, skip_schema_validation: bool = False) -> Any: ...
+    def log_event(self, kind: str, **detail: Any) -> None: ...
+
+
 class Commands:
     """The station's side of :class:`csms.link.StationLink`: its id, readiness and what it cannot do."""
 
-    def __init__(self, station: Station, timeout: float):
+    def __init__(self, station: Session, timeout: float):
         self.station = station
         self.id = station.id
         self.timeout = timeout
@@ -75,7 +85,7 @@ class Commands:
             return Outcome.NOT_SUPPORTED, None
         try:
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
-                reply = await self.station.connection.call(payload, **kw)
+                reply = await self.station.call(payload, **kw)
         except TimeoutError:
             return Outcome.TIMEOUT, None
         except Exception as exc:  # OCPPError from a CALLERROR, or a reply its schema or dataclass refuses

@@ -8,16 +8,12 @@ message a station initiates into domain state and storage, and is composed into 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from csms import records
 from csms.context import SessionContext
 from csms.metervalues import to_sample
 from csms.state import BootInfo, PhaseSample, Transaction, implausible
-from csms.storage import log_event
-
-if TYPE_CHECKING:
-    from csms.ocpp.station import Station
+from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.inbound")
 
@@ -25,10 +21,19 @@ log = logging.getLogger("csms.ocpp.inbound")
 Parsed = tuple[PhaseSample, str, dict]
 
 
+class Session(Protocol):
+    """What handlers need of a station's session (:class:`csms.ocpp.station.Station` has it)."""
+
+    id: str
+
+    def boot_answered(self) -> None: ...
+    def log_event(self, kind: str, **detail: Any) -> None: ...
+
+
 class Inbound:
     """Base of the version handler classes: the station they answer for, and the helpers both use."""
 
-    def __init__(self, station: Station, ctx: SessionContext):
+    def __init__(self, station: Session, ctx: SessionContext):
         self.station = station
         self.id = station.id
         self.ctx = ctx

@@ -26,7 +26,7 @@ from csms.ocpp.v16.inbound import KNOWN_ACTIONS as KNOWN_16, Inbound16
 from csms.ocpp.v201.commands import Commands201
 from csms.ocpp.v201.inbound import KNOWN_ACTIONS as KNOWN_201, Inbound201
 from csms.state import Version
-from csms.storage import log_event
+from csms.storage.records import log_event
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,10 @@ class Station:
     def throttled(self) -> int:
         """Frames this station had to wait for because it sent faster than the rate limit."""
         return self.connection.throttled
+
+    async def call(self, payload: Any, skip_schema_validation: bool = False) -> Any:
+        """Sends a command (an ``ocpp`` call dataclass) and returns the reply (see :meth:`Connection.call`)."""
+        return await self.connection.call(payload, skip_schema_validation)
 
     async def run(self) -> None:
         """Serves the station until its socket closes."""

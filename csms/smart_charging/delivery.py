@@ -37,7 +37,8 @@ from csms.link import Capabilities, Outcome, ProfileSpec, Purpose, StationLink
 from csms.state import (
     Event, MeterSampled, SiteState, StationBooted, StationDisconnected, TransactionEnded, TransactionStarted,
 )
-from csms.storage import Storage, log_event
+from csms.storage.database import Storage
+from csms.storage.records import log_event
 
 log = logging.getLogger("csms.delivery")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -21,8 +20,7 @@ from prometheus_client.registry import Collector
 from csms.balancer.model import ControlState
 from csms.config import charger_phases
 
-if TYPE_CHECKING:
-    from csms.app import CentralSystemApp
+from .view import SiteView
 
 log = logging.getLogger("csms.web.metrics")
 
@@ -31,15 +29,15 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 
 
 class SiteCollector(Collector):
-    """Reads the app's live state at scrape time."""
+    """Reads the live state through the site view at scrape time."""
 
-    def __init__(self, app: CentralSystemApp):
-        self.app = app
+    def __init__(self, view: SiteView):
+        self.view = view
 
     def collect(self) -> Iterator[Metric]:
-        app = self.app
-        cfg = app.cfg
-        now = app.clock()
+        view = self.view
+        cfg = view.cfg
+        now = view.clock()
 
         phase_current = GaugeMetricFamily("csms_phase_current_amperes",
                                           "Mains current per building phase from the group's meter (A).",
@@ -57,13 +55,13 @@ class SiteCollector(Collector):
             for kind, value in (("fuse", g.supply_max_current), ("online", g.max_current_online),
                                 ("offline", g.max_current_offline)):
                 group_max.add_metric([g.id, kind], value)
-            reading = app.last_readings.get(g.meter) if g.meter else None
+            reading = view.last_readings.get(g.meter) if g.meter else None
             if reading is not None:
                 for p in g.phases:
                     a = reading.current[p - 1]
                     if a is not None:
                         phase_current.add_metric([g.id, str(p)], a)
-            decision = app.balancer.decision(g.id)
+            decision = view.decision(g.id)
             if decision is not None:
                 meter_fresh.add_metric([g.id], 1.0 if decision.meter_fresh else 0.0)
                 for p, a in decision.budget.items():
@@ -90,18 +88,18 @@ class SiteCollector(Collector):
                                        "Dynamic charging profiles rejected, failed or unanswered.", labels=["charger"])
         for c in cfg.chargers:
             g = cfg.group_of(c.id)
-            decision = app.balancer.decision(g.id) if g is not None else None
+            decision = view.decision(g.id) if g is not None else None
             lim = decision.limits.get(c.id) if decision is not None else None
             if lim is not None:
                 limit.add_metric([c.id, g.id], lim.limit)
-            st = app.state.stations.get(c.id)
+            st = view.state.stations.get(c.id)
             connected.add_metric([c.id], 1.0 if st is not None and st.connected else 0.0)
             sample = st.latest_sample() if st is not None else None
             if sample is not None:
                 for i, phase in enumerate(charger_phases(c)):
                     if sample.current[i] is not None:
                         draw.add_metric([c.id, str(phase)], sample.current[i])
-            ch = app.delivery.channels.get(c.id)
+            ch = view.channels.get(c.id)
             if ch is None:
                 continue
             if ch.in_force is not None:
@@ -119,16 +117,16 @@ class SiteCollector(Collector):
         refused = CounterMetricFamily("csms_meter_readings_refused", "Meter readings refused, by reason.",
                                       labels=["meter", "reason"])
         for m in cfg.meters:
-            reading = app.last_readings.get(m.serial)
+            reading = view.last_readings.get(m.serial)
             if reading is not None:
                 staleness.add_metric([m.serial], max(0.0, now - reading.taken_at))
-            state = app.meter_states.get(m.serial)
+            state = view.meter_states.get(m.serial)
             online.add_metric([m.serial], 1.0 if state is not None and state.status == "online" else 0.0)
-            for reason, count in sorted(app.meter_refusals(m.serial).items()):
+            for reason, count in sorted(view.meter_refusals(m.serial).items()):
                 refused.add_metric([m.serial, reason], count)
         yield from (staleness, online, refused)
 
-        stations = app.state.stations.values()
+        stations = view.state.stations.values()
         yield GaugeMetricFamily("csms_connected_stations", "Stations with an open OCPP session.",
                                 value=sum(1 for s in stations if s.connected))
         yield GaugeMetricFamily("csms_running_transactions", "Transactions in progress.",
@@ -136,7 +134,7 @@ class SiteCollector(Collector):
 
         messages = CounterMetricFamily("csms_ocpp_messages", "OCPP calls handled (in) or sent (out), by outcome.",
                                        labels=["direction", "action", "outcome"])
-        for labels, count in sorted(app.messages.counts.items()):
+        for labels, count in sorted(view.message_counts.items()):
             messages.add_metric(list(labels), count)
         yield messages
 
@@ -144,10 +142,10 @@ class SiteCollector(Collector):
 class Metrics:
     """The app's registry: the scrape-time collector plus the balancer-run histogram."""
 
-    def __init__(self, app: CentralSystemApp):
-        self.app = app
+    def __init__(self, view: SiteView):
+        self.view = view
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(SiteCollector(app))
+        self.registry.register(SiteCollector(view))
         self.decision_latency = Histogram("csms_decision_latency_seconds",
                                           "How long one balancer run takes: allocation, delivery hand-off, storage queue.",
                                           ["group"], buckets=LATENCY_BUCKETS, registry=self.registry)
@@ -160,13 +158,13 @@ class Metrics:
         """Starts timing balancer runs."""
         if self._attached:
             return
-        self.app.balancer.run_observers.append(self._on_run)
+        self.view.run_observers.append(self._on_run)
         self._attached = True
 
     def detach(self) -> None:
         if not self._attached:
             return
-        self.app.balancer.run_observers.remove(self._on_run)
+        self.view.run_observers.remove(self._on_run)
         self._attached = False
 
     def render(self) -> bytes:

@@ -1,7 +1,7 @@
 """The operator view's HTTP server: JSON status API, dashboard files and ``/metrics`` on one port.
 
 It runs on the central system's own event loop (aiohttp), reads live state in memory and history through
-:meth:`csms.storage.Storage.read`, and changes nothing: every route is a GET. ``/api/*`` and ``/metrics``
+:meth:`csms.storage.database.Storage.read`, and changes nothing: every route is a GET. ``/api/*`` and ``/metrics``
 want ``Authorization: Bearer <token>`` (the ``[http] token``); the dashboard page and its static files are
 public, since they hold no data, and ask for the token once. Access logging is off: the dashboard polls
 every second and a line per poll would bury what matters in the log.
@@ -16,20 +16,19 @@ import math
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from csms.config import HttpConfig, LoadBalancerConfig
-from csms.storage import StorageClosed
+from csms.storage import history, readings
+from csms.storage.database import StorageClosed
 
-from . import history, status
+from . import status
 from .metrics import Metrics
-
-if TYPE_CHECKING:
-    from csms.app import CentralSystemApp
+from .view import SiteView
 
 log = logging.getLogger("csms.web")
 
@@ -132,12 +131,12 @@ def _error(status_code: int, message: str) -> web.Response:
 
 
 class WebServer:
-    """Serves the operator view of ``app`` on ``cfg.host:cfg.port`` (port 0 picks a free one)."""
+    """Serves the operator view of ``view`` on ``cfg.host:cfg.port`` (port 0 picks a free one)."""
 
-    def __init__(self, app: CentralSystemApp, cfg: HttpConfig):
-        self.app = app
+    def __init__(self, view: SiteView, cfg: HttpConfig):
+        self.view = view
         self.cfg = cfg
-        self.metrics = Metrics(app)
+        self.metrics = Metrics(view)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -240,40 +239,40 @@ class WebServer:
     # -- live state --------------------------------------------------------------------------------
 
     async def _status(self, request: web.Request) -> web.Response:
-        data = status.site(self.app)
+        data = status.site(self.view)
         limit = _int_param(request, "events", 30, 0, MAX_ROWS)
-        data["events"] = await self.app.storage.read(history.events(0.0, math.inf, limit)) if limit else []
+        data["events"] = await self.view.storage.read(history.events(0.0, math.inf, limit)) if limit else []
         return _json(data)
 
     async def _organisations(self, request: web.Request) -> web.Response:
-        return _json(status.organisations(self.app))
+        return _json(status.organisations(self.view))
 
     async def _groups(self, request: web.Request) -> web.Response:
-        return _json(status.groups(self.app))
+        return _json(status.groups(self.view))
 
     async def _group(self, request: web.Request) -> web.Response:
         gid = request.match_info["group_id"]
-        cfg = next((g for g in self.app.cfg.load_balancers if g.id == gid), None)
+        cfg = next((g for g in self.view.cfg.load_balancers if g.id == gid), None)
         if cfg is None:
             return _error(404, f"no load-balancing group {gid!r}; GET /api/groups lists them")
-        return _json(status.group(self.app, cfg))
+        return _json(status.group(self.view, cfg))
 
     async def _meters(self, request: web.Request) -> web.Response:
-        return _json(status.meters(self.app))
+        return _json(status.meters(self.view))
 
     async def _meter(self, request: web.Request) -> web.Response:
         serial = request.match_info["serial"]
-        data = status.meter(self.app, serial)
+        data = status.meter(self.view, serial)
         if data is None:
             return _error(404, f"no meter {serial!r}; GET /api/meters lists them")
         return _json(data)
 
     async def _chargers(self, request: web.Request) -> web.Response:
-        return _json(status.chargers(self.app))
+        return _json(status.chargers(self.view))
 
     async def _charger(self, request: web.Request) -> web.Response:
         cid = request.match_info["charger_id"]
-        data = status.charger(self.app, cid)
+        data = status.charger(self.view, cid)
         if data is None:
             return _error(404, f"no charger {cid!r}; GET /api/chargers lists them")
         return _json(data)
@@ -282,20 +281,20 @@ class WebServer:
 
     async def _transactions(self, request: web.Request) -> web.Response:
         """Running transactions, and those that started in [since, until] (default: the last 24 h)."""
-        now = self.app.clock()
+        now = self.view.clock()
         rng = _range(request, now, default_span=86400)
         limit = _int_param(request, "limit", 200, 1, MAX_ROWS)
         station = request.query.get("station") or None
-        rows = await self.app.storage.read(history.transactions(rng.since, rng.until, limit, station))
-        running = [t for t in status.running_transactions(self.app) if station is None or t["station_id"] == station]
+        rows = await self.view.storage.read(history.transactions(rng.since, rng.until, limit, station))
+        running = [t for t in status.running_transactions(self.view) if station is None or t["station_id"] == station]
         return _json({"running": running, "history": rows})
 
     async def _events(self, request: web.Request) -> web.Response:
-        now = self.app.clock()
+        now = self.view.clock()
         rng = _range(request, now, default_span=86400)
         limit = _int_param(request, "limit", 200, 1, MAX_ROWS)
         q = request.query
-        rows = await self.app.storage.read(history.events(
+        rows = await self.view.storage.read(history.events(
             rng.since, rng.until, limit, station_id=q.get("station") or None, group_id=q.get("group") or None,
             kind=q.get("kind") or None))
         return _json(rows)
@@ -304,7 +303,7 @@ class WebServer:
         gid = request.query.get("group")
         if not gid:
             raise BadQuery("group is required, e.g. ?group=garage (GET /api/groups lists them)")
-        cfg = next((g for g in self.app.cfg.load_balancers if g.id == gid), None)
+        cfg = next((g for g in self.view.cfg.load_balancers if g.id == gid), None)
         if cfg is None:
             raise NotFound(f"no load-balancing group {gid!r}; GET /api/groups lists them")
         return cfg
@@ -312,9 +311,9 @@ class WebServer:
     async def _history_phases(self, request: web.Request) -> web.Response:
         """Mains current per phase and the group's budget over [since, until] (default: the last 10 min)."""
         g = self._group_param(request)
-        rng = _range(request, self.app.clock())
-        currents = await self.app.storage.read(history.phase_currents(g.meter, rng)) if g.meter else []
-        decisions = await self.app.storage.read(history.decisions(g.id, rng))
+        rng = _range(request, self.view.clock())
+        currents = await self.view.storage.read(readings.phase_currents(g.meter, rng)) if g.meter else []
+        decisions = await self.view.storage.read(history.decisions(g.id, rng))
         return _json({
             "group": g.id, "meter": g.meter, "since": rng.since, "until": rng.until,
             "supply_max_current": g.supply_max_current, "max_current_online": g.max_current_online,
@@ -326,8 +325,8 @@ class WebServer:
     async def _history_limits(self, request: web.Request) -> web.Response:
         """Each charger's limit and its reason over [since, until], from the stored decisions."""
         g = self._group_param(request)
-        rng = _range(request, self.app.clock())
-        decisions = await self.app.storage.read(history.decisions(g.id, rng))
+        rng = _range(request, self.view.clock())
+        decisions = await self.view.storage.read(history.decisions(g.id, rng))
         charger = request.query.get("charger") or None
         out = [{"at": d["at"], "limits": {cid: lim for cid, lim in d["limits"].items()
                                           if charger is None or cid == charger}}

@@ -1,4 +1,5 @@
-"""The live picture an operator asks for, as plain JSON-ready dicts built from the running app.
+"""The live picture an operator asks for, as plain JSON-ready dicts built from the central system's
+:class:`~csms.web.view.SiteView`.
 
 Everything here reads in-memory state only (no I/O), so a status request costs microseconds and never
 waits on storage. Each function names exactly the fields it returns: nothing from the config is passed
@@ -13,14 +14,13 @@ rotation, which is what the group chart adds up.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from csms.balancer.model import Decision
 from csms.config import LoadBalancerConfig, charger_phases
 from csms.state import StationState
 
-if TYPE_CHECKING:
-    from csms.app import CentralSystemApp
+from .view import SiteView
 
 
 def num(x: float | None, digits: int = 2) -> float | None:
@@ -34,8 +34,8 @@ def _phases(values: dict[int, float]) -> dict[str, float | None]:
     return {str(p): num(a) for p, a in sorted(values.items())}
 
 
-def organisations(app: CentralSystemApp) -> list[dict[str, Any]]:
-    cfg = app.cfg
+def organisations(view: SiteView) -> list[dict[str, Any]]:
+    cfg = view.cfg
     return [{
         "id": o.id, "name": o.name, "email": o.email, "authorization": o.authorization,
         "groups": [g.id for g in cfg.load_balancers if g.organisation == o.id],
@@ -44,13 +44,13 @@ def organisations(app: CentralSystemApp) -> list[dict[str, Any]]:
     } for o in cfg.organisations]
 
 
-def meter(app: CentralSystemApp, serial: str) -> dict[str, Any] | None:
-    m = app.cfg.meter(serial)
+def meter(view: SiteView, serial: str) -> dict[str, Any] | None:
+    m = view.cfg.meter(serial)
     if m is None:
         return None
-    state = app.meter_states.get(serial)
-    reading = app.last_readings.get(serial)
-    now = app.clock()
+    state = view.meter_states.get(serial)
+    reading = view.last_readings.get(serial)
+    now = view.clock()
     out: dict[str, Any] = {
         "serial": m.serial, "organisation": m.organisation, "variant": m.variant, "source": m.source,
         "phases": list(m.phases), "stale_after": m.stale_after,
@@ -58,7 +58,7 @@ def meter(app: CentralSystemApp, serial: str) -> dict[str, Any] | None:
         "reason": state.reason if state is not None else "no state reported yet",
         "since": state.since if state is not None else None,
         "last_reading": None, "age": None,
-        "refused": app.meter_refusals(serial),
+        "refused": view.meter_refusals(serial),
     }
     if reading is not None:
         out["last_reading"] = {
@@ -72,8 +72,8 @@ def meter(app: CentralSystemApp, serial: str) -> dict[str, Any] | None:
     return out
 
 
-def meters(app: CentralSystemApp) -> list[dict[str, Any]]:
-    return [meter(app, m.serial) for m in app.cfg.meters]  # type: ignore[misc]
+def meters(view: SiteView) -> list[dict[str, Any]]:
+    return [meter(view, m.serial) for m in view.cfg.meters]  # type: ignore[misc]
 
 
 def _decision(d: Decision | None) -> dict[str, Any] | None:
@@ -83,9 +83,9 @@ def _decision(d: Decision | None) -> dict[str, Any] | None:
             "available": _phases(d.available), "budget_notes": {str(p): n for p, n in sorted(d.budget_notes.items())}}
 
 
-def _draw_by_phase(app: CentralSystemApp, station_id: str) -> dict[int, float]:
-    cfg = app.cfg.charger(station_id)
-    st = app.state.stations.get(station_id)
+def _draw_by_phase(view: SiteView, station_id: str) -> dict[int, float]:
+    cfg = view.cfg.charger(station_id)
+    st = view.state.stations.get(station_id)
     sample = st.latest_sample() if st is not None else None
     if cfg is None or sample is None:
         return {}
@@ -97,17 +97,17 @@ def _draw_by_phase(app: CentralSystemApp, station_id: str) -> dict[int, float]:
     return out
 
 
-def group(app: CentralSystemApp, g: LoadBalancerConfig) -> dict[str, Any]:
-    decision = app.balancer.decision(g.id)
+def group(view: SiteView, g: LoadBalancerConfig) -> dict[str, Any]:
+    decision = view.decision(g.id)
     chargers_draw: dict[int, float] = dict.fromkeys(g.phases, 0.0)
     for cid in g.chargers:
-        for p, a in _draw_by_phase(app, cid).items():
+        for p, a in _draw_by_phase(view, cid).items():
             if p in chargers_draw:
                 chargers_draw[p] += a
     mains = None
-    if g.meter is not None and (reading := app.last_readings.get(g.meter)) is not None:
+    if g.meter is not None and (reading := view.last_readings.get(g.meter)) is not None:
         mains = {p: reading.current[p - 1] for p in g.phases if reading.current[p - 1] is not None}
-    meter_state = app.meter_states.get(g.meter) if g.meter else None
+    meter_state = view.meter_states.get(g.meter) if g.meter else None
     return {
         "id": g.id, "name": g.name, "description": g.description, "organisation": g.organisation,
         "meter": g.meter, "meter_status": meter_state.status if meter_state else ("none" if g.meter is None else "unknown"),
@@ -123,8 +123,8 @@ def group(app: CentralSystemApp, g: LoadBalancerConfig) -> dict[str, Any]:
     }
 
 
-def groups(app: CentralSystemApp) -> list[dict[str, Any]]:
-    return [group(app, g) for g in app.cfg.load_balancers]
+def groups(view: SiteView) -> list[dict[str, Any]]:
+    return [group(view, g) for g in view.cfg.load_balancers]
 
 
 def _transaction(station_id: str, tx) -> dict[str, Any]:
@@ -132,14 +132,14 @@ def _transaction(station_id: str, tx) -> dict[str, Any]:
             "id_token": tx.id_token, "started_at": tx.started_at, "meter_start_wh": tx.meter_start_wh}
 
 
-def charger(app: CentralSystemApp, station_id: str) -> dict[str, Any] | None:
-    c = app.cfg.charger(station_id)
+def charger(view: SiteView, station_id: str) -> dict[str, Any] | None:
+    c = view.cfg.charger(station_id)
     if c is None:
         return None
-    g = app.cfg.group_of(station_id)
-    st: StationState | None = app.state.stations.get(station_id)
-    ch = app.delivery.channels.get(station_id)
-    decision = app.balancer.decision(g.id) if g is not None else None
+    g = view.cfg.group_of(station_id)
+    st: StationState | None = view.state.stations.get(station_id)
+    ch = view.channels.get(station_id)
+    decision = view.decision(g.id) if g is not None else None
     lim = decision.limits.get(station_id) if decision is not None else None
     sample = st.latest_sample() if st is not None else None
     return {
@@ -165,33 +165,33 @@ def charger(app: CentralSystemApp, station_id: str) -> dict[str, Any] | None:
         "limit_controlled": lim.controlled if lim else None,
         "counted": num(lim.counted) if lim else None,
         "reason": lim.reason if lim else ("not in any load-balancing group" if g is None else "no decision yet"),
-        "explain": app.balancer.explain(station_id),
+        "explain": view.explain(station_id),
         "draw": [num(a) for a in sample.current] if sample else [None, None, None],
         "draw_at": sample.taken_at if sample else None,
         "offered": num(sample.offered) if sample else None,
-        "draw_by_phase": _phases(_draw_by_phase(app, station_id)),
+        "draw_by_phase": _phases(_draw_by_phase(view, station_id)),
         "profiles": {"sent": ch.sent, "accepted": ch.accepted, "rejected": ch.rejected} if ch else None,
         "transactions": [_transaction(station_id, tx) for tx in st.transactions.values()] if st else [],
     }
 
 
-def chargers(app: CentralSystemApp) -> list[dict[str, Any]]:
-    return [charger(app, c.id) for c in app.cfg.chargers]  # type: ignore[misc]
+def chargers(view: SiteView) -> list[dict[str, Any]]:
+    return [charger(view, c.id) for c in view.cfg.chargers]  # type: ignore[misc]
 
 
-def running_transactions(app: CentralSystemApp) -> list[dict[str, Any]]:
-    return [_transaction(sid, tx) for sid, st in sorted(app.state.stations.items()) for tx in st.transactions.values()]
+def running_transactions(view: SiteView) -> list[dict[str, Any]]:
+    return [_transaction(sid, tx) for sid, st in sorted(view.state.stations.items()) for tx in st.transactions.values()]
 
 
-def site(app: CentralSystemApp) -> dict[str, Any]:
+def site(view: SiteView) -> dict[str, Any]:
     """Everything the dashboard refreshes each second, in one answer."""
-    stations = app.state.stations.values()
+    stations = view.state.stations.values()
     return {
-        "at": app.clock(),
+        "at": view.clock(),
         "connected_stations": sum(1 for s in stations if s.connected),
-        "organisations": organisations(app),
-        "groups": groups(app),
-        "meters": meters(app),
-        "chargers": chargers(app),
-        "transactions": running_transactions(app),
+        "organisations": organisations(view),
+        "groups": groups(view),
+        "meters": meters(view),
+        "chargers": chargers(view),
+        "transactions": running_transactions(view),
     }

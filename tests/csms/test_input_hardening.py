@@ -9,9 +9,9 @@ import logging
 import pytest
 from ocpp.v16.call import GetConfiguration
 
-from csms import records
 from csms.app import CentralSystemApp
 from csms.metervalues import to_sample
+from csms.storage import records
 from tests.csms.harness import raw_station, site_config
 from tests.csms.test_server import NOW, tx_event
 
@@ -63,7 +63,7 @@ async def test_201_register_that_starts_non_zero_is_stored_faithfully(app):
         await st.call("TransactionEvent", ended)
     (row,) = await transactions(app)
     assert row["meter_start_wh"] == 5000 and row["meter_stop_wh"] == 5343.89
-    from csms.web import history
+    from csms.storage import history
 
     (shown,) = await app.storage.read(history.transactions(0, 1e12, 10))
     assert shown["energy_wh"] == pytest.approx(343.89)  # what the operator view shows

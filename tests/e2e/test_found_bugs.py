@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from csms.storage import Storage, log_event
+from csms.storage.database import Storage
+from csms.storage.records import log_event
 
 pytestmark = pytest.mark.e2e
 

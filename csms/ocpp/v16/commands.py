@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from typing import Any
 
 from ocpp.v16 import call
 
+from csms.isotime import iso_seconds
 from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
 from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands
 
@@ -17,10 +17,6 @@ PURPOSE = {Purpose.TX: "TxProfile", Purpose.TX_DEFAULT: "TxDefaultProfile", Purp
 CAPABILITY_KEYS = ["ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods",
                    "MaxChargingProfilesInstalled", "ConnectorPhaseRotation", "MeterValuesSampledData",
                    "MeterValueSampleInterval"]
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _int(value: str | None) -> int | None:
@@ -96,7 +92,7 @@ class Commands16(Commands):
         if spec.duration is not None:
             schedule["duration"] = spec.duration
         if spec.start_schedule is not None:
-            schedule["start_schedule"] = iso(spec.start_schedule)
+            schedule["start_schedule"] = iso_seconds(spec.start_schedule)
         profile: dict[str, Any] = {
             "charging_profile_id": spec.profile_id,
             "stack_level": spec.stack_level,
@@ -107,7 +103,7 @@ class Commands16(Commands):
         if spec.transaction_id is not None:
             profile["transaction_id"] = int(spec.transaction_id)
         if spec.valid_to is not None:
-            profile["valid_to"] = iso(spec.valid_to)
+            profile["valid_to"] = iso_seconds(spec.valid_to)
         outcome, _ = await self.run(call.SetChargingProfile(connector_id=spec.connector,
                                                                  cs_charging_profiles=profile),
                                          key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")

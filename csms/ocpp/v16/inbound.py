@@ -12,7 +12,7 @@ from typing import Any
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
-from csms import records
+from csms.storage import records
 from csms.authorization import Verdict
 from csms.metervalues import parse_time
 from csms.ocpp.inbound import Inbound

@@ -7,9 +7,9 @@ from typing import Any
 
 from ocpp.v201 import call
 
+from csms.isotime import iso_seconds
 from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
 from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands
-from csms.ocpp.v16.commands import iso
 
 log = logging.getLogger("csms.ocpp.v201.commands")
 
@@ -108,7 +108,7 @@ class Commands201(Commands):
         if spec.duration is not None:
             schedule["duration"] = spec.duration
         if spec.start_schedule is not None:
-            schedule["start_schedule"] = iso(spec.start_schedule)
+            schedule["start_schedule"] = iso_seconds(spec.start_schedule)
         profile: dict[str, Any] = {
             "id": spec.profile_id,
             "stack_level": spec.stack_level,
@@ -119,7 +119,7 @@ class Commands201(Commands):
         if spec.transaction_id is not None:
             profile["transaction_id"] = spec.transaction_id
         if spec.valid_to is not None:
-            profile["valid_to"] = iso(spec.valid_to)
+            profile["valid_to"] = iso_seconds(spec.valid_to)
         outcome, _ = await self.run(call.SetChargingProfile(evse_id=spec.connector, charging_profile=profile),
                                          key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
         return outcome

@@ -20,7 +20,7 @@ from ocpp.v201.enums import (
     RegistrationStatusEnumType,
 )
 
-from csms import records
+from csms.storage import records
 from csms.authorization import Verdict
 from csms.metervalues import parse_time, register_reading
 from csms.ocpp.inbound import Inbound

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from csms.storage import Storage, log_event
-from csms.web import history
+from csms.storage import history
+from csms.storage.database import Storage
+from csms.storage.readings import ReadingRecorder, phase_currents
+from csms.storage.records import log_event
 
 
 class Clock:
@@ -19,18 +21,18 @@ class Clock:
 async def test_readings_are_written_in_batches_and_flushed_on_demand(tmp_path):
     clock = Clock()
     async with Storage(str(tmp_path / "h.sqlite"), commit_interval=0) as storage:
-        rec = history.ReadingRecorder(storage, clock, flush_every=5.0)
+        rec = ReadingRecorder(storage, clock, flush_every=5.0)
         everything = history.Range(1000, 1100, points=600)  # buckets of 1/6 s: every reading
         for i in range(4):
             clock.t += 1
             rec.add("M1G", clock.t, (10.0 + i, 5.0, None))
         await storage.write(lambda db: None)  # let anything queued commit
-        assert await storage.read(history.phase_currents("M1G", everything)) == []  # still buffered
+        assert await storage.read(phase_currents("M1G", everything)) == []  # still buffered
         writes_before = storage.writes
         clock.t += 2
         rec.add("M1G", clock.t, (20.0, 6.0, None))  # 5 s after the first: one write for all five
         await storage.write(lambda db: None)
-        rows = await storage.read(history.phase_currents("M1G", everything))
+        rows = await storage.read(phase_currents("M1G", everything))
         assert [r["l1"] for r in rows] == [10.0, 11.0, 12.0, 13.0, 20.0]
         assert rows[0]["l3"] is None
         assert storage.writes == writes_before + 2  # the batch, and our own empty write
@@ -38,24 +40,24 @@ async def test_readings_are_written_in_batches_and_flushed_on_demand(tmp_path):
         rec.add("M1G", clock.t, (30.0, 6.0, None))
         rec.flush()
         await storage.write(lambda db: None)
-        assert len(await storage.read(history.phase_currents("M1G", everything))) == 6
-        assert await storage.read(history.phase_currents("OTHERG", everything)) == []
+        assert len(await storage.read(phase_currents("M1G", everything))) == 6
+        assert await storage.read(phase_currents("OTHERG", everything)) == []
 
 
 async def test_long_ranges_are_thinned_keeping_each_buckets_peak(tmp_path):
     clock = Clock(0.0)
     async with Storage(str(tmp_path / "h.sqlite"), commit_interval=0) as storage:
-        rec = history.ReadingRecorder(storage, clock, flush_every=1e9, max_rows=10_000)
+        rec = ReadingRecorder(storage, clock, flush_every=1e9, max_rows=10_000)
         for i in range(1000):
             clock.t = float(i)
             rec.add("M1G", clock.t, (50.0 if i == 433 else 10.0, 1.0, 2.0))
         rec.flush()
         await storage.write(lambda db: None)
-        rows = await storage.read(history.phase_currents("M1G", history.Range(0, 999, points=10)))
+        rows = await storage.read(phase_currents("M1G", history.Range(0, 999, points=10)))
         assert len(rows) == 10
         assert sum(r["l1"] == 50.0 for r in rows) == 1 and all(r["l1"] in (10.0, 50.0) for r in rows)
         assert [r["at"] for r in rows] == sorted(r["at"] for r in rows)
-        some = await storage.read(history.phase_currents("M1G", history.Range(100, 109, points=600)))
+        some = await storage.read(phase_currents("M1G", history.Range(100, 109, points=600)))
         assert [r["at"] for r in some] == [float(t) for t in range(100, 110)]
 
 

@@ -13,10 +13,8 @@ loop never blocks on SQLite.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -225,25 +223,3 @@ class Storage:
         if self._db is None:
             raise StorageClosed("storage is closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
-
-
-def log_event(kind: str, at: float, *, station_id: str | None = None, group_id: str | None = None,
-              meter: str | None = None, **detail: Any) -> Op:
-    def op(db: Database) -> None:
-        db.execute(
-            "INSERT INTO events (at, kind, station_id, group_id, meter, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            [at, kind, station_id, group_id, meter, json.dumps(detail, default=str) if detail else None],
-        )
-    return op
-
-
-def next_counter(db: Database, name: str, floor: int = 0) -> int:
-    """Allocates the next value of a named counter inside the caller's transaction."""
-    row = db.execute("SELECT value FROM counters WHERE name = ?", [name]).fetchone()
-    value = max((row[0] if row else 0), floor) + 1
-    db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-               [name, value])
-    return value
-
-
-_thread_local = threading.local()

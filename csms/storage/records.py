@@ -1,6 +1,6 @@
 """What the central system writes to SQLite, one small operation per domain fact.
 
-Each function returns an operation for :meth:`csms.storage.Storage.write`; they are idempotent
+Each function returns an operation for :meth:`csms.storage.database.Storage.write`; they are idempotent
 where a station may send the same message again after a reconnect (same StartTransaction, same
 StopTransaction, same TransactionEvent seqNo, same meter value), so a retry is recorded once.
 """
@@ -15,7 +15,6 @@ import orjson
 from sqlite_utils import Database
 
 from csms.state import BootInfo, PhaseSample, Transaction
-from csms.storage import next_counter
 
 TX_COUNTER = "ocpp16_transaction_id"
 
@@ -35,6 +34,26 @@ def to_json(value: Any) -> str:
     except TypeError:
         return json.dumps(value)
     return json.dumps(value) if b"null" in text else text.decode()
+
+
+def log_event(kind: str, at: float, *, station_id: str | None = None, group_id: str | None = None,
+              meter: str | None = None, **detail: Any) -> Callable[[Database], None]:
+    """One entry of the event log the operator view lists (``detail`` stored as JSON, None when empty)."""
+    def op(db: Database) -> None:
+        db.execute(
+            "INSERT INTO events (at, kind, station_id, group_id, meter, detail) VALUES (?, ?, ?, ?, ?, ?)",
+            [at, kind, station_id, group_id, meter, json.dumps(detail, default=str) if detail else None],
+        )
+    return op
+
+
+def next_counter(db: Database, name: str, floor: int = 0) -> int:
+    """Allocates the next value of a named counter inside the caller's transaction."""
+    row = db.execute("SELECT value FROM counters WHERE name = ?", [name]).fetchone()
+    value = max((row[0] if row else 0), floor) + 1
+    db.execute("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+               [name, value])
+    return value
 
 
 def station_connected(station_id: str, version: str, at: float):

@@ -1,0 +1,95 @@
+"""What the file system must hold for the config: the database path and the TLS files it names."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from .errors import Problem
+from .site import SiteConfig
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_files(cfg: SiteConfig) -> list[Problem]:
+    """What the file system must hold for ``serve`` to start: a usable database path and readable,
+    loadable TLS files. Checked by ``check-config`` and again by ``serve`` before anything starts, so a
+    bad path is named with its field instead of surfacing as ``sqlite3.DatabaseError`` or a bare ``[Errno 2]``.
+    """
+    problems = _database_problems(cfg.storage.database)
+    srv = cfg.server
+    if srv.security_profile in (2, 3):
+        problems += _tls_problems("server", srv.tls_cert, srv.tls_key, srv.tls_ca)
+    if cfg.mqtt is not None and cfg.mqtt.tls:
+        problems += _tls_problems("mqtt", cfg.mqtt.tls_cert, cfg.mqtt.tls_key, cfg.mqtt.tls_ca)
+    return problems
+
+
+def _database_problems(database: str) -> list[Problem]:
+    def problem(message: str) -> list[Problem]:
+        return [Problem("storage.database", message)]
+
+    if not database.strip():
+        return problem("is empty; give a file path such as var/csms.sqlite")
+    if database == ":memory:":
+        return []
+    path = Path(database)
+    if path.is_dir():
+        return problem(f"{database!r} is a directory; give a file path inside it, e.g. {str(path / 'csms.sqlite')!r}")
+    if path.exists():
+        try:
+            with path.open("rb") as f:
+                header = f.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            return problem(f"cannot read {database!r}: {exc.strerror}")
+        if header and header != SQLITE_HEADER:
+            return problem(f"{database!r} is not a SQLite database (refusing to overwrite it)")
+        return []
+    for parent in path.parents:  # serve creates missing folders; an existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                return problem(f"{str(parent)!r} is not a directory, so {database!r} cannot be created")
+            break
+    return []
+
+
+def _tls_problems(section: str, cert: str | None, key: str | None, ca: str | None) -> list[Problem]:
+    problems = []
+    for name, file in (("tls_cert", cert), ("tls_key", key), ("tls_ca", ca)):
+        if file is None:
+            continue
+        try:
+            with open(file, "rb"):
+                pass
+        except OSError as exc:
+            problems.append(Problem(f"{section}.{name}", f"cannot read {file!r}: {exc.strerror}"))
+    if problems:
+        return problems
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(Problem(f"{section}.tls_cert", f"cannot load {cert!r} with key {key!r}: {exc}"))
+    if ca is not None:
+        try:
+            context.load_verify_locations(ca)
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(Problem(f"{section}.tls_ca", f"cannot load {ca!r} as a CA certificate: {exc}"))
+    return problems
+
+
+def resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
+    def fix(p: str | None) -> str | None:
+        if not p or not p.strip() or p == ":memory:" or Path(p).is_absolute():
+            return p  # an empty path stays empty, for check_files to name
+        return str((base / p).resolve())
+
+    server = cfg.server.model_copy(update={k: fix(getattr(cfg.server, k)) for k in ("tls_cert", "tls_key", "tls_ca")})
+    storage = cfg.storage.model_copy(update={"database": fix(cfg.storage.database)})
+    gateway = cfg.gateway.model_copy(update={"register_dirs": [fix(d) for d in cfg.gateway.register_dirs]})
+    mqtt = cfg.mqtt
+    if mqtt is not None:
+        mqtt = mqtt.model_copy(update={k: fix(getattr(mqtt, k)) for k in ("tls_ca", "tls_cert", "tls_key")})
+    return cfg.model_copy(update={"server": server, "storage": storage, "gateway": gateway, "mqtt": mqtt})

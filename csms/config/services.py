@@ -1,0 +1,94 @@
+"""How ``csms serve`` runs: the OCPP server, storage, the meter gateway, smart charging and the operator view.
+
+Each section has defaults that suit most sites; the site itself (who, what, which fuse) is in :mod:`.site`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from meter_gateway.config import StrictModel
+
+
+class ServerConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(9000, ge=0, le=65535)
+    path_prefix: str = "/ocpp"
+    security_profile: Literal[0, 1, 2, 3] = 1
+    heartbeat_interval: int = Field(300, ge=10, le=86400)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    #: Largest websocket frame a station may send, in bytes.
+    max_message_size: int = Field(65536, ge=1024, le=16 * 1024 * 1024)
+    #: Sustained messages per second a station may send before it is throttled, and the burst allowed.
+    rate_limit: float = Field(20.0, gt=0)
+    rate_burst: int = Field(60, ge=1)
+    #: Seconds the CSMS waits for a station's answer to a call.
+    call_timeout: float = Field(15.0, gt=0, le=300)
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v and (not v.startswith("/") or v.endswith("/")):
+            raise ValueError('path_prefix must start with "/" and not end with one, e.g. "/ocpp"')
+        return v
+
+
+class StorageConfig(StrictModel):
+    database: str = "var/csms.sqlite"
+    #: Longest a write waits for its group commit, in seconds.
+    commit_interval: float = Field(0.005, ge=0, le=1)
+
+
+class GatewayConfig(StrictModel):
+    #: "embedded": csms serve polls the meters itself; "mqtt": it subscribes to a standalone
+    #: meter-gateway's normalised readings on the [mqtt] broker.
+    mode: Literal["embedded", "mqtt"] = "embedded"
+    #: Extra folders searched for register-map files, before the shipped config/registers.
+    register_dirs: list[str] = Field(default_factory=list)
+
+
+class SmartChargingConfig(StrictModel):
+    """How limits reach chargers; the defaults suit most AC chargers."""
+
+    #: Seconds a dynamic limit stays valid without a refresh; a charger that loses us falls back after this.
+    failsafe_ttl: float = Field(60, ge=2, le=3600)
+    #: Seconds between meter values the chargers are asked to send.
+    meter_value_interval: int = Field(10, ge=1, le=900)
+    #: A: smaller changes than this are not sent (decreases to 0 always are).
+    deadband: float = Field(1.0, ge=0, le=16)
+    #: Seconds between two increases of the same charger (decreases are never delayed): one EV response time,
+    #: so that the balancer sees what an increase did before the next one is sent.
+    increase_interval: float = Field(5, ge=0, le=3600)
+    #: Seconds an EV may take to follow a changed limit (IEC 61851-1: 5 s). After a decrease the old draw is
+    #: reserved this long; the balancer's estimate treats the charger as moving this long after any change.
+    ramp_time: float = Field(5, ge=0, le=600)
+    #: A above its limit a charger may draw, for obey_grace seconds, before it is flagged as not obeying.
+    obey_tolerance: float = Field(2.0, ge=0, le=32)
+    obey_grace: float = Field(30, ge=0, le=3600)
+    #: Ask the charger for its composite schedule after a change, to confirm what it applies.
+    confirm_with_composite: bool = True
+    #: Seconds a profile's start is set in the past, for chargers whose clock runs behind.
+    clock_skew_allowance: float = Field(30, ge=0, le=3600)
+
+
+class HttpConfig(StrictModel):
+    """The operator view: status API, dashboard and /metrics on one extra port (off when [http] is absent)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    #: Bearer token for /api and /metrics; the dashboard asks for it once.
+    token: str
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if len(v) < 16:
+            raise ValueError("token must be at least 16 characters; generate one with: "
+                             "python -c \"import secrets; print(secrets.token_urlsafe(24))\"")
+        if v != v.strip() or any(ch.isspace() or not ch.isprintable() for ch in v):
+            raise ValueError("token must be printable characters without spaces (it travels in an HTTP header)")
+        return v

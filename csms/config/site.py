@@ -1,0 +1,144 @@
+"""The site the operator describes: organisations, id tokens, chargers, load-balancing groups, and the whole file.
+
+Meters are :class:`meter_gateway.config.MeterConfig`, shared with ``meter-gateway run``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from meter_gateway.config import MeterConfig, MqttConfig, StrictModel
+
+from .services import GatewayConfig, HttpConfig, ServerConfig, SmartChargingConfig, StorageConfig
+
+STATION_ID_RE = re.compile(r"^[A-Za-z0-9*\-_=+|@.]{1,48}$")
+
+
+class OrganisationConfig(StrictModel):
+    id: str
+    name: str
+    email: str | None = None
+    #: "accept-all": every id token is accepted; "list": only [[id_tokens]] of this organisation.
+    authorization: Literal["accept-all", "list"] = "accept-all"
+
+
+class IdTokenConfig(StrictModel):
+    organisation: str
+    token: str = Field(min_length=1, max_length=36)
+    expiry: datetime | None = None
+
+
+class ChargerConfig(StrictModel):
+    id: str
+    password: str | None = None
+    organisation: str
+    phases: Literal[1, 3] = 3
+    phase_rotation: Literal["RST", "RTS", "SRT", "STR", "TRS", "TSR"] = "RST"
+    max_current: float = Field(32, gt=0, le=80)
+    offline_current: float = Field(6, ge=0, le=80)
+    offline_phase: Literal[1, 2, 3] = 1
+    #: Connector/EVSE whose availability follows the group's socket_enabled (0 = none).
+    socket_connector: int = Field(0, ge=0, le=16)
+    #: Profile purpose for dynamic limits: "auto" walks TxProfile -> TxDefaultProfile -> station max
+    #: as the charger refuses them; the others pin one purpose.
+    profile_purpose: Literal["auto", "tx", "tx_default", "station_max"] = "auto"
+    #: Least seconds between two profile changes, for chargers that write profiles to flash.
+    min_update_interval: float = Field(0, ge=0, le=3600)
+    #: Serial and PIN printed on the charger (informational; used to identify it at installation).
+    pin: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not STATION_ID_RE.match(v):
+            raise ValueError("charger id must be 1-48 characters of letters, digits and *-_=+|@. (no ':' or '/')")
+        return v
+
+
+class LoadBalancerConfig(StrictModel):
+    id: str
+    name: str
+    description: str = ""
+    organisation: str
+    meter: str | None = None
+    chargers: list[str] = Field(default_factory=list)
+    phases: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    chargers_in_measurement: bool = True
+    supply_max_current: float = Field(gt=0, le=4000)
+    max_current_online: float = Field(gt=0, le=4000)
+    max_current_offline: float = Field(ge=0, le=4000)
+    min_current: float = Field(6, ge=0, le=80)
+    stale_after: float = Field(10, gt=0, le=3600)
+    #: A per phase kept free below the fuse for the meter's error (class 1: 1 %) and the EVs' own control
+    #: tolerance; default 1 % of supply_max_current, at least 0.25 A (0.25 A on 25 A, 0.63 A on 63 A). A fuse carries its
+    #: rated current indefinitely, and a step of the other load is cut back on the next reading, so the margin
+    #: need not cover steps.
+    margin: float = Field(ge=0, le=100)
+    #: Seconds between rotations of who is paused when not every session can get min_current.
+    rotation_period: float = Field(600, gt=0)
+    socket_enabled: bool = True
+    active: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_margin(cls, data: object) -> object:
+        if isinstance(data, dict) and "margin" not in data:
+            supply = data.get("supply_max_current")
+            if isinstance(supply, (int, float)) and not isinstance(supply, bool):
+                return {**data, "margin": default_margin(float(supply))}
+            # supply_max_current is missing or not a number, which is reported on its own: "margin: Field
+            # required" beside it would send the installer after a field the file need not have.
+            return {**data, "margin": default_margin(0.0)}
+        return data
+
+    @field_validator("phases")
+    @classmethod
+    def _phases(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if p not in (1, 2, 3)]
+        if bad:
+            raise ValueError(f"phases {bad} are outside 1..3")
+        if not v or len(set(v)) != len(v):
+            raise ValueError("phases must be a non-empty list of distinct phases, e.g. [1, 2, 3] or [1]")
+        return v
+
+
+class SiteConfig(StrictModel):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    mqtt: MqttConfig | None = None
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    smart_charging: SmartChargingConfig = Field(default_factory=SmartChargingConfig)
+    http: HttpConfig | None = None
+    organisations: list[OrganisationConfig] = Field(default_factory=list)
+    id_tokens: list[IdTokenConfig] = Field(default_factory=list)
+    meters: list[MeterConfig] = Field(default_factory=list)
+    chargers: list[ChargerConfig] = Field(default_factory=list)
+    load_balancers: list[LoadBalancerConfig] = Field(default_factory=list)
+
+    def charger(self, station_id: str) -> ChargerConfig | None:
+        return next((c for c in self.chargers if c.id == station_id), None)
+
+    def meter(self, serial: str) -> MeterConfig | None:
+        return next((m for m in self.meters if m.serial == serial), None)
+
+    def organisation(self, org_id: str) -> OrganisationConfig | None:
+        return next((o for o in self.organisations if o.id == org_id), None)
+
+    def group_of(self, station_id: str) -> LoadBalancerConfig | None:
+        return next((g for g in self.load_balancers if station_id in g.chargers), None)
+
+
+def default_margin(supply_max_current: float) -> float:
+    """The margin a group gets when its config names none: 1 % of the fuse (a class 1 meter's error), at least
+    0.25 A."""
+    return round(max(0.25, 0.01 * supply_max_current), 2)
+
+
+def charger_phases(c: ChargerConfig) -> tuple[int, ...]:
+    """Building phases that charger phases L1, L2, L3 land on, in charger order (R=1, S=2, T=3)."""
+    mapped = tuple("RST".index(ch) + 1 for ch in c.phase_rotation)
+    return mapped[: c.phases]

@@ -1,0 +1,64 @@
+"""What the operator view reads of the running central system, and nothing more.
+
+:class:`csms.app.CentralSystemApp` builds a :class:`SiteView` and hands it to the web server instead of
+itself, so the web layer can neither reach into the OCPP server, the delivery or the balancer's workings
+nor import :mod:`csms.app` (the app imports the web layer, never the other way round). Every field is
+something a status answer, a history query or a metric reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from meter_gateway.reading import MeterReading, MeterState
+from sqlite_utils import Database
+
+from csms.balancer.model import ControlState, Decision
+from csms.config import SiteConfig
+from csms.state import SiteState
+
+T = TypeVar("T")
+
+
+class HistoryReader(Protocol):
+    """Storage as the operator view uses it: reads only (:meth:`csms.storage.database.Storage.read`)."""
+
+    async def read(self, fn: Callable[[Database], T]) -> T: ...
+
+
+class ChannelView(Protocol):
+    """A charger's delivery channel as the operator view shows it (read, never changed)."""
+
+    control: ControlState
+    control_reason: str
+    fallback_installed: bool
+    in_force: float | None
+    sent: int
+    accepted: int
+    rejected: int
+
+
+@dataclass(frozen=True)
+class SiteView:
+    """The live state, the history reader and the balancer's latest decisions, for the operator view."""
+
+    cfg: SiteConfig
+    clock: Callable[[], float]
+    state: SiteState
+    storage: HistoryReader
+    #: Delivery channels by charger id (the delivery's own dict, so it is always current).
+    channels: Mapping[str, ChannelView]
+    meter_states: Mapping[str, MeterState]
+    last_readings: Mapping[str, MeterReading]
+    #: Readings of a meter refused so far, by reason.
+    meter_refusals: Callable[[str], dict[str, int]]
+    #: The group's latest balancing decision, or None before its first.
+    decision: Callable[[str], Decision | None]
+    #: Why a charger has the limit it has, in words.
+    explain: Callable[[str], str]
+    #: Called with (group id, seconds) after every balancer run; ``/metrics`` times runs through it.
+    run_observers: list[Callable[[str, float], None]]
+    #: OCPP calls handled (in) and sent (out) so far, by (direction, action, outcome).
+    message_counts: Mapping[tuple[str, str, str], int]

@@ -1,0 +1,227 @@
+"""The package graph keeps its shape: no import cycles, dependencies pointing inward, modules kept small.
+
+Imports are read from the source with :mod:`ast` (nothing is imported), including imports inside functions
+and under ``TYPE_CHECKING``: a lazy or type-only import is still a dependency a reader has to follow.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("csms", "meter_gateway", "simulators")
+MAX_LINES = 400
+
+#: Modules over MAX_LINES today, with their line counts: they may shrink, never grow. Remove an entry once its
+#: module is under MAX_LINES.
+KNOWN_LONG_MODULES = {
+    "csms/balancer/allocation.py": 1015,
+    "csms/smart_charging/delivery.py": 903,
+    "simulators/chargepoint.py": 857,
+    "simulators/profiles.py": 419,
+}
+
+#: Import cycles that exist today and are being removed elsewhere; a cycle within one of these sets passes.
+#: simulators/chargepoint.py ⇄ chargepoint16.py/chargepoint201.py: being fixed on the simulators branch
+#: (#14); remove the entry when merging it.
+KNOWN_CYCLES = (
+    frozenset({"simulators.chargepoint", "simulators.chargepoint16", "simulators.chargepoint201"}),
+)
+
+#: (importer prefix, forbidden import prefixes, why).
+LAYERS = (
+    ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.server", "csms.session"),
+     "the balancer is pure decision logic: no OCPP, sockets, HTTP or storage"),
+    ("meter_gateway", ("csms",), "meter-gateway runs on its own, without the central system"),
+    ("csms", ("simulators",), "the central system never depends on its simulators"),
+    ("meter_gateway", ("simulators",), "the meter gateway never depends on the simulators"),
+)
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: Path
+
+    @property
+    def is_package(self) -> bool:
+        return self.path.name == "__init__.py"
+
+    @property
+    def relative(self) -> str:
+        return self.path.relative_to(ROOT).as_posix()
+
+
+def discover() -> dict[str, Module]:
+    """Every module of the project's packages, by dotted name."""
+    modules = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            modules[".".join(parts)] = Module(".".join(parts), path)
+    return modules
+
+
+def raw_imports(module: Module) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """Each import as (absolute module, names taken from it): ``import a.b`` is ("a.b", ())."""
+    package = module.name if module.is_package else module.name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(module.path.read_text(encoding="utf-8"), str(module.path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, ()
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            yield target, tuple(alias.name for alias in node.names)
+
+
+def internal_targets(target: str, names: tuple[str, ...], modules: Mapping[str, Module]) -> set[str]:
+    """The project modules an import depends on: ``from pkg import sub`` names the submodule, not ``pkg``."""
+    out = set()
+    rest = []
+    for name in names:
+        if f"{target}.{name}" in modules:
+            out.add(f"{target}.{name}")
+        else:
+            rest.append(name)
+    if rest or not names:
+        parts = target.split(".")
+        while parts and ".".join(parts) not in modules:
+            parts.pop()
+        if parts:
+            out.add(".".join(parts))
+    return out
+
+
+def import_graph(modules: Mapping[str, Module]) -> dict[str, set[str]]:
+    return {name: {t for target, names in raw_imports(m) for t in internal_targets(target, names, modules)} - {name}
+            for name, m in modules.items()}
+
+
+def strongly_connected(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """Tarjan's components with more than one module (each is at least one cycle), iteratively."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            node, edges = work[-1]
+            for nxt in edges:
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, iter(sorted(graph.get(nxt, ())))))
+                    break
+                if nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return found
+
+
+def a_cycle(graph: Mapping[str, set[str]], component: list[str]) -> list[str]:
+    """One concrete cycle through the component's first module, for the failure message."""
+    members = set(component)
+    start = component[0]
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        node = frontier.pop(0)
+        for nxt in sorted(graph[node] & members):
+            if nxt == start:
+                return paths[node] + [start]
+            if nxt not in paths:
+                paths[nxt] = paths[node] + [nxt]
+                frontier.append(nxt)
+    raise AssertionError(f"{component} is not a cycle")
+
+
+def unexpected_cycles(graph: Mapping[str, set[str]]) -> list[str]:
+    return [" -> ".join(a_cycle(graph, c)) for c in strongly_connected(graph)
+            if not any(set(c) <= known for known in KNOWN_CYCLES)]
+
+
+# -- the rules -------------------------------------------------------------------------------------------------
+
+
+def test_no_import_cycles() -> None:
+    cycles = unexpected_cycles(import_graph(discover()))
+    assert not cycles, "import cycles (break each by moving what both sides need into a module of its own):\n" + \
+        "\n".join(cycles)
+
+
+def test_known_cycles_still_exist() -> None:
+    """A known cycle that is gone must leave the allowlist, so it cannot come back unnoticed."""
+    components = strongly_connected(import_graph(discover()))
+    stale = [sorted(known) for known in KNOWN_CYCLES if not any(len(known & set(c)) > 1 for c in components)]
+    assert not stale, f"these cycles are gone: remove them from KNOWN_CYCLES in {Path(__file__).name}: {stale}"
+
+
+def test_the_cycle_check_reports_an_injected_cycle() -> None:
+    """The check itself works: a cycle through three modules is found and named in order."""
+    graph = {"csms.a": {"csms.b"}, "csms.b": {"csms.c", "csms.d"}, "csms.c": {"csms.a"}, "csms.d": set()}
+    assert unexpected_cycles(graph) == ["csms.a -> csms.b -> csms.c -> csms.a"]
+    assert unexpected_cycles({**graph, "csms.c": set()}) == []
+
+
+def test_layering() -> None:
+    modules = discover()
+    broken = []
+    for name, module in modules.items():
+        for target, names in raw_imports(module):
+            imported = {target} | {f"{target}.{n}" for n in names}
+            for importer, forbidden, why in LAYERS:
+                if not (name == importer or name.startswith(importer + ".")):
+                    continue
+                bad = sorted(f for f in forbidden for i in imported if i == f or i.startswith(f + "."))
+                if bad:
+                    broken.append(f"{module.relative} imports {target} ({bad[0]}): {why}")
+    assert not broken, "\n".join(sorted(set(broken)))
+
+
+def test_modules_stay_small() -> None:
+    too_long = []
+    for module in discover().values():
+        lines = len(module.path.read_text(encoding="utf-8").splitlines())
+        known = KNOWN_LONG_MODULES.get(module.relative)
+        if known is None and lines > MAX_LINES:
+            too_long.append(f"{module.relative}: {lines} lines, over {MAX_LINES}; split it into modules named for "
+                            "what they hold")
+        elif known is not None and lines > known:
+            too_long.append(f"{module.relative}: grew from {known} to {lines} lines; it may only shrink "
+                            f"(split what you add into a module of its own)")
+        elif known is not None and lines <= MAX_LINES:
+            too_long.append(f"{module.relative}: {lines} lines, under {MAX_LINES} now: remove its entry from "
+                            f"KNOWN_LONG_MODULES in {Path(__file__).name}")
+    stale = sorted(set(KNOWN_LONG_MODULES) - {m.relative for m in discover().values()})
+    too_long += [f"{path}: no such module any more; remove its entry from KNOWN_LONG_MODULES" for path in stale]
+    assert not too_long, "\n".join(sorted(too_long))
