@@ -1,5 +1,5 @@
-"""OCPP 2.0.1 face of a simulated charger (:class:`~simulators.charger.Charger`): its device model, the messages it sends
-and the calls it answers. Each EVSE has one connector (connectorId 1)."""
+"""OCPP 2.0.1 face of a simulated charger (:class:`~simulators.charger.Charger`): its device model, the
+messages it sends and the calls it answers. Each EVSE has one connector (connectorId 1)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The version-neutral simulated charger: one charging station with one or more connectors.
 
 Its physics loop runs on the shared clock whether or not it is connected: it asks its
-:class:`~simulators.profiles.ProfileStore` what each connector may draw, lets the plugged-in
+:class:`~simulators.profile_store.ProfileStore` what each connector may draw, lets the plugged-in
 :class:`~simulators.ev.EVModel` follow that offer, and integrates the energy register. Its connection
 loop talks OCPP to the central system through an OCPP face for its version, reconnecting with backoff;
 what it has to tell the central system goes through an outbox so that transaction messages survive a
@@ -34,7 +34,7 @@ from simulators.clock import SimClock
 from simulators.connector import Connector
 from simulators.face import Face
 from simulators.outbox import Outbox
-from simulators.profiles import ProfileStore
+from simulators.profile_store import ProfileStore
 
 
 class Charger(ChargerPhysics, ChargerSessions, MeterValueReporting, ProfileHandling, ChargerCommands,

@@ -15,7 +15,7 @@ from simulators.clock import SimClock
 from simulators.connector import Connector
 from simulators.ev import EVModel
 from simulators.outbox import Outgoing
-from simulators.profiles import EffectiveLimit, ProfileStore
+from simulators.profile_store import EffectiveLimit, ProfileStore
 
 log = logging.getLogger(__name__)
 

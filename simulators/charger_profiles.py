@@ -1,5 +1,5 @@
-"""Glue between the central system's profile calls and the charger's :class:`~simulators.profiles.ProfileStore`:
-the misbehaviour knobs decide first, then the store's spec rules.
+"""Glue between the central system's profile calls and the charger's
+:class:`~simulators.profile_store.ProfileStore`: the misbehaviour knobs decide first, then the store's spec rules.
 
 Mixed into :class:`~simulators.charger.Charger`.
 """
@@ -11,7 +11,8 @@ import logging
 from simulators.charger_config import SimChargerConfig
 from simulators.clock import SimClock
 from simulators.connector import Connector
-from simulators.profiles import CompositeSchedule, ProfileStore, profile_from_ocpp, purpose_from_ocpp
+from simulators.profile_store import CompositeSchedule, ProfileStore
+from simulators.profiles import profile_from_ocpp, purpose_from_ocpp
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from simulators.charger_config import SimChargerConfig
 from simulators.clock import SimClock
 from simulators.connector import Connector, Session
 from simulators.outbox import Outgoing
-from simulators.profiles import ProfileStore
+from simulators.profile_store import ProfileStore
 
 
 class ChargerSessions:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ocpp.exceptions import NotImplementedError as OCPPNotImplemented
 from ocpp.messages import CallError, MessageType, unpack
 
-from simulators.profiles import CompositeSchedule, format_time
+from simulators.profile_store import CompositeSchedule
+from simulators.profiles import format_time
 
 if TYPE_CHECKING:
     from simulators.charger import Charger

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from simulators.profile_store import ProfileStore
 from simulators.profiles import (
     DAY,
     Kind,
     Period,
     Profile,
-    ProfileStore,
     Purpose,
     Schedule,
     format_time,
