@@ -12,7 +12,7 @@ What is real: :class:`csms.state.SiteState`, :class:`csms.balancer.controller.Ba
 (controller -> ``delivery.apply``, ``delivery.on_control`` -> ``controller.on_control``, mains readings ->
 ``controller.on_reading``). What is simulated: the OCPP path. Each charger has a :class:`FakeLink` (the
 ``csms.link.StationLink`` protocol) that answers after a round-trip delay and installs the profiles in the
-charger's :class:`simulators.profiles.ProfileStore`; the charger's events reach ``SiteState`` through the same
+charger's :class:`simulators.profile_store.ProfileStore`; the charger's events reach ``SiteState`` through the same
 methods the OCPP adapters call (``connected``, ``booted``, ``status``, ``transaction_started``, ``sampled``),
 after an uplink delay. The physics are ``simulators.ev.EVModel`` and ``simulators.site`` (loads, noise,
 phase rotation, what the fuse carries).
@@ -42,7 +42,8 @@ from csms.link import Capabilities, CompositeLimit, Outcome
 from csms.smart_charging.delivery import Delivery
 from csms.state import BootInfo, PhaseSample, SiteState, Transaction, Version
 from simulators.ev import EVModel
-from simulators.profiles import Kind, Period, Profile, ProfileStore, Schedule
+from simulators.profile_store import ProfileStore
+from simulators.profiles import Kind, Period, Profile, Schedule
 from simulators.profiles import Purpose as SimPurpose
 from simulators.site import Constant, Noise, Site, Steps, to_building
 

@@ -1,4 +1,5 @@
-"""OCPP 1.6J face of a :class:`~simulators.chargepoint.SimCharger`: the messages it sends and the calls it answers."""
+"""OCPP 1.6J face of a simulated charger (:class:`~simulators.charger.Charger`): the messages it sends and
+the calls it answers."""
 
 from __future__ import annotations
 
@@ -8,35 +9,23 @@ from typing import TYPE_CHECKING, Any
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 
-from ocpp.exceptions import NotImplementedError as OCPPNotImplemented
-
-from simulators.chargepoint import BootGate
-from simulators.profiles import format_time, purpose_from_ocpp
+from simulators.ocpp_face import OcppFace, schedule_periods
+from csms.isotime import iso_millis
+from simulators.profiles import purpose_from_ocpp
 
 if TYPE_CHECKING:
-    from simulators.chargepoint import Connector, Session, SimCharger
+    from simulators.connector import Connector, Session
 
 log = logging.getLogger(__name__)
 
 
-
-class ChargePoint16(BootGate, ChargePoint):
-    def __init__(self, sim: SimCharger, ws: Any) -> None:
-        super().__init__(sim.id, ws, response_timeout=sim.config.response_timeout)
-        self.sim = sim
-
+class ChargePoint16(OcppFace, ChargePoint):
     # ---- outgoing -------------------------------------------------------------------------------
-
-    def _now(self) -> str:
-        return format_time(self.sim.clock.now())
 
     async def send_boot(self) -> tuple[str, float]:
         cfg = self.sim.config
-        res = await self.call(call.BootNotification(charge_point_model=cfg.model, charge_point_vendor=cfg.vendor,
-                                                    charge_point_serial_number=cfg.id, firmware_version="sim-1"))
-        if res is None:
-            return "Rejected", 10.0
-        return res.status, float(res.interval)
+        return await self.boot(call.BootNotification(charge_point_model=cfg.model, charge_point_vendor=cfg.vendor,
+                                                     charge_point_serial_number=cfg.id, firmware_version="sim-1"))
 
     async def send_heartbeat(self) -> None:
         await self.call(call.Heartbeat())
@@ -57,7 +46,7 @@ class ChargePoint16(BootGate, ChargePoint):
                 return
         res = await self.call(call.StartTransaction(connector_id=conn.id, id_tag=sess.id_tag,
                                                     meter_start=round(sess.meter_start_wh),
-                                                    timestamp=format_time(sess.started_at)))
+                                                    timestamp=iso_millis(sess.started_at)))
         if res is None:
             self.sim.abandon(conn, sess)
             return
@@ -81,16 +70,9 @@ class ChargePoint16(BootGate, ChargePoint):
 
     # ---- incoming -------------------------------------------------------------------------------
 
-    async def _received(self, action: str, payload: dict) -> None:
-        self.sim.received.append((action, payload))
-        await self.sim.answer_delay()
-
     @on("SetChargingProfile")
     async def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict, **_: Any):
-        await self._received("SetChargingProfile", {"connector_id": connector_id, **cs_charging_profiles})
-        if self.sim.not_implemented(cs_charging_profiles):
-            raise OCPPNotImplemented(description="SetChargingProfile is not implemented for this purpose")
-        status = self.sim.install_profile(cs_charging_profiles, connector_id)
+        status = await self.set_charging_profile({"connector_id": connector_id}, cs_charging_profiles, connector_id)
         return call_result.SetChargingProfile(status=status)
 
     @on("ClearChargingProfile")
@@ -108,16 +90,13 @@ class ChargePoint16(BootGate, ChargePoint):
         await self._received("GetCompositeSchedule", {"connector_id": connector_id, "duration": duration})
         if connector_id not in range(0, self.sim.config.connectors + 1):
             return call_result.GetCompositeSchedule(status="Rejected")
-        unit = charging_rate_unit or ("W" if self.sim.config.misbehaviour.only_watts else "A")
         if self.sim.config.misbehaviour.empty_composite:
             return call_result.GetCompositeSchedule(status="Accepted", connector_id=connector_id)
-        cs = self.sim.composite(connector_id, duration, unit)
-        periods = [{"start_period": int(p.start), "limit": p.limit, "number_phases": p.number_phases}
-                   for p in cs.periods]
+        cs = self.sim.composite(connector_id, duration, charging_rate_unit)
         return call_result.GetCompositeSchedule(
-            status="Accepted", connector_id=connector_id, schedule_start=format_time(cs.start),
-            charging_schedule={"duration": int(duration), "charging_rate_unit": unit,
-                               "charging_schedule_period": periods})
+            status="Accepted", connector_id=connector_id, schedule_start=iso_millis(cs.start),
+            charging_schedule={"duration": int(duration), "charging_rate_unit": cs.unit,
+                               "charging_schedule_period": schedule_periods(cs)})
 
     def configuration(self) -> dict[str, tuple[str, bool]]:
         """Every key this charger reports: value and whether it is read-only."""

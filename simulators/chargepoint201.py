@@ -1,5 +1,5 @@
-"""OCPP 2.0.1 face of a :class:`~simulators.chargepoint.SimCharger`: its device model, the messages it sends
-and the calls it answers. Each EVSE has one connector (connectorId 1)."""
+"""OCPP 2.0.1 face of a simulated charger (:class:`~simulators.charger.Charger`): its device model, the
+messages it sends and the calls it answers. Each EVSE has one connector (connectorId 1)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Any
 from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 
-from ocpp.exceptions import NotImplementedError as OCPPNotImplemented
-
-from simulators.chargepoint import BootGate
-from simulators.profiles import format_time, purpose_from_ocpp
+from simulators.ocpp_face import OcppFace, schedule_periods
+from csms.isotime import iso_millis
+from simulators.profiles import purpose_from_ocpp
 
 if TYPE_CHECKING:
-    from simulators.chargepoint import Connector, Session, SimCharger
+    from simulators.connector import Connector, Session
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +35,7 @@ class Variable:
     setting: str | None = None
 
 
-class ChargePoint201(BootGate, ChargePoint):
-    def __init__(self, sim: SimCharger, ws: Any) -> None:
-        super().__init__(sim.id, ws, response_timeout=sim.config.response_timeout)
-        self.sim = sim
-
+class ChargePoint201(OcppFace, ChargePoint):
     # ---- device model ---------------------------------------------------------------------------
 
     def device_model(self) -> dict[tuple[str, int | None, str, str | None], Variable]:
@@ -80,18 +75,12 @@ class ChargePoint201(BootGate, ChargePoint):
 
     # ---- outgoing -------------------------------------------------------------------------------
 
-    def _now(self) -> str:
-        return format_time(self.sim.clock.now())
-
     async def send_boot(self) -> tuple[str, float]:
         cfg = self.sim.config
-        res = await self.call(call.BootNotification(
+        return await self.boot(call.BootNotification(
             charging_station={"model": cfg.model, "vendor_name": cfg.vendor, "serial_number": cfg.id,
                               "firmware_version": "sim-1"},
             reason="PowerUp"))
-        if res is None:
-            return "Rejected", 10.0
-        return res.status, float(res.interval)
 
     async def send_heartbeat(self) -> None:
         await self.call(call.Heartbeat())
@@ -142,7 +131,7 @@ class ChargePoint201(BootGate, ChargePoint):
                 return
         trigger = "RemoteStart" if sess.remote_start_id is not None else "Authorized"
         extra = {"remote_start_id": sess.remote_start_id} if sess.remote_start_id is not None else {}
-        res = await self._event("Started", trigger, conn, sess, timestamp=format_time(sess.started_at),
+        res = await self._event("Started", trigger, conn, sess, timestamp=iso_millis(sess.started_at),
                                 meter=self._meter_value(conn, "Transaction.Begin", only_register=True),
                                 offline=sess.started_offline, id_token=token, **extra)
         info = getattr(res, "id_token_info", None) or {}
@@ -172,16 +161,10 @@ class ChargePoint201(BootGate, ChargePoint):
 
     # ---- incoming -------------------------------------------------------------------------------
 
-    async def _received(self, action: str, payload: dict) -> None:
-        self.sim.received.append((action, payload))
-        await self.sim.answer_delay()
-
     @on("SetChargingProfile")
     async def on_set_charging_profile(self, evse_id: int, charging_profile: dict, **_: Any):
-        await self._received("SetChargingProfile", {"evse_id": evse_id, **charging_profile})
-        if self.sim.not_implemented(charging_profile):
-            raise OCPPNotImplemented(description="SetChargingProfile is not implemented for this purpose")
-        return call_result.SetChargingProfile(status=self.sim.install_profile(charging_profile, evse_id))
+        status = await self.set_charging_profile({"evse_id": evse_id}, charging_profile, evse_id)
+        return call_result.SetChargingProfile(status=status)
 
     @on("ClearChargingProfile")
     async def on_clear_charging_profile(self, charging_profile_id: int | None = None,
@@ -200,15 +183,12 @@ class ChargePoint201(BootGate, ChargePoint):
         await self._received("GetCompositeSchedule", {"evse_id": evse_id, "duration": duration})
         if evse_id not in range(0, self.sim.config.connectors + 1):
             return call_result.GetCompositeSchedule(status="Rejected", status_info={"reason_code": "UnknownEVSE"})
-        unit = charging_rate_unit or ("W" if self.sim.config.misbehaviour.only_watts else "A")
         if self.sim.config.misbehaviour.empty_composite:
             return call_result.GetCompositeSchedule(status="Accepted")
-        cs = self.sim.composite(evse_id, duration, unit)
+        cs = self.sim.composite(evse_id, duration, charging_rate_unit)
         return call_result.GetCompositeSchedule(status="Accepted", schedule={
-            "evse_id": evse_id, "duration": int(duration), "schedule_start": format_time(cs.start),
-            "charging_rate_unit": unit,
-            "charging_schedule_period": [{"start_period": int(p.start), "limit": p.limit,
-                                          "number_phases": p.number_phases} for p in cs.periods]})
+            "evse_id": evse_id, "duration": int(duration), "schedule_start": iso_millis(cs.start),
+            "charging_rate_unit": cs.unit, "charging_schedule_period": schedule_periods(cs)})
 
     @on("GetVariables")
     async def on_get_variables(self, get_variable_data: list[dict], **_: Any):

@@ -16,8 +16,9 @@ import signal
 import sys
 
 from csms.config import ConfigError, load_config
-from simulators.chargepoint import KNOBS, SimChargerConfig, parse_knob
+from simulators.charger_config import SimChargerConfig
 from simulators.clock import SimClock
+from simulators.misbehaviour import KNOBS, parse_knob
 from simulators.scenarios import SCENARIOS, get_scenario, run_scenario
 from simulators.simulation import Simulation, central_system_url
 

@@ -27,7 +27,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from meter_gateway.config import VARIANT_RANGE_A
 from meter_gateway.registers import RegisterMap, StatusFlag, load_register_map
 from simulators.clock import SimClock
-from simulators.profiles import format_time
+from csms.isotime import iso_millis
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class MeterSample:
         return q
 
     def mqtt_payload(self, serial: str, at: float) -> dict:
-        return {"serial": serial, "timestamp": format_time(at), "current": [round(a, 3) for a in self.current],
+        return {"serial": serial, "timestamp": iso_millis(at), "current": [round(a, 3) for a in self.current],
                 "voltage": [round(v, 1) for v in self.voltage], "power": round(self.power_total, 1)}
 
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from csms.config import SiteConfig
-from simulators.chargepoint import ChargerFleet, SimCharger, SimChargerConfig
+from simulators.charger_config import SimChargerConfig
+from simulators.chargepoint import SimCharger
 from simulators.clock import SimClock
+from simulators.fleet import ChargerFleet
 from simulators.meter import AmpGuardSim
 from simulators.site import Site
 

@@ -20,20 +20,11 @@ MAX_LINES = 400
 KNOWN_LONG_MODULES = {
     "csms/balancer/allocation.py": 1015,
     "csms/smart_charging/delivery.py": 903,
-    "simulators/chargepoint.py": 857,
-    "simulators/profiles.py": 419,
 }
-
-#: Import cycles that exist today and are being removed elsewhere; a cycle within one of these sets passes.
-#: simulators/chargepoint.py ⇄ chargepoint16.py/chargepoint201.py: being fixed on the simulators branch
-#: (#14); remove the entry when merging it.
-KNOWN_CYCLES = (
-    frozenset({"simulators.chargepoint", "simulators.chargepoint16", "simulators.chargepoint201"}),
-)
 
 #: (importer prefix, forbidden import prefixes, why).
 LAYERS = (
-    ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.server", "csms.session"),
+    ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.server", "csms.ocpp"),
      "the balancer is pure decision logic: no OCPP, sockets, HTTP or storage"),
     ("meter_gateway", ("csms",), "meter-gateway runs on its own, without the central system"),
     ("csms", ("simulators",), "the central system never depends on its simulators"),
@@ -166,8 +157,7 @@ def a_cycle(graph: Mapping[str, set[str]], component: list[str]) -> list[str]:
 
 
 def unexpected_cycles(graph: Mapping[str, set[str]]) -> list[str]:
-    return [" -> ".join(a_cycle(graph, c)) for c in strongly_connected(graph)
-            if not any(set(c) <= known for known in KNOWN_CYCLES)]
+    return [" -> ".join(a_cycle(graph, c)) for c in strongly_connected(graph)]
 
 
 # -- the rules -------------------------------------------------------------------------------------------------
@@ -177,13 +167,6 @@ def test_no_import_cycles() -> None:
     cycles = unexpected_cycles(import_graph(discover()))
     assert not cycles, "import cycles (break each by moving what both sides need into a module of its own):\n" + \
         "\n".join(cycles)
-
-
-def test_known_cycles_still_exist() -> None:
-    """A known cycle that is gone must leave the allowlist, so it cannot come back unnoticed."""
-    components = strongly_connected(import_graph(discover()))
-    stale = [sorted(known) for known in KNOWN_CYCLES if not any(len(known & set(c)) > 1 for c in components)]
-    assert not stale, f"these cycles are gone: remove them from KNOWN_CYCLES in {Path(__file__).name}: {stale}"
 
 
 def test_the_cycle_check_reports_an_injected_cycle() -> None:

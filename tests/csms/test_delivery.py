@@ -11,8 +11,10 @@ import pytest
 from csms.app import CentralSystemApp
 from csms.balancer.model import ChargerLimit, ControlState, Decision
 from csms.config import parse_config
-from simulators.chargepoint import Misbehaviour, SimCharger, SimChargerConfig
+from simulators.charger_config import SimChargerConfig
+from simulators.chargepoint import SimCharger
 from simulators.ev import EVModel
+from simulators.misbehaviour import Misbehaviour
 from simulators.profiles import Purpose as SimPurpose
 
 PASSWORD = "0123456789abcdef"

@@ -26,7 +26,8 @@ from typing import Any
 import tomli_w
 
 from csms.config import SiteConfig, SmartChargingConfig, default_margin, load_config
-from simulators.chargepoint import SimCharger, SimChargerConfig
+from simulators.charger_config import SimChargerConfig
+from simulators.chargepoint import SimCharger
 from simulators.clock import SimClock
 from simulators.ev import EVModel
 from simulators.simulation import Simulation

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from simulators.chargepoint import Misbehaviour
+from simulators.misbehaviour import Misbehaviour
 from simulators.profiles import Purpose
 from simulators.site import Steps
 from tests.e2e.harness import (

@@ -2,7 +2,7 @@
 
 The central system runs in-process (:class:`csms.app.CentralSystemApp`, exactly what ``csms serve`` runs) on
 real websockets, with its embedded meter gateway polling a simulated Amp Guard over Modbus TCP. The chargers
-and cars are the simulators, made to misbehave like real firmwares (``simulators.chargepoint.Misbehaviour``).
+and cars are the simulators, made to misbehave like real firmwares (``simulators.misbehaviour.Misbehaviour``).
 Nothing in ``[smart_charging]`` or the timeouts is changed: what a test sees is what a site sees.
 
 Assertions are on the site physics (what flows through the fuse, :class:`simulators.site.Site`) and on what
@@ -23,9 +23,11 @@ from typing import Any
 
 from csms.app import CentralSystemApp
 from csms.config import parse_config
-from simulators.chargepoint import Misbehaviour, SimCharger, SimChargerConfig
+from simulators.charger_config import SimChargerConfig
+from simulators.chargepoint import SimCharger
 from simulators.clock import SimClock
 from simulators.ev import EVModel
+from simulators.misbehaviour import Misbehaviour
 from simulators.simulation import Simulation
 from simulators.site import Constant
 

@@ -15,7 +15,7 @@ import pytest
 
 from csms.balancer.model import ControlState
 from csms.config import default_margin
-from simulators.chargepoint import Misbehaviour
+from simulators.misbehaviour import Misbehaviour
 from simulators.profiles import Purpose
 from tests.csms.harness import raw_station
 

@@ -11,8 +11,11 @@ import pytest
 from ocpp.v16 import call as c16
 from ocpp.v201 import call as c201
 
-from simulators.chargepoint import ChargerFleet, Misbehaviour, SimCharger, SimChargerConfig, parse_knob
+from simulators.charger_config import SimChargerConfig
+from simulators.chargepoint import SimCharger
 from simulators.ev import EVModel
+from simulators.fleet import ChargerFleet
+from simulators.misbehaviour import Misbehaviour, parse_knob
 from simulators.profiles import Purpose
 
 from .csms_stub import StubCsms

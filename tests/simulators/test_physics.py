@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulators.chargepoint import SimCharger, SimChargerConfig
+from simulators.charger_config import SimChargerConfig
+from simulators.chargepoint import SimCharger
 from simulators.clock import ManualClock
 from simulators.ev import EVModel
 from simulators.profiles import Kind, Period, Profile, Purpose, Schedule
@@ -52,7 +53,7 @@ def test_ev_with_ramp_down_follows_a_lowered_limit_and_a_pause_along_its_ramp():
 
 
 def test_charger_refuses_meter_intervals_below_its_minimum():
-    from simulators.chargepoint import Misbehaviour
+    from simulators.misbehaviour import Misbehaviour
     charger = SimCharger(SimChargerConfig("CP1", misbehaviour=Misbehaviour(min_meter_interval=30)),
                          ManualClock(T0))
     assert not charger.change_setting("MeterValueSampleInterval", "10")

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from csms.isotime import iso_millis, parse_iso
+from simulators.profile_store import ProfileStore
 from simulators.profiles import (
     DAY,
     Kind,
     Period,
     Profile,
-    ProfileStore,
     Purpose,
     Schedule,
-    format_time,
-    parse_time,
     profile_from_ocpp,
 )
 
-T0 = parse_time("2026-11-24T00:00:00Z")
+T0 = parse_iso("2026-11-24T00:00:00Z")
 MAX, DEF, TX = Purpose.STATION_MAX, Purpose.TX_DEFAULT, Purpose.TX
 
 
@@ -266,5 +265,5 @@ def test_profile_from_ocpp_16_and_201():
 
 
 def test_time_round_trip():
-    assert parse_time(format_time(T0 + 0.25)) == T0 + 0.25
-    assert format_time(T0) == "2026-11-24T00:00:00.000Z"
+    assert parse_iso(iso_millis(T0 + 0.25)) == T0 + 0.25
+    assert iso_millis(T0) == "2026-11-24T00:00:00.000Z"

@@ -15,7 +15,8 @@ import aiohttp
 
 from csms.app import CentralSystemApp
 from csms.config import SiteConfig, parse_config
-from simulators.chargepoint import SimCharger, SimChargerConfig
+from simulators.charger_config import SimChargerConfig
+from simulators.chargepoint import SimCharger
 from simulators.clock import SimClock
 from simulators.ev import EVModel
 from simulators.simulation import Simulation

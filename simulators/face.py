@@ -1,0 +1,30 @@
+"""What the charger's loops need from its OCPP face (:mod:`simulators.chargepoint16` / ``chargepoint201``).
+
+A structural type, so the version-neutral charger can drive either face without importing them.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from simulators.connector import Connector, Session
+
+
+class Face(Protocol):
+    async def start(self) -> None:
+        """Reads and answers frames until the connection closes."""
+
+    async def send_boot(self) -> tuple[str, float]:
+        """BootNotification: the registration status and the heartbeat interval."""
+
+    async def send_heartbeat(self) -> None: ...
+
+    async def send_status(self, conn: Connector) -> None: ...
+
+    async def send_state_change(self, conn: Connector) -> None: ...
+
+    async def send_start(self, conn: Connector, sess: Session, authorize: bool) -> None: ...
+
+    async def send_stop(self, conn: Connector, sess: Session, reason: str, meter_stop: float) -> None: ...
+
+    async def send_meter_values(self, conn: Connector, sess: Session | None, context: str) -> None: ...
