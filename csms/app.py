@@ -20,7 +20,7 @@ from meter_gateway.subscriber import ReadingSubscriber
 
 from csms import records
 from csms.authorization import Authorizer
-from csms.balancer.controller import BalancerController
+from csms.balancer.controller import BalancerController, DecisionOutbox
 from csms.balancer.model import Decision
 from csms.config import SiteConfig
 from csms.context import SessionContext
@@ -41,10 +41,9 @@ class CentralSystemApp:
         self.storage = Storage(cfg.storage.database, cfg.storage.commit_interval)
         self.ctx = SessionContext(cfg, self.state, self.storage, Authorizer(cfg), clock)
         self.server = CentralSystem(self.ctx)
-        self.delivery = Delivery(cfg, self.state, self.storage, clock=clock)
-        self.balancer = BalancerController(cfg, self.state, self.delivery, self, clock)
-        self.delivery.on_control = self.balancer.on_control
-        self.delivery.on_answer = self.balancer.on_answer
+        decisions = DecisionOutbox()
+        self.balancer = BalancerController(cfg, self.state, decisions, self, clock)
+        self.delivery = Delivery(cfg, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.server.on_session.append(self.delivery.attach)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
