@@ -111,3 +111,26 @@ class ChargerChannel:
         """A TxProfile dies with its transaction: forget it was ever accepted."""
         self.in_force = self.exposure_limit = None
         self.last = None if self.last and self.last.purpose is Purpose.TX else self.last
+
+    def start_sending(self, amps: float, may_apply_now: float) -> float:
+        """A limit goes out: until it is answered the charger may apply the old one or the new one, so it is
+        exposed at the larger. Returns what it may apply meanwhile (``may_apply_now`` with no limit in force)."""
+        applied = self.in_force if self.in_force is not None else may_apply_now
+        self.exposure_limit = max(applied, amps)
+        self.last_attempt = amps
+        return applied
+
+    def limit_accepted(self, sent: Sent, previous: float | None) -> bool:
+        """The charger accepted ``sent`` over ``previous`` (the limit in force when it went out): it is in force.
+        A decrease starts the ramp window, an increase the increase interval, both from when it was sent.
+        Returns whether it only refreshed the limit already in force."""
+        refresh = self.last is not None and self.last.limit == sent.limit and not self.new_session
+        self.in_force, self.exposure_limit, self.failures, self.refusals = sent.limit, None, 0, 0
+        self.new_session = False
+        self.retry_at = float("-inf")
+        self.last = sent
+        if previous is not None and sent.limit < previous:
+            self.decrease_accepted_at = sent.at
+        elif previous is not None and sent.limit > previous:
+            self.last_increase_at = sent.at
+        return refresh

@@ -296,10 +296,7 @@ class Delivery:
         level = levels[min(ch.level_pos, len(levels) - 1)]
         spec = dynamic_spec(ch, limit, unit, purpose, level, transaction_id, now, s)
         previous = ch.in_force
-        decrease = previous is None or amps < previous
-        applied = previous if previous is not None else self._may_apply(ch)  # what it may apply meanwhile
-        ch.exposure_limit = max(applied, amps)
-        ch.last_attempt = amps
+        applied = ch.start_sending(amps, self._may_apply(ch))
         self.book.refresh(ch, self.clock())
         if amps != previous:
             self._set_control(ch, ControlState.PENDING, applied, f"sending {amps:.1f} A")
@@ -309,24 +306,16 @@ class Delivery:
         self._record("profile", ch, role="dynamic", purpose=purpose.value, stack_level=level, limit=limit, unit=unit,
                      outcome=outcome.value)
         if outcome.ok:
-            await self._accepted(ch, link, Sent(amps, purpose, level, now), previous, decrease, unit)
+            await self._accepted(ch, link, Sent(amps, purpose, level, now), previous, unit)
         else:
             await self._failed(ch, link, amps, purpose, level, outcome, now)
 
     async def _accepted(self, ch: ChargerChannel, link: StationLink, sent: Sent, previous: float | None,
-                        decrease: bool, unit: str) -> None:
+                        unit: str) -> None:
         amps, s = sent.limit, self.settings
         self.accepted += 1
         ch.accepted += 1
-        refresh = ch.last is not None and ch.last.limit == amps and not ch.new_session
-        ch.in_force, ch.exposure_limit, ch.failures, ch.refusals = amps, None, 0, 0
-        ch.new_session = False
-        ch.retry_at = float("-inf")
-        ch.last = sent
-        if decrease and previous is not None:
-            ch.decrease_accepted_at = sent.at
-        elif previous is not None and amps > previous:
-            ch.last_increase_at = sent.at
+        refresh = ch.limit_accepted(sent, previous)
         log.log(logging.DEBUG if refresh else logging.INFO, "%s: %s %.1f A accepted (%s, stack %d)",
                 ch.id, "refreshed" if refresh else "limit", amps, sent.purpose.value, sent.stack_level)
         self._set_control(ch, ControlState.CONTROLLED, amps, "accepted")
