@@ -120,17 +120,18 @@ class ChargerChannel:
         self.last_attempt = amps
         return applied
 
-    def limit_accepted(self, sent: Sent, previous: float | None) -> bool:
-        """The charger accepted ``sent`` over ``previous`` (the limit in force when it went out): it is in force.
-        A decrease starts the ramp window, an increase the increase interval, both from when it was sent.
-        Returns whether it only refreshed the limit already in force."""
+    def limit_accepted(self, sent: Sent, previous: float | None, answered_at: float) -> bool:
+        """The charger accepted ``sent`` over ``previous`` (the limit in force when it went out) at ``answered_at``:
+        it is in force. A decrease starts the ramp window when it was accepted (a charger may apply it as late as
+        its answer, and its EV takes ``ramp_time`` from there); an increase starts the increase interval when it
+        was sent. Returns whether it only refreshed the limit already in force."""
         refresh = self.last is not None and self.last.limit == sent.limit and not self.new_session
         self.in_force, self.exposure_limit, self.failures, self.refusals = sent.limit, None, 0, 0
         self.new_session = False
         self.retry_at = float("-inf")
         self.last = sent
         if previous is not None and sent.limit < previous:
-            self.decrease_accepted_at = sent.at
+            self.decrease_accepted_at = answered_at
         elif previous is not None and sent.limit > previous:
             self.last_increase_at = sent.at
         return refresh

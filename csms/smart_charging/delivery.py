@@ -315,7 +315,7 @@ class Delivery:
         amps, s = sent.limit, self.settings
         self.accepted += 1
         ch.accepted += 1
-        refresh = ch.limit_accepted(sent, previous)
+        refresh = ch.limit_accepted(sent, previous, self.clock())
         log.log(logging.DEBUG if refresh else logging.INFO, "%s: %s %.1f A accepted (%s, stack %d)",
                 ch.id, "refreshed" if refresh else "limit", amps, sent.purpose.value, sent.stack_level)
         self._set_control(ch, ControlState.CONTROLLED, amps, "accepted")

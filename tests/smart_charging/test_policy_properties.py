@@ -76,7 +76,7 @@ class Site:
         for ch, amps in zip(self.channels, start):
             ch.control, ch.connected, ch.fallback_installed = ControlState.CONTROLLED, True, True
             ch.in_force = ch.wanted = amps
-            ch.last = Sent(amps, Purpose.TX, 8, T0 - 30)
+            ch.last = Sent(amps, Purpose.TX, 8, T0 - 1)  # refreshed a moment ago
         self.decide(start)
 
     # -- Readings: the cars' draw as the chargers report it (live and exact) ----------------------------
@@ -132,7 +132,7 @@ class Site:
             car = self.cars[ch.id]
             car.high = max(flight.previous, car.high if self.now < car.down_at else 0.0)
             car.down_at = self.now + follow * self.s.ramp_time
-        ch.limit_accepted(Sent(flight.amps, Purpose.TX, 8, flight.sent_at), flight.previous)
+        ch.limit_accepted(Sent(flight.amps, Purpose.TX, 8, flight.sent_at), flight.previous, self.now)
         self.book.refresh(ch, self.now)
 
     def prove(self, i: int) -> None:
@@ -206,6 +206,23 @@ def test_break_before_make_never_counts_nor_lets_the_cars_draw_more_than_the_bud
         counted, drawn = site.counted(), site.drawn()
         assert all(amps <= BUDGET + EPS for amps in counted.values()), (action, counted)
         assert all(amps <= BUDGET + EPS for amps in drawn.values()), (action, drawn)
+
+
+def test_a_slow_answer_does_not_shorten_the_ramp_wait():
+    """Found by the property above: the ramp window of a decrease ran from when it was sent. A charger that took
+    3 s to accept it may apply it only then, and its EV may take the full ramp_time from there; counted at its
+    new limit 5 s after the send, it let another car's increase in while it still drew its old limit (42 A on
+    a 32 A phase)."""
+    site = Site([20.0, 12.0])
+    site.decide([10.0, 22.0])
+    assert site.step(0).send == 10.0
+    site.now += 3.0
+    site.answer(0, 1.0)
+    site.now += 3.0  # past ramp_time after the send, within ramp_time after the answer
+    assert site.step(1).send is None
+    assert max(site.drawn().values()) <= BUDGET
+    site.now += 2.0 + EPS  # the car has followed
+    assert site.step(1).send == 22.0
 
 
 @settings(max_examples=200, deadline=None)
