@@ -259,7 +259,7 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
                     latencies[kind].append(max(arrivals) - t0)
                 # Baseline: the same profiles straight through the links, no balancer, no delivery.
                 base: list[float] = []
-                links = [(ch, ch.link) for ch in app.delivery.channels.values()]
+                links = [(ch, app.delivery.workers[ch.id].link) for ch in app.delivery.channels.values()]
                 for k in range(max(5, trials // 4)):
                     limit = 20.0 + k % 2
                     now = time.time()

@@ -9,7 +9,7 @@ exactly reproducible for a seed.
 What is real: :class:`csms.state.SiteState`, :class:`csms.balancer.controller.BalancerController` (which calls
 ``csms.balancer.allocation.allocate``) and :class:`csms.smart_charging.delivery.Delivery`, built from a
 :class:`csms.config.SiteConfig` with the shipped defaults and wired the way ``csms/app.py`` wires them
-(controller -> ``delivery.apply``, ``delivery.on_control`` -> ``controller.on_control``, mains readings ->
+(controller -> ``delivery.apply``, the delivery's reports -> ``controller.on_control``, mains readings ->
 ``controller.on_reading``). What is simulated: the OCPP path. Each charger has a :class:`FakeLink` (the
 ``csms.link.StationLink`` protocol) that answers after a round-trip delay and installs the profiles in the
 charger's :class:`simulators.profile_store.ProfileStore`; the charger's events reach ``SiteState`` through the same
@@ -23,7 +23,8 @@ draws and the limits the chargers apply), never from the central system's view o
 This module must run unchanged against older ``csms`` trees (the baseline), so its use of ``csms`` is kept
 narrow: the constructors above, ``SiteState``'s adapter-facing methods, ``Capabilities``/``CompositeLimit``/
 ``Outcome``, ``PhaseSample``/``Transaction``/``BootInfo``/``Version``, ``parse_config``, and
-``controller.start/stop/on_reading/on_meter_state/on_control``, ``delivery.attach/stop/on_control``.
+``controller.start/stop/on_reading/on_meter_state/on_control``, ``delivery.attach/stop``, and
+``DecisionOutbox`` where the tree has it (:func:`_wire`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import csms.balancer.controller as controller_module
 from csms.balancer.controller import BalancerController
 from csms.config import parse_config
 from csms.link import Capabilities, CompositeLimit, Outcome
@@ -390,16 +392,30 @@ class Recording:
     changes: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # (t, old, new)
 
 
+def _wire(cfg, state: SiteState, decisions: "_DecisionLog", clock: Callable[[], float]):
+    """The controller and the delivery, wired as ``csms/app.py`` wires them: the controller's decisions through a
+    ``DecisionOutbox`` the delivery opens, the delivery's reports to the controller, both passed in constructors.
+    An older tree (the baseline) has no outbox: its delivery is the controller's sink and reports through the
+    ``on_control`` attribute."""
+    outbox_type = getattr(controller_module, "DecisionOutbox", None)
+    if outbox_type is None:
+        delivery = Delivery(cfg, state, clock=clock)
+        controller = BalancerController(cfg, state, delivery, decisions, clock)
+        delivery.on_control = controller.on_control
+        return controller, delivery
+    outbox = outbox_type()
+    controller = BalancerController(cfg, state, outbox, decisions, clock)
+    return controller, Delivery(cfg, state, outbox, controller, clock=clock)
+
+
 async def _simulate(cond: Condition) -> tuple[Recording, dict]:
     loop = asyncio.get_running_loop()
     clock = lambda: EPOCH + loop.time()  # noqa: E731 - the virtual loop time, as POSIX seconds
     rel = lambda: loop.time()  # noqa: E731
     cfg = site_config(cond)
     state = SiteState()
-    delivery = Delivery(cfg, state, clock=clock)
     decisions = _DecisionLog()
-    controller = BalancerController(cfg, state, delivery, decisions, clock)
-    delivery.on_control = controller.on_control
+    controller, delivery = _wire(cfg, state, decisions, clock)
 
     rec = Recording()
     stats: dict[str, int] = dict.fromkeys(

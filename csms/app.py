@@ -19,7 +19,7 @@ from meter_gateway.reading import MeterReading, MeterState
 from meter_gateway.subscriber import ReadingSubscriber
 
 from csms.authorization import Authorizer
-from csms.balancer.controller import BalancerController
+from csms.balancer.controller import BalancerController, DecisionOutbox
 from csms.balancer.model import Decision
 from csms.config import SiteConfig
 from csms.context import SessionContext
@@ -43,10 +43,9 @@ class CentralSystemApp:
         self.state = SiteState()
         self.storage = Storage(cfg.storage.database, cfg.storage.commit_interval)
         self.ctx = SessionContext(cfg, self.state, self.storage, Authorizer(cfg), clock)
-        self.delivery = Delivery(cfg, self.state, self.storage, clock=clock)
-        self.balancer = BalancerController(cfg, self.state, self.delivery, self, clock)
-        self.delivery.on_control = self.balancer.on_control
-        self.delivery.on_answer = self.balancer.on_answer
+        decisions = DecisionOutbox()
+        self.balancer = BalancerController(cfg, self.state, decisions, self, clock)
+        self.delivery = Delivery(cfg, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
         self.server = CentralSystem(self.ctx, on_session=self.delivery.attach, observe=self.messages)
         self.meters: MeterGateway | ReadingSubscriber | None = None

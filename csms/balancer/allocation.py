@@ -87,6 +87,24 @@ def floor_step(x: float) -> float:
     return math.floor(x * _PER_A + _EPS) / _PER_A if x > 0 else 0.0
 
 
+def most_drawn(control: ControlState, in_force: float | None, max_current: float,
+               pending: float | None = None) -> float:
+    """The most a connected charger not (yet) steered may draw per phase (A): the limit it accepted, or its
+    ``max_current`` when none is known in force or it draws over its limit; while a new limit (``pending``) is
+    in flight, the larger of the two. Its offline fallback, which binds on its offline phase, is counted apart:
+    0 here. The allocation reserves it so (:meth:`_Run.reserve`) and the delivery's break-before-make counts it
+    so (:mod:`csms.smart_charging.exposure`)."""
+    if control is _FALLBACK:
+        worst = 0.0
+    elif control is _NOT_OBEYING or in_force is None:
+        worst = max_current
+    else:
+        worst = in_force
+    if control is _PENDING and pending is not None and pending > worst:
+        worst = pending
+    return worst
+
+
 def ceil_step(x: float) -> float:
     return math.ceil(x * _PER_A - _EPS) / _PER_A
 
@@ -704,17 +722,9 @@ class _Run:
                                 "installed: counted at its max_current", False, spec.max_current)
         # Connected, but its latest limit is not (yet) in force.
         phases = self.phase_set(ch.phases_in_use or spec.phases_wired)
-        in_force = ch.limit_in_force
         control = ch.control
-        if control is _FALLBACK:
-            worst = 0.0  # its fallback is counted on the offline phase below
-        elif control is _NOT_OBEYING or in_force is None:
-            worst = spec.max_current
-        else:
-            worst = in_force
+        worst = most_drawn(control, ch.limit_in_force, spec.max_current, mem.target)  # fallback: counted below
         target = mem.target if mem.target is not None else (self.min if ch.session_active else 0.0)
-        if control is _PENDING and mem.target is not None:
-            worst = max(worst, mem.target)
         if control is _FALLBACK:
             target = min(target, spec.offline_current)
         else:

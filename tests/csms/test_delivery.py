@@ -11,8 +11,10 @@ import pytest
 from csms.app import CentralSystemApp
 from csms.balancer.model import ChargerLimit, ControlState, Decision
 from csms.config import parse_config
+from csms.smart_charging.policy import gate
 from simulators.charger_config import SimChargerConfig
 from simulators.chargepoint import SimCharger
+from simulators.misbehaviour import Misbehaviour
 from simulators.ev import EVModel
 from simulators.misbehaviour import Misbehaviour
 from simulators.profiles import Purpose as SimPurpose
@@ -217,18 +219,29 @@ async def test_two_chargers_refusing_their_first_limit_do_not_wait_for_each_othe
 
 
 def _two_controlled(tmp_path, a_in_force: float, b_in_force: float, state=None):
-    """A Delivery with no sockets for chargers A and B of a 24 A group, both under control at the given limits,
-    on a clock stopped at 1000 s: for the break-before-make rules alone."""
-    from csms.smart_charging.delivery import Delivery
+    """The delivery's exposure book (pure, no sockets, no clock) for chargers A and B of a 24 A group, both under
+    control at the given limits: for the break-before-make rules alone, at 1000 s."""
+    from csms.config import charger_phases
+    from csms.smart_charging.channel import ChargerChannel
+    from csms.smart_charging.readings import StationReadings
+    from csms.smart_charging.exposure import ExposureBook
     from csms.state import SiteState
 
     cfg = config(tmp_path, [{"id": "A"}, {"id": "B"}], budget=24)
-    delivery = Delivery(cfg, state if state is not None else SiteState(), clock=lambda: 1000.0)
-    a, b = delivery.channels["A"], delivery.channels["B"]
+    a, b = (ChargerChannel(c, cfg.group_of(c.id), charger_phases(c)) for c in cfg.chargers)
+    s = cfg.smart_charging
+    book = ExposureBook((a, b), s.ramp_time, s.failsafe_ttl,
+                        StationReadings(state if state is not None else SiteState()))
     for ch in (a, b):
         ch.control = ControlState.CONTROLLED
     a.in_force, b.in_force = a_in_force, b_in_force
-    return delivery, a, b
+    return book, a, b
+
+
+def _decide(book, decision: Decision) -> None:
+    """As the delivery takes a decision: keep it and its proofs, recompute the group's exposure."""
+    book.take(decision)
+    book.forget(decision.group_id)
 
 
 BUDGET_24 = {1: 24.0, 2: 24.0, 3: 24.0}
@@ -237,17 +250,17 @@ BUDGET_24 = {1: 24.0, 2: 24.0, 3: 24.0}
 def test_a_trimmed_charger_lends_the_headroom_it_does_not_draw_to_break_before_make(tmp_path):
     """The balancer offers a car that draws 8 A a 10 A limit (so that it can show it wants more) and counts it
     at 8 A; break-before-make must count it the same way, or the 2 A lent to others never reach them."""
-    delivery, a, b = _two_controlled(tmp_path, 10.0, 12.0)
+    book, a, b = _two_controlled(tmp_path, 10.0, 12.0)
     trimmed = ChargerLimit(10.0, (1, 2, 3), "its EV draws clearly less than offered: capped at 10.0 A", True, 8.0)
-    delivery.apply(Decision("g", 1000.0, BUDGET_24, True,
-                            {"A": trimmed, "B": ChargerLimit(16.0, (1, 2, 3), "fair share", True, 16.0)}))
-    assert delivery.exposure(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
-    assert delivery._gate(b, 16.0, 12.0) == 16.0
+    _decide(book, Decision("g", 1000.0, BUDGET_24, True,
+                           {"A": trimmed, "B": ChargerLimit(16.0, (1, 2, 3), "fair share", True, 16.0)}))
+    assert book.of(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
+    assert gate(b, 16.0, 12.0, 1000.0, book) == 16.0
     # While a decrease to its trimmed limit is unanswered, it may still apply the old, higher one.
     a.exposure_limit = 16.0
-    delivery._refresh_exposure(a)  # as sending the decrease does
-    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
-    assert delivery._gate(b, 16.0, 12.0) is None
+    book.refresh(a, 1000.0)  # as sending the decrease does
+    assert book.of(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+    assert gate(b, 16.0, 12.0, 1000.0, book) is None
 
 
 def test_a_mains_proof_ends_the_ramp_wait_of_an_accepted_decrease(tmp_path):
@@ -258,40 +271,39 @@ def test_a_mains_proof_ends_the_ramp_wait_of_an_accepted_decrease(tmp_path):
 
     state = SiteState()
     state.station("A").samples[1] = PhaseSample(998.0, (16.0, 16.0, 16.0))
-    delivery, a, b = _two_controlled(tmp_path, 8.0, 6.0, state)
+    book, a, b = _two_controlled(tmp_path, 8.0, 6.0, state)
     a.decrease_accepted_at = 999.5  # ramp_time is 1 s here
     limits = {"A": ChargerLimit(8.0, (1, 2, 3), "fair share", True, 8.0),
               "B": ChargerLimit(16.0, (1, 2, 3), "fair share", True, 16.0)}
 
     def decide(proof: dict) -> None:
-        delivery.apply(Decision("g", 1000.0, BUDGET_24, True, limits, proven_down=proof))
-        delivery._exposure_cache.clear()
+        _decide(book, Decision("g", 1000.0, BUDGET_24, True, limits, proven_down=proof))
 
     decide({})
-    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
-    assert delivery._gate(b, 16.0, 6.0) == 8.0  # 24 A less the 16 A A may still draw
+    assert book.of(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+    assert gate(b, 16.0, 6.0, 1000.0, book) == 8.0  # 24 A less the 16 A A may still draw
     decide({"A": (8.0, 999.2)})  # a reading from before the decrease was accepted proves nothing
-    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+    assert book.of(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
     decide({"A": (10.0, 999.7)})  # nor one about another limit
-    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+    assert book.of(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
     decide({"A": (8.0, 999.7)})
-    assert delivery.exposure(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
-    assert delivery._gate(b, 16.0, 6.0) == 16.0
+    assert book.of(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
+    assert gate(b, 16.0, 6.0, 1000.0, book) == 16.0
     # It stays proven when a later reading cannot show it again (a car starting beside it, say) ...
     decide({})
-    assert delivery.exposure(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
+    assert book.of(a, 1000.0) == {1: 8.0, 2: 8.0, 3: 8.0}
     # ... until the next decrease, which its next proof must show done again.
     a.in_force, a.decrease_accepted_at = 7.0, 999.8
     decide({})
-    assert delivery.exposure(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
+    assert book.of(a, 1000.0) == {1: 16.0, 2: 16.0, 3: 16.0}
 
 
 def test_the_gate_rounds_to_the_balancers_grid(tmp_path):
     """Room computed by subtraction lands a hair below a tenth (24 - 16.1 = 7.899999999999999): the gate rounds
     down on the balancer's grid, not to the tenth below it, so the limit it allows is the one decided."""
-    delivery, a, b = _two_controlled(tmp_path, 16.1, 6.0)
+    book, a, b = _two_controlled(tmp_path, 16.1, 6.0)
     assert 24.0 - 16.1 < 7.9
-    delivery.apply(Decision("g", 1000.0, BUDGET_24, True,
-                            {"A": ChargerLimit(16.1, (1, 2, 3), "fair share", True, 16.1),
-                             "B": ChargerLimit(7.9, (1, 2, 3), "fair share", True, 7.9)}))
-    assert delivery._gate(b, 7.9, 6.0) == 7.9
+    _decide(book, Decision("g", 1000.0, BUDGET_24, True,
+                           {"A": ChargerLimit(16.1, (1, 2, 3), "fair share", True, 16.1),
+                            "B": ChargerLimit(7.9, (1, 2, 3), "fair share", True, 7.9)}))
+    assert gate(b, 7.9, 6.0, 1000.0, book) == 7.9
