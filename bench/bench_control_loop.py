@@ -7,11 +7,13 @@ in this process, pinned to one core. The chargers are light-weight raw OCPP 1.6J
 separate process pinned to the other core: each connects with basic auth, boots, reports its connector,
 starts a transaction, and answers every call from the central system (SetChargingProfile Accepted), noting
 when each SetChargingProfile frame arrived (``time.perf_counter``: CLOCK_MONOTONIC, shared by both
-processes). A trial hands one mains reading to the app exactly as the meter gateway does
-(``app._on_reading``) and ends when every charger has accepted its new limit; its latency is the arrival
-of the last SetChargingProfile carrying that decision's limit minus the moment the reading arrived. The
-reading alternates so every charger's limit moves each time, down then up (decreases go out at once;
-increases pass the break-before-make gate).
+processes). A trial hands in mains readings as the meter gateway does (``app._on_reading``), one every
+``READING_INTERVAL``, until a balancer run decides the trial's limit; it ends when every charger has accepted
+that limit. Its latency is the arrival of the last SetChargingProfile carrying the limit minus the moment the
+reading behind that decision arrived. The readings alternate so every charger's limit moves each time, down then
+up (decreases go out at once; increases pass the break-before-make gate). An increase is decided a few readings
+after the other load fell (the balancer's peak hold, a control choice this benchmark does not time): the
+"readings" column says how many it took.
 
 One group of N one-phase chargers spread over the three phases, wired before the meter's clamps
 (``chargers_in_measurement = false``), with a supply sized so that the reading's other load moves each
@@ -43,6 +45,7 @@ PASSWORD = "0123456789abcdef"
 METER = "AG1234567G"
 ROTATIONS = ("RST", "SRT", "TRS")  # a one-phase charger's L1 on building L1, L2, L3
 LIMITS = (10.0, 11.0)  # A per charger in the two alternating decisions
+READING_INTERVAL = 0.2  # s between two mains readings handed in while a trial waits for its decision
 #: A of other load left when every charger draws the higher limit (the clamp reads at most 400 A).
 HEADROOM = 50.0
 
@@ -222,6 +225,25 @@ async def settled(app, target: float | None, timeout: float = 120) -> None:
             await asyncio.sleep(0.002)
 
 
+async def decided(app, decisions: list, n: int, target: float) -> tuple[float, int]:
+    """Hands in mains readings, one every ``READING_INTERVAL`` as a meter sends them, until a balancer run
+    decides ``target`` for every charger; returns when the reading behind that run arrived, and how many
+    readings it took. A fall of the other load (a rise of the chargers' share) is trusted only after a few
+    readings (the balancer's peak hold), so an increase is decided on a later reading than a decrease."""
+    for count in range(1, 100):
+        seen = len(decisions)
+        t_reading = time.perf_counter()
+        app._on_reading(reading_for(n, target))
+        async with asyncio.timeout(30):
+            while len(decisions) == seen:
+                await asyncio.sleep(0.0005)
+        decision = decisions[-1][1]
+        if all(abs(lim.limit - target) < 0.05 for lim in decision.limits.values()):
+            return t_reading, count
+        await asyncio.sleep(READING_INTERVAL)
+    raise AssertionError(f"no decision for {target} A after 99 readings")
+
+
 async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int | None) -> dict:
     from csms.app import CentralSystemApp
     from csms.link import ProfileSpec, Purpose
@@ -232,6 +254,13 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
         async def no_meters() -> None:  # readings are handed in by the benchmark, as the gateway would
             return None
         app._start_meters = no_meters  # type: ignore[method-assign]
+        decisions: list[tuple[float, object]] = []
+        store = app.record_decision
+
+        def record(decision) -> None:  # the balancer's DecisionStore is the app: each run's decision passes here
+            decisions.append((time.perf_counter(), decision))
+            store(decision)
+        app.record_decision = record  # type: ignore[method-assign]
         async with app:
             cmd = [sys.executable, __file__, "--fleet", f"ws://127.0.0.1:{app.port}/ocpp", "--count", str(n)]
             if fleet_cpu is not None:
@@ -248,10 +277,11 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
                 await asyncio.sleep(0.2)
                 await fleet.dump()
                 latencies: dict[str, list[float]] = {"decrease": [], "increase": []}
+                waits: list[int] = []
                 for k in range(trials):
                     target = LIMITS[(k + 1) % 2]
-                    t0 = time.perf_counter()
-                    app._on_reading(reading_for(n, target))
+                    t0, readings = await decided(app, decisions, n, target)
+                    waits.append(readings)
                     await settled(app, target)
                     arrivals = [t for t, _, lim in await fleet.dump() if abs(lim - target) < 0.05]
                     assert len(arrivals) >= n, f"{n - len(arrivals)} chargers did not receive {target} A"
@@ -281,7 +311,7 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
                     except TimeoutError:
                         proc.kill()
                         await proc.wait()
-    return {"n": n, "connect_s": connect_s, **latencies, "baseline": base}
+    return {"n": n, "connect_s": connect_s, **latencies, "baseline": base, "readings": waits}
 
 
 def machine() -> str:
@@ -318,7 +348,7 @@ def main() -> None:
     print(f"central system on CPU {server_cpu}, charger fleet on CPU {fleet_cpu} "
           f"(other processes on the machine are not excluded)")
     print(f"{'chargers':>8} {'connect s':>9} {'kind':>9} {'n':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-          f" {'baseline p50':>12} {'ratio':>6}")
+          f" {'baseline p50':>12} {'ratio':>6} {'readings':>8}")
     for n in (int(x) for x in args.sizes.split(",")):
         r = asyncio.run(run_size(n, args.trials, server_cpu, fleet_cpu))
         base50 = statistics.median(r["baseline"]) * 1000
@@ -327,7 +357,7 @@ def main() -> None:
             p50 = percentile(vals, 0.5) * 1000
             print(f"{n:>8} {r['connect_s']:>9.1f} {kind:>9} {len(vals):>4} {p50:>8.1f} "
                   f"{percentile(vals, 0.99) * 1000:>8.1f} {max(vals) * 1000:>8.1f} {base50:>12.1f} "
-                  f"{p50 / base50:>6.2f}")
+                  f"{p50 / base50:>6.2f} {max(r['readings']):>8}")
 
 
 if __name__ == "__main__":
