@@ -5,7 +5,9 @@
 every fresh reading and charger event. Nothing here imports OCPP, sockets or storage.
 """
 
-from .allocation import BalancerMemory, allocate, phase_budget
+from .allocation import allocate
+from .budget import phase_budget
+from .memory import BalancerMemory
 from .model import (
     ChargerInput,
     ChargerLimit,

@@ -56,35 +56,20 @@ limit is slow to be confirmed is reserved at its fallback (``first_limit_grace``
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-
-from meter_gateway.reading import SATURATION_MARGIN
 
 from . import waterfill
-from .estimate import CAP_TOLERANCE, DrawModel, other_load
+from .budget import clamp_saturated, meter_fresh, phase_budget, phase_ceiling, steady
+from .estimate import CAP_TOLERANCE, INF, other_load
+from .grid import EPS, ceil_half, ceil_step, floor_step
+from .memory import BalancerMemory, ChargerMemory
 from .model import ChargerInput, ChargerLimit, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput
-
-#: OCPP 1.6 limits are multiples of 0.1 A.
-STEP = 0.1
-_EPS = 1e-6
-INF = float("inf")
 
 _CONTROLLED = ControlState.CONTROLLED
 _FALLBACK = ControlState.FALLBACK
 _PENDING = ControlState.PENDING
 _NOT_OBEYING = ControlState.NOT_OBEYING
-
-
-#: Steps per A; an integer number of steps divided by it is the nearest float to that many tenths.
-_PER_A = 10
-
-
-def floor_step(x: float) -> float:
-    """Rounds down to the 0.1 A grid (as the nearest float, so that 10.6 prints and compares as 10.6)."""
-    return math.floor(x * _PER_A + _EPS) / _PER_A if x > 0 else 0.0
 
 
 def most_drawn(control: ControlState, in_force: float | None, max_current: float,
@@ -105,76 +90,8 @@ def most_drawn(control: ControlState, in_force: float | None, max_current: float
     return worst
 
 
-def ceil_step(x: float) -> float:
-    return math.ceil(x * _PER_A - _EPS) / _PER_A
-
-
 def _first(item: tuple) -> float:
     return item[0]
-
-
-def _ceil_half(x: float) -> float:
-    return math.ceil(x * 2 - _EPS) / 2
-
-
-@dataclass(slots=True)
-class ChargerMemory:
-    """What the balancer remembers about one charger between runs."""
-
-    #: The last limit decided for it (what the delivery is installing).
-    target: float | None = None
-    #: Since when its current session has been charging (admitted) without a pause.
-    running_since: float | None = None
-    #: Since when its current session has been paused.
-    paused_since: float | None = None
-    #: The limit in force at the last run, and since when it has been.
-    in_force: float | None = None
-    in_force_since: float = 0.0
-    #: Since when its EV has drawn clearly less than its limit.
-    under_since: float | None = None
-    #: The charger's draw sample last looked at (None: none), and the most it drew on a phase then.
-    sample: dict[int, float] | None = None
-    used: float = 0.0
-    #: The cap worked out from the above, for which full cap, and until when it holds if nothing new arrives.
-    cap: float = 0.0
-    cap_why: str | None = None
-    full: float = -1.0
-    recheck_at: float = -INF
-    #: Cap from trimming (EV draws less than offered), and when it was set.
-    trim_cap: float | None = None
-    trimmed_at: float = 0.0
-    #: When a probe lifted its trim: what its EV drew and the cap it had (None: no probe awaits its answer).
-    probe: tuple[float, float] | None = None
-    #: Seconds the current session charged in the stretches that ended in a pause (rotation fairness).
-    charged: float = 0.0
-    #: What the estimator knows about its draw (:mod:`csms.balancer.estimate`).
-    model: DrawModel = field(default_factory=DrawModel)
-    #: When its control state last became PENDING (a change in flight since then).
-    pending_since: float | None = None
-    #: When its last session was seen to end while its model still followed a limit (None: not since).
-    ended_at: float | None = None
-
-
-@dataclass
-class BalancerMemory:
-    """Everything :func:`allocate` carries from one run to the next for one group; updated in place.
-
-    Create one per group and pass it to every run; it is the only mutable input of :func:`allocate`.
-    """
-
-    chargers: dict[str, ChargerMemory] = field(default_factory=dict)
-    #: The other load per phase estimated from the reading taken at ``other_at``, and the estimate from the
-    #: reading before it (what a phase with a moving charger holds on to).
-    other: dict[int, float] | None = None
-    other_at: float | None = None
-    held: dict[int, float] | None = None
-    #: The budget of the last run that had a fresh reading (what small changes are measured against).
-    budget: dict[int, float] | None = None
-    #: Per phase: (reading time, other load, measured rather than held) of the readings within the tuning's
-    #: ``peak_window``, oldest first.
-    recent: dict[int, deque[tuple[float, float, bool]]] = field(default_factory=dict)
-    #: Per phase: (flicker amplitude, until when) carried over from the readings a step down let go.
-    flicker: dict[int, tuple[float, float]] = field(default_factory=dict)
 
 
 def _own_per_phase(draw: dict[int, float], spec_max: float, wired: tuple[int, ...],
@@ -189,70 +106,6 @@ def _own_per_phase(draw: dict[int, float], spec_max: float, wired: tuple[int, ..
         if p in wired and a > 0:
             out[p - 1] = a if a < top else top
     return out[0], out[1], out[2]
-
-
-def meter_fresh(group: GroupSpec, meter: MeterInput | None, now: float) -> bool:
-    return group.has_meter and meter is not None and now - meter.taken_at <= group.stale_after
-
-
-def phase_ceiling(group: GroupSpec) -> tuple[float, str]:
-    """The most a phase may carry in all, and what sets it: the fuse, or the top of the clamps' range when the
-    fuse is rated above it. The group must not take a phase to where the meter only says "at least this much":
-    the reading would saturate, the sessions be paused, the reading drop back into range, and they would resume
-    and saturate it again, every few seconds."""
-    clamp = group.clamp_range_a
-    if clamp is not None and clamp * (1 - SATURATION_MARGIN) < group.supply_max_current:
-        return clamp * (1 - SATURATION_MARGIN), "clamp range top"
-    return group.supply_max_current, "fuse"
-
-
-def clamp_saturated(group: GroupSpec, meter: MeterInput, phase: int, measured: float) -> bool:
-    """Whether a phase's reading only says "at least this much": flagged by the gateway, or at the top of the
-    clamps' range."""
-    clamp = group.clamp_range_a
-    return phase in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN))
-
-
-def phase_budget(
-    group: GroupSpec, meter: MeterInput | None, other: dict[int, float] | None, now: float
-) -> tuple[dict[int, float], bool, dict[int, str]]:
-    """Per group phase, what the group's chargers may draw together; whether the meter is fresh; why.
-
-    ``other`` is the estimated other load per phase (:mod:`csms.balancer.estimate`) when the meter sees the
-    chargers (``chargers_in_measurement``); None: the whole reading is other load.
-    """
-    offline = group.max_current_offline
-    if not group.has_meter:
-        note = f"static group without a meter: max_current_offline {offline:.1f} A"
-        return {p: offline for p in group.phases}, False, {p: note for p in group.phases}
-    if meter is None or now - meter.taken_at > group.stale_after:
-        why = "no meter reading yet" if meter is None else (
-            f"no valid meter reading for {now - meter.taken_at:.0f} s (stale_after {group.stale_after:g} s)")
-        note = f"{why}: max_current_offline {offline:.1f} A"
-        return {p: offline for p in group.phases}, False, {p: note for p in group.phases}
-    budget: dict[int, float] = {}
-    notes: dict[int, str] = {}
-    margin, online = group.margin, group.max_current_online
-    limit, limit_name = phase_ceiling(group)
-    for p in group.phases:
-        measured = meter.current.get(p)
-        if measured is None:
-            budget[p] = offline
-            notes[p] = f"meter reports nothing for L{p}: max_current_offline {offline:.1f} A"
-            continue
-        saturated = clamp_saturated(group, meter, p, measured)
-        other_p = measured if other is None else other.get(p, measured)
-        value = limit - margin - other_p
-        if saturated and measured >= 0:
-            budget[p] = min(online, value, 0.0)
-            notes[p] = f"meter clamp saturated at {measured:.1f} A (at least that much): treated as overload"
-            continue
-        budget[p] = min(online, value)
-        drawn = (f" ({measured:.1f} A measured - {measured - other_p:.1f} A chargers)"
-                 if group.chargers_in_measurement else "")
-        notes[p] = (f"{limit:.1f} A {limit_name} - {margin:.1f} A margin - {other_p:.1f} A other load{drawn}"
-                    + (f", capped at max_current_online {online:.1f} A" if online < value else ""))
-    return budget, True, notes
 
 
 def allocate(
@@ -276,7 +129,7 @@ def allocate(
         other = None
     budget, fresh, notes = phase_budget(group, meter, other, now)
     if fresh:
-        budget = run.steady(budget, other, notes)
+        budget = steady(group, memory.budget, budget, notes)
     memory.budget = budget if fresh else None
     run.available = {p: budget[p] - run.reserved[p] for p in group.phases}
     run.admit_and_fill(limits)
@@ -342,26 +195,6 @@ class _Run:
         #: Sessions the model follows at the reading (under a limit of ours, one in flight, or their fallback),
         #: with the least and the most they may draw then.
         self.steered: list[tuple[ChargerInput, tuple[float, float, float], tuple[float, float, float]]] = []
-
-    def steady(self, budget: dict[int, float], other: dict[int, float] | None,
-               notes: dict[int, str]) -> dict[int, float]:
-        """Keeps the previous budget of a phase through a small fall that still leaves the import within the
-        fuse with half the margin to spare: noise on the reading would otherwise lower every limit a little
-        on every dip (a decrease is always sent at once), and chargers would see a change every few seconds.
-        A larger fall, or one that would eat more than half the margin, passes at once."""
-        old = self.memory.budget
-        if not old:
-            return budget
-        group = self.group
-        half = group.margin / 2
-        out = dict(budget)
-        for p, b in budget.items():
-            prev = old.get(p)
-            if prev is None or not 0 < prev - b <= half or b <= 0 or prev > group.max_current_online:
-                continue
-            out[p] = prev
-            notes[p] += f"; kept at {prev:.1f} A (a fall of {prev - b:.1f} A is within half the margin)"
-        return out
 
     # -- step 2: classify and reserve ---------------------------------------------------------------
 
@@ -566,7 +399,7 @@ class _Run:
             limit, since = ch.limit_in_force, ch.limit_since
             if ch.control is not _CONTROLLED or limit is None or since is None or since > at:
                 continue
-            phases = [i for i in range(3) if most[i] > limit + _EPS]  # type: ignore[operator]
+            phases = [i for i in range(3) if most[i] > limit + EPS]  # type: ignore[operator]
             if phases:
                 down.append((ch, least, phases))
         if not down:
@@ -579,7 +412,7 @@ class _Run:
                 continue
             p = i + 1
             measured, b = meter.current.get(p), budget.get(p)
-            if (measured is None or b is None or b <= 0 or b >= group.max_current_online - _EPS
+            if (measured is None or b is None or b <= 0 or b >= group.max_current_online - EPS
                     or clamp_saturated(group, meter, p, measured)):
                 failed.update(ch.spec.id for ch, _ in on)
                 continue
@@ -770,7 +603,7 @@ class _Run:
         if mem.trim_cap is None:
             if (mem.under_since is not None and now - mem.under_since >= tuning.trim_after
                     and at is not None and now - at <= tuning.draw_max_age):
-                mem.trim_cap = max(self.min, _ceil_half(mem.used + tuning.trim_headroom))
+                mem.trim_cap = max(self.min, ceil_half(mem.used + tuning.trim_headroom))
                 mem.trimmed_at = now
         elif now - mem.trimmed_at >= tuning.probe_every:
             mem.probe = (mem.used, mem.trim_cap)
@@ -808,7 +641,7 @@ class _Run:
             if used >= mem.trim_cap - tuning.trim_headroom / 2:
                 mem.trim_cap = mem.under_since = None  # it wants more again
             else:
-                mem.trim_cap = min(mem.trim_cap, max(self.min, _ceil_half(used + tuning.trim_headroom)))
+                mem.trim_cap = min(mem.trim_cap, max(self.min, ceil_half(used + tuning.trim_headroom)))
         elif in_force is not None and in_force >= self.min and used < in_force - tuning.trim_slack:
             # Only once its EV could follow the limit: a 60 s charger's first sample, taken a second after an
             # increase while the car still ramped, once trimmed a car that wanted its full share.
@@ -818,7 +651,7 @@ class _Run:
                     mem.probe = None
                     if used <= probe[0] + tuning.trim_slack / 2:
                         # The probe offered it more and it took no more: its cap is known, no need to wait.
-                        mem.trim_cap = max(self.min, _ceil_half(used + tuning.trim_headroom))
+                        mem.trim_cap = max(self.min, ceil_half(used + tuning.trim_headroom))
                         mem.trimmed_at = self.now
                         return
                 if mem.under_since is None:
@@ -839,7 +672,7 @@ class _Run:
             total = sum(counts.values()) * m + self.resuming.get(phases, 0) * (resume - m)
             for p in phases:
                 need[p] += total
-        if all(need[p] <= avail[p] + _EPS for p in need):
+        if all(need[p] <= avail[p] + EPS for p in need):
             admitted = self.candidates
         else:
             admitted = self._admit(limits)
@@ -898,7 +731,7 @@ class _Run:
             expected = mem.model.expected()
             drawn = max(mem.used, max(expected[p - 1] for p in phases))
             spare = min(headroom, cap - drawn)
-            if spare > _EPS:
+            if spare > EPS:
                 offers.append((spare, cid, phases))
         if not offers:
             return {}
@@ -907,7 +740,7 @@ class _Run:
         lent: dict[int, float] = {}
         for spare, cid, phases in offers:
             amount = min(spare, *(left[p] for p in phases))
-            if amount <= _EPS:
+            if amount <= EPS:
                 continue
             self.lends[cid] = amount
             for p in phases:
@@ -939,7 +772,7 @@ class _Run:
         for phases, n in per_set.items():
             for p in phases:
                 need[p] += n * m
-        if all(need[p] <= room[p] + _EPS for p in room):
+        if all(need[p] <= room[p] + EPS for p in room):
             admitted = in_turn
             for p in room:
                 room[p] -= need[p]
@@ -1015,7 +848,7 @@ class _Run:
             phases = rest[i][1]
             short = None
             for p in phases:
-                if room[p] < req - _EPS:
+                if room[p] < req - EPS:
                     short = p
                     break
             if short is None:

@@ -25,7 +25,8 @@ from csms import state as st
 from csms.aio import cancel_and_wait, wait_event
 from csms.config import SiteConfig
 
-from .allocation import BalancerMemory, allocate
+from .allocation import allocate
+from .memory import BalancerMemory
 from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning
 
 #: How many of a charger's latest answer times count (the slowest of them is taken).
