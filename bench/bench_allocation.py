@@ -29,7 +29,7 @@ from csms.balancer import (  # noqa: E402
     allocate,
 )
 from csms.balancer import waterfill  # noqa: E402
-from csms.balancer.allocation import floor_step  # noqa: E402
+from csms.balancer.grid import floor_step  # noqa: E402
 
 ROTATIONS = [(1, 2, 3), (2, 3, 1), (3, 1, 2)]
 #: Epoch-like start time; every charger's own sample is taken then, and runs follow one a second.

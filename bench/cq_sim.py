@@ -392,12 +392,22 @@ class Recording:
     changes: dict[str, list[tuple[float, float, float]]] = field(default_factory=dict)  # (t, old, new)
 
 
+def _outbox_type() -> type | None:
+    """The tree's ``DecisionOutbox``: in ``csms.balancer.ports``, in ``csms.balancer.controller`` in older trees,
+    or none (the baseline)."""
+    try:
+        from csms.balancer.ports import DecisionOutbox
+    except ImportError:
+        return getattr(controller_module, "DecisionOutbox", None)
+    return DecisionOutbox
+
+
 def _wire(cfg, state: SiteState, decisions: "_DecisionLog", clock: Callable[[], float]):
     """The controller and the delivery, wired as ``csms/app.py`` wires them: the controller's decisions through a
     ``DecisionOutbox`` the delivery opens, the delivery's reports to the controller, both passed in constructors.
     An older tree (the baseline) has no outbox: its delivery is the controller's sink and reports through the
     ``on_control`` attribute."""
-    outbox_type = getattr(controller_module, "DecisionOutbox", None)
+    outbox_type = _outbox_type()
     if outbox_type is None:
         delivery = Delivery(cfg, state, clock=clock)
         controller = BalancerController(cfg, state, delivery, decisions, clock)

@@ -19,7 +19,8 @@ from meter_gateway.reading import MeterReading, MeterState
 from meter_gateway.subscriber import ReadingSubscriber
 
 from csms.authorization import Authorizer
-from csms.balancer.controller import BalancerController, DecisionOutbox
+from csms.balancer.controller import BalancerController
+from csms.balancer.ports import DecisionOutbox
 from csms.balancer.model import Decision
 from csms.config import SiteConfig
 from csms.context import SessionContext

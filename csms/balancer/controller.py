@@ -6,9 +6,9 @@ station state's events (:mod:`csms.state`), the meter glue (:meth:`BalancerContr
 :meth:`~BalancerController.on_meter_state`) and the smart-charging delivery
 (:meth:`~BalancerController.on_control`). Every input only updates that view and wakes the group's task;
 the task coalesces a burst of wake-ups into one :func:`~csms.balancer.allocation.allocate` run, hands the
-decision to the :class:`LimitSink` and the :class:`DecisionStore`, and logs it. A silent meter is noticed
-by the task's own timer, so the group moves to its offline budget even when nothing else happens. Each
-group has its own task, so one group's work never waits on another's.
+decision to the :class:`~csms.balancer.ports.LimitSink` and the :class:`~csms.balancer.ports.DecisionStore`,
+and logs it. A silent meter is noticed by the task's own timer, so the group moves to its offline budget even
+when nothing else happens. Each group has its own task, so one group's work never waits on another's.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from csms import state as st
 from csms.aio import cancel_and_wait, wait_event
 from csms.config import SiteConfig
 
-from .allocation import BalancerMemory, allocate
+from .allocation import allocate
+from .memory import BalancerMemory
 from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning
+from .ports import DecisionStore, LimitSink
 
 #: How many of a charger's latest answer times count (the slowest of them is taken).
 ANSWERS_KEPT = 5
@@ -37,44 +38,6 @@ log = logging.getLogger(__name__)
 NO_CURRENT_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Faulted", "Reserved"})
 #: How many changed chargers one INFO line names before it says "and N more".
 LOG_CHANGES = 20
-
-
-class LimitSink(Protocol):
-    def apply(self, decision: Decision) -> None:
-        """Takes a decision for delivery to the chargers; must not block (queue it)."""
-
-
-class DecisionStore(Protocol):
-    def record_decision(self, decision: Decision) -> None:
-        """Stores a decision; must not block (queue it)."""
-
-
-class ControlReports(Protocol):
-    """What the delivery reports back about each charger (:class:`BalancerController` takes these)."""
-
-    def on_control(self, charger_id: str, control: ControlState, limit_in_force: float | None) -> None:
-        """Whether the charger's limit is in force, and which."""
-
-    def on_answer(self, charger_id: str, seconds: float) -> None:
-        """How long the charger took to answer a SetChargingProfile."""
-
-
-class DecisionOutbox:
-    """The balancer's :class:`LimitSink` when the delivery is built after it: the delivery reports back to the
-    balancer, so it is built with the balancer and opens this outbox to receive the decisions. Every
-    dependency is then passed in a constructor; nothing is patched afterwards."""
-
-    def __init__(self) -> None:
-        self._receiver: Callable[[Decision], None] | None = None
-
-    def open(self, receiver: Callable[[Decision], None]) -> None:
-        if self._receiver is not None:
-            raise RuntimeError("the decision outbox already has a receiver")
-        self._receiver = receiver
-
-    def apply(self, decision: Decision) -> None:
-        if self._receiver is not None:
-            self._receiver(decision)
 
 
 @dataclass

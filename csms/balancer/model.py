@@ -36,7 +36,7 @@ class Tuning:
     #: flicker neither lifts the import above the fuse nor changes every limit. A step up counts at once.
     peak_window: float = 10.0
     #: Readings in a row, all below every older one in the peak window by more than those flickered, that let a
-    #: step down of the other load go before the window has passed (:meth:`csms.balancer.allocation._Run.peak`):
+    #: step down of the other load go before the window has passed (:func:`csms.balancer.other_load.peak`):
     #: a flicker does not fall below its own range three times in a row; a load that went off does.
     step_down_readings: int = 3
     #: Seconds a new session's first limit may be in flight before its fallback is counted: an EV takes a few
@@ -199,7 +199,7 @@ class Decision:
     budget_notes: dict[int, str] = field(default_factory=dict)
     #: Chargers whose accepted decrease the mains reading shows done, so that break-before-make need not wait out
     #: their ramp time: ``{charger id: (the limit it is at, the reading's time)}``
-    #: (:meth:`csms.balancer.allocation._Run.proven_down`).
+    #: (:func:`csms.balancer.proof.proven_down`).
     proven_down: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def explain(self, charger_id: str) -> str:

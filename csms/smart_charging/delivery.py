@@ -5,7 +5,7 @@ connects (:mod:`.setup`), then keeps exactly one dynamic limit in force: a highe
 after ``failsafe_ttl`` unless refreshed, so a charger that stops hearing from us falls back by itself. What to
 send and when is the pure policy's call (:mod:`.policy`, break before make in :mod:`.exposure`); the worker
 owns the tasks, timers, link calls and storage writes, and reports every change of a charger's control
-state to the balancer (:class:`~csms.balancer.controller.ControlReports`).
+state to the balancer (:class:`~csms.balancer.ports.ControlReports`).
 
 Coalescing: a channel holds only the newest wanted limit; a slow charger never receives a stale one and
 never holds up another channel. Every profile sent, its answer and every change of a charger's control state
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from csms.aio import cancel_and_wait, wait_event
-from csms.balancer.controller import ControlReports, DecisionOutbox
+from csms.balancer.ports import ControlReports, DecisionOutbox
 from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig, SmartChargingConfig, charger_phases
 from csms.link import Outcome, ProfileSpec, Purpose, StationLink

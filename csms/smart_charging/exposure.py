@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from csms.balancer.allocation import most_drawn
+from csms.balancer.reserve import most_drawn
 from csms.balancer.model import ChargerLimit, ControlState, Decision
 from csms.link import Purpose
 

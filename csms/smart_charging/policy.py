@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from csms.balancer.allocation import floor_step
+from csms.balancer.grid import floor_step
 from csms.balancer.model import ControlState
 from csms.config import SmartChargingConfig
 from csms.link import Purpose

@@ -12,7 +12,7 @@ from csms.balancer import (
     MeterInput,
     allocate,
 )
-from csms.balancer.allocation import floor_step
+from csms.balancer.grid import floor_step
 
 T0 = 1_700_000_000.0
 EPS = 1e-6

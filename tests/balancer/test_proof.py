@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from csms.balancer import BalancerMemory
-from csms.balancer.allocation import phase_ceiling
+from csms.balancer.budget import phase_ceiling
 from csms.balancer.estimate import CAP_TOLERANCE
 
 from .helpers import T0, group, meter, run, session

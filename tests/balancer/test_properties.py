@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from csms.balancer import BalancerMemory, ChargerInput, ChargerSpec, ControlState, MeterInput, waterfill
-from csms.balancer.allocation import ceil_step, floor_step
+from csms.balancer.grid import ceil_step, floor_step
 
 from .helpers import T0, check_safe, group, limits, meter, run, session
 

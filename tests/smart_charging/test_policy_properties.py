@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from csms.balancer.allocation import floor_step
+from csms.balancer.grid import floor_step
 from csms.balancer.model import ChargerLimit, ControlState, Decision
 from csms.config import charger_phases, parse_config
 from csms.link import Purpose

@@ -1,0 +1,82 @@
+"""Step 2 of the allocation: what a charger the balancer cannot steer right now is counted at (reserved), so that
+the controlled sessions share only what is left.
+"""
+
+from __future__ import annotations
+
+from .grid import floor_step
+from .memory import ChargerMemory
+from .model import ChargerInput, ChargerLimit, ControlState
+from .run_state import RunState
+
+_FALLBACK = ControlState.FALLBACK
+_PENDING = ControlState.PENDING
+_NOT_OBEYING = ControlState.NOT_OBEYING
+
+
+def most_drawn(control: ControlState, in_force: float | None, max_current: float,
+               pending: float | None = None) -> float:
+    """The most a connected charger not (yet) steered may draw per phase (A): the limit it accepted, or its
+    ``max_current`` when none is known in force or it draws over its limit; while a new limit (``pending``) is
+    in flight, the larger of the two. Its offline fallback, which binds on its offline phase, is counted apart:
+    0 here. The allocation reserves it so (:func:`reserve`) and the delivery's break-before-make counts it
+    so (:mod:`csms.smart_charging.exposure`)."""
+    if control is _FALLBACK:
+        worst = 0.0
+    elif control is _NOT_OBEYING or in_force is None:
+        worst = max_current
+    else:
+        worst = in_force
+    if control is _PENDING and pending is not None and pending > worst:
+        worst = pending
+    return worst
+
+
+def reserve(run: RunState, ch: ChargerInput, mem: ChargerMemory) -> ChargerLimit:
+    """Counts a charger the balancer cannot steer right now at the most it may draw."""
+    spec = ch.spec
+    reserved = run.reserved
+    if not ch.session_active:
+        mem.running_since = mem.paused_since = mem.under_since = mem.trim_cap = mem.probe = None
+        mem.charged = 0.0
+    if not ch.connected:
+        if ch.control is _FALLBACK:
+            if spec.offline_phase in reserved:
+                reserved[spec.offline_phase] += spec.offline_current
+            fallback = f"{spec.offline_current:.1f} A on L{spec.offline_phase}"
+            return ChargerLimit(spec.offline_current, (spec.offline_phase,),
+                                f"disconnected; its offline fallback ({fallback}) is in force and counted",
+                                False, spec.offline_current)
+        wired = run.phase_set(spec.phases_wired)
+        for p in wired:
+            reserved[p] += spec.max_current
+        return ChargerLimit(spec.max_current, wired, "disconnected and its fallback is not known to be "
+                            "installed: counted at its max_current", False, spec.max_current)
+    # Connected, but its latest limit is not (yet) in force.
+    phases = run.phase_set(ch.phases_in_use or spec.phases_wired)
+    control = ch.control
+    worst = most_drawn(control, ch.limit_in_force, spec.max_current, mem.target)  # fallback: counted below
+    target = mem.target if mem.target is not None else (run.min if ch.session_active else 0.0)
+    if control is _FALLBACK:
+        target = min(target, spec.offline_current)
+    else:
+        target = min(target, worst, spec.max_current)
+    target = floor_step(target)
+    if target < run.min:
+        target = 0.0
+    counted = max(worst, target)
+    for p in phases:
+        reserved[p] += counted
+    if control is _FALLBACK and spec.offline_phase in reserved:
+        extra = spec.offline_current - (counted if spec.offline_phase in phases else 0.0)
+        if extra > 0:
+            reserved[spec.offline_phase] += extra
+    why = {
+        ControlState.PENDING: "its new limit is not accepted yet",
+        ControlState.UNCONTROLLED: "it rejected or did not answer its last limit",
+        ControlState.NOT_OBEYING: "it draws more than its limit",
+        ControlState.FALLBACK: f"its offline fallback ({spec.offline_current:.1f} A on L{spec.offline_phase}) "
+                               "is in force",
+        ControlState.DISCONNECTED_UNKNOWN: "its state is not known",
+    }.get(control, str(control))
+    return ChargerLimit(target, phases, f"not under control ({why}): counted at {counted:.1f} A", True, counted)
