@@ -15,12 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("csms", "meter_gateway", "simulators")
 MAX_LINES = 400
 
-#: Modules over MAX_LINES today, with their line counts: they may shrink, never grow. Remove an entry once its
-#: module is under MAX_LINES.
-KNOWN_LONG_MODULES = {
-    "csms/smart_charging/delivery.py": 903,
-}
-
 #: (importer prefix, forbidden import prefixes, why).
 LAYERS = (
     ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.server", "csms.ocpp"),
@@ -194,16 +188,7 @@ def test_modules_stay_small() -> None:
     too_long = []
     for module in discover().values():
         lines = len(module.path.read_text(encoding="utf-8").splitlines())
-        known = KNOWN_LONG_MODULES.get(module.relative)
-        if known is None and lines > MAX_LINES:
+        if lines > MAX_LINES:
             too_long.append(f"{module.relative}: {lines} lines, over {MAX_LINES}; split it into modules named for "
                             "what they hold")
-        elif known is not None and lines > known:
-            too_long.append(f"{module.relative}: grew from {known} to {lines} lines; it may only shrink "
-                            f"(split what you add into a module of its own)")
-        elif known is not None and lines <= MAX_LINES:
-            too_long.append(f"{module.relative}: {lines} lines, under {MAX_LINES} now: remove its entry from "
-                            f"KNOWN_LONG_MODULES in {Path(__file__).name}")
-    stale = sorted(set(KNOWN_LONG_MODULES) - {m.relative for m in discover().values()})
-    too_long += [f"{path}: no such module any more; remove its entry from KNOWN_LONG_MODULES" for path in stale]
     assert not too_long, "\n".join(sorted(too_long))

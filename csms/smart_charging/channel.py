@@ -107,6 +107,10 @@ class ChargerChannel:
         self.trigger_refusals = 0
         self.new_session = session
 
+    def expires_in(self, now: float, ttl: float) -> float:
+        """Seconds until the dynamic limit sent last expires on the charger by itself (0: none is in force)."""
+        return 0.0 if self.last is None else max(0.0, self.last.at + ttl - now)
+
     def forget_tx_profile(self) -> None:
         """A TxProfile dies with its transaction: forget it was ever accepted."""
         self.in_force = self.exposure_limit = None

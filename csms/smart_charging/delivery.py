@@ -134,7 +134,7 @@ class Delivery:
             self._set_control(ch, ControlState.FALLBACK if ch.fallback_installed and ch.in_force is None
                               else ControlState.DISCONNECTED_UNKNOWN, ch.in_force, "disconnected")
             if ch.fallback_installed and ch.in_force is not None:
-                self._later(self._expiry_left(ch), self._expired, ch)
+                self._later(ch.expires_in(self.clock(), self.settings.failsafe_ttl), self._expired, ch)
         elif isinstance(event, StationBooted):
             link = worker.link
             if link is not None and ch.setup_for_boot is not None and getattr(link, "boots", 0) != ch.setup_for_boot:
@@ -177,11 +177,6 @@ class Delivery:
 
     def _may_apply(self, ch: ChargerChannel) -> float:
         return may_apply(ch, self.clock(), self.settings.failsafe_ttl)
-
-    def _expiry_left(self, ch: ChargerChannel) -> float:
-        if ch.last is None:
-            return 0.0
-        return max(0.0, ch.last.at + self.settings.failsafe_ttl - self.clock())
 
     def _expired(self, ch: ChargerChannel) -> None:
         if not ch.connected and ch.fallback_installed:
