@@ -19,11 +19,13 @@ def meter_fresh(group: GroupSpec, meter: MeterInput | None, now: float) -> bool:
 
 def phase_ceiling(group: GroupSpec) -> tuple[float, str]:
     """The most a phase may carry in all, and what sets it: the fuse, or the top of the clamps' range when the
-    fuse is rated above it. The group must not take a phase to where the meter only says "at least this much":
-    the reading would saturate, the sessions be paused, the reading drop back into range, and they would resume
-    and saturate it again, every few seconds."""
+    fuse is rated above it and the clamps see the chargers. The group must not take a phase to where the meter
+    only says "at least this much": the reading would saturate, the sessions be paused, the reading drop back
+    into range, and they would resume and saturate it again, every few seconds. Clamps that see only the other
+    load (``chargers_in_measurement = false``) are not driven by the chargers: the fuse is the ceiling."""
     clamp = group.clamp_range_a
-    if clamp is not None and clamp * (1 - SATURATION_MARGIN) < group.supply_max_current:
+    if (group.chargers_in_measurement and clamp is not None
+            and clamp * (1 - SATURATION_MARGIN) < group.supply_max_current):
         return clamp * (1 - SATURATION_MARGIN), "clamp range top"
     return group.supply_max_current, "fuse"
 

@@ -44,6 +44,10 @@ BUDGETS = [
     ("a reading at the top of the clamp range is saturated even without the flag; a fuse above the clamps' "
      "range is used only up to where they measure (99.5 A)",
      {"supply_max_current": 200, "max_current_online": 200}, meter(99.8, 10, 10), [], {1: -2.3, 2: 87.5, 3: 87.5}),
+    ("clamps that see only the other load do not bound what the chargers may draw: a fuse above their range "
+     "is used whole",
+     {"supply_max_current": 200, "max_current_online": 200, "chargers_in_measurement": False}, meter(50, 10, 10), [],
+     {1: 148, 2: 188, 3: 188}),
     ("saturated export only means more export: the reading is a safe lower bound",
      {"max_current_online": 35}, meter(-100, 0, 0, saturated=frozenset({1})), [], {1: 35, 2: 33, 3: 33}),
     ("stale meter: max_current_offline", {}, meter(0, at=T0 - 11), [], {1: 16, 2: 16, 3: 16}),
