@@ -39,6 +39,7 @@ from .profiles import dynamic_spec, in_unit
 from .readings import StationReadings
 from .setup import Installer
 from .trigger import TRIGGER_SETTLE, Trigger
+from .wakes import GroupWakes
 
 log = logging.getLogger("csms.delivery")
 
@@ -70,7 +71,7 @@ class Delivery:
                                  self.readings)
         self.installer = Installer(self.settings, self._record, self._set_profile, clock, self.readings.volts)
         self.trigger = Trigger(state, clock, self._record, self._wake_later)
-        self._group_changed = {g.id: asyncio.Event() for g in cfg.load_balancers}
+        self.group_wakes = GroupWakes(g.id for g in cfg.load_balancers)
         #: Every worker task not yet ended (a replaced one until it has), and every pending timer.
         self._tasks: set[asyncio.Task] = set()
         self._timers: set[asyncio.TimerHandle] = set()
@@ -189,9 +190,7 @@ class Delivery:
             self.book.forget(group_id)
         else:
             self.book.refresh(ch, self.clock())
-        ev = self._group_changed.get(group_id)
-        if ev is not None:
-            ev.set()
+        self.group_wakes.poke(group_id)
 
     # -- the worker ------------------------------------------------------------------------------
 
@@ -268,9 +267,7 @@ class Delivery:
 
     async def _wait_for_group(self, ch: ChargerChannel) -> None:
         """Blocked by break-before-make: wait for another charger's acceptance or new draw, then retry."""
-        ev = self._group_changed[ch.group.id]
-        ev.clear()
-        await wait_event(ev, max(0.5, self.settings.ramp_time / 4))
+        await self.group_wakes.wait(ch.group.id, max(0.5, self.settings.ramp_time / 4))
         self.workers[ch.id].wake.set()
 
     # -- sending ---------------------------------------------------------------------------------
