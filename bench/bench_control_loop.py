@@ -2,7 +2,7 @@
 
 Run: ``python bench/bench_control_loop.py [--sizes 10,100,1000] [--trials 40]``.
 
-The central system is the real :class:`csms.app.CentralSystemApp` (server, storage, balancer, delivery)
+The central system is the real :class:`csms.runtime.app.CentralSystemApp` (server, storage, balancer, delivery)
 in this process, pinned to one core. The chargers are light-weight raw OCPP 1.6J websocket clients in a
 separate process pinned to the other core: each connects with basic auth, boots, reports its connector,
 starts a transaction, and answers every call from the central system (SetChargingProfile Accepted), noting
@@ -245,8 +245,8 @@ async def decided(app, decisions: list, n: int, target: float) -> tuple[float, i
 
 
 async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int | None) -> dict:
-    from csms.app import CentralSystemApp
-    from csms.link import ProfileSpec, Purpose
+    from csms.runtime.app import CentralSystemApp
+    from csms.domain.link import ProfileSpec, Purpose
 
     with tempfile.TemporaryDirectory() as tmp:
         app = CentralSystemApp(site_config(n, f"{tmp}/csms.sqlite"))

@@ -4,7 +4,7 @@ Run: ``python bench/bench_control_quality.py [--quick] [--conditions PATTERN ...
 [--plot PATH] [--json PATH] [--trigger] [--list]``.
 
 Each condition is one simulated site (``bench/cq_sim.py``): the real ``BalancerController`` + ``allocate`` and the
-real ``Delivery`` with the real ``SiteState``, wired as ``csms/app.py`` wires them, against ``simulators/``
+real ``Delivery`` with the real ``SiteState``, wired as ``csms/runtime/app.py`` wires them, against ``simulators/``
 physics (``EVModel`` cars, ``Site`` loads with noise and phase rotation) on a virtual clock (minutes of site
 time per second of wall time), with in-process fake station links instead of websockets. Shipped defaults
 everywhere (``SiteConfig``, ``SmartChargingConfig``, the group's defaults): the benchmark measures the product

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from csms.state import PhaseSample  # noqa: E402
+from csms.domain.state import PhaseSample  # noqa: E402
 from csms.storage import records  # noqa: E402
 from csms.storage.database import Storage, open_database  # noqa: E402
 

@@ -145,7 +145,7 @@ class ServerProcess:
 def csms_server(folder: Path, n: int, uvloop: bool = False) -> tuple[ServerProcess, dict[str, str]]:
     port = free_port()
     cfg = write_csms_config(folder, n, port)
-    argv = [sys.executable, "-m", "csms.cli", "serve", "--config", str(cfg), "--log-level", "warning"]
+    argv = [sys.executable, "-m", "csms.runtime.cli", "serve", "--config", str(cfg), "--log-level", "warning"]
     if uvloop:
         argv.append("--uvloop")
     return ServerProcess("csms serve" + (" (uvloop)" if uvloop else ""), argv, port), \

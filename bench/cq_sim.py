@@ -6,12 +6,12 @@ patches the event loop: every sleep and timeout returns as soon as nothing else 
 time jumps to the next timer), so minutes of site time take about a second of wall time and a run is
 exactly reproducible for a seed.
 
-What is real: :class:`csms.state.SiteState`, :class:`csms.balancer.controller.BalancerController` (which calls
+What is real: :class:`csms.domain.state.SiteState`, :class:`csms.balancer.controller.BalancerController` (which calls
 ``csms.balancer.allocation.allocate``) and :class:`csms.smart_charging.delivery.Delivery`, built from a
-:class:`csms.config.SiteConfig` with the shipped defaults and wired the way ``csms/app.py`` wires them
+:class:`csms.config.SiteConfig` with the shipped defaults and wired the way ``csms/runtime/app.py`` wires them
 (controller -> ``delivery.apply``, the delivery's reports -> ``controller.on_control``, mains readings ->
 ``controller.on_reading``). What is simulated: the OCPP path. Each charger has a :class:`FakeLink` (the
-``csms.link.StationLink`` protocol) that answers after a round-trip delay and installs the profiles in the
+``csms.domain.link.StationLink`` protocol) that answers after a round-trip delay and installs the profiles in the
 charger's :class:`simulators.profile_store.ProfileStore`; the charger's events reach ``SiteState`` through the same
 methods the OCPP adapters call (``connected``, ``booted``, ``status``, ``transaction_started``, ``sampled``),
 after an uplink delay. The physics are ``simulators.ev.EVModel`` and ``simulators.site`` (loads, noise,
@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 import csms.balancer.controller as controller_module
 from csms.balancer.controller import BalancerController
 from csms.config import parse_config
-from csms.link import Capabilities, CompositeLimit, Outcome
+from csms.domain.link import Capabilities, CompositeLimit, Outcome
 from csms.smart_charging.delivery import Delivery
-from csms.state import BootInfo, PhaseSample, SiteState, Transaction, Version
+from csms.domain.state import BootInfo, PhaseSample, SiteState, Transaction, Version
 from simulators.ev import EVModel
 from simulators.profile_store import ProfileStore
 from simulators.profiles import Kind, Period, Profile, Schedule
@@ -225,7 +225,7 @@ class SimulatedCharger:
 
 
 class FakeLink:
-    """The ``csms.link.StationLink`` of one simulated 1.6 charger, without websockets or OCPP frames."""
+    """The ``csms.domain.link.StationLink`` of one simulated 1.6 charger, without websockets or OCPP frames."""
 
     version = "ocpp1.6"
 
@@ -324,7 +324,7 @@ class FakeLink:
         await self._half_trip()
         return Outcome.ACCEPTED
 
-    # TriggerMessage: not in csms.link's protocol at the baseline; answered only when the condition says so.
+    # TriggerMessage: not in csms.domain.link's protocol at the baseline; answered only when the condition says so.
 
     async def trigger_message(self, message: str = "MeterValues", connector: int | None = None, *_, **__) -> Outcome:
         await self._half_trip()
@@ -403,7 +403,7 @@ def _outbox_type() -> type | None:
 
 
 def _wire(cfg, state: SiteState, decisions: "_DecisionLog", clock: Callable[[], float]):
-    """The controller and the delivery, wired as ``csms/app.py`` wires them: the controller's decisions through a
+    """The controller and the delivery, wired as ``csms/runtime/app.py`` wires them: the controller's decisions through a
     ``DecisionOutbox`` the delivery opens, the delivery's reports to the controller, both passed in constructors.
     An older tree (the baseline) has no outbox: its delivery is the controller's sink and reports through the
     ``on_control`` attribute."""

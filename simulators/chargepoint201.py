@@ -11,7 +11,7 @@ from ocpp.routing import on
 from ocpp.v201 import ChargePoint, call, call_result
 
 from simulators.ocpp_face import OcppFace, schedule_periods
-from csms.isotime import iso_millis
+from csms.runtime.isotime import iso_millis
 from simulators.profiles import purpose_from_ocpp
 
 if TYPE_CHECKING:

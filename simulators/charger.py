@@ -22,7 +22,7 @@ from abc import ABC
 from typing import Any
 from urllib.parse import quote
 
-from csms.aio import cancel_and_wait
+from csms.runtime.aio import cancel_and_wait
 from simulators.charger_commands import ChargerCommands
 from simulators.charger_config import SimChargerConfig
 from simulators.charger_connection import CANCEL_GRACE, ConnectionRunner

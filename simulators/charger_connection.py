@@ -17,7 +17,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import connect
 
-from csms.aio import cancel_and_wait
+from csms.runtime.aio import cancel_and_wait
 from simulators.charger_config import SimChargerConfig
 from simulators.clock import SimClock
 from simulators.connector import Connector

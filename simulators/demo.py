@@ -29,7 +29,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from csms.app import CentralSystemApp
+from csms.runtime.app import CentralSystemApp
 from csms.config import SiteConfig, parse_config
 from simulators.ev import EVModel
 from simulators.scenarios import Plan, Scenario, ScenarioPlayer

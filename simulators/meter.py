@@ -27,7 +27,7 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from meter_gateway.config import VARIANT_RANGE_A
 from meter_gateway.registers import RegisterMap, StatusFlag, load_register_map
 from simulators.clock import SimClock
-from csms.isotime import iso_millis
+from csms.runtime.isotime import iso_millis
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from ocpp.exceptions import NotImplementedError as OCPPNotImplemented
 from ocpp.messages import CallError, MessageType, unpack
 
 from simulators.profile_store import CompositeSchedule
-from csms.isotime import iso_millis
+from csms.runtime.isotime import iso_millis
 
 if TYPE_CHECKING:
     from simulators.charger import Charger

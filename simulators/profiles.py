@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
 
-from csms.isotime import parse_iso
+from csms.runtime.isotime import parse_iso
 
 Version = Literal["ocpp1.6", "ocpp2.0.1"]
 Unit = Literal["A", "W"]

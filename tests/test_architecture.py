@@ -17,7 +17,7 @@ MAX_LINES = 400
 
 #: (importer prefix, forbidden import prefixes, why).
 LAYERS = (
-    ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.server", "csms.ocpp"),
+    ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.ocpp.server", "csms.ocpp"),
      "the balancer is pure decision logic: no OCPP, sockets, HTTP or storage"),
     ("meter_gateway", ("csms",), "meter-gateway runs on its own, without the central system"),
     ("csms", ("simulators",), "the central system never depends on its simulators"),

@@ -8,7 +8,7 @@ import sys
 
 
 def test_headless_demo_runs_and_reports_a_safe_summary():
-    res = subprocess.run([sys.executable, "-m", "csms.cli", "demo", "--no-ui", "--duration", "24"],
+    res = subprocess.run([sys.executable, "-m", "csms.runtime.cli", "demo", "--no-ui", "--duration", "24"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     out = res.stdout

@@ -2,7 +2,7 @@
 
 The controller keeps, per group, the balancer's view of each charger (connected, session, control
 state, own draw, phases in use) and the latest mains reading. It learns them from three sources: the
-station state's events (:mod:`csms.state`), the meter glue (:meth:`BalancerController.on_reading`,
+station state's events (:mod:`csms.domain.state`), the meter glue (:meth:`BalancerController.on_reading`,
 :meth:`~BalancerController.on_meter_state`) and the smart-charging delivery
 (:meth:`~BalancerController.on_control`). Every input only updates that view and wakes the group's task;
 the task coalesces a burst of wake-ups into one :func:`~csms.balancer.allocation.allocate` run, hands the
@@ -20,8 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from csms import state as st
-from csms.aio import cancel_and_wait, wait_event
+from csms.domain import state as st
+from csms.runtime.aio import cancel_and_wait, wait_event
 from csms.config import SiteConfig
 
 from .allocation import allocate

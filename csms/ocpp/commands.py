@@ -1,7 +1,7 @@
 """What both versions' outbound commands share: one call with a deadline, and what its answer means.
 
 A version's command class (:mod:`csms.ocpp.v16.commands`, :mod:`csms.ocpp.v201.commands`) implements
-:class:`csms.link.StationLink` for one station; the delivery drives it without knowing the version.
+:class:`csms.domain.link.StationLink` for one station; the delivery drives it without knowing the version.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Any, Protocol
 
-from csms.link import Outcome
+from csms.domain.link import Outcome
 
 log = logging.getLogger("csms.ocpp.commands")
 
@@ -35,7 +35,7 @@ class Session(Protocol):
 
 
 class Commands:
-    """The station's side of :class:`csms.link.StationLink`: its id, readiness and what it cannot do."""
+    """The station's side of :class:`csms.domain.link.StationLink`: its id, readiness and what it cannot do."""
 
     def __init__(self, station: Session, timeout: float):
         self.station = station

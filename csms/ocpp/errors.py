@@ -6,7 +6,7 @@ The ``ocpp`` package speaks 2.0.1's spelling on both versions; 1.6 says ``Format
 
 from __future__ import annotations
 
-from csms.state import Version
+from csms.domain.state import Version
 
 _TO_16 = {"FormatViolation": "FormationViolation", "OccurrenceConstraintViolation": "OccurenceConstraintViolation"}
 _TO_201 = {v: k for k, v in _TO_16.items()}

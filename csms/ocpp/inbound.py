@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from csms.context import SessionContext
-from csms.metervalues import to_sample
-from csms.state import BootInfo, PhaseSample, Transaction, implausible
+from csms.ocpp.context import SessionContext
+from csms.ocpp.metervalues import to_sample
+from csms.domain.state import BootInfo, PhaseSample, Transaction, implausible
 from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.inbound")
@@ -56,7 +56,7 @@ class Inbound:
 
     def _flag_if_implausible(self, tx: Transaction) -> None:
         """A transaction is stored as the station reported it; values no real session has (see
-        :func:`csms.state.implausible`) are flagged with an ``implausible_transaction`` event and a warning,
+        :func:`csms.domain.state.implausible`) are flagged with an ``implausible_transaction`` event and a warning,
         so billing and the operator view do not trust them silently. Checked when a transaction starts and
         again, whole, when it ends."""
         problems = implausible(tx, self.ctx.clock())

@@ -27,7 +27,7 @@ from ocpp.messages import Call, CallError, CallResult, MessageType
 from csms.ocpp import frames
 from csms.ocpp.errors import error_code, malformed_call, unreadable_frame
 from csms.ocpp.schemas import MessageValidator
-from csms.state import Version
+from csms.domain.state import Version
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from typing import Any
 from ocpp.v16 import call_result as call_result_16
 from ocpp.v201 import call_result as call_result_201
 
-from csms.context import SessionContext
+from csms.ocpp.context import SessionContext
 from csms.ocpp.commands import Commands
 from csms.ocpp.connection import Connection, MessageObserver, Socket
 from csms.ocpp.inbound import Inbound
@@ -25,7 +25,7 @@ from csms.ocpp.v16.commands import Commands16
 from csms.ocpp.v16.inbound import KNOWN_ACTIONS as KNOWN_16, Inbound16
 from csms.ocpp.v201.commands import Commands201
 from csms.ocpp.v201.inbound import KNOWN_ACTIONS as KNOWN_201, Inbound201
-from csms.state import Version
+from csms.domain.state import Version
 from csms.storage.records import log_event
 
 
@@ -47,7 +47,7 @@ VERSIONS = {
 class Station:
     """A connected station: what the rest of the central system sees of its session.
 
-    ``link`` is its :class:`csms.link.StationLink` (what the delivery drives); ``ready`` is set once it may
+    ``link`` is its :class:`csms.domain.link.StationLink` (what the delivery drives); ``ready`` is set once it may
     be set up: its BootNotification was accepted, or it sent another message first (it had booted before
     this connection, e.g. the central system restarted). ``boots`` counts accepted boots on this
     connection; a second one is a reboot, after which the delivery sets the station up again.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from csms.link import Outcome, Purpose
+from csms.domain.link import Outcome, Purpose
 
 from .channel import ChargerChannel
 

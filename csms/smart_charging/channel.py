@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from csms.balancer.model import ControlState
 from csms.config import ChargerConfig, LoadBalancerConfig
-from csms.link import Capabilities, Purpose
+from csms.domain.link import Capabilities, Purpose
 
 
 @dataclass

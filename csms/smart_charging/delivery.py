@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from csms.aio import cancel_and_wait, wait_event
+from csms.runtime.aio import cancel_and_wait, wait_event
 from csms.balancer.ports import ControlReports, DecisionOutbox
 from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig, SmartChargingConfig, charger_phases
-from csms.link import Outcome, ProfileSpec, Purpose, StationLink
-from csms.state import (
+from csms.domain.link import Outcome, ProfileSpec, Purpose, StationLink
+from csms.domain.state import (
     Event, MeterSampled, SiteState, StationBooted, StationDisconnected, TransactionEnded, TransactionStarted,
 )
 from csms.storage.database import Storage

@@ -14,7 +14,7 @@ from typing import Protocol
 
 from csms.balancer.reserve import most_drawn
 from csms.balancer.model import ChargerLimit, ControlState, Decision
-from csms.link import Purpose
+from csms.domain.link import Purpose
 
 from .channel import ChargerChannel
 

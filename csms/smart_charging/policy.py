@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from csms.balancer.grid import floor_step
 from csms.balancer.model import ControlState
 from csms.config import SmartChargingConfig
-from csms.link import Purpose
+from csms.domain.link import Purpose
 
 from .chain import purpose_of
 from .channel import ChargerChannel

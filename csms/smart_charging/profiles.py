@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from csms.config import SmartChargingConfig
-from csms.link import Capabilities, ProfileSpec, Purpose
+from csms.domain.link import Capabilities, ProfileSpec, Purpose
 
 from .chain import chain_of
 from .channel import ChargerChannel

@@ -1,8 +1,8 @@
-"""What the stations report that the delivery's rules read, taken from the live state (:mod:`csms.state`)."""
+"""What the stations report that the delivery's rules read, taken from the live state (:mod:`csms.domain.state`)."""
 
 from __future__ import annotations
 
-from csms.state import SiteState
+from csms.domain.state import SiteState
 
 from .channel import ChargerChannel
 from .profiles import NOMINAL_VOLTAGE

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from csms.config import SmartChargingConfig
-from csms.link import Outcome, ProfileSpec, StationLink
+from csms.domain.link import Outcome, ProfileSpec, StationLink
 
 from .channel import ChargerChannel
 from .profiles import DYNAMIC_ID, FALLBACK_ID, fallback_shape, fallback_specs, in_unit, station_max_fallback
@@ -160,7 +160,7 @@ class Installer:
         """Asks the charger's composite schedule and records a mismatch with the limit it accepted."""
         composite = await link.get_composite(ch.connector, 60, unit)
         if composite is None:
-            return  # not answered; a charger that cannot answer it is not asked again (csms.link)
+            return  # not answered; a charger that cannot answer it is not asked again (csms.domain.link)
         applied = composite.limit
         if applied is None:
             # An accepted profile and an empty composite schedule: the charger does not say it applies anything.

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Callable
 
 from csms.balancer.model import ControlState
-from csms.link import Outcome, StationLink
-from csms.state import SiteState
+from csms.domain.link import Outcome, StationLink
+from csms.domain.state import SiteState
 
 from .channel import ChargerChannel
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from csms.aio import wait_event
+from csms.runtime.aio import wait_event
 
 
 class GroupWakes:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from csms.state import BootInfo, PhaseSample, Transaction
+from csms.domain.state import BootInfo, PhaseSample, Transaction
 
 TX_COUNTER = "ocpp16_transaction_id"
 

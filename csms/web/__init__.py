@@ -1,6 +1,6 @@
 """The operator view of ``csms serve``: status API, live dashboard and Prometheus ``/metrics``.
 
-Turned on by an ``[http]`` section in the site config; :class:`csms.app.CentralSystemApp` starts a
+Turned on by an ``[http]`` section in the site config; :class:`csms.runtime.app.CentralSystemApp` starts a
 :class:`~csms.web.server.WebServer` on the same event loop and hands it a :class:`~csms.web.view.SiteView`,
 all the web layer reads (it never imports the app). :func:`dashboard_url` gives the link that logs
 a browser in once (the demo prints it).

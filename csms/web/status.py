@@ -18,7 +18,7 @@ from typing import Any
 
 from csms.balancer.model import Decision
 from csms.config import LoadBalancerConfig, charger_phases
-from csms.state import StationState
+from csms.domain.state import StationState
 
 from .view import SiteView
 

@@ -1,8 +1,8 @@
 """What the operator view reads of the running central system, and nothing more.
 
-:class:`csms.app.CentralSystemApp` builds a :class:`SiteView` and hands it to the web server instead of
+:class:`csms.runtime.app.CentralSystemApp` builds a :class:`SiteView` and hands it to the web server instead of
 itself, so the web layer can neither reach into the OCPP server, the delivery or the balancer's workings
-nor import :mod:`csms.app` (the app imports the web layer, never the other way round). Every field is
+nor import :mod:`csms.runtime.app` (the app imports the web layer, never the other way round). Every field is
 something a status answer, a history query or a metric reads.
 """
 
@@ -17,7 +17,7 @@ from sqlite_utils import Database
 
 from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig
-from csms.state import SiteState
+from csms.domain.state import SiteState
 
 T = TypeVar("T")
 

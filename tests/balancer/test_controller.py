@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from csms import state as st
+from csms.domain import state as st
 from csms.balancer import ControlState, Decision
 from csms.balancer.controller import BalancerController
 from csms.config import parse_config

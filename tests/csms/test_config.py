@@ -88,7 +88,7 @@ def test_phase_rotation_maps_charger_phases_to_building_phases():
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "csms.cli", *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "csms.runtime.cli", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_check_config_cli(tmp_path):
@@ -118,7 +118,7 @@ def test_max_current_online_above_the_fuse_is_a_warning_not_an_error(tmp_path, c
     """Solar export or a sub-board rated above the main fuse: a legitimate setting, accepted with a warning."""
     import tomli_w
 
-    from csms.cli import main
+    from csms.runtime.cli import main
     from csms.config import config_warnings
 
     data = copy.deepcopy(BASE)

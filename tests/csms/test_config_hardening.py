@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from csms.cli import main
+from csms.runtime.cli import main
 from tests.csms.certs import make_pki
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "config" / "examples" / "site.toml").read_text()

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from csms.app import CentralSystemApp
+from csms.runtime.app import CentralSystemApp
 from csms.balancer.model import ChargerLimit, ControlState, Decision
 from csms.config import parse_config
 from csms.smart_charging.policy import gate
@@ -225,7 +225,7 @@ def _two_controlled(tmp_path, a_in_force: float, b_in_force: float, state=None):
     from csms.smart_charging.channel import ChargerChannel
     from csms.smart_charging.readings import StationReadings
     from csms.smart_charging.exposure import ExposureBook
-    from csms.state import SiteState
+    from csms.domain.state import SiteState
 
     cfg = config(tmp_path, [{"id": "A"}, {"id": "B"}], budget=24)
     a, b = (ChargerChannel(c, cfg.group_of(c.id), charger_phases(c)) for c in cfg.chargers)
@@ -267,7 +267,7 @@ def test_a_mains_proof_ends_the_ramp_wait_of_an_accepted_decrease(tmp_path):
     """A accepted a decrease from 16 to 8 A; its latest sample (taken before) still shows 16 A. Break-before-make
     counts that old draw for ramp_time, unless the balancer's decision carries the mains meter's proof, from a
     reading taken after the decrease was accepted, that A is down at the limit it is at now."""
-    from csms.state import PhaseSample, SiteState
+    from csms.domain.state import PhaseSample, SiteState
 
     state = SiteState()
     state.station("A").samples[1] = PhaseSample(998.0, (16.0, 16.0, 16.0))

@@ -9,8 +9,8 @@ import logging
 import pytest
 from ocpp.v16.call import GetConfiguration
 
-from csms.app import CentralSystemApp
-from csms.metervalues import to_sample
+from csms.runtime.app import CentralSystemApp
+from csms.ocpp.metervalues import to_sample
 from csms.storage import records
 from tests.csms.harness import raw_station, site_config
 from tests.csms.test_server import NOW, tx_event
@@ -246,7 +246,7 @@ async def test_password_guessing_backs_off_per_address(app):
 
 
 def test_auth_throttle_memory_is_bounded():
-    from csms.server import AuthThrottle
+    from csms.ocpp.server import AuthThrottle
 
     throttle = AuthThrottle(max_addresses=100, clock=lambda: 0.0)
     for i in range(10_000):

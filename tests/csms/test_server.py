@@ -11,7 +11,7 @@ import websockets
 from ocpp.messages import CallResult, _validate_payload
 from websockets.asyncio.client import connect
 
-from csms.app import CentralSystemApp
+from csms.runtime.app import CentralSystemApp
 from tests.csms.certs import make_pki
 from tests.csms.harness import PASSWORDS, RawStation, basic_auth, raw_station, site_config
 

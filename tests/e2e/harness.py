@@ -227,7 +227,7 @@ class Process:
 
 
 def csms_process(config_path: Path, port: int, log_path: Path) -> Process:
-    argv = [sys.executable, "-X", "faulthandler", "-m", "csms.cli", "serve", "--config", str(config_path)]
+    argv = [sys.executable, "-X", "faulthandler", "-m", "csms.runtime.cli", "serve", "--config", str(config_path)]
     return Process("csms serve", argv, log_path, port)
 
 

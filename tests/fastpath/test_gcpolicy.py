@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from csms.gcpolicy import FrozenHeap
+from csms.runtime.gcpolicy import FrozenHeap
 
 
 class Cycle:

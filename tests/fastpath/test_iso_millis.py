@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from hypothesis import example, given, strategies as st
 
-from csms.isotime import iso_millis
+from csms.runtime.isotime import iso_millis
 
 
 def reference(t: float) -> str:

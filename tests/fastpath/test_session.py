@@ -13,7 +13,7 @@ from csms.ocpp.connection import Connection
 from csms.ocpp.protocol import Protocol
 from csms.ocpp.routing import after, on, routes_of
 from csms.ocpp.schemas import validator_for
-from csms.state import Version
+from csms.domain.state import Version
 
 
 class FakeSocket:

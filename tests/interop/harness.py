@@ -1,6 +1,6 @@
 """Real-charger behaviours against the central system as users get it: shipped defaults, a simulated building.
 
-The central system runs in-process (:class:`csms.app.CentralSystemApp`, exactly what ``csms serve`` runs) on
+The central system runs in-process (:class:`csms.runtime.app.CentralSystemApp`, exactly what ``csms serve`` runs) on
 real websockets, with its embedded meter gateway polling a simulated Amp Guard over Modbus TCP. The chargers
 and cars are the simulators, made to misbehave like real firmwares (``simulators.misbehaviour.Misbehaviour``).
 Nothing in ``[smart_charging]`` or the timeouts is changed: what a test sees is what a site sees.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csms.app import CentralSystemApp
+from csms.runtime.app import CentralSystemApp
 from csms.config import parse_config
 from simulators.charger_config import SimChargerConfig
 from simulators.chargepoint import SimCharger

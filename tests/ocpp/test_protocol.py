@@ -13,7 +13,7 @@ from csms.ocpp.protocol import (
     CallAnswered, CallFailed, CallReceived, CallRefused, CallTimedOut, Protocol, ReplyDropped,
 )
 from csms.ocpp.schemas import validator_for
-from csms.state import Version
+from csms.domain.state import Version
 
 KNOWN = frozenset({"Heartbeat", "Authorize", "DataTransfer", "Reset"})
 HANDLED = {"Heartbeat": True, "Authorize": True, "DataTransfer": False}

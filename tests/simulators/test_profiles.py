@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from csms.isotime import iso_millis, parse_iso
+from csms.runtime.isotime import iso_millis, parse_iso
 from simulators.profile_store import ProfileStore
 from simulators.profiles import (
     DAY,

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from csms.balancer.grid import floor_step
 from csms.balancer.model import ChargerLimit, ControlState, Decision
 from csms.config import charger_phases, parse_config
-from csms.link import Purpose
+from csms.domain.link import Purpose
 from csms.smart_charging import policy
 from csms.smart_charging.channel import ChargerChannel, Sent
 from csms.smart_charging.exposure import ExposureBook, exposure, may_apply

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
-from csms.app import CentralSystemApp
+from csms.runtime.app import CentralSystemApp
 from csms.config import SiteConfig, parse_config
 from simulators.charger_config import SimChargerConfig
 from simulators.chargepoint import SimCharger

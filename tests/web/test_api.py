@@ -217,7 +217,7 @@ def test_dashboard_url_carries_the_token_in_the_fragment():
 async def test_a_busy_http_port_is_reported_with_the_fix(tmp_path):
     import socket
 
-    from csms.app import CentralSystemApp
+    from csms.runtime.app import CentralSystemApp
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -1,4 +1,4 @@
-"""OCPP 1.6 side of :mod:`csms.link`: configuration keys, charging profiles, availability."""
+"""OCPP 1.6 side of :mod:`csms.domain.link`: configuration keys, charging profiles, availability."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 from ocpp.v16 import call
 
-from csms.isotime import iso_seconds
-from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
+from csms.runtime.isotime import iso_seconds
+from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
 from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands
 
 log = logging.getLogger("csms.ocpp.v16.commands")
@@ -42,7 +42,7 @@ def rotation_for(value: str | None, connector: int) -> str | None:
 
 
 class Commands16(Commands):
-    """:class:`csms.link.StationLink` over OCPP 1.6."""
+    """:class:`csms.domain.link.StationLink` over OCPP 1.6."""
 
     async def read_capabilities(self, connector: int) -> Capabilities:
         outcome, reply = await self.run(call.GetConfiguration(key=CAPABILITY_KEYS))

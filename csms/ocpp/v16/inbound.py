@@ -13,11 +13,11 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
 
 from csms.storage import records
-from csms.authorization import Verdict
-from csms.metervalues import parse_time
+from csms.domain.authorization import Verdict
+from csms.ocpp.metervalues import parse_time
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.routing import after, on
-from csms.state import BootInfo, Transaction
+from csms.domain.state import BootInfo, Transaction
 
 log = logging.getLogger("csms.ocpp.v16")
 

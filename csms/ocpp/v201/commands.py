@@ -1,4 +1,4 @@
-"""OCPP 2.0.1 side of :mod:`csms.link`: device-model variables, charging profiles, availability."""
+"""OCPP 2.0.1 side of :mod:`csms.domain.link`: device-model variables, charging profiles, availability."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 from ocpp.v201 import call
 
-from csms.isotime import iso_seconds
-from csms.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
+from csms.runtime.isotime import iso_seconds
+from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
 from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands
 
 log = logging.getLogger("csms.ocpp.v201.commands")
@@ -35,7 +35,7 @@ def _int(value: str | None) -> int | None:
 
 
 class Commands201(Commands):
-    """:class:`csms.link.StationLink` over OCPP 2.0.1."""
+    """:class:`csms.domain.link.StationLink` over OCPP 2.0.1."""
 
     async def read_capabilities(self, connector: int) -> Capabilities:
         wanted = [

@@ -21,11 +21,11 @@ from ocpp.v201.enums import (
 )
 
 from csms.storage import records
-from csms.authorization import Verdict
-from csms.metervalues import parse_time, register_reading
+from csms.domain.authorization import Verdict
+from csms.ocpp.metervalues import parse_time, register_reading
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.routing import after, on
-from csms.state import BootInfo, Transaction, Version
+from csms.domain.state import BootInfo, Transaction, Version
 
 log = logging.getLogger("csms.ocpp.v201")
 

@@ -44,9 +44,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 async def _serve_with_frozen_heap(serving):
-    from csms.gcpolicy import FrozenHeap
+    from csms.runtime.gcpolicy import FrozenHeap
 
-    async with FrozenHeap():  # keeps full garbage collections from pausing every station (see csms.gcpolicy)
+    async with FrozenHeap():  # keeps full garbage collections from pausing every station (see csms.runtime.gcpolicy)
         return await serving
 
 
@@ -57,7 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     for w in config_warnings(cfg):
         logging.getLogger("csms").warning("%s: %s: %s", args.config, w.path, w.message)
-    from csms.app import serve_until_signalled
+    from csms.runtime.app import serve_until_signalled
     from csms.ocpp.schemas import preload
 
     loop_factory = None

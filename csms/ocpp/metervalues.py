@@ -1,4 +1,4 @@
-"""Meter values of both OCPP versions turned into one :class:`~csms.state.PhaseSample`.
+"""Meter values of both OCPP versions turned into one :class:`~csms.domain.state.PhaseSample`.
 
 1.6 sends ``value`` as a string with a ``unit`` (Wh/kWh/A/V); 2.0.1 sends a number with
 ``unitOfMeasure {unit, multiplier}``. Both name phases ``L1``..``L3`` (or ``L1-N``); a value without a
@@ -12,7 +12,7 @@ from datetime import datetime
 from collections.abc import Sequence
 from typing import Any
 
-from csms.state import PhaseSample
+from csms.domain.state import PhaseSample
 
 _PHASES = {"L1": 0, "L2": 1, "L3": 2, "L1-N": 0, "L2-N": 1, "L3-N": 2}
 _SCALE = {"Wh": 1.0, "kWh": 1000.0, "W": 1.0, "kW": 1000.0, "A": 1.0, "V": 1.0}

@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from csms.authorization import Authorizer
+from csms.domain.authorization import Authorizer
 from csms.config import SiteConfig
-from csms.isotime import iso_millis
-from csms.state import SiteState
+from csms.runtime.isotime import iso_millis
+from csms.domain.state import SiteState
 from csms.storage.database import Storage
 
 

@@ -18,23 +18,23 @@ from meter_gateway.gateway import MeterGateway
 from meter_gateway.reading import MeterReading, MeterState
 from meter_gateway.subscriber import ReadingSubscriber
 
-from csms.authorization import Authorizer
+from csms.domain.authorization import Authorizer
 from csms.balancer.controller import BalancerController
 from csms.balancer.ports import DecisionOutbox
 from csms.balancer.model import Decision
 from csms.config import SiteConfig
-from csms.context import SessionContext
+from csms.ocpp.context import SessionContext
 from csms.ocpp.counts import MessageCounts
-from csms.server import CentralSystem
+from csms.ocpp.server import CentralSystem
 from csms.smart_charging.delivery import Delivery
-from csms.state import SiteState, Transaction
+from csms.domain.state import SiteState, Transaction
 from csms.storage import records
 from csms.storage.database import Storage
 from csms.storage.readings import ReadingRecorder
 from csms.storage.records import log_event
 from csms.web.view import SiteView
 
-log = logging.getLogger("csms.app")
+log = logging.getLogger("csms.runtime.app")
 
 
 class CentralSystemApp:

@@ -24,14 +24,14 @@ from websockets.exceptions import InvalidHeader
 from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 
-from csms.context import SessionContext
-from csms.link import StationLink
+from csms.ocpp.context import SessionContext
+from csms.domain.link import StationLink
 from csms.ocpp.connection import MessageObserver
 from csms.ocpp.station import Station
-from csms.state import Version
+from csms.domain.state import Version
 from csms.storage import records
 
-log = logging.getLogger("csms.server")
+log = logging.getLogger("csms.ocpp.server")
 
 SUBPROTOCOLS = [Version.V201.value, Version.V16.value]
 
