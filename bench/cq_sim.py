@@ -37,12 +37,12 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import csms.balancer.controller as controller_module
 from csms.balancer.controller import BalancerController
 from csms.config import parse_config
 from csms.domain.link import Capabilities, CompositeLimit, Outcome
-from csms.smart_charging.delivery import Delivery
 from csms.domain.state import BootInfo, PhaseSample, SiteState, Transaction, Version
+from csms.smart_charging.delivery import Delivery
+import csms.balancer.controller as controller_module
 from simulators.ev import EVModel
 from simulators.profile_store import ProfileStore
 from simulators.profiles import Kind, Period, Profile, Schedule

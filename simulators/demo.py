@@ -29,8 +29,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from csms.runtime.app import CentralSystemApp
 from csms.config import SiteConfig, parse_config
+from csms.runtime.app import CentralSystemApp
 from simulators.ev import EVModel
 from simulators.scenarios import Plan, Scenario, ScenarioPlayer
 from simulators.simulation import Simulation

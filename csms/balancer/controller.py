@@ -20,9 +20,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from csms.config import SiteConfig
 from csms.domain import state as st
 from csms.runtime.aio import cancel_and_wait, wait_event
-from csms.config import SiteConfig
 
 from .allocation import allocate
 from .memory import BalancerMemory

@@ -6,10 +6,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from csms.domain.authorization import Authorizer
 from csms.config import SiteConfig
-from csms.runtime.isotime import iso_millis
+from csms.domain.authorization import Authorizer
 from csms.domain.state import SiteState
+from csms.runtime.isotime import iso_millis
 from csms.storage.database import Storage
 
 

@@ -8,11 +8,13 @@ message a station initiates into domain state and storage, and is composed into 
 from __future__ import annotations
 
 import logging
+from types import ModuleType
 from typing import Any, Protocol
 
+from csms.domain.state import BootInfo, PhaseSample, Transaction, implausible
 from csms.ocpp.context import SessionContext
 from csms.ocpp.metervalues import to_sample
-from csms.domain.state import BootInfo, PhaseSample, Transaction, implausible
+from csms.ocpp.routing import after, on
 from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.inbound")
@@ -33,6 +35,9 @@ class Session(Protocol):
 class Inbound:
     """Base of the version handler classes: the station they answer for, and the helpers both use."""
 
+    #: The version's reply dataclasses (``ocpp.v16.call_result`` or ``ocpp.v201.call_result``).
+    call_results: ModuleType
+
     def __init__(self, station: Session, ctx: SessionContext):
         self.station = station
         self.id = station.id
@@ -41,11 +46,25 @@ class Inbound:
         #: Transactions that ended on this connection (a duplicate stop is answered but not told twice).
         self._ended: set[str] = set()
 
-    async def _booted(self, boot: BootInfo) -> None:
-        """Stores a BootNotification; the state hears of it once the Accepted reply is out (:meth:`_boot_answered`)."""
+    async def _booted(self, boot: BootInfo, reason: str = "") -> Any:
+        """Stores a BootNotification and returns its Accepted reply; the state hears of the boot once that reply is
+        out (:meth:`after_boot`)."""
         now = self.ctx.clock()
         await self.ctx.storage.write(records.station_booted(self.id, boot, now))
         self._boot = (boot, now)
+        log.info("%s: boot%s %r %r fw %r", self.id, f" ({reason})" if reason else "", boot.vendor, boot.model,
+                 boot.firmware_version)
+        return self.call_results.BootNotification(current_time=self.ctx.now_iso(),
+                                                  interval=self.ctx.cfg.server.heartbeat_interval, status="Accepted")
+
+    @after("BootNotification")
+    def after_boot(self, **kw: Any) -> None:
+        self._boot_answered()
+
+    @on("Heartbeat")
+    def on_heartbeat(self, **kw: Any) -> Any:
+        self.ctx.state.seen(self.id, self.ctx.clock())
+        return self.call_results.Heartbeat(current_time=self.ctx.now_iso())
 
     def _boot_answered(self) -> None:
         """After the BootNotification's Accepted reply went out: the station is registered and may be set up."""

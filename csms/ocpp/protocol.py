@@ -24,10 +24,10 @@ from typing import Any
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, CallResult, MessageType
 
+from csms.domain.state import Version
 from csms.ocpp import frames
 from csms.ocpp.errors import error_code, malformed_call, unreadable_frame
 from csms.ocpp.schemas import MessageValidator
-from csms.domain.state import Version
 
 
 @dataclass(frozen=True, slots=True)

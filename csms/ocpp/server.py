@@ -24,11 +24,11 @@ from websockets.exceptions import InvalidHeader
 from websockets.headers import parse_authorization_basic
 from websockets.http11 import Request, Response
 
-from csms.ocpp.context import SessionContext
 from csms.domain.link import StationLink
-from csms.ocpp.connection import MessageObserver
-from csms.ocpp.station import Station
 from csms.domain.state import Version
+from csms.ocpp.connection import MessageObserver
+from csms.ocpp.context import SessionContext
+from csms.ocpp.station import Station
 from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.server")

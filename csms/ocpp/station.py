@@ -14,9 +14,10 @@ from typing import Any
 from ocpp.v16 import call_result as call_result_16
 from ocpp.v201 import call_result as call_result_201
 
-from csms.ocpp.context import SessionContext
+from csms.domain.state import Version
 from csms.ocpp.commands import Commands
 from csms.ocpp.connection import Connection, MessageObserver, Socket
+from csms.ocpp.context import SessionContext
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.protocol import Protocol
 from csms.ocpp.routing import routes_of
@@ -25,7 +26,6 @@ from csms.ocpp.v16.commands import Commands16
 from csms.ocpp.v16.inbound import KNOWN_ACTIONS as KNOWN_16, Inbound16
 from csms.ocpp.v201.commands import Commands201
 from csms.ocpp.v201.inbound import KNOWN_ACTIONS as KNOWN_201, Inbound201
-from csms.domain.state import Version
 from csms.storage.records import log_event
 
 

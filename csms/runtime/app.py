@@ -18,16 +18,16 @@ from meter_gateway.gateway import MeterGateway
 from meter_gateway.reading import MeterReading, MeterState
 from meter_gateway.subscriber import ReadingSubscriber
 
-from csms.domain.authorization import Authorizer
 from csms.balancer.controller import BalancerController
-from csms.balancer.ports import DecisionOutbox
 from csms.balancer.model import Decision
+from csms.balancer.ports import DecisionOutbox
 from csms.config import SiteConfig
+from csms.domain.authorization import Authorizer
+from csms.domain.state import SiteState, Transaction
 from csms.ocpp.context import SessionContext
 from csms.ocpp.counts import MessageCounts
 from csms.ocpp.server import CentralSystem
 from csms.smart_charging.delivery import Delivery
-from csms.domain.state import SiteState, Transaction
 from csms.storage import records
 from csms.storage.database import Storage
 from csms.storage.readings import ReadingRecorder

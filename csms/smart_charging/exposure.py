@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from csms.balancer.reserve import most_drawn
 from csms.balancer.model import ChargerLimit, ControlState, Decision
+from csms.balancer.reserve import most_drawn
 from csms.domain.link import Purpose
 
 from .channel import ChargerChannel

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from csms.domain import state as st
 from csms.balancer import ControlState, Decision
 from csms.balancer.controller import BalancerController
 from csms.config import parse_config
+from csms.domain import state as st
 
 SERIAL = "AG1234567G"
 

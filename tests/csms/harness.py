@@ -13,8 +13,8 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import connect
 
-from csms.runtime.app import CentralSystemApp
 from csms.config import SiteConfig, parse_config
+from csms.runtime.app import CentralSystemApp
 
 PASSWORDS = {"CP0001": "0123456789abcdef", "CP0002": "fedcba9876543210", "CP0003": "a1b2c3d4e5f60718"}
 

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from csms.runtime.app import CentralSystemApp
 from csms.balancer.model import ChargerLimit, ControlState, Decision
 from csms.config import parse_config
+from csms.runtime.app import CentralSystemApp
 from csms.smart_charging.policy import gate
 from simulators.charger_config import SimChargerConfig
 from simulators.chargepoint import SimCharger

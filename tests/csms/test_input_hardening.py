@@ -9,8 +9,8 @@ import logging
 import pytest
 from ocpp.v16.call import GetConfiguration
 
-from csms.runtime.app import CentralSystemApp
 from csms.ocpp.metervalues import to_sample
+from csms.runtime.app import CentralSystemApp
 from csms.storage import records
 from tests.csms.harness import raw_station, site_config
 from tests.csms.test_server import NOW, tx_event

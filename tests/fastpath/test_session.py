@@ -9,11 +9,11 @@ import pytest
 from ocpp.exceptions import FormatViolationError, NotSupportedError, ProtocolError
 from ocpp.v16 import call, call_result
 
+from csms.domain.state import Version
 from csms.ocpp.connection import Connection
 from csms.ocpp.protocol import Protocol
 from csms.ocpp.routing import after, on, routes_of
 from csms.ocpp.schemas import validator_for
-from csms.domain.state import Version
 
 
 class FakeSocket:

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from csms.runtime.app import CentralSystemApp
 from csms.config import parse_config
+from csms.runtime.app import CentralSystemApp
 from simulators.charger_config import SimChargerConfig
 from simulators.chargepoint import SimCharger
 from simulators.clock import SimClock

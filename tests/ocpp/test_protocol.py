@@ -12,8 +12,8 @@ from ocpp.exceptions import FormatViolationError, NotSupportedError, ProtocolErr
 from csms.ocpp.protocol import (
     CallAnswered, CallFailed, CallReceived, CallRefused, CallTimedOut, Protocol, ReplyDropped,
 )
-from csms.ocpp.schemas import validator_for
 from csms.domain.state import Version
+from csms.ocpp.schemas import validator_for
 
 KNOWN = frozenset({"Heartbeat", "Authorize", "DataTransfer", "Reset"})
 HANDLED = {"Heartbeat": True, "Authorize": True, "DataTransfer": False}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
-from csms.runtime.app import CentralSystemApp
 from csms.config import SiteConfig, parse_config
+from csms.runtime.app import CentralSystemApp
 from simulators.charger_config import SimChargerConfig
 from simulators.chargepoint import SimCharger
 from simulators.clock import SimClock

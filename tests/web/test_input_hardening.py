@@ -9,9 +9,9 @@ import math
 
 import pytest
 
-from csms.runtime.app import CentralSystemApp
 from csms.config import parse_config
 from csms.domain.state import PhaseSample, Transaction
+from csms.runtime.app import CentralSystemApp
 from tests.csms.harness import raw_station
 from tests.csms.test_server import NOW, tx_event
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from ocpp.v16 import call
 
-from csms.runtime.isotime import iso_seconds
 from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
 from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands
+from csms.runtime.isotime import iso_seconds
 
 log = logging.getLogger("csms.ocpp.v16.commands")
 

@@ -10,14 +10,14 @@ import logging
 from typing import Any
 
 from ocpp.v16 import call_result
-from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus, RegistrationStatus
+from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus
 
-from csms.storage import records
 from csms.domain.authorization import Verdict
-from csms.ocpp.metervalues import parse_time
-from csms.ocpp.inbound import Inbound
-from csms.ocpp.routing import after, on
 from csms.domain.state import BootInfo, Transaction
+from csms.ocpp.inbound import Inbound
+from csms.ocpp.metervalues import parse_time
+from csms.ocpp.routing import on
+from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.v16")
 
@@ -32,6 +32,8 @@ KNOWN_ACTIONS = frozenset(a.value for a in Action)
 class Inbound16(Inbound):
     """Answers every charge-point-initiated OCPP 1.6 Core message."""
 
+    call_results = call_result
+
     def _id_tag_info(self, id_tag: str | None) -> dict[str, Any]:
         verdict = self.ctx.authorizer.check(self.id, id_tag, self.ctx.clock())
         info: dict[str, Any] = {"status": _STATUS[verdict]}
@@ -45,20 +47,7 @@ class Inbound16(Inbound):
         boot = BootInfo(charge_point_vendor, charge_point_model,
                         kw.get("charge_point_serial_number") or kw.get("charge_box_serial_number"),
                         kw.get("firmware_version"))
-        await self._booted(boot)
-        log.info("%s: boot %r %r fw %r", self.id, boot.vendor, boot.model, boot.firmware_version)
-        return call_result.BootNotification(current_time=self.ctx.now_iso(),
-                                            interval=self.ctx.cfg.server.heartbeat_interval,
-                                            status=RegistrationStatus.accepted)
-
-    @after(Action.boot_notification)
-    def after_boot(self, **kw: Any) -> None:
-        self._boot_answered()
-
-    @on(Action.heartbeat)
-    def on_heartbeat(self, **kw: Any):
-        self.ctx.state.seen(self.id, self.ctx.clock())
-        return call_result.Heartbeat(current_time=self.ctx.now_iso())
+        return await self._booted(boot)
 
     @on(Action.status_notification)
     async def on_status(self, connector_id: int, error_code: str, status: str, **kw: Any):

@@ -17,15 +17,14 @@ from ocpp.v201.enums import (
     DataTransferStatusEnumType,
     GenericStatusEnumType,
     NotifyEVChargingNeedsStatusEnumType,
-    RegistrationStatusEnumType,
 )
 
-from csms.storage import records
 from csms.domain.authorization import Verdict
-from csms.ocpp.metervalues import parse_time, register_reading
-from csms.ocpp.inbound import Inbound
-from csms.ocpp.routing import after, on
 from csms.domain.state import BootInfo, Transaction, Version
+from csms.ocpp.inbound import Inbound
+from csms.ocpp.metervalues import parse_time, register_reading
+from csms.ocpp.routing import on
+from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.v201")
 
@@ -46,6 +45,8 @@ KNOWN_ACTIONS = frozenset(a.value for a in Action)
 class Inbound201(Inbound):
     """Answers every message an OCPP 2.0.1 charging station initiates."""
 
+    call_results = call_result
+
     def _id_token_info(self, id_token: dict | None) -> dict[str, Any]:
         token = (id_token or {}).get("id_token")
         verdict = self.ctx.authorizer.check(self.id, token, self.ctx.clock())
@@ -59,20 +60,7 @@ class Inbound201(Inbound):
     async def on_boot(self, charging_station: dict, reason: str, **kw: Any):
         boot = BootInfo(charging_station.get("vendor_name", ""), charging_station.get("model", ""),
                         charging_station.get("serial_number"), charging_station.get("firmware_version"))
-        await self._booted(boot)
-        log.info("%s: boot (%s) %r %r fw %r", self.id, reason, boot.vendor, boot.model, boot.firmware_version)
-        return call_result.BootNotification(current_time=self.ctx.now_iso(),
-                                            interval=self.ctx.cfg.server.heartbeat_interval,
-                                            status=RegistrationStatusEnumType.accepted)
-
-    @after(Action.boot_notification)
-    def after_boot(self, **kw: Any) -> None:
-        self._boot_answered()
-
-    @on(Action.heartbeat)
-    def on_heartbeat(self, **kw: Any):
-        self.ctx.state.seen(self.id, self.ctx.clock())
-        return call_result.Heartbeat(current_time=self.ctx.now_iso())
+        return await self._booted(boot, reason)
 
     @on(Action.status_notification)
     async def on_status(self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **kw: Any):
