@@ -104,13 +104,14 @@ class Connection:
                 log.warning("%s: sending faster than %.0f msg/s, throttled", self.id, self._bucket.rate)
             await asyncio.sleep(wait)
         self.protocol.receive_data(raw)
-        events = self.protocol.events_received()  # taken before any await: a call's timeout also reads them
+        events = self.protocol.events_received()
+        for event in events:
+            if type(event) is not CallReceived:
+                self._note(event)  # before any await: a reply reaches its caller in the turn the protocol took it
         await self._flush()
         for event in events:
             if type(event) is CallReceived:
                 await self._answer(event)
-            else:
-                self._note(event)
 
     async def _flush(self) -> None:
         for frame in self.protocol.data_to_send():
@@ -183,23 +184,25 @@ class Connection:
         body = frames.to_payload(payload)
         loop = asyncio.get_running_loop()
         async with self._call_lock:
-            self.protocol.send_call(action, body, loop.time(), self.timeout, validate=not skip_schema_validation)
+            now = loop.time()
+            unique_id = self.protocol.send_call(action, body, now, self.timeout, validate=not skip_schema_validation)
             self._reply = reply = loop.create_future()
             try:
-                await self._flush()
-                async with asyncio.timeout_at(self.protocol.pending.deadline):
+                await self._flush()  # the reply may be handled while this waits: the deadline is not read back
+                async with asyncio.timeout_at(now + self.timeout):
                     event = await reply
             except asyncio.CancelledError:
-                self.protocol.abandon()
+                self._forget(unique_id)
                 self._observe(self.id, "out", action, "Cancelled")  # e.g. the caller's own deadline passed
                 raise
             except TimeoutError:
-                pending = self.protocol.pending
-                if pending is not None:  # the timer fired at the deadline: that is "now" for the protocol
-                    self.protocol.expire(pending.deadline)
-                    self.protocol.events_received()  # the CallTimedOut just made: this is its handling
-                self._observe(self.id, "out", action, "Timeout")
-                raise TimeoutError(f"waited {self.timeout} s for the reply to {action}") from None
+                if self._forget(unique_id, now + self.timeout):
+                    self._observe(self.id, "out", action, "Timeout")
+                    raise TimeoutError(f"waited {self.timeout} s for the reply to {action}") from None
+                event = reply.result()  # the reply came in the turn the deadline passed
+            except BaseException:
+                self._forget(unique_id)  # e.g. the socket closed while the frame was being sent
+                raise
             finally:
                 self._reply = None
         if isinstance(event, CallFailed):
@@ -209,3 +212,16 @@ class Connection:
         assert isinstance(event, CallAnswered)
         self._observe(self.id, "out", action, "ok")
         return getattr(self._call_results, action)(**frames.to_snake(event.payload))
+
+    def _forget(self, unique_id: str, deadline: float | None = None) -> bool:
+        """Ends our CALL in the protocol if it is still outstanding: at ``deadline`` (a timeout) or now (its
+        caller gave up); whether it was. A late reply is then dropped as unsolicited."""
+        pending = self.protocol.pending
+        if pending is None or pending.unique_id != unique_id:
+            return False
+        if deadline is None:
+            self.protocol.abandon()
+        else:
+            self.protocol.expire(deadline)
+            self.protocol.events_received()  # the CallTimedOut just made: this is its handling
+        return True

@@ -161,3 +161,35 @@ async def test_outbound_calls_are_validated_before_sending_and_replies_after(no_
         await p.call(call.ChangeConfiguration(key="K", value="V"))
     assert (await answer(p, call.ChangeConfiguration(key="K", value="V"), [3, {"status": "Accepted"}])).status == \
         "Accepted"
+
+
+async def test_a_reply_handled_while_its_call_is_still_being_sent_is_taken() -> None:
+    """The socket's send may yield; a fast charger's reply can be handled before it returns."""
+    p = Probe()
+    sent = p.socket.send
+
+    async def slow_send(message: str) -> None:
+        await sent(message)
+        frame = json.loads(message)
+        if frame[0] == 2:
+            await p.receive(json.dumps([3, frame[1], {"status": "Accepted"}]))
+            await asyncio.sleep(0.01)
+
+    p.socket.send = slow_send
+    assert (await p.call(call.ChangeConfiguration(key="K", value="V"))).status == "Accepted"
+
+
+async def test_a_call_whose_frame_could_not_be_sent_leaves_nothing_outstanding() -> None:
+    p = Probe()
+    sent = p.socket.send
+
+    async def broken_send(message: str) -> None:
+        raise ConnectionError("socket closed")
+
+    p.socket.send = broken_send
+    with pytest.raises(ConnectionError):
+        await p.call(call.ChangeConfiguration(key="K", value="V"))
+    assert p.protocol.pending is None
+    p.socket.send = sent
+    assert (await answer(p, call.ChangeConfiguration(key="K", value="V"), [3, {"status": "Accepted"}])).status == \
+        "Accepted"
