@@ -17,8 +17,17 @@ MAX_LINES = 400
 
 #: (importer prefix, forbidden import prefixes, why).
 LAYERS = (
-    ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.ocpp.server", "csms.ocpp"),
+    ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.ocpp"),
      "the balancer is pure decision logic: no OCPP, sockets, HTTP or storage"),
+    *((core, ("asyncio", "websockets", "csms.ocpp.connection", "csms.ocpp.server", "csms.storage"),
+       "the OCPP-J protocol is sans-I/O: frames in, events and frames out, no loop, socket or storage")
+      for core in ("csms.ocpp.protocol", "csms.ocpp.frames", "csms.ocpp.errors", "csms.ocpp.schemas")),
+    *((pure, ("asyncio", "websockets", "csms.ocpp", "csms.storage", "csms.smart_charging.delivery"),
+       "the delivery policy is pure (time is an input): the worker in delivery.py does the I/O")
+      for pure in ("csms.smart_charging.policy", "csms.smart_charging.exposure", "csms.smart_charging.chain",
+                   "csms.smart_charging.channel")),
+    ("csms.domain", ("ocpp", "websockets", "sqlite_utils", "csms.ocpp", "csms.storage", "csms.runtime"),
+     "the domain knows no protocol, socket or storage"),
     ("meter_gateway", ("csms",), "meter-gateway runs on its own, without the central system"),
     ("csms", ("simulators",), "the central system never depends on its simulators"),
     ("meter_gateway", ("simulators",), "the meter gateway never depends on the simulators"),
