@@ -31,6 +31,7 @@ import base64
 import contextlib
 import itertools
 import json
+import logging
 import os
 import platform
 import statistics
@@ -246,7 +247,15 @@ async def decided(app, decisions: list, n: int, target: float) -> tuple[float, i
 
 async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int | None) -> dict:
     from csms.runtime.app import CentralSystemApp
+    from csms.runtime.gcpolicy import FrozenHeap
     from csms.domain.link import ProfileSpec, Purpose
+    from csms.ocpp.schemas import preload
+
+    preload()  # as ``csms serve`` does, which also logs at INFO (here to a file, as a service's journal would)
+    logging.basicConfig(level=logging.INFO, filename=os.path.join(tempfile.gettempdir(), "bench-control-loop.log"),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", force=True)
+    for quiet in ("websockets", "ocpp"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
 
     with tempfile.TemporaryDirectory() as tmp:
         app = CentralSystemApp(site_config(n, f"{tmp}/csms.sqlite"))
@@ -261,7 +270,7 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
             decisions.append((time.perf_counter(), decision))
             store(decision)
         app.record_decision = record  # type: ignore[method-assign]
-        async with app:
+        async with FrozenHeap(), app:  # the garbage-collector policy of ``csms serve``
             cmd = [sys.executable, __file__, "--fleet", f"ws://127.0.0.1:{app.port}/ocpp", "--count", str(n)]
             if fleet_cpu is not None:
                 cmd += ["--cpu", str(fleet_cpu)]

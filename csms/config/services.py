@@ -28,6 +28,10 @@ class ServerConfig(StrictModel):
     rate_burst: int = Field(60, ge=1)
     #: Seconds the CSMS waits for a station's answer to a call.
     call_timeout: float = Field(15.0, gt=0, le=300)
+    #: permessage-deflate for stations that offer it. Off by default, as in the ``ws``-based OCPP servers:
+    #: OCPP frames are small, and a compressing connection costs about 50 KiB more memory and a third more
+    #: CPU per message. "deflate" trades that for about 70 % less traffic (metered cellular links).
+    compression: Literal["off", "deflate"] = "off"
 
     @field_validator("path_prefix")
     @classmethod

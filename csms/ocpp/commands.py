@@ -30,7 +30,7 @@ class Session(Protocol):
     boots: int
     unsupported: set[str]
 
-    async def call(self, payload: Any, skip_schema_validation: bool = False) -> Any: ...
+    async def call(self, payload: Any, skip_schema_validation: bool = False, timeout: float | None = None) -> Any: ...
     def log_event(self, kind: str, **detail: Any) -> None: ...
 
 
@@ -84,8 +84,7 @@ class Commands:
         if key in self.unsupported:
             return Outcome.NOT_SUPPORTED, None
         try:
-            async with asyncio.timeout(self.timeout if timeout is None else timeout):
-                reply = await self.station.call(payload, **kw)
+            reply = await self.station.call(payload, timeout=self.timeout if timeout is None else timeout, **kw)
         except TimeoutError:
             return Outcome.TIMEOUT, None
         except Exception as exc:  # OCPPError from a CALLERROR, or a reply its schema or dataclass refuses

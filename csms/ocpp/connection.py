@@ -175,36 +175,51 @@ class Connection:
 
     # -- calls the central system makes ------------------------------------------------------------
 
-    async def call(self, payload: Any, skip_schema_validation: bool = False) -> Any:
+    async def call(self, payload: Any, skip_schema_validation: bool = False, timeout: float | None = None) -> Any:
         """Sends ``payload`` (a ``call`` dataclass of the ``ocpp`` package) and returns the reply dataclass.
 
-        Raises the ``OCPPError`` of a CALLERROR or of a payload (ours or the reply) its schema refuses, and
-        ``TimeoutError`` when no reply comes within the timeout."""
+        ``timeout`` (default: the connection's) covers the wait for an earlier call of ours to end as well
+        as the wait for the reply. Raises the ``OCPPError`` of a CALLERROR or of a payload (ours or the
+        reply) its schema refuses, and ``TimeoutError`` when no reply comes in time."""
         action = type(payload).__name__
         body = frames.to_payload(payload)
         loop = asyncio.get_running_loop()
-        async with self._call_lock:
+        timeout = self.timeout if timeout is None else timeout
+        deadline = loop.time() + timeout
+        if self._call_lock.locked():
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._call_lock.acquire()
+            except TimeoutError:
+                self._observe(self.id, "out", action, "Timeout")
+                raise TimeoutError(f"waited {timeout} s for the connection's previous call to end") from None
+        else:
+            await self._call_lock.acquire()  # free: taken without suspending
+        try:
             now = loop.time()
-            unique_id = self.protocol.send_call(action, body, now, self.timeout, validate=not skip_schema_validation)
+            unique_id = self.protocol.send_call(action, body, now, deadline - now,
+                                                validate=not skip_schema_validation)
             self._reply = reply = loop.create_future()
             try:
                 await self._flush()  # the reply may be handled while this waits: the deadline is not read back
-                async with asyncio.timeout_at(now + self.timeout):
+                async with asyncio.timeout_at(deadline):
                     event = await reply
             except asyncio.CancelledError:
                 self._forget(unique_id)
                 self._observe(self.id, "out", action, "Cancelled")  # e.g. the caller's own deadline passed
                 raise
             except TimeoutError:
-                if self._forget(unique_id, now + self.timeout):
+                if self._forget(unique_id, deadline):
                     self._observe(self.id, "out", action, "Timeout")
-                    raise TimeoutError(f"waited {self.timeout} s for the reply to {action}") from None
+                    raise TimeoutError(f"waited {timeout} s for the reply to {action}") from None
                 event = reply.result()  # the reply came in the turn the deadline passed
             except BaseException:
                 self._forget(unique_id)  # e.g. the socket closed while the frame was being sent
                 raise
             finally:
                 self._reply = None
+        finally:
+            self._call_lock.release()
         if isinstance(event, CallFailed):
             self._observe(self.id, "out", action, event.error.code)
             log.warning("%s: %s answered with %s %r", self.id, action, event.error.code, event.error.description)

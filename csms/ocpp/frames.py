@@ -73,10 +73,19 @@ def to_camel(data: Any) -> Any:
 _FIELDS: dict[type, tuple[tuple[str, str], ...]] = {}
 
 
+#: Leaves sent as they are (checked first: most of a payload is leaves).
+_SCALARS = frozenset({str, int, float, bool})
+
+
 def to_payload(obj: Any) -> Any:
     """What the package sends for a reply or call dataclass: ``snake_to_camel_case(remove_nones(
     serialize_as_dict(obj)))``, in one pass."""
-    names = _FIELDS.get(type(obj))
+    kind = type(obj)
+    if kind in _SCALARS:
+        return obj
+    if kind is dict:
+        return {camel_key(k) if isinstance(k, str) else k: to_payload(v) for k, v in obj.items() if v is not None}
+    names = _FIELDS.get(kind)
     if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         names = _FIELDS[type(obj)] = tuple((f.name, camel_key(f.name)) for f in dataclasses.fields(obj))
     if names is not None:

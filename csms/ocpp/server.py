@@ -159,6 +159,7 @@ class CentralSystem:
             subprotocols=SUBPROTOCOLS,
             process_request=self._process_request,
             max_size=srv.max_message_size,
+            compression="deflate" if srv.compression == "deflate" else None,
             max_queue=16,
             ssl=ssl_ctx,
             open_timeout=10,

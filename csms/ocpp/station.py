@@ -79,9 +79,9 @@ class Station:
         """Frames this station had to wait for because it sent faster than the rate limit."""
         return self.connection.throttled
 
-    async def call(self, payload: Any, skip_schema_validation: bool = False) -> Any:
+    async def call(self, payload: Any, skip_schema_validation: bool = False, timeout: float | None = None) -> Any:
         """Sends a command (an ``ocpp`` call dataclass) and returns the reply (see :meth:`Connection.call`)."""
-        return await self.connection.call(payload, skip_schema_validation)
+        return await self.connection.call(payload, skip_schema_validation, timeout)
 
     async def run(self) -> None:
         """Serves the station until its socket closes."""

@@ -137,9 +137,10 @@ class CentralSystemApp:
 
     def record_decision(self, decision: Decision) -> None:
         """DecisionStore for the balancer: every decision with its per-charger reasons."""
-        limits = {cid: {"limit": lim.limit, "phases": list(lim.phases), "reason": lim.reason,
-                        "controlled": lim.controlled, "counted": lim.counted}
-                  for cid, lim in decision.limits.items()}
+        def limits() -> dict:  # a decision is immutable: read on the storage thread
+            return {cid: {"limit": lim.limit, "phases": list(lim.phases), "reason": lim.reason,
+                          "controlled": lim.controlled, "counted": lim.counted}
+                    for cid, lim in decision.limits.items()}
         self.storage.write_nowait(records.record_decision(decision.group_id, decision.at, decision.meter_fresh,
                                                           decision.budget, limits), "decision")
 

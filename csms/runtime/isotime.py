@@ -6,15 +6,32 @@ write and read their times here, so they cannot drift apart in rounding or in ho
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime, timezone
 
-_last_second: tuple[float, str] = (math.nan, "")
-
-
 def iso_seconds(t: float) -> str:
-    """Whole seconds with a "Z" (``2023-11-14T22:13:20Z``): a charging profile's start or end."""
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    """Whole seconds with a "Z" (``2023-11-14T22:13:20Z``): a charging profile's start or end.
+
+    Rounded as ``datetime.fromtimestamp(t).isoformat(timespec="seconds")`` rounds; a decision for 1,000
+    chargers writes the same few seconds 2,000 times, so each second's text is remembered."""
+    return _second_text(_split(t)[0]) + "Z"
+
+
+def _split(t: float) -> tuple[float, int]:
+    """``t`` as whole seconds and microseconds, rounded as ``datetime.fromtimestamp`` rounds (half to even)."""
+    frac, whole = math.modf(t)
+    us = round(frac * 1e6)
+    if us >= 1_000_000:
+        whole, us = whole + 1.0, us - 1_000_000
+    elif us < 0:
+        whole, us = whole - 1.0, us + 1_000_000
+    return whole, us
+
+
+@functools.lru_cache(maxsize=64)
+def _second_text(whole: float) -> str:
+    return datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def iso_millis(t: float) -> str:
@@ -25,18 +42,8 @@ def iso_millis(t: float) -> str:
     rounded exactly as ``datetime.fromtimestamp`` rounds them (half to even), then cut to milliseconds
     as ``isoformat`` cuts them (``tests/fastpath/test_iso_millis.py`` holds the two against each other).
     """
-    global _last_second
-    frac, whole = math.modf(t)
-    us = round(frac * 1e6)
-    if us >= 1_000_000:
-        whole, us = whole + 1.0, us - 1_000_000
-    elif us < 0:
-        whole, us = whole - 1.0, us + 1_000_000
-    second, prefix = _last_second
-    if whole != second:
-        prefix = datetime.fromtimestamp(whole, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _last_second = (whole, prefix)
-    return f"{prefix}.{us // 1000:03d}Z"
+    whole, us = _split(t)
+    return f"{_second_text(whole)}.{us // 1000:03d}Z"
 
 
 def parse_iso(value: str | None) -> float | None:

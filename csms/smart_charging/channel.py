@@ -46,6 +46,9 @@ class ChargerChannel:
     #: The ``decrease_accepted_at`` of the decrease a mains reading has shown done (see ``ExposureBook.take_proofs``).
     proven_down: float | None = None
     control: ControlState = ControlState.DISCONNECTED_UNKNOWN
+    #: The last state other than PENDING that was logged and stored: a limit change passes through PENDING
+    #: and back, which is not news, so only a change of this is.
+    settled_control: ControlState | None = None
     #: Why the control state is what it is ("accepted", "profile Rejected", ...), for the operator view.
     control_reason: str = ""
     fallback_installed: bool = False
@@ -82,9 +85,9 @@ class ChargerChannel:
     accepted: int = 0
     rejected: int = 0
 
-    @property
-    def id(self) -> str:
-        return self.cfg.id
+    def __post_init__(self) -> None:
+        #: The station id; read on every exposure sum, so a plain attribute, not a property.
+        self.id: str = self.cfg.id
 
     @property
     def connector(self) -> int:

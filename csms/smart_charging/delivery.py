@@ -309,8 +309,9 @@ class Delivery:
         self.accepted += 1
         ch.accepted += 1
         refresh = ch.limit_accepted(sent, previous, self.clock())
-        log.log(logging.DEBUG if refresh else logging.INFO, "%s: %s %.1f A accepted (%s, stack %d)",
-                ch.id, "refreshed" if refresh else "limit", amps, sent.purpose.value, sent.stack_level)
+        # DEBUG: the balancer logs each decision's changes in one line, and the "profile" event keeps each answer.
+        log.debug("%s: %s %.1f A accepted (%s, stack %d)", ch.id, "refreshed" if refresh else "limit", amps,
+                  sent.purpose.value, sent.stack_level)
         self._set_control(ch, ControlState.CONTROLLED, amps, "accepted")
         self._poke_group(ch.group.id, ch)
         if not refresh:
@@ -378,14 +379,13 @@ class Delivery:
 
     def _set_control(self, ch: ChargerChannel, control: ControlState, limit: float | None, reason: str) -> None:
         self.book.refresh(ch, self.clock())
-        changed = control is not ch.control
         ch.control = control
         ch.control_reason = reason
-        if changed:
+        if control is not ControlState.PENDING and control is not ch.settled_control:
+            ch.settled_control = control
             level = logging.WARNING if control in (ControlState.UNCONTROLLED, ControlState.NOT_OBEYING) else logging.INFO
-            if control is not ControlState.PENDING:
-                log.log(level, "%s: control %s (%s)", ch.id, control.value, reason)
-                self._record("control", ch, state=control.value, reason=reason, limit=limit)
+            log.log(level, "%s: control %s (%s)", ch.id, control.value, reason)
+            self._record("control", ch, state=control.value, reason=reason, limit=limit)
         self.reports.on_control(ch.id, control, limit)
 
     def _record(self, kind: str, ch: ChargerChannel, **detail) -> None:
