@@ -104,7 +104,7 @@ def cmd_station(args: argparse.Namespace) -> int:
     url = (f"http://{address}/api/stations/{quote(args.station_id, safe='')}"
            f"/commands/{args.station_command}")
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "X-CSMS-Client": "cli"})
     try:
         with urllib.request.urlopen(request, timeout=cfg.server.call_timeout + SLACK) as response:
             status, answer = response.status, json.loads(response.read() or b"{}")
@@ -128,8 +128,9 @@ def _report(args: argparse.Namespace, status: int, answer: dict[str, Any]) -> in
     if status == 200:
         if not args.json:
             print(f"{answer.get('station')} {answer.get('command')}: {answer.get('status')}")
-            if answer.get("reply"):
-                print(json.dumps(answer["reply"], indent=2))
+            rest = {k: v for k, v in (answer.get("reply") or {}).items() if k != "status"}
+            if rest:  # e.g. the keys read, a statusInfo saying why, a DataTransfer's data
+                print(json.dumps(rest, indent=2))
         return 0 if answer.get("ok") else 1
     message = answer.get("error", f"HTTP {status}")
     flag = next((f for f, _, dest, _ in OPTIONS.get(args.station_command, []) if dest == answer.get("field")), None)

@@ -46,6 +46,17 @@ def error_body(exc: CommandError) -> dict[str, Any]:
     return body
 
 
+#: Header ``csms station`` sends, so that the event log tells its commands from other API clients'.
+CLIENT_HEADER = "X-CSMS-Client"
+
+
+def _who(request: web.Request) -> str:
+    """"cli ADDRESS" for ``csms station``, "api ADDRESS" for any other client (a label, not a credential:
+    only the operator token's holder gets this far)."""
+    kind = "cli" if request.headers.get(CLIENT_HEADER) == "cli" else "api"
+    return f"{kind} {request.remote}"
+
+
 class CommandRoute:
     """Handles the write route with ``commander``, the only thing of the app it can reach."""
 
@@ -65,7 +76,7 @@ class CommandRoute:
             body = NotJson()  # refused by the commander, so that the event log has it too
         station_id, command = request.match_info["station_id"], request.match_info["command"]
         try:
-            result = await self.commander.execute(station_id, command, body, by=f"api {request.remote}")
+            result = await self.commander.execute(station_id, command, body, by=_who(request))
         except CommandError as exc:
             return _answer(error_body(exc), STATUS.get(type(exc), 500))
         return _answer(result.as_json())
