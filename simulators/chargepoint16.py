@@ -112,6 +112,7 @@ class ChargePoint16(OcppFace, ChargePoint):
             "MeterValuesSampledData": (",".join(sim.measurands), False),
             "MeterValueSampleInterval": (str(int(sim.meter_interval)), False),
             "HeartbeatInterval": (str(int(sim.heartbeat_interval)), False),
+            "ConnectionTimeOut": (str(int(sim.connection_timeout)), False),
             "NumberOfConnectors": (str(cfg.connectors), True),
             "SupportedFeatureProfiles": ("Core,SmartCharging,RemoteTrigger", True),
         }
@@ -147,6 +148,8 @@ class ChargePoint16(OcppFace, ChargePoint):
                               charging_profile: dict | None = None, **_: Any):
         await self._received("RemoteStartTransaction", {"id_tag": id_tag, "connector_id": connector_id})
         ok = self.sim.remote_start(connector_id, id_tag, charging_profile)
+        if ok is True:  # accepted, waiting for a car
+            self.sim.remote_start_waits(connector_id)
         return call_result.RemoteStartTransaction(status="Accepted" if ok else "Rejected")
 
     @on("RemoteStopTransaction")

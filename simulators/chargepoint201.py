@@ -57,6 +57,8 @@ class ChargePoint201(OcppFace, ChargePoint):
                 Variable(",".join(sim.measurands), "ReadWrite", "MeterValuesSampledData"),
             ("OCPPCommCtrlr", None, "HeartbeatInterval", None):
                 Variable(str(int(sim.heartbeat_interval)), "ReadWrite", "HeartbeatInterval"),
+            ("TxCtrlr", None, "EVConnectionTimeOut", None):
+                Variable(str(int(sim.connection_timeout)), "ReadWrite", "ConnectionTimeOut"),
             ("SecurityCtrlr", None, "BasicAuthPassword", None): Variable("", "WriteOnly", "AuthorizationKey"),
             ("ChargingStation", None, "PhaseRotation", None): Variable(cfg.phase_rotation),
         }
@@ -244,6 +246,8 @@ class ChargePoint201(OcppFace, ChargePoint):
         result = self.sim.remote_start(evse_id, id_token["id_token"], charging_profile, remote_start_id)
         if result is False:
             return call_result.RequestStartTransaction(status="Rejected")
+        if result is True:  # accepted, waiting for a car
+            self.sim.remote_start_waits(evse_id)
         tx = result.local_id if result is not True else None
         return call_result.RequestStartTransaction(status="Accepted", transaction_id=tx)
 

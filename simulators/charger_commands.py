@@ -28,6 +28,7 @@ class ChargerCommands:
     password: str | None
     meter_interval: float
     heartbeat_interval: float
+    connection_timeout: float
     measurands: tuple[str, ...]
     _tasks: list[asyncio.Task]
     id: str
@@ -56,6 +57,11 @@ class ChargerCommands:
                 if not wanted or any(m not in supported for m in wanted):
                     return False  # like real firmwares: one unsupported member refuses the whole setting
                 self.measurands = wanted
+            elif name == "ConnectionTimeOut":
+                timeout = int(value)
+                if timeout <= 0:
+                    return False
+                self.connection_timeout = float(timeout)
             elif name == "AuthorizationKey":
                 if not 16 <= len(value) <= 40:
                     return False
@@ -128,8 +134,7 @@ class ChargerCommands:
         """Stops every transaction with ``reason`` (or waits for them to end, ``when_idle``), then goes
         offline for the misbehaviour's ``reboot_time`` and reconnects and boots as after a power cycle.
         Profiles, availability and settings survive (they are kept in non-volatile memory)."""
-        self._tasks.append(asyncio.get_running_loop().create_task(self._reboot(when_idle, reason),
-                                                                  name=f"{self.id}-reboot"))
+        self._spawn(self._reboot(when_idle, reason), f"{self.id}-reboot")
 
     async def _reboot(self, when_idle: bool, reason: str) -> None:
         while when_idle and any(c.session is not None for c in self.connectors.values()):
@@ -148,3 +153,23 @@ class ChargerCommands:
         if message_id != "Echo":
             return "UnknownMessageId", None
         return "Accepted", data
+
+    def remote_start_waits(self, connector: int | None) -> None:
+        """A remote start was accepted with no car plugged in: like a real charger, it waits
+        ``connection_timeout`` seconds for one, then forgets it (a car plugged in later needs a new start)."""
+        waiting = [c for c in self.connectors.values() if c.remote_tag is not None and c.session is None
+                   and (connector is None or c.id == connector)]
+        for conn in waiting:
+            self._spawn(self._lapse_remote_start(conn, conn.remote_tag), f"{self.id}-remote-start-timeout")
+
+    async def _lapse_remote_start(self, conn: Connector, tag: str) -> None:
+        await self.clock.sleep(self.connection_timeout)
+        if conn.session is None and conn.remote_tag == tag:
+            log.info("%s: connector %s: no car within %.0f s, remote start for %s lapsed", self.id, conn.id,
+                     self.connection_timeout, tag)
+            conn.remote_tag = conn.remote_start_id = conn.remote_profile = None
+
+    def _spawn(self, coro, name: str) -> None:
+        """Runs ``coro`` as one of the charger's tasks (so :meth:`stop` ends it), forgetting finished ones."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from meter_gateway.config import StrictModel
 
@@ -92,7 +92,7 @@ class HttpConfig(StrictModel):
 
     @field_validator("token", "operator_token")
     @classmethod
-    def _token(cls, v: str | None, info) -> str | None:
+    def _token(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is None:
             return v
         if len(v) < 16:

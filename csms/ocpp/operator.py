@@ -97,10 +97,11 @@ class OperatorCommands:
             detail["arguments"] = args.model_dump(exclude_none=True)
         if error is not None:
             detail["error"] = error
-        log.info("%s: operator command %s by %s: %s", station_id, command, by, outcome)
+        # The station id and the command are the client's text: %r, so they cannot forge a log line.
+        log.info("%r: operator command %r by %s: %s", station_id, command, by, outcome)
         try:
             self.storage.write_nowait(log_event("operator_command", self.clock(),
                                                 station_id=station_id if station_id in self.stations else None,
                                                 **detail))
         except Exception:  # storage closed on shutdown: the answer still goes to the operator
-            log.warning("%s: operator command %s could not be logged", station_id, command)
+            log.warning("%r: operator command %r could not be logged", station_id, command)

@@ -48,6 +48,33 @@ async def test_remote_start_and_stop(tmp_path, cid):
 
 
 @VERSIONS
+async def test_remote_start_without_a_car_waits_then_lapses(tmp_path, cid):
+    async with running_site(tmp_path) as rig:
+        app, charger = rig.app, rig.charger(cid)
+        charger.config.id_tag = None
+        timeout = "ConnectionTimeOut" if cid == "CP1" else "TxCtrlr.EVConnectionTimeOut"
+        assert (await app.commands.execute(cid, "change-configuration", {"key": timeout, "value": "1"},
+                                           "test")).status == "Accepted"
+        waiting = await app.commands.execute(cid, "remote-start", {"id_token": "OPERATOR1"}, "test")
+        assert waiting.status == "Accepted"  # as real chargers do: accepted, then it waits for a car
+        assert charger.connectors[1].remote_tag == "OPERATOR1"
+        await wait_until(lambda: charger.connectors[1].remote_tag is None, timeout=5, what="the remote start to lapse")
+        rig.plug_in(cid)
+        await wait_until(lambda: charger.connectors[1].ev is not None, what="the car plugged in")
+        await wait_until(lambda: charger.connectors[1].status == "Preparing", what="the connector to see the car")
+        assert not app.state.station(cid).transactions and charger.connectors[1].session is None
+
+        # Within the timeout, the car plugged in starts the transaction for the remote token.
+        charger.unplug()
+        assert (await app.commands.execute(cid, "change-configuration", {"key": timeout, "value": "30"},
+                                           "test")).status == "Accepted"
+        assert (await app.commands.execute(cid, "remote-start", {"id_token": "OPERATOR2"}, "test")).ok
+        rig.plug_in(cid)
+        await wait_until(lambda: 1 in app.state.station(cid).transactions, what="the remote-started transaction")
+        assert app.state.station(cid).transactions[1].id_token == "OPERATOR2"
+
+
+@VERSIONS
 async def test_hard_reset_reboots_and_reconnects(tmp_path, cid):
     async with running_site(tmp_path) as rig:
         app, charger = rig.app, rig.charger(cid)
