@@ -42,8 +42,6 @@ def plan(command: str, args: a.Arguments) -> Planned:
         case a.DataTransfer():
             if args.data is not None and not isinstance(args.data, str):
                 raise BadArguments("data", "OCPP 1.6 DataTransfer data is text: send a string")
-            if len(args.vendor_id) > 255:
-                raise BadArguments("vendor_id", "at most 255 characters")
             return Planned(call.DataTransfer(vendor_id=args.vendor_id, message_id=args.message_id, data=args.data))
         case a.TriggerMessage():
             if args.message not in TRIGGERABLE["ocpp1.6"]:
