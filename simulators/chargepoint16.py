@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 
 from simulators.ocpp_face import OcppFace, schedule_periods
@@ -112,6 +112,7 @@ class ChargePoint16(OcppFace, ChargePoint):
             "MeterValuesSampledData": (",".join(sim.measurands), False),
             "MeterValueSampleInterval": (str(int(sim.meter_interval)), False),
             "HeartbeatInterval": (str(int(sim.heartbeat_interval)), False),
+            "ConnectionTimeOut": (str(int(sim.connection_timeout)), False),
             "NumberOfConnectors": (str(cfg.connectors), True),
             "SupportedFeatureProfiles": ("Core,SmartCharging,RemoteTrigger", True),
         }
@@ -147,6 +148,8 @@ class ChargePoint16(OcppFace, ChargePoint):
                               charging_profile: dict | None = None, **_: Any):
         await self._received("RemoteStartTransaction", {"id_tag": id_tag, "connector_id": connector_id})
         ok = self.sim.remote_start(connector_id, id_tag, charging_profile)
+        if ok is True:  # accepted, waiting for a car
+            self.sim.remote_start_waits(connector_id)
         return call_result.RemoteStartTransaction(status="Accepted" if ok else "Rejected")
 
     @on("RemoteStopTransaction")
@@ -160,3 +163,31 @@ class ChargePoint16(OcppFace, ChargePoint):
         await self._received("TriggerMessage", {"requested_message": requested_message, "connector_id": connector_id})
         return call_result.TriggerMessage(status=self.sim.trigger(requested_message, connector_id))
 
+
+    @on("Reset")
+    async def on_reset(self, type: str, **_: Any):
+        await self._received("Reset", {"type": type})
+        return call_result.Reset(status=self.sim.reset(when_idle=False))
+
+    @after("Reset")
+    async def after_reset(self, type: str, **_: Any):
+        # Soft: transactions are stopped gracefully first; Hard: the same here (the simulator loses nothing).
+        self.sim.reboot_after_reset(when_idle=False, reason="HardReset" if type == "Hard" else "SoftReset")
+
+    @on("UnlockConnector")
+    async def on_unlock_connector(self, connector_id: int, **_: Any):
+        await self._received("UnlockConnector", {"connector_id": connector_id})
+        status = self.sim.unlock(connector_id, stop_first=True)
+        return call_result.UnlockConnector(status="UnlockFailed" if status == "UnknownConnector" else status)
+
+    @on("ClearCache")
+    async def on_clear_cache(self, **_: Any):
+        await self._received("ClearCache", {})
+        return call_result.ClearCache(status="Accepted")
+
+    @on("DataTransfer")
+    async def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: str | None = None,
+                               **_: Any):
+        await self._received("DataTransfer", {"vendor_id": vendor_id, "message_id": message_id})
+        status, answer = self.sim.data_transfer(vendor_id, message_id, data)
+        return call_result.DataTransfer(status=status, data=answer)

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 
 from simulators.ocpp_face import OcppFace, schedule_periods
@@ -24,7 +24,9 @@ CONNECTOR_STATUS = {"Available": "Available", "Unavailable": "Unavailable", "Fau
 CHARGING_STATE = {"Charging": "Charging", "SuspendedEV": "SuspendedEV", "SuspendedEVSE": "SuspendedEVSE",
                   "Preparing": "EVConnected", "Finishing": "EVConnected"}
 STOP_TRIGGER = {"EVDisconnected": "EVCommunicationLost", "Remote": "RemoteStop", "Local": "StopAuthorized",
-                "DeAuthorized": "Deauthorized"}
+                "DeAuthorized": "Deauthorized", "ImmediateReset": "ResetCommand"}
+#: The charger's neutral UnlockConnector answer as 2.0.1 says it: it has no NotSupported.
+UNLOCK_201 = {"NotSupported": "UnlockFailed"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class ChargePoint201(OcppFace, ChargePoint):
                 Variable(",".join(sim.measurands), "ReadWrite", "MeterValuesSampledData"),
             ("OCPPCommCtrlr", None, "HeartbeatInterval", None):
                 Variable(str(int(sim.heartbeat_interval)), "ReadWrite", "HeartbeatInterval"),
+            ("TxCtrlr", None, "EVConnectionTimeOut", None):
+                Variable(str(int(sim.connection_timeout)), "ReadWrite", "ConnectionTimeOut"),
             ("SecurityCtrlr", None, "BasicAuthPassword", None): Variable("", "WriteOnly", "AuthorizationKey"),
             ("ChargingStation", None, "PhaseRotation", None): Variable(cfg.phase_rotation),
         }
@@ -242,6 +246,8 @@ class ChargePoint201(OcppFace, ChargePoint):
         result = self.sim.remote_start(evse_id, id_token["id_token"], charging_profile, remote_start_id)
         if result is False:
             return call_result.RequestStartTransaction(status="Rejected")
+        if result is True:  # accepted, waiting for a car
+            self.sim.remote_start_waits(evse_id)
         tx = result.local_id if result is not True else None
         return call_result.RequestStartTransaction(status="Accepted", transaction_id=tx)
 
@@ -255,3 +261,32 @@ class ChargePoint201(OcppFace, ChargePoint):
     async def on_trigger_message(self, requested_message: str, evse: dict | None = None, **_: Any):
         await self._received("TriggerMessage", {"requested_message": requested_message, "evse": evse})
         return call_result.TriggerMessage(status=self.sim.trigger(requested_message, (evse or {}).get("id")))
+
+    @on("Reset")
+    async def on_reset(self, type: str, evse_id: int | None = None, **_: Any):
+        await self._received("Reset", {"type": type, "evse_id": evse_id})
+        if evse_id is not None:
+            return call_result.Reset(status="Rejected", status_info={"reason_code": "UnsupportedRequest"})
+        return call_result.Reset(status=self.sim.reset(when_idle=type == "OnIdle"))
+
+    @after("Reset")
+    async def after_reset(self, type: str, evse_id: int | None = None, **_: Any):
+        if evse_id is None:
+            self.sim.reboot_after_reset(when_idle=type == "OnIdle", reason="ImmediateReset")
+
+    @on("UnlockConnector")
+    async def on_unlock_connector(self, evse_id: int, connector_id: int, **_: Any):
+        await self._received("UnlockConnector", {"evse_id": evse_id, "connector_id": connector_id})
+        status = "UnknownConnector" if connector_id != 1 else self.sim.unlock(evse_id, stop_first=False)
+        return call_result.UnlockConnector(status=UNLOCK_201.get(status, status))
+
+    @on("ClearCache")
+    async def on_clear_cache(self, **_: Any):
+        await self._received("ClearCache", {})
+        return call_result.ClearCache(status="Accepted")
+
+    @on("DataTransfer")
+    async def on_data_transfer(self, vendor_id: str, message_id: str | None = None, data: Any = None, **_: Any):
+        await self._received("DataTransfer", {"vendor_id": vendor_id, "message_id": message_id})
+        status, answer = self.sim.data_transfer(vendor_id, message_id, data)
+        return call_result.DataTransfer(status=status, data=answer)

@@ -50,6 +50,7 @@ class Charger(ChargerPhysics, ChargerSessions, MeterValueReporting, ProfileHandl
         self.password = config.password
         self.meter_interval = config.meter_interval
         self.heartbeat_interval = config.heartbeat_interval
+        self.connection_timeout = config.connection_timeout
         self.measurands: tuple[str, ...] = DEFAULT_MEASURANDS
         self.connected = False
         self.boot_status: str | None = None

@@ -27,6 +27,9 @@ class SimChargerConfig:
     #: Meter-values interval until the central system configures one (s of clock time; 0 = off).
     meter_interval: float = 10.0
     heartbeat_interval: float = 300.0
+    #: Seconds a remote start waits for a car to be plugged in before it lapses (1.6 ConnectionTimeOut,
+    #: 2.0.1 TxCtrlr.EVConnectionTimeOut).
+    connection_timeout: float = 60.0
     #: Physics step in clock seconds.
     tick: float = 0.25
     backoff_min: float = 0.5

@@ -62,6 +62,15 @@ class ConnectionRunner:
     def reconnect(self) -> None:
         self._allowed_online.set()
 
+    async def power_cycle(self, offline_for: float) -> None:
+        """Closes the connection, stays offline ``offline_for`` clock seconds, then connects and boots again
+        (a reboot after Reset)."""
+        self._allowed_online.clear()
+        if self._ws is not None:
+            await self._ws.close()
+        await self.clock.sleep(offline_for)
+        self._allowed_online.set()
+
     def drop_connection(self) -> None:
         """Closes the connection now; the connection loop reconnects with its backoff."""
         if self._ws is not None:

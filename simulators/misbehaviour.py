@@ -48,13 +48,21 @@ class Misbehaviour:
     trigger: str = ""
     #: Sends every StopTransaction / TransactionEvent(Ended) twice (seen at chargers' shutdown).
     duplicate_stop: bool = False
+    #: UnlockConnector: "" unlocks, "not-supported" is a fixed cable (1.6 NotSupported, 2.0.1 UnlockFailed: it
+    #: has no such status), "fail" answers UnlockFailed (a jammed lock).
+    unlock: str = ""
+    #: Calls from the central system it answers with CALLERROR NotImplemented (firmwares without a feature).
+    not_implemented_calls: frozenset[str] = frozenset()
+    #: Seconds a reset keeps it offline before it reconnects and boots again.
+    reboot_time: float = 1.0
 
 
 KNOBS = ("reject=PURPOSE", "only-watts", "ignore-limits", "answer-delay=S", "drop-every=S", "max-stack-level=N",
          "refuse-max-stack-level", "before-boot=drop|error", "boot-delay=S", "not-implemented=PURPOSE|all",
          "empty-composite", "measurands=M+M...", "min-meter-interval=S", "trigger=ignore|refuse|not-implemented",
-         "duplicate-stop")
+         "duplicate-stop", "unlock=not-supported|fail", "not-implemented-call=ACTION", "reboot-time=S")
 TRIGGER_MODES = ("ignore", "refuse", "not-implemented")
+UNLOCK_MODES = ("not-supported", "fail")
 
 
 def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
@@ -67,7 +75,7 @@ def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
         if name in ("only-watts", "ignore-limits", "refuse-max-stack-level", "empty-composite",
                     "duplicate-stop") and not value:
             return replace(mis, **{name.replace("-", "_"): True})
-        if name in ("answer-delay", "drop-every", "boot-delay", "min-meter-interval"):
+        if name in ("answer-delay", "drop-every", "boot-delay", "min-meter-interval", "reboot-time"):
             return replace(mis, **{name.replace("-", "_"): float(value)})
         if name == "before-boot" and value in ("drop", "error"):
             return replace(mis, before_boot=value)
@@ -78,6 +86,10 @@ def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
             return replace(mis, measurands=frozenset(m for m in value.split("+") if m))
         if name == "trigger" and value in TRIGGER_MODES:
             return replace(mis, trigger=value)
+        if name == "unlock" and value in UNLOCK_MODES:
+            return replace(mis, unlock=value)
+        if name == "not-implemented-call" and value:
+            return replace(mis, not_implemented_calls=mis.not_implemented_calls | {value})
         if name == "max-stack-level":
             return replace(mis, max_stack_level=int(value))
     except ValueError:

@@ -68,8 +68,11 @@ class OcppFace:
         return iso_millis(self.sim.clock.now())
 
     async def _received(self, action: str, payload: dict) -> None:
-        """Logs a call from the central system, then sits on it as long as the misbehaviour says."""
+        """Logs a call from the central system, then sits on it as long as the misbehaviour says (or answers
+        CALLERROR NotImplemented for a call it is set not to implement)."""
         self.sim.received.append((action, payload))
+        if action in self.sim.config.misbehaviour.not_implemented_calls:
+            raise OCPPNotImplemented(description=f"{action} is not implemented by this charger")
         delay = self.sim.config.misbehaviour.answer_delay
         if delay > 0:
             await asyncio.sleep(delay)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from meter_gateway.config import StrictModel
 
@@ -84,15 +84,28 @@ class HttpConfig(StrictModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    #: Bearer token for /api and /metrics; the dashboard asks for it once.
+    #: Bearer token for /api and /metrics (read-only); the dashboard asks for it once.
     token: str
+    #: Bearer token for the write routes (commands to stations) as well as the reads; absent: no writes.
+    #: A separate secret, so that whoever can watch (a dashboard screen, a metrics scraper) cannot act.
+    operator_token: str | None = None
 
-    @field_validator("token")
+    @field_validator("token", "operator_token")
     @classmethod
-    def _token(cls, v: str) -> str:
+    def _token(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
         if len(v) < 16:
-            raise ValueError("token must be at least 16 characters; generate one with: "
+            raise ValueError(f"{info.field_name} must be at least 16 characters; generate one with: "
                              "python -c \"import secrets; print(secrets.token_urlsafe(24))\"")
         if v != v.strip() or any(ch.isspace() or not ch.isprintable() for ch in v):
-            raise ValueError("token must be printable characters without spaces (it travels in an HTTP header)")
+            raise ValueError(f"{info.field_name} must be printable characters without spaces "
+                             "(it travels in an HTTP header)")
         return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "HttpConfig":
+        if self.operator_token is not None and self.operator_token == self.token:
+            raise ValueError("operator_token must differ from token: token is read-only, operator_token may "
+                             "send commands to stations")
+        return self

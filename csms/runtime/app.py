@@ -26,6 +26,7 @@ from csms.domain.authorization import Authorizer
 from csms.domain.state import SiteState, Transaction
 from csms.ocpp.context import SessionContext
 from csms.ocpp.counts import MessageCounts
+from csms.ocpp.operator import OperatorCommands
 from csms.ocpp.server import CentralSystem
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
@@ -49,6 +50,9 @@ class CentralSystemApp:
         self.delivery = Delivery(cfg, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
         self.server = CentralSystem(self.ctx, on_session=self.delivery.attach, observe=self.messages)
+        #: The operator's commands to stations (the write API's port).
+        self.commands = OperatorCommands(self.server.sessions, {c.id for c in cfg.chargers}, self.storage, clock,
+                                         cfg.server.call_timeout)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}
@@ -128,7 +132,7 @@ class CentralSystemApp:
                         last_readings=self.last_readings, meter_refusals=self.meter_refusals,
                         decision=self.balancer.decision, explain=self.balancer.explain,
                         run_observers=self.balancer.run_observers,
-                        message_counts=self.messages.counts)
+                        message_counts=self.messages.counts, commands=self.commands)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state

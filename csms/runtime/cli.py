@@ -1,4 +1,4 @@
-"""``csms`` command line: serve, check-config, stations, transactions (+ plugin commands such as demo)."""
+"""``csms`` command line: serve, check-config, stations, transactions, station (+ plugin commands such as demo)."""
 
 from __future__ import annotations
 
@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True)
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=cmd_transactions)
+
+    from csms.runtime.station_cli import register as register_station
+    register_station(sub)
 
     # Commands that live outside csms/ (e.g. `demo`, which wires in the simulators) register here.
     for ep in entry_points(group="csms.commands"):

@@ -3,7 +3,8 @@
 It runs on the central system's own event loop (aiohttp), reads live state in memory and history through
 :meth:`csms.storage.database.Storage.read`, and changes nothing: every route is a GET. ``/api/*`` and ``/metrics``
 want ``Authorization: Bearer <token>`` (the ``[http] token``); the dashboard page and its static files are
-public, since they hold no data, and ask for the token once. Access logging is off: the dashboard polls
+public, since they hold no data, and ask for the token once. The one write route (commands to stations,
+:mod:`.operator`) wants the ``[http] operator_token`` instead; the read token gets 403 there. Access logging is off: the dashboard polls
 every second and a line per poll would bury what matters in the log.
 """
 
@@ -28,6 +29,7 @@ from csms.storage.database import StorageClosed
 
 from . import status
 from .metrics import Metrics
+from .operator import ROUTE as COMMAND_ROUTE, CommandRoute, is_write
 from .view import SiteView
 
 log = logging.getLogger("csms.web")
@@ -137,6 +139,7 @@ class WebServer:
         self.view = view
         self.cfg = cfg
         self.metrics = Metrics(view)
+        self.commands = CommandRoute(view.commands)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -159,6 +162,7 @@ class WebServer:
             web.get("/api/history/phases", self._history_phases),
             web.get("/api/history/limits", self._history_limits),
             web.get("/metrics", self._metrics),
+            web.post(COMMAND_ROUTE, self.commands.handle),
             web.static("/static", STATIC_DIR, show_index=False, follow_symlinks=False),
         ])
         runner = web.AppRunner(webapp, access_log=None, handle_signals=False, shutdown_timeout=2.0)
@@ -207,13 +211,26 @@ class WebServer:
         path = request.path
         if path.startswith("/api/") or path == "/api" or path == "/metrics":
             scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not _token_matches(given, self.cfg.token):
+            bearer = scheme.lower() == "bearer"
+            operator = self.cfg.operator_token
+            is_operator = bearer and operator is not None and _token_matches(given, operator)
+            is_reader = bearer and not is_operator and _token_matches(given, self.cfg.token)
+            if is_write(request) and operator is None:
+                log.info("operator view: refused %r %r from %s: no operator_token configured", request.method,
+                         path, request.remote)
+                return _error(403, "commands are off: set [http] operator_token in the site config (at least 16 "
+                                   "characters, not the same as token) and restart csms serve")
+            if not (is_operator or is_reader):
                 # Method and path are the client's text: %r, so they cannot forge a log line.
                 log.info("operator view: refused %r %r from %s: %s", request.method, path, request.remote,
                          "wrong token" if given else "no bearer token")
                 response = _error(401, "missing or wrong token: send 'Authorization: Bearer <the [http] token>'")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="csms"'
                 return response
+            if is_write(request) and not is_operator:
+                log.info("operator view: refused %r %r from %s: read-only token", request.method, path,
+                         request.remote)
+                return _error(403, "the [http] token is read-only: commands need the [http] operator_token")
         return await handler(request)
 
     @web.middleware

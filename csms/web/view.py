@@ -3,7 +3,8 @@
 :class:`csms.runtime.app.CentralSystemApp` builds a :class:`SiteView` and hands it to the web server instead of
 itself, so the web layer can neither reach into the OCPP server, the delivery or the balancer's workings
 nor import :mod:`csms.runtime.app` (the app imports the web layer, never the other way round). Every field is
-something a status answer, a history query or a metric reads.
+something a status answer, a history query or a metric reads, except :attr:`SiteView.commands`: the one port
+through which the write API acts, and only with the operator's commands (:mod:`csms.operations`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlite_utils import Database
 from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig
 from csms.domain.state import SiteState
+from csms.operations.port import StationCommander
 
 T = TypeVar("T")
 
@@ -62,3 +64,5 @@ class SiteView:
     run_observers: list[Callable[[str, float], None]]
     #: OCPP calls handled (in) and sent (out) so far, by (direction, action, outcome).
     message_counts: Mapping[tuple[str, str, str], int]
+    #: Sends the operator's commands to stations (the write API); None: the view is read-only.
+    commands: StationCommander | None = None

@@ -297,13 +297,18 @@ async def test_fleet_runs_mixed_versions():
     ("trigger=ignore", Misbehaviour(trigger="ignore")),
     ("trigger=not-implemented", Misbehaviour(trigger="not-implemented")),
     ("duplicate-stop", Misbehaviour(duplicate_stop=True)),
+    ("unlock=not-supported", Misbehaviour(unlock="not-supported")),
+    ("unlock=fail", Misbehaviour(unlock="fail")),
+    ("not-implemented-call=ClearCache", Misbehaviour(not_implemented_calls=frozenset({"ClearCache"}))),
+    ("reboot-time=4", Misbehaviour(reboot_time=4.0)),
 ])
 def test_parse_knob(knob, expected):
     assert parse_knob(Misbehaviour(), knob) == expected
 
 
 @pytest.mark.parametrize("bad", ["reject=Nope", "answer-delay=soon", "fly", "only-watts=yes", "before-boot=maybe",
-                                 "trigger=sometimes", "not-implemented=Nope", "measurands="])
+                                 "trigger=sometimes", "not-implemented=Nope", "measurands=",
+                                 "unlock=maybe", "not-implemented-call="])
 def test_parse_knob_rejects_with_the_list(bad):
     with pytest.raises(ValueError, match="knobs are"):
         parse_knob(Misbehaviour(), bad)

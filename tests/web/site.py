@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +24,12 @@ from simulators.simulation import Simulation
 from simulators.site import Constant
 
 TOKEN = "test-token-0123456789abcdef"
+OPERATOR_TOKEN = "operator-token-fedcba9876543210"
 METER = "AG7654321G"
-SECRETS = ("0123456789abcdef", "fedcba9876543210", "87654321", "13572468", "mqtt-secret-password", TOKEN)
+SECRETS = ("0123456789abcdef", "fedcba9876543210", "87654321", "13572468", "mqtt-secret-password", TOKEN, OPERATOR_TOKEN)
 
 
-def site_config(tmp: Path, meter_port: int, *, http: bool = True) -> SiteConfig:
+def site_config(tmp: Path, meter_port: int, *, http: bool = True, operator: bool = True) -> SiteConfig:
     data = {
         "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1, "call_timeout": 3},
         "storage": {"database": str(tmp / "csms.sqlite")},
@@ -48,6 +50,8 @@ def site_config(tmp: Path, meter_port: int, *, http: bool = True) -> SiteConfig:
     }
     if http:
         data["http"] = {"host": "127.0.0.1", "port": 0, "token": TOKEN}
+        if operator:
+            data["http"]["operator_token"] = OPERATOR_TOKEN
     return parse_config(data)
 
 
@@ -96,8 +100,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what:
 
 
 @contextlib.asynccontextmanager
-async def running_site(tmp: Path, *, http: bool = True, base_load=(8.0, 5.0, 11.0)) -> AsyncIterator[Rig]:
-    placeholder = site_config(tmp, 1, http=http)
+async def running_site(tmp: Path, *, http: bool = True, base_load=(8.0, 5.0, 11.0),
+                       operator: bool = True) -> AsyncIterator[Rig]:
+    placeholder = site_config(tmp, 1, http=http, operator=operator)
 
     def tweak(sc: SimChargerConfig) -> SimChargerConfig:
         sc.meter_interval, sc.backoff_min, sc.backoff_max = 1.0, 0.2, 1.0
@@ -106,7 +111,7 @@ async def running_site(tmp: Path, *, http: bool = True, base_load=(8.0, 5.0, 11.
     sim = Simulation.from_config(placeholder, SimClock(seed=3), tweak=tweak)
     sim.sites[METER].loads.append(Constant(base_load))
     meter_port = await sim.meters[METER].serve_modbus("127.0.0.1", 0, "ampguard", 1)
-    app = CentralSystemApp(site_config(tmp, meter_port, http=http))
+    app = CentralSystemApp(site_config(tmp, meter_port, http=http, operator=operator))
     app.readings.flush_every = 0.5
     try:
         async with app:
@@ -122,3 +127,13 @@ async def get(rig: Rig, path: str, token: str | None = TOKEN) -> tuple[int, dict
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
         async with s.get(rig.base + path, headers=headers) as r:
             return r.status, dict(r.headers), await r.text()
+
+
+async def post(rig: Rig, path: str, body: object = None, token: str | None = OPERATOR_TOKEN,
+               raw: bytes | None = None) -> tuple[int, dict]:
+    """POSTs ``body`` as JSON (or ``raw`` bytes); the status and the decoded JSON answer."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
+        async with s.post(rig.base + path, data=data, headers={**headers, "Content-Type": "application/json"}) as r:
+            return r.status, await r.json(content_type=None)

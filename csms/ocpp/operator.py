@@ -1,0 +1,107 @@
+"""Sends the operator's commands (:mod:`csms.operations`) to live stations and logs every one.
+
+:class:`OperatorCommands` is the :class:`csms.operations.port.StationCommander` the HTTP API is given. It
+finds the station's live session, has the session's version plan the call (``v16.operations``,
+``v201.operations``), checks it against the version's schema before anything is sent (so a request the
+station could only refuse is the caller's 400, not the station's fault), sends it with the server's call
+timeout, and writes one ``operator_command`` event whatever the outcome.
+
+Nothing here sets or clears a charging profile: what a charger may draw stays the balancer's decision. A
+reset or an availability change makes the station reboot or stop charging; the delivery handles the
+reconnection and the new boot as it handles any other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import websockets
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call
+
+from csms.domain.state import Version
+from csms.ocpp import frames
+from csms.ocpp.operation import Planned
+from csms.ocpp.schemas import validator_for
+from csms.ocpp.station import Station
+from csms.ocpp.v16 import operations as v16
+from csms.ocpp.v201 import operations as v201
+from csms.operations import catalogue
+from csms.operations.arguments import Arguments
+from csms.operations.results import (BadArguments, CommandError, CommandResult, StationError, StationOffline,
+                                     StationTimeout, UnknownStation)
+from csms.storage.database import Storage
+from csms.storage.records import log_event
+
+log = logging.getLogger("csms.ocpp.operator")
+
+PLANNERS: dict[Version, Callable[[str, Arguments], Planned]] = {Version.V16: v16.plan, Version.V201: v201.plan}
+SCHEMAS = {Version.V16: "1.6", Version.V201: "2.0.1"}
+
+
+class OperatorCommands:
+    """The operator's commands over the live ``sessions`` (the server's own dict, so always current)."""
+
+    def __init__(self, sessions: Mapping[str, Station], stations: Collection[str], storage: Storage,
+                 clock: Callable[[], float], timeout: float):
+        self.sessions = sessions
+        self.stations = stations  # every station id in the config
+        self.storage = storage
+        self.clock = clock
+        self.timeout = timeout
+
+    async def execute(self, station_id: str, command: str, body: Any, by: str) -> CommandResult:
+        args: Arguments | None = None
+        try:
+            args = catalogue.parse(command, body)
+            result = await self._send(station_id, command, args)
+        except CommandError as exc:
+            self._log(station_id, command, args, by, exc.outcome, str(exc))
+            raise
+        self._log(station_id, command, args, by, result.status)
+        return result
+
+    async def _send(self, station_id: str, command: str, args: Arguments) -> CommandResult:
+        if station_id not in self.stations:
+            raise UnknownStation(f"no station {station_id!r} in the site config; GET /api/chargers lists them")
+        session = self.sessions.get(station_id)
+        if session is None:
+            raise StationOffline(f"station {station_id!r} is not connected; a command needs a live connection "
+                                 "(try again once it reconnects)")
+        planned = PLANNERS[session.version](command, args)
+        body = frames.to_payload(planned.payload)
+        action = type(planned.payload).__name__
+        try:
+            validator_for(SCHEMAS[session.version]).validate(Call("-", action, body))
+        except OCPPError as exc:
+            raise BadArguments("(arguments)", f"not a valid {action} for this station's OCPP version: "
+                                              f"{exc.description}") from None
+        try:
+            reply = await session.call(planned.payload, timeout=self.timeout)
+        except TimeoutError:
+            raise StationTimeout(f"station {station_id!r} did not answer {action} within {self.timeout:g} s") from None
+        except OCPPError as exc:  # a CALLERROR, or a reply its schema refuses
+            raise StationError(exc.code, str(exc.description)) from None
+        except (ConnectionError, websockets.ConnectionClosed) as exc:
+            raise StationOffline(f"station {station_id!r} disconnected before answering: {exc}") from None
+        return CommandResult(station_id, command, planned.status(reply), frames.to_payload(reply))
+
+    def _log(self, station_id: str, command: str, args: Arguments | None, by: str, outcome: str,
+             error: str | None = None) -> None:
+        """One event per command. Arguments are logged as parsed (a request that did not parse is not
+        echoed: it may hold anything); no command takes a secret (password keys are refused)."""
+        detail: dict[str, Any] = {"command": command, "by": by, "outcome": outcome}
+        if args is not None:
+            detail["arguments"] = args.model_dump(exclude_none=True)
+        if error is not None:
+            detail["error"] = error
+        # The station id and the command are the client's text: %r, so they cannot forge a log line.
+        log.info("%r: operator command %r by %s: %s", station_id, command, by, outcome)
+        try:
+            self.storage.write_nowait(log_event("operator_command", self.clock(),
+                                                station_id=station_id if station_id in self.stations else None,
+                                                **detail))
+        except Exception:  # storage closed on shutdown: the answer still goes to the operator
+            log.warning("%r: operator command %r could not be logged", station_id, command)

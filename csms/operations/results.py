@@ -1,0 +1,78 @@
+"""What an operator command ends with: the station's answer, or why there is none.
+
+Each failure is an exception the HTTP API turns into its status code (see :mod:`csms.web.operator`): the
+caller learns whether to fix its request (400, 404), wait for the station (409, 504) or look at the
+station (502).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Answers that mean the station does (or will do) what it was asked: ``csms station`` exits 0 on these.
+#: Scheduled: ChangeAvailability / 2.0.1 Reset applied when the running transaction ends; Unlocked: the
+#: UnlockConnector success; RebootRequired: a setting stored, in force after the next reboot.
+SUCCESS = frozenset({"Accepted", "Scheduled", "Unlocked", "RebootRequired"})
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The station's answer: its ``status`` (the reply's, or "Accepted" for replies without one) and the
+    reply payload as it came on the wire (camelCase keys)."""
+
+    station: str
+    command: str
+    status: str
+    reply: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in SUCCESS
+
+    def as_json(self) -> dict[str, Any]:
+        return {"station": self.station, "command": self.command, "status": self.status, "ok": self.ok,
+                "reply": self.reply}
+
+
+class CommandError(Exception):
+    """Base of the reasons a command got no answer; ``outcome`` is what the event log records."""
+
+    outcome = "Error"
+
+
+class UnknownCommand(CommandError):
+    outcome = "UnknownCommand"
+
+
+class BadArguments(CommandError):
+    """The request must be fixed: ``field`` names the argument at fault."""
+
+    outcome = "BadArguments"
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+class UnknownStation(CommandError):
+    outcome = "UnknownStation"
+
+
+class StationOffline(CommandError):
+    outcome = "NotConnected"
+
+
+class StationError(CommandError):
+    """The station answered with a CALLERROR (or a reply its schema refuses)."""
+
+    outcome = "CallError"
+
+    def __init__(self, code: str, description: str):
+        super().__init__(f"the station answered CALLERROR {code}: {description}")
+        self.code = code
+        self.description = description
+
+
+class StationTimeout(CommandError):
+    outcome = "Timeout"

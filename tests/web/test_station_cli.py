@@ -1,0 +1,107 @@
+"""``csms station ...`` as a process against a running central system (the simulated site of :mod:`.site`):
+what it prints and its exit codes (0 accepted, 1 refused or unreachable, 2 bad usage or config)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .site import OPERATOR_TOKEN, TOKEN, get, running_site, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(tmp: Path, port: int, operator: bool = True, name: str = "cli.toml") -> Path:
+    """The part of a site config the CLI reads: where the API listens and the operator token."""
+    path = tmp / name
+    lines = ["[server]", "call_timeout = 3", "", "[http]", 'host = "127.0.0.1"', f"port = {port}",
+             f'token = "{TOKEN}"']
+    if operator:
+        lines.append(f'operator_token = "{OPERATOR_TOKEN}"')
+    lines += ["", "[[organisations]]", 'id = "org"', 'name = "BRF Test"', ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+async def _csms(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    environment.pop("CSMS_OPERATOR_TOKEN", None)
+    environment.update(env or {})
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "csms.runtime.cli", "station", *args,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                env=environment, cwd=str(ROOT))
+    try:
+        async with asyncio.timeout(30):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def test_csms_station_commands_and_exit_codes(tmp_path):
+    async with running_site(tmp_path) as rig:
+        cfg = str(_config(tmp_path, rig.app.http_port))
+
+        code, out, err = await _csms("trigger-message", "CP1", "--message", "Heartbeat", "--config", cfg)
+        assert (code, out.strip()) == (0, "CP1 trigger-message: Accepted"), err
+
+        code, out, err = await _csms("get-configuration", "CP2", "--key", "OCPPCommCtrlr.HeartbeatInterval",
+                                     "--config", cfg, "--json")
+        assert code == 0, err
+        answer = json.loads(out)
+        assert answer["status"] == "Accepted" and answer["reply"]["getVariableResult"][0]["attributeValue"]
+
+        charger = rig.charger("CP1")
+        charger.config.misbehaviour = replace(charger.config.misbehaviour, unlock="not-supported")
+        code, out, err = await _csms("unlock", "CP1", "--connector", "1", "--config", cfg)
+        assert code == 1 and "CP1 unlock: NotSupported" in out
+
+        code, out, err = await _csms("remote-start", "CP1", "--config", cfg)
+        assert code == 2 and "id_token" in err and "--id-token" in err
+        code, out, err = await _csms("reset", "NOPE", "--config", cfg)
+        assert code == 2 and "NOPE" in err
+        code, out, err = await _csms("reset", "CP1", "--type", "warm", "--config", cfg)
+        assert code == 2 and "type" in err
+        assert not [a for a, _ in charger.received if a == "Reset"]
+
+        charger.disconnect()
+        await wait_until(lambda: "CP1" not in rig.app.server.sessions, what="CP1's session to end")
+        code, out, err = await _csms("clear-cache", "CP1", "--config", cfg)
+        assert code == 1 and "not connected" in err
+
+        # The environment's token overrides the file's; the read-only token cannot act.
+        code, out, err = await _csms("clear-cache", "CP2", "--config", cfg, env={"CSMS_OPERATOR_TOKEN": TOKEN})
+        assert code == 2 and "read-only" in err
+        bare = str(_config(tmp_path, rig.app.http_port, operator=False, name="bare.toml"))
+        code, out, err = await _csms("clear-cache", "CP2", "--config", bare)
+        assert code == 2 and "operator_token" in err and "CSMS_OPERATOR_TOKEN" in err
+        code, out, err = await _csms("clear-cache", "CP2", "--config", bare,
+                                     env={"CSMS_OPERATOR_TOKEN": OPERATOR_TOKEN})
+        assert (code, out.strip()) == (0, "CP2 clear-cache: Accepted"), err
+
+        code, _, body = await get(rig, "/api/events?kind=operator_command&limit=50")
+        by = {e["detail"]["by"] for e in json.loads(body)}
+        assert by == {"cli 127.0.0.1"}
+
+
+async def test_csms_station_says_when_nothing_listens(tmp_path):
+    port = _free_port()
+    code, out, err = await _csms("clear-cache", "CP1", "--config", str(_config(tmp_path, port)))
+    assert code == 1 and f"is csms serve running? could not connect to 127.0.0.1:{port}" in err
+    code, out, err = await _csms("clear-cache", "CP1", "--config", str(tmp_path / "missing.toml"))
+    assert code == 2 and "missing.toml" in err
+    code, out, err = await _csms("frobnicate", "CP1")
+    assert code == 2
