@@ -27,7 +27,9 @@ from csms.config import HttpConfig, LoadBalancerConfig
 from csms.storage import history, readings
 from csms.storage.database import StorageClosed
 
-from . import status
+from csms import __version__
+
+from . import openapi, status
 from .metrics import Metrics
 from .operator import ROUTE as COMMAND_ROUTE, CommandRoute, is_write
 from .view import SiteView
@@ -162,6 +164,7 @@ class WebServer:
             web.get("/api/history/phases", self._history_phases),
             web.get("/api/history/limits", self._history_limits),
             web.get("/metrics", self._metrics),
+            web.get("/openapi.json", self._openapi),
             web.post(COMMAND_ROUTE, self.commands.handle),
             web.static("/static", STATIC_DIR, show_index=False, follow_symlinks=False),
         ])
@@ -248,6 +251,9 @@ class WebServer:
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return _json(openapi.document(request.app, __version__))
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = self.metrics.render()

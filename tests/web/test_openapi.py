@@ -1,0 +1,45 @@
+"""The OpenAPI document: served without a token, built from the live router, a path per command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import web
+from jsonschema import Draft202012Validator
+
+from csms.operations.catalogue import COMMANDS
+from csms.web import openapi
+
+from .site import get, running_site
+
+
+async def test_the_document_describes_every_route_and_command(tmp_path):
+    async with running_site(tmp_path) as rig:
+        code, headers, body = await get(rig, "/openapi.json", token=None)
+        assert code == 200, body
+        doc = json.loads(body)
+    assert doc["openapi"] == "3.1.0"
+    paths = doc["paths"]
+    for name, spec in COMMANDS.items():
+        op = paths[f"/api/stations/{{station_id}}/commands/{name}"]["post"]
+        ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        Draft202012Validator.check_schema(schema)
+        assert set(schema.get("properties", {})) == set(spec.arguments.model_fields)
+        assert {"400", "404", "409", "502", "504"} <= set(op["responses"])
+    assert paths["/api/chargers"]["get"]["summary"]
+    assert paths["/openapi.json"]["get"]["security"] == []  # public: it holds no site data
+    assert "security" not in paths["/api/events"]["get"]  # the document's default: the bearer token
+    assert {p["name"] for p in paths["/api/events"]["get"]["parameters"]} >= {"since", "until", "limit", "kind"}
+
+
+def test_a_route_without_a_description_is_refused():
+    """The document cannot leave a served route out: an undescribed one is named, not skipped."""
+    app = web.Application()
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+    app.add_routes([web.get("/api/status", handler), web.get("/api/new-thing", handler)])
+    with pytest.raises(KeyError, match="GET /api/new-thing"):
+        openapi.document(app, "test")
