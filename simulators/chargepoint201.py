@@ -37,6 +37,22 @@ class Variable:
     setting: str | None = None
 
 
+#: Most variables in one NotifyReport.
+REPORT_PART = 8
+
+
+def report_item(key: tuple[str, int | None, str, str | None], var: Variable) -> dict[str, Any]:
+    """One device-model variable as a NotifyReport item (a write-only one without its value)."""
+    component, evse, name, instance = key
+    comp: dict[str, Any] = {"name": component, **({"evse": {"id": evse}} if evse is not None else {})}
+    variable: dict[str, Any] = {"name": name, **({"instance": instance} if instance is not None else {})}
+    attribute: dict[str, Any] = {"type": "Actual", "mutability": var.mutability}
+    if var.mutability != "WriteOnly":
+        attribute["value"] = var.value
+    return {"component": comp, "variable": variable, "variable_attribute": [attribute],
+            "variable_characteristics": {"data_type": "string", "supports_monitoring": False}}
+
+
 class ChargePoint201(OcppFace, ChargePoint):
     # ---- device model ---------------------------------------------------------------------------
 
@@ -212,6 +228,24 @@ class ChargePoint201(OcppFace, ChargePoint):
                     res["attribute_value"] = var.value
             results.append(res)
         return call_result.GetVariables(get_variable_result=results)
+
+    @on("GetBaseReport")
+    async def on_get_base_report(self, request_id: int, report_base: str, **_: Any):
+        await self._received("GetBaseReport", {"request_id": request_id, "report_base": report_base})
+        return call_result.GetBaseReport(status="Accepted")
+
+    @after("GetBaseReport")
+    async def after_get_base_report(self, request_id: int, report_base: str, **_: Any):
+        """The report in NotifyReport parts of at most REPORT_PART items, as real stations split it."""
+        items = [report_item(key, var) for key, var in self.device_model().items()
+                 if report_base == "FullInventory" or var.mutability != "ReadOnly"]
+        if report_base == "SummaryInventory":
+            items = items[:1]
+        parts = [items[i:i + REPORT_PART] for i in range(0, len(items), REPORT_PART)] or [[]]
+        generated = self._now()
+        for seq, part in enumerate(parts):
+            await self.call(call.NotifyReport(request_id=request_id, generated_at=generated, seq_no=seq,
+                                              tbc=seq < len(parts) - 1, report_data=part or None))
 
     @on("SetVariables")
     async def on_set_variables(self, set_variable_data: list[dict], **_: Any):

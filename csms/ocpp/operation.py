@@ -9,15 +9,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from csms.domain.settings import Setting
+
 
 def reply_status(reply: Any) -> str:
     """The reply's ``status``; a reply without one (GetConfiguration, GetVariables) is an answer: Accepted."""
     return str(getattr(reply, "status", None) or "Accepted")
 
 
+def learns_nothing(reply: Any) -> list[Setting]:
+    return []
+
+
 @dataclass(frozen=True)
 class Planned:
-    """``payload`` is an ``ocpp`` call dataclass; ``status`` reads the overall answer from its reply."""
+    """``payload`` is an ``ocpp`` call dataclass; ``status`` reads the overall answer from its reply, and
+    ``learn`` what the reply says of the station's configuration (stored for the operator view)."""
 
     payload: Any
     status: Callable[[Any], str] = reply_status
+    learn: Callable[[Any], list[Setting]] = learns_nothing

@@ -33,6 +33,7 @@ from csms.operations.arguments import Arguments
 from csms.operations.results import (BadArguments, CommandError, CommandResult, StationError, StationOffline,
                                      StationTimeout, UnknownStation)
 from csms.storage.database import Storage
+from csms.storage import records
 from csms.storage.records import log_event
 
 log = logging.getLogger("csms.ocpp.operator")
@@ -86,6 +87,9 @@ class OperatorCommands:
             raise StationError(exc.code, str(exc.description)) from None
         except (ConnectionError, websockets.ConnectionClosed) as exc:
             raise StationOffline(f"station {station_id!r} disconnected before answering: {exc}") from None
+        learned = planned.learn(reply)
+        if learned:  # stored before the answer, so the configuration the operator reads next shows it
+            await self.storage.write(records.station_settings(station_id, learned, action, self.clock()))
         return CommandResult(station_id, command, planned.status(reply), frames.to_payload(reply))
 
     def _log(self, station_id: str, command: str, args: Arguments | None, by: str, outcome: str,

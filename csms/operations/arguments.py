@@ -79,3 +79,10 @@ class ChangeConfiguration(Arguments):
     #: A 1.6 configuration key or a 2.0.1 ``Component[@evse].Variable[:instance]``.
     key: str = Field(min_length=1, max_length=200)
     value: str = Field(max_length=1000)
+
+
+class GetBaseReport(Arguments):
+    #: 2.0.1 only. ConfigurationInventory: the variables that can be set; FullInventory: every variable;
+    #: SummaryInventory: the station's summary. The station answers at once and then sends its report in
+    #: NotifyReport messages, which are stored (GET /api/chargers/{id}/configuration).
+    report: Literal["ConfigurationInventory", "FullInventory", "SummaryInventory"] = "FullInventory"

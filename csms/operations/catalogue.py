@@ -32,6 +32,7 @@ COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in (
     CommandSpec("trigger-message", a.TriggerMessage, "ask the station to send a message now"),
     CommandSpec("get-configuration", a.GetConfiguration, "read configuration keys / device-model variables"),
     CommandSpec("change-configuration", a.ChangeConfiguration, "set one configuration key / variable"),
+    CommandSpec("get-base-report", a.GetBaseReport, "have a 2.0.1 station report its device model (stored)"),
 )}
 
 #: The messages TriggerMessage may ask for, per version (1.6 core schema; 2.0.1 MessageTriggerEnumType).

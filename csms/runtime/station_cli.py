@@ -50,6 +50,8 @@ OPTIONS: dict[str, list[tuple[str, Any, str, str]]] = {
     "change-configuration": [("--key", str, "key", "1.6 key or 2.0.1 Component[@evse].Variable[:instance] "
                                                    "(required)"),
                              ("--value", str, "value", "new value (required)")],
+    "get-base-report": [("--report", str, "report", "FullInventory (default), ConfigurationInventory or "
+                                                    "SummaryInventory")],
 }
 
 

@@ -76,6 +76,11 @@ def _create_schema(db: Database) -> None:
     )
     db.execute("CREATE INDEX IF NOT EXISTS decisions_group_at ON decisions (group_id, at)")
     db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS station_settings (
+            station_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT, readonly INTEGER, source TEXT NOT NULL,
+            updated_at REAL NOT NULL, PRIMARY KEY (station_id, key))"""
+    )
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 

@@ -94,3 +94,13 @@ def transactions(since: float, until: float, limit: int, station_id: str | None 
                "ORDER BY started_at DESC LIMIT ?")
         return [dict(r) for r in db.query(sql, [*args, limit])]
     return op
+
+
+def station_settings(station_id: str):
+    """The station's configuration as last reported, by key: ``[{"key", "value", "readonly", "source",
+    "updated_at"}]``."""
+    def query(db: Database) -> list[dict[str, Any]]:
+        rows = db.query("SELECT key, value, readonly, source, updated_at FROM station_settings "
+                        "WHERE station_id = ? ORDER BY key", [station_id])
+        return [{**r, "readonly": None if r["readonly"] is None else bool(r["readonly"])} for r in rows]
+    return query

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
+from csms.domain.settings import Setting
 from csms.domain.state import BootInfo, PhaseSample, Transaction
 
 TX_COUNTER = "ocpp16_transaction_id"
@@ -195,4 +196,18 @@ def record_decision(group_id: str, at: float, meter_fresh: bool, budget: dict, l
             "INSERT INTO decisions (group_id, at, meter_fresh, budget, limits) VALUES (?, ?, ?, ?, ?)",
             [group_id, at, int(meter_fresh), to_json(budget), to_json(limits())],
         )
+    return op
+
+
+def station_settings(station_id: str, settings: Sequence[Setting], source: str, at: float):
+    """What a station said of its configuration replaces what was known of those keys (``source``: the
+    message that said it, e.g. GetConfiguration, NotifyReport)."""
+    def op(db: Database) -> None:
+        db.conn.executemany(
+            "INSERT INTO station_settings (station_id, key, value, readonly, source, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station_id, key) DO UPDATE SET value = excluded.value, "
+            "readonly = COALESCE(excluded.readonly, station_settings.readonly), source = excluded.source, "
+            "updated_at = excluded.updated_at",
+            [(station_id, s.key, s.value, None if s.readonly is None else int(s.readonly), source, at)
+             for s in settings])
     return op

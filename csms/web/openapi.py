@@ -57,6 +57,8 @@ READ_ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("GET", "/api/meters/{serial}"): RouteDoc("one measurement device"),
     ("GET", "/api/chargers"): RouteDoc("every charger: connection, control state, limit in force, session"),
     ("GET", "/api/chargers/{charger_id}"): RouteDoc("one charger, with the balancer's explanation of its limit"),
+    ("GET", "/api/chargers/{charger_id}/configuration"): RouteDoc(
+        "the charger's configuration keys / device-model variables as it last reported them, with when and how"),
     ("GET", "/api/transactions"): RouteDoc("running transactions, and those that started in the range",
                                            RANGE + LIMIT + ("station",)),
     ("GET", "/api/events"): RouteDoc("the event log in the range", RANGE + LIMIT + ("station", "group", "kind")),

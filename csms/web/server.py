@@ -159,6 +159,7 @@ class WebServer:
             web.get("/api/meters/{serial}", self._meter),
             web.get("/api/chargers", self._chargers),
             web.get("/api/chargers/{charger_id}", self._charger),
+            web.get("/api/chargers/{charger_id}/configuration", self._charger_configuration),
             web.get("/api/transactions", self._transactions),
             web.get("/api/events", self._events),
             web.get("/api/history/phases", self._history_phases),
@@ -292,6 +293,14 @@ class WebServer:
 
     async def _chargers(self, request: web.Request) -> web.Response:
         return _json(status.chargers(self.view))
+
+    async def _charger_configuration(self, request: web.Request) -> web.Response:
+        """The charger's configuration as it last reported it (get-configuration, get-base-report)."""
+        cid = request.match_info["charger_id"]
+        if status.charger(self.view, cid) is None:
+            return _error(404, f"no charger {cid!r}; GET /api/chargers lists them")
+        rows = await self.view.storage.read(history.station_settings(cid))
+        return _json({"charger": cid, "settings": rows})
 
     async def _charger(self, request: web.Request) -> web.Response:
         cid = request.match_info["charger_id"]

@@ -6,12 +6,18 @@ Reset: "soft" is Soft, "hard" is Hard. Unlock: connectorId (1.6 has no per-EVSE 
 
 from __future__ import annotations
 
+from typing import Any
+
 from ocpp.v16 import call
 
+from csms.domain.settings import Setting
 from csms.operations import arguments as a
 from csms.operations.catalogue import TRIGGERABLE
 from csms.operations.results import BadArguments
 from csms.ocpp.operation import Planned
+
+#: Answers to ChangeConfiguration after which the new value is the station's.
+CHANGED = ("Accepted", "RebootRequired")
 
 #: Keys whose value is a secret, and which the operator may not change here: the central system would
 #: refuse the station's next connection with its configured password.
@@ -51,7 +57,7 @@ def plan(command: str, args: a.Arguments) -> Planned:
             for i, key in enumerate(args.keys):
                 if not 1 <= len(key) <= 50:
                     raise BadArguments(f"keys.{i}", "OCPP 1.6 configuration keys are 1 to 50 characters")
-            return Planned(call.GetConfiguration(key=list(args.keys) or None))
+            return Planned(call.GetConfiguration(key=list(args.keys) or None), learn=_reported)
         case a.ChangeConfiguration():
             if len(args.key) > 50:
                 raise BadArguments("key", "OCPP 1.6 configuration keys are at most 50 characters")
@@ -60,5 +66,16 @@ def plan(command: str, args: a.Arguments) -> Planned:
             if args.key in PROTECTED_KEYS:
                 raise BadArguments("key", f"{args.key} is the station's password: change it in the site config "
                                           "([[chargers]] password) and on the station together, not here")
-            return Planned(call.ChangeConfiguration(key=args.key, value=args.value))
+            key, value = args.key, args.value
+            return Planned(call.ChangeConfiguration(key=key, value=value),
+                           learn=lambda reply: [Setting(key, value, False)] if reply.status in CHANGED else [])
+        case a.GetBaseReport():
+            raise BadArguments("(command)", "OCPP 1.6 has no device-model report: get-configuration with no keys "
+                                            "returns every key (and is stored the same way)")
     raise BadArguments("(command)", f"{command} has no OCPP 1.6 form")
+
+
+def _reported(reply: Any) -> list[Setting]:
+    """The keys a GetConfiguration reply holds (``unknownKey`` ones are not settings)."""
+    return [Setting(item["key"], item.get("value"), item.get("readonly"))
+            for item in reply.configuration_key or ()]

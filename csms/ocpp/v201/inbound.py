@@ -24,6 +24,7 @@ from csms.domain.state import BootInfo, Transaction, Version
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.metervalues import parse_time, register_reading
 from csms.ocpp.routing import on
+from csms.ocpp.v201.operations import reported_settings
 from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.v201")
@@ -160,8 +161,15 @@ class Inbound201(Inbound):
         return call_result.NotifyEvent()
 
     @on(Action.notify_report)
-    def on_notify_report(self, request_id: int, generated_at: str, seq_no: int, **kw: Any):
-        self._log("notify_report", request_id=request_id, seq_no=seq_no, items=len(kw.get("report_data") or []))
+    async def on_notify_report(self, request_id: int, generated_at: str, seq_no: int, **kw: Any):
+        """A part of the device-model report a GetBaseReport asked for: its variables are stored (and answered
+        after they are) for the operator view's configuration of this station."""
+        settings = reported_settings(kw.get("report_data") or [])
+        if settings:
+            await self.ctx.storage.write(records.station_settings(self.id, settings, "NotifyReport",
+                                                                  self.ctx.clock()))
+        self._log("notify_report", request_id=request_id, seq_no=seq_no, items=len(settings),
+                  tbc=kw.get("tbc", False))
         return call_result.NotifyReport()
 
     @on(Action.security_event_notification)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ocpp.v201 import call
 
+from csms.domain.settings import Setting
 from csms.operations import arguments as a
 from csms.operations.catalogue import TRIGGERABLE
 from csms.operations.results import BadArguments
@@ -39,6 +40,34 @@ def component_variable(text: str, where: str) -> dict[str, Any]:
     if m["instance"]:
         variable["instance"] = m["instance"]
     return {"component": component, "variable": variable}
+
+
+def variable_key(component: dict[str, Any], variable: dict[str, Any]) -> str:
+    """The inverse of :func:`component_variable`: ``EVSE@1.PhaseRotation`` from the message's objects."""
+    evse = (component.get("evse") or {}).get("id")
+    instance = variable.get("instance")
+    return (f"{component['name']}{'' if evse is None else f'@{evse}'}.{variable['name']}"
+            f"{'' if instance is None else f':{instance}'}")
+
+
+def reported_settings(report_data: list[dict[str, Any]]) -> list[Setting]:
+    """A NotifyReport's items as settings: the Actual attribute's value (absent for a write-only one)."""
+    out = []
+    for item in report_data:
+        attributes = item.get("variable_attribute") or []
+        actual = next((x for x in attributes if x.get("type", "Actual") == "Actual"), None)
+        if actual is None:
+            continue
+        mutability = actual.get("mutability")
+        out.append(Setting(variable_key(item["component"], item["variable"]), actual.get("value"),
+                           None if mutability is None else mutability == "ReadOnly"))
+    return out
+
+
+def _read_values(reply: Any) -> list[Setting]:
+    return [Setting(variable_key(r["component"], r["variable"]), r.get("attribute_value"))
+            for r in reply.get_variable_result or () if r.get("attribute_status") == "Accepted"
+            and r.get("attribute_type", "Actual") == "Actual"]
 
 
 def _set_status(reply: Any) -> str:
@@ -76,12 +105,17 @@ def plan(command: str, args: a.Arguments) -> Planned:
                 raise BadArguments("keys", "OCPP 2.0.1 reads named variables: give at least one "
                                            "Component.Variable, e.g. OCPPCommCtrlr.HeartbeatInterval")
             data = [component_variable(k, f"keys.{i}") for i, k in enumerate(args.keys)]
-            return Planned(call.GetVariables(get_variable_data=data))
+            return Planned(call.GetVariables(get_variable_data=data), learn=_read_values)
         case a.ChangeConfiguration():
             target = component_variable(args.key, "key")
             if (target["component"]["name"], target["variable"]["name"]) in PROTECTED:
                 raise BadArguments("key", f"{args.key} is the station's password: change it in the site config "
                                           "([[chargers]] password) and on the station together, not here")
-            return Planned(call.SetVariables(set_variable_data=[{"attribute_value": args.value, **target}]),
-                           status=_set_status)
+            key, value = variable_key(target["component"], target["variable"]), args.value
+            return Planned(call.SetVariables(set_variable_data=[{"attribute_value": value, **target}]),
+                           status=_set_status,
+                           learn=lambda reply: [Setting(key, value, False)]
+                           if _set_status(reply) in ("Accepted", "RebootRequired") else [])
+        case a.GetBaseReport():
+            return Planned(call.GetBaseReport(request_id=secrets.randbelow(2**31 - 1) + 1, report_base=args.report))
     raise BadArguments("(command)", f"{command} has no OCPP 2.0.1 form")
