@@ -58,8 +58,8 @@ class Inbound16(Inbound):
     async def on_start(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **kw: Any):
         started_at = parse_time(timestamp, self.ctx.clock())
         # Answered before the transaction is in the state, and a retry of this very start runs on the same
-        # connector, which is not "elsewhere". Whatever the answer, the transaction is stored and gets its id
-        # (OCPP 1.6 4.8: the central system always assigns one; a charger told anything but Accepted stops it).
+        # connector, which is not "elsewhere". Whatever the answer, the transaction is stored and gets its id:
+        # OCPP 1.6 has the central system always assign one; a charger told anything but Accepted stops it.
         info = self._id_tag_info(id_tag, connector_id)
         tx_id, new = await self.ctx.storage.write(
             records.start_transaction_16(self.id, connector_id, id_tag, started_at, float(meter_start)))
