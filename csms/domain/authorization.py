@@ -2,7 +2,10 @@
 
 Per organisation, ``accept-all`` accepts every token it has no entry for and ``list`` only its entries. An
 entry always rules when there is one: Blocked, then Expired, then ConcurrentTx (the token already runs a
-transaction elsewhere and may not run two), else Accepted. The entries are the config's ``[[id_tokens]]``
+transaction elsewhere and may not run two), else Accepted. ConcurrentTx answers only a message that starts a
+transaction: both specs say so (1.6 AuthorizationStatus "only relevant for a StartTransaction.req"; 2.0.1 "only
+for the response to a TransactionEventRequest(eventType=Started)"), and an Authorize answered ConcurrentTx would
+keep a driver from ending a session with the very card that started it. The entries are the config's ``[[id_tokens]]``
 overlaid by the changes made at run time (:class:`csms.runtime.tokens.TokenBook` keeps those on disk); this
 module holds no storage and no protocol: the OCPP adapters name the verdicts per version
 (:mod:`csms.ocpp.id_token_info`).
@@ -102,9 +105,9 @@ class Authorizer:
     def organisation_of(self, station_id: str) -> str | None:
         return self._org_of_station.get(station_id)
 
-    def busy_elsewhere(self, organisation: str, token: str, station_id: str, connector_id: int | None) -> bool:
+    def busy_elsewhere(self, organisation: str, token: str, station_id: str, connector_id: int) -> bool:
         """Does ``token`` run a transaction on a station of ``organisation`` other than on ``connector_id`` of
-        ``station_id`` (the one being started or reported; None: any counts)?"""
+        ``station_id`` (the one being started)?"""
         for sid, st in self._state.stations.items():
             if self._org_of_station.get(sid) != organisation:
                 continue
@@ -113,20 +116,20 @@ class Authorizer:
                     return True
         return False
 
-    def authorize(self, station_id: str, token: str | None, now: float, *, connector_id: int | None = None,
-                  concurrency: bool = True) -> Authorization:
+    def authorize(self, station_id: str, token: str | None, now: float, *, starting: int | None = None
+                  ) -> Authorization:
         """The answer for ``token`` presented at ``station_id``.
 
-        ``connector_id`` is the connector/EVSE whose own transaction the message is about (StartTransaction,
-        TransactionEvent), which is not "elsewhere". ``concurrency=False`` skips the ConcurrentTx rule, for a
-        message that ends a transaction (StopTransaction).
+        ``starting`` is the connector/EVSE of the transaction the message starts (1.6 StartTransaction, 2.0.1
+        TransactionEvent Started): only then is ConcurrentTx a possible answer, and that connector's own
+        transaction (a resent start) is not "elsewhere". None for every other message.
         """
         org = self._org_of_station.get(station_id)
         if org is None or token is None:
             return Authorization(Verdict.UNKNOWN)
         entry = self.entry(org, token)
-        busy = concurrency and entry is not None and not entry.concurrent and \
-            self.busy_elsewhere(org, token, station_id, connector_id)
+        busy = starting is not None and entry is not None and not entry.concurrent and \
+            self.busy_elsewhere(org, token, station_id, starting)
         verdict = decide(entry, org in self._accept_all, now, busy)
         if entry is None:
             return Authorization(verdict)

@@ -68,24 +68,26 @@ def test_parent_is_reported_for_known_tokens():
     assert id_token_info(auth.authorize("H1", "STRANGER", NOW)) == {"status": "Unknown"}
 
 
-def test_concurrent_tx_when_the_token_runs_a_transaction_elsewhere():
+def test_concurrent_tx_when_a_start_finds_the_token_in_a_transaction_elsewhere():
     auth, state = authorizer()
     running(state, "H2", 1, "CARD-A")
-    assert auth.authorize("H1", "CARD-A", NOW).verdict is Verdict.CONCURRENT_TX  # Authorize at another station
-    assert auth.authorize("H2", "CARD-A", NOW, connector_id=2).verdict is Verdict.CONCURRENT_TX  # other connector
-    # The transaction's own connector (a StartTransaction retried, a TransactionEvent of it) is not elsewhere.
-    assert auth.authorize("H2", "CARD-A", NOW, connector_id=1).verdict is Verdict.ACCEPTED
-    # Ending a transaction is never concurrent; a token allowed to be concurrent is not either.
-    assert auth.authorize("H1", "CARD-A", NOW, concurrency=False).verdict is Verdict.ACCEPTED
+    assert auth.authorize("H1", "CARD-A", NOW, starting=1).verdict is Verdict.CONCURRENT_TX  # another station
+    assert auth.authorize("H2", "CARD-A", NOW, starting=2).verdict is Verdict.CONCURRENT_TX  # another connector
+    # The transaction's own connector (a StartTransaction resent) is not elsewhere.
+    assert auth.authorize("H2", "CARD-A", NOW, starting=1).verdict is Verdict.ACCEPTED
+    # Only a start is ever ConcurrentTx (Authorize, StopTransaction, other events: the specs say so, and the
+    # driver must be able to end the session with the card that started it).
+    assert auth.authorize("H1", "CARD-A", NOW).verdict is Verdict.ACCEPTED
+    # A token allowed to be concurrent is not refused.
     running(state, "H2", 2, "CARD-B")
-    assert auth.authorize("H1", "CARD-B", NOW).verdict is Verdict.ACCEPTED
+    assert auth.authorize("H1", "CARD-B", NOW, starting=1).verdict is Verdict.ACCEPTED
     # Unlisted tokens of an accept-all organisation are never ConcurrentTx (free-vend chargers share one tag).
     running(state, "O1", 1, "FREEVEND")
-    assert auth.authorize("O1", "FREEVEND", NOW, connector_id=2).verdict is Verdict.ACCEPTED
+    assert auth.authorize("O1", "FREEVEND", NOW, starting=2).verdict is Verdict.ACCEPTED
     # The same card number in another organisation is another token.
-    assert auth.authorize("O1", "CARD-A", NOW).verdict is Verdict.ACCEPTED
+    assert auth.authorize("O1", "CARD-A", NOW, starting=2).verdict is Verdict.ACCEPTED
     state.transaction_ended("H2", Transaction("H2-1", 1, "CARD-A", NOW - 60, stopped_at=NOW))
-    assert auth.authorize("H1", "CARD-A", NOW).verdict is Verdict.ACCEPTED
+    assert auth.authorize("H1", "CARD-A", NOW, starting=1).verdict is Verdict.ACCEPTED
 
 
 def test_expiry_is_exact_and_naive_times_are_utc():

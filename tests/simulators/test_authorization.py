@@ -1,6 +1,6 @@
-"""Simulated chargers against the real central system (in process, real websockets): a card the central system
-refuses - Blocked, or ConcurrentTx because it already charges elsewhere - never charges, as on a real charger;
-one refused only after an offline start is stopped with reason DeAuthorized."""
+"""Simulated chargers against the real central system (in process, real websockets), behaving as real chargers
+do: a card refused at Authorize (Blocked) never charges; a transaction refused at its start (ConcurrentTx because
+the card already charges elsewhere, or Blocked after an offline start) is stopped with reason DeAuthorized."""
 
 from __future__ import annotations
 
@@ -59,16 +59,30 @@ async def test_a_blocked_card_never_charges(tmp_path, version):
         assert not app.state.station("CP1").transactions
 
 
+async def stored(app: CentralSystemApp, station: str) -> list[dict]:
+    return await app.storage.read(lambda db: list(db.query("SELECT * FROM transactions WHERE station_id = ?",
+                                                           [station])))
+
+
+async def stopped_deauthorized(app: CentralSystemApp, station: str, token: str) -> None:
+    """The station's one transaction is stored, for ``token``, stopped with reason DeAuthorized."""
+    async with asyncio.timeout(5):
+        while not ((rows := await stored(app, station)) and rows[0]["stopped_at"] is not None):
+            await asyncio.sleep(0.05)
+    assert len(rows) == 1 and rows[0]["id_token"] == token and rows[0]["stop_reason"] == "DeAuthorized"
+
+
 @pytest.mark.parametrize("version", VERSIONS)
-async def test_a_card_charging_elsewhere_is_concurrent_tx_and_never_charges(tmp_path, version):
+async def test_a_card_charging_elsewhere_is_concurrent_tx_and_stopped(tmp_path, version):
     async with running(tmp_path, config("CP1", version, id_tag="CARD"),
                        config("CP2", version, id_tag="CARD")) as (app, fleet):
         fleet["CP1"].plug_in(fast_ev())
         await until(lambda: fleet["CP1"].draw()[0] > 0)
-        fleet["CP2"].plug_in(fast_ev())
+        fleet["CP2"].plug_in(fast_ev())  # Authorize: Accepted; the start: ConcurrentTx
+        await stopped_deauthorized(app, "CP2", "CARD")
         await never_draws(fleet["CP2"])
-        assert not app.state.station("CP2").transactions
-        assert fleet["CP1"].draw()[0] > 0  # the first session is untouched
+        assert fleet["CP2"].connectors[1].session is None and not app.state.station("CP2").transactions
+        assert fleet["CP1"].draw()[0] > 0 and app.state.station("CP1").transactions  # the first is untouched
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -80,17 +94,6 @@ async def test_a_card_started_offline_and_blocked_is_stopped_deauthorized(tmp_pa
         cp.plug_in(fast_ev())  # offline: the charger authorizes locally and charges
         await until(lambda: cp.draw()[0] > 0)
         cp.reconnect()
-        await until(lambda: cp.draw() == (0.0, 0.0, 0.0), timeout=5)
+        await stopped_deauthorized(app, "CP1", "LOST")
+        await until(lambda: cp.draw() == (0.0, 0.0, 0.0))
         assert cp.connectors[1].session is None
-
-        async def stored():
-            return await app.storage.read(lambda db: list(db.query("SELECT * FROM transactions")))
-        await until_async(lambda rows: len(rows) == 1 and rows[0]["stopped_at"] is not None, stored)
-        row = (await stored())[0]
-        assert row["id_token"] == "LOST" and row["stop_reason"] == "DeAuthorized"
-
-
-async def until_async(predicate, read, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate(await read()):
-            await asyncio.sleep(0.05)

@@ -30,10 +30,9 @@ class Inbound16(Inbound):
 
     call_results = call_result
 
-    def _id_tag_info(self, id_tag: str | None, connector_id: int | None = None,
-                     concurrency: bool = True) -> dict[str, Any]:
-        return id_tag_info(self.ctx.authorizer.authorize(self.id, id_tag, self.ctx.clock(),
-                                                         connector_id=connector_id, concurrency=concurrency))
+    def _id_tag_info(self, id_tag: str | None, starting: int | None = None) -> dict[str, Any]:
+        """``starting``: the connector whose transaction a StartTransaction starts (ConcurrentTx only then)."""
+        return id_tag_info(self.ctx.authorizer.authorize(self.id, id_tag, self.ctx.clock(), starting=starting))
 
     @on(Action.boot_notification)
     async def on_boot(self, charge_point_vendor: str, charge_point_model: str, **kw: Any):
@@ -60,7 +59,7 @@ class Inbound16(Inbound):
         # Answered before the transaction is in the state, and a retry of this very start runs on the same
         # connector, which is not "elsewhere". Whatever the answer, the transaction is stored and gets its id:
         # OCPP 1.6 has the central system always assign one; a charger told anything but Accepted stops it.
-        info = self._id_tag_info(id_tag, connector_id)
+        info = self._id_tag_info(id_tag, starting=connector_id)
         tx_id, new = await self.ctx.storage.write(
             records.start_transaction_16(self.id, connector_id, id_tag, started_at, float(meter_start)))
         if new:
@@ -94,7 +93,7 @@ class Inbound16(Inbound):
             self.ctx.state.transaction_ended(self.id, tx)
             log.info("%s: transaction %s ended (%s)", self.id, tx_key, kw.get("reason"))
         id_tag = kw.get("id_tag")
-        info = self._id_tag_info(id_tag, concurrency=False) if id_tag else None  # ending one is never concurrent
+        info = self._id_tag_info(id_tag) if id_tag else None
         return call_result.StopTransaction(id_tag_info=info)
 
     @on(Action.meter_values)

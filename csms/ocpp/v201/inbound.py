@@ -43,11 +43,10 @@ class Inbound201(Inbound):
 
     call_results = call_result
 
-    def _id_token_info(self, id_token: dict | None, evse_id: int | None = None,
-                       concurrency: bool = True) -> dict[str, Any]:
+    def _id_token_info(self, id_token: dict | None, starting: int | None = None) -> dict[str, Any]:
+        """``starting``: the EVSE whose transaction a TransactionEvent Started starts (ConcurrentTx only then)."""
         token = (id_token or {}).get("id_token")
-        return id_token_info(self.ctx.authorizer.authorize(self.id, token, self.ctx.clock(), connector_id=evse_id,
-                                                           concurrency=concurrency))
+        return id_token_info(self.ctx.authorizer.authorize(self.id, token, self.ctx.clock(), starting=starting))
 
     @on(Action.boot_notification)
     async def on_boot(self, charging_station: dict, reason: str, **kw: Any):
@@ -81,9 +80,10 @@ class Inbound201(Inbound):
         evse_id = evse.get("id") or (running.connector_id if running else 1)
         id_token = kw.get("id_token")
         token = (id_token or {}).get("id_token")
-        # Answered before the event changes the state: this EVSE's own transaction is not "elsewhere", and an
-        # Ended event is never concurrent. The transaction is recorded whatever the answer (the station ends it).
-        reply_info = self._id_token_info(id_token, evse_id, concurrency=event_type != "Ended") if id_token else None
+        # Answered before the event changes the state (a resent Started finds its own EVSE, not "elsewhere"). The
+        # transaction is recorded whatever the answer; a station told anything but Accepted ends it.
+        starting = evse_id if event_type == "Started" else None
+        reply_info = self._id_token_info(id_token, starting) if id_token else None
         parsed = self._parse_meter_values(kw.get("meter_value") or [], now)
         stored = self._transaction_to_store(event_type, tx_id, evse_id, token, at, parsed, running,
                                             transaction_info.get("stopped_reason"))
