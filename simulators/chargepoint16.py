@@ -38,12 +38,16 @@ class ChargePoint16(OcppFace, ChargePoint):
         """1.6 reports charging-state changes through StatusNotification alone."""
 
     async def send_start(self, conn: Connector, sess: Session, authorize: bool) -> None:
-        if authorize:
+        # A card presented offline was authorized locally and has charged since: it is reported with
+        # StartTransaction alone, whose answer may still stop it (below).
+        if authorize and not sess.started_offline:
             res = await self.call(call.Authorize(id_tag=sess.id_tag))
-            if res is None or res.id_tag_info.get("status") != "Accepted":
-                log.info("%s: id tag %s not accepted; no transaction", self.sim.id, sess.id_tag)
+            status = None if res is None else res.id_tag_info.get("status")
+            if status != "Accepted":
+                log.info("%s: id tag %s is %s; no transaction", self.sim.id, sess.id_tag, status)
                 self.sim.abandon(conn, sess)
                 return
+            self.sim.authorized(conn, sess)
         res = await self.call(call.StartTransaction(connector_id=conn.id, id_tag=sess.id_tag,
                                                     meter_start=round(sess.meter_start_wh),
                                                     timestamp=iso_millis(sess.started_at)))
@@ -51,7 +55,10 @@ class ChargePoint16(OcppFace, ChargePoint):
             self.sim.abandon(conn, sess)
             return
         self.sim.transaction_id_assigned(conn, sess, str(res.transaction_id))
-        if res.id_tag_info.get("status") != "Accepted" and conn.session is sess:
+        status = res.id_tag_info.get("status")
+        if status != "Accepted" and conn.session is sess:
+            # StopTransactionOnInvalidId (default true): the transaction the central system refused is stopped.
+            log.info("%s: id tag %s is %s at StartTransaction; stopping", self.sim.id, sess.id_tag, status)
             self.sim.stop_session(conn.id, "DeAuthorized")
 
     async def send_stop(self, conn: Connector, sess: Session, reason: str, meter_stop: float) -> None:

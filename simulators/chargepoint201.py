@@ -143,12 +143,14 @@ class ChargePoint201(OcppFace, ChargePoint):
     async def send_start(self, conn: Connector, sess: Session, authorize: bool) -> None:
         sess.transaction_id = sess.local_id
         token = {"id_token": sess.id_tag, "type": "Central" if sess.remote_start_id is not None else "ISO14443"}
-        if authorize:
+        if authorize and not sess.started_offline:  # offline: authorized locally, reported by the event alone
             res = await self.call(call.Authorize(id_token=token))
-            if res is None or res.id_token_info.get("status") != "Accepted":
-                log.info("%s: id token %s not accepted; no transaction", self.sim.id, sess.id_tag)
+            status = None if res is None else res.id_token_info.get("status")
+            if status != "Accepted":
+                log.info("%s: id token %s is %s; no transaction", self.sim.id, sess.id_tag, status)
                 self.sim.abandon(conn, sess)
                 return
+            self.sim.authorized(conn, sess)
         trigger = "RemoteStart" if sess.remote_start_id is not None else "Authorized"
         extra = {"remote_start_id": sess.remote_start_id} if sess.remote_start_id is not None else {}
         res = await self._event("Started", trigger, conn, sess, timestamp=iso_millis(sess.started_at),
@@ -156,6 +158,8 @@ class ChargePoint201(OcppFace, ChargePoint):
                                 offline=sess.started_offline, id_token=token, **extra)
         info = getattr(res, "id_token_info", None) or {}
         if info.get("status", "Accepted") != "Accepted" and conn.session is sess:
+            # StopTxOnInvalidId (E05): a transaction whose token the CSMS refused is ended, trigger Deauthorized.
+            log.info("%s: id token %s is %s at TransactionEvent; stopping", self.sim.id, sess.id_tag, info["status"])
             self.sim.stop_session(conn.id, "DeAuthorized")
 
     async def send_stop(self, conn: Connector, sess: Session, reason: str, meter_stop: float) -> None:

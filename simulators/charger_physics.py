@@ -76,7 +76,7 @@ class ChargerPhysics:
     def offer(self, conn: Connector, now: float) -> tuple[float, int, int | None]:
         """Current per phase, number of phases and phase to use that ``conn`` may draw at ``now``."""
         cfg = self.config
-        if not conn.operative or conn.session is None:
+        if not conn.operative or conn.session is None or not conn.session.authorized:
             return 0.0, cfg.phases, None
         if cfg.misbehaviour.ignore_limits:
             return cfg.max_current, cfg.phases, None
@@ -119,7 +119,7 @@ class ChargerPhysics:
             status = "Unavailable"
         elif conn.ev is None:
             status = "Available" if conn.session is None else "Finishing"
-        elif conn.session is None:
+        elif conn.session is None or not conn.session.authorized:
             status = "Finishing" if conn.status in ("Charging", "SuspendedEV", "SuspendedEVSE", "Finishing") \
                 else "Preparing"
         elif conn.offered < (conn.ev.min_current if conn.ev else 6.0):

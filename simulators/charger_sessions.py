@@ -60,8 +60,15 @@ class ChargerSessions:
         self._end(conn, "Remote")
         return True
 
+    def authorized(self, conn: Connector, sess: Session) -> None:
+        """The central system accepted the card: the connector may now offer current."""
+        sess.authorized = True
+        if conn.session is sess:
+            self.step()
+
     def abandon(self, conn: Connector, sess: Session) -> None:
-        """The central system refused the token: the session never becomes a transaction."""
+        """The central system refused the token (Blocked, Invalid, ConcurrentTx...): the session never becomes a
+        transaction and the car never draws."""
         if conn.session is sess:
             conn.session = None
             self.store.transaction_ended(conn.id)
@@ -90,6 +97,7 @@ class ChargerSessions:
         conn.session = sess
         self.store.transaction_started(conn.id, sess.local_id, now)
         sess.started_offline = not self.connected
+        sess.authorized = not (authorize and self.connected)
         self.queue(Outgoing(f"start {sess.local_id}",
                             lambda proto, c=conn, s=sess, a=authorize: proto.send_start(c, s, a), keep=True))
         self.step(now)

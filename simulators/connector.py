@@ -22,6 +22,9 @@ class Session:
     #: Whether the start / end happened while the charger was offline (2.0.1 reports it).
     started_offline: bool = False
     ended_offline: bool = False
+    #: False while a card presented online waits for the central system's Authorize answer: a real charger
+    #: closes its contactor only once the card is accepted (offline, it authorizes locally and starts at once).
+    authorized: bool = True
 
     def next_seq(self) -> int:
         n = self.seq_no

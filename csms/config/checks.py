@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from csms.domain.tokens import parent_problem
+
 from .errors import Problem
 from .site import SiteConfig, charger_phases
 
@@ -54,10 +56,20 @@ def cross_check(cfg: SiteConfig, invalid_ids: frozenset[str] = frozenset()) -> l
         if org not in orgs and org not in invalid_ids:
             problems.append(Problem(path, f"unknown organisation {org!r}; add it under [[organisations]]"))
 
+    listed = [(t.organisation, t.token) for t in cfg.id_tokens if t is not None]
+    seen_tokens: dict[tuple[str, str], int] = {}
     for i, t in enumerate(cfg.id_tokens):
         if t is None:
             continue
         ref(f"id_tokens.{i}.organisation", t.organisation)
+        if (t.organisation, t.token) in seen_tokens:
+            problems.append(Problem(f"id_tokens.{i}.token", f"duplicate token {t.token!r} of organisation "
+                                    f"{t.organisation!r} (first at id_tokens.{seen_tokens[t.organisation, t.token]})"))
+        else:
+            seen_tokens[t.organisation, t.token] = i
+        why = parent_problem(t.organisation, t.parent, listed)
+        if why is not None:
+            problems.append(Problem(f"id_tokens.{i}.parent", why))
     for i, m in enumerate(cfg.meters):
         if m is None:
             continue

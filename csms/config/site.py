@@ -30,6 +30,13 @@ class IdTokenConfig(StrictModel):
     organisation: str
     token: str = Field(min_length=1, max_length=36)
     expiry: datetime | None = None
+    #: "Blocked" refuses the token (1.6 and 2.0.1 status Blocked) without forgetting it.
+    status: Literal["Accepted", "Blocked"] = "Accepted"
+    #: Group id (1.6 parentIdTag, 2.0.1 groupIdToken): tokens sharing it are one group, e.g. a household's
+    #: cards. A listed token of the same organisation or a pure group id; at most 20 characters (1.6).
+    parent: str | None = None  # its length and organisation: csms.config.checks (with the 1.6 reason)
+    #: True lets the token run several transactions at once; by default a second one is ConcurrentTx.
+    concurrent: bool = False
 
 
 class ChargerConfig(StrictModel):

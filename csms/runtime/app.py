@@ -28,6 +28,7 @@ from csms.ocpp.context import SessionContext
 from csms.ocpp.counts import MessageCounts
 from csms.ocpp.operator import OperatorCommands
 from csms.ocpp.server import CentralSystem
+from csms.runtime.tokens import TokenBook
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
 from csms.storage.database import Storage
@@ -44,7 +45,9 @@ class CentralSystemApp:
         self.clock = clock
         self.state = SiteState()
         self.storage = Storage(cfg.storage.database, cfg.storage.commit_interval)
-        self.ctx = SessionContext(cfg, self.state, self.storage, Authorizer(cfg), clock)
+        self.ctx = SessionContext(cfg, self.state, self.storage, Authorizer(cfg, self.state), clock)
+        #: The operator's id tokens: list/get/put/block/unblock/delete (what the HTTP API and CLI call).
+        self.tokens = TokenBook(self.ctx.authorizer, self.storage, clock)
         decisions = DecisionOutbox()
         self.balancer = BalancerController(cfg, self.state, decisions, self, clock)
         self.delivery = Delivery(cfg, self.state, decisions, self.balancer, self.storage, clock=clock)
@@ -149,7 +152,10 @@ class CentralSystemApp:
                                                           decision.budget, limits), "decision")
 
     async def _restore(self) -> None:
-        """Brings back what a restart must not forget: transactions that were running."""
+        """Brings back what a restart must not forget: transactions that were running, id tokens changed."""
+        changed = await self.tokens.load()
+        if changed:
+            log.info("restored %d id token change(s) from storage", changed)
         rows = await self.storage.read(records.open_transactions)
         for row in rows:
             tx = Transaction(row["transaction_id"], row["connector_id"] or 0, row["id_token"], row["started_at"],

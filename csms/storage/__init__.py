@@ -2,5 +2,6 @@
 
 :mod:`.database` holds the schema and :class:`~csms.storage.database.Storage` (group-committing writer,
 reads on the same thread), :mod:`.records` the write operations, one per domain fact, :mod:`.readings`
-the mains readings' own table, and :mod:`.history` the range queries the operator view serves.
+the mains readings' own table, :mod:`.history` the range queries the operator view serves, and :mod:`.tokens` the
+id tokens changed at run time.
 """

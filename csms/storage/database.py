@@ -81,6 +81,14 @@ def _create_schema(db: Database) -> None:
             station_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT, readonly INTEGER, source TEXT NOT NULL,
             updated_at REAL NOT NULL, PRIMARY KEY (station_id, key))"""
     )
+    # Id tokens changed at run time (the config's [[id_tokens]] are the seed); deleted = 1 keeps a deleted config
+    # entry deleted across restarts. Added without a version bump: a new table needs no migration.
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS id_tokens (
+            organisation TEXT NOT NULL, token TEXT NOT NULL, status TEXT NOT NULL, expiry TEXT, parent TEXT,
+            concurrent INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
+            updated_by TEXT NOT NULL, PRIMARY KEY (organisation, token))"""
+    )
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 

@@ -25,7 +25,9 @@ def site_config(tmp_path: Path, *, profile: int = 1, tls: dict | None = None, **
         "storage": {"database": str(tmp_path / "csms.sqlite")},
         "organisations": [{"id": "org", "name": "Org"}, {"id": "strict", "name": "Strict", "authorization": "list"}],
         "id_tokens": [{"organisation": "strict", "token": "GOOD"},
-                      {"organisation": "strict", "token": "OLD", "expiry": "2020-01-01T00:00:00Z"}],
+                      {"organisation": "strict", "token": "OLD", "expiry": "2020-01-01T00:00:00Z"},
+                      {"organisation": "strict", "token": "LOST", "status": "Blocked"},
+                      {"organisation": "strict", "token": "KID", "parent": "FAMILY"}],
         "chargers": [
             {"id": "CP0001", "password": PASSWORDS["CP0001"], "organisation": "org"},
             {"id": "CP0002", "password": PASSWORDS["CP0002"], "organisation": "org"},

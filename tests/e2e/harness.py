@@ -110,6 +110,10 @@ class SiteSpec:
     stale_after: float | None = None
     smart_charging: dict[str, Any] = field(default_factory=dict)
     group: dict[str, Any] = field(default_factory=dict)
+    #: Who may charge (not tuning): the organisation's ``authorization`` and its ``[[id_tokens]]``
+    #: (organisation "org" is filled in).
+    authorization: str = "accept-all"
+    id_tokens: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -146,7 +150,8 @@ def config_data(spec: SiteSpec, tmp: Path, csms_port: int, meter_port: int, mqtt
         "storage": {"database": str(tmp / "csms.sqlite")},
         "gateway": {"mode": "mqtt" if spec.meter_path == "gateway" else "embedded"},
         "smart_charging": dict(spec.smart_charging),
-        "organisations": [{"id": "org", "name": "E2E housing cooperative"}],
+        "organisations": [{"id": "org", "name": "E2E housing cooperative", "authorization": spec.authorization}],
+        "id_tokens": [{"organisation": "org", **t} for t in spec.id_tokens],
         "meters": [meter],
         "chargers": [{"id": c.id, "password": PASSWORD, "organisation": "org", "phases": c.phases,
                       "phase_rotation": c.rotation, "max_current": c.max_current,

@@ -10,20 +10,16 @@ import logging
 from typing import Any
 
 from ocpp.v16 import call_result
-from ocpp.v16.enums import Action, AuthorizationStatus, DataTransferStatus
+from ocpp.v16.enums import Action, DataTransferStatus
 
-from csms.domain.authorization import Verdict
 from csms.domain.state import BootInfo, Transaction
+from csms.ocpp.id_token_info import id_tag_info
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.metervalues import parse_time
 from csms.ocpp.routing import on
 from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.v16")
-
-_STATUS = {Verdict.ACCEPTED: AuthorizationStatus.accepted, Verdict.EXPIRED: AuthorizationStatus.expired,
-           Verdict.UNKNOWN: AuthorizationStatus.invalid}
-
 
 #: Every action OCPP 1.6 defines (one known but not handled here is NotSupported, not NotImplemented).
 KNOWN_ACTIONS = frozenset(a.value for a in Action)
@@ -34,13 +30,9 @@ class Inbound16(Inbound):
 
     call_results = call_result
 
-    def _id_tag_info(self, id_tag: str | None) -> dict[str, Any]:
-        verdict = self.ctx.authorizer.check(self.id, id_tag, self.ctx.clock())
-        info: dict[str, Any] = {"status": _STATUS[verdict]}
-        expiry = self.ctx.authorizer.expiry_of(self.id, id_tag) if id_tag else None
-        if expiry is not None:
-            info["expiry_date"] = expiry.isoformat()
-        return info
+    def _id_tag_info(self, id_tag: str | None, starting: int | None = None) -> dict[str, Any]:
+        """``starting``: the connector whose transaction a StartTransaction starts (ConcurrentTx only then)."""
+        return id_tag_info(self.ctx.authorizer.authorize(self.id, id_tag, self.ctx.clock(), starting=starting))
 
     @on(Action.boot_notification)
     async def on_boot(self, charge_point_vendor: str, charge_point_model: str, **kw: Any):
@@ -64,7 +56,10 @@ class Inbound16(Inbound):
     @on(Action.start_transaction)
     async def on_start(self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **kw: Any):
         started_at = parse_time(timestamp, self.ctx.clock())
-        info = self._id_tag_info(id_tag)
+        # Answered before the transaction is in the state, and a retry of this very start runs on the same
+        # connector, which is not "elsewhere". Whatever the answer, the transaction is stored and gets its id:
+        # OCPP 1.6 has the central system always assign one; a charger told anything but Accepted stops it.
+        info = self._id_tag_info(id_tag, starting=connector_id)
         tx_id, new = await self.ctx.storage.write(
             records.start_transaction_16(self.id, connector_id, id_tag, started_at, float(meter_start)))
         if new:
@@ -98,7 +93,8 @@ class Inbound16(Inbound):
             self.ctx.state.transaction_ended(self.id, tx)
             log.info("%s: transaction %s ended (%s)", self.id, tx_key, kw.get("reason"))
         id_tag = kw.get("id_tag")
-        return call_result.StopTransaction(id_tag_info=self._id_tag_info(id_tag) if id_tag else None)
+        info = self._id_tag_info(id_tag) if id_tag else None
+        return call_result.StopTransaction(id_tag_info=info)
 
     @on(Action.meter_values)
     async def on_meter_values(self, connector_id: int, meter_value: list, **kw: Any):

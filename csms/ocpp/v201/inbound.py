@@ -13,14 +13,13 @@ from typing import Any
 from ocpp.v201 import call_result
 from ocpp.v201.enums import (
     Action,
-    AuthorizationStatusEnumType,
     DataTransferStatusEnumType,
     GenericStatusEnumType,
     NotifyEVChargingNeedsStatusEnumType,
 )
 
-from csms.domain.authorization import Verdict
 from csms.domain.state import BootInfo, Transaction, Version
+from csms.ocpp.id_token_info import id_token_info
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.metervalues import parse_time, register_reading
 from csms.ocpp.routing import on
@@ -28,9 +27,6 @@ from csms.ocpp.v201.operations import reported_settings
 from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.v201")
-
-_STATUS = {Verdict.ACCEPTED: AuthorizationStatusEnumType.accepted, Verdict.EXPIRED: AuthorizationStatusEnumType.expired,
-           Verdict.UNKNOWN: AuthorizationStatusEnumType.unknown}
 
 #: 2.0.1 connector statuses mapped to the domain's vocabulary (the same words 1.6 uses where they exist).
 _CONNECTOR_STATUS = {"Available": "Available", "Occupied": "Occupied", "Reserved": "Reserved",
@@ -48,14 +44,10 @@ class Inbound201(Inbound):
 
     call_results = call_result
 
-    def _id_token_info(self, id_token: dict | None) -> dict[str, Any]:
+    def _id_token_info(self, id_token: dict | None, starting: int | None = None) -> dict[str, Any]:
+        """``starting``: the EVSE whose transaction a TransactionEvent Started starts (ConcurrentTx only then)."""
         token = (id_token or {}).get("id_token")
-        verdict = self.ctx.authorizer.check(self.id, token, self.ctx.clock())
-        info: dict[str, Any] = {"status": _STATUS[verdict]}
-        expiry = self.ctx.authorizer.expiry_of(self.id, token) if token else None
-        if expiry is not None:
-            info["cache_expiry_date_time"] = expiry.isoformat()
-        return info
+        return id_token_info(self.ctx.authorizer.authorize(self.id, token, self.ctx.clock(), starting=starting))
 
     @on(Action.boot_notification)
     async def on_boot(self, charging_station: dict, reason: str, **kw: Any):
@@ -89,6 +81,10 @@ class Inbound201(Inbound):
         evse_id = evse.get("id") or (running.connector_id if running else 1)
         id_token = kw.get("id_token")
         token = (id_token or {}).get("id_token")
+        # Answered before the event changes the state (a resent Started finds its own EVSE, not "elsewhere"). The
+        # transaction is recorded whatever the answer; a station told anything but Accepted ends it.
+        starting = evse_id if event_type == "Started" else None
+        reply_info = self._id_token_info(id_token, starting) if id_token else None
         parsed = self._parse_meter_values(kw.get("meter_value") or [], now)
         stored = self._transaction_to_store(event_type, tx_id, evse_id, token, at, parsed, running,
                                             transaction_info.get("stopped_reason"))
@@ -101,7 +97,6 @@ class Inbound201(Inbound):
             if stored is not None:
                 self._flag_if_implausible(stored)
             self._apply_event(event_type, evse_id, at, parsed, transaction_info, running, stored)
-        reply_info = self._id_token_info(id_token) if id_token else None
         return call_result.TransactionEvent(id_token_info=reply_info)
 
     @staticmethod
