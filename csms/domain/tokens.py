@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
+from typing import Literal
 
 #: 2.0.1 IdTokenType.idToken is at most 36 characters (1.6 idTag: 20; a 1.6 charger never sends a longer one).
 TOKEN_MAX = 36
@@ -76,3 +77,22 @@ def parent_problem(organisation: str, parent: str | None, tokens: Iterable[tuple
         return (f"parent {parent!r} is a token of organisation {sorted(owners)[0]!r}, not of {organisation!r}; "
                 "a group stays within one organisation (use a group id of your own, e.g. 'HOUSEHOLD-12')")
     return None
+
+
+class TokenError(ValueError):
+    """A change the book refuses; ``field`` names what to fix (organisation, token, status, parent, by)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class TokenNotFound(LookupError):
+    """No entry in force for that (organisation, token)."""
+
+
+@dataclass(frozen=True)
+class TokenListing:
+    entry: IdToken
+    #: "config": the [[id_tokens]] entry as written; "runtime": changed here (stored, overrides the config).
+    source: Literal["config", "runtime"]

@@ -135,7 +135,7 @@ class CentralSystemApp:
                         last_readings=self.last_readings, meter_refusals=self.meter_refusals,
                         decision=self.balancer.decision, explain=self.balancer.explain,
                         run_observers=self.balancer.run_observers,
-                        message_counts=self.messages.counts, commands=self.commands)
+                        message_counts=self.messages.counts, commands=self.commands, tokens=self.tokens)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state

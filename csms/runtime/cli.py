@@ -157,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_transactions)
 
     from csms.runtime.station_cli import register as register_station
+    from csms.runtime.token_cli import register as register_token
     register_station(sub)
+    register_token(sub)
 
     # Commands that live outside csms/ (e.g. `demo`, which wires in the simulators) register here.
     for ep in entry_points(group="csms.commands"):

@@ -15,17 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import quote
 
-from csms.config import ConfigError, SiteConfig, load_config
 from csms.operations.catalogue import COMMANDS
+from csms.runtime.api_client import TOKEN_ENV, Api, CliFailure, fail
 
-TOKEN_ENV = "CSMS_OPERATOR_TOKEN"
 #: Seconds the CLI waits beyond the server's call timeout (the server answers 504 by then).
 SLACK = 5.0
 
@@ -73,54 +68,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         c.set_defaults(func=cmd_station, body_fields=[dest for _, _, dest, _ in OPTIONS[name]])
 
 
-def _fail(code: int, message: str) -> int:
-    print(f"csms station: {message}", file=sys.stderr)
-    return code
-
-
-def _endpoint(cfg: SiteConfig) -> str:
-    assert cfg.http is not None
-    host = cfg.http.host
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{cfg.http.port}"
-
-
 def cmd_station(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
-    except ConfigError as err:
-        for line in err.lines():
-            print(line, file=sys.stderr)
-        return 2
-    if cfg.http is None:
-        return _fail(2, f"{args.config} has no [http] section: the central system's API is off")
-    token = os.environ.get(TOKEN_ENV) or cfg.http.operator_token
-    if not token:
-        return _fail(2, f"no operator token: set [http] operator_token in {args.config} (and restart csms serve) "
-                        f"or {TOKEN_ENV} in the environment")
-    body = {f: getattr(args, f) for f in args.body_fields if getattr(args, f) is not None}
-    address = _endpoint(cfg)
-    url = (f"http://{address}/api/stations/{quote(args.station_id, safe='')}"
-           f"/commands/{args.station_command}")
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "X-CSMS-Client": "cli"})
-    try:
-        with urllib.request.urlopen(request, timeout=cfg.server.call_timeout + SLACK) as response:
-            status, answer = response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        status = exc.code
-        try:
-            answer = json.loads(exc.read() or b"{}")
-        except ValueError:
-            answer = {"error": exc.reason}
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return _fail(1, f"is csms serve running? could not connect to {address}: {reason}")
-    except ValueError:
-        return _fail(1, f"{address} did not answer JSON: is it the central system's [http] port?")
+        api = Api.from_config(args.config)
+        body = {f: getattr(args, f) for f in args.body_fields if getattr(args, f) is not None}
+        path = f"/api/stations/{quote(args.station_id, safe='')}/commands/{args.station_command}"
+        status, answer = api.request("POST", path, body, timeout=api.cfg.server.call_timeout + SLACK)
+    except CliFailure as exc:
+        return fail("station", exc.code, str(exc))
     return _report(args, status, answer)
 
 
@@ -141,5 +96,5 @@ def _report(args: argparse.Namespace, status: int, answer: dict[str, Any]) -> in
     if status in (400, 404, 401, 403):
         if status == 401:
             message += f" (check [http] operator_token or {TOKEN_ENV})"
-        return _fail(2, message)
-    return _fail(1, message)
+        return fail("station", 2, message)
+    return fail("station", 1, message)

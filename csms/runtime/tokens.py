@@ -11,33 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from csms.domain.authorization import Authorizer
-from csms.domain.tokens import IdToken, TokenStatus, parent_problem, token_problem
+from csms.domain.tokens import (IdToken, TokenError, TokenListing, TokenNotFound, TokenStatus, parent_problem,
+                                token_problem)
 from csms.storage.database import Storage
 from csms.storage.tokens import save_token, stored_tokens
-
-
-class TokenError(ValueError):
-    """A change the book refuses; ``field`` names what to fix (organisation, token, status, parent, by)."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
-
-
-class TokenNotFound(LookupError):
-    """No entry in force for that (organisation, token)."""
-
-
-@dataclass(frozen=True)
-class TokenListing:
-    entry: IdToken
-    #: "config": the [[id_tokens]] entry as written; "runtime": changed here (stored, overrides the config).
-    source: Literal["config", "runtime"]
 
 
 class TokenBook:

@@ -15,7 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
+from pydantic import BaseModel
+
 from csms.operations.catalogue import COMMANDS
+
+from .tokens import TokenBody
 
 RANGE = ("since", "until", "points")
 LIMIT = ("limit",)
@@ -29,6 +33,8 @@ class RouteDoc:
     #: Whether it needs no token (the dashboard's files, this document).
     public: bool = False
     tags: tuple[str, ...] = field(default=("status",))
+    #: The name of its JSON body's model in :data:`BODIES`, if it takes one.
+    body: str | None = None
 
 
 #: What each query parameter means, once for every route that takes it.
@@ -40,6 +46,7 @@ QUERY: dict[str, tuple[str, dict[str, Any]]] = {
     "events": ("how many recent events to include", {"type": "integer", "minimum": 0, "maximum": 1000}),
     "station": ("only this station's rows", {"type": "string"}),
     "group": ("the load-balancing group (GET /api/groups lists them)", {"type": "string"}),
+    "organisation": ("only this organisation's", {"type": "string"}),
     "kind": ("only events of this kind (e.g. control, profile, operator_command)", {"type": "string"}),
     "charger": ("only this charger's limits", {"type": "string"}),
 }
@@ -67,7 +74,22 @@ READ_ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("GET", "/api/history/limits"): RouteDoc("each charger's limit and its reason over the range",
                                              RANGE + ("group", "charger")),
     ("GET", "/metrics"): RouteDoc("Prometheus metrics (text exposition format)", tags=("metrics",)),
+    ("GET", "/api/tokens"): RouteDoc("every id token in force, with its source (config or runtime)",
+                                     ("organisation",), tags=("tokens",)),
+    ("GET", "/api/tokens/{organisation}/{token}"): RouteDoc("one id token", tags=("tokens",)),
+    ("PUT", "/api/tokens/{organisation}/{token}"): RouteDoc(
+        "create or replace an id token (body: status, expiry, parent, concurrent; operator token)",
+        tags=("tokens",), body="TokenBody"),
+    ("POST", "/api/tokens/{organisation}/{token}/block"): RouteDoc("block an id token (operator token)",
+                                                                   tags=("tokens",)),
+    ("POST", "/api/tokens/{organisation}/{token}/unblock"): RouteDoc("accept a blocked id token again "
+                                                                     "(operator token)", tags=("tokens",)),
+    ("DELETE", "/api/tokens/{organisation}/{token}"): RouteDoc("forget an id token (operator token)",
+                                                               tags=("tokens",)),
 }
+
+#: Request bodies of the routes above, by the name a RouteDoc gives.
+BODIES: dict[str, type[BaseModel]] = {"TokenBody": TokenBody}
 
 COMMAND_PATH = "/api/stations/{station_id}/commands/{command}"
 
@@ -108,7 +130,7 @@ def document(app: web.Application, version: str) -> dict[str, Any]:
         doc = READ_ROUTES.get((method, path))
         if doc is None:
             raise KeyError(f"{method} {path} has no entry in csms.web.openapi.READ_ROUTES")
-        paths.setdefault(path, {})[method.lower()] = _read(path, doc)
+        paths.setdefault(path, {})[method.lower()] = _read(path, doc, schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "fuse-guard CSMS operator API", "version": version,
@@ -131,10 +153,14 @@ def _parameters(path: str, query: tuple[str, ...]) -> list[dict[str, Any]]:
     return params
 
 
-def _read(path: str, doc: RouteDoc) -> dict[str, Any]:
+def _read(path: str, doc: RouteDoc, schemas: dict[str, Any]) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": doc.summary, "tags": list(doc.tags),
                           "parameters": _parameters(path, doc.query),
                           "responses": {"200": {"description": "OK"}}}
+    if doc.body is not None:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _schema(
+            BODIES[doc.body], schemas)}}}
+        op["responses"]["400"] = {"description": ERRORS["400"]}
     if doc.public:
         op["security"] = []
     else:
@@ -144,16 +170,21 @@ def _read(path: str, doc: RouteDoc) -> dict[str, Any]:
 
 def _command(name: str, spec: Any, schemas: dict[str, Any]) -> dict[str, Any]:
     model = spec.arguments
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    for sub, body in schema.pop("$defs", {}).items():
-        schemas[sub] = body
-    schemas[model.__name__] = schema
+    ref = _schema(model, schemas)
     path = COMMAND_PATH.replace("{command}", name)
     return {
         "summary": spec.summary, "tags": ["commands"], "operationId": name.replace("-", "_"),
         "parameters": _parameters(path, ()),
-        "requestBody": {"required": False, "content": {"application/json": {
-            "schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}},
+        "requestBody": {"required": False, "content": {"application/json": {"schema": ref}}},
         "responses": {"200": {"description": "the station's answer: {station, command, status, ok, reply}"},
                       **{code: {"description": text} for code, text in ERRORS.items()}},
     }
+
+
+def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
+    """Puts ``model``'s JSON Schema (and the ones it refers to) in ``schemas``; a reference to it."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for sub, body in schema.pop("$defs", {}).items():
+        schemas[sub] = body
+    schemas[model.__name__] = schema
+    return {"$ref": f"#/components/schemas/{model.__name__}"}

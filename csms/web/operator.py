@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from csms.operations.catalogue import NotJson
-from csms.operations.port import StationCommander
+from csms.operations.port import CLIENT_HEADER, StationCommander
 from csms.operations.results import (BadArguments, CommandError, StationError, StationOffline, StationTimeout,
                                      UnknownCommand, UnknownStation)
 
@@ -46,11 +46,7 @@ def error_body(exc: CommandError) -> dict[str, Any]:
     return body
 
 
-#: Header ``csms station`` sends, so that the event log tells its commands from other API clients'.
-CLIENT_HEADER = "X-CSMS-Client"
-
-
-def _who(request: web.Request) -> str:
+def who(request: web.Request) -> str:
     """"cli ADDRESS" for ``csms station``, "api ADDRESS" for any other client (a label, not a credential:
     only the operator token's holder gets this far)."""
     kind = "cli" if request.headers.get(CLIENT_HEADER) == "cli" else "api"
@@ -76,7 +72,7 @@ class CommandRoute:
             body = NotJson()  # refused by the commander, so that the event log has it too
         station_id, command = request.match_info["station_id"], request.match_info["command"]
         try:
-            result = await self.commander.execute(station_id, command, body, by=_who(request))
+            result = await self.commander.execute(station_id, command, body, by=who(request))
         except CommandError as exc:
             return _answer(error_body(exc), STATUS.get(type(exc), 500))
         return _answer(result.as_json())

@@ -32,6 +32,7 @@ from csms import __version__
 from . import openapi, status
 from .metrics import Metrics
 from .operator import ROUTE as COMMAND_ROUTE, CommandRoute, is_write
+from .tokens import TokenRoutes
 from .view import SiteView
 
 log = logging.getLogger("csms.web")
@@ -142,6 +143,7 @@ class WebServer:
         self.cfg = cfg
         self.metrics = Metrics(view)
         self.commands = CommandRoute(view.commands)
+        self.tokens = TokenRoutes(view.tokens)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -167,6 +169,7 @@ class WebServer:
             web.get("/metrics", self._metrics),
             web.get("/openapi.json", self._openapi),
             web.post(COMMAND_ROUTE, self.commands.handle),
+            *self.tokens.routes(),
             web.static("/static", STATIC_DIR, show_index=False, follow_symlinks=False),
         ])
         runner = web.AppRunner(webapp, access_log=None, handle_signals=False, shutdown_timeout=2.0)

@@ -19,7 +19,7 @@ from sqlite_utils import Database
 from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig
 from csms.domain.state import SiteState
-from csms.operations.port import StationCommander
+from csms.operations.port import StationCommander, TokenAdmin
 
 T = TypeVar("T")
 
@@ -66,3 +66,5 @@ class SiteView:
     message_counts: Mapping[tuple[str, str, str], int]
     #: Sends the operator's commands to stations (the write API); None: the view is read-only.
     commands: StationCommander | None = None
+    #: The id tokens the write API changes; None: none to manage.
+    tokens: TokenAdmin | None = None

@@ -1,0 +1,86 @@
+"""How the operator's CLI commands (``csms station``, ``csms token``) reach the running central system.
+
+They do not act on their own: each calls the central system's HTTP API at the config's ``[http]`` host and
+port with the operator token, so every change goes through the running process, its checks and its event
+log exactly as from any other client. The token comes from ``[http] operator_token`` or, overriding it, from
+the environment variable ``CSMS_OPERATOR_TOKEN`` (so it need not be in a file a shell user can read).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from csms.config import ConfigError, SiteConfig, load_config
+from csms.operations.port import CLIENT_HEADER
+
+TOKEN_ENV = "CSMS_OPERATOR_TOKEN"
+
+
+class CliFailure(Exception):
+    """What to print and the exit code: 1 the central system refused or is unreachable, 2 bad usage/config."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Api:
+    cfg: SiteConfig
+    address: str
+    token: str
+
+    @classmethod
+    def from_config(cls, path: str) -> Api:
+        try:
+            cfg = load_config(path)
+        except ConfigError as err:
+            raise CliFailure(2, "\n".join(err.lines())) from None
+        if cfg.http is None:
+            raise CliFailure(2, f"{path} has no [http] section: the central system's API is off")
+        token = os.environ.get(TOKEN_ENV) or cfg.http.operator_token
+        if not token:
+            raise CliFailure(2, f"no operator token: set [http] operator_token in {path} (and restart csms serve) "
+                                f"or {TOKEN_ENV} in the environment")
+        return cls(cfg, endpoint(cfg), token)
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+        """The HTTP status and the decoded JSON answer; :class:`CliFailure` when there is none."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(f"http://{self.address}{path}", data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json", CLIENT_HEADER: "cli"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                return exc.code, json.loads(exc.read() or b"{}")
+            except ValueError:
+                return exc.code, {"error": exc.reason}
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CliFailure(1, f"is csms serve running? could not connect to {self.address}: {reason}") from None
+        except ValueError:
+            raise CliFailure(1, f"{self.address} did not answer JSON: is it the central system's [http] port?") from None
+
+
+def endpoint(cfg: SiteConfig) -> str:
+    """host:port of the config's ``[http]``; a wildcard host is reached at 127.0.0.1."""
+    assert cfg.http is not None
+    host = cfg.http.host
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{cfg.http.port}"
+
+
+def fail(command: str, code: int, message: str) -> int:
+    print(f"csms {command}: {message}", file=sys.stderr)
+    return code
