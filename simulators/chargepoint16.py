@@ -187,6 +187,18 @@ class ChargePoint16(OcppFace, ChargePoint):
         status = self.sim.unlock(connector_id, stop_first=True)
         return call_result.UnlockConnector(status="UnlockFailed" if status == "UnknownConnector" else status)
 
+    @on("SendLocalList")
+    async def on_send_local_list(self, list_version: int, update_type: str,
+                                 local_authorization_list: list[dict] | None = None, **_: Any):
+        await self._received("SendLocalList", {"list_version": list_version, "update_type": update_type})
+        entries = {e["id_tag"]: (e.get("id_tag_info") or {}).get("status") for e in local_authorization_list or ()}
+        return call_result.SendLocalList(status=self.sim.send_local_list(list_version, update_type == "Full", entries))
+
+    @on("GetLocalListVersion")
+    async def on_get_local_list_version(self, **_: Any):
+        await self._received("GetLocalListVersion", {})
+        return call_result.GetLocalListVersion(list_version=self.sim.local_list_version)
+
     @on("ClearCache")
     async def on_clear_cache(self, **_: Any):
         await self._received("ClearCache", {})

@@ -318,6 +318,20 @@ class ChargePoint201(OcppFace, ChargePoint):
         status = "UnknownConnector" if connector_id != 1 else self.sim.unlock(evse_id, stop_first=False)
         return call_result.UnlockConnector(status=UNLOCK_201.get(status, status))
 
+    @on("SendLocalList")
+    async def on_send_local_list(self, version_number: int, update_type: str,
+                                 local_authorization_list: list[dict] | None = None, **_: Any):
+        await self._received("SendLocalList", {"version_number": version_number, "update_type": update_type})
+        entries = {e["id_token"]["id_token"]: (e.get("id_token_info") or {}).get("status")
+                   for e in local_authorization_list or ()}
+        return call_result.SendLocalList(status=self.sim.send_local_list(version_number, update_type == "Full",
+                                                                         entries))
+
+    @on("GetLocalListVersion")
+    async def on_get_local_list_version(self, **_: Any):
+        await self._received("GetLocalListVersion", {})
+        return call_result.GetLocalListVersion(version_number=self.sim.local_list_version)
+
     @on("ClearCache")
     async def on_clear_cache(self, **_: Any):
         await self._received("ClearCache", {})

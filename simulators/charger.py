@@ -51,6 +51,9 @@ class Charger(ChargerPhysics, ChargerSessions, MeterValueReporting, ProfileHandl
         self.meter_interval = config.meter_interval
         self.heartbeat_interval = config.heartbeat_interval
         self.connection_timeout = config.connection_timeout
+        #: The local authorization list the central system sent: token → status, and its version (0: none).
+        self.local_list: dict[str, str] = {}
+        self.local_list_version = 0
         self.measurands: tuple[str, ...] = DEFAULT_MEASURANDS
         self.connected = False
         self.boot_status: str | None = None

@@ -146,6 +146,20 @@ class ChargerCommands:
         log.info("%s: rebooting (reset)", self.id)
         await self.power_cycle(self.config.misbehaviour.reboot_time)
 
+    def send_local_list(self, version: int, full: bool, entries: dict[str, str | None]) -> str:
+        """SendLocalList as chargers apply it: a full list replaces the old one; a differential update needs a
+        newer version than the one held (else VersionMismatch) and removes the entries without a status."""
+        if not full and version <= self.local_list_version:
+            return "VersionMismatch"
+        held = {} if full else dict(self.local_list)
+        for token, status in entries.items():
+            if status is None:
+                held.pop(token, None)
+            else:
+                held[token] = status
+        self.local_list, self.local_list_version = held, version
+        return "Accepted"
+
     def data_transfer(self, vendor_id: str, message_id: str | None, data: object) -> tuple[str, object]:
         """DataTransfer: the charger knows its own vendor id and one message, "Echo" (answers the data back)."""
         if vendor_id != self.config.vendor:

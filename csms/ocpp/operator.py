@@ -23,13 +23,14 @@ from ocpp.messages import Call
 
 from csms.domain.state import Version
 from csms.ocpp import frames
+from csms.ocpp.local_lists import LocalLists
 from csms.ocpp.operation import Planned
 from csms.ocpp.schemas import validator_for
 from csms.ocpp.station import Station
 from csms.ocpp.v16 import operations as v16
 from csms.ocpp.v201 import operations as v201
 from csms.operations import catalogue
-from csms.operations.arguments import Arguments
+from csms.operations.arguments import Arguments, SendLocalList
 from csms.operations.results import (BadArguments, CommandError, CommandResult, StationError, StationOffline,
                                      StationTimeout, UnknownStation)
 from csms.storage.database import Storage
@@ -46,8 +47,9 @@ class OperatorCommands:
     """The operator's commands over the live ``sessions`` (the server's own dict, so always current)."""
 
     def __init__(self, sessions: Mapping[str, Station], stations: Collection[str], storage: Storage,
-                 clock: Callable[[], float], timeout: float):
+                 clock: Callable[[], float], timeout: float, local_lists: LocalLists | None = None):
         self.sessions = sessions
+        self.local_lists = local_lists
         self.stations = stations  # every station id in the config
         self.storage = storage
         self.clock = clock
@@ -57,20 +59,28 @@ class OperatorCommands:
         args: Arguments | None = None
         try:
             args = catalogue.parse(command, body)
-            result = await self._send(station_id, command, args)
+            result = await self._send(station_id, command, args, by)
         except CommandError as exc:
             self._log(station_id, command, args, by, exc.outcome, str(exc))
             raise
         self._log(station_id, command, args, by, result.status)
         return result
 
-    async def _send(self, station_id: str, command: str, args: Arguments) -> CommandResult:
+    async def _send(self, station_id: str, command: str, args: Arguments, by: str) -> CommandResult:
         if station_id not in self.stations:
             raise UnknownStation(f"no station {station_id!r} in the site config; GET /api/chargers lists them")
         session = self.sessions.get(station_id)
         if session is None:
             raise StationOffline(f"station {station_id!r} is not connected; a command needs a live connection "
                                  "(try again once it reconnects)")
+        if isinstance(args, SendLocalList) and self.local_lists is not None:
+            # Its entries are the central token list's, and it is kept in step after: the local lists' own.
+            try:
+                status, detail = await self.local_lists.send(station_id, session, args.full, by)
+            except TimeoutError:
+                raise StationTimeout(f"station {station_id!r} did not answer SendLocalList within "
+                                     f"{self.timeout:g} s") from None
+            return CommandResult(station_id, command, status, detail)
         planned = PLANNERS[session.version](command, args)
         body = frames.to_payload(planned.payload)
         action = type(planned.payload).__name__

@@ -86,3 +86,13 @@ class GetBaseReport(Arguments):
     #: SummaryInventory: the station's summary. The station answers at once and then sends its report in
     #: NotifyReport messages, which are stored (GET /api/chargers/{id}/configuration).
     report: Literal["ConfigurationInventory", "FullInventory", "SummaryInventory"] = "FullInventory"
+
+
+class SendLocalList(Arguments):
+    #: False (default): only what changed since the list the station holds (all of it the first time);
+    #: True: the whole list again. Either way the station then follows every token change on its own.
+    full: bool = False
+
+
+class GetLocalListVersion(Arguments):
+    pass

@@ -33,6 +33,9 @@ COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in (
     CommandSpec("get-configuration", a.GetConfiguration, "read configuration keys / device-model variables"),
     CommandSpec("change-configuration", a.ChangeConfiguration, "set one configuration key / variable"),
     CommandSpec("get-base-report", a.GetBaseReport, "have a 2.0.1 station report its device model (stored)"),
+    CommandSpec("send-local-list", a.SendLocalList, "send the organisation's tokens as the station's local list "
+                                                    "(then kept in step)"),
+    CommandSpec("get-local-list-version", a.GetLocalListVersion, "the version of the station's local list"),
 )}
 
 #: The messages TriggerMessage may ask for, per version (1.6 core schema; 2.0.1 MessageTriggerEnumType).

@@ -23,9 +23,11 @@ from csms.balancer.model import Decision
 from csms.balancer.ports import DecisionOutbox
 from csms.config import SiteConfig
 from csms.domain.authorization import Authorizer
+from csms.domain.link import StationLink
 from csms.domain.state import SiteState, Transaction
 from csms.ocpp.context import SessionContext
 from csms.ocpp.counts import MessageCounts
+from csms.ocpp.local_lists import LocalLists
 from csms.ocpp.operator import OperatorCommands
 from csms.ocpp.server import CentralSystem
 from csms.runtime.tokens import TokenBook
@@ -52,10 +54,14 @@ class CentralSystemApp:
         self.balancer = BalancerController(cfg, self.state, decisions, self, clock)
         self.delivery = Delivery(cfg, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
-        self.server = CentralSystem(self.ctx, on_session=self.delivery.attach, observe=self.messages)
+        self.server = CentralSystem(self.ctx, on_session=self._session_started, observe=self.messages)
+        #: Local authorization lists sent to stations, kept in step with the tokens.
+        self.local_lists = LocalLists(self.server.sessions, {c.id: c.organisation for c in cfg.chargers},
+                                      self.ctx.authorizer.entries, self.storage, clock, cfg.server.call_timeout)
+        self.tokens.observers.append(self.local_lists.tokens_changed)
         #: The operator's commands to stations (the write API's port).
         self.commands = OperatorCommands(self.server.sessions, {c.id for c in cfg.chargers}, self.storage, clock,
-                                         cfg.server.call_timeout)
+                                         cfg.server.call_timeout, self.local_lists)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}
@@ -77,6 +83,7 @@ class CentralSystemApp:
             await self._stack.enter_async_context(self.storage)
             self._stack.callback(self.readings.flush)
             await self._restore()
+            self._stack.push_async_callback(self.local_lists.stop)
             await self.balancer.start()
             self._stack.push_async_callback(self.balancer.stop)
             self._stack.push_async_callback(self.delivery.stop)
@@ -112,6 +119,10 @@ class CentralSystemApp:
             self.meters = MeterGateway(meters, cfg.mqtt, self._on_reading, self._on_meter_state,
                                        cfg.gateway.register_dirs, clock=self.clock)
         await self._stack.enter_async_context(self.meters)
+
+    def _session_started(self, link: StationLink) -> None:
+        self.delivery.attach(link)
+        self.local_lists.attach(link.id)
 
     def _on_reading(self, reading: MeterReading) -> None:
         self.last_readings[reading.serial] = reading
@@ -154,6 +165,7 @@ class CentralSystemApp:
     async def _restore(self) -> None:
         """Brings back what a restart must not forget: transactions that were running, id tokens changed."""
         changed = await self.tokens.load()
+        await self.local_lists.load()
         if changed:
             log.info("restored %d id token change(s) from storage", changed)
         rows = await self.storage.read(records.open_transactions)

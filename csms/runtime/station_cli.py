@@ -47,6 +47,8 @@ OPTIONS: dict[str, list[tuple[str, Any, str, str]]] = {
                              ("--value", str, "value", "new value (required)")],
     "get-base-report": [("--report", str, "report", "FullInventory (default), ConfigurationInventory or "
                                                     "SummaryInventory")],
+    "send-local-list": [("--full", bool, "full", "send the whole list, not only what changed")],
+    "get-local-list-version": [],
 }
 
 
@@ -61,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         for flag, kind, dest, text in OPTIONS[name]:
             if dest == "keys":
                 c.add_argument(flag, type=kind, dest=dest, action="append", help=text)
+            elif kind is bool:
+                c.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
             else:
                 c.add_argument(flag, type=kind, dest=dest, help=text)
         c.add_argument("--config", required=True, help="the site config of the running central system (TOML)")

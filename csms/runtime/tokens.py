@@ -27,6 +27,8 @@ class TokenBook:
         self._clock = clock
         self._runtime: set[tuple[str, str]] = set()
         self._lock = asyncio.Lock()  # a block/unblock reads the entry it changes: one change at a time
+        #: Called with the organisation after each change is in force (the local lists follow it).
+        self.observers: list[Callable[[str], None]] = []
 
     async def load(self) -> int:
         """Puts the stored changes in force over the config (at start-up); returns how many there are."""
@@ -131,3 +133,5 @@ class TokenBook:
         await self._storage.write(save_token(key, entry, self._clock(), by, kind, **detail))
         self._auth.override(key, entry)
         self._runtime.add(key)
+        for observer in self.observers:
+            observer(key[0])

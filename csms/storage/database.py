@@ -81,6 +81,10 @@ def _create_schema(db: Database) -> None:
             station_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT, readonly INTEGER, source TEXT NOT NULL,
             updated_at REAL NOT NULL, PRIMARY KEY (station_id, key))"""
     )
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS local_lists (
+            station_id TEXT PRIMARY KEY, version INTEGER NOT NULL, entries TEXT NOT NULL, updated_at REAL NOT NULL)"""
+    )
     # Id tokens changed at run time (the config's [[id_tokens]] are the seed); deleted = 1 keeps a deleted config
     # entry deleted across restarts. Added without a version bump: a new table needs no migration.
     db.execute(

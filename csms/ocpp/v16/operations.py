@@ -69,6 +69,8 @@ def plan(command: str, args: a.Arguments) -> Planned:
             key, value = args.key, args.value
             return Planned(call.ChangeConfiguration(key=key, value=value),
                            learn=lambda reply: [Setting(key, value, False)] if reply.status in CHANGED else [])
+        case a.GetLocalListVersion():
+            return Planned(call.GetLocalListVersion())
         case a.GetBaseReport():
             raise BadArguments("(command)", "OCPP 1.6 has no device-model report: get-configuration with no keys "
                                             "returns every key (and is stored the same way)")

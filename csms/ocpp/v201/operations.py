@@ -116,6 +116,8 @@ def plan(command: str, args: a.Arguments) -> Planned:
                            status=_set_status,
                            learn=lambda reply: [Setting(key, value, False)]
                            if _set_status(reply) in ("Accepted", "RebootRequired") else [])
+        case a.GetLocalListVersion():
+            return Planned(call.GetLocalListVersion())
         case a.GetBaseReport():
             return Planned(call.GetBaseReport(request_id=secrets.randbelow(2**31 - 1) + 1, report_base=args.report))
     raise BadArguments("(command)", f"{command} has no OCPP 2.0.1 form")
