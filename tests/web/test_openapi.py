@@ -43,3 +43,23 @@ def test_a_route_without_a_description_is_refused():
     app.add_routes([web.get("/api/status", handler), web.get("/api/new-thing", handler)])
     with pytest.raises(KeyError, match="GET /api/new-thing"):
         openapi.document(app, "test")
+
+
+def test_the_dashboard_calls_only_routes_the_server_describes():
+    """The scripts build their API paths from pieces ("/api/chargers/" + id + "/configuration"): each literal
+    path piece must begin a described route, so a renamed route cannot leave a dead button behind."""
+    import re
+    from pathlib import Path
+
+    from csms.web.openapi import COMMAND_PATH, READ_ROUTES
+    static = Path(openapi.__file__).parent / "static"
+    described = [path for _, path in READ_ROUTES] + [COMMAND_PATH]
+    scripts = "".join((static / name).read_text() for name in ("dashboard.js", "charger.js"))
+    heads = {p.split("?")[0] for p in re.findall(r'"(/api/[^"]*)"', scripts)}
+    assert {"/api/status", "/api/stations/", "/api/chargers/"} <= heads
+    for head in heads:
+        assert any(path.startswith(head) for path in described), head
+    for tail in re.findall(r'"(/[a-z-]+/?)"', scripts):  # the pieces after an id: "/commands/", "/configuration"
+        assert any(tail in path for path in described), tail
+    index = (static / "index.html").read_text()
+    assert "/static/charger.js" in index and 'id="charger-panel"' in index
