@@ -114,6 +114,8 @@ class SiteSpec:
     #: (organisation "org" is filled in).
     authorization: str = "accept-all"
     id_tokens: list[dict[str, Any]] = field(default_factory=list)
+    #: The operator view with both tokens (not tuning): a port for it is then picked, see :data:`READ_TOKEN`.
+    http: bool = False
 
     @property
     def versions(self) -> dict[str, str]:
@@ -134,6 +136,11 @@ SLOWEST_EV = max(d + r for d, r in EV_RESPONSES)
 SLOWEST_RAMP = max(r for _, r in EV_RESPONSES)
 #: The shipped delivery settings (what the bounds of a test derive from, unless it sets its own).
 DEFAULTS = SmartChargingConfig()
+
+
+#: The operator view's tokens when a scenario has one (``SiteSpec.http``).
+READ_TOKEN = "e2e-read-token-0123456789"
+OPERATOR_TOKEN = "e2e-operator-token-0123456789"
 
 
 def config_data(spec: SiteSpec, tmp: Path, csms_port: int, meter_port: int, mqtt_port: int | None) -> dict:
@@ -165,6 +172,9 @@ def config_data(spec: SiteSpec, tmp: Path, csms_port: int, meter_port: int, mqtt
     }
     if spec.margin is not None:
         data["load_balancers"][0]["margin"] = spec.margin
+    if spec.http:
+        data["http"] = {"host": "127.0.0.1", "port": free_port(), "token": READ_TOKEN,
+                        "operator_token": OPERATOR_TOKEN}
     if mqtt_port is not None:
         data["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port, "keepalive": 5}
     return data

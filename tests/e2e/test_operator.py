@@ -1,0 +1,85 @@
+"""An operator's day against ``csms serve`` as a process, through the CLI as from a shell: a lost card is
+blocked before its car arrives, a customer without a card is started remotely and stopped, a charger is rebooted.
+The fuse holds throughout, and the rebooted charger comes back under control."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import urllib.request
+
+import pytest
+
+from tests.e2e.harness import READ_TOKEN, SLOWEST_EV, ChargerSpec, SiteSpec, running_site
+
+pytestmark = pytest.mark.e2e
+
+
+async def csms(*args: str) -> tuple[int, str, str]:
+    env = {**os.environ}
+    env.pop("CSMS_OPERATOR_TOKEN", None)
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "csms.runtime.cli", *args, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    return proc.returncode, out.decode(), err.decode()
+
+
+def api(rig, path: str) -> dict:
+    assert rig.cfg.http is not None
+    req = urllib.request.Request(f"http://127.0.0.1:{rig.cfg.http.port}{path}",
+                                 headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+async def test_an_operators_day_through_csms_serve(tmp_path):
+    spec = SiteSpec([ChargerSpec("CP1", "ocpp1.6"), ChargerSpec("CP2", "ocpp2.0.1")], http=True)
+
+    def cards(sc):
+        sc.id_tag = None if sc.id == "CP1" else "CARD-7"  # CP1's customer has no card
+        return sc
+
+    async with running_site(tmp_path, spec, tweak=cards) as rig:
+        cfg = str(rig.config_path)
+        code, out, err = await csms("token", "block", "org", "CARD-7", "--config", cfg)
+        assert (code, out.strip()) == (0, "org CARD-7 Blocked (runtime)"), err
+
+        arrived = rig.now()
+        rig.plug_in_all()
+        code, out, err = await csms("station", "remote-start", "CP1", "--id-token", "OPERATOR-1", "--connector", "1",
+                                    "--config", cfg)
+        assert code == 0 and "CP1 remote-start: Accepted" in out, (out, err)
+        await rig.settle(lambda s: sum(s.evs["CP1"]) > 0, SLOWEST_EV + 10, "the remote-started car to charge")
+        await rig.hold(2.0)
+        assert max(max(s.evs["CP2"]) for s in rig.observer.since(arrived)) == 0.0, "the blocked card charged"
+
+        running = (await asyncio.to_thread(api, rig, "/api/transactions?station=CP1"))["running"]
+        assert [t["id_token"] for t in running] == ["OPERATOR-1"]
+        code, out, err = await csms("station", "remote-stop", "CP1", "--transaction-id",
+                                    str(running[0]["transaction_id"]), "--config", cfg)
+        assert code == 0, (out, err)
+        await rig.settle(lambda s: sum(s.evs["CP1"]) == 0, 15, "the stopped car to stop drawing")
+
+        code, out, err = await csms("station", "reset", "CP2", "--type", "hard", "--config", cfg)
+        assert code == 0 and "Accepted" in out, (out, err)
+        cp2 = rig.charger("CP2")
+        async with asyncio.timeout(15):
+            while cp2.connected:  # it reboots...
+                await asyncio.sleep(0.05)
+        booted = cp2.boot_status
+        await rig.sim.fleet.wait_connected(timeout=30)  # ...and comes back
+        charger = await asyncio.to_thread(api, rig, "/api/chargers/CP2")
+        assert charger["connected"] and booted is not None, charger
+        for _ in range(60):  # set up again after its new boot: its fallback profile installed
+            if (await asyncio.to_thread(api, rig, "/api/chargers/CP2"))["control"] == "controlled":
+                break
+            await asyncio.sleep(0.5)
+        else:
+            raise AssertionError(f"CP2 not controlled again after its reset: {charger}")
+
+        events = await asyncio.to_thread(api, rig, "/api/events?kind=operator_command&limit=10")
+        assert sorted(e["station_id"] for e in events) == ["CP1", "CP1", "CP2"]
+        assert rig.observer.worst(arrived) <= spec.fuse, rig.observer.overshoot(spec.fuse, arrived)
