@@ -32,6 +32,8 @@ COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in (
     CommandSpec("trigger-message", a.TriggerMessage, "ask the station to send a message now"),
     CommandSpec("get-configuration", a.GetConfiguration, "read configuration keys / device-model variables"),
     CommandSpec("change-configuration", a.ChangeConfiguration, "set one configuration key / variable"),
+    CommandSpec("update-firmware", a.UpdateFirmware, "download and install a firmware image"),
+    CommandSpec("get-logs", a.GetLogs, "have the station upload its diagnostics / security log"),
 )}
 
 #: The messages TriggerMessage may ask for, per version (1.6 core schema; 2.0.1 MessageTriggerEnumType).
