@@ -23,11 +23,12 @@ from csms.balancer.model import Decision
 from csms.balancer.ports import DecisionOutbox
 from csms.config import SiteConfig
 from csms.domain.authorization import Authorizer
-from csms.domain.state import SiteState, Transaction
+from csms.domain.state import MaintenanceStatus, SiteState, Transaction
 from csms.ocpp.context import SessionContext
 from csms.ocpp.counts import MessageCounts
 from csms.ocpp.operator import OperatorCommands
 from csms.ocpp.server import CentralSystem
+from csms.operations.upload_grants import UploadGrants
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
 from csms.storage.database import Storage
@@ -50,9 +51,11 @@ class CentralSystemApp:
         self.delivery = Delivery(cfg, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
         self.server = CentralSystem(self.ctx, on_session=self.delivery.attach, observe=self.messages)
+        #: Secret upload URLs for get-logs (the HTTP server receives the files); none without [http].
+        self.uploads = UploadGrants(clock, cfg.http.upload_ttl) if cfg.http is not None else None
         #: The operator's commands to stations (the write API's port).
         self.commands = OperatorCommands(self.server.sessions, {c.id for c in cfg.chargers}, self.storage, clock,
-                                         cfg.server.call_timeout)
+                                         cfg.server.call_timeout, self.uploads)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}
@@ -86,6 +89,8 @@ class CentralSystemApp:
                 self.web = WebServer(self.site_view(), self.cfg.http)
                 await self.web.start()
                 self._stack.push_async_callback(self.web.stop)
+                if self.uploads is not None:
+                    self.uploads.base_url = self.cfg.http.upload_base(self.web.port)
             self.storage.write_nowait(log_event("csms_started", self.clock()))
         except BaseException:
             await self._stack.aclose()
@@ -132,7 +137,7 @@ class CentralSystemApp:
                         last_readings=self.last_readings, meter_refusals=self.meter_refusals,
                         decision=self.balancer.decision, explain=self.balancer.explain,
                         run_observers=self.balancer.run_observers,
-                        message_counts=self.messages.counts, commands=self.commands)
+                        message_counts=self.messages.counts, commands=self.commands, uploads=self.uploads)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state
@@ -149,12 +154,16 @@ class CentralSystemApp:
                                                           decision.budget, limits), "decision")
 
     async def _restore(self) -> None:
-        """Brings back what a restart must not forget: transactions that were running."""
+        """Brings back what a restart must not forget: transactions that were running, and each station's
+        latest firmware and log status (the operator view shows them)."""
         rows = await self.storage.read(records.open_transactions)
         for row in rows:
             tx = Transaction(row["transaction_id"], row["connector_id"] or 0, row["id_token"], row["started_at"],
                              row["meter_start_wh"])
             self.state.station(row["station_id"]).transactions[tx.connector_id] = tx
+        for row in await self.storage.read(records.latest_maintenance):
+            self.state.station(row["station_id"]).maintenance[row["kind"]] = MaintenanceStatus(
+                row["status"], row["at"], row["request_id"])
         # Stations are all disconnected until they reconnect.
         await self.storage.write(lambda db: db.execute("UPDATE stations SET connected = 0"))
         if rows:

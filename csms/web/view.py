@@ -20,6 +20,7 @@ from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig
 from csms.domain.state import SiteState
 from csms.operations.port import StationCommander
+from csms.operations.upload_grants import UploadGrants
 
 T = TypeVar("T")
 
@@ -66,3 +67,5 @@ class SiteView:
     message_counts: Mapping[tuple[str, str, str], int]
     #: Sends the operator's commands to stations (the write API); None: the view is read-only.
     commands: StationCommander | None = None
+    #: Checks the secret upload URLs chargers send their log files to (None: uploads are refused).
+    uploads: UploadGrants | None = None
