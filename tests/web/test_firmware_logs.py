@@ -12,7 +12,9 @@ from dataclasses import replace
 
 import pytest
 
-from .site import get, post, running_site, wait_until
+from csms.runtime.app import CentralSystemApp
+
+from .site import get, post, running_site, site_config, wait_until
 
 VERSIONS = pytest.mark.parametrize("cid", ["CP1", "CP2"])
 CMD = "/api/stations/{}/commands/{}"
@@ -87,6 +89,11 @@ async def test_firmware_failures_are_recorded(tmp_path, cid, mode, last):
         assert json.loads(text)["firmware_status"]["status"] == last
         events = json.loads((await get(rig, f"/api/events?kind=firmware_status&station={cid}"))[2])
         assert events[0]["detail"]["status"] == last
+
+    # A restart keeps each station's latest status for the operator view.
+    async with CentralSystemApp(site_config(tmp_path, 1)) as again:
+        assert again.state.station(cid).maintenance["firmware"].status == last
+        assert "log" not in again.state.station(cid).maintenance
 
 
 @pytest.mark.parametrize("cid,upload", [("CP1", ""), ("CP2", ""), ("CP1", "put"), ("CP2", "put")])
