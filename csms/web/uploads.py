@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.multipart import BodyPartReader
 
 from csms.config import HttpConfig
@@ -54,7 +54,7 @@ class UploadRoutes:
         self._active = 0
 
     def routes(self) -> list[web.RouteDef]:
-        receive = [web.route(m, p, self.receive) for m in ("PUT", "POST")
+        receive = [web.route(m, p, self.receive, expect_handler=self.expect) for m in ("PUT", "POST")
                    for p in ("/upload/{station_id}/{token}", "/upload/{station_id}/{token}/",
                              "/upload/{station_id}/{token}/{filename}")]
         return [*receive, web.get("/api/stations/{station_id}/uploads", self.listing),
@@ -62,7 +62,8 @@ class UploadRoutes:
 
     # -- receiving ---------------------------------------------------------------------------------
 
-    async def receive(self, request: web.Request) -> web.Response:
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """Why the upload is refused before its body is read (None: go ahead)."""
         sid, token = request.match_info["station_id"], request.match_info["token"]
         verdict = self.grants.check(sid, token) if self.grants is not None and sid in self.stations else Verdict.UNKNOWN
         if verdict is not Verdict.VALID:
@@ -76,6 +77,23 @@ class UploadRoutes:
         if self._active >= MAX_CONCURRENT:
             return web.json_response({"error": "too many uploads at once; retry later"}, status=503,
                                      headers={"Retry-After": "30"})
+        return None
+
+    async def expect(self, request: web.Request) -> web.Response | None:
+        """``Expect: 100-continue`` (curl and many chargers' HTTP clients send it before a big body): the
+        refusal comes before the body is sent, not after."""
+        if request.version != HttpVersion11 or request.headers.get("Expect", "").lower() != "100-continue":
+            return None
+        refusal = self._refusal(request)
+        if refusal is None:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return refusal
+
+    async def receive(self, request: web.Request) -> web.Response:
+        sid = request.match_info["station_id"]
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
         self._active += 1
         try:
             stored = await self._receive(request, sid)
@@ -87,7 +105,8 @@ class UploadRoutes:
         finally:
             self._active -= 1
         for name, size in stored:
-            log.info("%r: received upload %r (%d bytes, token %s)", sid, name, size, shown(token))
+            log.info("%r: received upload %r (%d bytes, token %s)", sid, name, size,
+                     shown(request.match_info["token"]))
         return _answer({"station": sid, "files": [{"name": n, "size": s} for n, s in stored]}, 201)
 
     def _too_large(self, sid: str, size: int | None) -> web.Response:

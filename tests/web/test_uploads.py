@@ -14,9 +14,11 @@ from yarl import URL
 from .site import MAX_UPLOAD, get, running_site
 
 
-async def _send(method: str, url: str, data=None, headers: dict | None = None) -> tuple[int, dict]:
+async def _send(method: str, url: str, data=None, headers: dict | None = None, expect100: bool = False
+                ) -> tuple[int, dict]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
-        async with s.request(method, URL(url, encoded=True), data=data, headers=headers or {}) as r:
+        async with s.request(method, URL(url, encoded=True), data=data, headers=headers or {},
+                             expect100=expect100) as r:
             return r.status, await r.json(content_type=None)
 
 
@@ -48,6 +50,7 @@ async def test_uploads_need_a_live_token_for_that_station(tmp_path):
         rig.app.uploads.clock = lambda: clock() + rig.app.uploads.ttl + 1  # an hour and a second later
         code, body = await _send("PUT", late.url + "d.log", b"late")
         assert code == 403 and "expired" in body["error"] and "get-logs" in body["error"]
+        assert (await _send("PUT", late.url + "d.log", b"late", expect100=True))[0] == 403
         assert _files(uploads) == ["CP1/a.log"]
 
 
@@ -88,6 +91,10 @@ async def test_uploads_over_max_upload_size_are_refused_and_not_kept(tmp_path):
         url = rig.app.uploads.issue("CP2").url
         code, body = await _send("PUT", url + "big.log", b"x" * (MAX_UPLOAD + 1))  # Content-Length says so
         assert code == 413 and "max_upload_size" in body["error"]
+        # With Expect: 100-continue the refusal comes before the body is sent; an accepted one goes on.
+        assert (await _send("PUT", url + "big.log", b"x" * (MAX_UPLOAD + 1), expect100=True))[0] == 413
+        assert (await _send("PUT", url + "small.log", b"s", expect100=True))[0] == 201
+        (uploads / "CP2" / "small.log").unlink()
 
         async def stream():  # no Content-Length: refused once the bytes read pass the limit
             for _ in range(MAX_UPLOAD // 4096 + 2):
