@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 from urllib.parse import unquote
 
-from aiohttp import HttpVersion11, web
+from aiohttp import ClientPayloadError, HttpVersion11, web
 from aiohttp.multipart import BodyPartReader
 
 from csms.config import HttpConfig
@@ -102,6 +102,10 @@ class UploadRoutes:
             return _answer({"error": f"{exc}; name the file without a path, e.g. diagnostics.zip"}, 400)
         except TooLarge:
             return self._too_large(sid, None)
+        except (ConnectionError, ClientPayloadError, asyncio.IncompleteReadError) as exc:
+            # The charger went away mid-upload (nothing of it is kept); it reports UploadFailed or retries.
+            log.info("upload for %r cut short: %s", sid, exc)
+            return _answer({"error": "the upload was cut short"}, 400)
         finally:
             self._active -= 1
         for name, size in stored:

@@ -4,7 +4,9 @@ kept only as hashes) and the file names a charger may give."""
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
+from csms.config import ConfigError, HttpConfig, load_config
 from csms.ocpp.operator import _without_credentials
 from csms.operations.upload_grants import MAX_GRANTS, UploadGrants, Verdict, shown
 from csms.storage.uploads import BadName, UploadFolder, safe_name, station_folder
@@ -76,3 +78,26 @@ def test_station_folders_and_paths_stay_inside(tmp_path):
 def test_locations_are_logged_without_credentials():
     assert _without_credentials("ftp://user:secret@logs.example.com:21/in/") == "ftp://***@logs.example.com:21/in/"
     assert _without_credentials("https://fw.example.com/a.bin") == "https://fw.example.com/a.bin"
+
+
+def test_http_upload_settings():
+    base = {"token": "a" * 20}
+    assert HttpConfig(**base).upload_base(8080) == "http://127.0.0.1:8080"
+    assert HttpConfig(**base, host="0.0.0.0").upload_base(8080) is None  # no address to give a charger
+    assert HttpConfig(**base, host="0.0.0.0", public_url="https://csms.example.net/ops/").upload_base(8080) == \
+        "https://csms.example.net/ops"
+    for bad in ("ftp://csms.example.net", "http://0.0.0.0:8080", "http://csms.example.net/?x=1", "csms.example.net"):
+        with pytest.raises(ValidationError, match="public_url"):
+            HttpConfig(**base, public_url=bad)
+    with pytest.raises(ValidationError, match="max_upload_size"):
+        HttpConfig(**base, max_upload_size=10)
+
+
+def test_upload_dir_is_relative_to_the_config_and_must_be_a_folder(tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text('[http]\ntoken = "aaaaaaaaaaaaaaaaaaaa"\n\n[[organisations]]\nid = "o"\nname = "O"\n')
+    assert load_config(site).http.upload_dir == str(tmp_path / "var" / "uploads")
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "uploads").write_text("not a folder")
+    with pytest.raises(ConfigError, match="http.upload_dir"):
+        load_config(site)

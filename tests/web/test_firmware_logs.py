@@ -7,6 +7,7 @@ CP1 speaks OCPP 1.6, CP2 OCPP 2.0.1 (see :mod:`.site`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 
@@ -163,6 +164,25 @@ async def test_get_logs_failures_and_refusals(tmp_path, cid):
         assert code == 400 and body["field"] == "location"
         code, body = await post(rig, CMD.format(cid, "get-logs"), {"since": 10, "until": 5})
         assert code == 400 and body["field"] == "until"
+
+        # A CALLERROR (a firmware without GetDiagnostics / GetLog): 502, and the upload URL made for it is revoked.
+        charger.config.misbehaviour = replace(charger.config.misbehaviour,
+                                              not_implemented_calls=frozenset({"GetDiagnostics", "GetLog"}))
+        live = len(app.uploads._grants)
+        code, body = await post(rig, CMD.format(cid, "get-logs"), {})
+        assert code == 502 and body["code"] == "NotImplemented"
+        assert len(app.uploads._grants) == live
+        # The event is written after the answer: wait for it.
+        events: list = []
+
+        async def logged() -> bool:
+            events[:] = json.loads((await get(rig, "/api/events?kind=operator_command&limit=1"))[2])
+            return events[0]["detail"]["outcome"] == "CallError"
+        for _ in range(50):
+            if await logged():
+                break
+            await asyncio.sleep(0.05)
+        assert events[0]["detail"]["outcome"] == "CallError" and events[0]["detail"]["upload_token"].endswith("…")
 
         # A station that is not connected: 409, as for every command, and no upload URL is issued.
         charger.disconnect()

@@ -6,12 +6,14 @@ The files' happy path with real simulated chargers is in :mod:`.test_firmware_lo
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 
 import aiohttp
 from yarl import URL
 
-from .site import MAX_UPLOAD, get, running_site
+from .site import MAX_UPLOAD, get, running_site, wait_until
 
 
 async def _send(method: str, url: str, data=None, headers: dict | None = None, expect100: bool = False
@@ -129,3 +131,18 @@ async def test_listing_and_download_need_the_token_and_name_real_files(tmp_path)
         assert (await get(rig, "/api/stations/CP1/uploads/..%2Fcsms.sqlite"))[0] == 404
         code, headers, text = await get(rig, "/api/stations/CP1/uploads/diag.log")
         assert code == 200 and text == "contents" and headers["Content-Type"] == "application/octet-stream"
+
+
+async def test_an_upload_cut_short_leaves_nothing(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="csms.web.uploads")
+    async with running_site(tmp_path) as rig:
+        url = URL(rig.app.uploads.issue("CP1").url + "cut.log")
+        reader, writer = await asyncio.open_connection("127.0.0.1", url.port)
+        writer.write(f"PUT {url.raw_path} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode() + b"a" * 10)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+        await wait_until(lambda: "cut short" in caplog.text, what="the server to notice")
+        assert not [f for f in _files(tmp_path / "uploads") if "cut" in f or "partial" in f]
+        assert "Traceback" not in caplog.text
+        assert (await _send("PUT", str(url), b"whole"))[0] == 201  # the charger's retry
