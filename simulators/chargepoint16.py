@@ -10,7 +10,7 @@ from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 
 from simulators.ocpp_face import OcppFace, schedule_periods
-from csms.runtime.isotime import iso_millis
+from csms.runtime.isotime import iso_millis, parse_iso
 from simulators.profiles import purpose_from_ocpp
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ class ChargePoint16(OcppFace, ChargePoint):
     async def send_boot(self) -> tuple[str, float]:
         cfg = self.sim.config
         return await self.boot(call.BootNotification(charge_point_model=cfg.model, charge_point_vendor=cfg.vendor,
-                                                     charge_point_serial_number=cfg.id, firmware_version="sim-1"))
+                                                     charge_point_serial_number=cfg.id,
+                                                     firmware_version=self.sim.firmware_version))
 
     async def send_heartbeat(self) -> None:
         await self.call(call.Heartbeat())
@@ -75,7 +76,25 @@ class ChargePoint16(OcppFace, ChargePoint):
         mv = [{"timestamp": self._now(), "sampled_value": self.sim.sampled_values(conn, context)}]
         await self.call(call.MeterValues(connector_id=conn.id, meter_value=mv, transaction_id=tx))
 
+    async def send_firmware_status(self, status: str, request_id: int | None) -> None:
+        await self.call(call.FirmwareStatusNotification(status=status))
+
+    async def send_log_status(self, status: str, request_id: int | None) -> None:
+        await self.call(call.DiagnosticsStatusNotification(status=status))
+
     # ---- incoming -------------------------------------------------------------------------------
+
+    @on("UpdateFirmware")
+    async def on_update_firmware(self, location: str, retrieve_date: str, **_: Any):
+        await self._received("UpdateFirmware", {"location": location, "retrieve_date": retrieve_date})
+        self.sim.update_firmware(location, parse_iso(retrieve_date), None)
+        return call_result.UpdateFirmware()
+
+    @on("GetDiagnostics")
+    async def on_get_diagnostics(self, location: str, **kw: Any):
+        await self._received("GetDiagnostics", {"location": location, **kw})
+        _, filename = self.sim.get_log(location, "Diagnostics", None)
+        return call_result.GetDiagnostics(file_name=filename)
 
     @on("SetChargingProfile")
     async def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict, **_: Any):

@@ -11,7 +11,7 @@ from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 
 from simulators.ocpp_face import OcppFace, schedule_periods
-from csms.runtime.isotime import iso_millis
+from csms.runtime.isotime import iso_millis, parse_iso
 from simulators.profiles import purpose_from_ocpp
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ STOP_TRIGGER = {"EVDisconnected": "EVCommunicationLost", "Remote": "RemoteStop",
                 "DeAuthorized": "Deauthorized", "ImmediateReset": "ResetCommand"}
 #: The charger's neutral UnlockConnector answer as 2.0.1 says it: it has no NotSupported.
 UNLOCK_201 = {"NotSupported": "UnlockFailed"}
+#: The charger's neutral log-upload status as 2.0.1 says it.
+LOG_STATUS_201 = {"UploadFailed": "UploadFailure"}
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,8 @@ class ChargePoint201(OcppFace, ChargePoint):
         cfg = self.sim.config
         return await self.boot(call.BootNotification(
             charging_station={"model": cfg.model, "vendor_name": cfg.vendor, "serial_number": cfg.id,
-                              "firmware_version": "sim-1"},
-            reason="PowerUp"))
+                              "firmware_version": self.sim.firmware_version},
+            reason=self.sim.boot_reason))
 
     async def send_heartbeat(self) -> None:
         await self.call(call.Heartbeat())
@@ -183,7 +185,25 @@ class ChargePoint201(OcppFace, ChargePoint):
         if sess is not None and sess.transaction_id is not None:
             await self._event("Updated", "ChargingStateChanged", conn, sess)
 
+    async def send_firmware_status(self, status: str, request_id: int | None) -> None:
+        await self.call(call.FirmwareStatusNotification(status=status, request_id=request_id))
+
+    async def send_log_status(self, status: str, request_id: int | None) -> None:
+        await self.call(call.LogStatusNotification(status=LOG_STATUS_201.get(status, status), request_id=request_id))
+
     # ---- incoming -------------------------------------------------------------------------------
+
+    @on("UpdateFirmware")
+    async def on_update_firmware(self, request_id: int, firmware: dict, **_: Any):
+        await self._received("UpdateFirmware", {"request_id": request_id, "firmware": firmware})
+        status = self.sim.update_firmware(firmware["location"], parse_iso(firmware["retrieve_date_time"]), request_id)
+        return call_result.UpdateFirmware(status=status)
+
+    @on("GetLog")
+    async def on_get_log(self, log: dict, log_type: str, request_id: int, **_: Any):
+        await self._received("GetLog", {"log": log, "log_type": log_type, "request_id": request_id})
+        status, filename = self.sim.get_log(log["remote_location"], log_type, request_id)
+        return call_result.GetLog(status=status, filename=filename)
 
     @on("SetChargingProfile")
     async def on_set_charging_profile(self, evse_id: int, charging_profile: dict, **_: Any):

@@ -26,6 +26,7 @@ from csms.runtime.aio import cancel_and_wait
 from simulators.charger_commands import ChargerCommands
 from simulators.charger_config import SimChargerConfig
 from simulators.charger_connection import CANCEL_GRACE, ConnectionRunner
+from simulators.charger_maintenance import ChargerMaintenance
 from simulators.charger_meter_values import DEFAULT_MEASURANDS, MeterValueReporting
 from simulators.charger_physics import ChargerPhysics
 from simulators.charger_profiles import ProfileHandling
@@ -38,7 +39,7 @@ from simulators.profile_store import ProfileStore
 
 
 class Charger(ChargerPhysics, ChargerSessions, MeterValueReporting, ProfileHandling, ChargerCommands,
-              ConnectionRunner, ABC):
+              ChargerMaintenance, ConnectionRunner, ABC):
     def __init__(self, config: SimChargerConfig, clock: SimClock | None = None) -> None:
         self.config = config
         self.clock = clock or SimClock()
@@ -62,6 +63,9 @@ class Charger(ChargerPhysics, ChargerSessions, MeterValueReporting, ProfileHandl
         self.received: list[tuple[str, dict]] = []
         #: Calls it dropped or refused because its boot was not accepted yet (misbehaviour before_boot).
         self.before_boot: list[str] = []
+        self.firmware_version = "sim-1"
+        self.boot_reason = "PowerUp"
+        self.uploaded: list[tuple[str, bytes]] = []
         self._outbox = Outbox(config.id)
         self._allowed_online = asyncio.Event()
         self._allowed_online.set()

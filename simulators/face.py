@@ -28,3 +28,10 @@ class Face(Protocol):
     async def send_stop(self, conn: Connector, sess: Session, reason: str, meter_stop: float) -> None: ...
 
     async def send_meter_values(self, conn: Connector, sess: Session | None, context: str) -> None: ...
+
+    async def send_firmware_status(self, status: str, request_id: int | None) -> None:
+        """FirmwareStatusNotification (``status`` in 2.0.1's words; 1.6 has no InstallRebooting)."""
+
+    async def send_log_status(self, status: str, request_id: int | None) -> None:
+        """1.6 DiagnosticsStatusNotification / 2.0.1 LogStatusNotification (``status``: Uploading, Uploaded,
+        UploadFailed)."""

@@ -55,14 +55,22 @@ class Misbehaviour:
     not_implemented_calls: frozenset[str] = frozenset()
     #: Seconds a reset keeps it offline before it reconnects and boots again.
     reboot_time: float = 1.0
+    #: UpdateFirmware: "" installs, "download-fail" ends at DownloadFailed, "install-fail" at InstallationFailed.
+    firmware: str = ""
+    #: GetDiagnostics / GetLog over HTTP: "" POSTs multipart/form-data to the location, "put" PUTs the file to
+    #: location + file name.
+    upload: str = ""
 
 
 KNOBS = ("reject=PURPOSE", "only-watts", "ignore-limits", "answer-delay=S", "drop-every=S", "max-stack-level=N",
          "refuse-max-stack-level", "before-boot=drop|error", "boot-delay=S", "not-implemented=PURPOSE|all",
          "empty-composite", "measurands=M+M...", "min-meter-interval=S", "trigger=ignore|refuse|not-implemented",
-         "duplicate-stop", "unlock=not-supported|fail", "not-implemented-call=ACTION", "reboot-time=S")
+         "duplicate-stop", "unlock=not-supported|fail", "not-implemented-call=ACTION", "reboot-time=S",
+         "firmware=download-fail|install-fail", "upload=put")
 TRIGGER_MODES = ("ignore", "refuse", "not-implemented")
 UNLOCK_MODES = ("not-supported", "fail")
+FIRMWARE_MODES = ("download-fail", "install-fail")
+UPLOAD_MODES = ("put",)
 
 
 def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
@@ -88,6 +96,10 @@ def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
             return replace(mis, trigger=value)
         if name == "unlock" and value in UNLOCK_MODES:
             return replace(mis, unlock=value)
+        if name == "firmware" and value in FIRMWARE_MODES:
+            return replace(mis, firmware=value)
+        if name == "upload" and value in UPLOAD_MODES:
+            return replace(mis, upload=value)
         if name == "not-implemented-call" and value:
             return replace(mis, not_implemented_calls=mis.not_implemented_calls | {value})
         if name == "max-stack-level":

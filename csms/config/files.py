@@ -21,6 +21,9 @@ def check_files(cfg: SiteConfig) -> list[Problem]:
     srv = cfg.server
     if srv.security_profile in (2, 3):
         problems += _tls_problems("server", srv.tls_cert, srv.tls_key, srv.tls_ca)
+    if cfg.http is not None and Path(cfg.http.upload_dir).exists() and not Path(cfg.http.upload_dir).is_dir():
+        problems.append(Problem("http.upload_dir", f"{cfg.http.upload_dir!r} is not a directory; name a folder "
+                                                   "(created when the first file arrives), e.g. var/uploads"))
     if cfg.mqtt is not None and cfg.mqtt.tls:
         problems += _tls_problems("mqtt", cfg.mqtt.tls_cert, cfg.mqtt.tls_key, cfg.mqtt.tls_ca)
     return problems
@@ -92,4 +95,8 @@ def resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
     mqtt = cfg.mqtt
     if mqtt is not None:
         mqtt = mqtt.model_copy(update={k: fix(getattr(mqtt, k)) for k in ("tls_ca", "tls_cert", "tls_key")})
-    return cfg.model_copy(update={"server": server, "storage": storage, "gateway": gateway, "mqtt": mqtt})
+    http = cfg.http
+    if http is not None:
+        http = http.model_copy(update={"upload_dir": fix(http.upload_dir)})
+    return cfg.model_copy(update={"server": server, "storage": storage, "gateway": gateway, "mqtt": mqtt,
+                                  "http": http})

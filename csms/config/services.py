@@ -6,6 +6,7 @@ Each section has defaults that suit most sites; the site itself (who, what, whic
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -89,6 +90,40 @@ class HttpConfig(StrictModel):
     #: Bearer token for the write routes (commands to stations) as well as the reads; absent: no writes.
     #: A separate secret, so that whoever can watch (a dashboard screen, a metrics scraper) cannot act.
     operator_token: str | None = None
+    #: Where chargers' uploaded log files are kept, one folder per station (relative: from the config's folder).
+    upload_dir: str = "var/uploads"
+    #: Largest file a charger may upload, in bytes (a bigger one is refused with 413 and not kept).
+    max_upload_size: int = Field(50 * 1024 * 1024, ge=1024, le=10 * 1024**3)
+    #: Seconds an upload URL handed to a charger (get-logs) stays valid.
+    upload_ttl: float = Field(3600, ge=60, le=7 * 86400)
+    #: The address chargers reach this server at, e.g. "http://192.168.1.10:8080" (a reverse proxy's,
+    #: with its path, when there is one); absent: http://HOST:PORT of this section.
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("public_url must be http(s)://HOST[:PORT][/PATH], the address chargers reach this "
+                             "server at, e.g. http://192.168.1.10:8080")
+        if parts.hostname in ("0.0.0.0", "::"):
+            raise ValueError("public_url must name an address chargers can reach, not a wildcard")
+        return v.rstrip("/")
+
+    def upload_base(self, port: int) -> str | None:
+        """The base of upload URLs: ``public_url``, else this server's own address; None for a wildcard host
+        without ``public_url`` (0.0.0.0 is no address a charger can be told: get-logs then needs a location)."""
+        if self.public_url is not None:
+            return self.public_url
+        if self.host in ("", "0.0.0.0", "::"):
+            return None
+        host = self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{port}"
 
     @field_validator("token", "operator_token")
     @classmethod

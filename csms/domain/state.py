@@ -92,6 +92,20 @@ def implausible(tx: Transaction, now: float) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class MaintenanceStatus:
+    """The latest firmware or log-upload progress a station reported (as it worded it: Downloading, Installed,
+    Uploaded, UploadFailed...), when, and for which request (2.0.1 requestId; None in 1.6)."""
+
+    status: str
+    at: float
+    request_id: int | None = None
+
+
+#: The kinds of :attr:`StationState.maintenance`: a firmware update, a log (1.6 diagnostics) upload.
+MAINTENANCE_KINDS = ("firmware", "log")
+
+
 @dataclass
 class StationState:
     station_id: str
@@ -106,6 +120,8 @@ class StationState:
     transactions: dict[int, Transaction] = field(default_factory=dict)
     #: Latest sample per connector/EVSE (0 = the station's main meter).
     samples: dict[int, PhaseSample] = field(default_factory=dict)
+    #: Latest firmware / log status, by kind ("firmware", "log").
+    maintenance: dict[str, MaintenanceStatus] = field(default_factory=dict)
 
     @property
     def charging(self) -> bool:
@@ -231,6 +247,10 @@ class SiteState:
     def sampled(self, station_id: str, connector_id: int, sample: PhaseSample) -> None:
         self.station(station_id).samples[connector_id] = sample
         self._emit(MeterSampled(station_id, sample.taken_at, connector_id, sample))
+
+    def maintenance(self, station_id: str, kind: str, status: MaintenanceStatus) -> None:
+        """A firmware or log status notification (no listener needs it: the operator view reads it)."""
+        self.station(station_id).maintenance[kind] = status
 
     def find_transaction(self, station_id: str, transaction_id: str) -> Transaction | None:
         st = self.stations.get(station_id)

@@ -11,7 +11,7 @@ import logging
 from types import ModuleType
 from typing import Any, Protocol
 
-from csms.domain.state import BootInfo, PhaseSample, Transaction, implausible
+from csms.domain.state import BootInfo, MaintenanceStatus, PhaseSample, Transaction, implausible
 from csms.ocpp.context import SessionContext
 from csms.ocpp.metervalues import to_sample
 from csms.ocpp.routing import after, on
@@ -72,6 +72,16 @@ class Inbound:
         if self._boot is not None:
             boot, at = self._boot
             self.ctx.state.booted(self.id, boot, at)  # StationBooted: the delivery sets up again after a reboot
+
+    async def _maintenance(self, kind: str, status: str, request_id: int | None, event: str) -> None:
+        """A firmware (``kind`` "firmware") or log upload ("log") status: stored with its time, then the
+        station's latest in the live state (the operator view's ``firmware_status`` / ``log_status``) and the
+        event log (``event``). Acknowledged once stored, like every message whose content is kept."""
+        at = self.ctx.clock()
+        await self.ctx.storage.write(records.maintenance_status(self.id, kind, status, request_id, at))
+        self.ctx.state.maintenance(self.id, kind, MaintenanceStatus(status, at, request_id))
+        log.info("%s: %s status %r%s", self.id, kind, status, f" (request {request_id})" if request_id is not None else "")
+        self._log(event, status=status, **({"request_id": request_id} if request_id is not None else {}))
 
     def _flag_if_implausible(self, tx: Transaction) -> None:
         """A transaction is stored as the station reported it; values no real session has (see

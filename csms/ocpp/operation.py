@@ -29,3 +29,13 @@ class Planned:
     payload: Any
     status: Callable[[Any], str] = reply_status
     learn: Callable[[Any], list[Setting]] = learns_nothing
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What the central system supplies to a command beyond its arguments: a fresh ``request_id`` (unique across
+    restarts) for the commands that carry one (``Arguments.needs_request_id``), else None; and ``now`` (epoch
+    seconds), the default of times the operator left out (a firmware download starts now)."""
+
+    request_id: int | None = None
+    now: float = 0.0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import websockets
 from ocpp.exceptions import OCPPError
@@ -24,49 +25,65 @@ from ocpp.messages import Call
 from csms.domain.state import Version
 from csms.ocpp import frames
 from csms.ocpp.local_lists import LocalLists
-from csms.ocpp.operation import Planned
+from csms.ocpp.operation import PlanContext, Planned
 from csms.ocpp.schemas import validator_for
 from csms.ocpp.station import Station
 from csms.ocpp.v16 import operations as v16
 from csms.ocpp.v201 import operations as v201
 from csms.operations import catalogue
-from csms.operations.arguments import Arguments, SendLocalList
+from csms.operations.arguments import Arguments, GetLogs, SendLocalList
 from csms.operations.results import (BadArguments, CommandError, CommandResult, StationError, StationOffline,
                                      StationTimeout, UnknownStation)
-from csms.storage.database import Storage
+from csms.operations.upload_grants import Grant, UploadGrants, shown
 from csms.storage import records
-from csms.storage.records import log_event
+from csms.storage.database import Storage
+from csms.storage.records import allocate_request_id, log_event
 
 log = logging.getLogger("csms.ocpp.operator")
 
-PLANNERS: dict[Version, Callable[[str, Arguments], Planned]] = {Version.V16: v16.plan, Version.V201: v201.plan}
+PLANNERS: dict[Version, Callable[[str, Arguments, PlanContext], Planned]] = {Version.V16: v16.plan,
+                                                                             Version.V201: v201.plan}
 SCHEMAS = {Version.V16: "1.6", Version.V201: "2.0.1"}
+
+
+def _without_credentials(url: str) -> str:
+    """``ftp://user:secret@host/x`` as ``ftp://***@host/x``: an operator's location may carry a password."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 class OperatorCommands:
     """The operator's commands over the live ``sessions`` (the server's own dict, so always current)."""
 
     def __init__(self, sessions: Mapping[str, Station], stations: Collection[str], storage: Storage,
-                 clock: Callable[[], float], timeout: float, local_lists: LocalLists | None = None):
+                 clock: Callable[[], float], timeout: float, uploads: UploadGrants | None = None,
+                 local_lists: LocalLists | None = None):
         self.sessions = sessions
-        self.local_lists = local_lists
         self.stations = stations  # every station id in the config
         self.storage = storage
         self.clock = clock
         self.timeout = timeout
+        #: Issues the secret upload URL ``get-logs`` defaults to (None: no [http], so no upload endpoint).
+        self.uploads = uploads
+        #: Sends local authorization lists and keeps them in step with the tokens.
+        self.local_lists = local_lists
 
     async def execute(self, station_id: str, command: str, body: Any, by: str) -> CommandResult:
         args: Arguments | None = None
+        extra: dict[str, Any] = {}  # what the event log gets beyond the arguments (request id, upload token)
         try:
             args = catalogue.parse(command, body)
-            result = await self._send(station_id, command, args, by)
+            result = await self._send(station_id, command, args, extra, by)
         except CommandError as exc:
-            self._log(station_id, command, args, by, exc.outcome, str(exc))
+            self._log(station_id, command, args, by, exc.outcome, str(exc), **extra)
             raise
-        self._log(station_id, command, args, by, result.status)
+        self._log(station_id, command, args, by, result.status, **extra)
         return result
 
-    async def _send(self, station_id: str, command: str, args: Arguments, by: str) -> CommandResult:
+    async def _send(self, station_id: str, command: str, args: Arguments, extra: dict[str, Any],
+                    by: str) -> CommandResult:
         if station_id not in self.stations:
             raise UnknownStation(f"no station {station_id!r} in the site config; GET /api/chargers lists them")
         session = self.sessions.get(station_id)
@@ -81,7 +98,37 @@ class OperatorCommands:
                 raise StationTimeout(f"station {station_id!r} did not answer SendLocalList within "
                                      f"{self.timeout:g} s") from None
             return CommandResult(station_id, command, status, detail)
-        planned = PLANNERS[session.version](command, args)
+        ctx = PlanContext(now=self.clock())
+        if args.needs_request_id:
+            ctx = PlanContext(request_id=await self.storage.write(allocate_request_id), now=ctx.now)
+            extra["request_id"] = ctx.request_id
+        grant = None
+        if isinstance(args, GetLogs) and args.location is None:
+            grant = self._upload_grant(station_id)
+            args = args.model_copy(update={"location": grant.url})
+            extra["upload_token"] = shown(grant.token)
+        try:
+            result = await self._call(session, station_id, command, args, ctx)
+        except CommandError:
+            if grant is not None and self.uploads is not None:
+                self.uploads.revoke(grant.token)
+            raise
+        if grant is not None and self.uploads is not None and not result.ok:
+            self.uploads.revoke(grant.token)  # refused: nothing will be uploaded with it
+        return result
+
+    def _upload_grant(self, station_id: str) -> Grant:
+        grant = self.uploads.issue(station_id) if self.uploads is not None else None
+        if grant is None:
+            raise BadArguments("location", "this central system has no upload address to give: turn on [http] (and "
+                                           "set [http] public_url when it listens on 0.0.0.0), or give the URL the "
+                                           "station is to upload to, e.g. ftp://user:pass@logs.example.com/")
+        log.info("%r: upload URL issued (token %s, valid %g s)", station_id, shown(grant.token), self.uploads.ttl)
+        return grant
+
+    async def _call(self, session: Station, station_id: str, command: str, args: Arguments,
+                    ctx: PlanContext) -> CommandResult:
+        planned = PLANNERS[session.version](command, args, ctx)
         body = frames.to_payload(planned.payload)
         action = type(planned.payload).__name__
         try:
@@ -103,12 +150,15 @@ class OperatorCommands:
         return CommandResult(station_id, command, planned.status(reply), frames.to_payload(reply))
 
     def _log(self, station_id: str, command: str, args: Arguments | None, by: str, outcome: str,
-             error: str | None = None) -> None:
+             error: str | None = None, **extra: Any) -> None:
         """One event per command. Arguments are logged as parsed (a request that did not parse is not
-        echoed: it may hold anything); no command takes a secret (password keys are refused)."""
-        detail: dict[str, Any] = {"command": command, "by": by, "outcome": outcome}
+        echoed: it may hold anything), a location without its user and password; the upload token this
+        central system made up is in ``extra`` as its first characters only (it is the upload's credential)."""
+        detail: dict[str, Any] = {"command": command, "by": by, "outcome": outcome, **extra}
         if args is not None:
-            detail["arguments"] = args.model_dump(exclude_none=True)
+            detail["arguments"] = args.model_dump(mode="json", exclude_none=True)
+            if "location" in detail["arguments"]:
+                detail["arguments"]["location"] = _without_credentials(detail["arguments"]["location"])
         if error is not None:
             detail["error"] = error
         # The station id and the command are the client's text: %r, so they cannot forge a log line.

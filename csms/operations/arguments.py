@@ -8,15 +8,20 @@ naming the field.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class Arguments(BaseModel):
     """Base of every command's arguments: unknown fields are errors (a typo must not be ignored)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Whether the command carries a request id (2.0.1 UpdateFirmware, GetLog), allocated by the central system
+    #: so that the station's later status notifications can be matched to the request.
+    needs_request_id: ClassVar[bool] = False
 
 
 class RemoteStart(Arguments):
@@ -82,6 +87,7 @@ class ChangeConfiguration(Arguments):
 
 
 class GetBaseReport(Arguments):
+    needs_request_id: ClassVar[bool] = True
     #: 2.0.1 only. ConfigurationInventory: the variables that can be set; FullInventory: every variable;
     #: SummaryInventory: the station's summary. The station answers at once and then sends its report in
     #: NotifyReport messages, which are stored (GET /api/chargers/{id}/configuration).
@@ -96,3 +102,64 @@ class SendLocalList(Arguments):
 
 class GetLocalListVersion(Arguments):
     pass
+
+
+#: URL schemes a charger can download firmware from or upload logs to (OCPP leaves the transport open; chargers
+#: support HTTP(S) and FTP(S), a few SFTP).
+URL_SCHEMES = ("http", "https", "ftp", "ftps", "sftp")
+
+
+def _url(value: str | None, field_name: str) -> str | None:
+    """A URL a charger can reach: a known scheme and a host (the charger, not us, resolves it)."""
+    if value is None:
+        return value
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
+        raise ValueError(f"{field_name} must be a URL with a host and one of the schemes {', '.join(URL_SCHEMES)}, "
+                         "e.g. https://firmware.example.com/charger-2.1.bin")
+    if any(ch.isspace() for ch in value):
+        raise ValueError(f"{field_name} must not contain spaces (percent-encode them as %20)")
+    return value
+
+
+class UpdateFirmware(Arguments):
+    needs_request_id: ClassVar[bool] = True
+    #: Where the charger downloads the firmware image (2.0.1 limits it to 512 characters).
+    location: str = Field(min_length=1, max_length=512)
+    #: When the charger is to start downloading (ISO 8601 with a time zone, or epoch seconds); absent: now.
+    retrieve_date: AwareDatetime | None = None
+    #: How often, and how many seconds apart, the charger retries a failed download (its own default if absent).
+    retries: int | None = Field(None, ge=0, le=100)
+    retry_interval: int | None = Field(None, ge=0, le=86400)
+    #: 2.0.1 only: the PEM certificate the image is signed with, and the image's signature (base64).
+    signing_certificate: str | None = Field(None, min_length=1, max_length=5500)
+    signature: str | None = Field(None, min_length=1, max_length=800)
+
+    _location = field_validator("location")(lambda v: _url(v, "location"))
+
+
+class GetLogs(Arguments):
+    """1.6 GetDiagnostics / 2.0.1 GetLog: the charger uploads a log file to ``location``."""
+
+    needs_request_id: ClassVar[bool] = True
+
+    #: Where the charger uploads the file; absent: this central system's own upload endpoint for the station,
+    #: with a fresh secret URL (README: "Uploads from chargers").
+    location: str | None = Field(None, min_length=1, max_length=512)
+    #: "diagnostics" (1.6 GetDiagnostics / 2.0.1 DiagnosticsLog) or "security" (2.0.1 SecurityLog only).
+    log_type: Literal["diagnostics", "security"] = "diagnostics"
+    #: The oldest and newest entries wanted (ISO 8601 with a time zone, or epoch seconds); absent: all.
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    retries: int | None = Field(None, ge=0, le=100)
+    retry_interval: int | None = Field(None, ge=0, le=86400)
+
+    _location = field_validator("location")(lambda v: _url(v, "location"))
+
+    @field_validator("until")
+    @classmethod
+    def _range(cls, v: Any, info: ValidationInfo) -> Any:
+        since = info.data.get("since")
+        if v is not None and since is not None and since > v:
+            raise ValueError("until is before since: give the newest entry wanted as until")
+        return v

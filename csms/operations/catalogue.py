@@ -36,6 +36,8 @@ COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in (
     CommandSpec("send-local-list", a.SendLocalList, "send the organisation's tokens as the station's local list "
                                                     "(then kept in step)"),
     CommandSpec("get-local-list-version", a.GetLocalListVersion, "the version of the station's local list"),
+    CommandSpec("update-firmware", a.UpdateFirmware, "download and install a firmware image"),
+    CommandSpec("get-logs", a.GetLogs, "have the station upload its diagnostics / security log"),
 )}
 
 #: The messages TriggerMessage may ask for, per version (1.6 core schema; 2.0.1 MessageTriggerEnumType).

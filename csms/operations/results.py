@@ -12,8 +12,9 @@ from typing import Any
 
 #: Answers that mean the station does (or will do) what it was asked: ``csms station`` exits 0 on these.
 #: Scheduled: ChangeAvailability / 2.0.1 Reset applied when the running transaction ends; Unlocked: the
-#: UnlockConnector success; RebootRequired: a setting stored, in force after the next reboot.
-SUCCESS = frozenset({"Accepted", "Scheduled", "Unlocked", "RebootRequired"})
+#: UnlockConnector success; RebootRequired: a setting stored, in force after the next reboot; AcceptedCanceled:
+#: 2.0.1 UpdateFirmware / GetLog accepted, the station's previous one of the same kind cancelled.
+SUCCESS = frozenset({"Accepted", "Scheduled", "Unlocked", "RebootRequired", "AcceptedCanceled"})
 
 
 @dataclass(frozen=True)

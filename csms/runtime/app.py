@@ -24,12 +24,13 @@ from csms.balancer.ports import DecisionOutbox
 from csms.config import SiteConfig
 from csms.domain.authorization import Authorizer
 from csms.domain.link import StationLink
-from csms.domain.state import SiteState, Transaction
+from csms.domain.state import MaintenanceStatus, SiteState, Transaction
 from csms.ocpp.context import SessionContext
 from csms.ocpp.counts import MessageCounts
 from csms.ocpp.local_lists import LocalLists
 from csms.ocpp.operator import OperatorCommands
 from csms.ocpp.server import CentralSystem
+from csms.operations.upload_grants import UploadGrants
 from csms.runtime.tokens import TokenBook
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
@@ -59,9 +60,11 @@ class CentralSystemApp:
         self.local_lists = LocalLists(self.server.sessions, {c.id: c.organisation for c in cfg.chargers},
                                       self.ctx.authorizer.entries, self.storage, clock, cfg.server.call_timeout)
         self.tokens.observers.append(self.local_lists.tokens_changed)
+        #: Secret upload URLs for get-logs (the HTTP server receives the files); none without [http].
+        self.uploads = UploadGrants(clock, cfg.http.upload_ttl) if cfg.http is not None else None
         #: The operator's commands to stations (the write API's port).
         self.commands = OperatorCommands(self.server.sessions, {c.id for c in cfg.chargers}, self.storage, clock,
-                                         cfg.server.call_timeout, self.local_lists)
+                                         cfg.server.call_timeout, self.uploads, self.local_lists)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}
@@ -96,6 +99,8 @@ class CentralSystemApp:
                 self.web = WebServer(self.site_view(), self.cfg.http)
                 await self.web.start()
                 self._stack.push_async_callback(self.web.stop)
+                if self.uploads is not None:
+                    self.uploads.base_url = self.cfg.http.upload_base(self.web.port)
             self.storage.write_nowait(log_event("csms_started", self.clock()))
         except BaseException:
             await self._stack.aclose()
@@ -146,7 +151,8 @@ class CentralSystemApp:
                         last_readings=self.last_readings, meter_refusals=self.meter_refusals,
                         decision=self.balancer.decision, explain=self.balancer.explain,
                         run_observers=self.balancer.run_observers,
-                        message_counts=self.messages.counts, commands=self.commands, tokens=self.tokens)
+                        message_counts=self.messages.counts, commands=self.commands, tokens=self.tokens,
+                        uploads=self.uploads)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state
@@ -163,7 +169,9 @@ class CentralSystemApp:
                                                           decision.budget, limits), "decision")
 
     async def _restore(self) -> None:
-        """Brings back what a restart must not forget: transactions that were running, id tokens changed."""
+        """Brings back what a restart must not forget: transactions that were running, id tokens changed, the
+        local lists stations hold, and each station's latest firmware and log status (the operator view shows
+        them)."""
         changed = await self.tokens.load()
         await self.local_lists.load()
         if changed:
@@ -173,6 +181,9 @@ class CentralSystemApp:
             tx = Transaction(row["transaction_id"], row["connector_id"] or 0, row["id_token"], row["started_at"],
                              row["meter_start_wh"])
             self.state.station(row["station_id"]).transactions[tx.connector_id] = tx
+        for row in await self.storage.read(records.latest_maintenance):
+            self.state.station(row["station_id"]).maintenance[row["kind"]] = MaintenanceStatus(
+                row["status"], row["at"], row["request_id"])
         # Stations are all disconnected until they reconnect.
         await self.storage.write(lambda db: db.execute("UPDATE stations SET connected = 0"))
         if rows:

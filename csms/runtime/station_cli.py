@@ -49,6 +49,20 @@ OPTIONS: dict[str, list[tuple[str, Any, str, str]]] = {
                                                     "SummaryInventory")],
     "send-local-list": [("--full", bool, "full", "send the whole list, not only what changed")],
     "get-local-list-version": [],
+    "update-firmware": [("--location", str, "location", "URL of the firmware image (required)"),
+                        ("--retrieve-date", str, "retrieve_date", "when to download: ISO 8601 with a time zone or "
+                                                                  "epoch seconds (default: now)"),
+                        ("--retries", int, "retries", "download attempts after a failure"),
+                        ("--retry-interval", int, "retry_interval", "seconds between them"),
+                        ("--signing-certificate", str, "signing_certificate", "2.0.1: PEM certificate of the signer"),
+                        ("--signature", str, "signature", "2.0.1: the image's signature (base64)")],
+    "get-logs": [("--location", str, "location", "URL to upload to (default: this central system's upload "
+                                                 "endpoint)"),
+                 ("--log-type", str, "log_type", "diagnostics (default) or security (2.0.1 only)"),
+                 ("--since", str, "since", "oldest entry wanted: ISO 8601 with a time zone or epoch seconds"),
+                 ("--until", str, "until", "newest entry wanted"),
+                 ("--retries", int, "retries", "upload attempts after a failure"),
+                 ("--retry-interval", int, "retry_interval", "seconds between them")],
 }
 
 

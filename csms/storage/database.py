@@ -75,6 +75,14 @@ def _create_schema(db: Database) -> None:
             budget TEXT, limits TEXT)"""
     )
     db.execute("CREATE INDEX IF NOT EXISTS decisions_group_at ON decisions (group_id, at)")
+    # Firmware and log (diagnostics) progress a station reports, one row per notification: kind is "firmware"
+    # or "log", status as the station sent it, request_id the command's (2.0.1; None in 1.6).
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS maintenance_status (
+            id INTEGER PRIMARY KEY, station_id TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
+            request_id INTEGER, at REAL NOT NULL)"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS maintenance_status_station ON maintenance_status (station_id, kind, at)")
     db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
     db.execute(
         """CREATE TABLE IF NOT EXISTS station_settings (

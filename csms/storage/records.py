@@ -18,6 +18,8 @@ from csms.domain.settings import Setting
 from csms.domain.state import BootInfo, PhaseSample, Transaction
 
 TX_COUNTER = "ocpp16_transaction_id"
+#: The requestId of 2.0.1 UpdateFirmware / GetLog (and the id an operator's firmware or log command is logged with).
+REQUEST_COUNTER = "ocpp_request_id"
 
 _ORJSON_AS_JSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 
@@ -182,6 +184,27 @@ def meter_values(station_id: str, connector_id: int, transaction_id: str | None,
             ],
         )
     return op
+
+
+def allocate_request_id(db: Database) -> int:
+    """A request id no earlier command had, across restarts (2.0.1 requestId: a positive integer)."""
+    return next_counter(db, REQUEST_COUNTER)
+
+
+def maintenance_status(station_id: str, kind: str, status: str, request_id: int | None, at: float):
+    """One FirmwareStatusNotification (kind "firmware") or Diagnostics/LogStatusNotification (kind "log")."""
+    def op(db: Database) -> None:
+        db.execute("INSERT INTO maintenance_status (station_id, kind, status, request_id, at) VALUES (?, ?, ?, ?, ?)",
+                   [station_id, kind, status, request_id, at])
+    return op
+
+
+def latest_maintenance(db: Database) -> list[dict[str, Any]]:
+    """Each station's latest firmware and log status (what a restart restores for the operator view)."""
+    return list(db.query(
+        """SELECT station_id, kind, status, request_id, at FROM maintenance_status m
+           WHERE id = (SELECT id FROM maintenance_status WHERE station_id = m.station_id AND kind = m.kind
+                       ORDER BY at DESC, id DESC LIMIT 1)"""))
 
 
 def open_transactions(db: Database) -> list[dict[str, Any]]:

@@ -86,6 +86,15 @@ READ_ROUTES: dict[tuple[str, str], RouteDoc] = {
                                                                      "(operator token)", tags=("tokens",)),
     ("DELETE", "/api/tokens/{organisation}/{token}"): RouteDoc("forget an id token (operator token)",
                                                                tags=("tokens",)),
+    ("GET", "/api/stations/{station_id}/uploads"): RouteDoc("the files the station uploaded (get-logs)",
+                                                            tags=("uploads",)),
+    ("GET", "/api/stations/{station_id}/uploads/{filename}"): RouteDoc("download one uploaded file",
+                                                                       tags=("uploads",)),
+    **{(method, path): RouteDoc("where a station uploads the file a get-logs asked for; the secret URL the "
+                                "command gave it is the credential (PUT the body, or POST multipart/form-data)",
+                                public=True, tags=("uploads",))
+       for method in ("PUT", "POST") for path in ("/upload/{station_id}/{token}", "/upload/{station_id}/{token}/",
+                                                  "/upload/{station_id}/{token}/{filename}")},
 }
 
 #: Request bodies of the routes above, by the name a RouteDoc gives.

@@ -4,7 +4,8 @@ It runs on the central system's own event loop (aiohttp), reads live state in me
 :meth:`csms.storage.database.Storage.read`, and changes nothing: every route is a GET. ``/api/*`` and ``/metrics``
 want ``Authorization: Bearer <token>`` (the ``[http] token``); the dashboard page and its static files are
 public, since they hold no data, and ask for the token once. The one write route (commands to stations,
-:mod:`.operator`) wants the ``[http] operator_token`` instead; the read token gets 403 there. Access logging is off: the dashboard polls
+:mod:`.operator`) wants the ``[http] operator_token`` instead; the read token gets 403 there. Chargers'
+log uploads (``/upload/...``, :mod:`.uploads`) carry their credential in the URL instead. Access logging is off: the dashboard polls
 every second and a line per poll would bury what matters in the log.
 """
 
@@ -33,6 +34,7 @@ from . import openapi, status
 from .metrics import Metrics
 from .operator import ROUTE as COMMAND_ROUTE, CommandRoute, is_write
 from .tokens import TokenRoutes
+from .uploads import UploadRoutes
 from .view import SiteView
 
 log = logging.getLogger("csms.web")
@@ -144,6 +146,7 @@ class WebServer:
         self.metrics = Metrics(view)
         self.commands = CommandRoute(view.commands)
         self.tokens = TokenRoutes(view.tokens)
+        self.uploads = UploadRoutes(view.uploads, cfg, {c.id for c in view.cfg.chargers})
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -170,6 +173,7 @@ class WebServer:
             web.get("/openapi.json", self._openapi),
             web.post(COMMAND_ROUTE, self.commands.handle),
             *self.tokens.routes(),
+            *self.uploads.routes(),
             web.static("/static", STATIC_DIR, show_index=False, follow_symlinks=False),
         ])
         runner = web.AppRunner(webapp, access_log=None, handle_signals=False, shutdown_timeout=2.0)

@@ -132,6 +132,12 @@ def _transaction(station_id: str, tx) -> dict[str, Any]:
             "id_token": tx.id_token, "started_at": tx.started_at, "meter_start_wh": tx.meter_start_wh}
 
 
+def _maintenance(st: StationState | None, kind: str) -> dict[str, Any] | None:
+    """The station's latest firmware or log status as it worded it, when (epoch s) and for which request."""
+    m = st.maintenance.get(kind) if st is not None else None
+    return None if m is None else {"status": m.status, "at": m.at, "request_id": m.request_id}
+
+
 def charger(view: SiteView, station_id: str) -> dict[str, Any] | None:
     c = view.cfg.charger(station_id)
     if c is None:
@@ -172,6 +178,9 @@ def charger(view: SiteView, station_id: str) -> dict[str, Any] | None:
         "draw_by_phase": _phases(_draw_by_phase(view, station_id)),
         "profiles": {"sent": ch.sent, "accepted": ch.accepted, "rejected": ch.rejected} if ch else None,
         "transactions": [_transaction(station_id, tx) for tx in st.transactions.values()] if st else [],
+        # 1.6 / 2.0.1 FirmwareStatusNotification; 1.6 DiagnosticsStatusNotification / 2.0.1 LogStatusNotification.
+        "firmware_status": _maintenance(st, "firmware"),
+        "log_status": _maintenance(st, "log"),
     }
 
 

@@ -20,6 +20,7 @@ from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig
 from csms.domain.state import SiteState
 from csms.operations.port import StationCommander, TokenAdmin
+from csms.operations.upload_grants import UploadGrants
 
 T = TypeVar("T")
 
@@ -68,3 +69,5 @@ class SiteView:
     commands: StationCommander | None = None
     #: The id tokens the write API changes; None: none to manage.
     tokens: TokenAdmin | None = None
+    #: Checks the secret upload URLs chargers send their log files to (None: uploads are refused).
+    uploads: UploadGrants | None = None

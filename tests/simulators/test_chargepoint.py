@@ -301,6 +301,9 @@ async def test_fleet_runs_mixed_versions():
     ("unlock=fail", Misbehaviour(unlock="fail")),
     ("not-implemented-call=ClearCache", Misbehaviour(not_implemented_calls=frozenset({"ClearCache"}))),
     ("reboot-time=4", Misbehaviour(reboot_time=4.0)),
+    ("firmware=download-fail", Misbehaviour(firmware="download-fail")),
+    ("firmware=install-fail", Misbehaviour(firmware="install-fail")),
+    ("upload=put", Misbehaviour(upload="put")),
 ])
 def test_parse_knob(knob, expected):
     assert parse_knob(Misbehaviour(), knob) == expected
@@ -308,7 +311,7 @@ def test_parse_knob(knob, expected):
 
 @pytest.mark.parametrize("bad", ["reject=Nope", "answer-delay=soon", "fly", "only-watts=yes", "before-boot=maybe",
                                  "trigger=sometimes", "not-implemented=Nope", "measurands=",
-                                 "unlock=maybe", "not-implemented-call="])
+                                 "unlock=maybe", "not-implemented-call=", "firmware=explode", "upload=ftp"])
 def test_parse_knob_rejects_with_the_list(bad):
     with pytest.raises(ValueError, match="knobs are"):
         parse_knob(Misbehaviour(), bad)

@@ -26,6 +26,8 @@ from simulators.site import Constant
 TOKEN = "test-token-0123456789abcdef"
 OPERATOR_TOKEN = "operator-token-fedcba9876543210"
 METER = "AG7654321G"
+#: The site's [http] max_upload_size: room for the simulators' log files, small enough to exceed in a test.
+MAX_UPLOAD = 256 * 1024
 SECRETS = ("0123456789abcdef", "fedcba9876543210", "87654321", "13572468", "mqtt-secret-password", TOKEN, OPERATOR_TOKEN)
 
 
@@ -49,7 +51,8 @@ def site_config(tmp: Path, meter_port: int, *, http: bool = True, operator: bool
                             "max_current_offline": 10}],
     }
     if http:
-        data["http"] = {"host": "127.0.0.1", "port": 0, "token": TOKEN}
+        data["http"] = {"host": "127.0.0.1", "port": 0, "token": TOKEN, "upload_dir": str(tmp / "uploads"),
+                        "max_upload_size": MAX_UPLOAD}
         if operator:
             data["http"]["operator_token"] = OPERATOR_TOKEN
     return parse_config(data)

@@ -105,3 +105,19 @@ async def test_csms_station_says_when_nothing_listens(tmp_path):
     assert code == 2 and "missing.toml" in err
     code, out, err = await _csms("frobnicate", "CP1")
     assert code == 2
+
+
+async def test_csms_station_firmware_and_logs(tmp_path):
+    async with running_site(tmp_path) as rig:
+        cfg = str(_config(tmp_path, rig.app.http_port))
+        code, out, err = await _csms("get-logs", "CP2", "--since", "2026-12-01T00:00:00Z", "--config", cfg)
+        assert code == 0 and out.startswith("CP2 get-logs: Accepted") and '"filename"' in out, (out, err)
+        await wait_until(lambda: len(rig.charger("CP2").uploaded) == 1, what="the upload")
+        code, out, err = await _csms("get-logs", "CP1", "--log-type", "security", "--config", cfg)
+        assert code == 2 and "OCPP 1.6 has diagnostics only" in err and "(option --log-type)" in err
+        code, out, err = await _csms("update-firmware", "CP1", "--location", "http://fw.example/sim-5.bin",
+                                     "--retrieve-date", "tomorrow", "--config", cfg)
+        assert code == 2 and "(option --retrieve-date)" in err
+        code, out, err = await _csms("update-firmware", "CP1", "--location", "http://fw.example/sim-5.bin",
+                                     "--config", cfg)
+        assert (code, out.strip()) == (0, "CP1 update-firmware: Accepted"), err

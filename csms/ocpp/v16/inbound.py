@@ -109,11 +109,11 @@ class Inbound16(Inbound):
         return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
 
     @on(Action.diagnostics_status_notification)
-    def on_diagnostics_status(self, status: str, **kw: Any):
-        self._log("diagnostics_status", status=status)
+    async def on_diagnostics_status(self, status: str, **kw: Any):
+        await self._maintenance("log", status, None, "diagnostics_status")
         return call_result.DiagnosticsStatusNotification()
 
     @on(Action.firmware_status_notification)
-    def on_firmware_status(self, status: str, **kw: Any):
-        self._log("firmware_status", status=status)
+    async def on_firmware_status(self, status: str, **kw: Any):
+        await self._maintenance("firmware", status, None, "firmware_status")
         return call_result.FirmwareStatusNotification()

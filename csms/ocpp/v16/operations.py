@@ -2,11 +2,13 @@
 
 Reset: "soft" is Soft, "hard" is Hard. Unlock: connectorId (1.6 has no per-EVSE connector numbers, so
 ``evse_connector`` must stay 1). GetConfiguration with no keys asks for all of them.
+UpdateFirmware without a retrieve date downloads now; GetDiagnostics is ``get-logs`` (diagnostics only).
 """
 
 from __future__ import annotations
 
 from typing import Any
+from datetime import datetime
 
 from ocpp.v16 import call
 
@@ -14,7 +16,8 @@ from csms.domain.settings import Setting
 from csms.operations import arguments as a
 from csms.operations.catalogue import TRIGGERABLE
 from csms.operations.results import BadArguments
-from csms.ocpp.operation import Planned
+from csms.ocpp.operation import PlanContext, Planned
+from csms.runtime.isotime import iso_millis
 
 #: Answers to ChangeConfiguration after which the new value is the station's.
 CHANGED = ("Accepted", "RebootRequired")
@@ -24,7 +27,11 @@ CHANGED = ("Accepted", "RebootRequired")
 PROTECTED_KEYS = frozenset({"AuthorizationKey"})
 
 
-def plan(command: str, args: a.Arguments) -> Planned:
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else iso_millis(at.timestamp())
+
+
+def plan(command: str, args: a.Arguments, ctx: PlanContext = PlanContext()) -> Planned:
     """The 1.6 call for ``command``; :class:`BadArguments` for what 1.6 cannot express."""
     match args:
         case a.RemoteStart():
@@ -74,6 +81,19 @@ def plan(command: str, args: a.Arguments) -> Planned:
         case a.GetBaseReport():
             raise BadArguments("(command)", "OCPP 1.6 has no device-model report: get-configuration with no keys "
                                             "returns every key (and is stored the same way)")
+        case a.UpdateFirmware():
+            for name in ("signing_certificate", "signature"):
+                if getattr(args, name) is not None:
+                    raise BadArguments(name, "OCPP 1.6 UpdateFirmware takes no signed firmware: leave it out")
+            return Planned(call.UpdateFirmware(location=args.location,
+                                               retrieve_date=_iso(args.retrieve_date) or iso_millis(ctx.now),
+                                               retries=args.retries, retry_interval=args.retry_interval))
+        case a.GetLogs():
+            if args.log_type != "diagnostics":
+                raise BadArguments("log_type", "OCPP 1.6 has diagnostics only (GetDiagnostics): leave log_type out")
+            return Planned(call.GetDiagnostics(location=args.location, start_time=_iso(args.since),
+                                               stop_time=_iso(args.until), retries=args.retries,
+                                               retry_interval=args.retry_interval))
     raise BadArguments("(command)", f"{command} has no OCPP 1.6 form")
 
 

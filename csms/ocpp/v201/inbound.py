@@ -174,13 +174,13 @@ class Inbound201(Inbound):
         return call_result.SecurityEventNotification()
 
     @on(Action.firmware_status_notification)
-    def on_firmware_status(self, status: str, **kw: Any):
-        self._log("firmware_status", status=status)
+    async def on_firmware_status(self, status: str, **kw: Any):
+        await self._maintenance("firmware", status, kw.get("request_id"), "firmware_status")
         return call_result.FirmwareStatusNotification()
 
     @on(Action.log_status_notification)
-    def on_log_status(self, status: str, **kw: Any):
-        self._log("log_status", status=status)
+    async def on_log_status(self, status: str, **kw: Any):
+        await self._maintenance("log", status, kw.get("request_id"), "log_status")
         return call_result.LogStatusNotification()
 
     @on(Action.data_transfer)

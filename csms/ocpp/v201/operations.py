@@ -4,12 +4,15 @@ Reset: "soft" is OnIdle (the station reboots once no transaction runs; it may an
 Immediate (transactions are stopped, then it reboots). A connector number is the EVSE id, as everywhere in
 the central system; UnlockConnector also names the connector on that EVSE (``evse_connector``, default 1).
 Configuration keys are device-model variables written ``Component[@evse].Variable[:instance]``.
+UpdateFirmware and GetLog carry a request id the central system allocates (:class:`PlanContext`), which the
+station's FirmwareStatusNotification / LogStatusNotification quote back.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+from datetime import datetime
 from typing import Any
 
 from ocpp.v201 import call
@@ -18,7 +21,8 @@ from csms.domain.settings import Setting
 from csms.operations import arguments as a
 from csms.operations.catalogue import TRIGGERABLE
 from csms.operations.results import BadArguments
-from csms.ocpp.operation import Planned
+from csms.ocpp.operation import PlanContext, Planned
+from csms.runtime.isotime import iso_millis
 
 _VARIABLE = re.compile(r"^(?P<component>[^.@:\s]{1,50})(?:@(?P<evse>\d{1,5}))?\.(?P<variable>[^.:\s]{1,50})"
                        r"(?::(?P<instance>[^\s]{1,50}))?$")
@@ -75,7 +79,17 @@ def _set_status(reply: Any) -> str:
     return str(results[0].get("attribute_status", "Rejected")) if results else "Rejected"
 
 
-def plan(command: str, args: a.Arguments) -> Planned:
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else iso_millis(at.timestamp())
+
+
+def _request_id(ctx: PlanContext) -> int:
+    if ctx.request_id is None:  # the operator module allocates one for every command that needs_request_id
+        raise BadArguments("(command)", "no request id was allocated for this command")
+    return ctx.request_id
+
+
+def plan(command: str, args: a.Arguments, ctx: PlanContext = PlanContext()) -> Planned:
     """The 2.0.1 call for ``command``; :class:`BadArguments` for what 2.0.1 cannot express."""
     match args:
         case a.RemoteStart():
@@ -119,5 +133,23 @@ def plan(command: str, args: a.Arguments) -> Planned:
         case a.GetLocalListVersion():
             return Planned(call.GetLocalListVersion())
         case a.GetBaseReport():
-            return Planned(call.GetBaseReport(request_id=secrets.randbelow(2**31 - 1) + 1, report_base=args.report))
+            return Planned(call.GetBaseReport(request_id=_request_id(ctx), report_base=args.report))
+        case a.UpdateFirmware():
+            firmware: dict[str, Any] = {"location": args.location,
+                                        "retrieve_date_time": _iso(args.retrieve_date) or iso_millis(ctx.now)}
+            if args.signing_certificate is not None:
+                firmware["signing_certificate"] = args.signing_certificate
+            if args.signature is not None:
+                firmware["signature"] = args.signature
+            return Planned(call.UpdateFirmware(request_id=_request_id(ctx), firmware=firmware, retries=args.retries,
+                                               retry_interval=args.retry_interval))
+        case a.GetLogs():
+            log: dict[str, Any] = {"remote_location": args.location}
+            if args.since is not None:
+                log["oldest_timestamp"] = _iso(args.since)
+            if args.until is not None:
+                log["latest_timestamp"] = _iso(args.until)
+            log_type = "SecurityLog" if args.log_type == "security" else "DiagnosticsLog"
+            return Planned(call.GetLog(log=log, log_type=log_type, request_id=_request_id(ctx), retries=args.retries,
+                                       retry_interval=args.retry_interval))
     raise BadArguments("(command)", f"{command} has no OCPP 2.0.1 form")

@@ -31,6 +31,7 @@
       ["Make operative", "change-availability", { availability: "Operative" }, "Put " + c.id + " back in service?"],
       ["Ask for its status", "trigger-message", { message: "StatusNotification" }, null],
       ["Send local list", "send-local-list", {}, "Send " + c.id + " its organisation's cards as its local list (then kept in step)?"],
+      ["Fetch its log", "get-logs", {}, "Have " + c.id + " upload its diagnostics log here?"],
       ["Read configuration", (c.version === "ocpp2.0.1" ? "get-base-report" : "get-configuration"), {}, null],
     ];
     if (tx) list.unshift(["Stop session", "remote-stop", { transaction_id: String(tx.transaction_id) },

@@ -188,9 +188,13 @@
   function renderChargers(section, g, chargers) {
     const rows = chargers.filter((c) => c.group === g.id).map((c) => {
       const conn = c.connected ? "online " + (c.version || "") : "offline";
+      // The latest firmware update / log upload status, as the charger reported it.
+      const maint = [["firmware", c.firmware_status], ["logs", c.log_status]].filter(([, m]) => m)
+        .map(([what, m]) => what + " " + m.status + " " + fmtTime(m.at));
       return el("tr", { "data-charger": c.id },
         el("td", {}, c.id),
-        el("td", { class: "connection" }, conn),
+        el("td", { class: "connection", title: maint.join(" · ") },
+          conn, ...maint.map((t) => el("div", { class: "muted maintenance" }, t))),
         el("td", {}, el("span", { class: "state " + c.control, title: c.control_reason }, c.control.replaceAll("_", " "))),
         el("td", { class: "num limit" }, fmtA(c.limit)),
         el("td", { class: "num in-force" }, fmtA(c.limit_in_force)),
