@@ -25,12 +25,13 @@ from csms.domain.state import Version
 from csms.ocpp import frames
 from csms.ocpp.local_lists import LocalLists
 from csms.ocpp.operation import Planned
+from csms.ocpp.reservations import ReservationCommands
 from csms.ocpp.schemas import validator_for
 from csms.ocpp.station import Station
 from csms.ocpp.v16 import operations as v16
 from csms.ocpp.v201 import operations as v201
 from csms.operations import catalogue
-from csms.operations.arguments import Arguments, SendLocalList
+from csms.operations.arguments import Arguments, CancelReservation, Reserve, SendLocalList
 from csms.operations.results import (BadArguments, CommandError, CommandResult, StationError, StationOffline,
                                      StationTimeout, UnknownStation)
 from csms.storage.database import Storage
@@ -47,9 +48,11 @@ class OperatorCommands:
     """The operator's commands over the live ``sessions`` (the server's own dict, so always current)."""
 
     def __init__(self, sessions: Mapping[str, Station], stations: Collection[str], storage: Storage,
-                 clock: Callable[[], float], timeout: float, local_lists: LocalLists | None = None):
+                 clock: Callable[[], float], timeout: float, local_lists: LocalLists | None = None,
+                 reservations: ReservationCommands | None = None):
         self.sessions = sessions
         self.local_lists = local_lists
+        self.reservations = reservations
         self.stations = stations  # every station id in the config
         self.storage = storage
         self.clock = clock
@@ -80,6 +83,13 @@ class OperatorCommands:
             except TimeoutError:
                 raise StationTimeout(f"station {station_id!r} did not answer SendLocalList within "
                                      f"{self.timeout:g} s") from None
+            return CommandResult(station_id, command, status, detail)
+        if isinstance(args, (Reserve, CancelReservation)) and self.reservations is not None:
+            # The reservation id, the token's parent and the record are central state: the reservations' own.
+            if isinstance(args, Reserve):
+                status, detail = await self.reservations.reserve(station_id, session, args, by)
+            else:
+                status, detail = await self.reservations.cancel(station_id, session, args, by)
             return CommandResult(station_id, command, status, detail)
         planned = PLANNERS[session.version](command, args)
         body = frames.to_payload(planned.payload)

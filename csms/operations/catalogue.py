@@ -36,6 +36,8 @@ COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in (
     CommandSpec("send-local-list", a.SendLocalList, "send the organisation's tokens as the station's local list "
                                                     "(then kept in step)"),
     CommandSpec("get-local-list-version", a.GetLocalListVersion, "the version of the station's local list"),
+    CommandSpec("reserve", a.Reserve, "reserve a connector for an id token (or its group) until an expiry"),
+    CommandSpec("cancel-reservation", a.CancelReservation, "cancel a reservation"),
 )}
 
 #: The messages TriggerMessage may ask for, per version (1.6 core schema; 2.0.1 MessageTriggerEnumType).
