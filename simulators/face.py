@@ -28,3 +28,6 @@ class Face(Protocol):
     async def send_stop(self, conn: Connector, sess: Session, reason: str, meter_stop: float) -> None: ...
 
     async def send_meter_values(self, conn: Connector, sess: Session | None, context: str) -> None: ...
+
+    async def send_reservation_ended(self, reservation_id: int, status: str) -> None:
+        """2.0.1 ReservationStatusUpdate (Expired, Removed); 1.6 has no such message."""

@@ -55,12 +55,15 @@ class Misbehaviour:
     not_implemented_calls: frozenset[str] = frozenset()
     #: Seconds a reset keeps it offline before it reconnects and boots again.
     reboot_time: float = 1.0
+    #: ReserveNow: "" reserves when it can, "refuse" answers Rejected (reservations switched off).
+    reserve: str = ""
 
 
 KNOBS = ("reject=PURPOSE", "only-watts", "ignore-limits", "answer-delay=S", "drop-every=S", "max-stack-level=N",
          "refuse-max-stack-level", "before-boot=drop|error", "boot-delay=S", "not-implemented=PURPOSE|all",
          "empty-composite", "measurands=M+M...", "min-meter-interval=S", "trigger=ignore|refuse|not-implemented",
-         "duplicate-stop", "unlock=not-supported|fail", "not-implemented-call=ACTION", "reboot-time=S")
+         "duplicate-stop", "unlock=not-supported|fail", "not-implemented-call=ACTION", "reboot-time=S",
+         "reserve=refuse")
 TRIGGER_MODES = ("ignore", "refuse", "not-implemented")
 UNLOCK_MODES = ("not-supported", "fail")
 
@@ -90,6 +93,8 @@ def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
             return replace(mis, unlock=value)
         if name == "not-implemented-call" and value:
             return replace(mis, not_implemented_calls=mis.not_implemented_calls | {value})
+        if name == "reserve" and value == "refuse":
+            return replace(mis, reserve=value)
         if name == "max-stack-level":
             return replace(mis, max_stack_level=int(value))
     except ValueError:
