@@ -49,6 +49,8 @@ QUERY: dict[str, tuple[str, dict[str, Any]]] = {
     "organisation": ("only this organisation's", {"type": "string"}),
     "kind": ("only events of this kind (e.g. control, profile, operator_command)", {"type": "string"}),
     "charger": ("only this charger's limits", {"type": "string"}),
+    "state": ("only reservations in this state", {"type": "string", "enum": ["active", "used", "cancelled",
+                                                                           "expired", "refused"]}),
 }
 
 #: Every route other than the commands, by (method, path as the router names it).
@@ -86,6 +88,8 @@ READ_ROUTES: dict[tuple[str, str], RouteDoc] = {
                                                                      "(operator token)", tags=("tokens",)),
     ("DELETE", "/api/tokens/{organisation}/{token}"): RouteDoc("forget an id token (operator token)",
                                                                tags=("tokens",)),
+    ("GET", "/api/reservations"): RouteDoc("reservations, newest first, with their state now",
+                                           LIMIT + ("station", "state"), tags=("reservations",)),
 }
 
 #: Request bodies of the routes above, by the name a RouteDoc gives.

@@ -18,6 +18,7 @@ from typing import Any
 
 from csms.balancer.model import Decision
 from csms.config import LoadBalancerConfig, charger_phases
+from csms.domain.reservations import Reservation
 from csms.domain.state import StationState
 
 from .view import SiteView
@@ -132,6 +133,13 @@ def _transaction(station_id: str, tx) -> dict[str, Any]:
             "id_token": tx.id_token, "started_at": tx.started_at, "meter_start_wh": tx.meter_start_wh}
 
 
+def reservation(r: Reservation) -> dict[str, Any]:
+    """A reservation as the operator view shows it (``connector`` 0: any connector of the station)."""
+    return {"id": r.id, "station_id": r.station_id, "connector": r.connector, "id_token": r.id_token,
+            "parent": r.parent, "expires_at": r.expires_at, "state": r.state.value, "created_by": r.created_by,
+            "created_at": r.created_at, "transaction_id": r.transaction_id}
+
+
 def charger(view: SiteView, station_id: str) -> dict[str, Any] | None:
     c = view.cfg.charger(station_id)
     if c is None:
@@ -172,6 +180,7 @@ def charger(view: SiteView, station_id: str) -> dict[str, Any] | None:
         "draw_by_phase": _phases(_draw_by_phase(view, station_id)),
         "profiles": {"sent": ch.sent, "accepted": ch.accepted, "rejected": ch.rejected} if ch else None,
         "transactions": [_transaction(station_id, tx) for tx in st.transactions.values()] if st else [],
+        "reservations": [reservation(r) for r in view.reservations(station_id)] if view.reservations else [],
     }
 
 

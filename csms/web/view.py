@@ -18,6 +18,7 @@ from sqlite_utils import Database
 
 from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig
+from csms.domain.reservations import Reservation
 from csms.domain.state import SiteState
 from csms.operations.port import StationCommander, TokenAdmin
 
@@ -68,3 +69,5 @@ class SiteView:
     commands: StationCommander | None = None
     #: The id tokens the write API changes; None: none to manage.
     tokens: TokenAdmin | None = None
+    #: A station's reservations in force now; None: none kept.
+    reservations: Callable[[str], list[Reservation]] | None = None
