@@ -152,6 +152,12 @@ async def test_cancel_and_expiry_free_the_connector(tmp_path, cid):
                                                                    [short])))
             assert rows[0]["state"] == "expired"
 
+        # An inoperative connector cannot be reserved.
+        off = await app.commands.execute(cid, "change-availability", {"availability": "Inoperative"}, "test")
+        assert off.status == "Accepted"
+        code, body = await _reserve(rig, cid, id_token="CARD-A", connector=1)
+        assert code == 200 and body["status"] == "Unavailable" and body["reply"]["state"] == "refused", body
+
 
 @VERSIONS
 async def test_an_occupied_or_refusing_charger_and_bad_requests(tmp_path, cid):
