@@ -43,7 +43,8 @@ class ChargePoint16(OcppFace, ChargePoint):
         if authorize and not sess.started_offline:
             res = await self.call(call.Authorize(id_tag=sess.id_tag))
             status = None if res is None else res.id_tag_info.get("status")
-            if status != "Accepted" or not self.sim.claim_reservation(conn, sess, res.id_tag_info.get("parent_id_tag")):
+            parent = None if res is None else res.id_tag_info.get("parent_id_tag")
+            if status != "Accepted" or not self.sim.claim_reservation(conn, sess, parent):
                 log.info("%s: id tag %s is %s; no transaction", self.sim.id, sess.id_tag, status)
                 self.sim.abandon(conn, sess)
                 return

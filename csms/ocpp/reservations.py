@@ -70,7 +70,7 @@ class ReservationCommands:
         await self.book.record(Reservation(rid, station_id, connector, args.id_token, parent, expires_at, state, by,
                                            now), by)
         return status, {"reservation_id": rid, "state": state.value, "connector": connector, "parent": parent,
-                        "expires_at": iso_millis(expires_at)}
+                        "expiry": iso_millis(expires_at)}
 
     async def cancel(self, station_id: str, session: Station, args: CancelReservation, by: str
                      ) -> tuple[str, dict[str, Any]]:

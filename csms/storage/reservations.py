@@ -35,7 +35,8 @@ def allocate_id(db: Database) -> int:
 def save(reservation: Reservation, at: float) -> Callable[[Database], None]:
     def op(db: Database) -> None:
         r = reservation
-        db.execute(f"INSERT OR REPLACE INTO reservations ({COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        db.execute(f"INSERT OR REPLACE INTO reservations ({COLUMNS}, updated_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    [r.id, r.station_id, r.connector, r.id_token, r.parent, r.expires_at, r.state.value, r.created_by,
                     r.created_at, r.transaction_id, at])
     return op
