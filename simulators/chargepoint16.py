@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint, call, call_result
 
-from simulators.ocpp_face import OcppFace, schedule_periods
+from simulators.ocpp_face import OcppFace, parse_time, schedule_periods
 from csms.runtime.isotime import iso_millis, parse_iso
 from simulators.profiles import purpose_from_ocpp
 
@@ -44,14 +44,16 @@ class ChargePoint16(OcppFace, ChargePoint):
         if authorize and not sess.started_offline:
             res = await self.call(call.Authorize(id_tag=sess.id_tag))
             status = None if res is None else res.id_tag_info.get("status")
-            if status != "Accepted":
+            parent = None if res is None else res.id_tag_info.get("parent_id_tag")
+            if status != "Accepted" or not self.sim.claim_reservation(conn, sess, parent):
                 log.info("%s: id tag %s is %s; no transaction", self.sim.id, sess.id_tag, status)
                 self.sim.abandon(conn, sess)
                 return
             self.sim.authorized(conn, sess)
         res = await self.call(call.StartTransaction(connector_id=conn.id, id_tag=sess.id_tag,
                                                     meter_start=round(sess.meter_start_wh),
-                                                    timestamp=iso_millis(sess.started_at)))
+                                                    timestamp=iso_millis(sess.started_at),
+                                                    reservation_id=sess.reservation_id))
         if res is None:
             self.sim.abandon(conn, sess)
             return
@@ -82,6 +84,9 @@ class ChargePoint16(OcppFace, ChargePoint):
     async def send_log_status(self, status: str, request_id: int | None) -> None:
         await self.call(call.DiagnosticsStatusNotification(status=status))
 
+    async def send_reservation_ended(self, reservation_id: int, status: str) -> None:
+        """1.6 has no message for it: the connector's StatusNotification Available says it."""
+
     # ---- incoming -------------------------------------------------------------------------------
 
     @on("UpdateFirmware")
@@ -95,6 +100,19 @@ class ChargePoint16(OcppFace, ChargePoint):
         await self._received("GetDiagnostics", {"location": location, **kw})
         _, filename = self.sim.get_log(location, "Diagnostics", None)
         return call_result.GetDiagnostics(file_name=filename)
+
+    @on("ReserveNow")
+    async def on_reserve_now(self, connector_id: int, expiry_date: str, id_tag: str, reservation_id: int,
+                             parent_id_tag: str | None = None, **_: Any):
+        await self._received("ReserveNow", {"connector_id": connector_id, "id_tag": id_tag,
+                                            "reservation_id": reservation_id, "parent_id_tag": parent_id_tag})
+        status = self.sim.reserve(reservation_id, connector_id, id_tag, parent_id_tag, parse_time(expiry_date))
+        return call_result.ReserveNow(status=status)
+
+    @on("CancelReservation")
+    async def on_cancel_reservation(self, reservation_id: int, **_: Any):
+        await self._received("CancelReservation", {"reservation_id": reservation_id})
+        return call_result.CancelReservation(status=self.sim.cancel_reservation(reservation_id))
 
     @on("SetChargingProfile")
     async def on_set_charging_profile(self, connector_id: int, cs_charging_profiles: dict, **_: Any):

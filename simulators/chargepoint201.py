@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 
-from simulators.ocpp_face import OcppFace, schedule_periods
+from simulators.ocpp_face import OcppFace, parse_time, schedule_periods
 from csms.runtime.isotime import iso_millis, parse_iso
 from simulators.profiles import purpose_from_ocpp
 
@@ -135,12 +135,12 @@ class ChargePoint201(OcppFace, ChargePoint):
 
     async def _event(self, event_type: str, trigger: str, conn: Connector, sess: Session, *,
                      timestamp: str | None = None, meter: list[dict] | None = None, offline: bool = False,
-                     id_token: dict | None = None, **info: Any) -> Any:
+                     id_token: dict | None = None, reservation_id: int | None = None, **info: Any) -> Any:
         return await self.call(call.TransactionEvent(
             event_type=event_type, timestamp=timestamp or self._now(), trigger_reason=trigger,
             seq_no=sess.next_seq(), transaction_info=self._tx_info(conn, sess, **info), meter_value=meter or None,
             offline=offline or None, number_of_phases_used=conn.number_phases if event_type != "Ended" else None,
-            evse={"id": conn.id, "connector_id": 1}, id_token=id_token))
+            evse={"id": conn.id, "connector_id": 1}, id_token=id_token, reservation_id=reservation_id))
 
     async def send_start(self, conn: Connector, sess: Session, authorize: bool) -> None:
         sess.transaction_id = sess.local_id
@@ -148,7 +148,8 @@ class ChargePoint201(OcppFace, ChargePoint):
         if authorize and not sess.started_offline:  # offline: authorized locally, reported by the event alone
             res = await self.call(call.Authorize(id_token=token))
             status = None if res is None else res.id_token_info.get("status")
-            if status != "Accepted":
+            group = None if res is None else (res.id_token_info.get("group_id_token") or {}).get("id_token")
+            if status != "Accepted" or not self.sim.claim_reservation(conn, sess, group):
                 log.info("%s: id token %s is %s; no transaction", self.sim.id, sess.id_tag, status)
                 self.sim.abandon(conn, sess)
                 return
@@ -157,7 +158,8 @@ class ChargePoint201(OcppFace, ChargePoint):
         extra = {"remote_start_id": sess.remote_start_id} if sess.remote_start_id is not None else {}
         res = await self._event("Started", trigger, conn, sess, timestamp=iso_millis(sess.started_at),
                                 meter=self._meter_value(conn, "Transaction.Begin", only_register=True),
-                                offline=sess.started_offline, id_token=token, **extra)
+                                offline=sess.started_offline, id_token=token, reservation_id=sess.reservation_id,
+                                **extra)
         info = getattr(res, "id_token_info", None) or {}
         if info.get("status", "Accepted") != "Accepted" and conn.session is sess:
             # StopTxOnInvalidId (E05): a transaction whose token the CSMS refused is ended, trigger Deauthorized.
@@ -191,6 +193,10 @@ class ChargePoint201(OcppFace, ChargePoint):
     async def send_log_status(self, status: str, request_id: int | None) -> None:
         await self.call(call.LogStatusNotification(status=LOG_STATUS_201.get(status, status), request_id=request_id))
 
+    async def send_reservation_ended(self, reservation_id: int, status: str) -> None:
+        await self.call(call.ReservationStatusUpdate(reservation_id=reservation_id,
+                                                     reservation_update_status=status))
+
     # ---- incoming -------------------------------------------------------------------------------
 
     @on("UpdateFirmware")
@@ -204,6 +210,20 @@ class ChargePoint201(OcppFace, ChargePoint):
         await self._received("GetLog", {"log": log, "log_type": log_type, "request_id": request_id})
         status, filename = self.sim.get_log(log["remote_location"], log_type, request_id)
         return call_result.GetLog(status=status, filename=filename)
+
+    @on("ReserveNow")
+    async def on_reserve_now(self, id: int, expiry_date_time: str, id_token: dict, evse_id: int | None = None,
+                             group_id_token: dict | None = None, **_: Any):
+        group = (group_id_token or {}).get("id_token")
+        await self._received("ReserveNow", {"id": id, "evse_id": evse_id, "id_token": id_token,
+                                            "group_id_token": group_id_token})
+        status = self.sim.reserve(id, evse_id or 0, id_token["id_token"], group, parse_time(expiry_date_time))
+        return call_result.ReserveNow(status=status)
+
+    @on("CancelReservation")
+    async def on_cancel_reservation(self, reservation_id: int, **_: Any):
+        await self._received("CancelReservation", {"reservation_id": reservation_id})
+        return call_result.CancelReservation(status=self.sim.cancel_reservation(reservation_id))
 
     @on("SetChargingProfile")
     async def on_set_charging_profile(self, evse_id: int, charging_profile: dict, **_: Any):

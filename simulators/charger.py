@@ -30,6 +30,7 @@ from simulators.charger_maintenance import ChargerMaintenance
 from simulators.charger_meter_values import DEFAULT_MEASURANDS, MeterValueReporting
 from simulators.charger_physics import ChargerPhysics
 from simulators.charger_profiles import ProfileHandling
+from simulators.charger_reservations import ChargerReservations
 from simulators.charger_sessions import ChargerSessions
 from simulators.clock import SimClock
 from simulators.connector import Connector
@@ -39,7 +40,7 @@ from simulators.profile_store import ProfileStore
 
 
 class Charger(ChargerPhysics, ChargerSessions, MeterValueReporting, ProfileHandling, ChargerCommands,
-              ChargerMaintenance, ConnectionRunner, ABC):
+              ChargerMaintenance, ChargerReservations, ConnectionRunner, ABC):
     def __init__(self, config: SimChargerConfig, clock: SimClock | None = None) -> None:
         self.config = config
         self.clock = clock or SimClock()

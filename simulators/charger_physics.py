@@ -117,6 +117,8 @@ class ChargerPhysics:
     def _refresh_status(self, conn: Connector) -> None:
         if not conn.operative and conn.session is None:
             status = "Unavailable"
+        elif conn.session is None and conn.reservation is not None:
+            status = "Reserved"
         elif conn.ev is None:
             status = "Available" if conn.session is None else "Finishing"
         elif conn.session is None or not conn.session.authorized:

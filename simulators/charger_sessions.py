@@ -6,11 +6,15 @@ Mixed into :class:`~simulators.charger.Charger`.
 
 from __future__ import annotations
 
+import logging
+
 from simulators.charger_config import SimChargerConfig
 from simulators.clock import SimClock
 from simulators.connector import Connector, Session
 from simulators.outbox import Outgoing
 from simulators.profile_store import ProfileStore
+
+log = logging.getLogger(__name__)
 
 
 class ChargerSessions:
@@ -40,10 +44,12 @@ class ChargerSessions:
                      remote_start_id: int | None = None) -> Session | bool:
         """RemoteStartTransaction / RequestStartTransaction. Starts now if a car is plugged in, else when one is."""
         if connector is None:
-            conn = next((c for c in self.connectors.values() if c.session is None and c.operative), None)
+            conn = next((c for c in self.connectors.values() if c.session is None and c.operative
+                         and not self.refused_by_reservation(c, id_tag, False)), None)
         else:
             conn = self.connectors.get(connector)
-        if conn is None or conn.session is not None or not conn.operative:
+        if conn is None or conn.session is not None or not conn.operative \
+                or self.refused_by_reservation(conn, id_tag, False):  # reserved for another card
             return False
         if conn.ev is None:
             conn.remote_tag, conn.remote_start_id, conn.remote_profile = id_tag, remote_start_id, raw_profile
@@ -93,11 +99,16 @@ class ChargerSessions:
                remote_start_id: int | None = None) -> None:
         now = self.clock.now()
         conn.remote_tag = conn.remote_start_id = conn.remote_profile = None
+        if self.refused_by_reservation(conn, id_tag, authorize and self.connected):
+            log.info("%s: connector %s is reserved for another card; %s refused", self.id, conn.id, id_tag)
+            return
         sess = Session(self._next_local_id(), id_tag, now, conn.energy_wh, remote_start_id=remote_start_id)
         conn.session = sess
         self.store.transaction_started(conn.id, sess.local_id, now)
         sess.started_offline = not self.connected
         sess.authorized = not (authorize and self.connected)
+        if sess.authorized:  # no Authorize to wait for: the card takes the reservation now (else the face does)
+            self.claim_reservation(conn, sess, None)
         self.queue(Outgoing(f"start {sess.local_id}",
                             lambda proto, c=conn, s=sess, a=authorize: proto.send_start(c, s, a), keep=True))
         self.step(now)

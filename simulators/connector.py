@@ -25,11 +25,25 @@ class Session:
     #: False while a card presented online waits for the central system's Authorize answer: a real charger
     #: closes its contactor only once the card is accepted (offline, it authorizes locally and starts at once).
     authorized: bool = True
+    #: The reservation this transaction used up (sent as reservationId with its start).
+    reservation_id: int | None = None
 
     def next_seq(self) -> int:
         n = self.seq_no
         self.seq_no += 1
         return n
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A ReserveNow the charger accepted: the connector waits for this token (or one of its group)."""
+
+    id: int
+    id_tag: str
+    #: The 1.6 parentIdTag / 2.0.1 groupIdToken it was sent: a card whose Authorize answer names the same
+    #: parent may use the reservation too.
+    parent: str | None
+    expires_at: float
 
 
 @dataclass
@@ -44,6 +58,7 @@ class Connector:
     remote_tag: str | None = None
     remote_start_id: int | None = None
     remote_profile: dict | None = None
+    reservation: Reservation | None = None
     status: str = ""
     reported_status: str = ""
     offered: float = 0.0

@@ -35,3 +35,6 @@ class Face(Protocol):
     async def send_log_status(self, status: str, request_id: int | None) -> None:
         """1.6 DiagnosticsStatusNotification / 2.0.1 LogStatusNotification (``status``: Uploading, Uploaded,
         UploadFailed)."""
+
+    async def send_reservation_ended(self, reservation_id: int, status: str) -> None:
+        """2.0.1 ReservationStatusUpdate (Expired, Removed); 1.6 has no such message."""

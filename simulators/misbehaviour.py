@@ -60,13 +60,15 @@ class Misbehaviour:
     #: GetDiagnostics / GetLog over HTTP: "" POSTs multipart/form-data to the location, "put" PUTs the file to
     #: location + file name.
     upload: str = ""
+    #: ReserveNow: "" reserves when it can, "refuse" answers Rejected (reservations switched off).
+    reserve: str = ""
 
 
 KNOBS = ("reject=PURPOSE", "only-watts", "ignore-limits", "answer-delay=S", "drop-every=S", "max-stack-level=N",
          "refuse-max-stack-level", "before-boot=drop|error", "boot-delay=S", "not-implemented=PURPOSE|all",
          "empty-composite", "measurands=M+M...", "min-meter-interval=S", "trigger=ignore|refuse|not-implemented",
          "duplicate-stop", "unlock=not-supported|fail", "not-implemented-call=ACTION", "reboot-time=S",
-         "firmware=download-fail|install-fail", "upload=put")
+         "firmware=download-fail|install-fail", "upload=put", "reserve=refuse")
 TRIGGER_MODES = ("ignore", "refuse", "not-implemented")
 UNLOCK_MODES = ("not-supported", "fail")
 FIRMWARE_MODES = ("download-fail", "install-fail")
@@ -102,6 +104,8 @@ def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
             return replace(mis, upload=value)
         if name == "not-implemented-call" and value:
             return replace(mis, not_implemented_calls=mis.not_implemented_calls | {value})
+        if name == "reserve" and value == "refuse":
+            return replace(mis, reserve=value)
         if name == "max-stack-level":
             return replace(mis, max_stack_level=int(value))
     except ValueError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ocpp.exceptions import NotImplementedError as OCPPNotImplemented
@@ -84,6 +85,12 @@ class OcppFace:
         if self.sim.not_implemented(raw):
             raise OCPPNotImplemented(description="SetChargingProfile is not implemented for this purpose")
         return self.sim.install_profile(raw, connector)
+
+
+def parse_time(text: str) -> float:
+    """An OCPP date-time (ISO 8601, "Z" or an offset; without a zone: UTC) as POSIX seconds."""
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def schedule_periods(cs: CompositeSchedule) -> list[dict]:

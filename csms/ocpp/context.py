@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from csms.config import SiteConfig
 from csms.domain.authorization import Authorizer
 from csms.domain.state import SiteState
+from csms.ocpp.reservation_book import ReservationBook
 from csms.runtime.isotime import iso_millis
 from csms.storage.database import Storage
 
@@ -20,6 +21,8 @@ class SessionContext:
     storage: Storage
     authorizer: Authorizer
     clock: Callable[[], float] = field(default=time.time)
+    #: The reservations a start may use up (None: no reservations kept, e.g. a test harness).
+    reservations: ReservationBook | None = None
 
     def now_iso(self) -> str:
         return iso_millis(self.clock())

@@ -26,12 +26,13 @@ from csms.domain.state import Version
 from csms.ocpp import frames
 from csms.ocpp.local_lists import LocalLists
 from csms.ocpp.operation import PlanContext, Planned
+from csms.ocpp.reservations import ReservationCommands
 from csms.ocpp.schemas import validator_for
 from csms.ocpp.station import Station
 from csms.ocpp.v16 import operations as v16
 from csms.ocpp.v201 import operations as v201
 from csms.operations import catalogue
-from csms.operations.arguments import Arguments, GetLogs, SendLocalList
+from csms.operations.arguments import Arguments, CancelReservation, GetLogs, Reserve, SendLocalList
 from csms.operations.results import (BadArguments, CommandError, CommandResult, StationError, StationOffline,
                                      StationTimeout, UnknownStation)
 from csms.operations.upload_grants import Grant, UploadGrants, shown
@@ -59,8 +60,9 @@ class OperatorCommands:
 
     def __init__(self, sessions: Mapping[str, Station], stations: Collection[str], storage: Storage,
                  clock: Callable[[], float], timeout: float, uploads: UploadGrants | None = None,
-                 local_lists: LocalLists | None = None):
+                 local_lists: LocalLists | None = None, reservations: ReservationCommands | None = None):
         self.sessions = sessions
+        self.reservations = reservations
         self.stations = stations  # every station id in the config
         self.storage = storage
         self.clock = clock
@@ -97,6 +99,13 @@ class OperatorCommands:
             except TimeoutError:
                 raise StationTimeout(f"station {station_id!r} did not answer SendLocalList within "
                                      f"{self.timeout:g} s") from None
+            return CommandResult(station_id, command, status, detail)
+        if isinstance(args, (Reserve, CancelReservation)) and self.reservations is not None:
+            # The reservation id, the token's parent and the record are central state: the reservations' own.
+            if isinstance(args, Reserve):
+                status, detail = await self.reservations.reserve(station_id, session, args, by)
+            else:
+                status, detail = await self.reservations.cancel(station_id, session, args, by)
             return CommandResult(station_id, command, status, detail)
         ctx = PlanContext(now=self.clock())
         if args.needs_request_id:

@@ -8,6 +8,7 @@ naming the field.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -163,3 +164,28 @@ class GetLogs(Arguments):
         if v is not None and since is not None and since > v:
             raise ValueError("until is before since: give the newest entry wanted as until")
         return v
+
+
+class Reserve(Arguments):
+    """Reserve a connector for an id token (and its group: the token's parent is sent along)."""
+
+    #: The token it is reserved for (1.6 idTag ≤ 20 characters, 2.0.1 idToken ≤ 36).
+    id_token: str = Field(min_length=1, max_length=36)
+    #: 1.6 connectorId / 2.0.1 evseId; absent or 0: any connector (1.6 connector 0, 2.0.1 no evseId).
+    connector: int | None = Field(None, ge=0)
+    #: Seconds from now until it expires (default 900); or give ``expiry``.
+    expires_in: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    #: When it expires (ISO 8601; without a zone it is UTC); or give ``expires_in``.
+    expiry: datetime | None = None
+
+    @field_validator("expiry")
+    @classmethod
+    def _one_expiry(cls, value: datetime | None, info: ValidationInfo) -> datetime | None:
+        if value is not None and info.data.get("expires_in") is not None:
+            raise ValueError("give expires_in or expiry, not both")
+        return value
+
+
+class CancelReservation(Arguments):
+    #: The id the central system gave the reservation (GET /api/reservations lists them).
+    reservation_id: int = Field(ge=1, le=2**31 - 1)

@@ -38,6 +38,8 @@ COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in (
     CommandSpec("get-local-list-version", a.GetLocalListVersion, "the version of the station's local list"),
     CommandSpec("update-firmware", a.UpdateFirmware, "download and install a firmware image"),
     CommandSpec("get-logs", a.GetLogs, "have the station upload its diagnostics / security log"),
+    CommandSpec("reserve", a.Reserve, "reserve a connector for an id token (or its group) until an expiry"),
+    CommandSpec("cancel-reservation", a.CancelReservation, "cancel a reservation"),
 )}
 
 #: The messages TriggerMessage may ask for, per version (1.6 core schema; 2.0.1 MessageTriggerEnumType).

@@ -29,6 +29,8 @@ from csms.ocpp.context import SessionContext
 from csms.ocpp.counts import MessageCounts
 from csms.ocpp.local_lists import LocalLists
 from csms.ocpp.operator import OperatorCommands
+from csms.ocpp.reservation_book import ReservationBook
+from csms.ocpp.reservations import ReservationCommands
 from csms.ocpp.server import CentralSystem
 from csms.operations.upload_grants import UploadGrants
 from csms.runtime.tokens import TokenBook
@@ -48,7 +50,10 @@ class CentralSystemApp:
         self.clock = clock
         self.state = SiteState()
         self.storage = Storage(cfg.storage.database, cfg.storage.commit_interval)
-        self.ctx = SessionContext(cfg, self.state, self.storage, Authorizer(cfg, self.state), clock)
+        #: Reservations made by the operator, used up by the stations' starts.
+        self.reservations = ReservationBook(self.storage, clock)
+        self.ctx = SessionContext(cfg, self.state, self.storage, Authorizer(cfg, self.state), clock,
+                                  self.reservations)
         #: The operator's id tokens: list/get/put/block/unblock/delete (what the HTTP API and CLI call).
         self.tokens = TokenBook(self.ctx.authorizer, self.storage, clock)
         decisions = DecisionOutbox()
@@ -64,7 +69,10 @@ class CentralSystemApp:
         self.uploads = UploadGrants(clock, cfg.http.upload_ttl) if cfg.http is not None else None
         #: The operator's commands to stations (the write API's port).
         self.commands = OperatorCommands(self.server.sessions, {c.id for c in cfg.chargers}, self.storage, clock,
-                                         cfg.server.call_timeout, self.uploads, self.local_lists)
+                                         cfg.server.call_timeout, self.uploads, self.local_lists,
+                                         ReservationCommands(self.reservations, self.ctx.authorizer.entry,
+                                                             {c.id: c.organisation for c in cfg.chargers}, clock,
+                                                             cfg.server.call_timeout))
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}
@@ -152,7 +160,7 @@ class CentralSystemApp:
                         decision=self.balancer.decision, explain=self.balancer.explain,
                         run_observers=self.balancer.run_observers,
                         message_counts=self.messages.counts, commands=self.commands, tokens=self.tokens,
-                        uploads=self.uploads)
+                        uploads=self.uploads, reservations=self.reservations.of_station)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state
@@ -174,6 +182,7 @@ class CentralSystemApp:
         them)."""
         changed = await self.tokens.load()
         await self.local_lists.load()
+        await self.reservations.load()
         if changed:
             log.info("restored %d id token change(s) from storage", changed)
         rows = await self.storage.read(records.open_transactions)

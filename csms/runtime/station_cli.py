@@ -63,6 +63,11 @@ OPTIONS: dict[str, list[tuple[str, Any, str, str]]] = {
                  ("--until", str, "until", "newest entry wanted"),
                  ("--retries", int, "retries", "upload attempts after a failure"),
                  ("--retry-interval", int, "retry_interval", "seconds between them")],
+    "reserve": [("--id-token", str, "id_token", "id token to reserve for (required); its group may use it too"),
+                ("--connector", int, "connector", "1.6 connector / 2.0.1 EVSE (default 0: any)"),
+                ("--expires-in", int, "expires_in", "seconds until it expires (default 900)"),
+                ("--expiry", str, "expiry", "when it expires, ISO 8601 (instead of --expires-in)")],
+    "cancel-reservation": [("--reservation-id", int, "reservation_id", "the reservation to cancel (required)")],
 }
 
 

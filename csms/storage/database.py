@@ -101,6 +101,14 @@ def _create_schema(db: Database) -> None:
             concurrent INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
             updated_by TEXT NOT NULL, PRIMARY KEY (organisation, token))"""
     )
+    # Reservations made by the operator (csms.storage.reservations); a new table, so no version bump either.
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS reservations (
+            id INTEGER PRIMARY KEY, station_id TEXT NOT NULL, connector INTEGER NOT NULL, id_token TEXT NOT NULL,
+            parent TEXT, expires_at REAL NOT NULL, state TEXT NOT NULL, created_by TEXT NOT NULL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL, transaction_id TEXT)"""
+    )
+    db.execute("CREATE INDEX IF NOT EXISTS reservations_station ON reservations (station_id, state)")
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 

@@ -49,6 +49,8 @@ QUERY: dict[str, tuple[str, dict[str, Any]]] = {
     "organisation": ("only this organisation's", {"type": "string"}),
     "kind": ("only events of this kind (e.g. control, profile, operator_command)", {"type": "string"}),
     "charger": ("only this charger's limits", {"type": "string"}),
+    "state": ("only reservations in this state", {"type": "string", "enum": ["active", "used", "cancelled",
+                                                                           "expired", "refused"]}),
 }
 
 #: Every route other than the commands, by (method, path as the router names it).
@@ -95,6 +97,8 @@ READ_ROUTES: dict[tuple[str, str], RouteDoc] = {
                                 public=True, tags=("uploads",))
        for method in ("PUT", "POST") for path in ("/upload/{station_id}/{token}", "/upload/{station_id}/{token}/",
                                                   "/upload/{station_id}/{token}/{filename}")},
+    ("GET", "/api/reservations"): RouteDoc("reservations, newest first, with their state now",
+                                           LIMIT + ("station", "state"), tags=("reservations",)),
 }
 
 #: Request bodies of the routes above, by the name a RouteDoc gives.

@@ -33,6 +33,7 @@ from csms import __version__
 from . import openapi, status
 from .metrics import Metrics
 from .operator import ROUTE as COMMAND_ROUTE, CommandRoute, is_write
+from .reservations import ROUTE as RESERVATIONS_ROUTE, ReservationRoute
 from .tokens import TokenRoutes
 from .uploads import UploadRoutes
 from .view import SiteView
@@ -166,6 +167,7 @@ class WebServer:
             web.get("/api/chargers/{charger_id}", self._charger),
             web.get("/api/chargers/{charger_id}/configuration", self._charger_configuration),
             web.get("/api/transactions", self._transactions),
+            web.get(RESERVATIONS_ROUTE, ReservationRoute(self.view).handle),
             web.get("/api/events", self._events),
             web.get("/api/history/phases", self._history_phases),
             web.get("/api/history/limits", self._history_limits),

@@ -18,6 +18,7 @@ from typing import Any
 
 from csms.balancer.model import Decision
 from csms.config import LoadBalancerConfig, charger_phases
+from csms.domain.reservations import Reservation
 from csms.domain.state import StationState
 
 from .view import SiteView
@@ -138,6 +139,13 @@ def _maintenance(st: StationState | None, kind: str) -> dict[str, Any] | None:
     return None if m is None else {"status": m.status, "at": m.at, "request_id": m.request_id}
 
 
+def reservation(r: Reservation) -> dict[str, Any]:
+    """A reservation as the operator view shows it (``connector`` 0: any connector of the station)."""
+    return {"id": r.id, "station_id": r.station_id, "connector": r.connector, "id_token": r.id_token,
+            "parent": r.parent, "expires_at": r.expires_at, "state": r.state.value, "created_by": r.created_by,
+            "created_at": r.created_at, "transaction_id": r.transaction_id}
+
+
 def charger(view: SiteView, station_id: str) -> dict[str, Any] | None:
     c = view.cfg.charger(station_id)
     if c is None:
@@ -181,6 +189,7 @@ def charger(view: SiteView, station_id: str) -> dict[str, Any] | None:
         # 1.6 / 2.0.1 FirmwareStatusNotification; 1.6 DiagnosticsStatusNotification / 2.0.1 LogStatusNotification.
         "firmware_status": _maintenance(st, "firmware"),
         "log_status": _maintenance(st, "log"),
+        "reservations": [reservation(r) for r in view.reservations(station_id)] if view.reservations else [],
     }
 
 

@@ -18,6 +18,7 @@ from sqlite_utils import Database
 
 from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig
+from csms.domain.reservations import Reservation
 from csms.domain.state import SiteState
 from csms.operations.port import StationCommander, TokenAdmin
 from csms.operations.upload_grants import UploadGrants
@@ -71,3 +72,5 @@ class SiteView:
     tokens: TokenAdmin | None = None
     #: Checks the secret upload URLs chargers send their log files to (None: uploads are refused).
     uploads: UploadGrants | None = None
+    #: A station's reservations in force now; None: none kept.
+    reservations: Callable[[str], list[Reservation]] | None = None

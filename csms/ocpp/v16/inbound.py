@@ -12,6 +12,7 @@ from typing import Any
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, DataTransferStatus
 
+from csms.domain.reservations import ReservationState
 from csms.domain.state import BootInfo, Transaction
 from csms.ocpp.id_token_info import id_tag_info
 from csms.ocpp.inbound import Inbound
@@ -67,6 +68,10 @@ class Inbound16(Inbound):
             self._flag_if_implausible(tx)
             self.ctx.state.transaction_started(self.id, tx)
             log.info("%s: transaction %s started on connector %s", self.id, tx_id, connector_id)
+            reservation = kw.get("reservation_id")
+            if reservation is not None and self.ctx.reservations is not None:  # the station used it up
+                await self.ctx.reservations.change(self.id, reservation, ReservationState.USED, "StartTransaction",
+                                                   transaction_id=str(tx_id))
         return call_result.StartTransaction(transaction_id=tx_id, id_tag_info=info)
 
     @on(Action.stop_transaction)

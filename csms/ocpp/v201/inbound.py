@@ -18,6 +18,7 @@ from ocpp.v201.enums import (
     NotifyEVChargingNeedsStatusEnumType,
 )
 
+from csms.domain.reservations import ReservationState
 from csms.domain.state import BootInfo, Transaction, Version
 from csms.ocpp.id_token_info import id_token_info
 from csms.ocpp.inbound import Inbound
@@ -97,6 +98,10 @@ class Inbound201(Inbound):
             if stored is not None:
                 self._flag_if_implausible(stored)
             self._apply_event(event_type, evse_id, at, parsed, transaction_info, running, stored)
+            reservation = kw.get("reservation_id")
+            if reservation is not None and self.ctx.reservations is not None:  # the station used it up
+                await self.ctx.reservations.change(self.id, reservation, ReservationState.USED, "TransactionEvent",
+                                                   transaction_id=tx_id)
         return call_result.TransactionEvent(id_token_info=reply_info)
 
     @staticmethod
@@ -208,3 +213,12 @@ class Inbound201(Inbound):
     def on_notify_ev_charging_schedule(self, time_base: str, charging_schedule: dict, evse_id: int, **kw: Any):
         self._log("ev_charging_schedule", evse_id=evse_id)
         return call_result.NotifyEVChargingSchedule(status=GenericStatusEnumType.accepted)
+
+    @on(Action.reservation_status_update)
+    async def on_reservation_status_update(self, reservation_id: int, reservation_update_status: str, **kw: Any):
+        """The station ended a reservation itself: Expired (its time passed) or Removed (e.g. the EVSE went out
+        of service), stored as expired / cancelled."""
+        state = ReservationState.EXPIRED if reservation_update_status == "Expired" else ReservationState.CANCELLED
+        if self.ctx.reservations is not None:
+            await self.ctx.reservations.change(self.id, reservation_id, state, "ReservationStatusUpdate")
+        return call_result.ReservationStatusUpdate()
