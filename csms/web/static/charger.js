@@ -84,6 +84,13 @@
     $("#panel-state").textContent = (charger.connected ? "online " + (charger.version || "") : "offline") + " · " +
       charger.control.replaceAll("_", " ") + " · limit " + (charger.limit == null ? "–" : charger.limit.toFixed(1)) + " A";
     $("#command-result").textContent = "";
+    const reservations = (charger.reservations || []).map((r) => "#" + r.id + " for " + r.id_token +
+      (r.connector ? " on connector " + r.connector : " on any connector") + " until " +
+      new Date(r.expires_at * 1000).toLocaleString());
+    const maintenance = [["firmware", charger.firmware_status], ["log", charger.log_status]]
+      .filter(([, m]) => m).map(([kind, m]) => kind + " " + m.status + " (" + new Date(m.at * 1000).toLocaleString() + ")");
+    $("#panel-facts").textContent = ["Reservations: " + (reservations.join("; ") || "none"),
+                                     ...maintenance].join(" · ");
     $("#operator-row").hidden = !!sessionStorage.getItem(OPERATOR_KEY);
     $("#actions").replaceChildren(...actions(charger).map(([label, command, body, question]) => {
       const b = el("button", { type: "button", disabled: !charger.connected }, label);
