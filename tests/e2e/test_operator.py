@@ -83,3 +83,64 @@ async def test_an_operators_day_through_csms_serve(tmp_path):
         events = await asyncio.to_thread(api, rig, "/api/events?kind=operator_command&limit=10")
         assert sorted(e["station_id"] for e in events) == ["CP1", "CP1", "CP2"]
         assert rig.observer.worst(arrived) <= spec.fuse, rig.observer.overshoot(spec.fuse, arrived)
+
+
+#: Every command an operator has, as from a shell, with what the simulated charger answers on each version.
+#: (remote-start/-stop and reset are in the scenario above; set-charging-profile and friends have their own tests.)
+SWEEP = [
+    (("trigger-message", "--message", "Heartbeat"), "Accepted", "Accepted"),
+    (("get-configuration", "--key", "{hb_key}"), "Accepted", "Accepted"),
+    (("change-configuration", "--key", "{hb_key}", "--value", "120"), "Accepted", "Accepted"),
+    (("clear-cache",), "Accepted", "Accepted"),
+    (("data-transfer", "--vendor-id", "FuseGuard", "--message-id", "Echo", "--data", "hello"), "Accepted", "Accepted"),
+    (("data-transfer", "--vendor-id", "Someone"), "UnknownVendorId", "UnknownVendorId"),
+    (("get-base-report",), None, "Accepted"),
+    (("send-local-list",), "Accepted", "Accepted"),
+    (("get-local-list-version",), "Accepted", "Accepted"),
+    (("reserve", "--id-token", "RES-1", "--connector", "1"), "Accepted", "Accepted"),
+    (("get-logs",), "Accepted", "Accepted"),
+    (("change-availability", "--availability", "Inoperative", "--connector", "1"), "Accepted", "Accepted"),
+    (("change-availability", "--availability", "Operative", "--connector", "1"), "Accepted", "Accepted"),
+    (("unlock", "--connector", "1"), "Unlocked", "Unlocked"),
+    (("update-firmware", "--location", "https://fw.example.com/charger-9.9.bin"), "Accepted", "Accepted"),  # reboots
+]
+
+
+@pytest.mark.parametrize("version", ["ocpp1.6", "ocpp2.0.1"])
+async def test_every_operator_command_through_csms_serve(tmp_path, version):
+    """``csms serve`` as a process and ``csms station`` as processes: each command reaches the simulated
+    charger and its answer comes back with the CLI's exit code (0 accepted, 1 refused, 2 not for this
+    version), and each is in the event log."""
+    spec = SiteSpec([ChargerSpec("CP1", version)], http=True)
+    hb_key = "HeartbeatInterval" if version == "ocpp1.6" else "OCPPCommCtrlr.HeartbeatInterval"
+    async with running_site(tmp_path, spec) as rig:
+        cfg = str(rig.config_path)
+        for args, answer16, answer201 in SWEEP:
+            expected = answer16 if version == "ocpp1.6" else answer201
+            argv = [a.format(hb_key=hb_key) for a in args]
+            code, out, err = await csms("station", argv[0], "CP1", *argv[1:], "--config", cfg)
+            if expected is None:
+                assert code == 2 and "1.6" in err, (argv, out, err)
+                continue
+            assert f"CP1 {argv[0]}: {expected}" in out, (argv, out, err)
+            assert code == (0 if expected in ("Accepted", "Unlocked") else 1), (argv, out, err)
+        # What the commands left behind, as the operator view shows it, once the new firmware has booted.
+        for _ in range(150):
+            charger = await asyncio.to_thread(api, rig, "/api/chargers/CP1")
+            if (charger["firmware_status"] or {}).get("status") == "Installed" and charger["connected"]:
+                break
+            await asyncio.sleep(0.1)
+        assert [r["id_token"] for r in charger["reservations"]] == ["RES-1"]
+        assert charger["log_status"]["status"] == "Uploaded" and charger["firmware_status"]["status"] == "Installed", \
+            charger
+        settings = (await asyncio.to_thread(api, rig, "/api/chargers/CP1/configuration"))["settings"]
+        assert {s["key"]: s["value"] for s in settings}[hb_key] == "120"
+        for _ in range(100):  # the charger uploads its log a moment after answering
+            uploads = await asyncio.to_thread(api, rig, "/api/stations/CP1/uploads")
+            if uploads.get("files"):
+                break
+            await asyncio.sleep(0.1)
+        assert uploads.get("files"), uploads
+        events = await asyncio.to_thread(api, rig, "/api/events?kind=operator_command&limit=100")
+        assert len(events) == len(SWEEP), [json.loads(e["detail"]) if isinstance(e["detail"], str) else e["detail"]
+                                           for e in events]
