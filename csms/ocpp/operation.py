@@ -17,7 +17,14 @@ def reply_status(reply: Any) -> str:
 
 @dataclass(frozen=True)
 class Planned:
-    """``payload`` is an ``ocpp`` call dataclass; ``status`` reads the overall answer from its reply."""
+    """``payload`` is an ``ocpp`` call dataclass; ``status`` reads the overall answer from its reply.
+
+    ``skip_reply_validation``: the reply is not checked against its schema (1.6 GetCompositeSchedule: chargers
+    report limits like 13.33, which the schema's ``multipleOf: 0.1`` refuses). ``reports``: the requestId whose
+    report messages (2.0.1 ReportChargingProfiles) complete the answer.
+    """
 
     payload: Any
     status: Callable[[Any], str] = reply_status
+    skip_reply_validation: bool = False
+    reports: int | None = None

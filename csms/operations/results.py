@@ -13,7 +13,8 @@ from typing import Any
 #: Answers that mean the station does (or will do) what it was asked: ``csms station`` exits 0 on these.
 #: Scheduled: ChangeAvailability / 2.0.1 Reset applied when the running transaction ends; Unlocked: the
 #: UnlockConnector success; RebootRequired: a setting stored, in force after the next reboot.
-SUCCESS = frozenset({"Accepted", "Scheduled", "Unlocked", "RebootRequired"})
+#: NoProfiles: GetChargingProfiles found nothing to report, a complete answer.
+SUCCESS = frozenset({"Accepted", "Scheduled", "Unlocked", "RebootRequired", "NoProfiles"})
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,9 @@ class StationError(CommandError):
 
 class StationTimeout(CommandError):
     outcome = "Timeout"
+
+
+class NotBalanced(CommandError):
+    """The station is in no load-balancing group: the balancer sets it no limit that a cap could lower."""
+
+    outcome = "NotBalanced"

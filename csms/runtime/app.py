@@ -28,6 +28,7 @@ from csms.ocpp.context import SessionContext
 from csms.ocpp.counts import MessageCounts
 from csms.ocpp.operator import OperatorCommands
 from csms.ocpp.server import CentralSystem
+from csms.runtime.operator_caps import OperatorCaps
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
 from csms.storage.database import Storage
@@ -50,9 +51,11 @@ class CentralSystemApp:
         self.delivery = Delivery(cfg, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
         self.server = CentralSystem(self.ctx, on_session=self.delivery.attach, observe=self.messages)
+        #: The operator's caps on chargers' limits: an input of the balancer, kept over a restart.
+        self.caps = OperatorCaps(cfg, self.balancer, self.storage, clock)
         #: The operator's commands to stations (the write API's port).
         self.commands = OperatorCommands(self.server.sessions, {c.id for c in cfg.chargers}, self.storage, clock,
-                                         cfg.server.call_timeout)
+                                         cfg.server.call_timeout, self.caps)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}
@@ -132,7 +135,8 @@ class CentralSystemApp:
                         last_readings=self.last_readings, meter_refusals=self.meter_refusals,
                         decision=self.balancer.decision, explain=self.balancer.explain,
                         run_observers=self.balancer.run_observers,
-                        message_counts=self.messages.counts, commands=self.commands)
+                        message_counts=self.messages.counts, commands=self.commands,
+                        operator_cap=self.caps.cap)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state
@@ -149,7 +153,7 @@ class CentralSystemApp:
                                                           decision.budget, limits), "decision")
 
     async def _restore(self) -> None:
-        """Brings back what a restart must not forget: transactions that were running."""
+        """Brings back what a restart must not forget: transactions that were running, the operator's caps."""
         rows = await self.storage.read(records.open_transactions)
         for row in rows:
             tx = Transaction(row["transaction_id"], row["connector_id"] or 0, row["id_token"], row["started_at"],
@@ -159,6 +163,9 @@ class CentralSystemApp:
         await self.storage.write(lambda db: db.execute("UPDATE stations SET connected = 0"))
         if rows:
             log.info("restored %d running transaction(s) from storage", len(rows))
+        caps = await self.caps.restore()
+        if caps:
+            log.info("restored %d operator cap(s) from storage", caps)
 
 
 async def serve_until_signalled(cfg: SiteConfig) -> int:

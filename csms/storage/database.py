@@ -76,6 +76,10 @@ def _create_schema(db: Database) -> None:
     )
     db.execute("CREATE INDEX IF NOT EXISTS decisions_group_at ON decisions (group_id, at)")
     db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS operator_caps (
+            station_id TEXT PRIMARY KEY, limit_a REAL NOT NULL, until REAL, set_at REAL NOT NULL, by TEXT)"""
+    )
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 

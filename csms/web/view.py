@@ -19,6 +19,7 @@ from sqlite_utils import Database
 from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig
 from csms.domain.state import SiteState
+from csms.operations.caps import OperatorCap
 from csms.operations.port import StationCommander
 
 T = TypeVar("T")
@@ -66,3 +67,5 @@ class SiteView:
     message_counts: Mapping[tuple[str, str, str], int]
     #: Sends the operator's commands to stations (the write API); None: the view is read-only.
     commands: StationCommander | None = None
+    #: The operator's cap in force on a charger (None: none).
+    operator_cap: Callable[[str], OperatorCap | None] = lambda station_id: None

@@ -1,7 +1,8 @@
 """The operator commands (:mod:`csms.operations`) as OCPP 1.6 calls.
 
 Reset: "soft" is Soft, "hard" is Hard. Unlock: connectorId (1.6 has no per-EVSE connector numbers, so
-``evse_connector`` must stay 1). GetConfiguration with no keys asks for all of them.
+``evse_connector`` must stay 1). GetConfiguration with no keys asks for all of them. 1.6 has no GetChargingProfiles: the composite schedule is
+what a 1.6 station tells of its profiles.
 """
 
 from __future__ import annotations
@@ -61,4 +62,10 @@ def plan(command: str, args: a.Arguments) -> Planned:
                 raise BadArguments("key", f"{args.key} is the station's password: change it in the site config "
                                           "([[chargers]] password) and on the station together, not here")
             return Planned(call.ChangeConfiguration(key=args.key, value=args.value))
+        case a.GetCompositeSchedule():
+            # Chargers report limits like 13.33, which the reply schema's multipleOf 0.1 would refuse.
+            return Planned(call.GetCompositeSchedule(connector_id=args.connector, duration=args.duration,
+                                                     charging_rate_unit=args.unit), skip_reply_validation=True)
+        case a.GetChargingProfiles():
+            raise BadArguments("(command)", "not available in OCPP 1.6; use get-composite-schedule")
     raise BadArguments("(command)", f"{command} has no OCPP 1.6 form")

@@ -4,6 +4,8 @@ Reset: "soft" is OnIdle (the station reboots once no transaction runs; it may an
 Immediate (transactions are stopped, then it reboots). A connector number is the EVSE id, as everywhere in
 the central system; UnlockConnector also names the connector on that EVSE (``evse_connector``, default 1).
 Configuration keys are device-model variables written ``Component[@evse].Variable[:instance]``.
+GetChargingProfiles is answered Accepted / NoProfiles, then the profiles come in ReportChargingProfiles
+messages, which the answer gathers (``reports``, ``complete``).
 """
 
 from __future__ import annotations
@@ -84,4 +86,20 @@ def plan(command: str, args: a.Arguments) -> Planned:
                                           "([[chargers]] password) and on the station together, not here")
             return Planned(call.SetVariables(set_variable_data=[{"attribute_value": args.value, **target}]),
                            status=_set_status)
+        case a.GetCompositeSchedule():
+            return Planned(call.GetCompositeSchedule(duration=args.duration, evse_id=args.connector,
+                                                     charging_rate_unit=args.unit))
+        case a.GetChargingProfiles():
+            criterion: dict[str, Any] = {}
+            if args.purpose is not None:
+                criterion["charging_profile_purpose"] = args.purpose
+            if args.stack_level is not None:
+                criterion["stack_level"] = args.stack_level
+            if args.profile_ids:
+                criterion["charging_profile_id"] = list(args.profile_ids)
+            if args.sources:
+                criterion["charging_limit_source"] = list(args.sources)
+            request_id = secrets.randbelow(2**31 - 1) + 1
+            return Planned(call.GetChargingProfiles(request_id=request_id, charging_profile=criterion,
+                                                    evse_id=args.connector), reports=request_id)
     raise BadArguments("(command)", f"{command} has no OCPP 2.0.1 form")
