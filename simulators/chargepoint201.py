@@ -12,7 +12,7 @@ from ocpp.v201 import ChargePoint, call, call_result
 
 from simulators.ocpp_face import OcppFace, schedule_periods
 from csms.runtime.isotime import iso_millis
-from simulators.profiles import purpose_from_ocpp
+from simulators.profiles import profile_to_ocpp201, purpose_from_ocpp
 
 if TYPE_CHECKING:
     from simulators.connector import Connector, Session
@@ -193,6 +193,39 @@ class ChargePoint201(OcppFace, ChargePoint):
         return call_result.GetCompositeSchedule(status="Accepted", schedule={
             "evse_id": evse_id, "duration": int(duration), "schedule_start": iso_millis(cs.start),
             "charging_rate_unit": cs.unit, "charging_schedule_period": schedule_periods(cs)})
+
+    def _reported_profiles(self, evse_id: int | None, crit: dict) -> dict[int, list[dict]]:
+        """The installed profiles GetChargingProfiles' criterion selects, by EVSE."""
+        purpose, level = crit.get("charging_profile_purpose"), crit.get("stack_level")
+        ids, sources = crit.get("charging_profile_id"), crit.get("charging_limit_source")
+        out: dict[int, list[dict]] = {}
+        if sources and "CSO" not in sources:
+            return out  # every profile here was set by the central system (source CSO)
+        for p in sorted(self.sim.store.profiles.values(), key=lambda p: p.id):
+            if ((evse_id is not None and p.connector != evse_id) or (ids and p.id not in ids)
+                    or (purpose and purpose_from_ocpp(purpose) is not p.purpose)
+                    or (level is not None and p.stack_level != level)):
+                continue
+            out.setdefault(p.connector, []).append(profile_to_ocpp201(p))
+        return out
+
+    @on("GetChargingProfiles")
+    async def on_get_charging_profiles(self, request_id: int, charging_profile: dict, evse_id: int | None = None,
+                                       **_: Any):
+        await self._received("GetChargingProfiles", {"request_id": request_id, "evse_id": evse_id,
+                                                     "charging_profile": charging_profile})
+        found = self._reported_profiles(evse_id, charging_profile)
+        return call_result.GetChargingProfiles(status="Accepted" if found else "NoProfiles")
+
+    @after("GetChargingProfiles")
+    async def after_get_charging_profiles(self, request_id: int, charging_profile: dict,
+                                          evse_id: int | None = None, **_: Any):
+        """One ReportChargingProfiles per EVSE, the last with tbc false (K09)."""
+        found = sorted(self._reported_profiles(evse_id, charging_profile).items())
+        for i, (evse, profiles) in enumerate(found):
+            await self.call(call.ReportChargingProfiles(request_id=request_id, charging_limit_source="CSO",
+                                                        charging_profile=profiles, evse_id=evse,
+                                                        tbc=i < len(found) - 1))
 
     @on("GetVariables")
     async def on_get_variables(self, get_variable_data: list[dict], **_: Any):
