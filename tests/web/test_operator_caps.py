@@ -188,3 +188,21 @@ async def test_get_charging_profiles_returns_the_reported_profiles(tmp_path):
         assert "not available in OCPP 1.6; use get-composite-schedule" in str(err.value)
         status, answer = await post(rig, "/api/stations/CP1/commands/get-charging-profiles", {})
         assert status == 400 and "use get-composite-schedule" in answer["error"]
+
+
+async def test_a_1_6_composite_with_limits_off_the_tenth_grid_is_returned(tmp_path):
+    """Real 1.6 chargers report limits like 13.33, which the reply schema's multipleOf 0.1 refuses: the command
+    takes the reply as it is (as the delivery's own GetCompositeSchedule does)."""
+    from simulators.profile_store import CompositePeriod, CompositeSchedule
+
+    async with running_site(tmp_path) as rig:
+        charger = rig.charger("CP1")
+        # Such a firmware: its composite is 13.33 A, and it does not check its own reply against the schema.
+        charger.composite = lambda connector, duration, unit: CompositeSchedule(  # type: ignore[method-assign]
+            connector, charger.clock.now(), duration, "A", (CompositePeriod(0, 13.33),))
+        charger._proto.route_map["GetCompositeSchedule"]["_skip_schema_validation"] = True
+        result = await rig.app.commands.execute("CP1", "get-composite-schedule", {"connector": 1}, "test")
+        assert result.status == "Accepted"
+        assert float(result.reply["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"]) == 13.33
+        status, answer = await post(rig, "/api/stations/CP1/commands/get-composite-schedule", {"connector": 1})
+        assert status == 200 and answer["reply"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 13.33
