@@ -149,3 +149,22 @@ def test_a_cap_lowers_its_charger_and_never_takes_from_the_others(data):
             continue
         assert after.limits[cid].limit >= before.limits[cid].limit - 1e-9, (cid, before.limits[cid],
                                                                              after.limits[cid])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_caps_set_and_lifted_across_runs_stay_safe(data):
+    """Memory carried between runs (rotation, pauses by a cap, trimming) never breaks the invariants while caps come
+    and go."""
+    g = data.draw(groups().filter(lambda g: g.active))
+    memory = BalancerMemory()
+    chs = data.draw(chargers(g, n_max=6))
+    for i in range(data.draw(st.integers(2, 8))):
+        now = T0 + i * data.draw(st.sampled_from([1.0, 30.0, 400.0]))
+        chs = [replace(c, operator_cap=data.draw(st.none() | st.floats(0, 40)), operator_cap_until=None)
+               for c in chs]
+        d = run(g, data.draw(meters()), chs, now, memory)
+        for c in chs:
+            lim = d.limits[c.spec.id]
+            if c.operator_cap is not None and lim.controlled:
+                assert lim.limit <= c.operator_cap + 1e-9, (c.spec.id, c.operator_cap, lim)

@@ -88,6 +88,11 @@ async def test_a_cap_lowers_the_charger_and_frees_current_for_the_other(tmp_path
         assert json.loads(text)["operator_cap"]["by"] == "test op"
         rows = await app.storage.read(load_caps)
         assert [(r["station_id"], r["limit_a"], r["by"]) for r in rows] == [(cid, 8.0, "test op")]
+        events = await app.storage.read(lambda db: list(db.query(
+            "SELECT station_id, detail FROM events WHERE kind = 'operator_command'")))
+        logged = [json.loads(e["detail"]) for e in events if e["station_id"] == cid]
+        assert [(e["command"], e["by"], e["outcome"], e["arguments"]) for e in logged] == [
+            ("set-charging-profile", "test op", "Accepted", {"limit": 8.0})]
 
         cleared = await app.commands.execute(cid, "clear-charging-profile", {}, "test op")
         assert cleared.ok and cleared.reply["lifted"]["limit"] == 8 and cleared.reply["operatorCap"] is None
