@@ -4,15 +4,15 @@ messages it sends and the calls it answers. Each EVSE has one connector (connect
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ocpp.routing import after, on
 from ocpp.v201 import ChargePoint, call, call_result
 
+from simulators.device_model import REPORT_PART, Variable, device_model, report_item
 from simulators.ocpp_face import OcppFace, parse_time, schedule_periods
 from csms.runtime.isotime import iso_millis, parse_iso
-from simulators.profiles import purpose_from_ocpp
+from simulators.profiles import profile_to_ocpp201, purpose_from_ocpp
 
 if TYPE_CHECKING:
     from simulators.connector import Connector, Session
@@ -31,58 +31,11 @@ UNLOCK_201 = {"NotSupported": "UnlockFailed"}
 LOG_STATUS_201 = {"UploadFailed": "UploadFailure"}
 
 
-@dataclass(frozen=True)
-class Variable:
-    value: str
-    mutability: str = "ReadOnly"  # ReadOnly | ReadWrite | WriteOnly
-    #: The 1.6-style setting name :meth:`SimCharger.change_setting` applies (for ReadWrite ones).
-    setting: str | None = None
-
-
-#: Most variables in one NotifyReport.
-REPORT_PART = 8
-
-
-def report_item(key: tuple[str, int | None, str, str | None], var: Variable) -> dict[str, Any]:
-    """One device-model variable as a NotifyReport item (a write-only one without its value)."""
-    component, evse, name, instance = key
-    comp: dict[str, Any] = {"name": component, **({"evse": {"id": evse}} if evse is not None else {})}
-    variable: dict[str, Any] = {"name": name, **({"instance": instance} if instance is not None else {})}
-    attribute: dict[str, Any] = {"type": "Actual", "mutability": var.mutability}
-    if var.mutability != "WriteOnly":
-        attribute["value"] = var.value
-    return {"component": comp, "variable": variable, "variable_attribute": [attribute],
-            "variable_characteristics": {"data_type": "string", "supports_monitoring": False}}
-
-
 class ChargePoint201(OcppFace, ChargePoint):
     # ---- device model ---------------------------------------------------------------------------
 
     def device_model(self) -> dict[tuple[str, int | None, str, str | None], Variable]:
-        """(component, evse id, variable, instance) -> variable, built from the charger's live settings."""
-        sim, cfg, mis = self.sim, self.sim.config, self.sim.config.misbehaviour
-        dm = {
-            ("SmartChargingCtrlr", None, "Enabled", None): Variable("true"),
-            ("SmartChargingCtrlr", None, "Available", None): Variable("true"),
-            ("SmartChargingCtrlr", None, "ProfileStackLevel", None): Variable(str(mis.max_stack_level)),
-            ("SmartChargingCtrlr", None, "RateUnit", None): Variable("W" if mis.only_watts else "A,W"),
-            ("SmartChargingCtrlr", None, "PeriodsPerSchedule", None): Variable(str(sim.store.max_periods)),
-            ("SmartChargingCtrlr", None, "Entries", "ChargingProfiles"): Variable(str(len(sim.store.profiles))),
-            ("SmartChargingCtrlr", None, "ACPhaseSwitchingSupported", None): Variable("false"),
-            ("SampledDataCtrlr", None, "TxUpdatedInterval", None):
-                Variable(str(int(sim.meter_interval)), "ReadWrite", "MeterValueSampleInterval"),
-            ("SampledDataCtrlr", None, "TxUpdatedMeasurands", None):
-                Variable(",".join(sim.measurands), "ReadWrite", "MeterValuesSampledData"),
-            ("OCPPCommCtrlr", None, "HeartbeatInterval", None):
-                Variable(str(int(sim.heartbeat_interval)), "ReadWrite", "HeartbeatInterval"),
-            ("TxCtrlr", None, "EVConnectionTimeOut", None):
-                Variable(str(int(sim.connection_timeout)), "ReadWrite", "ConnectionTimeOut"),
-            ("SecurityCtrlr", None, "BasicAuthPassword", None): Variable("", "WriteOnly", "AuthorizationKey"),
-            ("ChargingStation", None, "PhaseRotation", None): Variable(cfg.phase_rotation),
-        }
-        for evse in sim.connectors:
-            dm[("EVSE", evse, "PhaseRotation", None)] = Variable(cfg.phase_rotation)
-        return dm
+        return device_model(self.sim)
 
     def _lookup(self, item: dict) -> tuple[str, Variable | None]:
         comp, var = item["component"], item["variable"]
@@ -253,6 +206,39 @@ class ChargePoint201(OcppFace, ChargePoint):
         return call_result.GetCompositeSchedule(status="Accepted", schedule={
             "evse_id": evse_id, "duration": int(duration), "schedule_start": iso_millis(cs.start),
             "charging_rate_unit": cs.unit, "charging_schedule_period": schedule_periods(cs)})
+
+    def _reported_profiles(self, evse_id: int | None, crit: dict) -> dict[int, list[dict]]:
+        """The installed profiles GetChargingProfiles' criterion selects, by EVSE."""
+        purpose, level = crit.get("charging_profile_purpose"), crit.get("stack_level")
+        ids, sources = crit.get("charging_profile_id"), crit.get("charging_limit_source")
+        out: dict[int, list[dict]] = {}
+        if sources and "CSO" not in sources:
+            return out  # every profile here was set by the central system (source CSO)
+        for p in sorted(self.sim.store.profiles.values(), key=lambda p: p.id):
+            if ((evse_id is not None and p.connector != evse_id) or (ids and p.id not in ids)
+                    or (purpose and purpose_from_ocpp(purpose) is not p.purpose)
+                    or (level is not None and p.stack_level != level)):
+                continue
+            out.setdefault(p.connector, []).append(profile_to_ocpp201(p))
+        return out
+
+    @on("GetChargingProfiles")
+    async def on_get_charging_profiles(self, request_id: int, charging_profile: dict, evse_id: int | None = None,
+                                       **_: Any):
+        await self._received("GetChargingProfiles", {"request_id": request_id, "evse_id": evse_id,
+                                                     "charging_profile": charging_profile})
+        found = self._reported_profiles(evse_id, charging_profile)
+        return call_result.GetChargingProfiles(status="Accepted" if found else "NoProfiles")
+
+    @after("GetChargingProfiles")
+    async def after_get_charging_profiles(self, request_id: int, charging_profile: dict,
+                                          evse_id: int | None = None, **_: Any):
+        """One ReportChargingProfiles per EVSE, the last with tbc false (K09)."""
+        found = sorted(self._reported_profiles(evse_id, charging_profile).items())
+        for i, (evse, profiles) in enumerate(found):
+            await self.call(call.ReportChargingProfiles(request_id=request_id, charging_limit_source="CSO",
+                                                        charging_profile=profiles, evse_id=evse,
+                                                        tbc=i < len(found) - 1))
 
     @on("GetVariables")
     async def on_get_variables(self, get_variable_data: list[dict], **_: Any):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Literal
 
-from csms.runtime.isotime import parse_iso
+from csms.runtime.isotime import iso_millis, parse_iso
 
 Version = Literal["ocpp1.6", "ocpp2.0.1"]
 Unit = Literal["A", "W"]
@@ -160,6 +160,36 @@ def profile_from_ocpp(raw: dict, connector: int, version: Version) -> Profile:
         kind=Kind(raw["charging_profile_kind"]), schedule=_schedule(sched), connector=connector,
         recurrency=raw.get("recurrency_kind"), valid_from=parse_iso(raw.get("valid_from")),
         valid_to=parse_iso(raw.get("valid_to")), transaction_id=None if tx is None else str(tx))
+
+
+def profile_to_ocpp201(profile: Profile) -> dict:
+    """An installed profile as a 2.0.1 ``chargingProfile`` (snake_case, as the ``ocpp`` package sends it): what
+    the charger reports in ReportChargingProfiles."""
+    s = profile.schedule
+    periods = []
+    for p in s.periods:
+        period: dict = {"start_period": int(p.start), "limit": p.limit}
+        if p.number_phases is not None:
+            period["number_phases"] = p.number_phases
+        if p.phase_to_use is not None:
+            period["phase_to_use"] = p.phase_to_use
+        periods.append(period)
+    schedule: dict = {"id": s.id if s.id is not None else 1, "charging_rate_unit": s.unit,
+                      "charging_schedule_period": periods}
+    if s.start is not None:
+        schedule["start_schedule"] = iso_millis(s.start)
+    if s.duration is not None:
+        schedule["duration"] = int(s.duration)
+    if s.min_rate is not None:
+        schedule["min_charging_rate"] = s.min_rate
+    out: dict = {"id": profile.id, "stack_level": profile.stack_level,
+                 "charging_profile_purpose": profile.purpose.ocpp_name("ocpp2.0.1"),
+                 "charging_profile_kind": profile.kind.value, "charging_schedule": [schedule]}
+    for key, value in (("recurrency_kind", profile.recurrency), ("transaction_id", profile.transaction_id),
+                       ("valid_from", profile.valid_from), ("valid_to", profile.valid_to)):
+        if value is not None:
+            out[key] = iso_millis(value) if key.startswith("valid") else value
+    return out
 
 
 def with_schedule(profile: Profile, **changes) -> Profile:

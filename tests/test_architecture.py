@@ -29,6 +29,11 @@ LAYERS = (
     ("csms.domain", ("ocpp", "websockets", "sqlite_utils", "csms.ocpp", "csms.storage", "csms.runtime"),
      "the domain knows no protocol, socket or storage"),
     ("meter_gateway", ("csms",), "meter-gateway runs on its own, without the central system"),
+    *((layer, ("csms.balancer.controller", "csms.balancer.allocation", "csms.runtime"),
+       "operator commands reach the balancer only through the CapKeeper port (csms.operations.caps)")
+      for layer in ("csms.operations", "csms.ocpp.operator", "csms.web")),
+    ("csms.operations", ("csms.balancer", "csms.ocpp", "csms.storage"),
+     "the operator's commands are version-agnostic and know no balancer or storage"),
     ("csms", ("simulators",), "the central system never depends on its simulators"),
     ("meter_gateway", ("simulators",), "the meter gateway never depends on the simulators"),
 )

@@ -30,7 +30,8 @@ The algorithm, per run:
 4. **How much.** The admitted sessions share ``available`` max-min fairly by progressive filling
    (:mod:`csms.balancer.waterfill`), each up to its cap: ``max_current``, or for a car that drew clearly
    less than its limit for a while, its draw plus headroom (lifted every ``probe_every`` seconds to see
-   whether it wants more). Such a trimmed car is counted at its draw: the headroom it does not use is lent
+   whether it wants more), or the operator's cap when lower (:mod:`csms.balancer.operator_cap`; one below
+   ``min_current`` pauses the session before admission). Such a trimmed car is counted at its draw: the headroom it does not use is lent
    to the others, at most ``trim_headroom`` per phase in all. A session draws only on the phases its EV
    really uses once they are learned, so a 1-phase EV on a 3-phase charger leaves the other two phases to
    others.

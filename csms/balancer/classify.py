@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from .grid import floor_step
 from .memory import ChargerMemory
 from .model import ChargerInput, ChargerLimit, ControlState
+from .operator_cap import active_cap, capped_reason, paused_reason
 from .reserve import reserve
 from .run_state import RunState
 from .trim import Trimming
@@ -66,6 +67,14 @@ def classify(run: RunState, chargers: Sequence[ChargerInput], reading_at: float 
                     cap, why = mem.cap, mem.cap_why  # nothing new and no timer due: the common case
                 else:
                     cap, why = cap_of(ch, phases, mem, full)
+                if ch.operator_cap is not None and (op := active_cap(ch, now)) is not None:
+                    if op < run.min or op <= 0:
+                        limits[cid] = _paused_by_operator(run, ch, phases, mem, op)
+                        continue
+                    if op < cap:
+                        # The operator's cap binds; a trimmed car keeps saying so (it still lends its headroom).
+                        reason = capped_reason(op, ch.operator_cap_until)
+                        cap, why = op, reason if why is None else f"{reason}; {why}"
                 append((cid, phases, cap, mem, why))
                 counts = classes.get(phases)
                 if counts is None:
@@ -89,6 +98,21 @@ def classify(run: RunState, chargers: Sequence[ChargerInput], reading_at: float 
         if limit.controlled:
             mem.target = limit.limit
     return limits
+
+
+def _paused_by_operator(run: RunState, ch: ChargerInput, phases: tuple[int, ...], mem: ChargerMemory,
+                        cap: float) -> ChargerLimit:
+    """A session whose operator cap is below ``min_current``: paused (limit 0), its room left to the others.
+    Recorded as a pause (as admission records one), so that rotation and the resume margin treat it alike."""
+    now = run.now
+    mem.target = 0.0
+    mem.under_since = None
+    if mem.paused_since is None:
+        if mem.running_since is not None:
+            mem.charged += now - mem.running_since
+        mem.paused_since, mem.running_since = now, None
+    why = paused_reason(cap, ch.operator_cap_until, run.group.min_current)
+    return ChargerLimit(0.0, phases, why, True, 0.0)
 
 
 def _slow_first_limit(run: RunState, ch: ChargerInput, mem: ChargerMemory) -> bool:

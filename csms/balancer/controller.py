@@ -25,6 +25,7 @@ from csms.domain import state as st
 from csms.runtime.aio import cancel_and_wait, wait_event
 
 from .allocation import allocate
+from .decision_log import log_decision
 from .memory import BalancerMemory
 from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning
 from .ports import DecisionStore, LimitSink
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 
 #: Connector statuses in which a running transaction draws nothing and wants nothing.
 NO_CURRENT_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Faulted", "Reserved"})
-#: How many changed chargers one INFO line names before it says "and N more".
-LOG_CHANGES = 20
 
 
 @dataclass
@@ -61,6 +60,9 @@ class _Charger:
     #: How long it took to answer its last few SetChargingProfile requests (s).
     answers: deque[float] = field(default_factory=lambda: deque(maxlen=ANSWERS_KEPT))
     answer_time: float | None = None
+    #: The operator's cap (A per phase) and when it lapses (see :mod:`csms.balancer.operator_cap`).
+    operator_cap: float | None = None
+    operator_cap_until: float | None = None
 
     #: The last input built from the above; rebuilt only after a change (10,000 a run would cost ~10 ms).
     cached: ChargerInput | None = None
@@ -74,7 +76,8 @@ class _Charger:
         if self.cached is None:
             self.cached = ChargerInput(self.spec, self.connected, self.session_active, self.control,
                                        self.limit_in_force, self.draw, self.draw_at, self.phases_in_use,
-                                       self.limit_since, self.answer_time)
+                                       self.limit_since, self.answer_time, self.operator_cap,
+                                       self.operator_cap_until)
         return self.cached
 
     def forget_draw(self) -> None:
@@ -91,6 +94,10 @@ class _Group:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     decision: Decision | None = None
+    #: Set by the next run and then replaced: what :meth:`BalancerController.next_decision` waits on.
+    decided: asyncio.Event = field(default_factory=asyncio.Event)
+    #: When each operator cap with an end lapses, by charger: the task runs then (not a tick later).
+    cap_until: dict[str, float] = field(default_factory=dict)
 
 
 class BalancerController:
@@ -176,6 +183,20 @@ class BalancerController:
             return f"{charger_id}: group {group.spec.id} has not decided yet"
         return group.decision.explain(charger_id)
 
+    async def next_decision(self, charger_id: str, timeout: float) -> Decision | None:
+        """The charger's group's first decision made after this call (so it includes every input given before
+        it), or its latest one if none comes within ``timeout`` s; None for a charger in no group."""
+        group = self._group_of.get(charger_id)
+        if group is None:
+            return None
+        decided = group.decided
+        group.wake.set()
+        try:
+            await asyncio.wait_for(decided.wait(), timeout)
+        except TimeoutError:
+            pass
+        return group.decision
+
     # -- inputs ------------------------------------------------------------------------------------
 
     def on_reading(self, serial: str, current: tuple[float | None, float | None, float | None],
@@ -221,6 +242,21 @@ class BalancerController:
             charger.limit_since = self._clock()
         charger.control, charger.limit_in_force = control, limit_in_force
         group.wake.set()
+
+    def set_operator_cap(self, charger_id: str, amps: float | None, until: float | None = None) -> bool:
+        """The operator's cap on a charger's limit (A per phase; None lifts it), ignored from ``until`` on
+        (our clock; None: until lifted). False for a charger in no group (there is no limit to cap)."""
+        group = self._group_of.get(charger_id)
+        if group is None:
+            return False
+        charger = group.chargers[charger_id]
+        charger.operator_cap, charger.operator_cap_until = amps, (until if amps is not None else None)
+        if charger.operator_cap_until is None:
+            group.cap_until.pop(charger_id, None)
+        else:
+            group.cap_until[charger_id] = charger.operator_cap_until
+        group.wake.set()
+        return True
 
     def on_answer(self, charger_id: str, seconds: float) -> None:
         """The delivery's word on how long a charger took to answer a profile: one slower than an EV takes
@@ -317,12 +353,16 @@ class BalancerController:
             self._run_once(group)
 
     def _timeout(self, group: _Group) -> float:
-        """Until the next tick, or until the meter goes stale if that is sooner."""
+        """Until the next tick, or until the meter goes stale or an operator cap lapses if that is sooner."""
         timeout = self._tick
+        now = self._clock()
         if group.meter is not None:
-            stale_in = group.meter.taken_at + group.spec.stale_after - self._clock()
+            stale_in = group.meter.taken_at + group.spec.stale_after - now
             if stale_in >= 0:
                 timeout = min(timeout, stale_in + 0.01)
+        for until in group.cap_until.values():
+            if until >= now:
+                timeout = min(timeout, until - now + 0.01)
         return max(timeout, 0.0)
 
     def _run_once(self, group: _Group) -> None:
@@ -335,7 +375,9 @@ class BalancerController:
             log.exception("group %s: allocation failed; the previous limits stay in force", gid)
             return
         previous, group.decision = group.decision, decision
-        self._log(decision, previous)
+        decided, group.decided = group.decided, asyncio.Event()
+        decided.set()
+        log_decision(decision, previous)
         try:
             self._sink.apply(decision)
         except Exception:
@@ -351,19 +393,3 @@ class BalancerController:
                 observer(gid, elapsed)
             except Exception:
                 log.exception("group %s: a run observer failed", gid)
-
-    @staticmethod
-    def _log(decision: Decision, previous: Decision | None) -> None:
-        old = previous.limits if previous is not None else {}
-        changed = [(cid, lim) for cid, lim in decision.limits.items()
-                   if (prev := old.get(cid)) is None or prev.limit != lim.limit or prev.controlled != lim.controlled]
-        budget = ", ".join(f"L{p} {a:.1f} A" for p, a in decision.budget.items())
-        fresh = "meter fresh" if decision.meter_fresh else "no fresh meter reading"
-        if not changed:
-            log.debug("group %s: limits unchanged (budget %s, %s)", decision.group_id, budget, fresh)
-            return
-        parts = [f"{cid} {lim.limit:.1f} A on {'+'.join(f'L{p}' for p in lim.phases) or '-'} ({lim.reason})"
-                 for cid, lim in changed[:LOG_CHANGES]]
-        if len(changed) > LOG_CHANGES:
-            parts.append(f"and {len(changed) - LOG_CHANGES} more")
-        log.info("group %s: budget %s, %s; %s", decision.group_id, budget, fresh, "; ".join(parts))

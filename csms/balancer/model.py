@@ -151,6 +151,12 @@ class ChargerInput:
     #: How long the charger has recently taken to accept a limit (the slowest of its last few answers, in s);
     #: None: not known yet.
     answer_time: float | None = None
+    #: The operator's cap on this charger's limit (A per phase), an upper bound inside what the fuse allows
+    #: (:mod:`csms.balancer.operator_cap`); None: none. It lowers the limit the balancer plans, never what an
+    #: uncontrolled charger is counted at.
+    operator_cap: float | None = None
+    #: When the operator's cap lapses (our clock); None: when the operator clears it.
+    operator_cap_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from .grid import floor_step
 from .memory import ChargerMemory
 from .model import ChargerInput, ChargerLimit, ControlState
+from .operator_cap import active_cap, capped_reason
 from .run_state import RunState
 
 _FALLBACK = ControlState.FALLBACK
@@ -61,6 +62,11 @@ def reserve(run: RunState, ch: ChargerInput, mem: ChargerMemory) -> ChargerLimit
         target = min(target, spec.offline_current)
     else:
         target = min(target, worst, spec.max_current)
+    # The operator's cap lowers the limit planned for it, never what it is counted at (it may not obey either).
+    op = active_cap(ch, run.now) if ch.operator_cap is not None else None
+    capped = op is not None and op < target
+    if capped:
+        target = op  # type: ignore[assignment]
     target = floor_step(target)
     if target < run.min:
         target = 0.0
@@ -79,4 +85,7 @@ def reserve(run: RunState, ch: ChargerInput, mem: ChargerMemory) -> ChargerLimit
                                "is in force",
         ControlState.DISCONNECTED_UNKNOWN: "its state is not known",
     }.get(control, str(control))
-    return ChargerLimit(target, phases, f"not under control ({why}): counted at {counted:.1f} A", True, counted)
+    why = f"not under control ({why}): counted at {counted:.1f} A"
+    if capped:
+        why += f"; {capped_reason(op, ch.operator_cap_until)}"  # type: ignore[arg-type]
+    return ChargerLimit(target, phases, why, True, counted)

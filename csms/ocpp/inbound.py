@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from csms.domain.state import BootInfo, MaintenanceStatus, PhaseSample, Transaction, implausible
 from csms.ocpp.context import SessionContext
 from csms.ocpp.metervalues import to_sample
+from csms.ocpp.reports import Reports
 from csms.ocpp.routing import after, on
 from csms.storage import records
 
@@ -27,6 +28,8 @@ class Session(Protocol):
     """What handlers need of a station's session (:class:`csms.ocpp.station.Station` has it)."""
 
     id: str
+    #: Operator requests awaiting the reports the station sends after its answer (2.0.1 GetChargingProfiles).
+    reports: Reports
 
     def boot_answered(self) -> None: ...
     def log_event(self, kind: str, **detail: Any) -> None: ...

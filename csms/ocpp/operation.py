@@ -24,11 +24,18 @@ def learns_nothing(reply: Any) -> list[Setting]:
 @dataclass(frozen=True)
 class Planned:
     """``payload`` is an ``ocpp`` call dataclass; ``status`` reads the overall answer from its reply, and
-    ``learn`` what the reply says of the station's configuration (stored for the operator view)."""
+    ``learn`` what the reply says of the station's configuration (stored for the operator view).
+
+    ``skip_reply_validation``: the reply is not checked against its schema (1.6 GetCompositeSchedule: chargers
+    report limits like 13.33, which the schema's ``multipleOf: 0.1`` refuses). ``reports``: the requestId whose
+    report messages (2.0.1 ReportChargingProfiles) complete the answer.
+    """
 
     payload: Any
     status: Callable[[Any], str] = reply_status
     learn: Callable[[Any], list[Setting]] = learns_nothing
+    skip_reply_validation: bool = False
+    reports: int | None = None
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,11 @@ from csms.ocpp.schemas import validator_for
 from csms.ocpp.station import Station
 from csms.ocpp.v16 import operations as v16
 from csms.ocpp.v201 import operations as v201
-from csms.operations import catalogue
+from csms.operations import arguments as a, catalogue
 from csms.operations.arguments import Arguments, CancelReservation, GetLogs, Reserve, SendLocalList
-from csms.operations.results import (BadArguments, CommandError, CommandResult, StationError, StationOffline,
-                                     StationTimeout, UnknownStation)
+from csms.operations.caps import CapKeeper
+from csms.operations.results import (BadArguments, CommandError, CommandResult, NotBalanced, StationError,
+                                     StationOffline, StationTimeout, UnknownStation)
 from csms.operations.upload_grants import Grant, UploadGrants, shown
 from csms.storage import records
 from csms.storage.database import Storage
@@ -60,9 +61,11 @@ class OperatorCommands:
 
     def __init__(self, sessions: Mapping[str, Station], stations: Collection[str], storage: Storage,
                  clock: Callable[[], float], timeout: float, uploads: UploadGrants | None = None,
-                 local_lists: LocalLists | None = None, reservations: ReservationCommands | None = None):
+                 local_lists: LocalLists | None = None, reservations: ReservationCommands | None = None,
+                 caps: CapKeeper | None = None):
         self.sessions = sessions
         self.reservations = reservations
+        self.caps = caps  # the operator's caps in the balancer (None: this central system balances nothing)
         self.stations = stations  # every station id in the config
         self.storage = storage
         self.clock = clock
@@ -77,7 +80,10 @@ class OperatorCommands:
         extra: dict[str, Any] = {}  # what the event log gets beyond the arguments (request id, upload token)
         try:
             args = catalogue.parse(command, body)
-            result = await self._send(station_id, command, args, extra, by)
+            if command in catalogue.CAP_COMMANDS:
+                result = await self._cap(station_id, command, args, by)
+            else:
+                result = await self._send(station_id, command, args, extra, by)
         except CommandError as exc:
             self._log(station_id, command, args, by, exc.outcome, str(exc), **extra)
             raise
@@ -145,18 +151,45 @@ class OperatorCommands:
         except OCPPError as exc:
             raise BadArguments("(arguments)", f"not a valid {action} for this station's OCPP version: "
                                               f"{exc.description}") from None
+        reports = session.reports.expect(planned.reports) if planned.reports is not None else None
         try:
-            reply = await session.call(planned.payload, timeout=self.timeout)
+            reply = await session.call(planned.payload, planned.skip_reply_validation, timeout=self.timeout)
+            answer = frames.to_payload(reply)
+            if reports is not None and planned.status(reply) == "Accepted":
+                answer.update(await reports.collected(self.timeout))
         except TimeoutError:
             raise StationTimeout(f"station {station_id!r} did not answer {action} within {self.timeout:g} s") from None
         except OCPPError as exc:  # a CALLERROR, or a reply its schema refuses
             raise StationError(exc.code, str(exc.description)) from None
         except (ConnectionError, websockets.ConnectionClosed) as exc:
             raise StationOffline(f"station {station_id!r} disconnected before answering: {exc}") from None
+        finally:
+            if reports is not None:
+                session.reports.forget(planned.reports)  # type: ignore[arg-type]
         learned = planned.learn(reply)
         if learned:  # stored before the answer, so the configuration the operator reads next shows it
             await self.storage.write(records.station_settings(station_id, learned, action, self.clock()))
-        return CommandResult(station_id, command, planned.status(reply), frames.to_payload(reply))
+        return CommandResult(station_id, command, planned.status(reply), answer)
+
+    async def _cap(self, station_id: str, command: str, args: Arguments, by: str) -> CommandResult:
+        """The operator's cap: set or lifted in the balancer; the answer says what it allows the charger now."""
+        if station_id not in self.stations:
+            raise UnknownStation(f"no station {station_id!r} in the site config; GET /api/chargers lists them")
+        if self.caps is None:
+            raise NotBalanced("this central system runs no balancer: there is no limit to cap")
+        if isinstance(args, a.SetChargingProfile):
+            now = self.clock()
+            until = args.until.timestamp() if args.until is not None else (
+                now + args.duration if args.duration is not None else None)
+            if until is not None and until <= now:
+                raise BadArguments("until", "is not in the future")
+            cap, allowed = await self.caps.set_cap(station_id, args.limit, until, args.connector, by)
+            reply = {"operatorCap": cap.as_json(), "allowed": allowed.as_json()}
+        else:
+            assert isinstance(args, a.ClearChargingProfile)
+            lifted, allowed = await self.caps.clear_cap(station_id, args.connector, by)
+            reply = {"operatorCap": None, "lifted": lifted.as_json() if lifted else None, "allowed": allowed.as_json()}
+        return CommandResult(station_id, command, "Accepted", reply)
 
     def _log(self, station_id: str, command: str, args: Arguments | None, by: str, outcome: str,
              error: str | None = None, **extra: Any) -> None:

@@ -20,6 +20,7 @@ from csms.ocpp.connection import Connection, MessageObserver, Socket
 from csms.ocpp.context import SessionContext
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.protocol import Protocol
+from csms.ocpp.reports import Reports
 from csms.ocpp.routing import routes_of
 from csms.ocpp.schemas import validator_for
 from csms.ocpp.v16.commands import Commands16
@@ -65,6 +66,8 @@ class Station:
         self.boots = 0
         #: Commands this station answered "not implemented/supported" on this connection.
         self.unsupported: set[str] = set()
+        #: Operator requests awaiting the reports the station sends after its answer (GetChargingProfiles).
+        self.reports = Reports()
         self.inbound = spec.inbound(self, ctx)
         routes = routes_of(spec.inbound)
         protocol = Protocol(version, validator_for(spec.schemas), {a: r.validate for a, r in routes.items()},

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class Arguments(BaseModel):
@@ -189,3 +189,55 @@ class Reserve(Arguments):
 class CancelReservation(Arguments):
     #: The id the central system gave the reservation (GET /api/reservations lists them).
     reservation_id: int = Field(ge=1, le=2**31 - 1)
+
+
+class SetChargingProfile(Arguments):
+    """The operator's cap on a charger: the balancer gives it at most ``limit``, inside what the fuse allows.
+
+    Not a profile sent as is: the central system's delivery owns the charger's profile stack, and its next
+    limit carries the cap. ``until`` (an ISO 8601 time with a zone) or ``duration`` (s) end it; neither: it
+    holds until ``clear-charging-profile``.
+    """
+
+    #: A per phase; below the group's ``min_current`` (0 included) the charger is paused. Rounded down to 0.1 A.
+    limit: float = Field(ge=0, le=1000)
+    until: AwareDatetime | None = None
+    duration: int | None = Field(None, gt=0, le=366 * 86400)
+    #: The charger as a whole (absent or 0), or the connector/EVSE the balancer controls on it.
+    connector: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_end(self) -> SetChargingProfile:
+        if self.until is not None and self.duration is not None:
+            raise ValueError("give until or duration, not both")
+        return self
+
+
+class ClearChargingProfile(Arguments):
+    """Lifts the operator's cap (the balancer's own profiles on the charger stay)."""
+
+    connector: int | None = Field(None, ge=0)
+
+
+class GetCompositeSchedule(Arguments):
+    #: 1.6 connectorId / 2.0.1 evseId; 0 (default) = the whole station's grid connection.
+    connector: int = Field(0, ge=0)
+    #: Seconds from now the schedule covers.
+    duration: int = Field(3600, gt=0, le=7 * 86400)
+    #: "A" or "W" (absent: the station's choice).
+    unit: Literal["A", "W"] | None = None
+
+
+class GetChargingProfiles(Arguments):
+    """2.0.1 GetChargingProfiles: the criterion's fields; none = every profile the station has."""
+
+    needs_request_id: ClassVar[bool] = True  # the ReportChargingProfiles quote it
+
+    #: EVSE id; absent: every EVSE (0 = the station-wide profiles).
+    connector: int | None = Field(None, ge=0)
+    purpose: Literal["ChargingStationMaxProfile", "TxDefaultProfile", "TxProfile",
+                     "ChargingStationExternalConstraints"] | None = None
+    stack_level: int | None = Field(None, ge=0)
+    profile_ids: list[int] = Field(default_factory=list, max_length=100)
+    #: ChargingLimitSource values ("EMS", "Other", "SO", "CSO").
+    sources: list[Literal["EMS", "Other", "SO", "CSO"]] = Field(default_factory=list, max_length=4)

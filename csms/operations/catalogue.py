@@ -40,7 +40,16 @@ COMMANDS: dict[str, CommandSpec] = {spec.name: spec for spec in (
     CommandSpec("get-logs", a.GetLogs, "have the station upload its diagnostics / security log"),
     CommandSpec("reserve", a.Reserve, "reserve a connector for an id token (or its group) until an expiry"),
     CommandSpec("cancel-reservation", a.CancelReservation, "cancel a reservation"),
+    CommandSpec("set-charging-profile", a.SetChargingProfile,
+                "cap a charger's limit (A per phase) inside what the balancer allows"),
+    CommandSpec("clear-charging-profile", a.ClearChargingProfile, "lift the operator's cap on a charger"),
+    CommandSpec("get-composite-schedule", a.GetCompositeSchedule, "ask the station what limit it applies"),
+    CommandSpec("get-charging-profiles", a.GetChargingProfiles, "ask a 2.0.1 station for its installed profiles"),
 )}
+
+#: Commands the central system answers itself, without a call to the station: the operator's cap lives in the
+#: balancer, and the delivery carries it to the charger with its next limit.
+CAP_COMMANDS = frozenset({"set-charging-profile", "clear-charging-profile"})
 
 #: The messages TriggerMessage may ask for, per version (1.6 core schema; 2.0.1 MessageTriggerEnumType).
 TRIGGERABLE = {

@@ -2,7 +2,8 @@
 
 :class:`csms.ocpp.operator.OperatorCommands` implements it; the web layer gets it in its
 :class:`csms.web.view.SiteView`, so it can send the commands of :mod:`.catalogue` and nothing more (no
-profiles: the balancer alone decides what a charger may draw).
+profiles of the operator's: the balancer alone decides what a charger may draw, and an operator's cap is one of
+its inputs, reached through :class:`csms.operations.caps.CapKeeper`).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ from typing import Any
 #: Answers that mean the station does (or will do) what it was asked: ``csms station`` exits 0 on these.
 #: Scheduled: ChangeAvailability / 2.0.1 Reset applied when the running transaction ends; Unlocked: the
 #: UnlockConnector success; RebootRequired: a setting stored, in force after the next reboot; AcceptedCanceled:
-#: 2.0.1 UpdateFirmware / GetLog accepted, the station's previous one of the same kind cancelled.
-SUCCESS = frozenset({"Accepted", "Scheduled", "Unlocked", "RebootRequired", "AcceptedCanceled"})
+#: 2.0.1 UpdateFirmware / GetLog accepted, the station's previous one of the same kind cancelled; NoProfiles:
+#: GetChargingProfiles found nothing to report, a complete answer.
+SUCCESS = frozenset({"Accepted", "Scheduled", "Unlocked", "RebootRequired", "AcceptedCanceled", "NoProfiles"})
 
 
 @dataclass(frozen=True)
@@ -77,3 +78,9 @@ class StationError(CommandError):
 
 class StationTimeout(CommandError):
     outcome = "Timeout"
+
+
+class NotBalanced(CommandError):
+    """The station is in no load-balancing group: the balancer sets it no limit that a cap could lower."""
+
+    outcome = "NotBalanced"

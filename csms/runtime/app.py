@@ -34,6 +34,7 @@ from csms.ocpp.reservations import ReservationCommands
 from csms.ocpp.server import CentralSystem
 from csms.operations.upload_grants import UploadGrants
 from csms.runtime.tokens import TokenBook
+from csms.runtime.operator_caps import OperatorCaps
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
 from csms.storage.database import Storage
@@ -60,6 +61,8 @@ class CentralSystemApp:
         self.balancer = BalancerController(cfg, self.state, decisions, self, clock)
         self.delivery = Delivery(cfg, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
+        #: The operator's caps on chargers' limits: an input of the balancer, kept over a restart.
+        self.caps = OperatorCaps(cfg, self.balancer, self.storage, clock)
         self.server = CentralSystem(self.ctx, on_session=self._session_started, observe=self.messages)
         #: Local authorization lists sent to stations, kept in step with the tokens.
         self.local_lists = LocalLists(self.server.sessions, {c.id: c.organisation for c in cfg.chargers},
@@ -72,7 +75,8 @@ class CentralSystemApp:
                                          cfg.server.call_timeout, self.uploads, self.local_lists,
                                          ReservationCommands(self.reservations, self.ctx.authorizer.entry,
                                                              {c.id: c.organisation for c in cfg.chargers}, clock,
-                                                             cfg.server.call_timeout))
+                                                             cfg.server.call_timeout),
+                                         self.caps)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}
@@ -160,7 +164,8 @@ class CentralSystemApp:
                         decision=self.balancer.decision, explain=self.balancer.explain,
                         run_observers=self.balancer.run_observers,
                         message_counts=self.messages.counts, commands=self.commands, tokens=self.tokens,
-                        uploads=self.uploads, reservations=self.reservations.of_station)
+                        uploads=self.uploads, reservations=self.reservations.of_station,
+                        operator_cap=self.caps.cap)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state
@@ -178,8 +183,8 @@ class CentralSystemApp:
 
     async def _restore(self) -> None:
         """Brings back what a restart must not forget: transactions that were running, id tokens changed, the
-        local lists stations hold, and each station's latest firmware and log status (the operator view shows
-        them)."""
+        local lists stations hold, the operator's caps, and each station's latest firmware and log status (the
+        operator view shows them)."""
         changed = await self.tokens.load()
         await self.local_lists.load()
         await self.reservations.load()
@@ -197,6 +202,9 @@ class CentralSystemApp:
         await self.storage.write(lambda db: db.execute("UPDATE stations SET connected = 0"))
         if rows:
             log.info("restored %d running transaction(s) from storage", len(rows))
+        caps = await self.caps.restore()
+        if caps:
+            log.info("restored %d operator cap(s) from storage", caps)
 
 
 async def serve_until_signalled(cfg: SiteConfig) -> int:

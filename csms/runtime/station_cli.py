@@ -68,7 +68,26 @@ OPTIONS: dict[str, list[tuple[str, Any, str, str]]] = {
                 ("--expires-in", int, "expires_in", "seconds until it expires (default 900)"),
                 ("--expiry", str, "expiry", "when it expires, ISO 8601 (instead of --expires-in)")],
     "cancel-reservation": [("--reservation-id", int, "reservation_id", "the reservation to cancel (required)")],
+    "set-charging-profile": [("--limit", float, "limit", "A per phase the charger may get at most (required; "
+                                                         "below the group's min_current, 0 included: paused)"),
+                             ("--until", str, "until", "when the cap ends, ISO 8601 with a zone "
+                                                       "(e.g. 2026-12-01T18:00:00Z)"),
+                             ("--duration", int, "duration", "seconds the cap lasts (instead of --until)"),
+                             ("--connector", int, "connector", "the connector the balancer controls (default: "
+                                                               "the charger as a whole)")],
+    "clear-charging-profile": [("--connector", int, "connector", "as for set-charging-profile")],
+    "get-composite-schedule": [("--connector", int, "connector", "1.6 connector / 2.0.1 EVSE; 0 (default) = "
+                                                                 "the whole station"),
+                               ("--duration", int, "duration", "seconds from now (default 3600)"),
+                               ("--unit", str, "unit", "A or W (default: the station's choice)")],
+    "get-charging-profiles": [("--connector", int, "connector", "EVSE (default: all)"),
+                              ("--purpose", str, "purpose", "e.g. TxProfile, TxDefaultProfile"),
+                              ("--stack-level", int, "stack_level", "stack level"),
+                              ("--profile-id", int, "profile_ids", "profile id; repeat for more"),
+                              ("--source", str, "sources", "limit source (EMS, Other, SO, CSO); repeat for more")],
 }
+#: Options that may repeat, collected into a list.
+REPEATED = frozenset({"keys", "profile_ids", "sources"})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         c = commands.add_parser(name, help=spec.summary, description=spec.summary)
         c.add_argument("station_id", help="the station's id, as in the site config")
         for flag, kind, dest, text in OPTIONS[name]:
-            if dest == "keys":
+            if dest in REPEATED:
                 c.add_argument(flag, type=kind, dest=dest, action="append", help=text)
             elif kind is bool:
                 c.add_argument(flag, dest=dest, action="store_true", default=None, help=text)

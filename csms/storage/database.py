@@ -109,6 +109,10 @@ def _create_schema(db: Database) -> None:
             created_at REAL NOT NULL, updated_at REAL NOT NULL, transaction_id TEXT)"""
     )
     db.execute("CREATE INDEX IF NOT EXISTS reservations_station ON reservations (station_id, state)")
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS operator_caps (
+            station_id TEXT PRIMARY KEY, limit_a REAL NOT NULL, until REAL, set_at REAL NOT NULL, by TEXT)"""
+    )
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 

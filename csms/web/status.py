@@ -179,6 +179,8 @@ def charger(view: SiteView, station_id: str) -> dict[str, Any] | None:
         "limit_controlled": lim.controlled if lim else None,
         "counted": num(lim.counted) if lim else None,
         "reason": lim.reason if lim else ("not in any load-balancing group" if g is None else "no decision yet"),
+        # The operator's cap on its limit ({"limit", "until", "setAt", "by"}), inside what the balancer allows.
+        "operator_cap": cap.as_json() if (cap := view.operator_cap(station_id)) is not None else None,
         "explain": view.explain(station_id),
         "draw": [num(a) for a in sample.current] if sample else [None, None, None],
         "draw_at": sample.taken_at if sample else None,

@@ -20,6 +20,7 @@ from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig
 from csms.domain.reservations import Reservation
 from csms.domain.state import SiteState
+from csms.operations.caps import OperatorCap
 from csms.operations.port import StationCommander, TokenAdmin
 from csms.operations.upload_grants import UploadGrants
 
@@ -74,3 +75,5 @@ class SiteView:
     uploads: UploadGrants | None = None
     #: A station's reservations in force now; None: none kept.
     reservations: Callable[[str], list[Reservation]] | None = None
+    #: The operator's cap in force on a charger (None: none).
+    operator_cap: Callable[[str], OperatorCap | None] = lambda station_id: None

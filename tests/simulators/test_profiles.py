@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from csms.runtime.isotime import iso_millis, parse_iso
@@ -14,6 +16,7 @@ from simulators.profiles import (
     Purpose,
     Schedule,
     profile_from_ocpp,
+    profile_to_ocpp201,
 )
 
 T0 = parse_iso("2026-11-24T00:00:00Z")
@@ -267,3 +270,16 @@ def test_profile_from_ocpp_16_and_201():
 def test_time_round_trip():
     assert parse_iso(iso_millis(T0 + 0.25)) == T0 + 0.25
     assert iso_millis(T0) == "2026-11-24T00:00:00.000Z"
+
+
+@pytest.mark.parametrize("profile", [
+    prof(10, TX, 8, ((0, 13.3), (600, 6)), duration=60, valid_to=T0 + 60, tx="tx-1", phases=3),
+    prof(1, DEF, 0, ((0, 6),), phases=1),
+    prof(12, MAX, 3, ((0, 11000),), kind=Kind.RELATIVE, unit="W"),
+    prof(5, DEF, 1, ((0, 16),), kind=Kind.RECURRING, recurrency="Daily", valid_from=T0),
+])
+def test_a_profile_reported_as_2_0_1_reads_back_the_same(profile):
+    """What the simulated 2.0.1 charger reports in ReportChargingProfiles is the profile it installed."""
+    raw = profile_to_ocpp201(profile)
+    back = profile_from_ocpp(raw, profile.connector, "ocpp2.0.1")
+    assert back == replace(profile, schedule=replace(profile.schedule, id=1))

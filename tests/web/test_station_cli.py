@@ -121,3 +121,28 @@ async def test_csms_station_firmware_and_logs(tmp_path):
         code, out, err = await _csms("update-firmware", "CP1", "--location", "http://fw.example/sim-5.bin",
                                      "--config", cfg)
         assert (code, out.strip()) == (0, "CP1 update-firmware: Accepted"), err
+
+
+async def test_csms_station_caps_a_charger_and_reads_its_composite(tmp_path):
+    async with running_site(tmp_path) as rig:
+        cfg = str(_config(tmp_path, rig.app.http_port))
+        code, out, err = await _csms("set-charging-profile", "CP2", "--limit", "8", "--duration", "600",
+                                     "--config", cfg)
+        assert code == 0, err
+        assert out.startswith("CP2 set-charging-profile: Accepted")
+        answer = json.loads(out.split("\n", 1)[1])
+        assert answer["operatorCap"]["limit"] == 8 and answer["operatorCap"]["by"].startswith("cli ")
+        assert rig.app.caps.cap("CP2").limit == 8
+
+        code, _, err = await _csms("set-charging-profile", "CP2", "--limit", "8", "--connector", "3", "--config", cfg)
+        assert code == 2 and "(option --connector)" in err
+
+        code, out, err = await _csms("clear-charging-profile", "CP2", "--config", cfg)
+        assert code == 0 and rig.app.caps.cap("CP2") is None, err
+
+        code, out, err = await _csms("get-composite-schedule", "CP1", "--connector", "1", "--duration", "60",
+                                     "--json", "--config", cfg)
+        assert code == 0, err
+        assert json.loads(out)["reply"]["status"] == "Accepted"
+        code, _, err = await _csms("get-charging-profiles", "CP1", "--config", cfg)
+        assert code == 2 and "use get-composite-schedule" in err

@@ -2,7 +2,8 @@
 
 Reset: "soft" is Soft, "hard" is Hard. Unlock: connectorId (1.6 has no per-EVSE connector numbers, so
 ``evse_connector`` must stay 1). GetConfiguration with no keys asks for all of them.
-UpdateFirmware without a retrieve date downloads now; GetDiagnostics is ``get-logs`` (diagnostics only).
+UpdateFirmware without a retrieve date downloads now; GetDiagnostics is ``get-logs`` (diagnostics only). 1.6 has no GetChargingProfiles: the
+composite schedule is what a 1.6 station tells of its profiles.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ def plan(command: str, args: a.Arguments, ctx: PlanContext = PlanContext()) -> P
             return Planned(call.GetDiagnostics(location=args.location, start_time=_iso(args.since),
                                                stop_time=_iso(args.until), retries=args.retries,
                                                retry_interval=args.retry_interval))
+        case a.GetCompositeSchedule():
+            # Chargers report limits like 13.33, which the reply schema's multipleOf 0.1 would refuse.
+            return Planned(call.GetCompositeSchedule(connector_id=args.connector, duration=args.duration,
+                                                     charging_rate_unit=args.unit), skip_reply_validation=True)
+        case a.GetChargingProfiles():
+            raise BadArguments("(command)", "not available in OCPP 1.6; use get-composite-schedule")
     raise BadArguments("(command)", f"{command} has no OCPP 1.6 form")
 
 

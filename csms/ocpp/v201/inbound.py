@@ -202,6 +202,9 @@ class Inbound201(Inbound):
     def on_report_charging_profiles(self, request_id: int, charging_limit_source: str, charging_profile: list,
                                     evse_id: int, **kw: Any):
         self._log("report_charging_profiles", request_id=request_id, evse_id=evse_id, count=len(charging_profile))
+        tbc = bool(kw.get("tbc", False))  # an operator's get-charging-profiles may await them
+        self.station.reports.add(request_id, {"evse_id": evse_id, "charging_limit_source": charging_limit_source,
+                                              "charging_profile": charging_profile, "tbc": tbc}, tbc)
         return call_result.ReportChargingProfiles()
 
     @on(Action.notify_ev_charging_needs)

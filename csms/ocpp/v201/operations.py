@@ -6,6 +6,8 @@ the central system; UnlockConnector also names the connector on that EVSE (``evs
 Configuration keys are device-model variables written ``Component[@evse].Variable[:instance]``.
 UpdateFirmware and GetLog carry a request id the central system allocates (:class:`PlanContext`), which the
 station's FirmwareStatusNotification / LogStatusNotification quote back.
+GetChargingProfiles is answered Accepted / NoProfiles, then the profiles come in ReportChargingProfiles
+messages, which the answer gathers (``reports``, ``complete``).
 """
 
 from __future__ import annotations
@@ -152,4 +154,20 @@ def plan(command: str, args: a.Arguments, ctx: PlanContext = PlanContext()) -> P
             log_type = "SecurityLog" if args.log_type == "security" else "DiagnosticsLog"
             return Planned(call.GetLog(log=log, log_type=log_type, request_id=_request_id(ctx), retries=args.retries,
                                        retry_interval=args.retry_interval))
+        case a.GetCompositeSchedule():
+            return Planned(call.GetCompositeSchedule(duration=args.duration, evse_id=args.connector,
+                                                     charging_rate_unit=args.unit))
+        case a.GetChargingProfiles():
+            criterion: dict[str, Any] = {}
+            if args.purpose is not None:
+                criterion["charging_profile_purpose"] = args.purpose
+            if args.stack_level is not None:
+                criterion["stack_level"] = args.stack_level
+            if args.profile_ids:
+                criterion["charging_profile_id"] = list(args.profile_ids)
+            if args.sources:
+                criterion["charging_limit_source"] = list(args.sources)
+            request_id = _request_id(ctx)
+            return Planned(call.GetChargingProfiles(request_id=request_id, charging_profile=criterion,
+                                                    evse_id=args.connector), reports=request_id)
     raise BadArguments("(command)", f"{command} has no OCPP 2.0.1 form")

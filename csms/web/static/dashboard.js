@@ -196,7 +196,9 @@
         el("td", { class: "connection", title: maint.join(" · ") },
           conn, ...maint.map((t) => el("div", { class: "muted maintenance" }, t))),
         el("td", {}, el("span", { class: "state " + c.control, title: c.control_reason }, c.control.replaceAll("_", " "))),
-        el("td", { class: "num limit" }, fmtA(c.limit)),
+        el("td", c.operator_cap ? { class: "num limit capped", title: "operator cap " + fmtA(c.operator_cap.limit) + " A"
+          + (c.operator_cap.until ? " until " + c.operator_cap.until : "") + " (set by " + c.operator_cap.by + ")" }
+          : { class: "num limit" }, fmtA(c.limit)),
         el("td", { class: "num in-force" }, fmtA(c.limit_in_force)),
         ...[0, 1, 2].map((i) => el("td", { class: "num draw draw-l" + (i + 1) }, i < c.phases ? fmtA(c.draw[i]) : "")),
         el("td", {}, c.limit_phases.map((p) => "L" + p).join("+")),

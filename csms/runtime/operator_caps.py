@@ -1,0 +1,84 @@
+"""The operator's caps: the :class:`csms.operations.caps.CapKeeper` that the operator commands are given.
+
+It keeps each cap in the balancer (an input of its allocation, :meth:`BalancerController.set_operator_cap`) and
+in storage (``operator_caps``), so that a restart keeps it, and answers with what the balancer then allows: the
+group's first decision made after the change. Nothing is sent to the charger from here: the delivery owns the
+charger's profile stack, and its next limit, the capped one, goes out as any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from csms.balancer.controller import BalancerController
+from csms.config import SiteConfig
+from csms.operations.caps import Allowed, OperatorCap
+from csms.operations.results import BadArguments, NotBalanced
+from csms.storage import caps as stored
+from csms.storage.database import Storage
+
+#: Seconds an answer waits for the balancer's next decision (a run takes milliseconds after its debounce).
+DECISION_WAIT = 2.0
+
+
+class OperatorCaps:
+    """Every station's operator cap, in the balancer and on disk."""
+
+    def __init__(self, cfg: SiteConfig, balancer: BalancerController, storage: Storage, clock: Callable[[], float]):
+        self.cfg = cfg
+        self.balancer = balancer
+        self.storage = storage
+        self.clock = clock
+        self._caps: dict[str, OperatorCap] = {}
+
+    def cap(self, station_id: str) -> OperatorCap | None:
+        cap = self._caps.get(station_id)
+        if cap is not None and cap.until is not None and self.clock() >= cap.until:
+            return None  # lapsed: the balancer ignores it too
+        return cap
+
+    async def restore(self) -> int:
+        """Gives the balancer the caps stored before a restart (a lapsed one is dropped); returns how many."""
+        now = self.clock()
+        for row in await self.storage.read(stored.load_caps):
+            sid, until = row["station_id"], row["until"]
+            if (until is not None and until <= now) or self.cfg.group_of(sid) is None:
+                await self.storage.write(stored.delete_cap(sid))
+                continue
+            self._caps[sid] = OperatorCap(sid, row["limit_a"], until, row["set_at"], row["by"] or "")
+            self.balancer.set_operator_cap(sid, row["limit_a"], until)
+        return len(self._caps)
+
+    async def set_cap(self, station_id: str, limit: float, until: float | None, connector: int | None,
+                      by: str) -> tuple[OperatorCap, Allowed]:
+        self._check(station_id, connector)
+        cap = OperatorCap(station_id, limit, until, self.clock(), by)
+        await self.storage.write(stored.save_cap(station_id, limit, until, cap.set_at, by))
+        self._caps[station_id] = cap
+        self.balancer.set_operator_cap(station_id, limit, until)
+        return cap, await self._allowed(station_id)
+
+    async def clear_cap(self, station_id: str, connector: int | None, by: str) -> tuple[OperatorCap | None, Allowed]:
+        self._check(station_id, connector)
+        lifted = self.cap(station_id)
+        await self.storage.write(stored.delete_cap(station_id))
+        self._caps.pop(station_id, None)
+        self.balancer.set_operator_cap(station_id, None)
+        return lifted, await self._allowed(station_id)
+
+    def _check(self, station_id: str, connector: int | None) -> None:
+        charger = self.cfg.charger(station_id)
+        if charger is None or self.cfg.group_of(station_id) is None:
+            raise NotBalanced(f"station {station_id!r} is in no load-balancing group: the balancer sets it no limit "
+                              "that a cap could lower")
+        controlled = charger.socket_connector or 1
+        if connector not in (None, 0, controlled):
+            raise BadArguments("connector", f"the balancer limits {station_id} as a whole, on connector {controlled}: "
+                                            f"omit connector (or give 0 or {controlled})")
+
+    async def _allowed(self, station_id: str) -> Allowed:
+        decision = await self.balancer.next_decision(station_id, DECISION_WAIT)
+        lim = decision.limits.get(station_id) if decision is not None else None
+        if lim is None:
+            return Allowed(None, "the balancer has not decided yet", None)
+        return Allowed(lim.limit, lim.reason, lim.controlled)

@@ -1,0 +1,74 @@
+"""The operator caps' keeper (:class:`csms.runtime.operator_caps.OperatorCaps`) on its own: what it tells the
+balancer, what it stores, and what a restart brings back (a lapsed cap and a charger no longer balanced are
+dropped)."""
+
+from __future__ import annotations
+
+import pytest
+
+from csms.config import parse_config
+from csms.operations.results import NotBalanced
+from csms.runtime.operator_caps import OperatorCaps
+from csms.storage.caps import load_caps, save_cap
+from csms.storage.database import Storage
+
+T0 = 1_800_000_000.0
+
+
+class FakeBalancer:
+    def __init__(self) -> None:
+        self.caps: dict[str, tuple[float | None, float | None]] = {}
+
+    def set_operator_cap(self, charger_id: str, amps: float | None, until: float | None = None) -> bool:
+        self.caps[charger_id] = (amps, until)
+        return True
+
+    async def next_decision(self, charger_id: str, timeout: float):
+        return None
+
+
+def config(tmp_path):
+    return parse_config({
+        "server": {"security_profile": 0},
+        "storage": {"database": str(tmp_path / "caps.sqlite")},
+        "organisations": [{"id": "org", "name": "Org"}],
+        "chargers": [{"id": "A", "password": "0123456789abcdef", "organisation": "org"},
+                     {"id": "LONE", "password": "0123456789abcdef", "organisation": "org"}],
+        "load_balancers": [{"id": "g", "name": "G", "organisation": "org", "chargers": ["A"], "supply_max_current": 25,
+                            "max_current_online": 25, "max_current_offline": 10}],
+    })
+
+
+async def test_set_clear_and_a_charger_in_no_group(tmp_path):
+    cfg = config(tmp_path)
+    now = [T0]
+    async with Storage(cfg.storage.database) as storage:
+        balancer = FakeBalancer()
+        caps = OperatorCaps(cfg, balancer, storage, lambda: now[0])  # type: ignore[arg-type]
+        cap, allowed = await caps.set_cap("A", 8.0, T0 + 60, None, "api 10.0.0.1")
+        assert balancer.caps["A"] == (8.0, T0 + 60) and allowed.limit is None
+        assert [dict(r) for r in await storage.read(load_caps)] == [
+            {"station_id": "A", "limit_a": 8.0, "until": T0 + 60, "set_at": T0, "by": "api 10.0.0.1"}]
+        now[0] = T0 + 60
+        assert caps.cap("A") is None  # lapsed: the balancer ignores it from now on too
+        lifted, _ = await caps.clear_cap("A", None, "cli")
+        assert lifted is None and balancer.caps["A"] == (None, None)
+        assert await storage.read(load_caps) == []
+        with pytest.raises(NotBalanced):
+            await caps.set_cap("LONE", 8.0, None, None, "cli")
+
+
+async def test_restore_keeps_live_caps_and_drops_the_rest(tmp_path):
+    cfg = config(tmp_path)
+    async with Storage(cfg.storage.database) as storage:
+        await storage.write(save_cap("A", 7.0, None, T0 - 10, "cli"))
+        await storage.write(save_cap("LONE", 7.0, None, T0 - 10, "cli"))
+        balancer = FakeBalancer()
+        caps = OperatorCaps(cfg, balancer, storage, lambda: T0)  # type: ignore[arg-type]
+        assert await caps.restore() == 1
+        assert balancer.caps == {"A": (7.0, None)} and caps.cap("A").limit == 7.0
+        assert [r["station_id"] for r in await storage.read(load_caps)] == ["A"]
+
+        await storage.write(save_cap("A", 7.0, T0 - 1, T0 - 10, "cli"))  # lapsed while the system was down
+        later = OperatorCaps(cfg, FakeBalancer(), storage, lambda: T0)  # type: ignore[arg-type]
+        assert await later.restore() == 0 and await storage.read(load_caps) == []
