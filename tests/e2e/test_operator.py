@@ -144,3 +144,31 @@ async def test_every_operator_command_through_csms_serve(tmp_path, version):
         events = await asyncio.to_thread(api, rig, "/api/events?kind=operator_command&limit=100")
         assert len(events) == len(SWEEP), [json.loads(e["detail"]) if isinstance(e["detail"], str) else e["detail"]
                                            for e in events]
+
+
+async def test_an_operators_cap_lowers_one_car_and_the_other_gets_what_it_frees(tmp_path):
+    """Two cars share a 40 A fuse (10/8/12 A of other load) at ``csms serve``'s defaults. The operator caps CP1
+    at 8 A with ``csms station set-charging-profile``: CP1's car comes down to 8 A, CP2's gets what that frees,
+    the fuse holds; ``clear-charging-profile`` gives CP1 its share back."""
+    spec = SiteSpec([ChargerSpec("CP1", "ocpp1.6"), ChargerSpec("CP2", "ocpp2.0.1")], http=True)
+    async with running_site(tmp_path, spec) as rig:
+        cfg = str(rig.config_path)
+        arrived = rig.now()
+        rig.plug_in_all()
+        await rig.settle(lambda s: min(s.evs["CP1"]) > 6 and min(s.evs["CP2"]) > 6, SLOWEST_EV + 30,
+                         "both cars charging")
+        await rig.hold(10.0)
+        shared = max(rig.observer.sample().evs["CP2"])
+
+        code, out, err = await csms("station", "set-charging-profile", "CP1", "--limit", "8", "--config", cfg)
+        assert code == 0 and "CP1 set-charging-profile: Accepted" in out, (out, err)
+        await rig.settle(lambda s: max(s.evs["CP1"]) <= 8.05, 20, "CP1's car down to its 8 A cap")
+        down = rig.now()
+        await rig.settle(lambda s: max(s.evs["CP2"]) > shared + 1, 60, "CP2's car taking what the cap frees")
+        await rig.hold(5.0)
+        assert max(max(s.evs["CP1"]) for s in rig.observer.since(down)) <= 8.05  # and it stays there
+
+        code, out, err = await csms("station", "clear-charging-profile", "CP1", "--config", cfg)
+        assert code == 0, (out, err)
+        await rig.settle(lambda s: max(s.evs["CP1"]) > 9, 60, "CP1's car back above the cap")
+        assert rig.observer.worst(arrived) <= spec.fuse, rig.observer.overshoot(spec.fuse, arrived)
