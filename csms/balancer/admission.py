@@ -95,13 +95,7 @@ def admit(run: RunState, limits: dict[str, ChargerLimit]) -> list[Candidate]:
             lim = paused_limits[key] = ChargerLimit(0.0, phases, why, True, 0.0)
         limits[cand[0]] = lim
         classes[phases][cand[2]] -= 1
-        mem = cand[3]
-        mem.target = 0.0
-        mem.under_since = None
-        if mem.paused_since is None:
-            if mem.running_since is not None:
-                mem.charged += now - mem.running_since
-            mem.paused_since, mem.running_since = now, None
+        cand[3].pause(now)
     return admitted
 
 

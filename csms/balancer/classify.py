@@ -104,13 +104,7 @@ def _paused_by_operator(run: RunState, ch: ChargerInput, phases: tuple[int, ...]
                         cap: float) -> ChargerLimit:
     """A session whose operator cap is below ``min_current``: paused (limit 0), its room left to the others.
     Recorded as a pause (as admission records one), so that rotation and the resume margin treat it alike."""
-    now = run.now
-    mem.target = 0.0
-    mem.under_since = None
-    if mem.paused_since is None:
-        if mem.running_since is not None:
-            mem.charged += now - mem.running_since
-        mem.paused_since, mem.running_since = now, None
+    mem.pause(run.now)
     why = paused_reason(cap, ch.operator_cap_until, run.group.min_current)
     return ChargerLimit(0.0, phases, why, True, 0.0)
 

@@ -51,6 +51,16 @@ class ChargerMemory:
     #: When its last session was seen to end while its model still followed a limit (None: not since).
     ended_at: float | None = None
 
+    def pause(self, now: float) -> None:
+        """Its session is paused from ``now`` (admission, an operator cap below min_current): the time it charged
+        counts for rotation, and the trim judgement starts over when it runs again."""
+        self.target = 0.0
+        self.under_since = None
+        if self.paused_since is None:
+            if self.running_since is not None:
+                self.charged += now - self.running_since
+            self.paused_since, self.running_since = now, None
+
 
 @dataclass
 class BalancerMemory:
