@@ -86,7 +86,7 @@ async def test_an_operators_day_through_csms_serve(tmp_path):
 
 
 #: Every command an operator has, as from a shell, with what the simulated charger answers on each version.
-#: (remote-start/-stop and reset are in the scenario above; set-charging-profile and friends have their own tests.)
+#: (remote-start/-stop and reset are in the scenario above, set/clear-charging-profile in the cap scenario below.)
 SWEEP = [
     (("trigger-message", "--message", "Heartbeat"), "Accepted", "Accepted"),
     (("get-configuration", "--key", "{hb_key}"), "Accepted", "Accepted"),
@@ -97,7 +97,11 @@ SWEEP = [
     (("get-base-report",), None, "Accepted"),
     (("send-local-list",), "Accepted", "Accepted"),
     (("get-local-list-version",), "Accepted", "Accepted"),
+    (("reserve", "--id-token", "RES-0", "--connector", "1"), "Accepted", "Accepted"),
+    (("cancel-reservation", "--reservation-id", "1"), "Accepted", "Accepted"),
     (("reserve", "--id-token", "RES-1", "--connector", "1"), "Accepted", "Accepted"),
+    (("get-composite-schedule", "--connector", "1", "--duration", "60"), "Accepted", "Accepted"),
+    (("get-charging-profiles",), None, "Accepted"),
     (("get-logs",), "Accepted", "Accepted"),
     (("change-availability", "--availability", "Inoperative", "--connector", "1"), "Accepted", "Accepted"),
     (("change-availability", "--availability", "Operative", "--connector", "1"), "Accepted", "Accepted"),
