@@ -1,11 +1,11 @@
 """The operator view's HTTP server: JSON status API, dashboard files and ``/metrics`` on one port.
 
-It runs on the central system's own event loop (aiohttp), reads live state in memory and history through
-:meth:`csms.storage.database.Storage.read`, and changes nothing: every route is a GET. ``/api/*`` and ``/metrics``
-want ``Authorization: Bearer <token>`` (the ``[http] token``); the dashboard page and its static files are
-public, since they hold no data, and ask for the token once. The one write route (commands to stations,
-:mod:`.operator`) wants the ``[http] operator_token`` instead; the read token gets 403 there. Chargers'
-log uploads (``/upload/...``, :mod:`.uploads`) carry their credential in the URL instead. Access logging is off: the dashboard polls
+It runs on the central system's own event loop (aiohttp) and reads live state in memory and history through
+:meth:`csms.storage.database.Storage.read`. ``/api/*`` and ``/metrics`` want ``Authorization: Bearer <token>``:
+the ``[http] token`` reads; the ``[http] operator_token`` also acts (commands to stations, :mod:`.operator`; id
+tokens, :mod:`.tokens`), and the read token gets 403 there. The dashboard page, its static files and
+``/openapi.json`` are public, since they hold no data; the dashboard asks for the token once. Chargers' log uploads
+(``/upload/...``, :mod:`.uploads`) carry their credential in the URL. Access logging is off: the dashboard polls
 every second and a line per poll would bury what matters in the log.
 """
 
