@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import sys
 import tempfile
@@ -72,7 +73,8 @@ def main() -> int:
     p.add_argument("--versions", default="ocpp2.0.1", help="comma-separated: ocpp1.6,ocpp2.0.1")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between two CALLs of one station")
     p.add_argument("--duration", type=float, default=20.0, help="measured seconds per run")
-    p.add_argument("--only", choices=["csms", "ocpp", "ws"], action="append")
+    p.add_argument("--only", choices=["csms", "ocpp", "ws", "wsproto"], action="append",
+                   help="run only these servers (wsproto: only when installed)")
     p.add_argument("--no-saturation", action="store_true")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", help="write the results to this file as JSON")
@@ -91,6 +93,11 @@ def main() -> int:
         makers.append(lambda n, tmp: (bare_server("bare_ocpp.py", "bare ocpp (validation on)"), None))
     if "ws" in only:
         makers.append(lambda n, tmp: (bare_server("bare_ws.py", "bare websockets"), None))
+    if "wsproto" in only:
+        if importlib.util.find_spec("wsproto") is None:
+            print("wsproto comparison skipped: pip install wsproto to run it", flush=True)
+        else:
+            makers.append(lambda n, tmp: (bare_server("bare_wsproto.py", "bare wsproto"), None))
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for version in args.versions.split(","):

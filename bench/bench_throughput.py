@@ -208,8 +208,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stations", type=int, default=1000)
     p.add_argument("--quick", action="store_true", help="short runs (under a minute in all)")
-    p.add_argument("--only", choices=["csms", "ocpp", "ws", "picows", "node"], action="append",
-                   help="run only these servers (picows: only when it is installed)")
+    p.add_argument("--only", choices=["csms", "ocpp", "ws", "picows", "wsproto", "node"], action="append",
+                   help="run only these servers (picows, wsproto: only when installed)")
     p.add_argument("--versions", default="ocpp1.6,ocpp2.0.1")
     p.add_argument("--uvloop", action="store_true", help="also run csms serve on uvloop")
     p.add_argument("--json", help="write the results to this file as JSON")
@@ -225,6 +225,11 @@ def main() -> int:
         only = set(args.only or ["csms", "ocpp", "ws", "node"])
         if "ws" in only:
             servers.append(("ws", lambda: (bare_server("bare_ws.py", "bare websockets"), None)))
+        if "wsproto" in only:
+            if importlib.util.find_spec("wsproto") is None:
+                print("wsproto comparison skipped: pip install wsproto to run it", flush=True)
+            else:
+                servers.append(("wsproto", lambda: (bare_server("bare_wsproto.py", "bare wsproto"), None)))
         if "picows" in only:
             if importlib.util.find_spec("picows") is None:
                 print("picows comparison skipped: pip install picows to run it", flush=True)
