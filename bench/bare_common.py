@@ -15,3 +15,12 @@ async def serve_until_sigterm(handler, port: int) -> None:
                      ping_interval=30) as server:
         print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
         await stop.wait()
+
+
+async def until_sigterm(server: asyncio.AbstractServer) -> None:
+    """For the bare servers built on other libraries: prints the port, waits for SIGTERM, closes the server."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
+    await stop.wait()
+    server.close()

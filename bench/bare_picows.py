@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 
+from bare_common import until_sigterm
 from bare_ws import CANNED
 from picows import WSListener, WSMsgType, WSTransport, WSUpgradeRequest, WSUpgradeResponse
 from picows import WSUpgradeResponseWithListener, ws_create_server
@@ -40,12 +40,7 @@ def accept(request: WSUpgradeRequest) -> WSUpgradeResponseWithListener:
 
 
 async def main(port: int) -> None:
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    server = await ws_create_server(accept, "127.0.0.1", port, enable_auto_pong=True)
-    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-    await stop.wait()
-    server.close()
+    await until_sigterm(await ws_create_server(accept, "127.0.0.1", port, enable_auto_pong=True))
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 
+from bare_common import until_sigterm
 from bare_ws import CANNED
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Ping, Request, TextMessage
@@ -59,13 +59,7 @@ class Station(asyncio.Protocol):
 
 
 async def main(port: int) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    server = await loop.create_server(Station, "127.0.0.1", port)
-    print(f"PORT {server.sockets[0].getsockname()[1]}", flush=True)
-    await stop.wait()
-    server.close()
+    await until_sigterm(await asyncio.get_running_loop().create_server(Station, "127.0.0.1", port))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -50,7 +51,7 @@ class LocalLists:
         self.timeout = timeout
         #: station → (version, entries) it accepted last.
         self.held: dict[str, tuple[int, dict[str, Authorization]]] = {}
-        self._unsupported: set[Station] = set()
+        self._unsupported: weakref.WeakSet[Station] = weakref.WeakSet()  # per connection, gone with it
         self._tasks: set[asyncio.Task] = set()
         self._locks: dict[str, asyncio.Lock] = {}
 
