@@ -18,7 +18,6 @@ from collections.abc import Callable, Collection, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import websockets
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call
 
@@ -161,7 +160,7 @@ class OperatorCommands:
             raise StationTimeout(f"station {station_id!r} did not answer {action} within {self.timeout:g} s") from None
         except OCPPError as exc:  # a CALLERROR, or a reply its schema refuses
             raise StationError(exc.code, str(exc.description)) from None
-        except (ConnectionError, websockets.ConnectionClosed) as exc:
+        except ConnectionError as exc:
             raise StationOffline(f"station {station_id!r} disconnected before answering: {exc}") from None
         finally:
             if reports is not None:

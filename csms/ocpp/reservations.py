@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import websockets
 from ocpp.exceptions import OCPPError
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
@@ -95,6 +94,6 @@ class ReservationCommands:
             raise StationTimeout(f"station {station_id!r} did not answer {action} within {self.timeout:g} s") from None
         except OCPPError as exc:
             raise StationError(exc.code, str(exc.description)) from None
-        except (ConnectionError, websockets.ConnectionClosed) as exc:
+        except ConnectionError as exc:
             raise StationOffline(f"station {station_id!r} disconnected before answering: {exc}") from None
         return str(reply.status)

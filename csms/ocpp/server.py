@@ -1,8 +1,8 @@
 """The websocket side of the central system: handshake, authentication, one session per station.
 
 Stations connect to ``ws://HOST:PORT{path_prefix}/{station_id}`` offering ``ocpp1.6`` and/or
-``ocpp2.0.1``. Authentication happens in ``process_request`` before the upgrade, so a refused station
-never gets a session: 404 for an identity not in the config, 401 for a missing or wrong basic-auth
+``ocpp2.0.1``. Authentication happens on the upgrade request, before anything is upgraded
+(:mod:`csms.ocpp.transport`), so a refused station never gets a session: 404 for an identity not in the config, 401 for a missing or wrong basic-auth
 password (profiles 1 and 2), 403 when a client certificate names another station (profile 3).
 """
 
@@ -17,18 +17,14 @@ from collections.abc import Callable
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
 
-import websockets
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
-from websockets.exceptions import InvalidHeader
-from websockets.headers import parse_authorization_basic
-from websockets.http11 import Request, Response
+from aiohttp import BasicAuth
 
 from csms.domain.link import StationLink
 from csms.domain.state import Version
 from csms.ocpp.connection import MessageObserver
 from csms.ocpp.context import SessionContext
 from csms.ocpp.station import Station
+from csms.ocpp.transport import ConnectionClosed, Options, Refusal, UpgradeRequest, WebSocket, WebSocketServer
 from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.server")
@@ -120,10 +116,12 @@ class AuthThrottle:
         self._entries.pop(address, None)
 
 
-def _too_many(connection: ServerConnection, wait: float, text: str) -> Response:
-    response = connection.respond(HTTPStatus.TOO_MANY_REQUESTS, text)
-    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-    return response
+def _too_many(wait: float, text: str) -> Refusal:
+    return Refusal(HTTPStatus.TOO_MANY_REQUESTS, text, (("Retry-After", str(max(1, math.ceil(wait)))),))
+
+
+def _address(request: UpgradeRequest) -> str:
+    return str((request.remote_address or ("?",))[0])
 
 
 class CentralSystem:
@@ -136,7 +134,7 @@ class CentralSystem:
         self.sessions: dict[str, Station] = {}
         self._on_session = on_session or (lambda link: None)  # when a station's session starts
         self._observe = observe
-        self._server: Server | None = None
+        self._server: WebSocketServer | None = None
         self._passwords = {c.id: c.password for c in self.cfg.chargers}
         self.auth_throttle = AuthThrottle()
         #: Least seconds between two replacements of a station's live connection by a new one.
@@ -147,26 +145,18 @@ class CentralSystem:
     @property
     def port(self) -> int:
         assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
+        return self._server.port
 
     async def start(self) -> None:
         srv = self.cfg.server
         ssl_ctx = None
         if srv.security_profile in (2, 3):
             ssl_ctx = build_ssl_context(srv.tls_cert, srv.tls_key, srv.tls_ca, srv.security_profile == 3)
-        self._server = await serve(
-            self._handle, srv.host, srv.port,
-            subprotocols=SUBPROTOCOLS,
-            process_request=self._process_request,
-            max_size=srv.max_message_size,
-            compression="deflate" if srv.compression == "deflate" else None,
-            max_queue=16,
-            ssl=ssl_ctx,
-            open_timeout=10,
-            ping_interval=30,
-            ping_timeout=30,
-            close_timeout=5,
-        )
+        options = Options(subprotocols=tuple(SUBPROTOCOLS), max_size=srv.max_message_size,
+                          compression=srv.compression == "deflate")
+        server = WebSocketServer(self._accept, self._handle, options)
+        await server.start(srv.host, srv.port, ssl_ctx)
+        self._server = server
         scheme = "wss" if ssl_ctx else "ws"
         log.info("listening on %s://%s:%s%s/<station id> (security profile %s)", scheme, srv.host, self.port,
                  srv.path_prefix, srv.security_profile)
@@ -174,62 +164,66 @@ class CentralSystem:
     async def stop(self) -> None:
         if self._server is None:
             return
-        self._server.close(close_connections=True)
-        await self._server.wait_closed()
+        await self._server.stop()
         self._server = None
 
     # -- handshake ------------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def _accept(self, request: UpgradeRequest) -> Refusal | str | None:
+        """The upgrade's answer: a refusal or the subprotocol, the newest OCPP version both sides speak."""
         srv = self.cfg.server
         station_id = station_id_from_path(request.path, srv.path_prefix)
         if station_id is None:
-            return connection.respond(HTTPStatus.NOT_FOUND, f"connect to {srv.path_prefix}/<station id>\n")
+            return Refusal(HTTPStatus.NOT_FOUND, f"connect to {srv.path_prefix}/<station id>\n")
         if station_id not in self._passwords:
-            log.warning("refused unknown station %r from %s", station_id, connection.remote_address)
-            return connection.respond(HTTPStatus.NOT_FOUND, "unknown station\n")
+            log.warning("refused unknown station %r from %s", station_id, request.remote_address)
+            return Refusal(HTTPStatus.NOT_FOUND, "unknown station\n")
         if srv.security_profile in (1, 2):
-            refusal = self._check_basic_auth(connection, request.headers, station_id)
+            refusal = self._check_basic_auth(request, station_id)
             if refusal is not None:
                 return refusal
         if srv.security_profile == 3:
-            peercert = connection.transport.get_extra_info("peercert")
-            cn = certificate_common_name(peercert)
+            cn = certificate_common_name(request.peercert)
             if cn != station_id:
                 log.warning("%s: client certificate names %r, refused", station_id, cn)
-                return connection.respond(HTTPStatus.FORBIDDEN, "client certificate does not name this station\n")
-        return self._replacement_refusal(connection, station_id)
+                return Refusal(HTTPStatus.FORBIDDEN, "client certificate does not name this station\n")
+        refusal = self._replacement_refusal(request, station_id)
+        if refusal is not None:
+            return refusal
+        chosen = next((p for p in SUBPROTOCOLS if p in request.subprotocols), None)
+        if chosen is None:
+            return Refusal(HTTPStatus.BAD_REQUEST, f"offer one of the subprotocols {', '.join(SUBPROTOCOLS)}\n")
+        return chosen
 
-    def _check_basic_auth(self, connection: ServerConnection, headers: Headers, station_id: str) -> Response | None:
-        address = str((connection.remote_address or ("?",))[0])
+    def _check_basic_auth(self, request: UpgradeRequest, station_id: str) -> Refusal | None:
+        address = _address(request)
         wait = self.auth_throttle.wait(address)
         if wait > 0:
-            return _too_many(connection, wait, "too many failed logins from this address; retry later\n")
+            return _too_many(wait, "too many failed logins from this address; retry later\n")
 
-        def unauthorized(reason: str) -> Response:
+        def unauthorized(reason: str) -> Refusal:
             # ``reason`` never holds what the client sent as user or password: either may be a password.
             self.auth_throttle.failed(address)
             log.warning("%s: basic auth refused from %s (%s)", station_id, address, reason)
-            resp = connection.respond(HTTPStatus.UNAUTHORIZED, "authentication required\n")
-            resp.headers["WWW-Authenticate"] = 'Basic realm="ocpp", charset="UTF-8"'
-            return resp
+            return Refusal(HTTPStatus.UNAUTHORIZED, "authentication required\n",
+                           (("WWW-Authenticate", 'Basic realm="ocpp", charset="UTF-8"'),))
 
-        header = headers.get("Authorization")
+        header = request.headers.get("authorization")
         if header is None:
             return unauthorized("no Authorization header")
         try:
-            user, password = parse_authorization_basic(header)
-        except InvalidHeader:
+            credentials = BasicAuth.decode(header, encoding="utf-8")
+        except ValueError:
             return unauthorized("malformed Authorization header")
         expected = self._passwords[station_id] or ""
-        if user != station_id:
+        if credentials.login != station_id:
             return unauthorized("the user name is not the station id")
-        if not hmac.compare_digest(password.encode("utf-8", "surrogatepass"), expected.encode()):
+        if not hmac.compare_digest(credentials.password.encode("utf-8", "surrogatepass"), expected.encode()):
             return unauthorized("wrong password")
         self.auth_throttle.succeeded(address)
         return None
 
-    def _replacement_refusal(self, connection: ServerConnection, station_id: str) -> Response | None:
+    def _replacement_refusal(self, request: UpgradeRequest, station_id: str) -> Refusal | None:
         """A station whose live connection was replaced moments ago must wait before replacing it again:
         valid credentials in two places (a cloned charger, a stolen password) would otherwise take the
         session from each other without end. Logged once per episode."""
@@ -242,12 +236,13 @@ class CentralSystem:
             self._replacement_refused.add(station_id)
             log.warning("%s: refused to replace the live connection again within %.0f s (from %s); is a second "
                         "device using this station's credentials?", station_id, self.replacement_interval,
-                        connection.remote_address)
-        return _too_many(connection, wait, "this station's connection was replaced moments ago; retry later\n")
+                        request.remote_address)
+        return _too_many(wait, "this station's connection was replaced moments ago; retry later\n")
 
     # -- sessions -------------------------------------------------------------------------------
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: WebSocket) -> None:
+        assert ws.request is not None
         station_id = station_id_from_path(ws.request.path, self.cfg.server.path_prefix)
         if station_id is None or ws.subprotocol not in SUBPROTOCOLS:
             await ws.close(1002, "no OCPP subprotocol")
@@ -268,8 +263,8 @@ class CentralSystem:
         self._on_session(session.link)
         try:
             await session.run()
-        except websockets.ConnectionClosed as exc:
-            log.info("%s: disconnected (%s)", station_id, exc.rcvd.code if exc.rcvd else "no close frame")
+        except ConnectionClosed as exc:
+            log.info("%s: disconnected (%s)", station_id, exc.code if exc.code is not None else "no close frame")
         except Exception:
             log.exception("%s: session failed", station_id)
             await ws.close(1011, "internal error")

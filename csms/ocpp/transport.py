@@ -1,0 +1,398 @@
+"""Websockets for the OCPP server: wsproto (h11's sans-I/O websocket sibling) under a plain asyncio protocol.
+
+Why not the ``websockets`` library's server, which the central system used before: at 10,000 stations it held
+221 MB before the central system held anything, and its keepalive pinged every connection opened in the same
+seconds at the same moment, which made the tail of every reply (``bench/RESULTS.md``, issue 14). Here a station
+costs its wsproto state and one protocol object, and a keepalive ping goes only to a connection that has been
+silent for a whole interval, at a moment spread by when it last spoke.
+
+The handshake stays the server's: :class:`UpgradeRequest` carries the path, the headers, the peer's address and
+its TLS certificate, and the server's ``accept`` answers it with a :class:`Refusal` (an HTTP status) or a
+subprotocol, before anything is upgraded. What a session needs of a connection is small (:meth:`WebSocket.recv`,
+:meth:`WebSocket.send`, :meth:`WebSocket.close`); :mod:`csms.ocpp.connection` drives OCPP-J over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, RejectConnection, RejectData, Request,
+    TextMessage,
+)
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import RemoteProtocolError
+
+log = logging.getLogger("csms.ocpp.transport")
+
+#: Compressed input is fed to wsproto in slices of this size, so that one read (up to 256 KiB) cannot inflate to
+#: hundreds of megabytes before the message size limit is checked: a slice inflates to at most ~16 MiB.
+_INFLATE_SLICE = 16 * 1024
+
+
+class ConnectionClosed(ConnectionError):
+    """The websocket is closed: ``code`` and ``reason`` are the peer's close frame (``code`` None: none came)."""
+
+    def __init__(self, code: int | None, reason: str = ""):
+        super().__init__(f"websocket closed ({code if code is not None else 'no close frame'}{': ' if reason else ''}"
+                         f"{reason})")
+        self.code, self.reason = code, reason
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRequest:
+    """What a station asked for, with what the server knows of it before answering."""
+    path: str
+    headers: dict[str, str]           # lower-case names; a repeated header keeps its last value
+    subprotocols: tuple[str, ...]
+    remote_address: Any               # the socket's peer name, e.g. ("127.0.0.1", 53312)
+    peercert: dict | None = None      # the TLS client certificate, when one was verified
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """An HTTP answer instead of the upgrade."""
+    status: int
+    text: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Options:
+    subprotocols: tuple[str, ...]      # in the server's order of preference
+    max_size: int = 65536              # the largest message taken, in characters (a larger one closes with 1009)
+    compression: bool = True           # permessage-deflate, when the station offers it
+    max_queue: int = 16                # messages received and not yet read before the socket is not read
+    open_timeout: float = 10.0
+    ping_interval: float = 30.0        # a connection silent this long is pinged...
+    ping_timeout: float = 30.0         # ...and closed if nothing comes back this soon
+    close_timeout: float = 5.0
+
+
+#: Answers an upgrade request: a Refusal, or the subprotocol to accept (None: none of the offered).
+Accept = Callable[[UpgradeRequest], "Refusal | str | None"]
+Handler = Callable[["WebSocket"], Awaitable[None]]
+
+
+class WebSocket(asyncio.Protocol):
+    """One connection, from the TCP accept to its close."""
+
+    def __init__(self, server: WebSocketServer):
+        self._server = server
+        self._options = server.options
+        self._loop = asyncio.get_running_loop()
+        self._ws = WSConnection(ConnectionType.SERVER)
+        self._transport: asyncio.Transport | None = None
+        self._messages: collections.deque[str | bytes] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._parts: list[str | bytes] = []
+        self._size = 0
+        self._compressed = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drained: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._close_code: int | None = None
+        self._close_reason = ""
+        self._timer: asyncio.TimerHandle | None = None
+        self._pinged = False
+        self._last_received = 0.0
+        self.request: UpgradeRequest | None = None
+        self.subprotocol: str | None = None
+        self.remote_address: Any = None
+
+    # -- asyncio's side ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self.remote_address = transport.get_extra_info("peername")
+        self._timer = self._loop.call_later(self._options.open_timeout, self._abort)
+
+    def data_received(self, data: bytes) -> None:
+        self._last_received = self._loop.time()
+        if self._compressed and len(data) > _INFLATE_SLICE:
+            view = memoryview(data)
+            for start in range(0, len(data), _INFLATE_SLICE):
+                if not self._feed(bytes(view[start:start + _INFLATE_SLICE])):
+                    return
+        else:
+            self._feed(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # closes the transport: a station that half-closes is gone
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._wake()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self._server.forget(self)
+
+    # -- what a session uses -------------------------------------------------------------------------
+
+    async def recv(self) -> str | bytes:
+        """The next message; raises :class:`ConnectionClosed` once the connection is closed and read out."""
+        while not self._messages:
+            if self._closed.done() or self._ws.state is not ConnectionState.OPEN:
+                raise ConnectionClosed(self._close_code, self._close_reason)
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._messages.popleft()
+        if self._reading_paused and len(self._messages) < self._options.max_queue:
+            self._reading_paused = False
+            if self._transport is not None:
+                self._transport.resume_reading()
+        return message
+
+    async def send(self, message: str) -> None:
+        """Writes one text message; waits only while the station does not read (TCP back-pressure)."""
+        if self._ws.state is not ConnectionState.OPEN or self._closed.done():
+            raise ConnectionClosed(self._close_code, self._close_reason)
+        self._write(self._ws.send(Message(data=message)))
+        if self._writing_paused:
+            self._drained = self._drained if self._drained and not self._drained.done() else self._loop.create_future()
+            await self._drained
+            if self._closed.done():
+                raise ConnectionClosed(self._close_code, self._close_reason)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Starts the closing handshake (if it has not started) and waits until the connection is gone."""
+        if not self._closed.done():
+            if self._ws.state is ConnectionState.OPEN:
+                self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
+                self._arm(self._options.close_timeout, self._abort)
+                self._wake()
+            elif self._ws.state is ConnectionState.CONNECTING and self._transport is not None:
+                self._transport.abort()
+        await asyncio.shield(self._closed)
+
+    # -- wsproto's side ------------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> bool:
+        """Hands ``data`` to wsproto and handles what it meant; whether the connection is still usable."""
+        try:
+            self._ws.receive_data(data)
+            for event in self._ws.events():
+                if not self._handle(event):
+                    return False
+        except RemoteProtocolError as exc:  # a request that is not a websocket upgrade
+            hint = exc.event_hint
+            if isinstance(hint, RejectConnection) and self._ws.state is ConnectionState.CONNECTING:
+                self._write(self._ws.send(hint))
+            self._close_transport()
+            return False
+        return True
+
+    def _handle(self, event: object) -> bool:
+        kind = type(event)
+        if kind is TextMessage or kind is BytesMessage:
+            return self._take(event)  # type: ignore[arg-type]
+        if kind is Request:
+            return self._answer(event)  # type: ignore[arg-type]
+        if kind is Ping:
+            self._write(self._ws.send(event.response()))  # type: ignore[attr-defined]
+        elif kind is Pong:
+            self._pinged = False
+        elif kind is CloseConnection:
+            self._closing(event)  # type: ignore[arg-type]
+            return False
+        return True
+
+    def _answer(self, request: Request) -> bool:
+        transport = self._transport
+        assert transport is not None
+        self.request = UpgradeRequest(
+            path=request.target,
+            headers={name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.extra_headers},
+            subprotocols=tuple(request.subprotocols),
+            remote_address=self.remote_address,
+            peercert=transport.get_extra_info("peercert"),
+        )
+        try:
+            answer = self._server.accept(self.request)
+        except Exception:
+            log.exception("the handshake of %s failed", self.remote_address)
+            answer = Refusal(500, "internal error\n")
+        if isinstance(answer, Refusal):
+            body = answer.text.encode()
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+            headers += [(name.encode(), value.encode()) for name, value in answer.headers]
+            self._write(self._ws.send(RejectConnection(status_code=answer.status, headers=headers, has_body=True)))
+            self._write(self._ws.send(RejectData(data=body, body_finished=True)))
+            self._close_transport()
+            return False
+        self.subprotocol = answer
+        offered = self._options.compression and any(
+            offer.split(";")[0].strip() == PerMessageDeflate.name for offer in request.extensions)
+        deflate = PerMessageDeflate() if offered else None
+        self._write(self._ws.send(AcceptConnection(subprotocol=answer, extensions=[deflate] if deflate else [])))
+        self._compressed = bool(deflate and deflate.enabled())
+        self._arm(self._first_ping_delay(), self._keepalive)
+        self._server.opened(self)
+        return True
+
+    def _take(self, event: TextMessage | BytesMessage) -> bool:
+        data = event.data
+        self._size += len(data)
+        if self._size > self._options.max_size:
+            self._fail(CloseReason.MESSAGE_TOO_BIG, f"message over {self._options.max_size} bytes")
+            return False
+        if not event.message_finished:
+            self._parts.append(data)
+            return True
+        if self._parts:
+            self._parts.append(data)
+            data = "".join(self._parts) if isinstance(data, str) else b"".join(self._parts)  # type: ignore[arg-type]
+            self._parts.clear()
+        self._size = 0
+        self._messages.append(data)
+        if len(self._messages) >= self._options.max_queue and not self._reading_paused:
+            self._reading_paused = True
+            assert self._transport is not None
+            self._transport.pause_reading()
+        self._wake()
+        return True
+
+    def _closing(self, event: CloseConnection) -> None:
+        """A close frame came (or wsproto found the stream broken and says why with one)."""
+        if self._close_code is None:
+            self._close_code, self._close_reason = event.code, event.reason or ""
+        state = self._ws.state
+        if state is ConnectionState.REMOTE_CLOSING:
+            self._write(self._ws.send(event.response()))
+        elif state is ConnectionState.OPEN:  # a framing error found here: tell the station why
+            self._write(self._ws.send(CloseConnection(code=event.code, reason=event.reason)))
+        self._close_transport()
+
+    def _fail(self, code: int, reason: str) -> None:
+        log.info("closing the connection of %s: %s", self.remote_address, reason)
+        if self._ws.state is ConnectionState.OPEN:
+            self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
+            self._arm(self._options.close_timeout, self._abort)
+            self._wake()
+        else:
+            self._close_transport()
+
+    # -- keepalive and plumbing ----------------------------------------------------------------------
+
+    def _first_ping_delay(self) -> float:
+        # Stations that connected in the same seconds (after a restart, say) would otherwise be pinged together.
+        return self._options.ping_interval * random.uniform(0.5, 1.0)
+
+    def _keepalive(self) -> None:
+        if self._ws.state is not ConnectionState.OPEN:
+            return
+        options = self._options
+        if self._pinged:
+            if self._loop.time() - self._last_received >= options.ping_timeout:
+                self._fail(CloseReason.INTERNAL_ERROR, "keepalive ping timeout")
+                return
+        silent = self._loop.time() - self._last_received
+        if silent >= options.ping_interval:
+            self._pinged = True
+            self._write(self._ws.send(Ping()))
+            self._arm(options.ping_timeout, self._keepalive)
+        else:
+            self._pinged = False
+            self._arm(options.ping_interval - silent, self._keepalive)
+
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(delay, callback)
+
+    def _write(self, data: bytes) -> None:
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _close_transport(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+@dataclass
+class WebSocketServer:
+    """Listens, answers handshakes with ``accept``, and runs ``handler`` once per accepted connection."""
+    accept: Accept
+    handler: Handler
+    options: Options
+    _server: asyncio.Server | None = None
+    _connections: set[WebSocket] = field(default_factory=set)
+    _tasks: set[asyncio.Task] = field(default_factory=set)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: WebSocket(self), host, port, ssl=ssl_context,
+            ssl_handshake_timeout=self.options.open_timeout if ssl_context else None)
+
+    async def stop(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stops listening, closes every connection (the closing handshake, bounded by ``close_timeout``) and
+        awaits every handler."""
+        if self._server is None:
+            return
+        self._server.close()
+        await asyncio.gather(*(ws.close(code, reason) for ws in list(self._connections)), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    def opened(self, ws: WebSocket) -> None:
+        self._connections.add(ws)
+        task = asyncio.get_running_loop().create_task(self._run(ws))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def forget(self, ws: WebSocket) -> None:
+        self._connections.discard(ws)
+
+    async def _run(self, ws: WebSocket) -> None:
+        try:
+            await self.handler(ws)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("the handler of %s failed", ws.remote_address)
+            await ws.close(CloseReason.INTERNAL_ERROR, "internal error")
+        finally:
+            await ws.close(1000, "")

@@ -1,0 +1,235 @@
+"""The websocket transport (wsproto under asyncio) against real clients on 127.0.0.1: the handshake's answers,
+compression and its size limit, keepalive, back-pressure, and an orderly shutdown.
+
+Tests that are about keepalive set its intervals; every other test runs the transport's defaults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import zlib
+
+import pytest
+import websockets
+from websockets.asyncio.client import connect
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
+
+from csms.ocpp.transport import ConnectionClosed, Options, Refusal, UpgradeRequest, WebSocket, WebSocketServer
+
+SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
+
+
+class Echo:
+    """A server whose handler echoes messages (or does what a test sets), recording what it saw."""
+
+    def __init__(self, options: Options | None = None, handler=None):
+        self.requests: list[UpgradeRequest] = []
+        self.closed: list[ConnectionClosed] = []
+        self.handler_done = asyncio.Event()
+        self._handler = handler
+        self.server = WebSocketServer(self.accept, self.handle, options or Options(subprotocols=SUBPROTOCOLS))
+
+    def accept(self, request: UpgradeRequest) -> Refusal | str | None:
+        self.requests.append(request)
+        if request.path == "/refuse":
+            return Refusal(429, "later\n", (("Retry-After", "7"),))
+        if request.path == "/boom":
+            raise RuntimeError("a bug in the handshake")
+        return next((p for p in SUBPROTOCOLS if p in request.subprotocols), None)
+
+    async def handle(self, ws: WebSocket) -> None:
+        try:
+            if self._handler is not None:
+                await self._handler(ws)
+                return
+            while True:
+                await ws.send(await ws.recv())
+        except ConnectionClosed as exc:
+            self.closed.append(exc)
+            raise
+        finally:
+            self.handler_done.set()
+
+    async def __aenter__(self) -> Echo:
+        await self.server.start("127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.server.stop()
+
+    def url(self, path: str = "/CP1") -> str:
+        return f"ws://127.0.0.1:{self.server.port}{path}"
+
+
+async def raw_client(port: int, path: str = "/CP1"):
+    """A wsproto client over plain streams, for what ``websockets`` would not do (stay silent, send garbage)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    ws = WSConnection(ConnectionType.CLIENT)
+    writer.write(ws.send(Request(host="127.0.0.1", target=path, subprotocols=["ocpp1.6"])))
+    while True:
+        ws.receive_data(await asyncio.wait_for(reader.read(65536), 5))
+        if any(isinstance(e, AcceptConnection) for e in ws.events()):
+            return reader, writer, ws
+
+
+async def test_echo_with_subprotocol_and_request_details():
+    async with Echo() as srv:
+        async with connect(srv.url("/CP%201?x=1"), subprotocols=["ocpp1.6"],
+                           additional_headers={"Authorization": "Basic Q1A6eA=="}) as ws:
+            assert ws.subprotocol == "ocpp1.6"
+            await ws.send('[2,"1","Heartbeat",{}]')
+            assert await ws.recv() == '[2,"1","Heartbeat",{}]'
+        request = srv.requests[0]
+        assert request.path == "/CP%201?x=1"
+        assert request.headers["authorization"] == "Basic Q1A6eA=="
+        assert request.subprotocols == ("ocpp1.6",)
+        assert request.remote_address[0] == "127.0.0.1"
+
+
+async def test_refusal_is_an_http_answer_with_its_headers():
+    async with Echo() as srv:
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with connect(srv.url("/refuse"), subprotocols=["ocpp1.6"]):
+                pass
+        assert info.value.response.status_code == 429
+        assert info.value.response.headers["Retry-After"] == "7"
+        assert info.value.response.body == b"later\n"
+        with pytest.raises(websockets.InvalidStatus) as info:  # a bug in accept: 500, the server lives on
+            async with connect(srv.url("/boom"), subprotocols=["ocpp1.6"]):
+                pass
+        assert info.value.response.status_code == 500
+        async with connect(srv.url(), subprotocols=["ocpp1.6"]) as ws:
+            await ws.send("still here")
+            assert await ws.recv() == "still here"
+
+
+async def test_plain_http_request_gets_400_and_a_closed_socket():
+    async with Echo() as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.server.port)
+        writer.write(b"GET /CP1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 5)
+        assert answer.startswith(b"HTTP/1.1 400")
+        writer.close()
+
+
+async def test_compression_round_trip_and_deflate_bomb_closed_with_1009():
+    options = Options(subprotocols=SUBPROTOCOLS)  # the defaults: compression on, 64 KiB messages
+    async with Echo(options) as srv:
+        async with connect(srv.url(), subprotocols=["ocpp1.6"], compression="deflate",
+                           max_size=None) as ws:
+            assert "permessage-deflate" in ws.response.headers["Sec-WebSocket-Extensions"]
+            text = "[2,\"1\",\"DataTransfer\",{\"data\":\"" + "x" * 50_000 + "\"}]"
+            await ws.send(text)
+            assert await ws.recv() == text
+            # 64 MiB of spaces deflate to ~64 KiB: the server must refuse it without inflating it whole.
+            await ws.send(" " * (64 * 1024 * 1024))
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 1009
+
+
+async def test_compression_can_be_off():
+    async with Echo(Options(subprotocols=SUBPROTOCOLS, compression=False)) as srv:
+        async with connect(srv.url(), subprotocols=["ocpp1.6"], compression="deflate") as ws:
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            await ws.send("plain")
+            assert await ws.recv() == "plain"
+
+
+async def test_silent_peer_is_pinged_and_closed_when_it_does_not_answer():
+    options = Options(subprotocols=SUBPROTOCOLS, ping_interval=0.2, ping_timeout=0.2)
+    async with Echo(options) as srv:
+        reader, writer, client = await raw_client(srv.server.port)
+        seen: list = []
+        while not any(isinstance(e, CloseConnection) for e in seen):  # never answers a ping
+            client.receive_data(await asyncio.wait_for(reader.read(65536), 3))
+            seen += client.events()
+        assert isinstance(seen[0], Ping)
+        assert seen[-1].code == 1011  # keepalive ping timeout
+        await asyncio.wait_for(srv.handler_done.wait(), 3)
+        writer.close()
+
+
+async def test_idle_peer_that_answers_pings_stays():
+    options = Options(subprotocols=SUBPROTOCOLS, ping_interval=0.1, ping_timeout=0.2)
+    async with Echo(options) as srv:
+        async with connect(srv.url(), subprotocols=["ocpp1.6"]) as ws:  # websockets answers pings itself
+            await asyncio.sleep(1.0)
+            await ws.send("alive")
+            assert await ws.recv() == "alive"
+
+
+async def test_unread_messages_stop_reading_the_socket():
+    """A handler that does not read: after ``max_queue`` messages the socket is no longer read, so the
+    station's own send buffer fills (TCP back-pressure), instead of the server's memory."""
+    release = asyncio.Event()
+    got: list[str | bytes] = []
+
+    async def slow(ws: WebSocket) -> None:
+        await release.wait()
+        while True:
+            got.append(await ws.recv())
+
+    async with Echo(handler=slow) as srv:
+        async with connect(srv.url(), subprotocols=["ocpp1.6"], compression=None, write_limit=2**16) as ws:
+            sent = 0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    while sent < 5000:
+                        await ws.send("y" * 60_000)
+                        sent += 1
+            assert sent < 5000  # the server stopped reading; the client could not send them all
+            release.set()
+            while len(got) < sent:
+                await asyncio.sleep(0.05)
+            assert all(m == "y" * 60_000 for m in got)
+
+
+async def test_broken_frame_closed_with_1002():
+    async with Echo() as srv:
+        reader, writer, _ = await raw_client(srv.server.port)
+        writer.write(b"\x81\x05hello")  # a client frame without a mask
+        data = await asyncio.wait_for(reader.read(), 5)
+        assert data[:2] == b"\x88" + bytes([len(data) - 2]) and int.from_bytes(data[2:4], "big") == 1002
+        writer.close()
+
+
+async def test_stop_closes_every_connection_with_1001_and_awaits_handlers():
+    async with Echo() as srv:
+        url = srv.url()
+        clients = [await connect(srv.url(f"/CP{i}"), subprotocols=["ocpp1.6"]) for i in range(5)]
+        await srv.server.stop()
+        for ws in clients:
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 1001
+        assert len(srv.closed) == 5
+    with pytest.raises(OSError):
+        await connect(url, subprotocols=["ocpp1.6"], open_timeout=2)
+
+
+async def test_handler_failure_closes_with_1011():
+    async def broken(ws: WebSocket) -> None:
+        await ws.recv()
+        raise RuntimeError("bug")
+
+    async with Echo(handler=broken) as srv:
+        async with connect(srv.url(), subprotocols=["ocpp1.6"]) as ws:
+            await ws.send("x")
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await ws.recv()
+            assert info.value.rcvd.code == 1011
+
+
+async def test_handshake_not_finished_in_time_is_dropped():
+    async with Echo(Options(subprotocols=SUBPROTOCOLS, open_timeout=0.3)) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.server.port)
+        writer.write(b"GET /CP1 HTTP/1.1\r\n")  # and nothing more
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        writer.close()
+
+
+def test_deflate_bomb_premise():
+    """The bomb above is small on the wire: what the slicing in the transport guards against."""
+    assert len(zlib.compress(b" " * (64 * 1024 * 1024))) < 100_000
