@@ -242,8 +242,7 @@ class CentralSystem:
     # -- sessions -------------------------------------------------------------------------------
 
     async def _handle(self, ws: WebSocket) -> None:
-        assert ws.request is not None
-        station_id = station_id_from_path(ws.request.path, self.cfg.server.path_prefix)
+        station_id = station_id_from_path(ws.path, self.cfg.server.path_prefix)
         if station_id is None or ws.subprotocol not in SUBPROTOCOLS:
             await ws.close(1002, "no OCPP subprotocol")
             return

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, RejectConnection, RejectData, Request,
     TextMessage,
@@ -91,7 +91,8 @@ class WebSocket(asyncio.Protocol):
         self._server = server
         self._options = server.options
         self._loop = asyncio.get_running_loop()
-        self._ws = WSConnection(ConnectionType.SERVER)
+        #: The handshake and then, once accepted, only the connection it made (the HTTP state is dropped).
+        self._ws: WSConnection | Connection = WSConnection(ConnectionType.SERVER)
         self._transport: asyncio.Transport | None = None
         self._messages: collections.deque[str | bytes] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -107,7 +108,7 @@ class WebSocket(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._pinged = False
         self._last_received = 0.0
-        self.request: UpgradeRequest | None = None
+        self.path = ""
         self.subprotocol: str | None = None
         self.remote_address: Any = None
 
@@ -226,7 +227,8 @@ class WebSocket(asyncio.Protocol):
     def _answer(self, request: Request) -> bool:
         transport = self._transport
         assert transport is not None
-        self.request = UpgradeRequest(
+        self.path = request.target
+        upgrade = UpgradeRequest(
             path=request.target,
             headers={name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.extra_headers},
             subprotocols=tuple(request.subprotocols),
@@ -234,7 +236,7 @@ class WebSocket(asyncio.Protocol):
             peercert=transport.get_extra_info("peercert"),
         )
         try:
-            answer = self._server.accept(self.request)
+            answer = self._server.accept(upgrade)
         except Exception:
             log.exception("the handshake of %s failed", self.remote_address)
             answer = Refusal(500, "internal error\n")
@@ -250,7 +252,11 @@ class WebSocket(asyncio.Protocol):
         offered = self._options.compression and any(
             offer.split(";")[0].strip() == PerMessageDeflate.name for offer in request.extensions)
         deflate = PerMessageDeflate() if offered else None
-        self._write(self._ws.send(AcceptConnection(subprotocol=answer, extensions=[deflate] if deflate else [])))
+        handshake = self._ws
+        assert isinstance(handshake, WSConnection)
+        self._write(handshake.send(AcceptConnection(subprotocol=answer, extensions=[deflate] if deflate else [])))
+        assert handshake.connection is not None
+        self._ws = handshake.connection
         self._compressed = bool(deflate and deflate.enabled())
         self._arm(self._first_ping_delay(), self._keepalive)
         self._server.opened(self)
