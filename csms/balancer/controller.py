@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from csms.config import SiteConfig
 from csms.domain import state as st
@@ -26,78 +24,14 @@ from csms.runtime.aio import cancel_and_wait, wait_event
 
 from .allocation import allocate
 from .decision_log import log_decision
-from .memory import BalancerMemory
-from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning
+from .live import LiveCharger, LiveGroup, group_spec
+from .model import ChargerSpec, ControlState, Decision, MeterInput
 from .ports import DecisionStore, LimitSink
-
-#: How many of a charger's latest answer times count (the slowest of them is taken).
-ANSWERS_KEPT = 5
 
 log = logging.getLogger(__name__)
 
 #: Connector statuses in which a running transaction draws nothing and wants nothing.
 NO_CURRENT_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Faulted", "Reserved"})
-
-
-@dataclass
-class _Charger:
-    """The balancer's live view of one charger."""
-
-    spec: ChargerSpec
-    connected: bool = False
-    session_active: bool = False
-    #: Nothing is known to be installed until the delivery says so: the charger may draw its maximum.
-    control: ControlState = ControlState.UNCONTROLLED
-    limit_in_force: float | None = None
-    #: When the delivery reported ``limit_in_force`` as in force (our clock).
-    limit_since: float | None = None
-    draw: dict[int, float] = field(default_factory=dict)
-    draw_at: float | None = None
-    phases_in_use: tuple[int, ...] | None = None
-    #: Since when a limit of ours (which allows every wired phase) has been in force in this session; None
-    #: while its offline fallback (often one phase) or nothing we know is.
-    ours_since: float | None = None
-    #: How long it took to answer its last few SetChargingProfile requests (s).
-    answers: deque[float] = field(default_factory=lambda: deque(maxlen=ANSWERS_KEPT))
-    answer_time: float | None = None
-    #: The operator's cap (A per phase) and when it lapses (see :mod:`csms.balancer.operator_cap`).
-    operator_cap: float | None = None
-    operator_cap_until: float | None = None
-
-    #: The last input built from the above; rebuilt only after a change (10,000 a run would cost ~10 ms).
-    cached: ChargerInput | None = None
-
-    def __setattr__(self, name: str, value: object) -> None:
-        object.__setattr__(self, name, value)
-        if name != "cached":
-            object.__setattr__(self, "cached", None)
-
-    def as_input(self) -> ChargerInput:
-        if self.cached is None:
-            self.cached = ChargerInput(self.spec, self.connected, self.session_active, self.control,
-                                       self.limit_in_force, self.draw, self.draw_at, self.phases_in_use,
-                                       self.limit_since, self.answer_time, self.operator_cap,
-                                       self.operator_cap_until)
-        return self.cached
-
-    def forget_draw(self) -> None:
-        self.draw, self.draw_at = {}, None
-
-
-@dataclass
-class _Group:
-    spec: GroupSpec
-    meter_serial: str | None
-    chargers: dict[str, _Charger]
-    meter: MeterInput | None = None
-    memory: BalancerMemory = field(default_factory=BalancerMemory)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task | None = None
-    decision: Decision | None = None
-    #: Set by the next run and then replaced: what :meth:`BalancerController.next_decision` waits on.
-    decided: asyncio.Event = field(default_factory=asyncio.Event)
-    #: When each operator cap with an end lapses, by charger: the task runs then (not a tick later).
-    cap_until: dict[str, float] = field(default_factory=dict)
 
 
 class BalancerController:
@@ -125,24 +59,58 @@ class BalancerController:
         self._clock = clock
         self._debounce = debounce
         self._tick = tick
-        self._groups: dict[str, _Group] = {}
-        self._group_of: dict[str, _Group] = {}
+        self._groups: dict[str, LiveGroup] = {}
+        self._group_of: dict[str, LiveGroup] = {}
         self._unsubscribe: Callable[[], None] | None = None
         #: Called as ``observer(group_id, seconds)`` after each run with how long allocating, handing the
         #: decision to the sink and the store took (the operator view's decision latency histogram).
         self.run_observers: list[Callable[[str, float], None]] = []
+        self._started = False
+        self._build(site)
+
+    def _build(self, site: SiteConfig) -> list[LiveGroup]:
+        """Puts ``site``'s groups in force, keeping the live view of each group and charger that stays (its
+        state, its memory, its task) and building the new ones; returns the groups dropped."""
+        known = {cid: charger for g in self._groups.values() for cid, charger in g.chargers.items()}
+        groups: dict[str, LiveGroup] = {}
         for cfg in site.load_balancers:
-            meter = site.meter(cfg.meter) if cfg.meter is not None else None
             chargers = {}
             for cid in cfg.chargers:
                 charger = site.charger(cid)
-                if charger is not None:
-                    chargers[cid] = _Charger(ChargerSpec.from_config(charger))
-            tuning = Tuning(ev_response=site.smart_charging.ramp_time)
-            group = _Group(GroupSpec.from_config(cfg, meter, tuning), cfg.meter, chargers)
-            self._groups[cfg.id] = group
-            for cid in chargers:
-                self._group_of[cid] = group
+                if charger is None:
+                    continue
+                live = known.get(cid)
+                spec = ChargerSpec.from_config(charger)
+                if live is None:
+                    live = LiveCharger(spec)
+                    self._refresh(live, self._state.stations.get(cid))
+                elif live.spec != spec:
+                    live.spec = spec
+                chargers[cid] = live
+            group = self._groups.get(cfg.id)
+            if group is None:
+                group = LiveGroup(group_spec(site, cfg), cfg.meter, chargers)
+            else:
+                group.spec, group.chargers = group_spec(site, cfg), chargers
+                if group.meter_serial != cfg.meter:
+                    group.meter_serial, group.meter = cfg.meter, None  # another meter's reading is not this one's
+                group.cap_until = {cid: t for cid, t in group.cap_until.items() if cid in chargers}
+            groups[cfg.id] = group
+        dropped = [g for gid, g in self._groups.items() if gid not in groups]
+        self._groups = groups
+        self._group_of = {cid: g for g in groups.values() for cid in g.chargers}
+        return dropped
+
+    async def apply_config(self, site: SiteConfig) -> None:
+        """A reloaded config: each group runs its next allocation on its new definition (limits, ``active``,
+        members); a dropped group's task is cancelled and awaited, a new group's started. Chargers that stay
+        keep what the balancer learned of them (draw, phases in use, control state, answer times)."""
+        dropped = self._build(site)
+        await cancel_and_wait(g.task for g in dropped)
+        for group in self._groups.values():
+            if self._started and group.task is None:
+                self._start_group(group)
+            group.wake.set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -153,16 +121,21 @@ class BalancerController:
         for cid, group in self._group_of.items():
             self._refresh(group.chargers[cid], self._state.stations.get(cid))
         self._unsubscribe = self._state.subscribe(self._on_event)
-        for gid, group in self._groups.items():
-            group.wake = asyncio.Event()
-            group.wake.set()
-            group.task = asyncio.create_task(self._run(group), name=f"balancer group {gid}")
+        self._started = True
+        for group in self._groups.values():
+            self._start_group(group)
+
+    def _start_group(self, group: LiveGroup) -> None:
+        group.wake = asyncio.Event()
+        group.wake.set()
+        group.task = asyncio.create_task(self._run(group), name=f"balancer group {group.spec.id}")
 
     async def stop(self) -> None:
         """Unsubscribes and cancels and awaits every group's task."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._started = False
         await cancel_and_wait(g.task for g in self._groups.values())
         for g in self._groups.values():
             g.task = None
@@ -300,7 +273,7 @@ class BalancerController:
                 return
         group.wake.set()
 
-    def _refresh(self, charger: _Charger, station: st.StationState | None) -> None:
+    def _refresh(self, charger: LiveCharger, station: st.StationState | None) -> None:
         if station is None:
             charger.connected = charger.session_active = False
             return
@@ -312,7 +285,7 @@ class BalancerController:
         if not charger.session_active and was_active:
             charger.phases_in_use = None
 
-    def _learn(self, charger: _Charger, station: st.StationState, connector_id: int, sample: st.PhaseSample,
+    def _learn(self, charger: LiveCharger, station: st.StationState, connector_id: int, sample: st.PhaseSample,
                ev_response: float) -> None:
         """Maps the charger's own per-phase draw to building phases, and learns the phases its EV uses.
 
@@ -343,7 +316,7 @@ class BalancerController:
 
     # -- the group task ----------------------------------------------------------------------------
 
-    async def _run(self, group: _Group) -> None:
+    async def _run(self, group: LiveGroup) -> None:
         while True:
             if not group.wake.is_set():
                 await wait_event(group.wake, self._timeout(group))
@@ -352,7 +325,7 @@ class BalancerController:
             group.wake.clear()
             self._run_once(group)
 
-    def _timeout(self, group: _Group) -> float:
+    def _timeout(self, group: LiveGroup) -> float:
         """Until the next tick, or until the meter goes stale or an operator cap lapses if that is sooner."""
         timeout = self._tick
         now = self._clock()
@@ -365,7 +338,7 @@ class BalancerController:
                 timeout = min(timeout, until - now + 0.01)
         return max(timeout, 0.0)
 
-    def _run_once(self, group: _Group) -> None:
+    def _run_once(self, group: LiveGroup) -> None:
         started = time.perf_counter()
         gid = group.spec.id
         try:

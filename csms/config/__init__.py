@@ -8,9 +8,10 @@ package's API.
 """
 
 from .checks import config_warnings, cross_check
+from .diff import Change, ConfigDiff, ConfigVersion, ReloadResult, diff_configs
 from .errors import ConfigError, Problem
 from .files import check_files, resolve_paths
-from .loading import load_config, parse_config
+from .loading import load_config, parse_config, read_config
 from .services import GatewayConfig, HttpConfig, ServerConfig, SmartChargingConfig, StorageConfig
 from .site import (
     ChargerConfig,
@@ -23,7 +24,8 @@ from .site import (
 )
 
 __all__ = [
-    "ChargerConfig", "ConfigError", "GatewayConfig", "HttpConfig", "IdTokenConfig", "LoadBalancerConfig",
+    "Change", "ChargerConfig", "ConfigDiff", "ConfigError", "ConfigVersion", "ReloadResult", "diff_configs",
+    "read_config", "GatewayConfig", "HttpConfig", "IdTokenConfig", "LoadBalancerConfig",
     "OrganisationConfig", "Problem", "ServerConfig", "SiteConfig", "SmartChargingConfig", "StorageConfig",
     "charger_phases", "check_files", "config_warnings", "cross_check", "default_margin", "load_config",
     "parse_config", "resolve_paths",

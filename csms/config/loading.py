@@ -8,6 +8,7 @@ place) so the second still runs; :class:`~csms.config.errors.ConfigError` carrie
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from pathlib import Path
 
@@ -82,6 +83,12 @@ def parse_config(data: dict, source: str = "<config>") -> SiteConfig:
 
 def load_config(path: str | Path) -> SiteConfig:
     """Reads and validates FILE; relative paths inside it (database, TLS files) are taken from the file's folder."""
+    return read_config(path)[0]
+
+
+def read_config(path: str | Path) -> tuple[SiteConfig, str]:
+    """:func:`load_config`, with the SHA-256 of the very bytes validated: a reload names the version it put
+    in force by its content, read once, so the digest cannot belong to a file edited in between."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -98,4 +105,4 @@ def load_config(path: str | Path) -> SiteConfig:
     problems = check_files(cfg)
     if problems:
         raise ConfigError(str(path), problems)
-    return cfg
+    return cfg, hashlib.sha256(raw).hexdigest()

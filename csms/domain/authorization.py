@@ -70,15 +70,21 @@ class Authorizer:
 
     def __init__(self, cfg: SiteConfig, state: SiteState):
         self._state = state
-        self._org_of_station = {c.id: c.organisation for c in cfg.chargers}
-        self._accept_all = {o.id for o in cfg.organisations if o.authorization == "accept-all"}
-        self.organisations = frozenset(o.id for o in cfg.organisations)
+        self.apply_config(cfg)
         self._seed: dict[Key, IdToken] = {}
         for t in cfg.id_tokens:
             self._seed[(t.organisation, t.token)] = IdToken(t.organisation, t.token, TokenStatus(t.status), t.expiry,
                                                             t.parent, t.concurrent)
         #: Run-time changes by key; None is a deleted token (a deleted config entry stays deleted).
         self._overrides: dict[Key, IdToken | None] = {}
+
+    def apply_config(self, cfg: SiteConfig) -> None:
+        """Which organisation each station belongs to and how each organisation authorizes, from ``cfg`` (at
+        start and on a reload). The ``[[id_tokens]]`` seed is read at start only: at run time tokens change
+        through :class:`csms.runtime.tokens.TokenBook`, which keeps them over a restart."""
+        self._org_of_station = {c.id: c.organisation for c in cfg.chargers}
+        self._accept_all = {o.id for o in cfg.organisations if o.authorization == "accept-all"}
+        self.organisations = frozenset(o.id for o in cfg.organisations)
 
     # -- the entries ------------------------------------------------------------------------------------------
 

@@ -167,6 +167,21 @@ class CentralSystem:
         await self._server.stop()
         self._server = None
 
+    def set_passwords(self, passwords: dict[str, str | None]) -> None:
+        """The stations of a reloaded config, with their passwords: a new one may connect from now on, a
+        dropped one is refused (404) at its next handshake. A live session is not checked again: a changed
+        password is asked for at the station's next connection."""
+        self._passwords = dict(passwords)
+
+    async def close_station(self, station_id: str, reason: str) -> bool:
+        """Closes the station's live session, if any (a station dropped from the config); its records stay."""
+        session = self.sessions.get(station_id)
+        if session is None:
+            return False
+        log.info("%s: closing its session: %s", station_id, reason)
+        await session.close(1000, reason)
+        return True
+
     # -- handshake ------------------------------------------------------------------------------
 
     def _accept(self, request: UpgradeRequest) -> Refusal | str | None:

@@ -13,7 +13,9 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from meter_gateway.config import MeterConfig
 from meter_gateway.gateway import MeterGateway
 from meter_gateway.reading import MeterReading, MeterState
 from meter_gateway.subscriber import ReadingSubscriber
@@ -21,7 +23,7 @@ from meter_gateway.subscriber import ReadingSubscriber
 from csms.balancer.controller import BalancerController
 from csms.balancer.model import Decision
 from csms.balancer.ports import DecisionOutbox
-from csms.config import SiteConfig
+from csms.config import ConfigDiff, SiteConfig
 from csms.domain.authorization import Authorizer
 from csms.domain.link import StationLink
 from csms.domain.state import MaintenanceStatus, SiteState, Transaction
@@ -35,6 +37,7 @@ from csms.ocpp.server import CentralSystem
 from csms.operations.upload_grants import UploadGrants
 from csms.runtime.tokens import TokenBook
 from csms.runtime.operator_caps import OperatorCaps
+from csms.runtime.reload import ConfigReloader
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
 from csms.storage.database import Storage
@@ -46,11 +49,19 @@ log = logging.getLogger("csms.runtime.app")
 
 
 class CentralSystemApp:
-    def __init__(self, cfg: SiteConfig, clock: Callable[[], float] = time.time):
+    """``config_path`` is the file ``cfg`` was read from (with its SHA-256, ``digest``): what a reload reads again."""
+
+    def __init__(self, cfg: SiteConfig, clock: Callable[[], float] = time.time, *,
+                 config_path: str | Path | None = None, digest: str = ""):
         self.cfg = cfg
         self.clock = clock
         self.state = SiteState()
         self.storage = Storage(cfg.storage.database, cfg.storage.commit_interval)
+        #: Each configured station's organisation: one dict shared by the parts that look stations up (local
+        #: lists, operator commands, reservations, uploads), kept current by :meth:`apply_config`.
+        self.station_orgs: dict[str, str] = {c.id: c.organisation for c in cfg.chargers}
+        #: Reads the config file again on ``csms reload`` or SIGHUP (:meth:`apply_config` puts it in force).
+        self.reloader = ConfigReloader(self, config_path, digest, self.storage, clock)
         #: Reservations made by the operator, used up by the stations' starts.
         self.reservations = ReservationBook(self.storage, clock)
         self.ctx = SessionContext(cfg, self.state, self.storage, Authorizer(cfg, self.state), clock,
@@ -65,19 +76,22 @@ class CentralSystemApp:
         self.caps = OperatorCaps(cfg, self.balancer, self.storage, clock)
         self.server = CentralSystem(self.ctx, on_session=self._session_started, observe=self.messages)
         #: Local authorization lists sent to stations, kept in step with the tokens.
-        self.local_lists = LocalLists(self.server.sessions, {c.id: c.organisation for c in cfg.chargers},
+        self.local_lists = LocalLists(self.server.sessions, self.station_orgs,
                                       self.ctx.authorizer.entries, self.storage, clock, cfg.server.call_timeout)
         self.tokens.observers.append(self.local_lists.tokens_changed)
         #: Secret upload URLs for get-logs (the HTTP server receives the files); none without [http].
         self.uploads = UploadGrants(clock, cfg.http.upload_ttl) if cfg.http is not None else None
         #: The operator's commands to stations (the write API's port).
-        self.commands = OperatorCommands(self.server.sessions, {c.id for c in cfg.chargers}, self.storage, clock,
+        self.commands = OperatorCommands(self.server.sessions, self.station_orgs, self.storage, clock,
                                          cfg.server.call_timeout, self.uploads, self.local_lists,
                                          ReservationCommands(self.reservations, self.ctx.authorizer.entry,
-                                                             {c.id: c.organisation for c in cfg.chargers}, clock,
+                                                             self.station_orgs, clock,
                                                              cfg.server.call_timeout),
                                          self.caps)
         self.meters: MeterGateway | ReadingSubscriber | None = None
+        #: Bumped when a reload replaces the meter source: the old one's last words (offline as it stops) are
+        #: not news about meters the new one reads.
+        self._meter_generation = 0
         self.meter_states: dict[str, MeterState] = {}
         self.last_readings: dict[str, MeterReading] = {}
         self.readings = ReadingRecorder(self.storage, clock)
@@ -102,7 +116,8 @@ class CentralSystemApp:
             await self.balancer.start()
             self._stack.push_async_callback(self.balancer.stop)
             self._stack.push_async_callback(self.delivery.stop)
-            await self._start_meters()
+            self._stack.push_async_callback(self._close_meters)
+            self.meters = await self._open_meters(self.cfg)
             await self.server.start()
             self._stack.push_async_callback(self.server.stop)
             if self.cfg.http is not None:
@@ -113,7 +128,8 @@ class CentralSystemApp:
                 self._stack.push_async_callback(self.web.stop)
                 if self.uploads is not None:
                     self.uploads.base_url = self.cfg.http.upload_base(self.web.port)
-            self.storage.write_nowait(log_event("csms_started", self.clock()))
+            self._stack.push_async_callback(self.reloader.stop)
+            self.storage.write_nowait(log_event("csms_started", self.clock(), config=self.reloader.version.label))
         except BaseException:
             await self._stack.aclose()
             raise
@@ -122,20 +138,67 @@ class CentralSystemApp:
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
 
-    async def _start_meters(self) -> None:
-        cfg = self.cfg
+    @staticmethod
+    def _used_meters(cfg: SiteConfig) -> list[MeterConfig]:
         used = {g.meter for g in cfg.load_balancers if g.meter is not None}
-        meters = [m for m in cfg.meters if m.serial in used]
+        return [m for m in cfg.meters if m.serial in used]
+
+    async def _open_meters(self, cfg: SiteConfig) -> MeterGateway | ReadingSubscriber | None:
+        """Starts reading the meters ``cfg``'s groups use (None when none does)."""
+        meters = self._used_meters(cfg)
         if not meters:
-            return
+            return None
+        self._meter_generation += 1
+        generation = self._meter_generation
+
+        def on_reading(reading: MeterReading) -> None:
+            if generation == self._meter_generation:
+                self._on_reading(reading)
+
+        def on_state(serial: str, state: MeterState) -> None:
+            if generation == self._meter_generation:
+                self._on_meter_state(serial, state)
+
+        source: MeterGateway | ReadingSubscriber
         if cfg.gateway.mode == "mqtt":
-            self.meters = ReadingSubscriber(cfg.mqtt, [m.serial for m in meters], self._on_reading,
-                                            self._on_meter_state, {m.serial: m.stale_after for m in meters},
-                                            clock=self.clock)
+            source = ReadingSubscriber(cfg.mqtt, [m.serial for m in meters], on_reading, on_state,
+                                       {m.serial: m.stale_after for m in meters}, clock=self.clock)
         else:
-            self.meters = MeterGateway(meters, cfg.mqtt, self._on_reading, self._on_meter_state,
-                                       cfg.gateway.register_dirs, clock=self.clock)
-        await self._stack.enter_async_context(self.meters)
+            source = MeterGateway(meters, cfg.mqtt, on_reading, on_state, cfg.gateway.register_dirs,
+                                  clock=self.clock)
+        await source.__aenter__()
+        return source
+
+    async def _close_meters(self) -> None:
+        source, self.meters = self.meters, None
+        if source is not None:
+            await source.__aexit__(None, None, None)
+
+    async def apply_config(self, new: SiteConfig, diff: ConfigDiff) -> None:
+        """Puts a validated config in force as a diff (see :mod:`csms.runtime.reload`): each part takes what
+        changed, and nothing else is touched, so an unchanged charger keeps its connection and its session.
+
+        The balancer goes first, so that a new charger has a group task and a channel before it can connect;
+        the password table last but one, so that it is let in only then; a removed charger's session is closed
+        last (its records, its transactions and the fallback profile it holds all stay). The meter source is
+        replaced only when the meters the groups read changed: the new one starts before the old one stops.
+        """
+        old_meters = self._used_meters(self.cfg)
+        self.cfg = self.ctx.cfg = new
+        self.ctx.authorizer.apply_config(new)
+        self.station_orgs.clear()
+        self.station_orgs.update({c.id: c.organisation for c in new.chargers})
+        await self.balancer.apply_config(new)
+        self.caps.apply_config(new)
+        for cid in self.delivery.apply_config(new):
+            log.info("%s: its settings or its group's changed; setting it up again on its connection", cid)
+        self.server.set_passwords({c.id: c.password for c in new.chargers})
+        for cid in diff.chargers.removed:
+            await self.server.close_station(cid, "removed from the site config")
+        if self._used_meters(new) != old_meters:
+            old, self.meters = self.meters, await self._open_meters(new)
+            if old is not None:
+                await old.__aexit__(None, None, None)
 
     def _session_started(self, link: StationLink) -> None:
         self.delivery.attach(link)
@@ -158,14 +221,15 @@ class CentralSystemApp:
 
     def site_view(self) -> SiteView:
         """What the operator view may read of this central system (see :mod:`csms.web.view`)."""
-        return SiteView(cfg=self.cfg, clock=self.clock, state=self.state, storage=self.storage,
+        return SiteView(config=lambda: self.cfg, clock=self.clock, state=self.state, storage=self.storage,
                         channels=self.delivery.channels, meter_states=self.meter_states,
                         last_readings=self.last_readings, meter_refusals=self.meter_refusals,
                         decision=self.balancer.decision, explain=self.balancer.explain,
                         run_observers=self.balancer.run_observers,
                         message_counts=self.messages.counts, commands=self.commands, tokens=self.tokens,
                         uploads=self.uploads, reservations=self.reservations.of_station,
-                        operator_cap=self.caps.cap)
+                        operator_cap=self.caps.cap, config_status=self.reloader.status,
+                        reload=self.reloader.reload)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state
@@ -207,14 +271,22 @@ class CentralSystemApp:
             log.info("restored %d operator cap(s) from storage", caps)
 
 
-async def serve_until_signalled(cfg: SiteConfig) -> int:
-    """Runs the central system until SIGINT/SIGTERM, then shuts down cleanly; returns the exit code."""
+async def serve_until_signalled(cfg: SiteConfig, config_path: str | Path | None = None, digest: str = "") -> int:
+    """Runs the central system until SIGINT/SIGTERM, then shuts down cleanly; returns the exit code. SIGHUP
+    reloads ``config_path`` (see :mod:`csms.runtime.reload`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with CentralSystemApp(cfg) as app:
-        log.info("central system running on port %s; Ctrl-C to stop", app.port)
-        await stop.wait()
+    # Until everything runs, a SIGHUP (whose default is to end the process) is only logged.
+    loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP ignored: the central system is still starting")
+    async with CentralSystemApp(cfg, config_path=config_path, digest=digest) as app:
+        loop.add_signal_handler(signal.SIGHUP, app.reloader.request, "SIGHUP")
+        log.info("central system running on port %s (config version %s); Ctrl-C to stop, SIGHUP or "
+                 "`csms reload` to reload the config", app.port, app.reloader.version.label)
+        try:
+            await stop.wait()
+        finally:
+            loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP ignored: the central system is stopping")
         log.info("stopping")
     return 0

@@ -1,4 +1,4 @@
-"""``csms`` command line: serve, check-config, stations, transactions, station (+ plugin commands such as demo)."""
+"""``csms`` command line: serve, check-config, reload, stations, transactions, station (+ plugin commands such as demo)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 from rich.console import Console
 from rich.table import Table
 
-from csms.config import ConfigError, SiteConfig, config_warnings, load_config
+from csms.config import ConfigError, SiteConfig, config_warnings, load_config, read_config
 
 
 def _load(path: str) -> SiteConfig | None:
@@ -51,8 +51,11 @@ async def _serve_with_frozen_heap(serving):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    cfg = _load(args.config)
-    if cfg is None:
+    try:
+        cfg, digest = read_config(args.config)
+    except ConfigError as err:
+        for line in err.lines():
+            print(line, file=sys.stderr)
         return 2
     _setup_logging(args.log_level)
     for w in config_warnings(cfg):
@@ -71,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     preload()  # every OCPP schema compiled before the first station connects
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_serve_with_frozen_heap(serve_until_signalled(cfg)))
+            return runner.run(_serve_with_frozen_heap(serve_until_signalled(cfg, args.config, digest)))
     except sqlite3.DatabaseError as exc:  # e.g. a SQLite file damaged past its header (check_files reads only that)
         print(f"{args.config}: storage.database: cannot open {cfg.storage.database!r}: {exc}", file=sys.stderr)
         return 2
@@ -156,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=100)
     p.set_defaults(func=cmd_transactions)
 
+    from csms.runtime.reload_cli import register as register_reload
     from csms.runtime.station_cli import register as register_station
+    register_reload(sub)
     from csms.runtime.token_cli import register as register_token
     register_station(sub)
     register_token(sub)

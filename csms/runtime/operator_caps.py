@@ -31,6 +31,16 @@ class OperatorCaps:
         self.clock = clock
         self._caps: dict[str, OperatorCap] = {}
 
+    def apply_config(self, cfg: SiteConfig) -> None:
+        """A reloaded config, after the balancer took it: which chargers are balanced (and may be capped) is
+        read from it from now on, and every cap in force is given to the balancer again (a charger that moved
+        group, or joined one, is a new entry there). A cap of a charger in no group stays stored, unused."""
+        self.cfg = cfg
+        for sid in list(self._caps):
+            cap = self.cap(sid)
+            if cap is not None and cfg.group_of(sid) is not None:
+                self.balancer.set_operator_cap(sid, cap.limit, cap.until)
+
     def cap(self, station_id: str) -> OperatorCap | None:
         cap = self._caps.get(station_id)
         if cap is not None and cap.until is not None and self.clock() >= cap.until:

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from csms.runtime.aio import cancel_and_wait, wait_event
 from csms.balancer.ports import ControlReports, DecisionOutbox
@@ -37,6 +36,7 @@ from .channel import ChargerChannel, Sent
 from .exposure import ExposureBook, may_apply
 from .profiles import dynamic_spec, in_unit
 from .readings import StationReadings
+from .reconfig import Reconfigurable, Worker
 from .setup import Installer
 from .trigger import TRIGGER_SETTLE, Trigger
 from .wakes import GroupWakes
@@ -44,16 +44,7 @@ from .wakes import GroupWakes
 log = logging.getLogger("csms.delivery")
 
 
-@dataclass
-class Worker:
-    """The asyncio side of one channel: its link, its wake-up and its task."""
-
-    link: StationLink | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task | None = None
-
-
-class Delivery:
+class Delivery(Reconfigurable):
     """Receives the balancer's decisions from ``decisions`` and reports control states back to ``reports``."""
 
     def __init__(self, cfg: SiteConfig, state: SiteState, decisions: DecisionOutbox, reports: ControlReports,

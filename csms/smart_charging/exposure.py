@@ -89,12 +89,21 @@ class ExposureBook:
         self.failsafe_ttl = failsafe_ttl
         self.readings = readings
         self.decisions: dict[str, Decision] = {}
-        self.channels = {ch.id: ch for ch in channels}
+        self.channels: dict[str, ChargerChannel] = {}
         self._members: dict[str, list[ChargerChannel]] = {}
+        self._cache: dict[str, tuple[float, dict[int, float], dict[str, dict[int, float]]]] = {}
+        self.regroup(channels)
+
+    def regroup(self, channels: Iterable[ChargerChannel]) -> None:
+        """The chargers and their groups (a reloaded config): every sum is recomputed when next asked, and a
+        decision for a group that no longer exists is forgotten (its limits reach no charger)."""
+        self.channels = {ch.id: ch for ch in channels}
+        self._members = {}
         for ch in self.channels.values():
             if ch.group is not None:
                 self._members.setdefault(ch.group.id, []).append(ch)
-        self._cache: dict[str, tuple[float, dict[int, float], dict[str, dict[int, float]]]] = {}
+        self.decisions = {gid: d for gid, d in self.decisions.items() if gid in self._members}
+        self._cache.clear()
 
     def take(self, decision: Decision) -> None:
         """Keeps the group's newest decision and the proofs it carries."""

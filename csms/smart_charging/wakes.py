@@ -16,6 +16,10 @@ class GroupWakes:
         self._events = {gid: asyncio.Event() for gid in group_ids}
         self._due: set[str] = set()
 
+    def regroup(self, group_ids: Iterable[str]) -> None:
+        """The groups of a reloaded config: a group that stays keeps its wake-up (and whoever waits on it)."""
+        self._events = {gid: self._events.get(gid) or asyncio.Event() for gid in group_ids}
+
     def poke(self, group_id: str) -> None:
         """Something in the group changed: its waiters retry at the next turn of the loop."""
         ev = self._events.get(group_id)
@@ -30,6 +34,8 @@ class GroupWakes:
 
     async def wait(self, group_id: str, timeout: float) -> None:
         """Until the group's next change, or ``timeout`` s."""
-        ev = self._events[group_id]
+        ev = self._events.get(group_id)
+        if ev is None:  # the group was dropped by a reload while its charger waited
+            return
         ev.clear()
         await wait_event(ev, timeout)

@@ -97,6 +97,9 @@ READ_ROUTES: dict[tuple[str, str], RouteDoc] = {
                                 public=True, tags=("uploads",))
        for method in ("PUT", "POST") for path in ("/upload/{station_id}/{token}", "/upload/{station_id}/{token}/",
                                                   "/upload/{station_id}/{token}/{filename}")},
+    ("POST", "/api/config/reload"): RouteDoc(
+        "read the config file again and put it in force whole, or refuse it whole (422 with every problem; "
+        "operator token)", tags=("config",)),
     ("GET", "/api/reservations"): RouteDoc("reservations, newest first, with their state now",
                                            LIMIT + ("station", "state"), tags=("reservations",)),
 }

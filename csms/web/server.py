@@ -31,6 +31,7 @@ from csms.storage.database import StorageClosed
 from csms import __version__
 
 from . import openapi, status
+from .config_route import ROUTE as RELOAD_ROUTE, ConfiguredStations, ReloadRoute
 from .metrics import Metrics
 from .operator import ROUTE as COMMAND_ROUTE, CommandRoute, is_write
 from .reservations import ROUTE as RESERVATIONS_ROUTE, ReservationRoute
@@ -147,7 +148,7 @@ class WebServer:
         self.metrics = Metrics(view)
         self.commands = CommandRoute(view.commands)
         self.tokens = TokenRoutes(view.tokens)
-        self.uploads = UploadRoutes(view.uploads, cfg, {c.id for c in view.cfg.chargers})
+        self.uploads = UploadRoutes(view.uploads, cfg, ConfiguredStations(view))
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -174,6 +175,7 @@ class WebServer:
             web.get("/metrics", self._metrics),
             web.get("/openapi.json", self._openapi),
             web.post(COMMAND_ROUTE, self.commands.handle),
+            web.post(RELOAD_ROUTE, ReloadRoute(self.view).handle),
             *self.tokens.routes(),
             *self.uploads.routes(),
             web.static("/static", STATIC_DIR, show_index=False, follow_symlinks=False),

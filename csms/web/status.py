@@ -208,6 +208,8 @@ def site(view: SiteView) -> dict[str, Any]:
     stations = view.state.stations.values()
     return {
         "at": view.clock(),
+        # Which config is in force ({"version", "sha256", "loaded_at", ...}) and the latest refused reload.
+        "config": view.config_status() if view.config_status is not None else None,
         "connected_stations": sum(1 for s in stations if s.connected),
         "organisations": organisations(view),
         "groups": groups(view),

@@ -9,7 +9,7 @@ through which the write API acts, and only with the operator's commands (:mod:`c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -17,7 +17,7 @@ from meter_gateway.reading import MeterReading, MeterState
 from sqlite_utils import Database
 
 from csms.balancer.model import ControlState, Decision
-from csms.config import SiteConfig
+from csms.config import ReloadResult, SiteConfig
 from csms.domain.reservations import Reservation
 from csms.domain.state import SiteState
 from csms.operations.caps import OperatorCap
@@ -49,7 +49,8 @@ class ChannelView(Protocol):
 class SiteView:
     """The live state, the history reader and the balancer's latest decisions, for the operator view."""
 
-    cfg: SiteConfig
+    #: The config in force (a reload replaces it: read it through :attr:`cfg` at each use, never keep it).
+    config: Callable[[], SiteConfig]
     clock: Callable[[], float]
     state: SiteState
     storage: HistoryReader
@@ -77,3 +78,12 @@ class SiteView:
     reservations: Callable[[str], list[Reservation]] | None = None
     #: The operator's cap in force on a charger (None: none).
     operator_cap: Callable[[str], OperatorCap | None] = lambda station_id: None
+    #: The config version in force and the latest refused reload (see :meth:`ConfigReloader.status`).
+    config_status: Callable[[], dict[str, object]] | None = None
+    #: Reads the config file again and puts it in force whole or not at all (the write API's reload); None: off.
+    reload: Callable[[str], Awaitable[ReloadResult]] | None = None
+
+    @property
+    def cfg(self) -> SiteConfig:
+        """The config in force now."""
+        return self.config()

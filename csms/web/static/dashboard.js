@@ -233,7 +233,11 @@
       renderChargers(section, g, status.chargers);
     }
     renderEvents(status.events || []);
-    $("#status-line").textContent = status.connected_stations + " station(s) connected · updated " + fmtTime(status.at);
+    const cfg = status.config;
+    const cfgText = cfg ? " · config " + cfg.version + " loaded " + fmtTime(cfg.loaded_at) +
+      (cfg.last_refused ? " (latest reload refused: see the events)" : "") : "";
+    $("#status-line").textContent = status.connected_stations + " station(s) connected · updated " +
+      fmtTime(status.at) + cfgText;
   }
 
   // -- the loop -----------------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""A reloaded config: the diff is right, a valid file is applied without touching what did not change, and a
+broken file or one that needs a restart changes nothing (in-process; the real-process test is in tests/e2e)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from websockets.exceptions import InvalidStatus
+
+from csms.config import diff_configs, parse_config, read_config
+from csms.runtime.app import CentralSystemApp
+from tests.csms.harness import PASSWORDS, raw_station
+
+NEW_PASSWORD = "0f1e2d3c4b5a69788796a5b4"
+
+
+def site(tmp_path: Path) -> dict[str, Any]:
+    return {
+        "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1},
+        "storage": {"database": str(tmp_path / "csms.sqlite")},
+        "organisations": [{"id": "org", "name": "Org"}],
+        "chargers": [{"id": cid, "password": PASSWORDS[cid], "organisation": "org"} for cid in ("CP0001", "CP0002")],
+        "load_balancers": [{"id": "garage", "name": "Garage", "organisation": "org", "chargers": ["CP0001", "CP0002"],
+                            "supply_max_current": 40, "max_current_online": 40, "max_current_offline": 20}],
+    }
+
+
+def write(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+async def boot(st) -> None:
+    reply = await st.call("BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"})
+    assert reply[2]["status"] == "Accepted"
+
+
+# ---- the diff ---------------------------------------------------------------------------------------
+
+def test_the_diff_names_what_was_added_removed_and_changed(tmp_path):
+    old = site(tmp_path)
+    new = copy.deepcopy(old)
+    new["chargers"][1]["max_current"] = 16
+    new["chargers"].append({"id": "CP0003", "password": PASSWORDS["CP0003"], "organisation": "org"})
+    new["load_balancers"][0]["max_current_online"] = 25
+    new["load_balancers"].append({"id": "yard", "name": "Yard", "organisation": "org", "chargers": ["CP0003"],
+                                  "supply_max_current": 25, "max_current_online": 25, "max_current_offline": 10})
+    diff = diff_configs(parse_config(old), parse_config(new))
+    assert (diff.chargers.added, diff.chargers.removed, diff.chargers.changed) == (("CP0003",), (), ("CP0002",))
+    assert (diff.groups.added, diff.groups.changed) == (("yard",), ("garage",))
+    assert not diff.needs_restart and not diff.meters
+    assert diff.summary() == ["chargers added: CP0003", "chargers changed: CP0002", "groups added: yard",
+                              "groups changed: garage"]
+    back = diff_configs(parse_config(new), parse_config(old))
+    assert back.chargers.removed == ("CP0003",) and back.groups.removed == ("yard",)
+
+
+def test_an_unchanged_file_is_no_diff_and_a_restart_only_section_is_named(tmp_path):
+    data = site(tmp_path)
+    assert not diff_configs(parse_config(data), parse_config(copy.deepcopy(data)))
+    moved = copy.deepcopy(data)
+    moved["server"]["port"] = 9999
+    moved["smart_charging"] = {"failsafe_ttl": 120}
+    diff = diff_configs(parse_config(data), parse_config(moved))
+    assert [p.path for p in diff.needs_restart] == ["server", "smart_charging"]
+    assert all("restart csms serve" in p.message for p in diff.needs_restart)
+
+
+# ---- the app ----------------------------------------------------------------------------------------
+
+async def test_a_reload_adds_changes_and_removes_without_touching_the_rest(tmp_path):
+    data = site(tmp_path)
+    path = write(tmp_path / "site.toml", data)
+    cfg, digest = read_config(path)
+    async with CentralSystemApp(cfg, config_path=path, digest=digest) as app:
+        first = app.reloader.version
+        assert first.number == 1 and first.digest == digest
+        with pytest.raises(InvalidStatus) as refused:
+            async with raw_station(app, "CP0003"):
+                pass
+        assert refused.value.response.status_code == 404
+        async with raw_station(app, "CP0001") as cp1, raw_station(app, "CP0002") as cp2:
+            await boot(cp1)
+            await boot(cp2)
+            data["chargers"].append({"id": "CP0003", "password": PASSWORDS["CP0003"], "organisation": "org"})
+            data["load_balancers"][0]["chargers"].append("CP0003")
+            data["load_balancers"][0]["max_current_online"] = 21
+            data["chargers"] = [c for c in data["chargers"] if c["id"] != "CP0002"]
+            data["load_balancers"][0]["chargers"].remove("CP0002")
+            write(path, data)
+            result = await app.reloader.reload("test")
+            assert result.applied, result.problems
+            assert set(result.changes) == {"chargers added: CP0003", "chargers removed: CP0002",
+                                           "groups changed: garage"}
+            assert app.reloader.version.number == 2 and app.reloader.version.digest != digest
+            async with asyncio.timeout(5):
+                await cp2.ws.wait_closed()  # the removed station's session is closed...
+            assert cp2.ws.close_reason == "removed from the site config"
+            assert app.server.sessions.get("CP0001") is not None and cp1.ws.state.name == "OPEN"  # ...no other
+            await boot(cp1)  # and it still talks
+            async with raw_station(app, "CP0003") as cp3:  # the added station is let in
+                await boot(cp3)
+                decision = await app.balancer.next_decision("CP0003", 2.0)
+                assert decision is not None and set(decision.limits) == {"CP0001", "CP0003"}
+                assert decision.budget is not None
+            assert "CP0002" not in app.delivery.channels and "CP0003" in app.delivery.channels
+            assert app.delivery.channels["CP0001"].group.max_current_online == 21
+            with pytest.raises(InvalidStatus) as gone:
+                async with raw_station(app, "CP0002"):
+                    pass
+            assert gone.value.response.status_code == 404
+            events = await app.storage.read(lambda db: [r["kind"] for r in db.query("SELECT kind FROM events")])
+            assert "config_reloaded" in events
+
+
+async def test_a_broken_file_or_a_restart_only_change_changes_nothing(tmp_path):
+    data = site(tmp_path)
+    path = write(tmp_path / "site.toml", data)
+    cfg, digest = read_config(path)
+    async with CentralSystemApp(cfg, config_path=path, digest=digest) as app:
+        async with raw_station(app, "CP0001") as cp1:
+            await boot(cp1)
+            broken = copy.deepcopy(data)
+            broken["load_balancers"][0]["max_current_online"] = "lots"
+            broken["chargers"].append({"id": "CP0003", "password": PASSWORDS["CP0003"], "organisation": "org"})
+            write(path, broken)
+            result = await app.reloader.reload("test")
+            assert not result.applied
+            assert any("load_balancers.0.max_current_online" in line for line in result.problems), result.problems
+            assert app.cfg is cfg and app.reloader.version.number == 1
+            assert app.reloader.status()["last_refused"] is not None
+            path.write_text("[server\nport = 1")
+            result = await app.reloader.reload("test")
+            assert not result.applied and "(syntax)" in result.problems[0]
+            moved = copy.deepcopy(data)
+            moved["server"]["heartbeat_interval"] = 60
+            moved["chargers"][0]["password"] = NEW_PASSWORD
+            write(path, moved)
+            result = await app.reloader.reload("test")
+            assert not result.applied and result.problems[0].endswith(
+                "server: changed; the OCPP listener (address, TLS, security profile, limits) is set when csms "
+                "serve starts: restart csms serve to apply it (nothing of this file was applied)")
+            assert app.cfg is cfg
+            with pytest.raises(InvalidStatus):  # CP0003 was in the broken file only
+                async with raw_station(app, "CP0003"):
+                    pass
+            with pytest.raises(InvalidStatus) as wrong:  # the password did not change either
+                async with raw_station(app, "CP0001", password=NEW_PASSWORD):
+                    pass
+            assert wrong.value.response.status_code == 401
+            events = await app.storage.read(lambda db: [r["kind"] for r in db.query("SELECT kind FROM events")])
+            assert events.count("config_reload_refused") == 3
