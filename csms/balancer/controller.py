@@ -24,7 +24,7 @@ from csms.runtime.aio import cancel_and_wait, wait_event
 
 from .allocation import allocate
 from .decision_log import log_decision
-from .live import LiveCharger, LiveGroup, group_spec
+from .live import ANSWERS_KEPT, LiveCharger, LiveGroup, group_spec
 from .model import ChargerSpec, ControlState, Decision, MeterInput
 from .ports import DecisionStore, LimitSink
 
@@ -239,6 +239,7 @@ class BalancerController:
             return
         charger = group.chargers[charger_id]
         charger.answers.append(seconds)
+        del charger.answers[:-ANSWERS_KEPT]
         slowest = max(charger.answers)
         if slowest != charger.answer_time:
             charger.answer_time = slowest

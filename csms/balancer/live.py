@@ -7,7 +7,6 @@ start and when a reloaded config adds or changes one (:meth:`BalancerController.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from dataclasses import dataclass, field
 
 from csms.config import LoadBalancerConfig, SiteConfig
@@ -18,7 +17,7 @@ from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec,
 #: How many of a charger's latest answer times count (the slowest of them is taken).
 ANSWERS_KEPT = 5
 
-@dataclass
+@dataclass(slots=True)
 class LiveCharger:
     """The balancer's live view of one charger."""
 
@@ -36,8 +35,8 @@ class LiveCharger:
     #: Since when a limit of ours (which allows every wired phase) has been in force in this session; None
     #: while its offline fallback (often one phase) or nothing we know is.
     ours_since: float | None = None
-    #: How long it took to answer its last few SetChargingProfile requests (s).
-    answers: deque[float] = field(default_factory=lambda: deque(maxlen=ANSWERS_KEPT))
+    #: How long it took to answer its last few (at most ``ANSWERS_KEPT``) SetChargingProfile requests (s).
+    answers: list[float] = field(default_factory=list)
     answer_time: float | None = None
     #: The operator's cap (A per phase) and when it lapses (see :mod:`csms.balancer.operator_cap`).
     operator_cap: float | None = None

@@ -24,7 +24,8 @@ from csms.domain.state import Version
 from csms.ocpp.connection import MessageObserver
 from csms.ocpp.context import SessionContext
 from csms.ocpp.station import Station
-from csms.ocpp.transport import ConnectionClosed, Options, Refusal, UpgradeRequest, WebSocket, WebSocketServer
+from csms.ocpp.listener import WebSocketServer
+from csms.ocpp.transport import ConnectionClosed, Options, Refusal, UpgradeRequest, WebSocket
 from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.server")

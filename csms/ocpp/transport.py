@@ -9,7 +9,8 @@ silent for a whole interval, at a moment spread by when it last spoke.
 The handshake stays the server's: :class:`UpgradeRequest` carries the path, the headers, the peer's address and
 its TLS certificate, and the server's ``accept`` answers it with a :class:`Refusal` (an HTTP status) or a
 subprotocol, before anything is upgraded. What a session needs of a connection is small (:meth:`WebSocket.recv`,
-:meth:`WebSocket.send`, :meth:`WebSocket.close`); :mod:`csms.ocpp.connection` drives OCPP-J over it.
+:meth:`WebSocket.send`, :meth:`WebSocket.close`); :mod:`csms.ocpp.connection` drives OCPP-J over it, and :mod:`csms.ocpp.listener`
+accepts the connections.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import asyncio
 import collections
 import logging
 import random
-import ssl
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
@@ -81,13 +81,21 @@ class Options:
 
 #: Answers an upgrade request: a Refusal, or the subprotocol to accept (None: none of the offered).
 Accept = Callable[[UpgradeRequest], "Refusal | str | None"]
-Handler = Callable[["WebSocket"], Awaitable[None]]
+
+
+class Host(Protocol):
+    """What a connection needs of its server (:class:`csms.ocpp.listener.WebSocketServer`)."""
+    options: Options
+
+    def accept(self, request: UpgradeRequest) -> Refusal | str | None: ...
+    def opened(self, ws: WebSocket) -> None: ...
+    def forget(self, ws: WebSocket) -> None: ...
 
 
 class WebSocket(asyncio.Protocol):
     """One connection, from the TCP accept to its close."""
 
-    def __init__(self, server: WebSocketServer):
+    def __init__(self, server: Host):
         self._server = server
         self._options = server.options
         self._loop = asyncio.get_running_loop()
@@ -266,7 +274,7 @@ class WebSocket(asyncio.Protocol):
         data = event.data
         self._size += len(data)
         if self._size > self._options.max_size:
-            self._fail(CloseReason.MESSAGE_TOO_BIG, f"message over {self._options.max_size} bytes")
+            self._fail(CloseReason.MESSAGE_TOO_BIG, f"message over {self._options.max_size} characters")
             return False
         if not event.message_finished:
             self._parts.append(data)
@@ -347,58 +355,3 @@ class WebSocket(asyncio.Protocol):
     def _abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-
-
-@dataclass
-class WebSocketServer:
-    """Listens, answers handshakes with ``accept``, and runs ``handler`` once per accepted connection."""
-    accept: Accept
-    handler: Handler
-    options: Options
-    _server: asyncio.Server | None = None
-    _connections: set[WebSocket] = field(default_factory=set)
-    _tasks: set[asyncio.Task] = field(default_factory=set)
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return self._server.sockets[0].getsockname()[1]
-
-    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: WebSocket(self), host, port, ssl=ssl_context,
-            ssl_handshake_timeout=self.options.open_timeout if ssl_context else None)
-
-    async def stop(self, code: int = 1001, reason: str = "server shutting down") -> None:
-        """Stops listening, closes every connection (the closing handshake, bounded by ``close_timeout``) and
-        awaits every handler."""
-        if self._server is None:
-            return
-        self._server.close()
-        await asyncio.gather(*(ws.close(code, reason) for ws in list(self._connections)), return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-        self._server = None
-
-    def opened(self, ws: WebSocket) -> None:
-        self._connections.add(ws)
-        task = asyncio.get_running_loop().create_task(self._run(ws))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def forget(self, ws: WebSocket) -> None:
-        self._connections.discard(ws)
-
-    async def _run(self, ws: WebSocket) -> None:
-        try:
-            await self.handler(ws)
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("the handler of %s failed", ws.remote_address)
-            await ws.close(CloseReason.INTERNAL_ERROR, "internal error")
-        finally:
-            await ws.close(1000, "")

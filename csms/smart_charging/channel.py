@@ -14,7 +14,7 @@ from csms.config import ChargerConfig, LoadBalancerConfig
 from csms.domain.link import Capabilities, Purpose
 
 
-@dataclass
+@dataclass(slots=True)
 class Sent:
     """A dynamic limit the charger accepted: what, as which profile, and when (our clock)."""
 
@@ -24,7 +24,7 @@ class Sent:
     at: float
 
 
-@dataclass
+@dataclass(slots=True)
 class ChargerChannel:
     cfg: ChargerConfig
     group: LoadBalancerConfig | None
@@ -84,10 +84,11 @@ class ChargerChannel:
     sent: int = 0
     accepted: int = 0
     rejected: int = 0
+    #: The station id; read on every exposure sum, so a plain attribute, not a property.
+    id: str = field(init=False)
 
     def __post_init__(self) -> None:
-        #: The station id; read on every exposure sum, so a plain attribute, not a property.
-        self.id: str = self.cfg.id
+        self.id = self.cfg.id
 
     @property
     def connector(self) -> int:

@@ -23,7 +23,7 @@ from .wakes import GroupWakes
 log = logging.getLogger("csms.delivery")
 
 
-@dataclass
+@dataclass(slots=True)
 class Worker:
     """The asyncio side of one channel: its link, its wake-up and its task."""
 

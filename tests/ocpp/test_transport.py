@@ -15,7 +15,8 @@ from websockets.asyncio.client import connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request
 
-from csms.ocpp.transport import ConnectionClosed, Options, Refusal, UpgradeRequest, WebSocket, WebSocketServer
+from csms.ocpp.listener import WebSocketServer
+from csms.ocpp.transport import ConnectionClosed, Options, Refusal, UpgradeRequest, WebSocket
 
 SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
 

@@ -1,0 +1,73 @@
+"""The listening side of :mod:`csms.ocpp.transport`: accepts TCP (or TLS) connections, lets each answer its
+handshake, runs the handler once per accepted websocket, and on stop closes them all and awaits the handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from wsproto.frame_protocol import CloseReason
+
+from csms.ocpp.transport import Accept, ConnectionClosed, Options, WebSocket
+
+log = logging.getLogger("csms.ocpp.transport")
+
+Handler = Callable[[WebSocket], Awaitable[None]]
+
+
+@dataclass
+class WebSocketServer:
+    """Listens, answers handshakes with ``accept``, and runs ``handler`` once per accepted connection."""
+    accept: Accept
+    handler: Handler
+    options: Options
+    _server: asyncio.Server | None = None
+    _connections: set[WebSocket] = field(default_factory=set)
+    _tasks: set[asyncio.Task] = field(default_factory=set)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: WebSocket(self), host, port, ssl=ssl_context,
+            ssl_handshake_timeout=self.options.open_timeout if ssl_context else None)
+
+    async def stop(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Stops listening, closes every connection (the closing handshake, bounded by ``close_timeout``) and
+        awaits every handler."""
+        if self._server is None:
+            return
+        self._server.close()
+        await asyncio.gather(*(ws.close(code, reason) for ws in list(self._connections)), return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+
+    def opened(self, ws: WebSocket) -> None:
+        self._connections.add(ws)
+        task = asyncio.get_running_loop().create_task(self._run(ws))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def forget(self, ws: WebSocket) -> None:
+        self._connections.discard(ws)
+
+    async def _run(self, ws: WebSocket) -> None:
+        try:
+            await self.handler(ws)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("the handler of %s failed", ws.remote_address)
+            await ws.close(CloseReason.INTERNAL_ERROR, "internal error")
+        finally:
+            await ws.close(1000, "")
