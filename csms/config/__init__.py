@@ -14,6 +14,7 @@ from .loading import load_config, parse_config
 from .services import GatewayConfig, HttpConfig, ServerConfig, SmartChargingConfig, StorageConfig
 from .site import (
     ChargerConfig,
+    CircuitConfig,
     IdTokenConfig,
     LoadBalancerConfig,
     OrganisationConfig,
@@ -23,7 +24,7 @@ from .site import (
 )
 
 __all__ = [
-    "ChargerConfig", "ConfigError", "GatewayConfig", "HttpConfig", "IdTokenConfig", "LoadBalancerConfig",
+    "ChargerConfig", "CircuitConfig", "ConfigError", "GatewayConfig", "HttpConfig", "IdTokenConfig", "LoadBalancerConfig",
     "OrganisationConfig", "Problem", "ServerConfig", "SiteConfig", "SmartChargingConfig", "StorageConfig",
     "charger_phases", "check_files", "config_warnings", "cross_check", "default_margin", "load_config",
     "parse_config", "resolve_paths",
