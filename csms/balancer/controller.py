@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,12 +25,10 @@ from csms.runtime.aio import cancel_and_wait, wait_event
 
 from .allocation import allocate
 from .decision_log import log_decision
+from .live import LiveCharger
 from .memory import BalancerMemory
-from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning
+from .model import ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning, circuits_of
 from .ports import DecisionStore, LimitSink
-
-#: How many of a charger's latest answer times count (the slowest of them is taken).
-ANSWERS_KEPT = 5
 
 log = logging.getLogger(__name__)
 
@@ -40,55 +37,10 @@ NO_CURRENT_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Fault
 
 
 @dataclass
-class _Charger:
-    """The balancer's live view of one charger."""
-
-    spec: ChargerSpec
-    connected: bool = False
-    session_active: bool = False
-    #: Nothing is known to be installed until the delivery says so: the charger may draw its maximum.
-    control: ControlState = ControlState.UNCONTROLLED
-    limit_in_force: float | None = None
-    #: When the delivery reported ``limit_in_force`` as in force (our clock).
-    limit_since: float | None = None
-    draw: dict[int, float] = field(default_factory=dict)
-    draw_at: float | None = None
-    phases_in_use: tuple[int, ...] | None = None
-    #: Since when a limit of ours (which allows every wired phase) has been in force in this session; None
-    #: while its offline fallback (often one phase) or nothing we know is.
-    ours_since: float | None = None
-    #: How long it took to answer its last few SetChargingProfile requests (s).
-    answers: deque[float] = field(default_factory=lambda: deque(maxlen=ANSWERS_KEPT))
-    answer_time: float | None = None
-    #: The operator's cap (A per phase) and when it lapses (see :mod:`csms.balancer.operator_cap`).
-    operator_cap: float | None = None
-    operator_cap_until: float | None = None
-
-    #: The last input built from the above; rebuilt only after a change (10,000 a run would cost ~10 ms).
-    cached: ChargerInput | None = None
-
-    def __setattr__(self, name: str, value: object) -> None:
-        object.__setattr__(self, name, value)
-        if name != "cached":
-            object.__setattr__(self, "cached", None)
-
-    def as_input(self) -> ChargerInput:
-        if self.cached is None:
-            self.cached = ChargerInput(self.spec, self.connected, self.session_active, self.control,
-                                       self.limit_in_force, self.draw, self.draw_at, self.phases_in_use,
-                                       self.limit_since, self.answer_time, self.operator_cap,
-                                       self.operator_cap_until)
-        return self.cached
-
-    def forget_draw(self) -> None:
-        self.draw, self.draw_at = {}, None
-
-
-@dataclass
 class _Group:
     spec: GroupSpec
     meter_serial: str | None
-    chargers: dict[str, _Charger]
+    chargers: dict[str, LiveCharger]
     meter: MeterInput | None = None
     memory: BalancerMemory = field(default_factory=BalancerMemory)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -98,6 +50,9 @@ class _Group:
     decided: asyncio.Event = field(default_factory=asyncio.Event)
     #: When each operator cap with an end lapses, by charger: the task runs then (not a tick later).
     cap_until: dict[str, float] = field(default_factory=dict)
+    #: Metered circuits' meters (serial -> circuit ids) and each one's latest reading, by circuit id.
+    circuit_serials: dict[str, list[str]] = field(default_factory=dict)
+    circuit_meters: dict[str, MeterInput] = field(default_factory=dict)
 
 
 class BalancerController:
@@ -137,9 +92,13 @@ class BalancerController:
             for cid in cfg.chargers:
                 charger = site.charger(cid)
                 if charger is not None:
-                    chargers[cid] = _Charger(ChargerSpec.from_config(charger))
+                    chargers[cid] = LiveCharger(ChargerSpec.from_config(charger, site.circuit_of(cid)))
             tuning = Tuning(ev_response=site.smart_charging.ramp_time)
-            group = _Group(GroupSpec.from_config(cfg, meter, tuning), cfg.meter, chargers)
+            circuits = circuits_of(site, cfg)
+            group = _Group(GroupSpec.from_config(cfg, meter, tuning, circuits), cfg.meter, chargers)
+            for c in circuits:
+                if (serial := site.circuit(c.id).meter) is not None:  # type: ignore[union-attr]
+                    group.circuit_serials.setdefault(serial, []).append(c.id)
             self._groups[cfg.id] = group
             for cid in chargers:
                 self._group_of[cid] = group
@@ -205,6 +164,9 @@ class BalancerController:
         reading = MeterInput(taken_at, {p: a for p, a in zip((1, 2, 3), current) if a is not None},
                              frozenset(saturated))
         for group in self._groups.values():
+            for circuit in group.circuit_serials.get(serial, ()):
+                group.circuit_meters[circuit] = reading
+                group.wake.set()
             if group.meter_serial != serial:
                 continue
             if group.meter is not None and taken_at <= group.meter.taken_at:
@@ -219,6 +181,9 @@ class BalancerController:
         if online:
             return
         for group in self._groups.values():
+            for circuit in group.circuit_serials.get(serial, ()):
+                if group.circuit_meters.pop(circuit, None) is not None:
+                    group.wake.set()  # its circuits go to their max_current_offline
             if group.meter_serial == serial and group.meter is not None:
                 log.info("group %s: meter %s is offline; using max_current_offline %.1f A",
                          group.spec.id, serial, group.spec.max_current_offline)
@@ -300,7 +265,7 @@ class BalancerController:
                 return
         group.wake.set()
 
-    def _refresh(self, charger: _Charger, station: st.StationState | None) -> None:
+    def _refresh(self, charger: LiveCharger, station: st.StationState | None) -> None:
         if station is None:
             charger.connected = charger.session_active = False
             return
@@ -312,7 +277,7 @@ class BalancerController:
         if not charger.session_active and was_active:
             charger.phases_in_use = None
 
-    def _learn(self, charger: _Charger, station: st.StationState, connector_id: int, sample: st.PhaseSample,
+    def _learn(self, charger: LiveCharger, station: st.StationState, connector_id: int, sample: st.PhaseSample,
                ev_response: float) -> None:
         """Maps the charger's own per-phase draw to building phases, and learns the phases its EV uses.
 
@@ -360,6 +325,11 @@ class BalancerController:
             stale_in = group.meter.taken_at + group.spec.stale_after - now
             if stale_in >= 0:
                 timeout = min(timeout, stale_in + 0.01)
+        for c in group.spec.circuits:  # a circuit's meter going stale changes its budget too
+            if (reading := group.circuit_meters.get(c.id)) is not None:
+                stale_in = reading.taken_at + c.stale_after - now
+                if stale_in >= 0:
+                    timeout = min(timeout, stale_in + 0.01)
         for until in group.cap_until.values():
             if until >= now:
                 timeout = min(timeout, until - now + 0.01)
@@ -370,7 +340,7 @@ class BalancerController:
         gid = group.spec.id
         try:
             inputs = [c.as_input() for c in group.chargers.values()]
-            decision = allocate(group.spec, group.meter, inputs, self._clock(), group.memory)
+            decision = allocate(group.spec, group.meter, inputs, self._clock(), group.memory, group.circuit_meters)
         except Exception:
             log.exception("group %s: allocation failed; the previous limits stay in force", gid)
             return

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from csms.config import ChargerConfig, CircuitConfig, LoadBalancerConfig, charger_phases
+from csms.config import ChargerConfig, CircuitConfig, LoadBalancerConfig, SiteConfig, charger_phases
 from meter_gateway.config import MeterConfig
 
 
@@ -72,6 +72,25 @@ class CircuitSpec:
     def from_config(cls, circuit: CircuitConfig, meter: MeterConfig | None) -> CircuitSpec:
         return cls(circuit.id, circuit.parent, circuit.max_current, circuit.margin, meter is not None,
                    circuit.max_current_offline or 0.0, meter.stale_after if meter is not None else 10.0)
+
+
+def circuits_of(site: SiteConfig, group: LoadBalancerConfig) -> tuple[CircuitSpec, ...]:
+    """The circuits of the trees the group's chargers (or the group itself) hang under, parents first: the config
+    checks keep one tree inside one group (:mod:`csms.config.circuits`)."""
+    used: list[str] = []
+    for cid in group.chargers:
+        for node in reversed(site.circuit_path(site.circuit_of(cid))):
+            if node not in used:
+                used.append(node)
+    for node in reversed(site.circuit_path(group.circuit)):
+        if node not in used:
+            used.append(node)
+    out = []
+    for node in used:
+        c = site.circuit(node)
+        if c is not None:
+            out.append(CircuitSpec.from_config(c, site.meter(c.meter) if c.meter is not None else None))
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)
