@@ -65,6 +65,9 @@ pass between them; what persists between runs is in :mod:`csms.balancer.memory`.
 - :mod:`csms.balancer.budget`: step 1 (the budget per phase, and keeping it through a small fall).
 - :mod:`csms.balancer.admission` (step 3) and :mod:`csms.balancer.fill` (steps 4 and 5, lending included).
 - :mod:`csms.balancer.proof`: decreases the reading shows done; :mod:`csms.balancer.grid`: the 0.1 A grid.
+- :mod:`csms.balancer.circuits`: nested limits. A group with circuits (sub-boards) adds each circuit's phases as
+  resources of steps 2-4 (reserves, admission, the fill), so that no node on a charger's path to the main fuse
+  is over its limit and the sharing is max-min fair across the whole tree; without circuits nothing changes.
 """
 
 from __future__ import annotations
