@@ -29,7 +29,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from csms.config import SiteConfig, parse_config
+from csms.config import SiteConfig, charger_phases, parse_config
 from csms.runtime.app import CentralSystemApp
 from simulators.ev import EVModel
 from simulators.scenarios import Plan, Scenario, ScenarioPlayer
@@ -48,6 +48,9 @@ STEP_AT = 35.0
 STEP_GRACE = 12.0
 GROUP = "garage"
 METER = "AG1234567G"
+#: The sub-board: a carport on its own 20 A fuse (no meter of its own) holding the last two chargers, so the demo
+#: shows nested limits (csms.balancer.circuits): the chargers on it share 20 A, the rest of the 40 A goes to others.
+SUB_BOARD, SUB_FUSE = "carport", 20.0
 #: (id, phases, rotation, max A, car max A, car phases) - both versions alternate in this order.
 CHARGERS = [
     ("CP0001", 3, "RST", 32, 32, 3),
@@ -65,7 +68,8 @@ def free_port() -> int:
 
 
 def demo_config(database: str, meter_port: int, http_port: int | None = None) -> SiteConfig:
-    """The embedded example site: one cooperative, one Amp Guard, five chargers behind a 40 A fuse."""
+    """The embedded example site: one cooperative, one Amp Guard, five chargers behind a 40 A fuse, two of them on a
+    20 A carport sub-board."""
     data: dict = {
         "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1, "heartbeat_interval": 60},
         "storage": {"database": database},
@@ -81,6 +85,7 @@ def demo_config(database: str, meter_port: int, http_port: int | None = None) ->
                             "organisation": "solbacken", "meter": METER, "chargers": [c[0] for c in CHARGERS],
                             "phases": [1, 2, 3], "chargers_in_measurement": True, "supply_max_current": FUSE,
                             "max_current_online": FUSE, "max_current_offline": 16, "min_current": 6}],
+        "circuits": [{"id": SUB_BOARD, "max_current": SUB_FUSE, "chargers": [c[0] for c in CHARGERS[3:]]}],
     }
     if http_port is not None:
         data["http"] = {"host": "127.0.0.1", "port": http_port, "token": secrets.token_urlsafe(24)}
@@ -128,6 +133,14 @@ class Stats:
     utilisation: list[float] = field(default_factory=list)
     charging: list[float] = field(default_factory=list)
     last_t: float | None = None
+    #: Per building phase, the most the chargers on the sub-board drew together, and the time above its fuse.
+    sub_peak: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    over_sub_s: float = 0.0
+
+    def add_sub_board(self, phases: list[float]) -> None:
+        self.sub_peak = [max(p, a) for p, a in zip(self.sub_peak, phases)]
+        if max(phases) > SUB_FUSE and self.last_t is not None:
+            self.over_sub_s += 0.5  # the step's period
 
     def add(self, t: float, phases: tuple[float, float, float], constrained: bool, in_step: bool,
             charging_share: float | None) -> None:
@@ -145,6 +158,17 @@ class Stats:
             self.utilisation.append(max(phases) / self.fuse)
         if charging_share is not None:
             self.charging.append(charging_share)
+
+
+def sub_board_currents(app: CentralSystemApp, sim: Simulation) -> list[float]:
+    """What the chargers on the sub-board draw together per building phase (their L1..L3 mapped by rotation)."""
+    out = [0.0, 0.0, 0.0]
+    on = set(app.cfg.circuit(SUB_BOARD).chargers)  # type: ignore[union-attr]
+    for cp in sim.fleet:
+        if cp.id in on:
+            for phase, amps in zip(charger_phases(app.cfg.charger(cp.id)), cp.draw()):  # type: ignore[arg-type]
+                out[phase - 1] += amps
+    return out
 
 
 def render(app: CentralSystemApp, sim: Simulation, events: list[str], started: float) -> Group:
@@ -167,6 +191,10 @@ def render(app: CentralSystemApp, sim: Simulation, events: list[str], started: f
         bar = Text("█" * filled + "·" * (width - filled), style=colour)
         budget = f"{decision.budget.get(p, 0):.1f} A" if decision else "-"
         phase_table.add_row(f"L{p}", f"{amps:5.1f} A", bar, f"{FUSE:g} A", budget)
+    load = decision.circuits.get(SUB_BOARD) if decision else None
+    for i, amps in enumerate(sub_board_currents(app, sim)):
+        budget = f"{load.budget.get(i + 1, 0):.1f} A" if load else "-"
+        phase_table.add_row(f"{SUB_BOARD} L{i + 1}", f"{amps:5.1f} A", "", f"{SUB_FUSE:g} A", budget)
     chargers = Table(title="Chargers", expand=True)
     for col in ("charger", "ocpp", "status", "limit", "draw (its L1/L2/L3)", "control", "why"):
         chargers.add_column(col, overflow="fold" if col == "why" else "ellipsis")
@@ -257,6 +285,7 @@ async def _play(app: CentralSystemApp, sim: Simulation, args: argparse.Namespace
         share = (sum(1 for conn in wanting if conn.ev.current_at(sim.clock.now()) > 1.0) / len(wanting)
                  if wanting and fresh and elapsed > 30 else None)
         stats.add(sim.clock.now(), phases, constrained, in_step, share)
+        stats.add_sub_board(sub_board_currents(app, sim))
 
     deadline = None if args.duration is None else time.monotonic() + args.duration
     live = None if args.no_ui else Live(render(app, sim, events, started), console=console, refresh_per_second=4,
@@ -285,6 +314,9 @@ def _summary(console: Console, stats: Stats, events: list[str]) -> None:
     for i, peak in enumerate(stats.peak):
         table.add_row(f"peak L{i + 1} vs fuse (outside the base-load step)", f"{peak:.1f} A / {stats.fuse:g} A")
     table.add_row("time above the fuse (outside the base-load step)", f"{stats.over_fuse_s:.1f} s")
+    for i, peak in enumerate(stats.sub_peak):
+        table.add_row(f"{SUB_BOARD} sub-board: peak L{i + 1} vs its fuse", f"{peak:.1f} A / {SUB_FUSE:g} A")
+    table.add_row(f"{SUB_BOARD} sub-board: time above its fuse", f"{stats.over_sub_s:.1f} s")
     table.add_row(f"the base-load step: peak, time above the fuse (first {STEP_GRACE:g} s)",
                   f"{stats.step_peak:.1f} A, {stats.step_over_fuse_s:.1f} s")
     if stats.utilisation:

@@ -21,3 +21,6 @@ def test_headless_demo_runs_and_reports_a_safe_summary():
     above = re.search(r"time above the fuse[^│]*│\s+([\d.]+) s", out)
     assert above and float(above.group(1)) <= 0.5, out
     assert "arrives at CP0001" in out and "arrives at CP0004" in out
+    # The carport sub-board (CP0004, CP0005) holds its own 20 A fuse: the chargers on it share it.
+    sub = [float(m) for m in re.findall(r"carport sub-board: peak L\d vs its fuse[^│]*│\s+([\d.]+) A / 20 A", out)]
+    assert len(sub) == 3 and max(sub) <= 20.0 + 0.5, out

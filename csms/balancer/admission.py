@@ -5,6 +5,7 @@ phases (see the module docstring of :mod:`csms.balancer.allocation`).
 
 from __future__ import annotations
 
+from .circuits import where
 from .grid import EPS
 from .model import ChargerLimit
 from .run_state import Candidate, RunState
@@ -73,8 +74,9 @@ def admit(run: RunState, limits: dict[str, ChargerLimit]) -> list[Candidate]:
     # nobody starves; the others are also tried smallest footprint first, and the order that pauses
     # fewer sessions wins.
     tail = tiers[2] + tiers[3]
-    if len({len(rest[i][1]) for _, i, _ in tail}) > 1:
-        by_size = tiers[0] + tiers[1] + sorted(tail, key=lambda e: len(rest[e[1]][1]))
+    phases_of = run.phases_of  # a footprint's circuit resources do not make a session bigger
+    if len({len(phases_of(rest[i][1])) for _, i, _ in tail}) > 1:
+        by_size = tiers[0] + tiers[1] + sorted(tail, key=lambda e: len(phases_of(rest[e[1]][1])))
         other = greedy(by_size, rest, room, m)
         if sum(s is None for s in other) > sum(s is None for s in shorts):
             order, shorts = by_size, other
@@ -89,20 +91,21 @@ def admit(run: RunState, limits: dict[str, ChargerLimit]) -> list[Candidate]:
         key = (phases, short, req)
         lim = paused_limits.get(key)
         if lim is None:
-            why = (f"paused: phase L{short} cannot give it min_current {m:.1f} A"
+            why = (f"paused: {where(short)} cannot give it min_current {m:.1f} A"
                    + (f" plus {req - m:.1f} A resume margin" if req > m else "")
                    + f" after the sessions ahead of it (rotation every {period:.0f} s)")
-            lim = paused_limits[key] = ChargerLimit(0.0, phases, why, True, 0.0)
+            lim = paused_limits[key] = ChargerLimit(0.0, run.phases_of(phases), why, True, 0.0)
         limits[cand[0]] = lim
         classes[phases][cand[2]] -= 1
         cand[3].pause(now)
     return admitted
 
 
-def greedy(order: list[tuple[float, int, float]], rest: list[Candidate], room: dict[int, float],
-           m: float) -> list[int | None]:
+def greedy(order: list[tuple[float, int, float]], rest: list[Candidate], room: dict,
+           m: float) -> list:
     """Admits in ``order`` while ``min_current`` (plus any resume margin) fits; per entry, None if
-    admitted, else the phase that had no room. ``m`` is ``min_current`` on the grid."""
+    admitted, else the phase (or circuit phase, :mod:`csms.balancer.circuits`) that had no room. ``m`` is
+    ``min_current`` on the grid."""
     room = dict(room)
     shorts: list[int | None] = []
     for _, i, req in order:

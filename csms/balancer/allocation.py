@@ -65,13 +65,17 @@ pass between them; what persists between runs is in :mod:`csms.balancer.memory`.
 - :mod:`csms.balancer.budget`: step 1 (the budget per phase, and keeping it through a small fall).
 - :mod:`csms.balancer.admission` (step 3) and :mod:`csms.balancer.fill` (steps 4 and 5, lending included).
 - :mod:`csms.balancer.proof`: decreases the reading shows done; :mod:`csms.balancer.grid`: the 0.1 A grid.
+- :mod:`csms.balancer.circuits`: nested limits. A group with circuits (sub-boards) adds each circuit's phases as
+  resources of steps 2-4 (reserves, admission, the fill), so that no node on a charger's path to the main fuse
+  is over its limit and the sharing is max-min fair across the whole tree; without circuits nothing changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .budget import meter_fresh, phase_budget, steady
+from .circuits import circuit_budgets, circuit_loads
 from .classify import classify
 from .fill import admit_and_fill
 from .memory import BalancerMemory
@@ -87,8 +91,11 @@ def allocate(
     chargers: Sequence[ChargerInput],
     now: float,
     memory: BalancerMemory,
+    circuit_meters: Mapping[str, MeterInput] | None = None,
 ) -> Decision:
-    """Decide every charger's limit for this run; see the module docstring. Updates ``memory``."""
+    """Decide every charger's limit for this run; see the module docstring. Updates ``memory``.
+
+    ``circuit_meters``: the latest reading of each metered circuit of ``group.circuits``, by circuit id."""
     if not group.active:
         return _inactive(group, chargers, now, memory)
     run = RunState.start(group, now, memory)
@@ -105,11 +112,38 @@ def allocate(
         budget = steady(group, memory.budget, budget, notes)
     memory.budget = budget if fresh else None
     run.available = {p: budget[p] - run.reserved[p] for p in group.phases}
+    if group.circuits:
+        return _with_circuits(run, chargers, circuit_meters or {}, limits, budget, fresh, notes,
+                              measured, meter)
     admit_and_fill(run, limits)
     memory.chargers = run.new_memory
     proven = (proven_down(group, run.drawn.steered, meter, budget)  # type: ignore[arg-type]
               if measured and fresh else {})
     return Decision(group.id, now, budget, fresh, limits, run.available, notes, proven)
+
+
+def _with_circuits(run: RunState, chargers: Sequence[ChargerInput], meters: Mapping[str, MeterInput],
+                   limits: dict[str, ChargerLimit], budget: dict[int, float], fresh: bool, notes: dict[int, str],
+                   measured: bool, meter: MeterInput | None) -> Decision:
+    """Steps 3-5 for a group with circuits (:mod:`csms.balancer.circuits`): each (circuit, phase) is one more
+    resource of the admission and the fill, with what is left of the circuit's budget after its reserves.
+
+    The mains reading's proof of a decrease (:mod:`csms.balancer.proof`) speaks of the main fuse only, so a
+    charger under a circuit is never proven down: its old draw is counted for its whole ramp time."""
+    group = run.group
+    in_path = {ch.spec.id: run.paths.get(ch.spec.circuit, ()) for ch in chargers if ch.spec.circuit is not None}
+    cbudget, cfresh, cnotes = circuit_budgets(group, meters, run.memory, run.drawn.steered,
+                                              run.new_memory, run.now, in_path)
+    for key, amps in cbudget.items():
+        run.available[key] = amps - run.reserved[key]  # type: ignore[index]
+    admit_and_fill(run, limits)
+    run.memory.chargers = run.new_memory
+    proven = (proven_down(group, run.drawn.steered, meter, budget)  # type: ignore[arg-type]
+              if measured and fresh else {})
+    proven = {cid: v for cid, v in proven.items() if cid not in in_path}
+    available = {p: run.available[p] for p in group.phases}
+    return Decision(group.id, run.now, budget, fresh, limits, available, notes, proven,
+                    circuit_loads(group, limits, in_path, cbudget, cfresh, cnotes))
 
 
 def _inactive(group: GroupSpec, chargers: Sequence[ChargerInput], now: float, memory: BalancerMemory) -> Decision:

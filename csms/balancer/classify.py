@@ -75,6 +75,8 @@ def classify(run: RunState, chargers: Sequence[ChargerInput], reading_at: float 
                         # The operator's cap binds; a trimmed car keeps saying so (it still lends its headroom).
                         reason = capped_reason(op, ch.operator_cap_until)
                         cap, why = op, reason if why is None else f"{reason}; {why}"
+                if spec.circuit is not None:
+                    phases = run.key(phases, spec.circuit)  # the fuses above it are resources of the fill too
                 append((cid, phases, cap, mem, why))
                 counts = classes.get(phases)
                 if counts is None:
@@ -93,7 +95,12 @@ def classify(run: RunState, chargers: Sequence[ChargerInput], reading_at: float 
                         0.0, phase_set(spec.phases_wired), "no session: nothing to charge", True, 0.0)
                 limits[cid] = idle
             continue
-        limit = reserve(run, ch, mem)
+        if spec.circuit is None:
+            limit = reserve(run, ch, mem)
+        else:
+            before = dict(run.reserved)
+            limit = reserve(run, ch, mem)
+            run.reserve_on_path(spec.circuit, before)
         limits[cid] = limit
         if limit.controlled:
             mem.target = limit.limit

@@ -24,7 +24,7 @@ from csms.runtime.aio import cancel_and_wait, wait_event
 
 from .allocation import allocate
 from .decision_log import log_decision
-from .live import ANSWERS_KEPT, LiveCharger, LiveGroup, group_spec
+from .live import ANSWERS_KEPT, LiveCharger, LiveGroup, circuit_serials, group_spec
 from .model import ChargerSpec, ControlState, Decision, MeterInput
 from .ports import DecisionStore, LimitSink
 
@@ -80,7 +80,7 @@ class BalancerController:
                 if charger is None:
                     continue
                 live = known.get(cid)
-                spec = ChargerSpec.from_config(charger)
+                spec = ChargerSpec.from_config(charger, site.circuit_of(cid))
                 if live is None:
                     live = LiveCharger(spec)
                     self._refresh(live, self._state.stations.get(cid))
@@ -95,6 +95,9 @@ class BalancerController:
                 if group.meter_serial != cfg.meter:
                     group.meter_serial, group.meter = cfg.meter, None  # another meter's reading is not this one's
                 group.cap_until = {cid: t for cid, t in group.cap_until.items() if cid in chargers}
+            group.circuit_serials = circuit_serials(site, group.spec)
+            metered = {c for ids in group.circuit_serials.values() for c in ids}
+            group.circuit_meters = {c: r for c, r in group.circuit_meters.items() if c in metered}
             groups[cfg.id] = group
         dropped = [g for gid, g in self._groups.items() if gid not in groups]
         self._groups = groups
@@ -178,6 +181,9 @@ class BalancerController:
         reading = MeterInput(taken_at, {p: a for p, a in zip((1, 2, 3), current) if a is not None},
                              frozenset(saturated))
         for group in self._groups.values():
+            for circuit in group.circuit_serials.get(serial, ()):
+                group.circuit_meters[circuit] = reading
+                group.wake.set()
             if group.meter_serial != serial:
                 continue
             if group.meter is not None and taken_at <= group.meter.taken_at:
@@ -192,6 +198,9 @@ class BalancerController:
         if online:
             return
         for group in self._groups.values():
+            for circuit in group.circuit_serials.get(serial, ()):
+                if group.circuit_meters.pop(circuit, None) is not None:
+                    group.wake.set()  # its circuits go to their max_current_offline
             if group.meter_serial == serial and group.meter is not None:
                 log.info("group %s: meter %s is offline; using max_current_offline %.1f A",
                          group.spec.id, serial, group.spec.max_current_offline)
@@ -334,6 +343,11 @@ class BalancerController:
             stale_in = group.meter.taken_at + group.spec.stale_after - now
             if stale_in >= 0:
                 timeout = min(timeout, stale_in + 0.01)
+        for c in group.spec.circuits:  # a circuit's meter going stale changes its budget too
+            if (reading := group.circuit_meters.get(c.id)) is not None:
+                stale_in = reading.taken_at + c.stale_after - now
+                if stale_in >= 0:
+                    timeout = min(timeout, stale_in + 0.01)
         for until in group.cap_until.values():
             if until >= now:
                 timeout = min(timeout, until - now + 0.01)
@@ -344,7 +358,7 @@ class BalancerController:
         gid = group.spec.id
         try:
             inputs = [c.as_input() for c in group.chargers.values()]
-            decision = allocate(group.spec, group.meter, inputs, self._clock(), group.memory)
+            decision = allocate(group.spec, group.meter, inputs, self._clock(), group.memory, group.circuit_meters)
         except Exception:
             log.exception("group %s: allocation failed; the previous limits stay in force", gid)
             return

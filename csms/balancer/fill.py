@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import waterfill
 from .admission import admit
+from .circuits import where
 from .grid import EPS, floor_step
 from .model import ChargerLimit
 from .run_state import Candidate, RunState
@@ -19,7 +20,7 @@ def admit_and_fill(run: RunState, limits: dict[str, ChargerLimit]) -> None:
     resume = m + group.tuning.resume_margin
     # Room the sessions need: min_current each, plus the resume margin for those paused less than a
     # rotation period ago.
-    need = dict.fromkeys(group.phases, 0.0)
+    need = dict.fromkeys(avail, 0.0)  # the group's phases, and its circuits' (csms.balancer.circuits)
     for phases, counts in run.classes.items():
         total = sum(counts.values()) * m + run.resuming.get(phases, 0) * (resume - m)
         for p in phases:
@@ -43,8 +44,8 @@ def admit_and_fill(run: RunState, limits: dict[str, ChargerLimit]) -> None:
         limit = floor_step(level)
         if limit < m:  # rounding cannot take it below what admission reserved; stay safe if it did
             limit = 0.0
-        why = f"fair share: phase L{bound} is full ({avail[bound]:.1f} A shared by the sessions on it)"
-        at_level[phases] = (level, ChargerLimit(limit, phases, why, True, limit))
+        why = f"fair share: {where(bound)} is full ({avail[bound]:.1f} A shared by the sessions on it)"
+        at_level[phases] = (level, ChargerLimit(limit, run.phases_of(phases), why, True, limit))
     at_cap: dict[tuple, ChargerLimit] = {}
     lends = run.lends
     for cid, phases, cap, mem, why in admitted:
@@ -54,7 +55,7 @@ def admit_and_fill(run: RunState, limits: dict[str, ChargerLimit]) -> None:
             shared = at_cap.get((phases, cap, why, counted))
             if shared is None:
                 shared = at_cap[(phases, cap, why, counted)] = ChargerLimit(
-                    cap, phases, why or f"at its max_current {cap:.1f} A", True, counted)
+                    cap, run.phases_of(phases), why or f"at its max_current {cap:.1f} A", True, counted)
         limits[cid] = shared  # type: ignore[assignment]
         mem.target = shared.limit  # type: ignore[union-attr]
         if mem.running_since is None:
@@ -76,9 +77,11 @@ def lend(run: RunState, admitted: list[Candidate],
     """
     headroom = run.group.tuning.trim_headroom
     offers: list[tuple[float, str, tuple[int, ...]]] = []
-    for cid, phases, cap, mem, why in admitted:
-        if why is None or mem.trim_cap is None or not phases or cap > levels[phases][0]:
+    for cid, footprint, cap, mem, why in admitted:
+        if why is None or mem.trim_cap is None or not footprint or cap > levels[footprint][0]:
             continue
+        # Lent on the group's phases only: a circuit's fuse still counts the car at its cap.
+        phases = run.phases_of(footprint)
         # Only what the estimator also takes as undrawn: it counts a car that draws nothing (suspended) at its
         # limit, and the budget is the reading minus that belief; lending it as well left a suspended car's
         # headroom counted twice, 1.6 A over a 40 A fuse for as long as it stayed suspended.

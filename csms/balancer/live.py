@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from csms.config import LoadBalancerConfig, SiteConfig
 
 from .memory import BalancerMemory
-from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning
+from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning, circuits_of
 
 #: How many of a charger's latest answer times count (the slowest of them is taken).
 ANSWERS_KEPT = 5
@@ -76,9 +76,23 @@ class LiveGroup:
     decided: asyncio.Event = field(default_factory=asyncio.Event)
     #: When each operator cap with an end lapses, by charger: the task runs then (not a tick later).
     cap_until: dict[str, float] = field(default_factory=dict)
+    #: Metered circuits' meters (serial -> circuit ids) and each one's latest reading, by circuit id.
+    circuit_serials: dict[str, list[str]] = field(default_factory=dict)
+    circuit_meters: dict[str, MeterInput] = field(default_factory=dict)
 
 
 def group_spec(site: SiteConfig, cfg: LoadBalancerConfig) -> GroupSpec:
     """The allocation's view of group ``cfg`` of ``site``."""
     meter = site.meter(cfg.meter) if cfg.meter is not None else None
-    return GroupSpec.from_config(cfg, meter, Tuning(ev_response=site.smart_charging.ramp_time))
+    return GroupSpec.from_config(cfg, meter, Tuning(ev_response=site.smart_charging.ramp_time),
+                                 circuits_of(site, cfg))
+
+
+def circuit_serials(site: SiteConfig, spec: GroupSpec) -> dict[str, list[str]]:
+    """The meters of the group's metered circuits: serial -> the circuits it measures."""
+    serials: dict[str, list[str]] = {}
+    for c in spec.circuits:
+        circuit = site.circuit(c.id)
+        if circuit is not None and circuit.meter is not None:
+            serials.setdefault(circuit.meter, []).append(c.id)
+    return serials

@@ -82,3 +82,16 @@ class BalancerMemory:
     recent: dict[int, deque[tuple[float, float, bool]]] = field(default_factory=dict)
     #: Per phase: (flicker amplitude, until when) carried over from the readings a step down let go.
     flicker: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: Per metered circuit: the other load estimated at its meter's latest reading, as ``other``/``other_at``/
+    #: ``held`` above are for the group's meter (:mod:`csms.balancer.circuits`).
+    circuits: dict[str, CircuitMemory] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CircuitMemory:
+    """What one metered circuit carries between runs: its other load at its latest reading, and the estimate from
+    the reading before (held while a charger under it moves)."""
+
+    other: dict[int, float] | None = None
+    other_at: float | None = None
+    held: dict[int, float] | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from csms.config import ChargerConfig, LoadBalancerConfig, charger_phases
+from csms.config import ChargerConfig, CircuitConfig, LoadBalancerConfig, SiteConfig, charger_phases
 from meter_gateway.config import MeterConfig
 
 
@@ -51,6 +51,49 @@ class Tuning:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitSpec:
+    """A sub-board inside a group's tree (:mod:`csms.balancer.circuits`): every phase of it holds ``max_current``.
+
+    Without a meter nothing but the chargers under it is known to draw on it, so their limits must sum to no more
+    than ``max_current - margin``; with one, its other load (the reading minus those chargers) is taken off too.
+    """
+
+    id: str
+    #: The circuit it hangs under; None: directly under the group's main fuse.
+    parent: str | None
+    max_current: float
+    margin: float = 0.25
+    has_meter: bool = False
+    #: What its chargers may draw together while its meter is stale (a metered circuit only).
+    max_current_offline: float = 0.0
+    stale_after: float = 10.0
+
+    @classmethod
+    def from_config(cls, circuit: CircuitConfig, meter: MeterConfig | None) -> CircuitSpec:
+        return cls(circuit.id, circuit.parent, circuit.max_current, circuit.margin, meter is not None,
+                   circuit.max_current_offline or 0.0, meter.stale_after if meter is not None else 10.0)
+
+
+def circuits_of(site: SiteConfig, group: LoadBalancerConfig) -> tuple[CircuitSpec, ...]:
+    """The circuits of the trees the group's chargers (or the group itself) hang under, parents first: the config
+    checks keep one tree inside one group (:mod:`csms.config.circuits`)."""
+    used: list[str] = []
+    for cid in group.chargers:
+        for node in reversed(site.circuit_path(site.circuit_of(cid))):
+            if node not in used:
+                used.append(node)
+    for node in reversed(site.circuit_path(group.circuit)):
+        if node not in used:
+            used.append(node)
+    out = []
+    for node in used:
+        c = site.circuit(node)
+        if c is not None:
+            out.append(CircuitSpec.from_config(c, site.meter(c.meter) if c.meter is not None else None))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
 class GroupSpec:
     """A load-balancing group: the chargers behind one fuse (or one share of it) and its rules."""
 
@@ -70,10 +113,13 @@ class GroupSpec:
     #: The meter clamp's range (100 A home, 400 A public); a reading at its top means "at least this".
     clamp_range_a: float | None = None
     tuning: Tuning = field(default_factory=Tuning)
+    #: The circuits (sub-boards) of the group's tree, parents before children; empty: every charger is directly
+    #: under the main fuse, and the allocation is exactly the flat one.
+    circuits: tuple[CircuitSpec, ...] = ()
 
     @classmethod
     def from_config(cls, group: LoadBalancerConfig, meter: MeterConfig | None,
-                    tuning: Tuning | None = None) -> GroupSpec:
+                    tuning: Tuning | None = None, circuits: tuple[CircuitSpec, ...] = ()) -> GroupSpec:
         return cls(
             id=group.id,
             phases=tuple(group.phases),
@@ -89,6 +135,7 @@ class GroupSpec:
             has_meter=meter is not None,
             clamp_range_a=meter.range_a if meter is not None else None,
             tuning=tuning or Tuning(),
+            circuits=circuits,
         )
 
 
@@ -101,15 +148,18 @@ class ChargerSpec:
     #: What its offline fallback profile allows, and on which building phase.
     offline_current: float = 6.0
     offline_phase: int = 1
+    #: The circuit it is wired on (see :class:`CircuitSpec`); None: directly under the group's main fuse.
+    circuit: str | None = None
 
     @classmethod
-    def from_config(cls, charger: ChargerConfig) -> ChargerSpec:
+    def from_config(cls, charger: ChargerConfig, circuit: str | None = None) -> ChargerSpec:
         return cls(
             id=charger.id,
             max_current=charger.max_current,
             phases_wired=charger_phases(charger),
             offline_current=charger.offline_current,
             offline_phase=charger.offline_phase,
+            circuit=circuit,
         )
 
 
@@ -192,6 +242,24 @@ class ChargerLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class CircuitLoad:
+    """One circuit in a decision: its limit, what its chargers may draw together, and what the decision plans."""
+
+    id: str
+    parent: str | None
+    max_current: float
+    #: Per group phase: what the chargers under it may draw together (its fuse less margin and other load).
+    budget: dict[int, float]
+    #: Per group phase: what the chargers under it are planned or counted at, all together.
+    planned: dict[int, float]
+    #: Whether its meter's reading was fresh (None: it has no meter).
+    meter_fresh: bool | None
+    notes: dict[int, str]
+    #: Every charger under it, its child circuits' included.
+    chargers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     group_id: str
     at: float
@@ -207,6 +275,8 @@ class Decision:
     #: their ramp time: ``{charger id: (the limit it is at, the reading's time)}``
     #: (:func:`csms.balancer.proof.proven_down`).
     proven_down: dict[str, tuple[float, float]] = field(default_factory=dict)
+    #: The group's circuits (sub-boards) by id, parents first; empty for a group without circuits.
+    circuits: dict[str, CircuitLoad] = field(default_factory=dict)
 
     def explain(self, charger_id: str) -> str:
         """One paragraph an operator can read: the limit, the phases, and why, with the budget of each

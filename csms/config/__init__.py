@@ -15,6 +15,7 @@ from .loading import load_config, parse_config, read_config
 from .services import GatewayConfig, HttpConfig, ServerConfig, SmartChargingConfig, StorageConfig
 from .site import (
     ChargerConfig,
+    CircuitConfig,
     IdTokenConfig,
     LoadBalancerConfig,
     OrganisationConfig,
@@ -24,8 +25,8 @@ from .site import (
 )
 
 __all__ = [
-    "Change", "ChargerConfig", "ConfigDiff", "ConfigError", "ConfigVersion", "ReloadResult", "diff_configs",
-    "read_config", "GatewayConfig", "HttpConfig", "IdTokenConfig", "LoadBalancerConfig",
+    "Change", "ChargerConfig", "CircuitConfig", "ConfigDiff", "ConfigError", "ConfigVersion", "ReloadResult",
+    "diff_configs", "read_config", "GatewayConfig", "HttpConfig", "IdTokenConfig", "LoadBalancerConfig",
     "OrganisationConfig", "Problem", "ServerConfig", "SiteConfig", "SmartChargingConfig", "StorageConfig",
     "charger_phases", "check_files", "config_warnings", "cross_check", "default_margin", "load_config",
     "parse_config", "resolve_paths",

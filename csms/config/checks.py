@@ -10,6 +10,7 @@ import re
 
 from csms.domain.tokens import parent_problem
 
+from .circuits import check_circuits, circuit_warnings
 from .errors import Problem
 from .site import SiteConfig, charger_phases
 
@@ -42,6 +43,7 @@ def cross_check(cfg: SiteConfig, invalid_ids: frozenset[str] = frozenset()) -> l
     problems += _duplicates(cfg.meters, "serial", "meters")
     problems += _duplicates(cfg.chargers, "id", "chargers")
     problems += _duplicates(cfg.load_balancers, "id", "load_balancers")
+    problems += _duplicates(cfg.circuits, "id", "circuits")
     orgs = {o.id for o in cfg.organisations if o is not None}
     meters = {m.serial: m for m in cfg.meters if m is not None}
     chargers = {c.id: c for c in cfg.chargers if c is not None}
@@ -134,6 +136,7 @@ def cross_check(cfg: SiteConfig, invalid_ids: frozenset[str] = frozenset()) -> l
                 problems.append(Problem(f"{p}.chargers.{j}", f"charger {cid!r} offline_phase {c.offline_phase} is not among the group's phases {g.phases}"))
             if c.phases == 1 and charger_phases(c)[0] not in g.phases:
                 problems.append(Problem(f"{p}.chargers.{j}", f"one-phase charger {cid!r} lands on building phase {charger_phases(c)[0]}, which the group does not include"))
+    problems += check_circuits(cfg, invalid_ids)
     return problems
 
 
@@ -147,4 +150,5 @@ def config_warnings(cfg: SiteConfig) -> list[Problem]:
                 f"{g.max_current_online} A is above supply_max_current {g.supply_max_current} A (the main fuse): "
                 "the group may draw more than the fuse only while the building exports (solar) or when it is a "
                 "sub-board rated above it; the import through the fuse is still kept within supply_max_current"))
+    warnings += circuit_warnings(cfg)
     return warnings

@@ -70,15 +70,17 @@ class ConfigDiff:
     chargers: Change = field(default_factory=Change)
     meters: Change = field(default_factory=Change)
     groups: Change = field(default_factory=Change)
+    circuits: Change = field(default_factory=Change)
     #: Why the new file cannot be applied without a restart (one problem per changed restart-only section).
     needs_restart: tuple[Problem, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.organisations or self.chargers or self.meters or self.groups or self.needs_restart)
+        return bool(self.organisations or self.chargers or self.meters or self.groups or self.circuits
+                    or self.needs_restart)
 
     def summary(self) -> list[str]:
         return [*self.organisations.summary("organisations"), *self.chargers.summary("chargers"),
-                *self.meters.summary("meters"), *self.groups.summary("groups")]
+                *self.meters.summary("meters"), *self.groups.summary("groups"), *self.circuits.summary("circuits")]
 
 
 def diff_configs(old: SiteConfig, new: SiteConfig) -> ConfigDiff:
@@ -91,6 +93,7 @@ def diff_configs(old: SiteConfig, new: SiteConfig) -> ConfigDiff:
         chargers=_change(old.chargers, new.chargers, lambda c: c.id),
         meters=_change(old.meters, new.meters, lambda m: m.serial),
         groups=_change(old.load_balancers, new.load_balancers, lambda g: g.id),
+        circuits=_change(old.circuits, new.circuits, lambda c: c.id),
         needs_restart=restart,
     )
 

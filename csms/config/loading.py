@@ -20,11 +20,11 @@ from .checks import cross_check
 from .errors import ConfigError, Problem, pydantic_problems
 from .files import check_files, resolve_paths
 from .services import HttpConfig
-from .site import ChargerConfig, IdTokenConfig, LoadBalancerConfig, OrganisationConfig, SiteConfig
+from .site import ChargerConfig, CircuitConfig, IdTokenConfig, LoadBalancerConfig, OrganisationConfig, SiteConfig
 
 
 _LIST_ITEMS = {"organisations": OrganisationConfig, "id_tokens": IdTokenConfig, "meters": MeterConfig,
-               "chargers": ChargerConfig, "load_balancers": LoadBalancerConfig}
+               "chargers": ChargerConfig, "load_balancers": LoadBalancerConfig, "circuits": CircuitConfig}
 
 
 def _salvage(data: dict) -> SiteConfig:

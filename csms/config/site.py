@@ -89,18 +89,14 @@ class LoadBalancerConfig(StrictModel):
     rotation_period: float = Field(600, gt=0)
     socket_enabled: bool = True
     active: bool = True
+    #: The circuit (sub-board) the group's chargers hang under, unless a circuit lists them itself; None: directly
+    #: under the main fuse (``supply_max_current``), as every group without circuits.
+    circuit: str | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _default_margin(cls, data: object) -> object:
-        if isinstance(data, dict) and "margin" not in data:
-            supply = data.get("supply_max_current")
-            if isinstance(supply, (int, float)) and not isinstance(supply, bool):
-                return {**data, "margin": default_margin(float(supply))}
-            # supply_max_current is missing or not a number, which is reported on its own: "margin: Field
-            # required" beside it would send the installer after a field the file need not have.
-            return {**data, "margin": default_margin(0.0)}
-        return data
+        return _with_default_margin(data, "supply_max_current")
 
     @field_validator("phases")
     @classmethod
@@ -111,6 +107,48 @@ class LoadBalancerConfig(StrictModel):
         if not v or len(set(v)) != len(v):
             raise ValueError("phases must be a non-empty list of distinct phases, e.g. [1, 2, 3] or [1]")
         return v
+
+
+class CircuitConfig(StrictModel):
+    """A node of the site's tree below the main fuse: a sub-board with its own fuse, and optionally its own meter.
+
+    Its chargers are those it lists (wired directly on it) plus, transitively, those of its child circuits and of a
+    group that names it as ``circuit``. Every phase of it holds ``max_current``: without a meter nothing else is
+    known to draw on it, so the limits of the chargers under it must sum to no more than ``max_current - margin``;
+    with a meter, its measured other load is taken off first, as the group's mains meter does for the main fuse.
+    """
+
+    id: str
+    name: str = ""
+    #: The circuit this one hangs under; None: directly under the main fuse of its group.
+    parent: str | None = None
+    #: A per phase: the sub-board's fuse.
+    max_current: float = Field(gt=0, le=4000)
+    #: A meter on the sub-board's feed; None: bounded by the sum of the limits given to the chargers under it.
+    meter: str | None = None
+    #: A per phase the chargers under a metered circuit may draw together while its meter is stale.
+    max_current_offline: float | None = Field(None, ge=0, le=4000)
+    #: Chargers wired directly on this circuit.
+    chargers: list[str] = Field(default_factory=list)
+    #: A per phase kept free below the circuit's fuse; default as a group's (1 % of it, at least 0.25 A).
+    margin: float = Field(ge=0, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_margin(cls, data: object) -> object:
+        return _with_default_margin(data, "max_current")
+
+
+def _with_default_margin(data: object, fuse_key: str) -> object:
+    """``margin`` defaults to :func:`default_margin` of the item's fuse (``fuse_key``)."""
+    if isinstance(data, dict) and "margin" not in data:
+        supply = data.get(fuse_key)
+        if isinstance(supply, (int, float)) and not isinstance(supply, bool):
+            return {**data, "margin": default_margin(float(supply))}
+        # The fuse is missing or not a number, which is reported on its own: "margin: Field required" beside
+        # it would send the installer after a field the file need not have.
+        return {**data, "margin": default_margin(0.0)}
+    return data
 
 
 class SiteConfig(StrictModel):
@@ -125,6 +163,7 @@ class SiteConfig(StrictModel):
     meters: list[MeterConfig] = Field(default_factory=list)
     chargers: list[ChargerConfig] = Field(default_factory=list)
     load_balancers: list[LoadBalancerConfig] = Field(default_factory=list)
+    circuits: list[CircuitConfig] = Field(default_factory=list)
 
     def charger(self, station_id: str) -> ChargerConfig | None:
         return next((c for c in self.chargers if c.id == station_id), None)
@@ -137,6 +176,30 @@ class SiteConfig(StrictModel):
 
     def group_of(self, station_id: str) -> LoadBalancerConfig | None:
         return next((g for g in self.load_balancers if station_id in g.chargers), None)
+
+    def circuit(self, circuit_id: str) -> CircuitConfig | None:
+        return next((c for c in self.circuits if c is not None and c.id == circuit_id), None)
+
+    def circuit_of(self, station_id: str) -> str | None:
+        """The circuit a charger is wired on: the one listing it, else its group's ``circuit``; None: the main
+        fuse directly."""
+        listed = next((c.id for c in self.circuits if c is not None and station_id in c.chargers), None)
+        if listed is not None:
+            return listed
+        group = self.group_of(station_id)
+        return group.circuit if group is not None else None
+
+    def circuit_path(self, circuit_id: str | None) -> list[str]:
+        """The circuit and its ancestors up to the main fuse, nearest first (stops at an unknown id or a cycle,
+        which the checks report)."""
+        path: list[str] = []
+        while circuit_id is not None and circuit_id not in path:
+            node = self.circuit(circuit_id)
+            if node is None:
+                break
+            path.append(circuit_id)
+            circuit_id = node.parent
+        return path
 
 
 def default_margin(supply_max_current: float) -> float:

@@ -141,6 +141,7 @@ class CentralSystemApp:
     @staticmethod
     def _used_meters(cfg: SiteConfig) -> list[MeterConfig]:
         used = {g.meter for g in cfg.load_balancers if g.meter is not None}
+        used |= {c.meter for c in cfg.circuits if c.meter is not None}  # a sub-board's own meter
         return [m for m in cfg.meters if m.serial in used]
 
     async def _open_meters(self, cfg: SiteConfig) -> MeterGateway | ReadingSubscriber | None:

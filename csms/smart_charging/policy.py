@@ -6,8 +6,9 @@ Safety rules, in the order they bind:
 * A decrease goes out at once; nothing delays it (not the deadband, not the increase interval, not a
   charger's minimum update interval).
 * Break before make: an increase is sent only while, on each phase it draws on, the sum over the group of
-  every other charger's exposure (:mod:`.exposure`) plus the new limit fits the decision's budget; otherwise
-  the charger waits for its group to change.
+  every other charger's exposure (:mod:`.exposure`) plus the new limit fits the decision's budget, and the
+  same holds on every circuit (sub-board) above the charger (:func:`circuit_room`); otherwise the charger
+  waits for its group to change.
 * An increase waits ``increase_interval`` after the last one and the charger's own ``min_update_interval``
   after its last profile (hold until); a step smaller than the deadband waits for the next refresh.
 * After a failure the same or a higher limit waits out the backoff; a lower one goes out at once.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from csms.balancer.grid import floor_step
-from csms.balancer.model import ControlState
+from csms.balancer.model import ControlState, Decision
 from csms.config import SmartChargingConfig
 from csms.domain.link import Purpose
 
@@ -78,6 +79,8 @@ def gate(ch: ChargerChannel, target: float, current: float, now: float, book: Ex
     for p in phases:
         others = totals.get(p, 0.0) - mine.get(p, 0.0)
         room = min(room, decision.budget.get(p, 0.0) - others)
+    if decision.circuits:
+        room = min(room, circuit_room(ch.id, phases, decision, each))
     allowed = min(target, room)
     if target == 0:
         return 0.0
@@ -87,6 +90,28 @@ def gate(ch: ChargerChannel, target: float, current: float, now: float, book: Ex
     if allowed <= current + 1e-9:
         return None
     return allowed
+
+
+def circuit_room(cid: str, phases: tuple[int, ...], decision: Decision, each: dict[str, dict[int, float]]) -> float:
+    """The room break-before-make leaves a charger on the circuits above it (:mod:`csms.balancer.circuits`): per
+    circuit and phase, its budget less every other charger's exposure under it. A trimmed car is counted at its
+    limit here, not at its draw: the headroom it lends is lent on the main fuse only, where the mains meter sees
+    it used, and a circuit without a meter would not."""
+    room = float("inf")
+    for load in decision.circuits.values():
+        if cid not in load.chargers:
+            continue
+        for p in phases:
+            others = 0.0
+            for o in load.chargers:
+                if o == cid:
+                    continue
+                others += each.get(o, {}).get(p, 0.0)
+                lim = decision.limits.get(o)
+                if lim is not None and lim.controlled and 0 < lim.counted < lim.limit and p in lim.phases:
+                    others += lim.limit - lim.counted
+            room = min(room, load.budget.get(p, 0.0) - others)
+    return room
 
 
 def step(ch: ChargerChannel, now: float, s: SmartChargingConfig, book: ExposureBook, tx_running: bool) -> Step:

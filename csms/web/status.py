@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from csms.balancer.model import Decision
+from csms.balancer.model import Decision, circuits_of
 from csms.config import LoadBalancerConfig, charger_phases
 from csms.domain.reservations import Reservation
 from csms.domain.state import StationState
@@ -98,6 +98,40 @@ def _draw_by_phase(view: SiteView, station_id: str) -> dict[int, float]:
     return out
 
 
+def circuits(view: SiteView, g: LoadBalancerConfig, decision: Decision | None) -> list[dict[str, Any]]:
+    """Each circuit (sub-board) of the group's tree, parents first: its fuse, what flows through it (its meter, or
+    else the sum of its chargers' own meters) and the balancer's budget and plan for it per group phase."""
+    out = []
+    for c in circuits_of(view.cfg, g):
+        cfg = view.cfg.circuit(c.id)
+        assert cfg is not None
+        load = decision.circuits.get(c.id) if decision is not None else None
+        under = list(load.chargers) if load is not None else [
+            cid for cid in g.chargers if c.id in view.cfg.circuit_path(view.cfg.circuit_of(cid))]
+        current: dict[int, float] = dict.fromkeys(g.phases, 0.0)
+        reading = view.last_readings.get(cfg.meter) if cfg.meter is not None else None
+        if reading is not None:
+            current = {p: reading.current[p - 1] for p in g.phases if reading.current[p - 1] is not None}
+        else:
+            for cid in under:
+                for p, a in _draw_by_phase(view, cid).items():
+                    if p in current:
+                        current[p] += a
+        state = view.meter_states.get(cfg.meter) if cfg.meter else None
+        out.append({
+            "id": c.id, "name": cfg.name, "parent": c.parent, "max_current": c.max_current, "margin": c.margin,
+            "meter": cfg.meter,
+            "meter_status": state.status if state else ("none" if cfg.meter is None else "unknown"),
+            "chargers": under,
+            # What flows through its fuse: its meter when it has one, else only what its chargers report.
+            "current": _phases(current), "current_source": "meter" if reading is not None else "chargers",
+            "budget": _phases(load.budget) if load else None,
+            "planned": _phases(load.planned) if load else None,
+            "notes": {str(p): n for p, n in sorted(load.notes.items())} if load else {},
+        })
+    return out
+
+
 def group(view: SiteView, g: LoadBalancerConfig) -> dict[str, Any]:
     decision = view.decision(g.id)
     chargers_draw: dict[int, float] = dict.fromkeys(g.phases, 0.0)
@@ -121,6 +155,7 @@ def group(view: SiteView, g: LoadBalancerConfig) -> dict[str, Any]:
         "phase_current": _phases(mains) if mains is not None else None,
         "chargers_current": _phases(chargers_draw),
         "decision": _decision(decision),
+        "circuits": circuits(view, g, decision),
     }
 
 

@@ -137,6 +137,10 @@
         el("div", { class: "facts" }),
         el("div", { class: "readout" }),
         el("div", { class: "chart" }),
+        el("table", { class: "circuits", hidden: true },
+          el("thead", {}, el("tr", {}, ...["Circuit", "Under", "Fuse A", "Load L1", "Load L2", "Load L3",
+            "Planned A", "Budget A", "Meter"].map((h) => el("th", {}, h)))),
+          el("tbody", {})),
         el("table", { class: "chargers" },
           el("thead", {}, el("tr", {}, ...["Charger", "Connection", "State", "Limit A", "In force A",
             "Draw L1", "Draw L2", "Draw L3", "Phases", "Why"].map((h) => el("th", {}, h)))),
@@ -207,6 +211,25 @@
     section.querySelector("table.chargers tbody").replaceChildren(...rows);
   }
 
+  // One row per circuit (sub-board): what flows through it per phase against its fuse, and the balancer's plan.
+  function renderCircuits(section, g) {
+    const table = section.querySelector("table.circuits");
+    const list = g.circuits || [];
+    table.hidden = list.length === 0;
+    const per = (values) => values ? g.phases.map((p) => "L" + p + " " + fmtA(values[String(p)])).join(" · ") : "-";
+    table.querySelector("tbody").replaceChildren(...list.map((c) => el("tr", { "data-circuit": c.id },
+      el("td", {}, c.id + (c.name ? " (" + c.name + ")" : "")),
+      el("td", {}, c.parent || "main fuse"),
+      el("td", { class: "num" }, fmtA(c.max_current)),
+      ...[1, 2, 3].map((p) => {
+        const a = c.current[String(p)];
+        return el("td", { class: "num load" + (a != null && a > c.max_current ? " over" : "") }, a == null ? "" : fmtA(a));
+      }),
+      el("td", { class: "num" }, per(c.planned)),
+      el("td", { class: "num", title: Object.values(c.notes).join("\n") }, per(c.budget)),
+      el("td", {}, c.meter ? c.meter + " " + c.meter_status : "none (" + c.current_source + ")"))));
+  }
+
   function renderEvents(events) {
     $("#timeline-section").hidden = false;
     $("#events").replaceChildren(...events.map((e) => {
@@ -230,6 +253,7 @@
       renderFacts(section, g, status.meters);
       renderReadout(section, g, currents);
       renderChart(section, g);
+      renderCircuits(section, g);
       renderChargers(section, g, status.chargers);
     }
     renderEvents(status.events || []);
