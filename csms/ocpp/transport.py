@@ -16,7 +16,6 @@ accepts the connections.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import random
 from collections.abc import Callable
@@ -102,7 +101,7 @@ class WebSocket(asyncio.Protocol):
         #: The handshake and then, once accepted, only the connection it made (the HTTP state is dropped).
         self._ws: WSConnection | Connection = WSConnection(ConnectionType.SERVER)
         self._transport: asyncio.Transport | None = None
-        self._messages: collections.deque[str | bytes] = collections.deque()
+        self._messages: list[str | bytes] = []  # at most max_queue; a deque would cost 600 bytes more
         self._waiter: asyncio.Future[None] | None = None
         self._parts: list[str | bytes] = []
         self._size = 0
@@ -171,7 +170,7 @@ class WebSocket(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        message = self._messages.popleft()
+        message = self._messages.pop(0)
         if self._reading_paused and len(self._messages) < self._options.max_queue:
             self._reading_paused = False
             if self._transport is not None:

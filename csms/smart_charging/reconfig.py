@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from csms.config import ChargerConfig, LoadBalancerConfig, SiteConfig, charger_phases
 from csms.domain.link import StationLink
+from csms.runtime.aio import Wake
 
 from .channel import ChargerChannel
 from .exposure import ExposureBook
@@ -28,7 +29,7 @@ class Worker:
     """The asyncio side of one channel: its link, its wake-up and its task."""
 
     link: StationLink | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: Wake = field(default_factory=Wake)
     task: asyncio.Task | None = None
 
 #: Charger settings that only the balancer reads (or nobody here): changing them needs no new set-up.
