@@ -28,16 +28,12 @@ from wsproto.events import (
     AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, RejectConnection, RejectData, Request,
     TextMessage,
 )
-from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
+from csms.ocpp.deflate import BoundedDeflate
+
 log = logging.getLogger("csms.ocpp.transport")
-
-#: Compressed input is fed to wsproto in slices of this size, so that one read (up to 256 KiB) cannot inflate to
-#: hundreds of megabytes before the message size limit is checked: a slice inflates to at most ~16 MiB.
-_INFLATE_SLICE = 16 * 1024
-
 
 class ConnectionClosed(ConnectionError):
     """The websocket is closed: ``code`` and ``reason`` are the peer's close frame (``code`` None: none came)."""
@@ -105,7 +101,6 @@ class WebSocket(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._parts: list[str | bytes] = []
         self._size = 0
-        self._compressed = False
         self._reading_paused = False
         self._writing_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -129,13 +124,7 @@ class WebSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._last_received = self._loop.time()
-        if self._compressed and len(data) > _INFLATE_SLICE:
-            view = memoryview(data)
-            for start in range(0, len(data), _INFLATE_SLICE):
-                if not self._feed(bytes(view[start:start + _INFLATE_SLICE])):
-                    return
-        else:
-            self._feed(data)
+        self._feed(data)
 
     def eof_received(self) -> bool | None:
         return None  # closes the transport: a station that half-closes is gone
@@ -257,14 +246,13 @@ class WebSocket(asyncio.Protocol):
             return False
         self.subprotocol = answer
         offered = self._options.compression and any(
-            offer.split(";")[0].strip() == PerMessageDeflate.name for offer in request.extensions)
-        deflate = PerMessageDeflate() if offered else None
+            offer.split(";")[0].strip() == BoundedDeflate.name for offer in request.extensions)
+        deflate = BoundedDeflate(self._options.max_size) if offered else None
         handshake = self._ws
         assert isinstance(handshake, WSConnection)
         self._write(handshake.send(AcceptConnection(subprotocol=answer, extensions=[deflate] if deflate else [])))
         assert handshake.connection is not None
         self._ws = handshake.connection
-        self._compressed = bool(deflate and deflate.enabled())
         self._arm(self._first_ping_delay(), self._keepalive)
         self._server.opened(self)
         return True

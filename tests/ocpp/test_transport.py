@@ -234,3 +234,38 @@ async def test_handshake_not_finished_in_time_is_dropped():
 def test_deflate_bomb_premise():
     """The bomb above is small on the wire: what the slicing in the transport guards against."""
     assert len(zlib.compress(b" " * (64 * 1024 * 1024))) < 100_000
+
+
+@pytest.mark.parametrize("offer, answer", [
+    ("permessage-deflate",
+     "server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12"),
+    ("permessage-deflate; client_max_window_bits",
+     "server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12; client_max_window_bits=15"),
+    ("permessage-deflate; server_max_window_bits=10; client_max_window_bits=11",
+     "server_no_context_takeover; client_no_context_takeover; server_max_window_bits=10; client_max_window_bits=11"),
+    ("permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+     "server_no_context_takeover; client_no_context_takeover; server_max_window_bits=12"),
+    ("permessage-deflate; server_max_window_bits=8", None),      # zlib cannot compress with 8 bits
+    ("permessage-deflate; server_max_window_bits=16", None),
+    ("permessage-deflate; server_max_window_bits=x", None),
+    ("permessage-deflate; client_no_context_takeover; client_no_context_takeover", None),
+    ("permessage-deflate; mystery=1", None),
+])
+def test_deflate_negotiation(offer, answer):
+    from csms.ocpp.deflate import BoundedDeflate
+    ext = BoundedDeflate(65536)
+    assert ext.accept(offer) == answer
+    assert ext.enabled() is (answer is not None)
+
+
+async def test_deflate_keeps_no_context_between_messages():
+    """Many messages both ways on one compressed connection, as a station's day goes: each is inflated and
+    deflated afresh, and the station (a ``websockets`` client) follows the response's parameters."""
+    async with Echo() as srv:
+        async with connect(srv.url(), subprotocols=["ocpp1.6"], compression="deflate") as ws:
+            answer = ws.response.headers["Sec-WebSocket-Extensions"]
+            assert "client_no_context_takeover" in answer and "server_max_window_bits=12" in answer
+            for i in range(200):
+                text = f'[2,"{i}","MeterValues",{{"connectorId":1,"meterValue":[{{"sampledValue":[{{"value":"{i}"}}]}}]}}]'
+                await ws.send(text)
+                assert await ws.recv() == text
