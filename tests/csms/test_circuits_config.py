@@ -125,3 +125,15 @@ def test_limits_worth_a_second_look_are_warnings():
                for w in warnings)
     assert any(w.startswith("circuits.2.max_current: 6.0 A less the margin 0.25 A is below min_current 6.0 A")
                for w in warnings)
+
+
+def test_a_sub_board_meter_is_read_even_when_no_group_names_it():
+    """The central system reads the meters its groups name and those of metered circuits: a sub-board's meter
+    that nobody read would leave its circuit on ``max_current_offline`` for ever."""
+    from csms.runtime.app import CentralSystemApp
+
+    data = site([{"id": "carport", "max_current": 20, "chargers": ["CP1"], "meter": "AG7654321G",
+                  "max_current_offline": 10}])
+    data["meters"].append({"serial": "AG7654321G", "pin": "87654321", "organisation": "org"})
+    cfg = parse_config(data)
+    assert {m.serial for m in CentralSystemApp._used_meters(cfg)} >= {"AG7654321G"}

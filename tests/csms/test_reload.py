@@ -155,3 +155,28 @@ async def test_a_broken_file_or_a_restart_only_change_changes_nothing(tmp_path):
             assert wrong.value.response.status_code == 401
             events = await app.storage.read(lambda db: [r["kind"] for r in db.query("SELECT kind FROM events")])
             assert events.count("config_reload_refused") == 3
+
+
+async def test_a_reload_puts_a_new_sub_board_in_force_at_the_next_decision(tmp_path):
+    """Circuits are part of what a reload applies: a sub-board added to the file bounds its chargers from the
+    group's next decision, with no reconnect."""
+    data = site(tmp_path)
+    path = write(tmp_path / "site.toml", data)
+    cfg, digest = read_config(path)
+    async with CentralSystemApp(cfg, config_path=path, digest=digest) as app:
+        async with raw_station(app, "CP0001") as cp1:
+            await boot(cp1)
+            data["circuits"] = [{"id": "carport", "name": "Carport", "max_current": 10, "chargers": ["CP0001"]}]
+            write(path, data)
+            result = await app.reloader.reload("test")
+            assert result.applied, result.problems
+            assert result.changes == ("circuits added: carport",)
+            decision = await app.balancer.next_decision("CP0001", 2.0)
+            assert decision is not None and "carport" in decision.circuits
+            assert cp1.ws.state.name == "OPEN"
+            data.pop("circuits")
+            write(path, data)
+            result = await app.reloader.reload("test")
+            assert result.applied and result.changes == ("circuits removed: carport",)
+            decision = await app.balancer.next_decision("CP0001", 2.0)
+            assert decision is not None and not decision.circuits
