@@ -110,7 +110,7 @@ class ConfigVersion:
     @property
     def label(self) -> str:
         """Short enough for a dashboard: ``3:1a2b3c4d`` (the third config put in force, its digest's start)."""
-        return f"{self.number}:{self.digest[:8]}"
+        return f"{self.number}:{self.digest[:8]}" if self.digest else str(self.number)  # no file: built in code
 
     def as_json(self) -> dict[str, object]:
         return {"version": self.label, "number": self.number, "sha256": self.digest, "loaded_at": self.loaded_at,

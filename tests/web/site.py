@@ -31,7 +31,8 @@ MAX_UPLOAD = 256 * 1024
 SECRETS = ("0123456789abcdef", "fedcba9876543210", "87654321", "13572468", "mqtt-secret-password", TOKEN, OPERATOR_TOKEN)
 
 
-def site_config(tmp: Path, meter_port: int, *, http: bool = True, operator: bool = True) -> SiteConfig:
+def site_config(tmp: Path, meter_port: int, *, http: bool = True, operator: bool = True,
+                circuits: list[dict] | None = None) -> SiteConfig:
     data = {
         "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1, "call_timeout": 3},
         "storage": {"database": str(tmp / "csms.sqlite")},
@@ -50,6 +51,8 @@ def site_config(tmp: Path, meter_port: int, *, http: bool = True, operator: bool
                             "chargers": ["CP1", "CP2"], "supply_max_current": 40, "max_current_online": 32,
                             "max_current_offline": 10}],
     }
+    if circuits:
+        data["circuits"] = circuits
     if http:
         data["http"] = {"host": "127.0.0.1", "port": 0, "token": TOKEN, "upload_dir": str(tmp / "uploads"),
                         "max_upload_size": MAX_UPLOAD}
@@ -104,8 +107,8 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what:
 
 @contextlib.asynccontextmanager
 async def running_site(tmp: Path, *, http: bool = True, base_load=(8.0, 5.0, 11.0),
-                       operator: bool = True) -> AsyncIterator[Rig]:
-    placeholder = site_config(tmp, 1, http=http, operator=operator)
+                       operator: bool = True, circuits: list[dict] | None = None) -> AsyncIterator[Rig]:
+    placeholder = site_config(tmp, 1, http=http, operator=operator, circuits=circuits)
 
     def tweak(sc: SimChargerConfig) -> SimChargerConfig:
         sc.meter_interval, sc.backoff_min, sc.backoff_max = 1.0, 0.2, 1.0
@@ -114,7 +117,7 @@ async def running_site(tmp: Path, *, http: bool = True, base_load=(8.0, 5.0, 11.
     sim = Simulation.from_config(placeholder, SimClock(seed=3), tweak=tweak)
     sim.sites[METER].loads.append(Constant(base_load))
     meter_port = await sim.meters[METER].serve_modbus("127.0.0.1", 0, "ampguard", 1)
-    app = CentralSystemApp(site_config(tmp, meter_port, http=http, operator=operator))
+    app = CentralSystemApp(site_config(tmp, meter_port, http=http, operator=operator, circuits=circuits))
     app.readings.flush_every = 0.5
     try:
         async with app:

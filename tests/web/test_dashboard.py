@@ -121,3 +121,31 @@ async def test_dashboard_asks_for_the_token_once_and_refuses_a_wrong_one(tmp_pat
         await wait_js(page, "() => window.csmsDashboard.updates >= 1")
         assert await page.locator("#login").is_hidden()
         assert await page.locator(f'{GROUP} tr[data-charger="CP1"]').count() == 1
+
+
+async def test_dashboard_shows_a_sub_board_against_its_fuse(tmp_path, browser):
+    """A sub-board (circuit) with no meter of its own: its row shows its fuse, the current its chargers draw on
+    each phase, and the balancer's plan; a car on it is held to the sub-board's fuse, not the group's."""
+    carport = [{"id": "carport", "name": "Carport", "max_current": 10, "chargers": ["CP1"]}]
+    async with running_site(tmp_path, circuits=carport) as rig:
+        app = rig.app
+        rig.plug_in("CP1")
+        await wait_until(lambda: app.delivery.channels["CP1"].in_force is not None
+                         and rig.charger_draw("CP1") > 5, what="CP1 charging on the carport")
+        limit = app.balancer.decision("garage").limits["CP1"].limit
+        assert 6 <= limit <= 10  # the carport's 10 A fuse less its margin, not the group's 32 A
+        page = await browser.new_page(viewport={"width": 1280, "height": 1100})
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        await page.goto(dashboard_url("127.0.0.1", app.http_port, TOKEN))
+        row = f'{GROUP} table.circuits tr[data-circuit="carport"]'
+        await wait_js(page, f"() => document.querySelector('{row}') !== null", timeout=10)
+        assert await page.locator(f"{GROUP} table.circuits").is_visible()
+        cells = await page.locator(f"{row} td").all_inner_texts()
+        assert cells[0] == "carport (Carport)" and cells[1] == "main fuse" and cells[2] == "10.0"
+        await wait_js(page, f"() => parseFloat(document.querySelectorAll('{row} td.load')[0].textContent) > 5")
+        assert all(float(c) <= 10 for c in cells[3:6] if c), cells
+        assert "over" not in (await page.locator(f"{row} td.load").first.get_attribute("class"))
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-circuits.png"), full_page=True)
+        assert problems == []
