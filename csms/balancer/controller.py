@@ -37,8 +37,8 @@ NO_CURRENT_STATUSES = frozenset({"Available", "Finishing", "Unavailable", "Fault
 class BalancerController:
     """One asyncio task per group that re-runs the allocation on every relevant change.
 
-    ``debounce`` is how long a group's task waits after a wake-up for more to arrive before it runs
-    (bursts of events become one run); ``tick`` is the longest it goes without a run, so that rotation,
+    ``debounce`` is how long a group's task waits after a station's event for more to arrive before it runs
+    (bursts of events become one run; a meter reading runs it at once); ``tick`` is the longest it goes without a run, so that rotation,
     trimming and probing advance even when nothing reports.
     """
 
@@ -183,6 +183,7 @@ class BalancerController:
         for group in self._groups.values():
             for circuit in group.circuit_serials.get(serial, ()):
                 group.circuit_meters[circuit] = reading
+                group.urgent = True
                 group.wake.set()
             if group.meter_serial != serial:
                 continue
@@ -191,6 +192,7 @@ class BalancerController:
                           group.spec.id, serial, taken_at, group.meter.taken_at)
                 continue
             group.meter = reading
+            group.urgent = True
             group.wake.set()
 
     def on_meter_state(self, serial: str, online: bool) -> None:
@@ -330,8 +332,11 @@ class BalancerController:
         while True:
             if not group.wake.is_set():
                 await wait_event(group.wake, self._timeout(group))
-            if self._debounce:
+            # A burst of station events (boots, statuses, samples) is one run; a meter reading is acted on at
+            # once: it is the input that may say a fuse is over its limit, and it comes at most every poll.
+            if self._debounce and not group.urgent:
                 await asyncio.sleep(self._debounce)
+            group.urgent = False
             group.wake.clear()
             self._run_once(group)
 

@@ -79,6 +79,8 @@ class LiveGroup:
     #: Metered circuits' meters (serial -> circuit ids) and each one's latest reading, by circuit id.
     circuit_serials: dict[str, list[str]] = field(default_factory=dict)
     circuit_meters: dict[str, MeterInput] = field(default_factory=dict)
+    #: A meter reading woke the task: run at once, without the debounce (see :meth:`BalancerController._run`).
+    urgent: bool = False
 
 
 def group_spec(site: SiteConfig, cfg: LoadBalancerConfig) -> GroupSpec:
