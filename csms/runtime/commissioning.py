@@ -181,7 +181,8 @@ class Commissioning:
         peak = max((abs(a) for s in samples for a in s.current if a is not None), default=None)
         return words.as_json(verdict, wiring, started, self.clock(), {
             "peak_a": peak, "fuse_a": group.supply_max_current, "readings": len(samples),
-            "allowed": {s.charger_id: s.allowed for s in steps}})
+            "steps": [{"charger": s.charger_id, "allowed": s.allowed, "released": round(s.released_at - started, 1),
+                       "held": round(s.held_at - started, 1)} for s in steps]})
 
     async def _step(self, cid: str, group: LoadBalancerConfig, capped: list[str], samples: list[MainsSample],
                     ramp: float, poll: float, untested: list[Untested]) -> Step | None:
