@@ -16,6 +16,9 @@ class SimChargerConfig:
     phases: int = 3
     #: Which building phases the charger's L1, L2, L3 land on (R=L1, S=L2, T=L3 of the building).
     phase_rotation: str = "RST"
+    #: How it is really wired, when that differs from ``phase_rotation`` (what it reports in
+    #: ConnectorPhaseRotation / PhaseRotation, what the installer believed): a commissioning fault.
+    wired_rotation: str | None = None
     max_current: float = 32.0
     connectors: int = 1
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
@@ -43,5 +46,7 @@ class SimChargerConfig:
             raise ValueError(f"charger {self.id}: phases must be 1 or 3")
         if sorted(self.phase_rotation) != ["R", "S", "T"]:
             raise ValueError(f"charger {self.id}: phase_rotation must be a permutation of RST, e.g. 'RST' or 'STR'")
+        if self.wired_rotation is not None and sorted(self.wired_rotation) != ["R", "S", "T"]:
+            raise ValueError(f"charger {self.id}: wired_rotation must be a permutation of RST, e.g. 'STR'")
         if self.connectors < 1:
             raise ValueError(f"charger {self.id}: needs at least one connector")

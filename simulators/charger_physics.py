@@ -71,7 +71,9 @@ class ChargerPhysics:
 
     @property
     def phase_rotation(self) -> str:
-        return self.config.phase_rotation
+        """How its L1..L3 really land on the building's phases (the site's physics); what it *reports* is
+        ``config.phase_rotation``."""
+        return self.config.wired_rotation or self.config.phase_rotation
 
     def offer(self, conn: Connector, now: float) -> tuple[float, int, int | None]:
         """Current per phase, number of phases and phase to use that ``conn`` may draw at ``now``."""

@@ -1,7 +1,7 @@
 """``simulate`` command line: run a site's chargers and meters against a running central system.
 
     simulate site --config FILE [--scenario NAME] [--duration S] [--versions mixed|ocpp1.6|ocpp2.0.1]
-                  [--misbehave CHARGER_ID:KNOB ...] [--seed N]
+                  [--misbehave CHARGER_ID:KNOB ...] [--fault FAULT ...] [--seed N]
     simulate scenarios
 """
 
@@ -21,6 +21,7 @@ from simulators.clock import SimClock
 from simulators.misbehaviour import KNOBS, parse_knob
 from simulators.scenarios import SCENARIOS, get_scenario, run_scenario
 from simulators.simulation import Simulation, central_system_url
+from simulators.wiring_faults import FAULTS, parse_faults
 
 log = logging.getLogger("simulate")
 
@@ -48,13 +49,19 @@ async def _run_site(args: argparse.Namespace) -> int:
             raise ValueError(f"--misbehave {item!r}: write CHARGER_ID:KNOB with a charger id from {args.config}")
         knobs.setdefault(station, []).append(knob)
 
+    faults = parse_faults(args.fault)
+    for cid in faults.rotations:
+        if cfg.charger(cid) is None:
+            raise ValueError(f"--fault {cid}:wired-rotation: no charger {cid!r} in {args.config}")
+
     def tweak(sc: SimChargerConfig) -> SimChargerConfig:
         mis = sc.misbehaviour
         for knob in knobs.get(sc.id, []):
             mis = parse_knob(mis, knob)
-        return dataclasses.replace(sc, misbehaviour=mis)
+        return faults.tweak(dataclasses.replace(sc, misbehaviour=mis))
 
     sim = Simulation.from_config(cfg, SimClock(seed=args.seed), versions=args.versions, tweak=tweak)
+    faults.apply(sim)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -119,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     site.add_argument("--url", help="central system base URL (default from [server]: ws://host:port/path_prefix)")
     site.add_argument("--misbehave", action="append", default=[], metavar="CHARGER_ID:KNOB",
                       help=f"make a charger misbehave (repeatable); knobs: {', '.join(KNOBS)}")
+    site.add_argument("--fault", action="append", default=[], metavar="FAULT",
+                      help=f"plant a wiring fault for `csms commission` to find (repeatable): {', '.join(FAULTS)}")
     site.add_argument("--seed", type=int, default=0, help="random seed for cars and load noise")
     site.add_argument("--print-every", type=float, default=5.0, help="seconds between status lines")
     site.add_argument("--log-level", default="warning")

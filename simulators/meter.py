@@ -39,7 +39,8 @@ _FC = {3: "holding", 4: "input"}
 class MeterFaults:
     #: Building phases (1..3) whose clamp is mounted backwards.
     reversed_clamps: frozenset[int] = frozenset()
-    #: Two building phases whose clamps are swapped (each measures the other's current).
+    #: Two building phases whose clamps are swapped (each measures the other's current, against its own
+    #: terminal's voltage: power factor -0.5 on both).
     swapped: tuple[int, int] | None = None
     #: Building phases (1..3) whose clamp is open: reads 0 A with the clamp-fault status bit.
     open_clamps: frozenset[int] = frozenset()
@@ -168,7 +169,10 @@ class AmpGuardSim:
                 status |= StatusFlag.OVERRANGE
             measured.append(amps)
         current = (measured[0], measured[1], measured[2])
-        power = (current[0] * volts[0], current[1] * volts[1], current[2] * volts[2])
+        # A clamp on another phase than its voltage terminal sees its current 120 degrees off that voltage: the
+        # meter computes power factor -0.5 for it (cos 120°), as a real meter does with a misplaced clamp.
+        moved = set(self.faults.swapped or ())
+        power: Phases = tuple(current[i] * volts[i] * (-0.5 if i + 1 in moved else 1.0) for i in range(3))
         return MeterSample(current, volts, power, status)
 
     # ---- Modbus TCP -----------------------------------------------------------------------------

@@ -29,6 +29,9 @@ LAYERS = (
     ("csms.domain", ("ocpp", "websockets", "sqlite_utils", "csms.ocpp", "csms.storage", "csms.runtime"),
      "the domain knows no protocol, socket or storage"),
     ("meter_gateway", ("csms",), "meter-gateway runs on its own, without the central system"),
+    ("csms.commissioning", ("asyncio", "ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.ocpp", "csms.storage",
+                            "csms.runtime", "csms.web"),
+     "the commissioning inference is pure (time is an input): csms.runtime.commissioning does the I/O"),
     *((layer, ("csms.balancer.controller", "csms.balancer.allocation", "csms.runtime"),
        "operator commands reach the balancer only through the CapKeeper port (csms.operations.caps)")
       for layer in ("csms.operations", "csms.ocpp.operator", "csms.web")),

@@ -35,6 +35,7 @@ from csms.ocpp.reservation_book import ReservationBook
 from csms.ocpp.reservations import ReservationCommands
 from csms.ocpp.server import CentralSystem
 from csms.operations.upload_grants import UploadGrants
+from csms.runtime.commissioning import Commissioning
 from csms.runtime.tokens import TokenBook
 from csms.runtime.operator_caps import OperatorCaps
 from csms.runtime.reload import ConfigReloader
@@ -88,6 +89,9 @@ class CentralSystemApp:
                                                              self.station_orgs, clock,
                                                              cfg.server.call_timeout),
                                          self.caps)
+        #: Commissioning checks (``csms commission``): one charger at a time released, the others held by caps.
+        self.commissioning = Commissioning(lambda: self.cfg, self.state, self.caps, self.delivery.channels,
+                                           self.commands, self.storage, clock)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         #: Bumped when a reload replaces the meter source: the old one's last words (offline as it stops) are
         #: not news about meters the new one reads.
@@ -113,6 +117,7 @@ class CentralSystemApp:
             self._stack.callback(self.readings.flush)
             await self._restore()
             self._stack.push_async_callback(self.local_lists.stop)
+            await self.commissioning.restore()
             await self.balancer.start()
             self._stack.push_async_callback(self.balancer.stop)
             self._stack.push_async_callback(self.delivery.stop)
@@ -120,6 +125,7 @@ class CentralSystemApp:
             self.meters = await self._open_meters(self.cfg)
             await self.server.start()
             self._stack.push_async_callback(self.server.stop)
+            self._stack.push_async_callback(self.commissioning.stop)  # lifts its caps while chargers are still here
             if self.cfg.http is not None:
                 from csms.web.server import WebServer  # aiohttp only when the operator view is on
 
@@ -207,6 +213,7 @@ class CentralSystemApp:
 
     def _on_reading(self, reading: MeterReading) -> None:
         self.last_readings[reading.serial] = reading
+        self.commissioning.on_reading(reading)
         self.readings.add(reading.serial, reading.taken_at, reading.current)
         self.balancer.on_reading(reading.serial, reading.current, frozenset(reading.saturated_phases),
                                  reading.taken_at)
@@ -230,7 +237,7 @@ class CentralSystemApp:
                         message_counts=self.messages.counts, commands=self.commands, tokens=self.tokens,
                         uploads=self.uploads, reservations=self.reservations.of_station,
                         operator_cap=self.caps.cap, config_status=self.reloader.status,
-                        reload=self.reloader.reload)
+                        reload=self.reloader.reload, commissioning=self.commissioning)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state

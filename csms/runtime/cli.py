@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     from csms.runtime.token_cli import register as register_token
     register_station(sub)
     register_token(sub)
+    from csms.runtime.commission_cli import register as register_commission
+    register_commission(sub)
 
     # Commands that live outside csms/ (e.g. `demo`, which wires in the simulators) register here.
     for ep in entry_points(group="csms.commands"):

@@ -113,6 +113,12 @@ def _create_schema(db: Database) -> None:
         """CREATE TABLE IF NOT EXISTS operator_caps (
             station_id TEXT PRIMARY KEY, limit_a REAL NOT NULL, until REAL, set_at REAL NOT NULL, by TEXT)"""
     )
+    # Commissioning reports (csms.storage.commissioning); a new table, no version bump.
+    db.execute(
+        """CREATE TABLE IF NOT EXISTS commissioning_reports (
+            id INTEGER PRIMARY KEY, group_id TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL,
+            state TEXT NOT NULL, ok INTEGER, by TEXT, report TEXT)"""
+    )
     db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
 
 

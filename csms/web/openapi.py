@@ -100,6 +100,14 @@ READ_ROUTES: dict[tuple[str, str], RouteDoc] = {
     ("POST", "/api/config/reload"): RouteDoc(
         "read the config file again and put it in force whole, or refuse it whole (422 with every problem; "
         "operator token)", tags=("config",)),
+    ("POST", "/api/groups/{group_id}/commission"): RouteDoc(
+        "start a commissioning check of the group's wiring (202 with the report's id; 409 one is running; "
+        "operator token)", tags=("commissioning",)),
+    ("GET", "/api/commissioning"): RouteDoc("the latest commissioning reports, newest first", LIMIT + ("group",),
+                                            tags=("commissioning",)),
+    ("GET", "/api/commissioning/{report_id}"): RouteDoc(
+        "one commissioning report: state (running, done, failed, cancelled, interrupted), findings with "
+        "evidence and fixes, per-charger results", tags=("commissioning",)),
     ("GET", "/api/reservations"): RouteDoc("reservations, newest first, with their state now",
                                            LIMIT + ("station", "state"), tags=("reservations",)),
 }

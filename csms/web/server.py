@@ -31,6 +31,7 @@ from csms.storage.database import StorageClosed
 from csms import __version__
 
 from . import openapi, status
+from .commissioning import CommissioningRoutes
 from .config_route import ROUTE as RELOAD_ROUTE, ConfiguredStations, ReloadRoute
 from .metrics import Metrics
 from .operator import ROUTE as COMMAND_ROUTE, CommandRoute, is_write
@@ -177,6 +178,7 @@ class WebServer:
             web.post(COMMAND_ROUTE, self.commands.handle),
             web.post(RELOAD_ROUTE, ReloadRoute(self.view).handle),
             *self.tokens.routes(),
+            *CommissioningRoutes(self.view).routes(),
             *self.uploads.routes(),
             web.static("/static", STATIC_DIR, show_index=False, follow_symlinks=False),
         ])

@@ -17,6 +17,7 @@ from meter_gateway.reading import MeterReading, MeterState
 from sqlite_utils import Database
 
 from csms.balancer.model import ControlState, Decision
+from csms.commissioning.port import Commissioner
 from csms.config import ReloadResult, SiteConfig
 from csms.domain.reservations import Reservation
 from csms.domain.state import SiteState
@@ -82,6 +83,8 @@ class SiteView:
     config_status: Callable[[], dict[str, object]] | None = None
     #: Reads the config file again and puts it in force whole or not at all (the write API's reload); None: off.
     reload: Callable[[str], Awaitable[ReloadResult]] | None = None
+    #: Starts commissioning checks and reads their reports; None: off.
+    commissioning: Commissioner | None = None
 
     @property
     def cfg(self) -> SiteConfig:
