@@ -184,6 +184,7 @@ class BalancerController:
             for circuit in group.circuit_serials.get(serial, ()):
                 group.circuit_meters[circuit] = reading
                 group.urgent = True
+                group.hurry.set()
                 group.wake.set()
             if group.meter_serial != serial:
                 continue
@@ -193,6 +194,7 @@ class BalancerController:
                 continue
             group.meter = reading
             group.urgent = True
+            group.hurry.set()
             group.wake.set()
 
     def on_meter_state(self, serial: str, online: bool) -> None:
@@ -335,7 +337,8 @@ class BalancerController:
             # A burst of station events (boots, statuses, samples) is one run; a meter reading is acted on at
             # once: it is the input that may say a fuse is over its limit, and it comes at most every poll.
             if self._debounce and not group.urgent:
-                await asyncio.sleep(self._debounce)
+                group.hurry.clear()
+                await wait_event(group.hurry, self._debounce)
             group.urgent = False
             group.wake.clear()
             self._run_once(group)

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from csms.config import LoadBalancerConfig, SiteConfig
+from csms.runtime.aio import Wake
 
 from .memory import BalancerMemory
 from .model import ChargerInput, ChargerSpec, ControlState, Decision, GroupSpec, MeterInput, Tuning, circuits_of
@@ -79,8 +80,10 @@ class LiveGroup:
     #: Metered circuits' meters (serial -> circuit ids) and each one's latest reading, by circuit id.
     circuit_serials: dict[str, list[str]] = field(default_factory=dict)
     circuit_meters: dict[str, MeterInput] = field(default_factory=dict)
-    #: A meter reading woke the task: run at once, without the debounce (see :meth:`BalancerController._run`).
+    #: A meter reading woke the task: run at once, without the debounce (see :meth:`BalancerController._run`);
+    #: ``hurry`` cuts short a debounce already under way.
     urgent: bool = False
+    hurry: Wake = field(default_factory=Wake)
 
 
 def group_spec(site: SiteConfig, cfg: LoadBalancerConfig) -> GroupSpec:
