@@ -4,6 +4,7 @@ broken file or one that needs a restart changes nothing (in-process; the real-pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 from pathlib import Path
 from typing import Any
@@ -118,65 +119,69 @@ async def test_a_reload_adds_changes_and_removes_without_touching_the_rest(tmp_p
             assert "config_reloaded" in events
 
 
-async def test_a_broken_file_or_a_restart_only_change_changes_nothing(tmp_path):
-    data = site(tmp_path)
+@contextlib.asynccontextmanager
+async def one_station_booted(tmp_path: Path, data: dict[str, Any]):
+    """The app on ``data`` written to a file, with CP0001 connected and booted: (app, the file, the station)."""
     path = write(tmp_path / "site.toml", data)
     cfg, digest = read_config(path)
     async with CentralSystemApp(cfg, config_path=path, digest=digest) as app:
         async with raw_station(app, "CP0001") as cp1:
             await boot(cp1)
-            broken = copy.deepcopy(data)
-            broken["load_balancers"][0]["max_current_online"] = "lots"
-            broken["chargers"].append({"id": "CP0003", "password": PASSWORDS["CP0003"], "organisation": "org"})
-            write(path, broken)
-            result = await app.reloader.reload("test")
-            assert not result.applied
-            assert any("load_balancers.0.max_current_online" in line for line in result.problems), result.problems
-            assert app.cfg is cfg and app.reloader.version.number == 1
-            assert app.reloader.status()["last_refused"] is not None
-            path.write_text("[server\nport = 1")
-            result = await app.reloader.reload("test")
-            assert not result.applied and "(syntax)" in result.problems[0]
-            moved = copy.deepcopy(data)
-            moved["server"]["heartbeat_interval"] = 60
-            moved["chargers"][0]["password"] = NEW_PASSWORD
-            write(path, moved)
-            result = await app.reloader.reload("test")
-            assert not result.applied and result.problems[0].endswith(
-                "server: changed; the OCPP listener (address, TLS, security profile, limits) is set when csms "
-                "serve starts: restart csms serve to apply it (nothing of this file was applied)")
-            assert app.cfg is cfg
-            with pytest.raises(InvalidStatus):  # CP0003 was in the broken file only
-                async with raw_station(app, "CP0003"):
-                    pass
-            with pytest.raises(InvalidStatus) as wrong:  # the password did not change either
-                async with raw_station(app, "CP0001", password=NEW_PASSWORD):
-                    pass
-            assert wrong.value.response.status_code == 401
-            events = await app.storage.read(lambda db: [r["kind"] for r in db.query("SELECT kind FROM events")])
-            assert events.count("config_reload_refused") == 3
+            yield app, path, cp1
+
+
+async def test_a_broken_file_or_a_restart_only_change_changes_nothing(tmp_path):
+    data = site(tmp_path)
+    async with one_station_booted(tmp_path, data) as (app, path, cp1):
+        cfg = app.cfg
+        broken = copy.deepcopy(data)
+        broken["load_balancers"][0]["max_current_online"] = "lots"
+        broken["chargers"].append({"id": "CP0003", "password": PASSWORDS["CP0003"], "organisation": "org"})
+        write(path, broken)
+        result = await app.reloader.reload("test")
+        assert not result.applied
+        assert any("load_balancers.0.max_current_online" in line for line in result.problems), result.problems
+        assert app.cfg is cfg and app.reloader.version.number == 1
+        assert app.reloader.status()["last_refused"] is not None
+        path.write_text("[server\nport = 1")
+        result = await app.reloader.reload("test")
+        assert not result.applied and "(syntax)" in result.problems[0]
+        moved = copy.deepcopy(data)
+        moved["server"]["heartbeat_interval"] = 60
+        moved["chargers"][0]["password"] = NEW_PASSWORD
+        write(path, moved)
+        result = await app.reloader.reload("test")
+        assert not result.applied and result.problems[0].endswith(
+            "server: changed; the OCPP listener (address, TLS, security profile, limits) is set when csms "
+            "serve starts: restart csms serve to apply it (nothing of this file was applied)")
+        assert app.cfg is cfg
+        with pytest.raises(InvalidStatus):  # CP0003 was in the broken file only
+            async with raw_station(app, "CP0003"):
+                pass
+        with pytest.raises(InvalidStatus) as wrong:  # the password did not change either
+            async with raw_station(app, "CP0001", password=NEW_PASSWORD):
+                pass
+        assert wrong.value.response.status_code == 401
+        events = await app.storage.read(lambda db: [r["kind"] for r in db.query("SELECT kind FROM events")])
+        assert events.count("config_reload_refused") == 3
 
 
 async def test_a_reload_puts_a_new_sub_board_in_force_at_the_next_decision(tmp_path):
     """Circuits are part of what a reload applies: a sub-board added to the file bounds its chargers from the
     group's next decision, with no reconnect."""
     data = site(tmp_path)
-    path = write(tmp_path / "site.toml", data)
-    cfg, digest = read_config(path)
-    async with CentralSystemApp(cfg, config_path=path, digest=digest) as app:
-        async with raw_station(app, "CP0001") as cp1:
-            await boot(cp1)
-            data["circuits"] = [{"id": "carport", "name": "Carport", "max_current": 10, "chargers": ["CP0001"]}]
-            write(path, data)
-            result = await app.reloader.reload("test")
-            assert result.applied, result.problems
-            assert result.changes == ("circuits added: carport",)
-            decision = await app.balancer.next_decision("CP0001", 2.0)
-            assert decision is not None and "carport" in decision.circuits
-            assert cp1.ws.state.name == "OPEN"
-            data.pop("circuits")
-            write(path, data)
-            result = await app.reloader.reload("test")
-            assert result.applied and result.changes == ("circuits removed: carport",)
-            decision = await app.balancer.next_decision("CP0001", 2.0)
-            assert decision is not None and not decision.circuits
+    async with one_station_booted(tmp_path, data) as (app, path, cp1):
+        data["circuits"] = [{"id": "carport", "name": "Carport", "max_current": 10, "chargers": ["CP0001"]}]
+        write(path, data)
+        result = await app.reloader.reload("test")
+        assert result.applied, result.problems
+        assert result.changes == ("circuits added: carport",)
+        decision = await app.balancer.next_decision("CP0001", 2.0)
+        assert decision is not None and "carport" in decision.circuits
+        assert cp1.ws.state.name == "OPEN"
+        data.pop("circuits")
+        write(path, data)
+        result = await app.reloader.reload("test")
+        assert result.applied and result.changes == ("circuits removed: carport",)
+        decision = await app.balancer.next_decision("CP0001", 2.0)
+        assert decision is not None and not decision.circuits
