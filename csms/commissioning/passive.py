@@ -122,9 +122,12 @@ class WiringCorrelator:
 
     # -- input ----------------------------------------------------------------------------------------
 
-    def charger_sample(self, charger_id: str, at: float, current: Phases) -> None:
+    def charger_sample(self, charger_id: str, at: float, current: Phases, paired: bool = True) -> None:
+        """A charger's own sample (its phases L1..L3). ``paired`` False: it says nothing about when its draw
+        changed since the one before (it was delivered late, in a batch), so no step is read from the two."""
         track = self._tracks.setdefault(charger_id, _Track())
-        self._add(charger_id, track, ChargerSample(at, (_zero(current[0]), _zero(current[1]), _zero(current[2]))))
+        self._add(charger_id, track, ChargerSample(at, (_zero(current[0]), _zero(current[1]), _zero(current[2]))),
+                  paired)
 
     def session(self, charger_id: str, at: float, active: bool) -> None:
         """A session started or ended: its car draws nothing then (a sample of 0 A)."""
@@ -165,14 +168,14 @@ class WiringCorrelator:
 
     # -- inside ---------------------------------------------------------------------------------------
 
-    def _add(self, charger_id: str, track: _Track, s: ChargerSample) -> None:
+    def _add(self, charger_id: str, track: _Track, s: ChargerSample, paired: bool = True) -> None:
         previous = track.samples[-1] if track.samples else None
         if previous is not None and s.at < previous.at:
             return
         track.samples.append(s)
         while len(track.samples) > 2 and track.samples[0].at < s.at - KEEP_S:
             track.samples.popleft()
-        if previous is None or s.at - previous.at > MAX_GAP:
+        if previous is None or not paired or s.at - previous.at > MAX_GAP:
             return
         diff = [b - a for a, b in zip(previous.current, s.current)]
         top = max(abs(d) for d in diff)

@@ -47,6 +47,23 @@ BY = "commissioning"
 TICK = 0.2
 
 
+def site_wiring(cfg: SiteConfig, group: LoadBalancerConfig, channels: Mapping[str, Any]) -> SiteWiring:
+    """The group's wiring as the config (and each charger's own report, from its delivery channel) claims it:
+    what the active check and the passive watch (:mod:`csms.runtime.wiring_watch`) hold the mains against."""
+    chargers = []
+    for cid in group.chargers:
+        index = next(i for i, c in enumerate(cfg.chargers) if c.id == cid)
+        c = cfg.chargers[index]
+        caps = getattr(channels.get(cid), "caps", None)
+        chargers.append(ChargerWiring(cid, index, c.phases, c.phase_rotation, getattr(caps, "phase_rotation", None)))
+    meter = next(m for m in cfg.meters if m.serial == group.meter)
+    ramp = cfg.smart_charging.ramp_time
+    return SiteWiring(group.id, next(i for i, g in enumerate(cfg.load_balancers) if g.id == group.id),
+                      meter.serial, group.chargers_in_measurement, tuple(chargers),
+                      tuple(p for p in group.phases if p in meter.phases),
+                      expected_response=ramp + 2 * meter.poll_interval + 1.0)
+
+
 class Commissioning:
     """Runs commissioning checks, one per group at a time; owns their tasks (cancelled and awaited on stop)."""
 
@@ -117,21 +134,6 @@ class Commissioning:
                                                 ok=report.get("ok"), by=by, report=report_id,
                                                 findings=[f["kind"] for f in report.get("findings", [])]))
 
-    def _wiring(self, cfg: SiteConfig, group: LoadBalancerConfig) -> SiteWiring:
-        chargers = []
-        for cid in group.chargers:
-            index = next(i for i, c in enumerate(cfg.chargers) if c.id == cid)
-            c = cfg.chargers[index]
-            caps = getattr(self.channels.get(cid), "caps", None)
-            chargers.append(ChargerWiring(cid, index, c.phases, c.phase_rotation,
-                                          getattr(caps, "phase_rotation", None)))
-        meter = next(m for m in cfg.meters if m.serial == group.meter)
-        ramp = cfg.smart_charging.ramp_time
-        return SiteWiring(group.id, next(i for i, g in enumerate(cfg.load_balancers) if g.id == group.id),
-                          meter.serial, group.chargers_in_measurement, tuple(chargers),
-                          tuple(p for p in group.phases if p in meter.phases),
-                          expected_response=ramp + 2 * meter.poll_interval + 1.0)
-
     def _testable(self, group: LoadBalancerConfig) -> tuple[list[str], list[Untested]]:
         testable, untested = [], []
         for cid in group.chargers:
@@ -147,7 +149,7 @@ class Commissioning:
 
     async def _check(self, group: LoadBalancerConfig, started: float) -> dict[str, Any]:
         cfg = self.config()
-        wiring = self._wiring(cfg, group)
+        wiring = site_wiring(cfg, group, self.channels)
         meter = next(m for m in cfg.meters if m.serial == group.meter)
         ramp, poll = cfg.smart_charging.ramp_time, meter.poll_interval
         testable, untested = self._testable(group)
