@@ -74,6 +74,8 @@ class Commissioning:
         self.commands, self.storage, self.clock = commands, storage, clock
         self._tasks: dict[str, asyncio.Task] = {}
         self._readings: dict[str, list[MainsSample]] = {}
+        #: group id -> what its running check is doing now, in words (a running report shows it)
+        self._progress: dict[str, str] = {}
 
     # -- the port -----------------------------------------------------------------------------------
 
@@ -92,10 +94,16 @@ class Commissioning:
         return report_id
 
     async def report(self, report_id: int) -> dict[str, Any] | None:
-        return await self.storage.read(stored.load_report(report_id))
+        row = await self.storage.read(stored.load_report(report_id))
+        return self._with_progress(row) if row is not None else None
 
     async def reports(self, group_id: str | None, limit: int) -> list[dict[str, Any]]:
-        return await self.storage.read(stored.list_reports(group_id, limit))
+        return [self._with_progress(r) for r in await self.storage.read(stored.list_reports(group_id, limit))]
+
+    def _with_progress(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row["state"] == "running":
+            row["progress"] = self._progress.get(row["group"])
+        return row
 
     async def restore(self) -> None:
         await self.storage.write(stored.interrupted)
@@ -128,6 +136,7 @@ class Commissioning:
             log.exception("commissioning check of %s failed", group.id)
             report = {"group": group.id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         finally:
+            self._progress.pop(group.id, None)
             report.setdefault("id", report_id)
             await self.storage.write(stored.finish_report(report_id, self.clock(), state, report))
             self.storage.write_nowait(log_event(f"commissioning_{state}", self.clock(), group_id=group.id,
@@ -161,16 +170,19 @@ class Commissioning:
         log.info("commissioning %s: testing %s; not testable: %s", group.id, testable or "nothing",
                  [u.charger_id for u in untested])
         try:
+            self._progress[group.id] = f"holding {len(testable)} charger(s) at 0 A until their cars have followed"
             for cid in testable:  # every charger under test held, before anything is released
                 await self.caps.set_cap(cid, 0.0, self.clock() + LEASE, None, BY)
                 capped.append(cid)
             if testable:
                 await asyncio.sleep(ramp + 2 * poll + 1.0)  # every car has followed (IEC 61851: 5 s)
-            for cid in testable:
+            for i, cid in enumerate(testable, 1):
+                self._progress[group.id] = f"{cid} released alone ({i} of {len(testable)})"
                 step = await self._step(cid, group, capped, samples, ramp, poll, untested)
                 if step is not None:
                     steps.append(step)
         finally:
+            self._progress[group.id] = "lifting the holds and judging the steps"
             await self._restore(capped, before)
             self._readings.pop(meter.serial, None)
         measures = [m for m in (measure_step(samples, s) for s in steps) if m is not None]
