@@ -186,6 +186,8 @@ class WiringCorrelator:
             return  # one phase up, another down: a phase switch, not a step the mains can be matched with
         sign = 1 if moved[0] > 0 else -1
         pattern = (max(0.0, sign * diff[0]), max(0.0, sign * diff[1]), max(0.0, sign * diff[2]))
+        # Candidates the mains never completed (a meter offline) go once they are past waiting for.
+        self._pending = [c for c in self._pending if s.at - c.t1 <= PENDING_MAX + AFTER]
         self._pending.append(_Candidate(charger_id, previous.at, s.at, sign, pattern))
 
     def _resolve(self, now: float) -> bool:

@@ -113,8 +113,10 @@ def sessions(order: list[str], cars: dict[str, tuple[float, float, float]], star
     return steps
 
 
-car = st.one_of(st.tuples(st.floats(6, 32), st.just(0.0), st.just(0.0)),
-                st.floats(6, 32).map(lambda a: (a, a, a)))
+amps = st.one_of(st.just(0.0), st.floats(6, 32))
+car = st.one_of(st.tuples(st.floats(6, 32), st.just(0.0), st.just(0.0)),  # 1-phase
+                st.floats(6, 32).map(lambda a: (a, a, a)),  # balanced 3-phase
+                st.tuples(st.floats(6, 32), amps, amps))  # anything else a car may draw
 orders = st.lists(st.sampled_from(sorted(SITE)), min_size=1, max_size=8)
 
 
@@ -123,6 +125,17 @@ orders = st.lists(st.sampled_from(sorted(SITE)), min_size=1, max_size=8)
        st.fixed_dictionaries({cid: st.sampled_from([5.0, 10.0, 15.0]) for cid in SITE}), st.floats(0.0, 2.5))
 def test_a_correct_site_never_warns_whatever_the_cars_draw(order, cars, intervals, lag):
     _, seen = run(Truth(dict(SITE)), sessions(order, cars), intervals=intervals, lag=lag)
+    assert all(found == [] for found in seen), seen
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(5, 600), st.sampled_from(sorted(SITE)), car | st.just((0.0, 0.0, 0.0))),
+                min_size=1, max_size=25),
+       st.floats(0.0, 2.5))
+def test_a_correct_site_never_warns_whatever_the_cars_do_and_whenever(changes, lag):
+    """Draws change at any moment, several chargers at once, limits up and down: still never a warning."""
+    steps = [Step(at, cid, draw) for at, cid, draw in sorted(changes)]
+    _, seen = run(Truth(dict(SITE)), steps, lag=lag)
     assert all(found == [] for found in seen), seen
 
 
