@@ -27,7 +27,7 @@ from meter_gateway.reading import MeterReading
 
 from csms.commissioning.model import MainsSample, SiteWiring
 from csms.commissioning.passive import PassiveFinding, WiringCorrelator
-from csms.config import SiteConfig
+from csms.config import LoadBalancerConfig, SiteConfig
 from csms.domain.state import Event, MeterSampled, SiteState, TransactionEnded, TransactionStarted
 from csms.runtime.commissioning import site_wiring
 from csms.storage.database import Storage
@@ -106,7 +106,7 @@ class WiringWatch:
 
     # -- output ---------------------------------------------------------------------------------------
 
-    def _group_wiring(self, cfg: SiteConfig, g: Any) -> tuple[SiteWiring, bool]:
+    def _group_wiring(self, cfg: SiteConfig, g: LoadBalancerConfig) -> tuple[SiteWiring, bool]:
         """The group's wiring, rebuilt when the config changed or every WIRING_REFRESH s (a charger's reported
         rotation arrives with its boot); True when it differs from the one judged last."""
         now = self.clock()
