@@ -171,7 +171,7 @@ def infer(wiring: SiteWiring, measures: Sequence[StepMeasure], untested: Sequenc
         for m in steps:
             for p, d in significant(m.delta).items():
                 if p in votes:
-                    votes[p].append((cid, d))
+                    votes[p].append((f"{cid} {m.what}", d))
     for p, vs in votes.items():
         if vs and sum(1 for _, d in vs if d < 0) > len(vs) / 2:
             signs[p] = -1
@@ -209,4 +209,4 @@ def infer(wiring: SiteWiring, measures: Sequence[StepMeasure], untested: Sequenc
         findings.append(words.slow_meter(wiring, latencies))
     order = {c.id: i for i, c in enumerate(wiring.chargers)}
     chargers = tuple(sorted(results.values(), key=lambda r: order.get(r.id, len(order))))
-    return Verdict(tuple(findings), chargers, median, slowest, reading_delay)
+    return Verdict(tuple(findings), chargers, median, slowest, reading_delay, signs, perm)

@@ -98,6 +98,9 @@ class StepMeasure:
     drawn: Phases | None
     baseline_readings: int
     plateau_readings: int
+    #: What the charger did, as the evidence says it ("released" in a check; the passive watch says when
+    #: and how much its own draw stepped).
+    what: str = "released"
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,10 @@ class Verdict:
     latency_median: float | None = None
     latency_max: float | None = None
     reading_delay: float | None = None
+    #: The explanation the findings come from: +1 / -1 per meter phase (-1: the clamp is reversed), and the
+    #: building phase each meter phase's clamp carries. The passive watch weighs its evidence against them.
+    signs: dict[int, int] = field(default_factory=dict)
+    meter_map: dict[int, int] = field(default_factory=dict)
 
     @property
     def untested(self) -> tuple[ChargerResult, ...]:

@@ -25,7 +25,7 @@ def _drawn(drawn: Phases | None) -> str:
 
 
 def step_evidence(m: StepMeasure) -> str:
-    text = f"{m.charger_id} released: meter {_amps(m.delta)}"
+    text = f"{m.charger_id} {m.what}: meter {_amps(m.delta)}"
     if m.delta_power is not None:
         text += f", power {m.delta_power:+.0f} W"
     return f"{text} ({_drawn(m.drawn)})"
@@ -60,10 +60,11 @@ def measurement_findings(wiring: SiteWiring, seen: dict[str, list[StepMeasure]],
 
 
 def reversed_clamp(wiring: SiteWiring, phase: int, votes: list[tuple[str, float]]) -> Finding:
+    """``votes``: (who did what, e.g. "CP1 released", and the change it showed on ``phase``)."""
     return Finding(
         "reversed_clamp", f"{wiring.meter} L{phase}",
         f"the clamp on meter phase L{phase} is the wrong way round: its current falls when a car starts drawing",
-        tuple(f"{cid} released: meter L{phase} {d:+.1f} A" for cid, d in votes),
+        tuple(f"{who}: meter L{phase} {d:+.1f} A" for who, d in votes),
         f"turn the clamp on L{phase} of {wiring.meter} round (its arrow pointing to the building's loads); no "
         "setting can invert a clamp, and until it is turned the balancer sees export where there is import")
 

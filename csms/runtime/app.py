@@ -39,6 +39,7 @@ from csms.runtime.commissioning import Commissioning
 from csms.runtime.tokens import TokenBook
 from csms.runtime.operator_caps import OperatorCaps
 from csms.runtime.reload import ConfigReloader
+from csms.runtime.wiring_watch import WiringWatch
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
 from csms.storage.database import Storage
@@ -92,6 +93,8 @@ class CentralSystemApp:
         #: Commissioning checks (``csms commission``): one charger at a time released, the others held by caps.
         self.commissioning = Commissioning(lambda: self.cfg, self.state, self.caps, self.delivery.channels,
                                            self.commands, self.storage, clock)
+        #: The passive check: warns when normal charging contradicts the config's wiring (``wiring_warning``).
+        self.wiring_watch = WiringWatch(lambda: self.cfg, self.state, self.delivery.channels, self.storage, clock)
         self.meters: MeterGateway | ReadingSubscriber | None = None
         #: Bumped when a reload replaces the meter source: the old one's last words (offline as it stops) are
         #: not news about meters the new one reads.
@@ -118,6 +121,8 @@ class CentralSystemApp:
             await self._restore()
             self._stack.push_async_callback(self.local_lists.stop)
             await self.commissioning.restore()
+            self.wiring_watch.start()
+            self._stack.callback(self.wiring_watch.stop)
             await self.balancer.start()
             self._stack.push_async_callback(self.balancer.stop)
             self._stack.push_async_callback(self.delivery.stop)
@@ -214,6 +219,7 @@ class CentralSystemApp:
     def _on_reading(self, reading: MeterReading) -> None:
         self.last_readings[reading.serial] = reading
         self.commissioning.on_reading(reading)
+        self.wiring_watch.on_reading(reading)
         self.readings.add(reading.serial, reading.taken_at, reading.current)
         self.balancer.on_reading(reading.serial, reading.current, frozenset(reading.saturated_phases),
                                  reading.taken_at)
@@ -237,7 +243,8 @@ class CentralSystemApp:
                         message_counts=self.messages.counts, commands=self.commands, tokens=self.tokens,
                         uploads=self.uploads, reservations=self.reservations.of_station,
                         operator_cap=self.caps.cap, config_status=self.reloader.status,
-                        reload=self.reloader.reload, commissioning=self.commissioning)
+                        reload=self.reloader.reload, commissioning=self.commissioning,
+                        wiring_warnings=self.wiring_watch.warnings)
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state

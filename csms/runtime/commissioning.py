@@ -47,6 +47,23 @@ BY = "commissioning"
 TICK = 0.2
 
 
+def site_wiring(cfg: SiteConfig, group: LoadBalancerConfig, channels: Mapping[str, Any]) -> SiteWiring:
+    """The group's wiring as the config (and each charger's own report, from its delivery channel) claims it:
+    what the active check and the passive watch (:mod:`csms.runtime.wiring_watch`) hold the mains against."""
+    chargers = []
+    for cid in group.chargers:
+        index = next(i for i, c in enumerate(cfg.chargers) if c.id == cid)
+        c = cfg.chargers[index]
+        caps = getattr(channels.get(cid), "caps", None)
+        chargers.append(ChargerWiring(cid, index, c.phases, c.phase_rotation, getattr(caps, "phase_rotation", None)))
+    meter = next(m for m in cfg.meters if m.serial == group.meter)
+    ramp = cfg.smart_charging.ramp_time
+    return SiteWiring(group.id, next(i for i, g in enumerate(cfg.load_balancers) if g.id == group.id),
+                      meter.serial, group.chargers_in_measurement, tuple(chargers),
+                      tuple(p for p in group.phases if p in meter.phases),
+                      expected_response=ramp + 2 * meter.poll_interval + 1.0)
+
+
 class Commissioning:
     """Runs commissioning checks, one per group at a time; owns their tasks (cancelled and awaited on stop)."""
 
@@ -57,6 +74,8 @@ class Commissioning:
         self.commands, self.storage, self.clock = commands, storage, clock
         self._tasks: dict[str, asyncio.Task] = {}
         self._readings: dict[str, list[MainsSample]] = {}
+        #: group id -> what its running check is doing now, in words (a running report shows it)
+        self._progress: dict[str, str] = {}
 
     # -- the port -----------------------------------------------------------------------------------
 
@@ -75,10 +94,16 @@ class Commissioning:
         return report_id
 
     async def report(self, report_id: int) -> dict[str, Any] | None:
-        return await self.storage.read(stored.load_report(report_id))
+        row = await self.storage.read(stored.load_report(report_id))
+        return self._with_progress(row) if row is not None else None
 
     async def reports(self, group_id: str | None, limit: int) -> list[dict[str, Any]]:
-        return await self.storage.read(stored.list_reports(group_id, limit))
+        return [self._with_progress(r) for r in await self.storage.read(stored.list_reports(group_id, limit))]
+
+    def _with_progress(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row["state"] == "running":
+            row["progress"] = self._progress.get(row["group"])
+        return row
 
     async def restore(self) -> None:
         await self.storage.write(stored.interrupted)
@@ -111,26 +136,12 @@ class Commissioning:
             log.exception("commissioning check of %s failed", group.id)
             report = {"group": group.id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         finally:
+            self._progress.pop(group.id, None)
             report.setdefault("id", report_id)
             await self.storage.write(stored.finish_report(report_id, self.clock(), state, report))
             self.storage.write_nowait(log_event(f"commissioning_{state}", self.clock(), group_id=group.id,
                                                 ok=report.get("ok"), by=by, report=report_id,
                                                 findings=[f["kind"] for f in report.get("findings", [])]))
-
-    def _wiring(self, cfg: SiteConfig, group: LoadBalancerConfig) -> SiteWiring:
-        chargers = []
-        for cid in group.chargers:
-            index = next(i for i, c in enumerate(cfg.chargers) if c.id == cid)
-            c = cfg.chargers[index]
-            caps = getattr(self.channels.get(cid), "caps", None)
-            chargers.append(ChargerWiring(cid, index, c.phases, c.phase_rotation,
-                                          getattr(caps, "phase_rotation", None)))
-        meter = next(m for m in cfg.meters if m.serial == group.meter)
-        ramp = cfg.smart_charging.ramp_time
-        return SiteWiring(group.id, next(i for i, g in enumerate(cfg.load_balancers) if g.id == group.id),
-                          meter.serial, group.chargers_in_measurement, tuple(chargers),
-                          tuple(p for p in group.phases if p in meter.phases),
-                          expected_response=ramp + 2 * meter.poll_interval + 1.0)
 
     def _testable(self, group: LoadBalancerConfig) -> tuple[list[str], list[Untested]]:
         testable, untested = [], []
@@ -147,7 +158,7 @@ class Commissioning:
 
     async def _check(self, group: LoadBalancerConfig, started: float) -> dict[str, Any]:
         cfg = self.config()
-        wiring = self._wiring(cfg, group)
+        wiring = site_wiring(cfg, group, self.channels)
         meter = next(m for m in cfg.meters if m.serial == group.meter)
         ramp, poll = cfg.smart_charging.ramp_time, meter.poll_interval
         testable, untested = self._testable(group)
@@ -159,16 +170,19 @@ class Commissioning:
         log.info("commissioning %s: testing %s; not testable: %s", group.id, testable or "nothing",
                  [u.charger_id for u in untested])
         try:
+            self._progress[group.id] = f"holding {len(testable)} charger(s) at 0 A until their cars have followed"
             for cid in testable:  # every charger under test held, before anything is released
                 await self.caps.set_cap(cid, 0.0, self.clock() + LEASE, None, BY)
                 capped.append(cid)
             if testable:
                 await asyncio.sleep(ramp + 2 * poll + 1.0)  # every car has followed (IEC 61851: 5 s)
-            for cid in testable:
+            for i, cid in enumerate(testable, 1):
+                self._progress[group.id] = f"{cid} released alone ({i} of {len(testable)})"
                 step = await self._step(cid, group, capped, samples, ramp, poll, untested)
                 if step is not None:
                     steps.append(step)
         finally:
+            self._progress[group.id] = "lifting the holds and judging the steps"
             await self._restore(capped, before)
             self._readings.pop(meter.serial, None)
         measures = [m for m in (measure_step(samples, s) for s in steps) if m is not None]

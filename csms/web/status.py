@@ -156,6 +156,8 @@ def group(view: SiteView, g: LoadBalancerConfig) -> dict[str, Any]:
         "chargers_current": _phases(chargers_draw),
         "decision": _decision(decision),
         "circuits": circuits(view, g, decision),
+        # What the passive commissioning check concluded from normal operation (see wiring_warning events).
+        "wiring_warnings": view.wiring_warnings(g.id),
     }
 
 

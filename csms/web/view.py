@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from meter_gateway.reading import MeterReading, MeterState
 from sqlite_utils import Database
@@ -85,6 +85,8 @@ class SiteView:
     reload: Callable[[str], Awaitable[ReloadResult]] | None = None
     #: Starts commissioning checks and reads their reports; None: off.
     commissioning: Commissioner | None = None
+    #: A group's current passive wiring findings (the ``wiring_warning`` events still in force).
+    wiring_warnings: Callable[[str], list[dict[str, Any]]] = lambda group_id: []
 
     @property
     def cfg(self) -> SiteConfig:

@@ -31,7 +31,7 @@ def test_each_circuit_shows_its_fuse_load_budget_and_plan():
                              ControlState.CONTROLLED) for cid in g.chargers]
     decision = allocate(spec, None, chargers, 0.0, BalancerMemory())
     view = SimpleNamespace(cfg=cfg, decision=lambda gid: decision, last_readings={}, meter_states={},
-                           state=SiteState())
+                           state=SiteState(), wiring_warnings=lambda gid: [])
     out = json.loads(json.dumps(status.group(view, g)))  # JSON-ready
     assert [c["id"] for c in out["circuits"]] == ["board", "carport"]  # parents first
     board, carport = out["circuits"]
@@ -48,5 +48,6 @@ def test_each_circuit_shows_its_fuse_load_budget_and_plan():
 
 def test_a_group_without_circuits_lists_none():
     cfg = parse_config({**CFG, "circuits": []})
-    view = SimpleNamespace(cfg=cfg, decision=lambda gid: None, last_readings={}, meter_states={}, state=SiteState())
+    view = SimpleNamespace(cfg=cfg, decision=lambda gid: None, last_readings={}, meter_states={}, state=SiteState(),
+                           wiring_warnings=lambda gid: [])
     assert status.group(view, cfg.load_balancers[0])["circuits"] == []

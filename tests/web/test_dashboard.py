@@ -16,7 +16,7 @@ import pytest
 from csms.web import dashboard_url
 from simulators.site import Constant
 
-from .site import METER, TOKEN, running_site, wait_until
+from .site import METER, OPERATOR_TOKEN, TOKEN, running_site, wait_until
 
 async_api = pytest.importorskip("playwright.async_api", reason="the playwright package is a test extra: pip install -e '.[test]'")
 
@@ -148,4 +148,74 @@ async def test_dashboard_shows_a_sub_board_against_its_fuse(tmp_path, browser):
         assert "over" not in (await page.locator(f"{row} td.load").first.get_attribute("class"))
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "dashboard-circuits.png"), full_page=True)
+        assert problems == []
+
+
+async def test_dashboard_commissioning_section_shows_the_latest_report_and_starts_a_check(tmp_path, browser):
+    """Per metered group: the latest stored report (each finding with its evidence and fix, each untested
+    charger with why), the passive watch's findings, and "Check wiring", which asks, then posts to the API with
+    the operator token; the check it starts then shows as the latest report."""
+    from csms.commissioning.model import Finding, SiteWiring
+    from csms.commissioning.passive import PassiveFinding
+    from csms.storage import commissioning as stored
+
+    async with running_site(tmp_path) as rig:
+        app = rig.app
+        now = app.clock()
+        finding = Finding("reversed_clamp", f"{METER} L2", "the clamp on meter phase L2 is the wrong way round",
+                          ("CP1 released: meter L2 -10.0 A",), "turn the clamp on L2 round")
+        rotation = Finding("phase_rotation", "CP2", "CP2 is wired T??, not STR as configured",
+                           ("CP2 released: meter L3 +10.0 A",), 'set chargers.1.phase_rotation = "TRS"',
+                           {"chargers.1.phase_rotation": "TRS"})
+        report_id = await app.storage.write(stored.start_report("garage", now - 60, "test"))
+        await app.storage.write(stored.finish_report(report_id, now - 20, "done", {
+            "group": "garage", "ok": False, "findings": [finding.as_json(), rotation.as_json()],
+            "chargers": [{"id": "CP1", "tested": True, "reason": ""},
+                         {"id": "CP2", "tested": False, "reason": "no car plugged in and charging"}]}))
+        # What the passive watch raised (as its correlator would, from normal charging).
+        wiring = SiteWiring("garage", 0, METER, True, ())
+        app.wiring_watch._update("garage", wiring, [PassiveFinding(finding, 4)])
+
+        page = await browser.new_page(viewport={"width": 1280, "height": 1400})
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on("console", lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else None)
+        await page.goto(dashboard_url("127.0.0.1", app.http_port, TOKEN))
+        box = f"{GROUP} .commissioning"
+        await wait_js(page, f"() => document.querySelectorAll('{box} .commission-report .finding').length === 2",
+                      timeout=10)
+        report = await page.locator(f"{box} .commission-report").inner_text()
+        assert f"Check #{report_id}" in report and "done" in report
+        assert "[reversed_clamp]" in report and "CP1 released: meter L2 -10.0 A" in report
+        assert "Fix: turn the clamp on L2 round" in report
+        assert 'config: chargers.1.phase_rotation = "TRS"' in report
+        assert "CP2 not tested: no car plugged in and charging" in report
+        passive = await page.locator(f"{box} .passive-findings").inner_text()
+        assert "[reversed_clamp]" in passive and "4 events" in passive and "turn the clamp on L2 round" in passive
+
+        # The button: asks first, then posts with the operator token typed once.
+        questions: list[str] = []
+
+        async def answer(dialog) -> None:
+            questions.append(dialog.message)
+            await dialog.accept()
+
+        page.on("dialog", answer)
+        posts: list[tuple[str, str | None]] = []
+        page.on("request", lambda r: posts.append((r.url, r.headers.get("authorization")))
+                if r.method == "POST" else None)
+        await page.fill(f"{box} .operator-token", OPERATOR_TOKEN)
+        await page.click(f"{box} .check-wiring")
+        await wait_js(page, f"() => /check #\\d+ started/.test(document.querySelector('{box} .commission-message')"
+                            ".textContent)", timeout=10)
+        assert questions and "Check the wiring of group garage" in questions[0]
+        assert posts == [(f"{rig.base}/api/groups/garage/commission", f"Bearer {OPERATOR_TOKEN}")]
+        assert await page.evaluate("sessionStorage.getItem('csms-operator-token')") == OPERATOR_TOKEN
+        # No car is charging, so the check it started ends at once with both chargers untested, and shows.
+        await wait_js(page, f"""() => /Check #{report_id + 1} · done/.test(
+                                document.querySelector('{box} .commission-report').textContent)""", timeout=15)
+        latest = await page.locator(f"{box} .commission-report").inner_text()
+        assert "CP1 not tested: no car plugged in" in latest and "CP2 not tested" in latest
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-commissioning.png"), full_page=True)
         assert problems == []

@@ -54,12 +54,14 @@ def test_the_dashboard_calls_only_routes_the_server_describes():
     from csms.web.openapi import COMMAND_PATH, READ_ROUTES
     static = Path(openapi.__file__).parent / "static"
     described = [path for _, path in READ_ROUTES] + [COMMAND_PATH]
-    scripts = "".join((static / name).read_text() for name in ("dashboard.js", "charger.js"))
+    scripts = "".join((static / name).read_text() for name in ("dashboard.js", "charger.js",
+                                                                          "commissioning.js"))
     heads = {p.split("?")[0] for p in re.findall(r'"(/api/[^"]*)"', scripts)}
-    assert {"/api/status", "/api/stations/", "/api/chargers/"} <= heads
+    assert {"/api/status", "/api/stations/", "/api/chargers/", "/api/groups/", "/api/commissioning"} <= heads
     for head in heads:
         assert any(path.startswith(head) for path in described), head
     for tail in re.findall(r'"(/[a-z-]+/?)"', scripts):  # the pieces after an id: "/commands/", "/configuration"
         assert any(tail in path for path in described), tail
     index = (static / "index.html").read_text()
     assert "/static/charger.js" in index and 'id="charger-panel"' in index
+    assert "/static/commissioning.js" in index

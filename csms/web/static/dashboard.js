@@ -144,7 +144,8 @@
         el("table", { class: "chargers" },
           el("thead", {}, el("tr", {}, ...["Charger", "Connection", "State", "Limit A", "In force A",
             "Draw L1", "Draw L2", "Draw L3", "Phases", "Why"].map((h) => el("th", {}, h)))),
-          el("tbody", {})));
+          el("tbody", {})),
+        el("div", { class: "commissioning" }));
       main.append(section);
       state.series[g.id] = groupSeries(g);
     }
@@ -255,6 +256,7 @@
       renderChart(section, g);
       renderCircuits(section, g);
       renderChargers(section, g, status.chargers);
+      if (window.csmsCommissioning) window.csmsCommissioning.render(section, g);  // commissioning.js
     }
     renderEvents(status.events || []);
     const cfg = status.config;
