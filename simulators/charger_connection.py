@@ -133,8 +133,9 @@ class ConnectionRunner:
             tasks.append(asyncio.create_task(self._dropper(self.config.misbehaviour.drop_every)))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for t in done:
-                t.result()  # re-raises ConnectionClosed and friends for the caller to log
+            failed = [t for t in done if not t.cancelled() and t.exception() is not None]  # each one retrieved
+            if failed:
+                failed[0].result()  # re-raises ConnectionClosed and friends for the caller to log
         finally:
             await cancel_and_wait(tasks, grace=CANCEL_GRACE)
 
