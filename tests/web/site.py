@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import tomli_w
 
-from csms.config import SiteConfig, parse_config
+from csms.config import SiteConfig, parse_config, read_config
 from csms.runtime.app import CentralSystemApp
 from simulators.charger_config import SimChargerConfig
 from simulators.chargepoint import SimCharger
@@ -33,6 +34,12 @@ SECRETS = ("0123456789abcdef", "fedcba9876543210", "87654321", "13572468", "mqtt
 
 def site_config(tmp: Path, meter_port: int, *, http: bool = True, operator: bool = True,
                 circuits: list[dict] | None = None) -> SiteConfig:
+    return parse_config(site_data(tmp, meter_port, http=http, operator=operator, circuits=circuits))
+
+
+def site_data(tmp: Path, meter_port: int, *, http: bool = True, operator: bool = True,
+              circuits: list[dict] | None = None) -> dict:
+    """The site as the operator's file holds it (see :func:`site_config`)."""
     data = {
         "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1, "call_timeout": 3},
         "storage": {"database": str(tmp / "csms.sqlite")},
@@ -58,7 +65,7 @@ def site_config(tmp: Path, meter_port: int, *, http: bool = True, operator: bool
                         "max_upload_size": MAX_UPLOAD}
         if operator:
             data["http"]["operator_token"] = OPERATOR_TOKEN
-    return parse_config(data)
+    return data
 
 
 @dataclass
@@ -66,6 +73,8 @@ class Rig:
     app: CentralSystemApp
     sim: Simulation
     base: str  # http://127.0.0.1:PORT
+    #: The site file, when the rig runs from one (``running_site(config_file=True)``): what a reload re-reads.
+    config_path: Path | None = None
 
     def charger(self, cid: str) -> SimCharger:
         return self.sim.fleet[cid]
@@ -107,7 +116,8 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what:
 
 @contextlib.asynccontextmanager
 async def running_site(tmp: Path, *, http: bool = True, base_load=(8.0, 5.0, 11.0),
-                       operator: bool = True, circuits: list[dict] | None = None) -> AsyncIterator[Rig]:
+                       operator: bool = True, circuits: list[dict] | None = None,
+                       config_file: bool = False) -> AsyncIterator[Rig]:
     placeholder = site_config(tmp, 1, http=http, operator=operator, circuits=circuits)
 
     def tweak(sc: SimChargerConfig) -> SimChargerConfig:
@@ -117,13 +127,21 @@ async def running_site(tmp: Path, *, http: bool = True, base_load=(8.0, 5.0, 11.
     sim = Simulation.from_config(placeholder, SimClock(seed=3), tweak=tweak)
     sim.sites[METER].loads.append(Constant(base_load))
     meter_port = await sim.meters[METER].serve_modbus("127.0.0.1", 0, "ampguard", 1)
-    app = CentralSystemApp(site_config(tmp, meter_port, http=http, operator=operator, circuits=circuits))
+    config_path: Path | None = None
+    if config_file:  # as csms serve runs: from a file a reload can re-read
+        config_path = tmp / "site.toml"
+        config_path.write_text(tomli_w.dumps(site_data(tmp, meter_port, http=http, operator=operator,
+                                                       circuits=circuits)))
+        cfg, digest = read_config(config_path)
+        app = CentralSystemApp(cfg, config_path=config_path, digest=digest)
+    else:
+        app = CentralSystemApp(site_config(tmp, meter_port, http=http, operator=operator, circuits=circuits))
     app.readings.flush_every = 0.5
     try:
         async with app:
             await sim.fleet.start(f"ws://127.0.0.1:{app.port}/ocpp")
             await sim.fleet.wait_connected(timeout=10)
-            yield Rig(app, sim, f"http://127.0.0.1:{app.http_port}")
+            yield Rig(app, sim, f"http://127.0.0.1:{app.http_port}", config_path)
     finally:
         await sim.stop()
 
