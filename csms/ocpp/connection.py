@@ -42,6 +42,8 @@ class Socket(TypingProtocol):
 class TokenBucket:
     """Allows ``rate`` messages a second with bursts of ``burst``; :meth:`delay` says how long to wait."""
 
+    __slots__ = ("rate", "burst", "_clock", "_tokens", "_at")
+
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
         self.rate, self.burst, self._clock = rate, float(burst), clock
         self._tokens, self._at = float(burst), clock()
@@ -58,6 +60,10 @@ class Connection:
     """One station's OCPP-J connection: ``handler`` answers its CALLs (methods named by ``routes``), and
     :meth:`call` sends ours, one at a time, returning the reply as the ``ocpp`` package's dataclass from
     ``call_results``."""
+
+    # One per connected station, 10,000 on a large site: no per-instance dict.
+    __slots__ = ("id", "socket", "protocol", "timeout", "throttled", "unsolicited_replies", "_handler", "_routes",
+                 "_call_results", "_bucket", "_observe", "_on_answered", "_call_lock", "_reply", "_hooks")
 
     def __init__(self, station_id: str, socket: Socket, protocol: Protocol, handler: Any,
                  routes: dict[str, Route], call_results: ModuleType, *, timeout: float, rate: float, burst: int,

@@ -105,6 +105,8 @@ class Protocol:
     NotSupported, an unknown one NotImplemented, as the spec says and the package does not).
     """
 
+    __slots__ = ("version", "validator", "handlers", "known_actions", "pending", "_events", "_out", "_new_id")
+
     def __init__(self, version: Version, validator: MessageValidator, handlers: Mapping[str, bool],
                  known_actions: frozenset[str], new_id: Callable[[], str] | None = None):
         self.version = version

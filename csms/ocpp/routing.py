@@ -41,6 +41,16 @@ class Route:
 
 
 _TABLES: dict[type, dict[str, Route]] = {}
+_VALIDATION: dict[type, dict[str, bool]] = {}
+
+
+def validation_of(cls: type) -> dict[str, bool]:
+    """Which of a handler class's actions have their payloads schema-checked: one table per class, shared by
+    every connection of its version (a dict per station would be 1 KB each)."""
+    table = _VALIDATION.get(cls)
+    if table is None:
+        table = _VALIDATION[cls] = {action: route.validate for action, route in routes_of(cls).items()}
+    return table
 
 
 def routes_of(cls: type) -> dict[str, Route]:

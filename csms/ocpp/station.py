@@ -21,7 +21,7 @@ from csms.ocpp.context import SessionContext
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.protocol import Protocol
 from csms.ocpp.reports import Reports
-from csms.ocpp.routing import routes_of
+from csms.ocpp.routing import routes_of, validation_of
 from csms.ocpp.schemas import validator_for
 from csms.ocpp.v16.commands import Commands16
 from csms.ocpp.v16.inbound import KNOWN_ACTIONS as KNOWN_16, Inbound16
@@ -70,8 +70,7 @@ class Station:
         self.reports = Reports()
         self.inbound = spec.inbound(self, ctx)
         routes = routes_of(spec.inbound)
-        protocol = Protocol(version, validator_for(spec.schemas), {a: r.validate for a, r in routes.items()},
-                            spec.known_actions)
+        protocol = Protocol(version, validator_for(spec.schemas), validation_of(spec.inbound), spec.known_actions)
         self.connection = Connection(station_id, socket, protocol, self.inbound, routes, spec.call_results,
                                      timeout=server.call_timeout, rate=server.rate_limit, burst=server.rate_burst,
                                      observe=observe, on_answered=self._answered)
