@@ -17,7 +17,7 @@ def check_files(cfg: SiteConfig) -> list[Problem]:
     loadable TLS files. Checked by ``check-config`` and again by ``serve`` before anything starts, so a
     bad path is named with its field instead of surfacing as ``sqlite3.DatabaseError`` or a bare ``[Errno 2]``.
     """
-    problems = _database_problems(cfg.storage.database)
+    problems = _database_problems(cfg.storage.database) if cfg.storage.url is None else []
     srv = cfg.server
     if srv.security_profile in (2, 3):
         problems += _tls_problems("server", srv.tls_cert, srv.tls_key, srv.tls_ca)
@@ -90,7 +90,8 @@ def resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
         return str((base / p).resolve())
 
     server = cfg.server.model_copy(update={k: fix(getattr(cfg.server, k)) for k in ("tls_cert", "tls_key", "tls_ca")})
-    storage = cfg.storage.model_copy(update={"database": fix(cfg.storage.database)})
+    storage = cfg.storage if cfg.storage.url is not None else \
+        cfg.storage.model_copy(update={"database": fix(cfg.storage.database)})
     gateway = cfg.gateway.model_copy(update={"register_dirs": [fix(d) for d in cfg.gateway.register_dirs]})
     mqtt = cfg.mqtt
     if mqtt is not None:

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from csms.storage.sql import redact_url
 from meter_gateway.config import StrictModel
 
 
@@ -43,9 +44,47 @@ class ServerConfig(StrictModel):
 
 
 class StorageConfig(StrictModel):
+    """Where the records live: a SQLite file (``database``, the embedded default) or a PostgreSQL server
+    (``url``); exactly one of them is set (``database`` has a default, so setting ``url`` is enough)."""
+
     database: str = "var/csms.sqlite"
+    #: PostgreSQL instead of SQLite: ``postgresql://user[:password]@host[:port]/dbname[?options]``.
+    url: str | None = None
     #: Longest a write waits for its group commit, in seconds.
     commit_interval: float = Field(0.005, ge=0, le=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ValueError('must be a PostgreSQL URL, "postgresql://user@host:port/dbname" '
+                             '(for SQLite set storage.database to a file path instead)')
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError("has a port that is not a number (postgresql://user@host:5432/dbname)") from None
+        if not parts.path.strip("/"):
+            raise ValueError("names no database: add it after the host, postgresql://user@host:5432/dbname")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self) -> StorageConfig:
+        if self.url is not None and "database" in self.model_fields_set:
+            raise ValueError("set either storage.database (a SQLite file) or storage.url (PostgreSQL), not both")
+        return self
+
+    @property
+    def target(self) -> str:
+        """What :class:`csms.storage.database.Storage` opens: the URL when set, else the SQLite file."""
+        return self.url if self.url is not None else self.database
+
+    @property
+    def shown(self) -> str:
+        """The target as logs and errors may show it: a URL's password is replaced by ``***``."""
+        return self.database if self.url is None else redact_url(self.url)
 
 
 class GatewayConfig(StrictModel):

@@ -78,6 +78,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except sqlite3.DatabaseError as exc:  # e.g. a SQLite file damaged past its header (check_files reads only that)
         print(f"{args.config}: storage.database: cannot open {cfg.storage.database!r}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # PostgreSQL unreachable or refusing at start (the URL's password is never shown)
+        if cfg.storage.url is None or type(exc).__module__.partition(".")[0] != "psycopg":
+            raise
+        print(f"{args.config}: storage.url: cannot use {cfg.storage.shown}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         hint = ""
         if exc.errno == errno.EADDRINUSE and "[http]" not in str(exc):
@@ -95,6 +100,10 @@ def _open_db(cfg: SiteConfig):
 
     from csms.storage.database import open_database
 
+    if cfg.storage.url is not None:
+        from csms.storage.postgres import connect
+
+        return connect(cfg.storage.url)
     if not Path(cfg.storage.database).exists():
         return None
     return open_database(cfg.storage.database)
@@ -106,7 +115,7 @@ def cmd_stations(args: argparse.Namespace) -> int:
         return 2
     db = _open_db(cfg)
     rows = list(db.query("SELECT * FROM stations ORDER BY id")) if db else []
-    table = Table(title=f"Stations ({cfg.storage.database})")
+    table = Table(title=f"Stations ({cfg.storage.shown})")
     for col in ("id", "version", "vendor", "model", "firmware", "connected", "last boot", "last connected"):
         table.add_column(col)
     for r in rows:
@@ -122,7 +131,7 @@ def cmd_transactions(args: argparse.Namespace) -> int:
         return 2
     db = _open_db(cfg)
     rows = list(db.query("SELECT * FROM transactions ORDER BY started_at DESC LIMIT ?", [args.limit])) if db else []
-    table = Table(title=f"Transactions ({cfg.storage.database})")
+    table = Table(title=f"Transactions ({cfg.storage.shown})")
     for col in ("station", "transaction", "version", "connector", "id token", "started", "stopped", "kWh", "reason"):
         table.add_column(col)
     for r in rows:

@@ -1,181 +1,130 @@
-"""SQLite persistence (sqlite-utils, WAL) with group commit.
+"""Persistence with group commit, on SQLite (the embedded default) or PostgreSQL.
 
-Every write is a small function of the database queued to one writer thread; the writer runs
-whatever has queued within ``commit_interval`` in a single transaction and then resolves each
-writer's future. A caller that awaits :meth:`Storage.write` therefore learns only after its change
-is on disk, so a central system that acknowledges a message after that await never loses what it
-acknowledged, while a burst of messages costs one fsync, not one each.
+Every write is a small function of the database (a :class:`~csms.storage.sql.Db`) queued to one writer thread;
+the writer runs whatever has queued within ``commit_interval`` in a single transaction and then resolves each
+writer's future. A caller that awaits :meth:`Storage.write` therefore learns only after its change is
+committed (on disk for SQLite, made durable by the server for PostgreSQL), so a central system that
+acknowledges a message after that await never loses what it acknowledged, while a burst of messages costs
+one commit, not one each.
 
-The connection lives on the writer thread only (sqlite3 connections are thread-bound); the event
-loop never blocks on SQLite.
+The connection lives on the writer thread only (sqlite3 connections are thread-bound, and a network round
+trip must not stall the loop); the event loop never blocks on the database. ``target`` picks the engine: a
+``postgresql://`` URL, or else a SQLite file path.
+
+When a PostgreSQL server goes away: a batch whose statements failed before its commit was sent is run again
+once reconnected (nothing of it committed); a batch whose COMMIT was in flight fails with
+:class:`~csms.storage.sql.StorageUnavailable` (it may or may not have committed, so it is neither retried nor
+acknowledged: the station, never answered, sends it again, and the operations are idempotent for that). The
+writer reconnects with backoff; writes queued meanwhile wait, and any that has waited ``outage_timeout``
+seconds fails with :class:`StorageUnavailable`, so a long outage neither hangs callers nor grows the queue
+without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
-from sqlite_utils import Database
+from csms.storage.sql import Db, StorageClosed, StorageUnavailable
+from csms.storage.sqlite import SqliteBackend, open_database
+
+__all__ = ["Storage", "StorageClosed", "StorageUnavailable", "open_database", "is_postgres_url"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Op = Callable[[Database], Any]
+Op = Callable[[Db], Any]
 
-SCHEMA_VERSION = 1
-
-
-def _create_schema(db: Database) -> None:
-    db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS stations (
-            id TEXT PRIMARY KEY, version TEXT, vendor TEXT, model TEXT, serial_number TEXT,
-            firmware_version TEXT, first_seen REAL, last_boot REAL, last_connected REAL,
-            last_disconnected REAL, connected INTEGER DEFAULT 0)"""
-    )
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS connector_status (
-            id INTEGER PRIMARY KEY, station_id TEXT NOT NULL, connector_id INTEGER NOT NULL,
-            status TEXT NOT NULL, error_code TEXT, at REAL NOT NULL)"""
-    )
-    db.execute("CREATE INDEX IF NOT EXISTS connector_status_station ON connector_status (station_id, at)")
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS transactions (
-            station_id TEXT NOT NULL, transaction_id TEXT NOT NULL, version TEXT, connector_id INTEGER,
-            id_token TEXT, started_at REAL, meter_start_wh REAL, stopped_at REAL, meter_stop_wh REAL,
-            stop_reason TEXT, start_key TEXT, PRIMARY KEY (station_id, transaction_id))"""
-    )
-    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS transactions_start_key ON transactions (station_id, start_key)")
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS transaction_events (
-            station_id TEXT NOT NULL, transaction_id TEXT NOT NULL, seq_no INTEGER NOT NULL,
-            event_type TEXT, trigger_reason TEXT, at REAL, PRIMARY KEY (station_id, transaction_id, seq_no))"""
-    )
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS meter_values (
-            station_id TEXT NOT NULL, connector_id INTEGER NOT NULL, taken_at REAL NOT NULL,
-            context TEXT NOT NULL DEFAULT '', transaction_id TEXT, current_l1 REAL, current_l2 REAL,
-            current_l3 REAL, energy_wh REAL, sampled TEXT,
-            PRIMARY KEY (station_id, connector_id, taken_at, context))"""
-    )
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS events (
-            id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, station_id TEXT,
-            group_id TEXT, meter TEXT, detail TEXT)"""
-    )
-    db.execute("CREATE INDEX IF NOT EXISTS events_at ON events (at)")
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS decisions (
-            id INTEGER PRIMARY KEY, group_id TEXT NOT NULL, at REAL NOT NULL, meter_fresh INTEGER,
-            budget TEXT, limits TEXT)"""
-    )
-    db.execute("CREATE INDEX IF NOT EXISTS decisions_group_at ON decisions (group_id, at)")
-    # Firmware and log (diagnostics) progress a station reports, one row per notification: kind is "firmware"
-    # or "log", status as the station sent it, request_id the command's (2.0.1; None in 1.6).
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS maintenance_status (
-            id INTEGER PRIMARY KEY, station_id TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
-            request_id INTEGER, at REAL NOT NULL)"""
-    )
-    db.execute("CREATE INDEX IF NOT EXISTS maintenance_status_station ON maintenance_status (station_id, kind, at)")
-    db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS station_settings (
-            station_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT, readonly INTEGER, source TEXT NOT NULL,
-            updated_at REAL NOT NULL, PRIMARY KEY (station_id, key))"""
-    )
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS local_lists (
-            station_id TEXT PRIMARY KEY, version INTEGER NOT NULL, entries TEXT NOT NULL, updated_at REAL NOT NULL)"""
-    )
-    # Id tokens changed at run time (the config's [[id_tokens]] are the seed); deleted = 1 keeps a deleted config
-    # entry deleted across restarts. Added without a version bump: a new table needs no migration.
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS id_tokens (
-            organisation TEXT NOT NULL, token TEXT NOT NULL, status TEXT NOT NULL, expiry TEXT, parent TEXT,
-            concurrent INTEGER NOT NULL DEFAULT 0, deleted INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL,
-            updated_by TEXT NOT NULL, PRIMARY KEY (organisation, token))"""
-    )
-    # Reservations made by the operator (csms.storage.reservations); a new table, so no version bump either.
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS reservations (
-            id INTEGER PRIMARY KEY, station_id TEXT NOT NULL, connector INTEGER NOT NULL, id_token TEXT NOT NULL,
-            parent TEXT, expires_at REAL NOT NULL, state TEXT NOT NULL, created_by TEXT NOT NULL,
-            created_at REAL NOT NULL, updated_at REAL NOT NULL, transaction_id TEXT)"""
-    )
-    db.execute("CREATE INDEX IF NOT EXISTS reservations_station ON reservations (station_id, state)")
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS operator_caps (
-            station_id TEXT PRIMARY KEY, limit_a REAL NOT NULL, until REAL, set_at REAL NOT NULL, by TEXT)"""
-    )
-    # Commissioning reports (csms.storage.commissioning); a new table, no version bump.
-    db.execute(
-        """CREATE TABLE IF NOT EXISTS commissioning_reports (
-            id INTEGER PRIMARY KEY, group_id TEXT NOT NULL, started_at REAL NOT NULL, finished_at REAL,
-            state TEXT NOT NULL, ok INTEGER, by TEXT, report TEXT)"""
-    )
-    db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+#: Times a write is run again after the connection dropped under it before it fails instead.
+MAX_RETRIES = 3
+#: Longest pause between two reconnection attempts, in seconds.
+MAX_BACKOFF = 2.0
 
 
-def open_database(path: str, *, check_same_thread: bool = True) -> Database:
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, check_same_thread=check_same_thread, isolation_level=None)
-    db = Database(conn)
-    if path != ":memory:":
-        db.enable_wal()
-    db.execute("PRAGMA synchronous=NORMAL" if path == ":memory:" else "PRAGMA synchronous=FULL")
-    db.execute("PRAGMA busy_timeout=5000")
-    _create_schema(db)
-    return db
+def is_postgres_url(target: str) -> bool:
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+class Backend(Protocol):
+    """One engine's connection, used on the writer thread only (:mod:`.sqlite`, :mod:`.postgres`)."""
+
+    label: str
+    db: Any
+
+    def connect(self) -> None: ...
+    def begin(self) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def end_read(self) -> None: ...
+    def is_disconnect(self, exc: BaseException) -> bool: ...
+    def close(self) -> None: ...
+
+
+def make_backend(target: str) -> Backend:
+    if is_postgres_url(target):
+        from csms.storage.postgres import PostgresBackend  # psycopg loaded only by those who use it
+
+        return PostgresBackend(target)
+    return SqliteBackend(target)
+
+
+class _Retry:
+    """A write that did not commit because the connection dropped: it is queued again."""
+
+
+_RETRY = _Retry()
 
 
 @dataclass
 class _Pending:
     op: Op
     future: asyncio.Future
-
-
-class StorageClosed(RuntimeError):
-    pass
+    queued_at: float = field(default_factory=time.monotonic)
+    retries: int = 0
 
 
 class Storage:
-    """Group-committing writer plus a few typed reads for start-up and the CLI."""
+    """Group-committing writer plus reads on the same thread (so they see every committed write)."""
 
-    def __init__(self, path: str, commit_interval: float = 0.005):
+    def __init__(self, path: str, commit_interval: float = 0.005, outage_timeout: float = 30.0):
+        #: The SQLite path or PostgreSQL URL (may hold a password: log :attr:`label` instead).
         self.path = path
         self.commit_interval = commit_interval
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csms-sqlite")
-        self._db: Database | None = None
+        self.outage_timeout = outage_timeout
+        self._backend = make_backend(path)
+        self.label = self._backend.label
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csms-storage")
+        self._open = False
         self._queue: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
         self.batches = 0
         self.writes = 0
+        #: Times the writer reconnected after losing the server.
+        self.reconnects = 0
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        self._db = await loop.run_in_executor(self._executor, open_database, self.path)
+        await loop.run_in_executor(self._executor, self._backend.connect)
+        self._open = True
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._writer(), name="storage-writer")
 
     async def close(self) -> None:
-        """Flushes everything queued, then closes the database."""
+        """Flushes everything queued (fails it if the server is unreachable), then closes the connection."""
         self._closing = True
         if self._task is not None:
             self._wakeup.set()
             await self._task
             self._task = None
-        if self._db is not None:
-            db, self._db = self._db, None
-            await asyncio.get_running_loop().run_in_executor(self._executor, db.conn.close)
+        if self._open:
+            self._open = False
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._backend.close)
         self._executor.shutdown(wait=True)
 
     async def __aenter__(self) -> "Storage":
@@ -196,7 +145,7 @@ class Storage:
         self._wakeup.set()
         return fut
 
-    async def write(self, op: Callable[[Database], T]) -> T:
+    async def write(self, op: Callable[[Db], T]) -> T:
         return await self.submit(op)
 
     def write_nowait(self, op: Op, what: str = "write") -> None:
@@ -219,50 +168,135 @@ class Storage:
                 continue
             if self.commit_interval and not self._closing:
                 await asyncio.sleep(self.commit_interval)
+            if self._backend.db is None:
+                await self._reconnect()
+                self._wakeup.set()
+                continue
             batch, self._queue = self._queue, []
             try:
                 results = await loop.run_in_executor(self._executor, self._run_batch, batch)
             except BaseException as exc:  # the executor itself failed: fail the batch, keep serving
                 results = [exc] * len(batch)
             self.batches += 1
-            self.writes += len(batch)
+            retry = []
             for pending, result in zip(batch, results):
+                if result is _RETRY:
+                    pending.retries += 1
+                    if pending.retries <= MAX_RETRIES:
+                        retry.append(pending)
+                        continue
+                    result = StorageUnavailable(f"the connection to {self.label} dropped under this write "
+                                                f"{pending.retries} times")
+                self.writes += 1
                 if pending.future.done():
                     continue
                 if isinstance(result, BaseException):
                     pending.future.set_exception(result)
                 else:
                     pending.future.set_result(result)
+            self._queue[:0] = retry
             if self._queue or self._closing:  # closing: come back round to return, not to wait
                 self._wakeup.set()
 
-    def _run_batch(self, batch: list[_Pending]) -> list[Any]:
-        """One transaction for the whole batch; if any op fails, redo them one transaction each."""
-        db = self._db
-        assert db is not None
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            results = [p.op(db) for p in batch]
-            db.execute("COMMIT")
-            return results
-        except Exception:
-            db.execute("ROLLBACK") if db.conn.in_transaction else None
-        results = []
-        for p in batch:
+    async def _reconnect(self) -> None:
+        """Tries to reconnect until it works, failing writes that waited ``outage_timeout`` (all of them when
+        closing: nothing may hang a shutdown)."""
+        loop = asyncio.get_running_loop()
+        delay, attempts = 0.05, 0
+        while True:
             try:
-                db.execute("BEGIN IMMEDIATE")
-                results.append(p.op(db))
-                db.execute("COMMIT")
+                await loop.run_in_executor(self._executor, self._backend.connect)
             except Exception as exc:
-                if db.conn.in_transaction:
-                    db.execute("ROLLBACK")
+                attempts += 1
+                if attempts == 1:
+                    log.error("storage: %s unreachable (%s); reconnecting, writes wait up to %g s",
+                              self.label, exc, self.outage_timeout)
+                if self._closing:
+                    self._fail_waiting(float("inf"), f"{self.label} unreachable while closing")
+                    return
+                self._fail_waiting(self.outage_timeout, f"{self.label} unreachable for {self.outage_timeout:g} s")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            self.reconnects += 1
+            log.warning("storage: reconnected to %s after %d failed attempt(s)", self.label, attempts)
+            return
+
+    def _fail_waiting(self, older_than: float, why: str) -> None:
+        now = time.monotonic()
+        keep = []
+        for pending in self._queue:
+            if now - pending.queued_at >= older_than:
+                if not pending.future.done():
+                    pending.future.set_exception(StorageUnavailable(why))
+            else:
+                keep.append(pending)
+        self._queue = keep
+
+    def _run_batch(self, batch: list[_Pending]) -> list[Any]:
+        """One transaction for the whole batch; if any op fails, redo them one transaction each.
+
+        A dropped connection stops the batch: what did not reach its commit is returned as ``_RETRY``, the
+        write whose commit was in flight as :class:`StorageUnavailable` (outcome unknown).
+        """
+        b = self._backend
+        if b.db is None:
+            return [_RETRY] * len(batch)
+        committing = False
+        try:
+            b.begin()
+            results = [p.op(b.db) for p in batch]
+            committing = True
+            b.commit()
+            return results
+        except Exception as exc:
+            if b.is_disconnect(exc):
+                return [self._lost(exc, committing)] * len(batch)
+            b.rollback()
+        results = []
+        for i, p in enumerate(batch):
+            committing = False
+            try:
+                b.begin()
+                result = p.op(b.db)
+                committing = True
+                b.commit()
+                results.append(result)
+            except Exception as exc:
+                if b.is_disconnect(exc):
+                    return results + [self._lost(exc, committing)] + [_RETRY] * (len(batch) - i - 1)
+                b.rollback()
                 log.error("storage write failed: %s", exc)
                 results.append(exc)
         return results
 
+    def _lost(self, exc: BaseException, committing: bool) -> Any:
+        """On the writer thread: drops the broken connection (the writer reconnects before the next batch)."""
+        log.error("storage: lost the connection to %s%s: %s", self.label,
+                  " during a commit (its outcome is unknown: failing those writes)" if committing else "", exc)
+        self._backend.close()
+        if committing:
+            return StorageUnavailable(f"the connection to {self.label} dropped during a commit: outcome unknown")
+        return _RETRY
+
     # -- reads (on the writer thread, so they see every committed write) -------------------------
 
-    async def read(self, fn: Callable[[Database], T]) -> T:
-        if self._db is None:
+    async def read(self, fn: Callable[[Db], T]) -> T:
+        if not self._open:
             raise StorageClosed("storage is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._db)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._read, fn)
+
+    def _read(self, fn: Callable[[Db], T]) -> T:
+        b = self._backend
+        if b.db is None:
+            raise StorageUnavailable(f"{self.label} is unreachable (reconnecting)")
+        try:
+            return fn(b.db)
+        except Exception as exc:
+            if b.is_disconnect(exc):
+                b.close()
+                raise StorageUnavailable(f"lost the connection to {self.label}") from exc
+            raise
+        finally:
+            if b.db is not None:
+                b.end_read()

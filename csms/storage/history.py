@@ -1,6 +1,6 @@
 """What the operator view reads back from storage: decisions, events, transactions.
 
-Every query is a plain function of the sqlite-utils ``Database`` for :meth:`csms.storage.database.Storage.read`,
+Every query is a plain function of the database (:class:`~csms.storage.sql.Db`) for :meth:`csms.storage.database.Storage.read`,
 so it runs on the storage thread and never blocks the event loop. Long ranges are thinned in SQL to at most
 ``points`` rows (one per time bucket), keeping per bucket what matters for a fuse: the highest phase
 currents, the lowest budget, the last limits.
@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
+from csms.storage.sql import Db
 
 #: Most rows a history query returns, whatever the range.
 MAX_POINTS = 5000
@@ -37,17 +37,16 @@ def decisions(group_id: str, rng: Range):
 
     Thinned to the last decision of each bucket, which is the one that was in force at its end.
     """
-    def op(db: Database) -> list[dict[str, Any]]:
+    def op(db: Db) -> list[dict[str, Any]]:
         bucket = rng.bucket
         if bucket == 0:
             sql = ("SELECT at, meter_fresh, budget, limits FROM decisions WHERE group_id = ? AND at BETWEEN ? AND ? "
                    "ORDER BY at LIMIT ?")
             args: list[Any] = [group_id, rng.since, rng.until, MAX_POINTS]
         else:
-            # SQLite returns the other columns from the row holding MAX(at).
-            sql = ("SELECT MAX(at) AS at, meter_fresh, budget, limits FROM decisions "
-                   "WHERE group_id = ? AND at BETWEEN ? AND ? GROUP BY MIN(CAST((at - ?) / ? AS INTEGER), ?) "
-                   "ORDER BY at LIMIT ?")
+            # The other columns come from the row holding the bucket's latest ``at``.
+            sql = db.dialect.last_per_bucket("meter_fresh, budget, limits", "decisions",
+                                             "group_id = ? AND at BETWEEN ? AND ?", "at")
             args = [group_id, rng.since, rng.until, rng.since, bucket, rng.points - 1, MAX_POINTS]
         out = []
         for row in db.query(sql, args):
@@ -60,7 +59,7 @@ def decisions(group_id: str, rng: Range):
 def events(since: float, until: float, limit: int, *, station_id: str | None = None, group_id: str | None = None,
            kind: str | None = None):
     """Logged events, newest first: ``[{"at", "kind", "station_id", "group_id", "meter", "detail"}]``."""
-    def op(db: Database) -> list[dict[str, Any]]:
+    def op(db: Db) -> list[dict[str, Any]]:
         where, args = ["at BETWEEN ? AND ?"], [since, until]
         for column, value in (("station_id", station_id), ("group_id", group_id), ("kind", kind)):
             if value is not None:
@@ -82,7 +81,7 @@ def events(since: float, until: float, limit: int, *, station_id: str | None = N
 
 def transactions(since: float, until: float, limit: int, station_id: str | None = None):
     """Transactions that started in the range, newest first (the id token is shown, it is not a secret)."""
-    def op(db: Database) -> list[dict[str, Any]]:
+    def op(db: Db) -> list[dict[str, Any]]:
         where, args = ["started_at BETWEEN ? AND ?"], [since, until]
         if station_id is not None:
             where.append("station_id = ?")
@@ -99,7 +98,7 @@ def transactions(since: float, until: float, limit: int, station_id: str | None 
 def station_settings(station_id: str):
     """The station's configuration as last reported, by key: ``[{"key", "value", "readonly", "source",
     "updated_at"}]``."""
-    def query(db: Database) -> list[dict[str, Any]]:
+    def query(db: Db) -> list[dict[str, Any]]:
         rows = db.query("SELECT key, value, readonly, source, updated_at FROM station_settings "
                         "WHERE station_id = ? ORDER BY key", [station_id])
         return [{**r, "readonly": None if r["readonly"] is None else bool(r["readonly"])} for r in rows]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlite_utils import Database
+from csms.storage.sql import Db, table_exists
 
 from csms.storage.database import Storage
 from csms.storage.history import MAX_POINTS, Range
@@ -22,8 +22,13 @@ METER_READINGS_SCHEMA = (
 )
 
 
-def create_schema(db: Database) -> None:
-    db.execute(METER_READINGS_SCHEMA)
+_COLUMNS = ("serial", "taken_at", "current_l1", "current_l2", "current_l3")
+
+
+def create_schema(db: Db) -> None:
+    """SQLite creates the table on the first write; PostgreSQL's comes with its migrations."""
+    if db.dialect.name == "sqlite":
+        db.execute(METER_READINGS_SCHEMA)
 
 
 class ReadingRecorder:
@@ -58,24 +63,18 @@ class ReadingRecorder:
         with_schema = not self._schema_written
         self._schema_written = True
 
-        def op(db: Database) -> None:
+        def op(db: Db) -> None:
             if with_schema:
                 create_schema(db)
-            db.conn.executemany(
-                "INSERT OR IGNORE INTO meter_readings (serial, taken_at, current_l1, current_l2, current_l3) "
-                "VALUES (?, ?, ?, ?, ?)", rows)
+            db.executemany(db.dialect.insert_ignore("meter_readings", _COLUMNS), rows)
 
         self._storage.write_nowait(op, f"{len(rows)} meter reading(s)")
 
 
-def _table_exists(db: Database, name: str) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [name]).fetchone() is not None
-
-
 def phase_currents(serial: str, rng: Range):
     """Mains current per phase: ``[{"at", "l1", "l2", "l3"}]``, the highest of each bucket."""
-    def op(db: Database) -> list[dict[str, Any]]:
-        if not _table_exists(db, "meter_readings"):
+    def op(db: Db) -> list[dict[str, Any]]:
+        if not table_exists(db, "meter_readings"):
             return []
         bucket = rng.bucket
         if bucket == 0:
@@ -85,7 +84,7 @@ def phase_currents(serial: str, rng: Range):
         else:
             sql = ("SELECT MAX(taken_at) AS at, MAX(current_l1) AS l1, MAX(current_l2) AS l2, MAX(current_l3) AS l3 "
                    "FROM meter_readings WHERE serial = ? AND taken_at BETWEEN ? AND ? "
-                   "GROUP BY MIN(CAST((taken_at - ?) / ? AS INTEGER), ?) ORDER BY at LIMIT ?")
+                   f"GROUP BY {db.dialect.bucket('taken_at')} ORDER BY at LIMIT ?")
             args = [serial, rng.since, rng.until, rng.since, bucket, rng.points - 1, MAX_POINTS]
         return [dict(r) for r in db.query(sql, args)]
     return op

@@ -1,4 +1,4 @@
-"""What the central system writes to SQLite, one small operation per domain fact.
+"""What the central system writes, one small operation per domain fact (the same SQL on SQLite and PostgreSQL).
 
 Each function returns an operation for :meth:`csms.storage.database.Storage.write`; they are idempotent
 where a station may send the same message again after a reconnect (same StartTransaction, same
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from sqlite_utils import Database
+from csms.storage.sql import Db
 
 from csms.domain.settings import Setting
 from csms.domain.state import BootInfo, PhaseSample, Transaction
@@ -20,6 +20,10 @@ from csms.domain.state import BootInfo, PhaseSample, Transaction
 TX_COUNTER = "ocpp16_transaction_id"
 #: The requestId of 2.0.1 UpdateFirmware / GetLog (and the id an operator's firmware or log command is logged with).
 REQUEST_COUNTER = "ocpp_request_id"
+
+_EVENT_COLUMNS = ("station_id", "transaction_id", "seq_no", "event_type", "trigger_reason", "at")
+_METER_VALUE_COLUMNS = ("station_id", "connector_id", "taken_at", "context", "transaction_id", "current_l1",
+                        "current_l2", "current_l3", "energy_wh", "sampled")
 
 _ORJSON_AS_JSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 
@@ -40,9 +44,9 @@ def to_json(value: Any) -> str:
 
 
 def log_event(kind: str, at: float, *, station_id: str | None = None, group_id: str | None = None,
-              meter: str | None = None, **detail: Any) -> Callable[[Database], None]:
+              meter: str | None = None, **detail: Any) -> Callable[[Db], None]:
     """One entry of the event log the operator view lists (``detail`` stored as JSON, None when empty)."""
-    def op(db: Database) -> None:
+    def op(db: Db) -> None:
         db.execute(
             "INSERT INTO events (at, kind, station_id, group_id, meter, detail) VALUES (?, ?, ?, ?, ?, ?)",
             [at, kind, station_id, group_id, meter, json.dumps(detail, default=str) if detail else None],
@@ -50,7 +54,7 @@ def log_event(kind: str, at: float, *, station_id: str | None = None, group_id: 
     return op
 
 
-def next_counter(db: Database, name: str, floor: int = 0) -> int:
+def next_counter(db: Db, name: str, floor: int = 0) -> int:
     """Allocates the next value of a named counter inside the caller's transaction."""
     row = db.execute("SELECT value FROM counters WHERE name = ?", [name]).fetchone()
     value = max((row[0] if row else 0), floor) + 1
@@ -60,7 +64,7 @@ def next_counter(db: Database, name: str, floor: int = 0) -> int:
 
 
 def station_connected(station_id: str, version: str, at: float):
-    def op(db: Database) -> None:
+    def op(db: Db) -> None:
         db.execute(
             """INSERT INTO stations (id, version, first_seen, last_connected, connected) VALUES (?, ?, ?, ?, 1)
                ON CONFLICT(id) DO UPDATE SET version = excluded.version, last_connected = excluded.last_connected,
@@ -71,13 +75,13 @@ def station_connected(station_id: str, version: str, at: float):
 
 
 def station_disconnected(station_id: str, at: float):
-    def op(db: Database) -> None:
+    def op(db: Db) -> None:
         db.execute("UPDATE stations SET connected = 0, last_disconnected = ? WHERE id = ?", [at, station_id])
     return op
 
 
 def station_booted(station_id: str, boot: BootInfo, at: float):
-    def op(db: Database) -> None:
+    def op(db: Db) -> None:
         db.execute(
             """UPDATE stations SET vendor = ?, model = ?, serial_number = ?, firmware_version = ?, last_boot = ?
                WHERE id = ?""",
@@ -87,7 +91,7 @@ def station_booted(station_id: str, boot: BootInfo, at: float):
 
 
 def connector_status(station_id: str, connector_id: int, status: str, error_code: str | None, at: float):
-    def op(db: Database) -> None:
+    def op(db: Db) -> None:
         db.execute(
             "INSERT INTO connector_status (station_id, connector_id, status, error_code, at) VALUES (?, ?, ?, ?, ?)",
             [station_id, connector_id, status, error_code, at],
@@ -101,7 +105,7 @@ def start_transaction_16(station_id: str, connector_id: int, id_token: str, star
     given to this very StartTransaction (same station, connector, timestamp and meter start)."""
     start_key = f"{connector_id}|{started_at!r}|{meter_start_wh!r}|{id_token}"
 
-    def op(db: Database) -> tuple[int, bool]:
+    def op(db: Db) -> tuple[int, bool]:
         row = db.execute("SELECT transaction_id FROM transactions WHERE station_id = ? AND start_key = ?",
                          [station_id, start_key]).fetchone()
         if row:
@@ -117,7 +121,7 @@ def start_transaction_16(station_id: str, connector_id: int, id_token: str, star
 
 
 def upsert_transaction(station_id: str, version: str, tx: Transaction):
-    def op(db: Database) -> None:
+    def op(db: Db) -> None:
         db.execute(
             """INSERT INTO transactions (station_id, transaction_id, version, connector_id, id_token, started_at,
                meter_start_wh, stopped_at, meter_stop_wh, stop_reason)
@@ -137,7 +141,7 @@ def upsert_transaction(station_id: str, version: str, tx: Transaction):
 def stop_transaction(station_id: str, transaction_id: str, stopped_at: float, meter_stop_wh: float | None,
                      reason: str | None):
     """Marks a transaction stopped; returns the stored row (or None when it is unknown)."""
-    def op(db: Database) -> dict[str, Any] | None:
+    def op(db: Db) -> dict[str, Any] | None:
         db.execute(
             """UPDATE transactions SET stopped_at = COALESCE(stopped_at, ?), meter_stop_wh = COALESCE(meter_stop_wh, ?),
                stop_reason = COALESCE(stop_reason, ?) WHERE station_id = ? AND transaction_id = ?""",
@@ -150,17 +154,16 @@ def stop_transaction(station_id: str, transaction_id: str, stopped_at: float, me
 
 
 def transaction_event(station_id: str, transaction_id: str, seq_no: int, event_type: str, trigger: str,
-                      at: float, then: Sequence[Callable[[Database], Any]] = ()):
+                      at: float, then: Sequence[Callable[[Db], Any]] = ()):
     """Returns True the first time this (transaction, seqNo) is seen, False for a retry.
 
     ``then`` (the event's meter values and transaction row) runs in the same database transaction, and
     only the first time: if any of it fails, the event row is rolled back with it, so the station's
     retry is applied instead of being taken for a duplicate.
     """
-    def op(db: Database) -> bool:
+    def op(db: Db) -> bool:
         cur = db.execute(
-            """INSERT OR IGNORE INTO transaction_events (station_id, transaction_id, seq_no, event_type,
-               trigger_reason, at) VALUES (?, ?, ?, ?, ?, ?)""",
+            db.dialect.insert_ignore("transaction_events", _EVENT_COLUMNS),
             [station_id, transaction_id, seq_no, event_type, trigger, at],
         )
         first = cur.rowcount == 1
@@ -173,10 +176,9 @@ def transaction_event(station_id: str, transaction_id: str, seq_no: int, event_t
 
 def meter_values(station_id: str, connector_id: int, transaction_id: str | None,
                  samples: list[tuple[PhaseSample, str, list[dict]]]):
-    def op(db: Database) -> None:
-        db.conn.executemany(
-            """INSERT OR IGNORE INTO meter_values (station_id, connector_id, taken_at, context, transaction_id,
-               current_l1, current_l2, current_l3, energy_wh, sampled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+    def op(db: Db) -> None:
+        db.executemany(
+            db.dialect.insert_ignore("meter_values", _METER_VALUE_COLUMNS),
             [
                 (station_id, connector_id, s.taken_at, context, transaction_id, *s.current, s.energy_wh,
                  to_json(raw))
@@ -186,20 +188,20 @@ def meter_values(station_id: str, connector_id: int, transaction_id: str | None,
     return op
 
 
-def allocate_request_id(db: Database) -> int:
+def allocate_request_id(db: Db) -> int:
     """A request id no earlier command had, across restarts (2.0.1 requestId: a positive integer)."""
     return next_counter(db, REQUEST_COUNTER)
 
 
 def maintenance_status(station_id: str, kind: str, status: str, request_id: int | None, at: float):
     """One FirmwareStatusNotification (kind "firmware") or Diagnostics/LogStatusNotification (kind "log")."""
-    def op(db: Database) -> None:
+    def op(db: Db) -> None:
         db.execute("INSERT INTO maintenance_status (station_id, kind, status, request_id, at) VALUES (?, ?, ?, ?, ?)",
                    [station_id, kind, status, request_id, at])
     return op
 
 
-def latest_maintenance(db: Database) -> list[dict[str, Any]]:
+def latest_maintenance(db: Db) -> list[dict[str, Any]]:
     """Each station's latest firmware and log status (what a restart restores for the operator view)."""
     return list(db.query(
         """SELECT station_id, kind, status, request_id, at FROM maintenance_status m
@@ -207,14 +209,14 @@ def latest_maintenance(db: Database) -> list[dict[str, Any]]:
                        ORDER BY at DESC, id DESC LIMIT 1)"""))
 
 
-def open_transactions(db: Database) -> list[dict[str, Any]]:
+def open_transactions(db: Db) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM transactions WHERE stopped_at IS NULL ORDER BY started_at"))
 
 
 def record_decision(group_id: str, at: float, meter_fresh: bool, budget: dict, limits: Callable[[], dict]):
     """``limits`` is called on the writer's thread: for a group of 1,000 chargers, building and encoding
     the per-charger entries is milliseconds the event loop (and every station) need not wait."""
-    def op(db: Database) -> None:
+    def op(db: Db) -> None:
         db.execute(
             "INSERT INTO decisions (group_id, at, meter_fresh, budget, limits) VALUES (?, ?, ?, ?, ?)",
             [group_id, at, int(meter_fresh), to_json(budget), to_json(limits())],
@@ -225,8 +227,8 @@ def record_decision(group_id: str, at: float, meter_fresh: bool, budget: dict, l
 def station_settings(station_id: str, settings: Sequence[Setting], source: str, at: float):
     """What a station said of its configuration replaces what was known of those keys (``source``: the
     message that said it, e.g. GetConfiguration, NotifyReport)."""
-    def op(db: Database) -> None:
-        db.conn.executemany(
+    def op(db: Db) -> None:
+        db.executemany(
             "INSERT INTO station_settings (station_id, key, value, readonly, source, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (station_id, key) DO UPDATE SET value = excluded.value, "
             "readonly = COALESCE(excluded.readonly, station_settings.readonly), source = excluded.source, "

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlite_utils import Database
+from csms.storage.sql import Db
 
 from csms.domain.tokens import IdToken, TokenStatus
 from csms.storage.records import log_event
 
 
-def stored_tokens(db: Database) -> list[tuple[tuple[str, str], IdToken | None]]:
+def stored_tokens(db: Db) -> list[tuple[tuple[str, str], IdToken | None]]:
     """Every run-time change as ((organisation, token), entry or None when deleted)."""
     out: list[tuple[tuple[str, str], IdToken | None]] = []
     for row in db.query("SELECT * FROM id_tokens ORDER BY organisation, token"):
@@ -31,12 +31,12 @@ def stored_tokens(db: Database) -> list[tuple[tuple[str, str], IdToken | None]]:
 
 
 def save_token(key: tuple[str, str], entry: IdToken | None, at: float, by: str, kind: str,
-               **detail: object) -> Callable[[Database], None]:
+               **detail: object) -> Callable[[Db], None]:
     """Stores a change (``entry`` None: deleted) and logs it as ``kind`` with who asked, in one transaction."""
     organisation, token = key
     event = log_event(kind, at, organisation=organisation, token=token, by=by, **detail)
 
-    def op(db: Database) -> None:
+    def op(db: Db) -> None:
         if entry is None:
             values = [organisation, token, TokenStatus.ACCEPTED.value, None, None, 0, 1, at, by]
         else:

@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from csms.config import HttpConfig, LoadBalancerConfig
 from csms.storage import history, readings
-from csms.storage.database import StorageClosed
+from csms.storage.database import StorageClosed, StorageUnavailable
 
 from csms import __version__
 
@@ -258,6 +258,8 @@ class WebServer:
             return _error(400, str(exc))
         except NotFound as exc:
             return _error(404, str(exc))
+        except StorageUnavailable as exc:  # a kind of StorageClosed: the database server is away, not us closing
+            return _error(503, f"storage is unavailable: {exc}")
         except StorageClosed:
             return _error(503, "storage is closed: the central system is shutting down")
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from meter_gateway.reading import MeterReading, MeterState
-from sqlite_utils import Database
 
 from csms.balancer.model import ControlState, Decision
 from csms.commissioning.port import Commissioner
@@ -24,6 +23,7 @@ from csms.domain.state import SiteState
 from csms.operations.caps import OperatorCap
 from csms.operations.port import StationCommander, TokenAdmin
 from csms.operations.upload_grants import UploadGrants
+from csms.storage.sql import Db
 
 T = TypeVar("T")
 
@@ -31,7 +31,7 @@ T = TypeVar("T")
 class HistoryReader(Protocol):
     """Storage as the operator view uses it: reads only (:meth:`csms.storage.database.Storage.read`)."""
 
-    async def read(self, fn: Callable[[Database], T]) -> T: ...
+    async def read(self, fn: Callable[[Db], T]) -> T: ...
 
 
 class ChannelView(Protocol):

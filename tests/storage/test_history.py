@@ -1,4 +1,5 @@
-"""Mains readings history: batched recording and the thinned range queries, on a real SQLite file."""
+"""Mains readings history: batched recording and the thinned range queries, on a real SQLite file and a real
+PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ class Clock:
         return self.t
 
 
-async def test_readings_are_written_in_batches_and_flushed_on_demand(tmp_path):
+async def test_readings_are_written_in_batches_and_flushed_on_demand(storage_target):
     clock = Clock()
-    async with Storage(str(tmp_path / "h.sqlite"), commit_interval=0) as storage:
+    async with Storage(storage_target, commit_interval=0) as storage:
         rec = ReadingRecorder(storage, clock, flush_every=5.0)
         everything = history.Range(1000, 1100, points=600)  # buckets of 1/6 s: every reading
         for i in range(4):
@@ -44,9 +45,9 @@ async def test_readings_are_written_in_batches_and_flushed_on_demand(tmp_path):
         assert await storage.read(phase_currents("OTHERG", everything)) == []
 
 
-async def test_long_ranges_are_thinned_keeping_each_buckets_peak(tmp_path):
+async def test_long_ranges_are_thinned_keeping_each_buckets_peak(storage_target):
     clock = Clock(0.0)
-    async with Storage(str(tmp_path / "h.sqlite"), commit_interval=0) as storage:
+    async with Storage(storage_target, commit_interval=0) as storage:
         rec = ReadingRecorder(storage, clock, flush_every=1e9, max_rows=10_000)
         for i in range(1000):
             clock.t = float(i)
@@ -61,8 +62,8 @@ async def test_long_ranges_are_thinned_keeping_each_buckets_peak(tmp_path):
         assert [r["at"] for r in some] == [float(t) for t in range(100, 110)]
 
 
-async def test_decisions_events_and_transactions_read_back(tmp_path):
-    async with Storage(str(tmp_path / "h.sqlite"), commit_interval=0) as storage:
+async def test_decisions_events_and_transactions_read_back(storage_target):
+    async with Storage(storage_target, commit_interval=0) as storage:
         for i in range(30):
             await storage.write(lambda db, i=i: db.execute(
                 "INSERT INTO decisions (group_id, at, meter_fresh, budget, limits) VALUES (?, ?, ?, ?, ?)",

@@ -33,16 +33,17 @@ SECRETS = ("0123456789abcdef", "fedcba9876543210", "87654321", "13572468", "mqtt
 
 
 def site_config(tmp: Path, meter_port: int, *, http: bool = True, operator: bool = True,
-                circuits: list[dict] | None = None) -> SiteConfig:
-    return parse_config(site_data(tmp, meter_port, http=http, operator=operator, circuits=circuits))
+                circuits: list[dict] | None = None, storage: dict | None = None) -> SiteConfig:
+    return parse_config(site_data(tmp, meter_port, http=http, operator=operator, circuits=circuits, storage=storage))
 
 
 def site_data(tmp: Path, meter_port: int, *, http: bool = True, operator: bool = True,
-              circuits: list[dict] | None = None) -> dict:
-    """The site as the operator's file holds it (see :func:`site_config`)."""
+              circuits: list[dict] | None = None, storage: dict | None = None) -> dict:
+    """The site as the operator's file holds it (see :func:`site_config`); ``storage`` replaces the SQLite file
+    in tmp (e.g. ``{"url": postgres_url}``)."""
     data = {
         "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1, "call_timeout": 3},
-        "storage": {"database": str(tmp / "csms.sqlite")},
+        "storage": storage or {"database": str(tmp / "csms.sqlite")},
         "mqtt": {"host": "127.0.0.1", "port": 1, "username": "csms", "password": "mqtt-secret-password"},
         "smart_charging": {"increase_interval": 0, "ramp_time": 1.0, "meter_value_interval": 1},
         "organisations": [{"id": "org", "name": "BRF Test"}],
@@ -117,8 +118,8 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what:
 @contextlib.asynccontextmanager
 async def running_site(tmp: Path, *, http: bool = True, base_load=(8.0, 5.0, 11.0),
                        operator: bool = True, circuits: list[dict] | None = None,
-                       config_file: bool = False) -> AsyncIterator[Rig]:
-    placeholder = site_config(tmp, 1, http=http, operator=operator, circuits=circuits)
+                       config_file: bool = False, storage: dict | None = None) -> AsyncIterator[Rig]:
+    placeholder = site_config(tmp, 1, http=http, operator=operator, circuits=circuits, storage=storage)
 
     def tweak(sc: SimChargerConfig) -> SimChargerConfig:
         sc.meter_interval, sc.backoff_min, sc.backoff_max = 1.0, 0.2, 1.0
@@ -131,11 +132,12 @@ async def running_site(tmp: Path, *, http: bool = True, base_load=(8.0, 5.0, 11.
     if config_file:  # as csms serve runs: from a file a reload can re-read
         config_path = tmp / "site.toml"
         config_path.write_text(tomli_w.dumps(site_data(tmp, meter_port, http=http, operator=operator,
-                                                       circuits=circuits)))
+                                                       circuits=circuits, storage=storage)))
         cfg, digest = read_config(config_path)
         app = CentralSystemApp(cfg, config_path=config_path, digest=digest)
     else:
-        app = CentralSystemApp(site_config(tmp, meter_port, http=http, operator=operator, circuits=circuits))
+        app = CentralSystemApp(site_config(tmp, meter_port, http=http, operator=operator, circuits=circuits,
+                                           storage=storage))
     app.readings.flush_every = 0.5
     try:
         async with app:
