@@ -6,19 +6,11 @@
 "use strict";
 
 (function () {
-  const OPERATOR_KEY = "csms-operator-token";
   const $ = (sel) => document.querySelector(sel);
   const panel = $("#charger-panel");
   let current = null;  // the charger id the panel shows
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "class") node.className = v; else node[k] = v;
-    }
-    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
-    return node;
-  }
+  const { el, operatorToken, hasOperatorToken, postAsOperator } = window.csmsCommon;  // common.js
 
   // Each button: what it says, the command, its arguments, and the question asked before it is sent.
   function actions(c) {
@@ -41,17 +33,13 @@
 
   async function send(command, body, question) {
     if (question && !window.confirm(question)) return;
-    let operator = sessionStorage.getItem(OPERATOR_KEY) || $("#operator-token").value.trim();
+    const operator = operatorToken($("#operator-token").value);
     const out = $("#command-result");
     if (!operator) { out.textContent = "Type the operator token ([http] operator_token) first."; return; }
     out.textContent = command + "…";
     try {
-      const resp = await fetch("/api/stations/" + encodeURIComponent(current) + "/commands/" + command, {
-        method: "POST", cache: "no-store", body: JSON.stringify(body),
-        headers: { Authorization: "Bearer " + operator, "Content-Type": "application/json" } });
-      const answer = await resp.json();
-      if (resp.status === 401 || resp.status === 403) sessionStorage.removeItem(OPERATOR_KEY);
-      else sessionStorage.setItem(OPERATOR_KEY, operator);
+      const { resp, answer } = await postAsOperator(
+        "/api/stations/" + encodeURIComponent(current) + "/commands/" + command, body, operator);
       out.textContent = resp.ok ? command + ": " + answer.status + (Object.keys(answer.reply || {}).length > 1
         ? "  " + JSON.stringify(answer.reply) : "") : command + " refused (" + resp.status + "): " + answer.error;
       if (resp.ok && /configuration|report/.test(command)) setTimeout(loadConfiguration, 500);
@@ -91,7 +79,7 @@
       .filter(([, m]) => m).map(([kind, m]) => kind + " " + m.status + " (" + new Date(m.at * 1000).toLocaleString() + ")");
     $("#panel-facts").textContent = ["Reservations: " + (reservations.join("; ") || "none"),
                                      ...maintenance].join(" · ");
-    $("#operator-row").hidden = !!sessionStorage.getItem(OPERATOR_KEY);
+    $("#operator-row").hidden = hasOperatorToken();
     $("#actions").replaceChildren(...actions(charger).map(([label, command, body, question]) => {
       const b = el("button", { type: "button", disabled: !charger.connected }, label);
       b.addEventListener("click", () => send(command, body, question));

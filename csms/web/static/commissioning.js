@@ -8,21 +8,11 @@
 "use strict";
 
 (function () {
-  const OPERATOR_KEY = "csms-operator-token";
   const REFRESH_MS = 30000;   // the latest report, when no check runs
   const RUNNING_MS = 2000;    // while one runs
   const groups = {};          // group id -> { report, fetchedAt, busy, message }
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "class") node.className = v;
-      else if (k.startsWith("data-")) node.setAttribute(k, v);
-      else node[k] = v;
-    }
-    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
-    return node;
-  }
+  const { el, operatorToken, hasOperatorToken, postAsOperator } = window.csmsCommon;  // common.js
 
   const when = (t) => (t == null ? "–" : new Date(t * 1000).toLocaleString());
   const readToken = () => localStorage.getItem("csms-token");
@@ -45,18 +35,14 @@
       "then released alone for a few seconds, one after the other (about 15 s per charger).";
     if (!window.confirm(question)) return;
     const input = section.querySelector(".commissioning .operator-token");
-    const operator = sessionStorage.getItem(OPERATOR_KEY) || (input ? input.value.trim() : "");
+    const operator = operatorToken(input ? input.value : "");
     if (!operator) { g.message = "Type the operator token ([http] operator_token) first."; paint(section, groupId, null); return; }
     g.busy = true;
     g.message = "starting…";
     paint(section, groupId, null);
     try {
-      const resp = await fetch("/api/groups/" + encodeURIComponent(groupId) + "/commission", {
-        method: "POST", cache: "no-store", body: "{}",
-        headers: { Authorization: "Bearer " + operator, "Content-Type": "application/json" } });
-      const answer = await resp.json();
-      if (resp.status === 401 || resp.status === 403) sessionStorage.removeItem(OPERATOR_KEY);
-      else sessionStorage.setItem(OPERATOR_KEY, operator);
+      const { resp, answer } = await postAsOperator("/api/groups/" + encodeURIComponent(groupId) + "/commission",
+                                                    {}, operator);
       g.message = resp.ok ? "check #" + answer.id + " started" : "refused (" + resp.status + "): " + answer.error;
       if (resp.ok) g.report = { id: answer.id, group: groupId, state: "running", started_at: Date.now() / 1000 };
     } catch (e) {
@@ -125,7 +111,7 @@
     const box = skeleton(section, groupId);
     const running = g.report && g.report.state === "running";
     box.querySelector(".check-wiring").disabled = g.busy || running;
-    box.querySelector(".operator-token").hidden = !!sessionStorage.getItem(OPERATOR_KEY);
+    box.querySelector(".operator-token").hidden = hasOperatorToken();
     box.querySelector(".commission-message").textContent = g.message || "";
     box.querySelector(".commission-report").replaceChildren(...reportView(g.report));
     if (warnings) {

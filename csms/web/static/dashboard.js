@@ -17,16 +17,7 @@
 
   const $ = (sel) => document.querySelector(sel);
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (k === "class") node.className = v;
-      else if (k.startsWith("data-")) node.setAttribute(k, v);
-      else node[k] = v;
-    }
-    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c == null ? "" : String(c)));
-    return node;
-  }
+  const el = window.csmsCommon.el;  // common.js
 
   const fmtA = (a) => (a == null ? "–" : a.toFixed(1));
   const fmtTime = (t) => (t == null ? "–" : new Date(t * 1000).toLocaleTimeString());
