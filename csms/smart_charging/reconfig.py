@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from csms.config import ChargerConfig, LoadBalancerConfig, SiteConfig, charger_phases
@@ -56,9 +57,8 @@ class Reconfigurable:
     book: ExposureBook
     group_wakes: GroupWakes
     _tasks: set[asyncio.Task]
-
-    def attach(self, link: StationLink) -> None:
-        raise NotImplementedError  # Delivery.attach: (re)starts the channel's worker on the link
+    #: :meth:`Delivery.attach <csms.smart_charging.delivery.Delivery.attach>`: (re)starts a channel's worker.
+    attach: Callable[[StationLink], None]
 
     def apply_config(self, cfg: SiteConfig) -> list[str]:
         """Puts ``cfg``'s chargers and groups in force; returns the chargers set up again on their connection.
