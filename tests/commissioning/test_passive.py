@@ -6,24 +6,18 @@ never makes a warning."""
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from hypothesis import given, settings, strategies as st
 
 from csms.commissioning.model import ChargerWiring, MainsSample, SiteWiring
 from csms.commissioning.passive import MIN_EVENTS, WiringCorrelator
 
+from .test_inference import Truth  # how the site is really wired: one definition for both suites
+
 V = 230.0
 SITE = {"CP1": "RST", "CP2": "STR", "CP3": "TRS"}
 SPACING = 60.0  # s between two car steps: every step is alone between its charger's samples
-
-
-@dataclass
-class Truth:
-    rotations: dict[str, str]
-    reversed: frozenset[int] = frozenset()
-    perm: dict[int, int] = field(default_factory=lambda: {1: 1, 2: 2, 3: 3})
-    seen: bool = True
 
 
 @dataclass
