@@ -217,12 +217,13 @@ class CentralSystemApp:
         self.local_lists.attach(link.id)
 
     def _on_reading(self, reading: MeterReading) -> None:
+        # The balancer first: a reading may say a fuse is over, and the others only look on.
+        self.balancer.on_reading(reading.serial, reading.current, frozenset(reading.saturated_phases),
+                                 reading.taken_at)
         self.last_readings[reading.serial] = reading
         self.commissioning.on_reading(reading)
         self.wiring_watch.on_reading(reading)
         self.readings.add(reading.serial, reading.taken_at, reading.current)
-        self.balancer.on_reading(reading.serial, reading.current, frozenset(reading.saturated_phases),
-                                 reading.taken_at)
 
     def meter_refusals(self, serial: str) -> dict[str, int]:
         """Readings of meter ``serial`` refused so far, by reason (empty when no group reads the meter)."""

@@ -51,8 +51,9 @@ def site_wiring(cfg: SiteConfig, group: LoadBalancerConfig, channels: Mapping[st
     """The group's wiring as the config (and each charger's own report, from its delivery channel) claims it:
     what the active check and the passive watch (:mod:`csms.runtime.wiring_watch`) hold the mains against."""
     chargers = []
+    position = {c.id: i for i, c in enumerate(cfg.chargers)}  # one pass: a group may have thousands of chargers
     for cid in group.chargers:
-        index = next(i for i, c in enumerate(cfg.chargers) if c.id == cid)
+        index = position[cid]
         c = cfg.chargers[index]
         caps = getattr(channels.get(cid), "caps", None)
         chargers.append(ChargerWiring(cid, index, c.phases, c.phase_rotation, getattr(caps, "phase_rotation", None)))
