@@ -67,8 +67,9 @@ class LeaseManager:
     def __init__(self, url: str, node: str, *, on_gained: GainedCallback = _ignore, on_lost: LostCallback = _ignore,
                  ttl: float = 7.5, margin: float | None = None, backoff_max: float = 5.0,
                  clock: Callable[[], float] = time.monotonic):
-        """``ttl``: the lease of a group given no ttl of its own (see :func:`.lease.lease_ttl_for`); ``margin``:
-        seconds a leader gives away before the server's expiry (default 10 % of the ttl); ``clock``: monotonic."""
+        """``ttl``: the lease of a group given no ttl of its own (default: :func:`.lease.lease_ttl_for` the default
+        ``stale_after`` of 10 s); ``margin``: seconds a leader gives away before the server's expiry (default 10 %
+        of the ttl); ``clock``: monotonic. Every method runs on the event loop's thread."""
         self.url = url
         self.label = redact_url(url)
         self.node = node

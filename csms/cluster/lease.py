@@ -94,7 +94,11 @@ Event = Gained | Lost
 @dataclass(slots=True)
 class GroupLease:
     """One group's leadership as this node sees it. Every method takes the node's monotonic time ``now``;
-    the attempt answers take the local time their request was sent (``sent_at``), which bounds the lease."""
+    the attempt answers take the local time their request was sent (``sent_at``), which bounds the lease.
+
+    A claim tells the server the ``token`` the node leads with (None: it does not), so that only the live term
+    the node knows of is renewed; anything else becomes a new term with a higher token (see
+    :data:`csms.storage.leases.ACQUIRE`)."""
 
     group_id: str
     timing: LeaseTiming

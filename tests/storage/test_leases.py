@@ -41,6 +41,9 @@ async def test_a_holder_that_lost_track_of_its_term_starts_a_new_one(postgres_ur
         assert await s.release("b", {"g": 3}) == []  # nor one by another holder
         assert await s.acquire("b", [Claim("g", 30)]) == {}
         assert await s.acquire("a", [Claim("g", 30, held=3)]) == {"g": 3}
+        assert await s.acquire("a", [Claim("g", 0.2, held=3)]) == {"g": 3}
+        await asyncio.sleep(0.25)
+        assert await s.acquire("a", [Claim("g", 30, held=3)]) == {"g": 4}  # expired on the server: a new term
     finally:
         await s.close()
 
