@@ -26,6 +26,9 @@ TIMING = LeaseTiming.of(TTL)
 GROUPS = ["g1", "g2", "g3"]
 #: Scheduling slack on a busy test machine, for "within" bounds only (the safety checks get none).
 SLACK = 0.5
+#: How late the event loop may run a deadline timer on a busy machine (less than the margin: the step-down
+#: still comes before the ttl has elapsed).
+TIMER_SLACK = 0.1
 
 
 @dataclass
@@ -179,7 +182,7 @@ async def test_a_stopped_server_makes_the_leader_step_down_before_its_ttl_then_l
             lost = [(at, g, reason) for at, node, g, reason in log.lost if node == "a"]
             assert sorted(g for _, g, _ in lost) == GROUPS and all(r == EXPIRED for *_, r in lost)
             # The last renewal that succeeded was sent before the stop began: its lease ends within the ttl.
-            assert all(at < stopping_at + TTL - TIMING.margin + 0.05 for at, _, _ in lost), (stopping_at, lost)
+            assert all(at < stopping_at + TTL - TIMING.margin + TIMER_SLACK for at, _, _ in lost), (stopping_at, lost)
             await asyncio.sleep(TTL)  # nobody leads while the server is down
             assert a.leading() == {} == b.leading()
             assert a.failed >= 2 and b.failed >= 2
@@ -212,7 +215,7 @@ async def test_a_hung_server_cannot_keep_a_leader_past_its_deadline(postgres_url
             frozen_at = time.monotonic()
             await until(lambda: all_led(b), TTL + TIMING.renew_every + SLACK, "b takes over")
             lost_at = max(at for at, node, *_ in log.lost if node == "a")
-            assert lost_at <= deadline_bound + 0.05
+            assert lost_at <= deadline_bound + TIMER_SLACK
             assert min(at for at, node, *_ in log.gained if node == "b") >= lost_at
             proxy.thaw()
             await asyncio.sleep(2 * TIMING.renew_every + SLACK)  # a can reach the server again: it follows
