@@ -17,8 +17,13 @@ MAX_LINES = 400
 
 #: (importer prefix, forbidden import prefixes, why).
 LAYERS = (
-    ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.ocpp"),
-     "the balancer is pure decision logic: no OCPP, sockets, HTTP or storage"),
+    ("csms.balancer", ("ocpp", "websockets", "aiohttp", "sqlite_utils", "csms.storage", "csms.ocpp", "csms.cluster"),
+     "the balancer is pure decision logic: no OCPP, sockets, HTTP, storage, or who leads its group"),
+    ("csms.cluster.lease", ("asyncio", "psycopg", "websockets", "aiomqtt", "csms.storage", "csms.runtime",
+                            "csms.cluster.leadership"),
+     "the lease policy is pure (time is an input): csms.cluster.leadership does the I/O"),
+    ("csms.storage", ("csms.cluster", "csms.balancer", "csms.runtime", "csms.ocpp", "csms.web"),
+     "storage depends inward only: the lease table's code knows no lease policy or manager"),
     *((core, ("asyncio", "websockets", "csms.ocpp.connection", "csms.ocpp.server", "csms.storage"),
        "the OCPP-J protocol is sans-I/O: frames in, events and frames out, no loop, socket or storage")
       for core in ("csms.ocpp.protocol", "csms.ocpp.frames", "csms.ocpp.errors", "csms.ocpp.schemas")),

@@ -85,9 +85,19 @@ INITIAL = (
         current_l2 DOUBLE PRECISION, current_l3 DOUBLE PRECISION, PRIMARY KEY (serial, taken_at))""",
 )
 
+# Which controller leads each load-balancer group (csms.storage.leases): PostgreSQL only, since leadership is
+# what several processes share. Expiry in epoch seconds of the server's clock, as every time column here; a row
+# is never deleted (its token is the group's fencing counter, and gateways refuse a token lower than one seen).
+GROUP_LEASES = (
+    """CREATE TABLE group_leases (
+        group_id TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL,
+        expires_at DOUBLE PRECISION NOT NULL)""",
+)
+
 #: (version, name, statements), in order; versions start at 1 and have no gaps.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "initial schema (the SQLite schema of version 1, with meter_readings)", INITIAL),
+    (2, "group_leases: one controller leads each load-balancer group (issue 17)", GROUP_LEASES),
 )
 
 

@@ -14,25 +14,29 @@ from tests.support.postgres import PostgresCluster, unavailable_reason
 
 
 def test_migrations_apply_once_in_order_and_refuse_a_newer_schema(postgres_url):
+    known = [v for v, _, _ in migrations.MIGRATIONS]
+    assert known == list(range(1, len(known) + 1))  # numbered from 1, no gaps
+    latest = known[-1]
     with psycopg.connect(postgres_url) as conn:
-        assert migrations.migrate(conn) == [1]
+        assert migrations.migrate(conn) == known
         assert migrations.migrate(conn) == []  # idempotent: a second start applies nothing
-        extra = (*migrations.MIGRATIONS, (2, "a column", ("ALTER TABLE stations ADD COLUMN note TEXT",)))
-        assert migrations.migrate(conn, extra) == [2]
+        extra = (*migrations.MIGRATIONS, (latest + 1, "a column", ("ALTER TABLE stations ADD COLUMN note TEXT",)))
+        assert migrations.migrate(conn, extra) == [latest + 1]
         rows = conn.execute("SELECT version, name FROM schema_migrations ORDER BY version").fetchall()
-        assert [v for v, _ in rows] == [1, 2]
-        with pytest.raises(migrations.SchemaTooNew, match="version 2"):
-            migrations.migrate(conn)  # this build knows only version 1
+        assert [v for v, _ in rows] == [*known, latest + 1]
+        with pytest.raises(migrations.SchemaTooNew, match=f"version {latest + 1}"):
+            migrations.migrate(conn)  # this build knows only up to ``latest``
 
 
 def test_a_failing_migration_leaves_the_schema_as_it_was(postgres_url):
     with psycopg.connect(postgres_url) as conn:
-        broken = (*migrations.MIGRATIONS, (2, "broken", ("ALTER TABLE nowhere ADD COLUMN x TEXT",)))
+        latest = migrations.MIGRATIONS[-1][0]
+        broken = (*migrations.MIGRATIONS, (latest + 1, "broken", ("ALTER TABLE nowhere ADD COLUMN x TEXT",)))
         with pytest.raises(psycopg.errors.UndefinedTable):
             migrations.migrate(conn, broken)
         conn.rollback()
         assert conn.execute("SELECT to_regclass('stations')").fetchone()[0] is None  # nothing half-applied
-        assert migrations.migrate(conn) == [1]
+        assert migrations.migrate(conn) == list(range(1, latest + 1))
 
 
 @pytest.mark.slow
