@@ -10,6 +10,12 @@ controller loses nothing it needs.
 Commands for ``<prefix>/cmd/<node>/<station>`` run on that station's live link (given by :meth:`attach`, as the
 OCPP server's ``on_session`` does for the delivery), one at a time per station, after the fencing checks
 (:mod:`csms.bus.fencing`); the answer goes to the command's MQTT 5 ResponseTopic with its CorrelationData.
+
+A station that reconnects to another gateway usually does so before this one notices its old socket is dead;
+this one's late "disconnected" would then overwrite the new gateway's retained state. So the bridge listens (MQTT
+5 No Local: only the others' messages) to the topic of each station it holds, and once another gateway reports
+a later connection of it, publishes nothing more about it and tells ``on_superseded`` (the server may close the
+stale session).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from csms.config.cluster import ClusterConfig
 from csms.domain.link import Outcome, StationLink
@@ -31,7 +38,7 @@ from csms.runtime.aio import cancel_and_wait
 from meter_gateway.backoff import Backoff
 from meter_gateway.config import MqttConfig
 
-from .codec import LinkInfo, NodeRecord, StationMessage, encode_node, encode_station
+from .codec import LinkInfo, NodeRecord, StationMessage, decode_station, encode_node, encode_station
 from .commands import (
     OPS, Command, Refusal, Reply, command_id_of, decode_command, encode_reply, refusal_reply, result_reply,
 )
@@ -60,7 +67,8 @@ class GatewayBridge:
 
     def __init__(self, mqtt: MqttConfig, cluster: ClusterConfig, state: SiteState,
                  group_of: Callable[[str], str | None], *, clock: Callable[[], float] = time.time,
-                 queue_limit: int = 16, backlog_limit: int = BACKLOG_LIMIT, backoff: Backoff | None = None):
+                 queue_limit: int = 16, backlog_limit: int = BACKLOG_LIMIT, backoff: Backoff | None = None,
+                 on_superseded: Callable[[str], None] = lambda station_id: None):
         self.node = cluster.node
         self.topics = Topics(cluster.prefix)
         #: This process's run: a gateway restarted under the same node name is another run.
@@ -89,6 +97,12 @@ class GatewayBridge:
             workers=lambda client: [self._send(client)], backoff=backoff,
             will=aiomqtt.Will(self.topics.node(self.node), encode_node(self._record("offline")), qos=1, retain=True))
         self._unsubscribe: Callable[[], None] | None = None
+        self.on_superseded = on_superseded
+        #: Stations held whose topic this bridge listens to, and those whose subscription is to be changed.
+        self._watched: set[str] = set()
+        self._resubscribe: set[str] = set()
+        #: Stations held here that another gateway reports connected later: by that gateway's node.
+        self.superseded: dict[str, str] = {}
 
     async def __aenter__(self) -> GatewayBridge:
         self._unsubscribe = self.state.subscribe(self._on_event)
@@ -121,7 +135,16 @@ class GatewayBridge:
         if not link.ready.is_set():
             self._watchers[sid] = self._spawn(self._watch_ready(sid, link), f"bus ready {sid}")
         self._node_dirty = True
+        self._watch(sid, True)
         self.link_changed(sid)
+
+    def _watch(self, sid: str, on: bool) -> None:
+        if on:
+            self._watched.add(sid)
+        else:
+            self._watched.discard(sid)
+        self._resubscribe.add(sid)
+        self._wake.set()
 
     def link_changed(self, station_id: str) -> None:
         """Publishes the station's state if its link differs from the one last published (ready, boots,
@@ -141,8 +164,14 @@ class GatewayBridge:
         if isinstance(event, StationConnected):
             # A new connection: its link (attached next) starts unready, with no boot and nothing unsupported.
             self._sent_link[sid] = LinkInfo()
-        self._publish_state(sid, event)
+            self.superseded.pop(sid, None)
+        if sid in self.superseded:
+            self.counts["superseded"] += 1  # another gateway holds it now: its state is not ours to say
+        else:
+            self._publish_state(sid, event)
         if isinstance(event, StationDisconnected):
+            self.superseded.pop(sid, None)
+            self._watch(sid, False)
             self.links.pop(sid, None)
             watcher = self._watchers.pop(sid, None)
             if watcher is not None:
@@ -183,7 +212,9 @@ class GatewayBridge:
             self._dirty[sid] = None
         self._queue.clear()
         for sid in self.links:
-            self._dirty[sid] = None
+            if sid not in self.superseded:
+                self._dirty[sid] = None
+        self._resubscribe = set(self._watched)
         self._wake.set()
 
     def _down(self, reason: str) -> None:
@@ -196,6 +227,13 @@ class GatewayBridge:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            while self._resubscribe:
+                sid = self._resubscribe.pop()
+                topic = self.topics.station(sid)
+                if sid in self._watched:
+                    await client.subscribe(topic, options=SubscribeOptions(qos=1, noLocal=True))
+                else:
+                    await client.unsubscribe(topic)
             while self._queue or self._dirty or self._node_dirty:
                 if self._queue:
                     sid, payload = self._queue.popleft()
@@ -227,6 +265,10 @@ class GatewayBridge:
 
     def _message(self, msg: aiomqtt.Message) -> None:
         topic = msg.topic.value
+        station = self.topics.station_of(topic)
+        if station is not None:
+            self._claim(station, payload_of(msg))
+            return
         parsed = self.topics.command_of(topic)
         if parsed is None or parsed[0] != self.node:
             self.counts["bad_topic"] += 1
@@ -254,9 +296,29 @@ class GatewayBridge:
         elif not self._commands.submit(sid, lambda: self._execute(cmd, reply_to)):
             self._refuse(reply_to, cmd, Refusal.BUSY, f"{self._commands.limit} commands already wait for {sid}")
 
+    def _claim(self, sid: str, payload: bytes) -> None:
+        """Another process's message on the topic of a station held here: superseded if it reports a later
+        connection of the station to another gateway (or another run of this one)."""
+        mine = self.state.stations.get(sid)
+        if not payload or sid not in self.links or mine is None or mine.connected_at is None:
+            return
+        try:
+            msg = decode_station(payload, sid)
+        except BadMessage as exc:
+            self.counts[exc.reason] += 1
+            return
+        theirs = msg.state.connected_at
+        if (msg.node, msg.run) == (self.node, self.run) or not msg.state.connected or theirs is None \
+                or theirs <= mine.connected_at or sid in self.superseded:
+            return
+        self.superseded[sid] = msg.node
+        log.warning("%s: reconnected to gateway %s (%.3f s after its session here began); this session is stale "
+                    "and nothing more of it is published", sid, msg.node, theirs - mine.connected_at)
+        self.on_superseded(sid)
+
     def _refusal(self, cmd: Command) -> tuple[Refusal, str] | None:
-        if cmd.station_id not in self.links:
-            return Refusal.NOT_HERE, f"{cmd.station_id} has no session on gateway {self.node}"
+        if cmd.station_id not in self.links or cmd.station_id in self.superseded:
+            return Refusal.NOT_HERE, f"{cmd.station_id} has no (current) session on gateway {self.node}"
         return check(self.book, group=cmd.group, token=cmd.token, deadline=cmd.deadline,
                      station_group=self.group_of(cmd.station_id), now=self.clock())
 

@@ -240,3 +240,27 @@ async def test_a_clean_stop_says_offline_and_the_controller_marks_its_stations(m
             _session(gw, "CP1", time.time())
             await until(lambda: ctl.sessions)
         await until(lambda: not ctl.state.station("CP1").connected, 5, "the goodbye record marked it disconnected")
+
+
+async def test_the_old_gateways_late_disconnect_never_overwrites_the_new_gateways_state(mosquitto):
+    """The station reconnected to gw-2 while gw-1 had not yet noticed its old socket was dead."""
+    gw1, gw2, ctl = gateway(mosquitto.port, "gw-1"), gateway(mosquitto.port, "gw-2"), controller(mosquitto.port)
+    stale: list[str] = []
+    gw1.bridge.on_superseded = stale.append
+    async with ctl.bus, gw1.bridge, gw2.bridge:
+        await until(lambda: gw1.bridge.conn.up.is_set() and gw2.bridge.conn.up.is_set())
+        t = time.time()
+        _session(gw1, "CP1", t)
+        await until(lambda: "CP1" in ctl.bus.links)
+        _session(gw2, "CP1", t + 5)
+        await until(lambda: stale == ["CP1"], what="gw-1 heard that gw-2 holds CP1 now")
+        gw1.state.sampled("CP1", 1, PhaseSample(t + 6, (1.0, 1.0, 1.0)))  # the stale socket's last words
+        gw1.state.disconnected("CP1", t + 40)
+        assert gw1.bridge.counts["superseded"] == 2
+        await until(lambda: ctl.bus.links["CP1"].node == "gw-2")
+        assert await ctl.bus.links["CP1"].set_profile(SPEC) is Outcome.ACCEPTED
+        late = controller(mosquitto.port, "ctl-late")
+        async with late.bus:
+            await until(lambda: "CP1" in late.bus.links, what="the retained state is still gw-2's")
+            assert late.state.station("CP1") == gw2.state.station("CP1") and late.bus.links["CP1"].node == "gw-2"
+        assert ctl.state.station("CP1").connected
