@@ -66,7 +66,7 @@ class ControllerBus:
                  on_session: Callable[[StationLink], None], token_of: Callable[[str | None], int | None],
                  group_of: Callable[[str], str | None], on_fenced: Callable[[str | None], None] = lambda group: None,
                  groups: Callable[[], Iterable[str]] = tuple, call_timeout: float = 15.0, margin: float = 2.0,
-                 offline_grace: float = 2.0, confirm_window: float = 40.0, clock: Callable[[], float] = time.time,
+                 offline_grace: float = 5.0, confirm_window: float = 40.0, clock: Callable[[], float] = time.time,
                  backoff: Backoff | None = None):
         self.node = cluster.node
         self.topics = Topics(cluster.prefix)

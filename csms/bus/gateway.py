@@ -153,6 +153,12 @@ class GatewayBridge:
         if link is not None and link_info(link) != self._sent_link.get(station_id):
             self._publish_state(station_id, None)
 
+    def refresh(self, station_id: str) -> None:
+        """Publishes a held station's state now, with no event: what changes without one (last_seen from
+        heartbeats, maintenance status) otherwise travels with the station's next event."""
+        if station_id in self.links and station_id not in self.superseded:
+            self._publish_state(station_id, None)
+
     async def _watch_ready(self, sid: str, link: StationLink) -> None:
         await link.ready.wait()
         if self._watchers.get(sid) is asyncio.current_task():

@@ -19,6 +19,7 @@ from csms.bus.commands import (
 from csms.bus.topics import Topics, valid_level
 from csms.bus.wire import BadMessage
 from csms.domain.link import Purpose
+from csms.domain.state import StationState
 
 from .strategies import STATION, capabilities, composites, events, outcomes, specs, station_states, text
 
@@ -157,8 +158,7 @@ def test_each_kind_of_refusal_is_named(payload: bytes, reason: str) -> None:
     assert err.value.reason == reason
 
 
-def test_a_state_for_another_station_is_refused(tmp_path) -> None:
-    from csms.domain.state import StationState
+def test_a_state_for_another_station_is_refused() -> None:
     payload = encode_station(StationMessage("gw", "r", 1, StationState("CP-2")))
     with pytest.raises(BadMessage, match="CP-2") as err:
         decode_station(payload, STATION)

@@ -88,7 +88,7 @@ def test_with_messages_lost_the_state_still_comes_out_equal(script) -> None:
 
 
 @given(station_states(), st.none() | events())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_any_message_on_a_fresh_mirror_gives_its_state(state, event) -> None:
     """A late controller: one retained message of any content, replayed on an empty mirror."""
     dst = Mirror()

@@ -24,7 +24,7 @@ from simulators.chargepoint import SimCharger
 from simulators.ev import EVModel
 from simulators.profiles import Purpose as SimPurpose
 
-from tests.csms.test_delivery import PASSWORD, config, sim, wait_until
+from tests.csms.test_delivery import config, sim, wait_until
 
 from .harness import PREFIX, fast_backoff
 
