@@ -10,5 +10,6 @@ Pure parts (no loop, no MQTT), property-tested: :mod:`.wire` (strict JSON readin
 messages, node records), :mod:`.commands` (commands and replies), :mod:`.fencing` (which commands may run),
 :mod:`.mirror` (replaying station messages into a SiteState). The MQTT parts: :mod:`.connection` (one client kept
 connected), :mod:`.gateway` (:class:`GatewayBridge`), :mod:`.controller` (:class:`ControllerBus`) and
-:mod:`.remote` (:class:`RemoteLink`).
+:mod:`.remote` (:class:`RemoteLink`), with :mod:`.executor` and :mod:`.queues` (a gateway's commands, one at a
+time per station).
 """

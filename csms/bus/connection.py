@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -87,7 +88,9 @@ class BusConnection:
         self._mqtt = aiomqtt.Client(
             cfg.host, cfg.port, username=cfg.username, password=cfg.password,
             identifier=f"{cfg.client_id or 'csms'}-bus-{node}", keepalive=cfg.keepalive,
-            tls_context=tls_context(cfg), timeout=MQTT_TIMEOUT, will=will, protocol=aiomqtt.ProtocolVersion.V5)
+            tls_context=tls_context(cfg), timeout=MQTT_TIMEOUT, will=will, protocol=aiomqtt.ProtocolVersion.V5,
+            # Small messages answered at once: with Nagle's algorithm a command and its reply wait ~40 ms each.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
         self._mqtt.pending_calls_threshold = 10_000  # a gateway's many stations each have a publish in flight
         #: The client while it is connected (subscribed and announced), else None.
         self.client: aiomqtt.Client | None = None

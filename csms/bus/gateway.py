@@ -32,19 +32,15 @@ import aiomqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from csms.config.cluster import ClusterConfig
-from csms.domain.link import Outcome, StationLink
+from csms.domain.link import StationLink
 from csms.domain.state import Event, SiteState, StationConnected, StationDisconnected
 from csms.runtime.aio import cancel_and_wait
 from meter_gateway.backoff import Backoff
 from meter_gateway.config import MqttConfig
 
 from .codec import LinkInfo, NodeRecord, StationMessage, decode_station, encode_node, encode_station
-from .commands import (
-    OPS, Command, Refusal, Reply, command_id_of, decode_command, encode_reply, refusal_reply, result_reply,
-)
-from .connection import BusConnection, payload_of, publish_properties, response_of
-from .fencing import FenceBook, check
-from .queues import StationQueues
+from .connection import BusConnection, payload_of, response_of
+from .executor import CommandExecutor, link_info
 from .topics import Topics
 from .wire import BadMessage
 
@@ -52,12 +48,8 @@ log = logging.getLogger("csms.bus.gateway")
 
 #: Station messages queued in order while connected before the bridge falls back to "latest state only".
 BACKLOG_LIMIT = 10_000
-
-
-def link_info(link: StationLink) -> LinkInfo:
-    """What a controller mirrors of a live link (see :class:`csms.ocpp.station.Station`)."""
-    return LinkInfo(ready=link.ready.is_set(), ready_reason=str(getattr(link, "ready_reason", "") or ""),
-                    boots=int(getattr(link, "boots", 0) or 0), unsupported=frozenset(link.unsupported))
+#: Publishes (and subscription changes) in flight at once.
+PUBLISH_WINDOW = 64
 
 
 class GatewayBridge:
@@ -68,7 +60,7 @@ class GatewayBridge:
     def __init__(self, mqtt: MqttConfig, cluster: ClusterConfig, state: SiteState,
                  group_of: Callable[[str], str | None], *, clock: Callable[[], float] = time.time,
                  queue_limit: int = 16, backlog_limit: int = BACKLOG_LIMIT, backoff: Backoff | None = None,
-                 on_superseded: Callable[[str], None] = lambda station_id: None):
+                 on_superseded: Callable[[str], None] = lambda station_id: None, refresh_interval: float = 120.0):
         self.node = cluster.node
         self.topics = Topics(cluster.prefix)
         #: This process's run: a gateway restarted under the same node name is another run.
@@ -76,13 +68,11 @@ class GatewayBridge:
         self.state = state
         self.group_of = group_of
         self.clock = clock
-        self.book = FenceBook()
         #: The live link of every station this gateway holds.
         self.links: dict[str, StationLink] = {}
         #: Messages by what became of them: published, coalesced; commands run; refusals and bad input by reason.
         self.counts: Counter[str] = Counter()
         self._backlog_limit = backlog_limit
-        self._commands = StationQueues(queue_limit)
         self._seq: dict[str, int] = {}
         self._sent_link: dict[str, LinkInfo] = {}
         self._queue: deque[tuple[str, bytes]] = deque()
@@ -94,10 +84,19 @@ class GatewayBridge:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.conn = BusConnection(
             mqtt, self.node, on_connect=self._connected, on_message=self._message, on_down=self._down,
-            workers=lambda client: [self._send(client)], backoff=backoff,
+            workers=lambda client: [self._send(client), self._refresh_all()], backoff=backoff,
             will=aiomqtt.Will(self.topics.node(self.node), encode_node(self._record("offline")), qos=1, retain=True))
         self._unsubscribe: Callable[[], None] | None = None
+        #: Seconds in which every held station is published once more, spread evenly (0: never): a message the
+        #: broker dropped (a controller's queue full) is healed within it, and last_seen travels.
+        self.refresh_interval = refresh_interval
         self.on_superseded = on_superseded
+        self.commands = CommandExecutor(
+            self.node, self.links, lambda sid: sid not in self.superseded, group_of, clock,
+            lambda topic, payload, props: self.conn.publish(topic, payload, qos=1, properties=props),
+            self.link_changed, self.counts, queue_limit)
+        #: The highest fencing token seen per group.
+        self.book = self.commands.book
         #: Stations held whose topic this bridge listens to, and those whose subscription is to be changed.
         self._watched: set[str] = set()
         self._resubscribe: set[str] = set()
@@ -119,7 +118,7 @@ class GatewayBridge:
             self._unsubscribe()
             self._unsubscribe = None
         await self.conn.stop(self._goodbye, flush_timeout)
-        await self._commands.stop()
+        await self.commands.stop()
         await cancel_and_wait([*self._watchers.values(), *self._tasks])
         self._watchers.clear()
 
@@ -158,6 +157,17 @@ class GatewayBridge:
         heartbeats, maintenance status) otherwise travels with the station's next event."""
         if station_id in self.links and station_id not in self.superseded:
             self._publish_state(station_id, None)
+
+    async def _refresh_all(self) -> None:
+        if self.refresh_interval <= 0:
+            return
+        while True:
+            held = list(self.links)
+            if not held:
+                await asyncio.sleep(self.refresh_interval)
+            for sid in held:
+                await asyncio.sleep(self.refresh_interval / len(held))
+                self.refresh(sid)
 
     async def _watch_ready(self, sid: str, link: StationLink) -> None:
         await link.ready.wait()
@@ -229,35 +239,59 @@ class GatewayBridge:
         self._queue.clear()
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        """Publishes queued messages in order, then stations to publish as they are, then the node record."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._resubscribe:
-                sid = self._resubscribe.pop()
-                topic = self.topics.station(sid)
-                if sid in self._watched:
-                    await client.subscribe(topic, options=SubscribeOptions(qos=1, noLocal=True))
-                else:
-                    await client.unsubscribe(topic)
-            while self._queue or self._dirty or self._node_dirty:
-                if self._queue:
-                    sid, payload = self._queue.popleft()
-                elif self._dirty:
-                    sid = next(iter(self._dirty))
-                    del self._dirty[sid]
-                    payload = self._encode(sid, None)
-                else:
-                    self._node_dirty = False
-                    await client.publish(self.topics.node(self.node), encode_node(self._record("online")), qos=1,
-                                         retain=True)
-                    continue
-                try:
-                    await client.publish(self.topics.station(sid), payload, qos=1, retain=True)
-                except aiomqtt.MqttError:
+        """Publishes queued messages in order, then stations to publish as they are, then the node record; up to
+        ``PUBLISH_WINDOW`` at a time (the client writes them in the order they were started, and the broker
+        keeps one publisher's order per topic), so a round trip per message does not bound the rate."""
+        inflight: dict[asyncio.Task[None], str | None] = {}
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._resubscribe or self._queue or self._dirty or self._node_dirty:
+                    sid: str | None = None
+                    if self._resubscribe:
+                        watched = self._resubscribe.pop()
+                        topic = self.topics.station(watched)
+                        work = client.subscribe(topic, options=SubscribeOptions(qos=1, noLocal=True)) \
+                            if watched in self._watched else client.unsubscribe(topic)
+                    elif self._queue:
+                        sid, payload = self._queue.popleft()
+                        work = client.publish(self.topics.station(sid), payload, qos=1, retain=True)
+                    elif self._dirty:
+                        sid = next(iter(self._dirty))
+                        del self._dirty[sid]
+                        work = client.publish(self.topics.station(sid), self._encode(sid, None), qos=1, retain=True)
+                    else:
+                        self._node_dirty = False
+                        work = client.publish(self.topics.node(self.node), encode_node(self._record("online")),
+                                              qos=1, retain=True)
+                    inflight[asyncio.create_task(work)] = sid
+                    if len(inflight) >= PUBLISH_WINDOW:
+                        await self._settle(inflight, asyncio.FIRST_COMPLETED)
+                await self._settle(inflight, asyncio.ALL_COMPLETED)
+        finally:
+            for task, sid in inflight.items():
+                task.cancel()
+                if sid is not None:
                     self._dirty[sid] = None  # unconfirmed: published again, as it then is, after reconnecting
-                    raise
+
+    async def _settle(self, inflight: dict[asyncio.Task[None], str | None], until: str) -> None:
+        """Waits for in-flight publishes; a failed one ends the connection (and is published again after it)."""
+        if not inflight:
+            return
+        done, _ = await asyncio.wait(inflight, return_when=until)
+        failed: BaseException | None = None
+        for task in done:
+            sid = inflight.pop(task)
+            exc = task.exception()
+            if exc is not None:
+                failed = failed or exc
+                if sid is not None:
+                    self._dirty[sid] = None
+            elif sid is not None:
                 self.counts["published"] += 1
+        if failed is not None:
+            raise failed
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         """On a clean stop: what is pending, then the offline record (the Last Will is not sent on a clean
@@ -267,7 +301,7 @@ class GatewayBridge:
             await asyncio.sleep(0.01)
         await client.publish(self.topics.node(self.node), encode_node(self._record("offline")), qos=1, retain=True)
 
-    # -- commands -------------------------------------------------------------------------------------------
+    # -- incoming: commands, and other gateways' word on the stations held here ------------------------------
 
     def _message(self, msg: aiomqtt.Message) -> None:
         topic = msg.topic.value
@@ -279,28 +313,8 @@ class GatewayBridge:
         if parsed is None or parsed[0] != self.node:
             self.counts["bad_topic"] += 1
             return
-        sid = parsed[1]
-        payload = payload_of(msg)
         reply_to, corr = response_of(msg)
-        try:
-            cmd = decode_command(payload, sid)
-        except BadMessage as exc:
-            self.counts[exc.reason] += 1
-            log.warning("%s: refused a command on %s: %s", sid, topic, exc)
-            cid = corr or command_id_of(payload)
-            if reply_to and cid:
-                self._reply(reply_to, cid, refusal_reply(cid, Refusal.BAD_REQUEST, str(exc)))
-            return
-        if not reply_to or corr != cmd.id:
-            self.counts["no_reply_topic"] += 1
-            log.warning("%s: command %s on %s has no ResponseTopic or a CorrelationData other than its id; "
-                        "not run", sid, cmd.id, topic)
-            return
-        refusal = self._refusal(cmd)
-        if refusal is not None:
-            self._refuse(reply_to, cmd, *refusal)
-        elif not self._commands.submit(sid, lambda: self._execute(cmd, reply_to)):
-            self._refuse(reply_to, cmd, Refusal.BUSY, f"{self._commands.limit} commands already wait for {sid}")
+        self.commands.handle(parsed[1], topic, payload_of(msg), reply_to, corr)
 
     def _claim(self, sid: str, payload: bytes) -> None:
         """Another process's message on the topic of a station held here: superseded if it reports a later
@@ -321,51 +335,6 @@ class GatewayBridge:
         log.warning("%s: reconnected to gateway %s (%.3f s after its session here began); this session is stale "
                     "and nothing more of it is published", sid, msg.node, theirs - mine.connected_at)
         self.on_superseded(sid)
-
-    def _refusal(self, cmd: Command) -> tuple[Refusal, str] | None:
-        if cmd.station_id not in self.links or cmd.station_id in self.superseded:
-            return Refusal.NOT_HERE, f"{cmd.station_id} has no (current) session on gateway {self.node}"
-        return check(self.book, group=cmd.group, token=cmd.token, deadline=cmd.deadline,
-                     station_group=self.group_of(cmd.station_id), now=self.clock())
-
-    def _refuse(self, reply_to: str, cmd: Command, refused: Refusal, detail: str) -> None:
-        self.counts[f"refused_{refused.value}"] += 1
-        level = logging.WARNING if refused in (Refusal.FENCED, Refusal.WRONG_GROUP) else logging.INFO
-        log.log(level, "%s: %s refused (%s): %s", cmd.station_id, cmd.op, refused.value, detail)
-        self._reply(reply_to, cmd.id, refusal_reply(cmd.id, refused, detail))
-
-    async def _execute(self, cmd: Command, reply_to: str) -> None:
-        """Runs one command on the station's link, unless it became stale while it waited its turn."""
-        sid = cmd.station_id
-        link = self.links.get(sid)
-        if link is None:
-            return self._refuse(reply_to, cmd, Refusal.NOT_HERE, f"{sid} disconnected before the command's turn")
-        if not self.book.current(cmd.group, cmd.token):
-            return self._refuse(reply_to, cmd, Refusal.FENCED, f"a newer leader of group {cmd.group!r} spoke "
-                                "while the command waited")
-        if self.clock() > cmd.deadline:
-            return self._refuse(reply_to, cmd, Refusal.EXPIRED, "its deadline passed while it waited")
-        try:
-            value = await getattr(link, cmd.op)(**cmd.kwargs)
-            reply = result_reply(cmd.id, cmd.op, value, link_info(link))
-        except Exception:
-            log.exception("%s: %s failed on the link", sid, cmd.op)
-            failed = Outcome.ERROR if OPS[cmd.op].returns == "outcome" else None
-            reply = result_reply(cmd.id, cmd.op, failed, link_info(link)) if failed is not None \
-                else refusal_reply(cmd.id, Refusal.BAD_REQUEST, "the link failed; see the gateway's log")
-        self.counts["commands_run"] += 1
-        self._reply(reply_to, cmd.id, reply)
-        self.link_changed(sid)
-
-    def _reply(self, reply_to: str, cid: str, reply: Reply) -> None:
-        async def send() -> None:
-            try:
-                await self.conn.publish(reply_to, encode_reply(reply), qos=1,
-                                        properties=publish_properties(correlation=cid))
-            except aiomqtt.MqttError as exc:
-                self.counts["reply_lost"] += 1  # the controller times out, or sees its own connection drop
-                log.info("reply %s to %s lost: %s", cid, reply_to, exc)
-        self._spawn(send(), f"bus reply {cid}")
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)

@@ -125,7 +125,7 @@ class Owner:
 @dataclass(frozen=True)
 class Verdict:
     accepted: bool
-    #: "next" (replayed), "resync" (reconciled), "duplicate", "superseded".
+    #: "next" (its event, if any, replayed), "resync" (reconciled only), "duplicate", "superseded".
     why: str
     #: The station's session starts with this message (a new connection, another gateway, or back after its
     #: gateway was offline): the controller makes a new link for it.
@@ -147,7 +147,8 @@ class StationMirror:
         self.state = state
         self.owners: dict[str, Owner] = {}
         self.nodes: dict[str, NodeInfo] = {}
-        #: Messages by what became of them: next, resync, duplicate, superseded.
+        #: Messages by what became of them (next, resync, duplicate, superseded); "gap": messages of a stream
+        #: published but never received (a broker drops QoS 1 messages for a subscriber whose queue is full).
         self.counts: Counter[str] = Counter()
 
     def live(self, node: str, run: str) -> bool:
@@ -162,12 +163,14 @@ class StationMirror:
         if owner is not None and (owner.node, owner.run) == (msg.node, msg.run):
             if msg.seq <= owner.seq:
                 return self._count(Verdict(False, "duplicate"))
-            why = "next" if msg.seq == owner.seq + 1 and msg.event is not None else "resync"
+            if msg.seq > owner.seq + 1:
+                self.counts["gap"] += msg.seq - owner.seq - 1  # published but never received: the broker dropped them
+            why = "next" if msg.seq == owner.seq + 1 else "resync"
         elif owner is not None and owner.connected_at is not None and (claim is None or claim < owner.connected_at):
             return self._count(Verdict(False, "superseded"))
         else:
             # The first message of a run's stream (seq 1) misses nothing of it: its event is replayed too.
-            why = "next" if msg.seq == 1 and msg.event is not None else "resync"
+            why = "next" if msg.seq == 1 else "resync"
         st = self.state.stations.get(sid)
         was_on = st is not None and st.connected and owner is not None and (owner.node, owner.run) == (
             msg.node, msg.run) and st.connected_at == claim

@@ -155,7 +155,7 @@ def test_a_reboot_reaches_the_listeners_even_when_its_message_follows_a_gap() ->
     src.messages.pop()  # lost
     src.call("booted", (boot, 103.0))  # the same boot info again: a reboot
     verdict = dst.feed(src.messages.pop())
-    assert verdict.why == "resync"
+    assert verdict.why == "resync" and dst.mirror.counts["gap"] == 1
     assert [type(e) for e in dst.events].count(StationBooted) == 2
     assert dst.station() == src.state.station(STATION)
 
