@@ -42,6 +42,16 @@ LAYERS = (
       for layer in ("csms.operations", "csms.ocpp.operator", "csms.web")),
     ("csms.operations", ("csms.balancer", "csms.ocpp", "csms.storage"),
      "the operator's commands are version-agnostic and know no balancer or storage"),
+    *((pure, ("asyncio", "aiomqtt", "paho", "websockets", "csms.ocpp", "csms.storage", "csms.runtime",
+              "meter_gateway"),
+       "the bus's wire formats, fencing and mirror are pure: bytes and domain values in and out, no loop or MQTT")
+      for pure in ("csms.bus.wire", "csms.bus.codec", "csms.bus.commands", "csms.bus.fencing", "csms.bus.mirror",
+                   "csms.bus.topics")),
+    ("csms.bus", ("ocpp", "websockets", "csms.ocpp", "csms.smart_charging", "csms.balancer", "csms.storage",
+                  "csms.web"),
+     "the bus carries the domain's state and StationLink calls: it knows no OCPP, delivery, balancer or storage"),
+    ("csms.domain", ("csms.bus", "aiomqtt"), "the domain knows no bus"),
+    ("csms.balancer", ("csms.bus", "aiomqtt"), "the balancer decides; what crosses MQTT is the bus's business"),
     ("csms", ("simulators",), "the central system never depends on its simulators"),
     ("meter_gateway", ("simulators",), "the meter gateway never depends on the simulators"),
 )

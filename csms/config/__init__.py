@@ -8,6 +8,7 @@ package's API.
 """
 
 from .checks import config_warnings, cross_check
+from .cluster import ClusterConfig
 from .diff import Change, ConfigDiff, ConfigVersion, ReloadResult, diff_configs
 from .errors import ConfigError, Problem
 from .files import check_files, resolve_paths
@@ -25,7 +26,7 @@ from .site import (
 )
 
 __all__ = [
-    "Change", "ChargerConfig", "CircuitConfig", "ConfigDiff", "ConfigError", "ConfigVersion", "ReloadResult",
+    "Change", "ChargerConfig", "ClusterConfig", "CircuitConfig", "ConfigDiff", "ConfigError", "ConfigVersion", "ReloadResult",
     "diff_configs", "read_config", "GatewayConfig", "HttpConfig", "IdTokenConfig", "LoadBalancerConfig",
     "OrganisationConfig", "Problem", "ServerConfig", "SiteConfig", "SmartChargingConfig", "StorageConfig",
     "charger_phases", "check_files", "config_warnings", "cross_check", "default_margin", "load_config",

@@ -27,6 +27,7 @@ RESTART_ONLY: dict[str, str] = {
     "http": "the operator view's address and tokens are set when csms serve starts",
     "gateway": "how meters are read (embedded or over MQTT) is set when csms serve starts",
     "mqtt": "the MQTT connection is set up when csms serve starts",
+    "cluster": "the process's node name and topic prefix on the bus are set when csms serve starts",
     "smart_charging": "the delivery's timing applies to every charger's profiles in force",
     "id_tokens": "id tokens change at run time with `csms token ...` (the [[id_tokens]] seed is read at start)",
 }

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from meter_gateway.config import MeterConfig, MqttConfig, StrictModel
 
+from .cluster import ClusterConfig
 from .services import GatewayConfig, HttpConfig, ServerConfig, SmartChargingConfig, StorageConfig
 
 STATION_ID_RE = re.compile(r"^[A-Za-z0-9*\-_=+|@.]{1,48}$")
@@ -158,6 +159,8 @@ class SiteConfig(StrictModel):
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     smart_charging: SmartChargingConfig = Field(default_factory=SmartChargingConfig)
     http: HttpConfig | None = None
+    #: The bus between ``csms serve`` roles (gateway, controller); unused by a single ``--role all`` process.
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     organisations: list[OrganisationConfig] = Field(default_factory=list)
     id_tokens: list[IdTokenConfig] = Field(default_factory=list)
     meters: list[MeterConfig] = Field(default_factory=list)
