@@ -206,8 +206,11 @@ class ControllerBus:
             link.close()
             del self.links[sid]
         elif boots is not None and msg.link.boots > boots and StationBooted not in emitted:
-            # A reboot whose StationBooted message was coalesced away (the broker was down): tell it anyway.
-            self.state.booted(sid, st.boot or BootInfo("", ""), self.clock())
+            # A reboot whose StationBooted message was coalesced away (the broker was down): tell it anyway,
+            # leaving the mirror's boot info as the gateway's.
+            boot = st.boot
+            self.state.booted(sid, boot or BootInfo("", ""), self.clock())
+            st.boot = boot
 
     def _node(self, rec: NodeRecord) -> None:
         if rec.status == "online":
@@ -215,14 +218,14 @@ class ControllerBus:
             self._apply_record(rec)
         else:
             self._cancel_timers(rec.node)  # a hello it was waiting for is moot: the node says offline
-            self._later(rec.node, self.offline_grace, self._offline, rec)
+            self._later(rec.node, self.offline_grace, self._offline, rec, self.clock())
 
-    def _offline(self, rec: NodeRecord) -> None:
+    def _offline(self, rec: NodeRecord, received_at: float) -> None:
         del self._timers[rec.node]
-        self._apply_record(rec)
+        self._apply_record(rec, received_at)
 
-    def _apply_record(self, rec: NodeRecord) -> None:
-        gone = self.mirror.node_record(rec)
+    def _apply_record(self, rec: NodeRecord, at: float | None = None) -> None:
+        gone = self.mirror.node_record(rec, at)
         for sid in gone:
             link = self.links.pop(sid, None)
             if link is not None:

@@ -199,17 +199,19 @@ class StationMirror:
         self.owners[target.station_id] = Owner(msg.node, msg.run, msg.seq, msg.state.connected_at)
         return emitted
 
-    def node_record(self, rec: NodeRecord) -> list[str]:
-        """A node's record. Returns the stations this marked disconnected: those of a gateway run that is gone
-        (offline by its Last Will or its goodbye, or replaced by a new run of the same node)."""
+    def node_record(self, rec: NodeRecord, at: float | None = None) -> list[str]:
+        """A node's record. Returns the stations this marked disconnected (at ``at``, default the record's own
+        time; a Last Will's is when its gateway connected): those of a gateway run that is gone (offline by its
+        Last Will or its goodbye, or replaced by a new run of the same node)."""
         known = self.nodes.get(rec.node)
         if known is not None and known.run != rec.run and rec.at < known.at:
             self.counts["stale_node_record"] += 1  # an older run's Last Will, delivered after its successor's hello
             return []
-        self.nodes[rec.node] = NodeInfo(rec.run, rec.status == "online", rec.at)
+        self.nodes[rec.node] = NodeInfo(rec.run, rec.status == "online", rec.at if at is None else at)
         gone = []
         for sid, owner in self.owners.items():
-            if owner.node == rec.node and not self.live(owner.node, owner.run) and self._drop(sid, rec.at):
+            if owner.node == rec.node and not self.live(owner.node, owner.run) and \
+                    self._drop(sid, rec.at if at is None else at):
                 gone.append(sid)
         if gone:
             log.warning("node %s is %s: %d station(s) it held marked disconnected", rec.node,

@@ -14,7 +14,7 @@ from csms.bus.connection import publish_properties
 from csms.bus.remote import RemoteLink
 from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
 from csms.domain.state import (
-    BootInfo, MaintenanceStatus, PhaseSample, StationConnected, StationDisconnected, Transaction,
+    BootInfo, MaintenanceStatus, PhaseSample, StationBooted, StationConnected, StationDisconnected, Transaction,
 )
 
 from meter_gateway.backoff import Backoff
@@ -176,14 +176,19 @@ async def test_the_broker_restarting_loses_nothing_and_hangs_no_call(mosquitto):
         assert await remote.set_profile(SPEC) is Outcome.OFFLINE  # at once while the broker is away
         # Meanwhile the station charges; only its latest state waits to be published.
         t, coalesced = time.time(), gw.bridge.counts["coalesced"]
+        booted = sum(isinstance(e, StationBooted) for e in ctl.events)
+        fake.boot()  # a reboot on the same connection, with the same boot info: no state diff shows it
+        gw.state.booted("CP1", BootInfo("Vendor", "Model", "SN1", "1.0"), t)
         gw.state.transaction_started("CP1", Transaction("77", 1, "TAG", t))
         for i in range(50):
             gw.state.sampled("CP1", 1, PhaseSample(t + i, (16.0, 16.0, 16.0)))
-        assert gw.bridge.counts["coalesced"] - coalesced == 51
+        assert gw.bridge.counts["coalesced"] - coalesced == 52
         mosquitto.start()  # same port, nothing retained: the gateway publishes every station again
         await until(lambda: ctl.state.station("CP1") == gw.state.station("CP1"), 10,
                     "the mirror caught up after the broker came back")
         assert any(type(e).__name__ == "TransactionStarted" for e in ctl.events)
+        # The reboot reaches the delivery as the real link would signal it: boots first, then StationBooted.
+        assert remote.boots == 2 and sum(isinstance(e, StationBooted) for e in ctl.events) == booted + 1
         fake.delay = 0.0
         await until(lambda: ctl.bus.conn.up.is_set())
         assert await remote.set_profile(SPEC) is Outcome.ACCEPTED

@@ -125,7 +125,7 @@ def test_the_old_gateways_late_disconnect_does_not_hide_the_new_session() -> Non
 def test_a_gateway_gone_offline_takes_its_stations_with_it_and_a_retained_message_of_it_stays_disconnected():
     src, dst = Source("gw-a", "r1"), Mirror()
     dst.feed(_connected(src, 100.0))
-    gone = dst.mirror.node_record(NodeRecord("gw-a", "gateway", "offline", at=200.0, run="r1"))
+    gone = dst.mirror.node_record(NodeRecord("gw-a", "gateway", "offline", at=50.0, run="r1"), at=200.0)
     assert gone == [STATION] and not dst.station().connected and dst.station().disconnected_at == 200.0
     # A controller that joins now gets the offline record and the station's retained "connected" in any order.
     late = Mirror()
