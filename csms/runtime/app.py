@@ -39,6 +39,7 @@ from csms.runtime.commissioning import Commissioning
 from csms.runtime.tokens import TokenBook
 from csms.runtime.operator_caps import OperatorCaps
 from csms.runtime.reload import ConfigReloader
+from csms.runtime.roles import ControllerRole, GatewayRole, led_view
 from csms.runtime.wiring_watch import WiringWatch
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
@@ -54,8 +55,12 @@ class CentralSystemApp:
     """``config_path`` is the file ``cfg`` was read from (with its SHA-256, ``digest``): what a reload reads again."""
 
     def __init__(self, cfg: SiteConfig, clock: Callable[[], float] = time.time, *,
-                 config_path: str | Path | None = None, digest: str = ""):
+                 config_path: str | Path | None = None, digest: str = "", role: str = "all"):
         self.cfg = cfg
+        #: "all", "gateway" or "controller" (see :mod:`csms.runtime.roles`).
+        self.role = role
+        self.holds_stations = role in ("all", "gateway")
+        self.balances = role in ("all", "controller")
         self.clock = clock
         self.state = SiteState()
         self.storage = Storage(cfg.storage.target, cfg.storage.commit_interval)
@@ -71,11 +76,13 @@ class CentralSystemApp:
         #: The operator's id tokens: list/get/put/block/unblock/delete (what the HTTP API and CLI call).
         self.tokens = TokenBook(self.ctx.authorizer, self.storage, clock)
         decisions = DecisionOutbox()
-        self.balancer = BalancerController(cfg, self.state, decisions, self, clock)
-        self.delivery = Delivery(cfg, self.state, decisions, self.balancer, self.storage, clock=clock)
+        # A controller starts with nothing led and a gateway balances nothing: their balancer sees an empty site.
+        view = cfg if role == "all" else led_view(cfg, ())
+        self.balancer = BalancerController(view, self.state, decisions, self, clock)
+        self.delivery = Delivery(view, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
         #: The operator's caps on chargers' limits: an input of the balancer, kept over a restart.
-        self.caps = OperatorCaps(cfg, self.balancer, self.storage, clock)
+        self.caps = OperatorCaps(view, self.balancer, self.storage, clock)
         self.server = CentralSystem(self.ctx, on_session=self._session_started, observe=self.messages)
         #: Local authorization lists sent to stations, kept in step with the tokens.
         self.local_lists = LocalLists(self.server.sessions, self.station_orgs,
@@ -103,6 +110,9 @@ class CentralSystemApp:
         self.last_readings: dict[str, MeterReading] = {}
         self.readings = ReadingRecorder(self.storage, clock)
         self.web = None  # the operator view (csms.web.WebServer) when [http] is configured
+        #: The bus side of a gateway or a controller (None: one process does it all).
+        self.cluster: GatewayRole | ControllerRole | None = (
+            GatewayRole(self) if role == "gateway" else ControllerRole(self) if role == "controller" else None)
         self._stack = contextlib.AsyncExitStack()
 
     @property
@@ -120,16 +130,22 @@ class CentralSystemApp:
             self._stack.callback(self.readings.flush)
             await self._restore()
             self._stack.push_async_callback(self.local_lists.stop)
-            await self.commissioning.restore()
-            self.wiring_watch.start()
-            self._stack.callback(self.wiring_watch.stop)
-            await self.balancer.start()
-            self._stack.push_async_callback(self.balancer.stop)
-            self._stack.push_async_callback(self.delivery.stop)
-            self._stack.push_async_callback(self._close_meters)
-            self.meters = await self._open_meters(self.cfg)
-            await self.server.start()
-            self._stack.push_async_callback(self.server.stop)
+            if self.role == "all":  # a check holds a whole group's chargers: one process must hold them all
+                await self.commissioning.restore()
+            if self.balances:
+                self.wiring_watch.start()
+                self._stack.callback(self.wiring_watch.stop)
+                await self.balancer.start()
+                self._stack.push_async_callback(self.balancer.stop)
+                self._stack.push_async_callback(self.delivery.stop)
+                self._stack.push_async_callback(self._close_meters)
+                self.meters = await self._open_meters(self.cfg)
+            if self.cluster is not None:
+                await self.cluster.start()
+                self._stack.push_async_callback(self.cluster.stop)
+            if self.holds_stations:
+                await self.server.start()
+                self._stack.push_async_callback(self.server.stop)
             self._stack.push_async_callback(self.commissioning.stop)  # lifts its caps while chargers are still here
             if self.cfg.http is not None:
                 from csms.web.server import WebServer  # aiohttp only when the operator view is on
@@ -200,19 +216,31 @@ class CentralSystemApp:
         self.ctx.authorizer.apply_config(new)
         self.station_orgs.clear()
         self.station_orgs.update({c.id: c.organisation for c in new.chargers})
-        await self.balancer.apply_config(new)
-        self.caps.apply_config(new)
-        for cid in self.delivery.apply_config(new):
-            log.info("%s: its settings or its group's changed; setting it up again on its connection", cid)
+        if isinstance(self.cluster, ControllerRole):
+            self.cluster.set_groups(new)
+            await self.put_in_force(self.cluster.view(new))
+        elif self.role == "all":
+            await self.put_in_force(new)
         self.server.set_passwords({c.id: c.password for c in new.chargers})
         for cid in diff.chargers.removed:
             await self.server.close_station(cid, "removed from the site config")
-        if self._used_meters(new) != old_meters:
+        if self.balances and self._used_meters(new) != old_meters:
             old, self.meters = self.meters, await self._open_meters(new)
             if old is not None:
                 await old.__aexit__(None, None, None)
 
+    async def put_in_force(self, view: SiteConfig) -> None:
+        """The part of the site this process balances (the whole site, or what a controller leads) takes
+        effect: the balancer first, so that a new charger has a group task before its channel sends."""
+        await self.balancer.apply_config(view)
+        self.caps.apply_config(view)
+        for cid in self.delivery.apply_config(view):
+            log.info("%s: its settings or its group's changed; setting it up again on its connection", cid)
+
     def _session_started(self, link: StationLink) -> None:
+        if isinstance(self.cluster, GatewayRole):
+            self.cluster.on_session(link)
+            return
         self.delivery.attach(link)
         self.local_lists.attach(link.id)
 
@@ -264,7 +292,16 @@ class CentralSystemApp:
     async def _restore(self) -> None:
         """Brings back what a restart must not forget: transactions that were running, id tokens changed, the
         local lists stations hold, the operator's caps, and each station's latest firmware and log status (the
-        operator view shows them)."""
+        operator view shows them). A controller restores only the caps (its stations' state comes from the bus),
+        and only a process that holds every station marks them all disconnected."""
+        if self.holds_stations:
+            await self._restore_stations()
+        if self.balances:
+            caps = await self.caps.restore()
+            if caps:
+                log.info("restored %d operator cap(s) from storage", caps)
+
+    async def _restore_stations(self) -> None:
         changed = await self.tokens.load()
         await self.local_lists.load()
         await self.reservations.load()
@@ -278,16 +315,14 @@ class CentralSystemApp:
         for row in await self.storage.read(records.latest_maintenance):
             self.state.station(row["station_id"]).maintenance[row["kind"]] = MaintenanceStatus(
                 row["status"], row["at"], row["request_id"])
-        # Stations are all disconnected until they reconnect.
-        await self.storage.write(lambda db: db.execute("UPDATE stations SET connected = 0"))
+        if self.role == "all":  # stations are all disconnected until they reconnect (other gateways hold theirs)
+            await self.storage.write(lambda db: db.execute("UPDATE stations SET connected = 0"))
         if rows:
             log.info("restored %d running transaction(s) from storage", len(rows))
-        caps = await self.caps.restore()
-        if caps:
-            log.info("restored %d operator cap(s) from storage", caps)
 
 
-async def serve_until_signalled(cfg: SiteConfig, config_path: str | Path | None = None, digest: str = "") -> int:
+async def serve_until_signalled(cfg: SiteConfig, config_path: str | Path | None = None, digest: str = "",
+                                role: str = "all") -> int:
     """Runs the central system until SIGINT/SIGTERM, then shuts down cleanly; returns the exit code. SIGHUP
     reloads ``config_path`` (see :mod:`csms.runtime.reload`)."""
     stop = asyncio.Event()
@@ -296,10 +331,11 @@ async def serve_until_signalled(cfg: SiteConfig, config_path: str | Path | None 
         loop.add_signal_handler(sig, stop.set)
     # Until everything runs, a SIGHUP (whose default is to end the process) is only logged.
     loop.add_signal_handler(signal.SIGHUP, log.warning, "SIGHUP ignored: the central system is still starting")
-    async with CentralSystemApp(cfg, config_path=config_path, digest=digest) as app:
+    async with CentralSystemApp(cfg, config_path=config_path, digest=digest, role=role) as app:
         loop.add_signal_handler(signal.SIGHUP, app.reloader.request, "SIGHUP")
-        log.info("central system running on port %s (config version %s); Ctrl-C to stop, SIGHUP or "
-                 "`csms reload` to reload the config", app.port, app.reloader.version.label)
+        where = f"on port {app.port}" if app.holds_stations else "with no OCPP port (a controller)"
+        log.info("central system (role %s) running %s (config version %s); Ctrl-C to stop, SIGHUP or "
+                 "`csms reload` to reload the config", role, where, app.reloader.version.label)
         try:
             await stop.wait()
         finally:

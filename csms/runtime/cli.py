@@ -50,12 +50,29 @@ async def _serve_with_frozen_heap(serving):
         return await serving
 
 
+def _node_overrides(cfg: SiteConfig, args: argparse.Namespace) -> SiteConfig:
+    """What differs between the nodes sharing one site file: the node's name and its OCPP port."""
+    if args.node is not None:
+        cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"node": args.node})})
+    if args.port is not None:
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"port": args.port})})
+    return cfg
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         cfg, digest = read_config(args.config)
     except ConfigError as err:
         for line in err.lines():
             print(line, file=sys.stderr)
+        return 2
+    cfg = _node_overrides(cfg, args)
+    from csms.runtime.roles import role_problems
+
+    problems = role_problems(cfg, args.role)
+    for line in problems:
+        print(f"{args.config}: {line}", file=sys.stderr)
+    if problems:
         return 2
     _setup_logging(args.log_level)
     for w in config_warnings(cfg):
@@ -74,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     preload()  # every OCPP schema compiled before the first station connects
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_serve_with_frozen_heap(serve_until_signalled(cfg, args.config, digest)))
+            return runner.run(_serve_with_frozen_heap(serve_until_signalled(cfg, args.config, digest, args.role)))
     except sqlite3.DatabaseError as exc:  # e.g. a SQLite file damaged past its header (check_files reads only that)
         print(f"{args.config}: storage.database: cannot open {cfg.storage.database!r}: {exc}", file=sys.stderr)
         return 2
@@ -153,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="operator config (TOML)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--uvloop", action="store_true", help="run on the uvloop event loop (optional dependency)")
+    p.add_argument("--role", choices=["all", "gateway", "controller"], default="all",
+                   help="all: one process does everything (default); gateway: hold the stations' OCPP connections; "
+                        "controller: balance the groups it leads (both need [mqtt] and a PostgreSQL storage.url)")
+    p.add_argument("--node", help="this node's name on the bus (overrides [cluster] node)")
+    p.add_argument("--port", type=int, help="the OCPP port (overrides [server] port; gateways on one host)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate an operator config and print every problem")

@@ -213,6 +213,15 @@ def open_transactions(db: Db) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM transactions WHERE stopped_at IS NULL ORDER BY started_at"))
 
 
+def open_transactions_of(station_id: str) -> Callable[[Db], list[dict[str, Any]]]:
+    """One station's running transactions (a gateway reads them as the station connects: it may have started
+    them on another gateway)."""
+    def op(db: Db) -> list[dict[str, Any]]:
+        return list(db.query("SELECT * FROM transactions WHERE station_id = ? AND stopped_at IS NULL "
+                             "ORDER BY started_at", [station_id]))
+    return op
+
+
 def record_decision(group_id: str, at: float, meter_fresh: bool, budget: dict, limits: Callable[[], dict]):
     """``limits`` is called on the writer's thread: for a group of 1,000 chargers, building and encoding
     the per-charger entries is milliseconds the event loop (and every station) need not wait."""
