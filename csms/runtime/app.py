@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from meter_gateway.config import MeterConfig
 from meter_gateway.gateway import MeterGateway
@@ -273,7 +274,15 @@ class CentralSystemApp:
                         uploads=self.uploads, reservations=self.reservations.of_station,
                         operator_cap=self.caps.cap, config_status=self.reloader.status,
                         reload=self.reloader.reload, commissioning=self.commissioning,
-                        wiring_warnings=self.wiring_watch.warnings)
+                        wiring_warnings=self.wiring_watch.warnings, node=self.node_status)
+
+    def node_status(self) -> dict[str, Any]:
+        """This process in a deployment: its role, node name, the groups it balances, the stations it holds
+        (a gateway, or one process) or drives (a controller), and the nodes it hears of on the bus."""
+        if self.cluster is None:
+            return {"role": "all", "node": None, "groups": [g.id for g in self.cfg.load_balancers],
+                    "stations": sum(1 for s in self.state.stations.values() if s.connected), "nodes": {}}
+        return {"role": self.role, "node": self.cfg.cluster.node, **self.cluster.status()}
 
     def _on_meter_state(self, serial: str, state: MeterState) -> None:
         self.meter_states[serial] = state

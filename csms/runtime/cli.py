@@ -56,6 +56,8 @@ def _node_overrides(cfg: SiteConfig, args: argparse.Namespace) -> SiteConfig:
         cfg = cfg.model_copy(update={"cluster": cfg.cluster.model_copy(update={"node": args.node})})
     if args.port is not None:
         cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update={"port": args.port})})
+    if args.http_port is not None and cfg.http is not None:
+        cfg = cfg.model_copy(update={"http": cfg.http.model_copy(update={"port": args.http_port})})
     return cfg
 
 
@@ -175,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "controller: balance the groups it leads (both need [mqtt] and a PostgreSQL storage.url)")
     p.add_argument("--node", help="this node's name on the bus (overrides [cluster] node)")
     p.add_argument("--port", type=int, help="the OCPP port (overrides [server] port; gateways on one host)")
+    p.add_argument("--http-port", type=int, help="the operator view's port (overrides [http] port)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check-config", help="validate an operator config and print every problem")

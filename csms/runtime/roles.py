@@ -134,6 +134,9 @@ class GatewayRole:
         self.bridge.attach(link)
         self.app.local_lists.attach(link.id)
 
+    def status(self) -> dict[str, Any]:
+        return {"groups": [], "stations": len(self.bridge.links), "nodes": {}}
+
     def _superseded(self, station_id: str) -> None:
         task = asyncio.create_task(self.app.server.close_station(station_id, "reconnected to another gateway"))
         self._tasks.add(task)
@@ -175,6 +178,11 @@ class ControllerRole:
         keys = list(ttls) + ([UNGROUPED] if any(c.id not in grouped for c in cfg.chargers) else [])
         self.leases.set_groups(keys, ttls)
         self._changed.set()
+
+    def status(self) -> dict[str, Any]:
+        driven = sum(1 for cid, w in self.app.delivery.workers.items() if w.link is not None)
+        return {"groups": sorted(self.leases.leading()), "stations": driven,
+                "nodes": {name: info.online for name, info in self.bus.mirror.nodes.items()}}
 
     def view(self, cfg: SiteConfig) -> SiteConfig:
         return led_view(cfg, self.in_force)

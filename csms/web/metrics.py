@@ -28,6 +28,24 @@ log = logging.getLogger("csms.web.metrics")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
+def node_metrics(node: dict) -> Iterator[Metric]:
+    """What this process is in a deployment: its role, the groups it balances, the stations it holds or drives,
+    and the other nodes it hears of on the bus (1 online, 0 offline)."""
+    info = GaugeMetricFamily("csms_node_info", "This process: its role (all, gateway, controller) and node name.",
+                             labels=["role", "node"])
+    info.add_metric([node["role"], node["node"] or ""], 1.0)
+    groups = GaugeMetricFamily("csms_node_groups_led", "Load-balancer groups this process balances now.")
+    groups.add_metric([], float(len(node["groups"])))
+    stations = GaugeMetricFamily("csms_node_stations", "Stations this process holds (gateway, all) or drives "
+                                 "(controller) now.")
+    stations.add_metric([], float(node["stations"]))
+    peers = GaugeMetricFamily("csms_bus_node_online", "Nodes heard of on the bus: 1 online, 0 offline.",
+                              labels=["node"])
+    for name, online in sorted(node["nodes"].items()):
+        peers.add_metric([name], 1.0 if online else 0.0)
+    yield from (info, groups, stations, peers)
+
+
 class SiteCollector(Collector):
     """Reads the live state through the site view at scrape time."""
 
@@ -67,6 +85,7 @@ class SiteCollector(Collector):
                 for p, a in decision.budget.items():
                     budget.add_metric([g.id, str(p)], a)
         yield from (phase_current, budget, group_max, meter_fresh)
+        yield from node_metrics(view.node())
 
         limit = GaugeMetricFamily("csms_charger_limit_amperes",
                                   "The limit the balancer decided for the charger, per phase (A).",

@@ -247,6 +247,7 @@ def site(view: SiteView) -> dict[str, Any]:
         "at": view.clock(),
         # Which config is in force ({"version", "sha256", "loaded_at", ...}) and the latest refused reload.
         "config": view.config_status() if view.config_status is not None else None,
+        "node": view.node(),
         "connected_stations": sum(1 for s in stations if s.connected),
         "organisations": organisations(view),
         "groups": groups(view),

@@ -87,6 +87,10 @@ class SiteView:
     commissioning: Commissioner | None = None
     #: A group's current passive wiring findings (the ``wiring_warning`` events still in force).
     wiring_warnings: Callable[[str], list[dict[str, Any]]] = lambda group_id: []
+    #: This process's part in a scaled-out deployment: {"role", "node", "groups" it balances, "stations" it
+    #: holds or drives, "nodes" it hears of on the bus}; see :meth:`csms.runtime.app.CentralSystemApp.node_status`.
+    node: Callable[[], dict[str, Any]] = lambda: {"role": "all", "node": None, "groups": [], "stations": 0,
+                                                  "nodes": {}}
 
     @property
     def cfg(self) -> SiteConfig:

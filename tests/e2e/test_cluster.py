@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,8 @@ from simulators.clock import SimClock
 from simulators.simulation import Simulation
 from simulators.site import Constant
 from tests.e2e.harness import (
-    METER, ChargerSpec, Observer, Process, SiteSpec, config_data, ev_budget, ev_model, free_port, wait_until,
+    METER, READ_TOKEN, ChargerSpec, Observer, Process, SiteSpec, config_data, ev_budget, ev_model, free_port,
+    wait_until,
 )
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import PostgresCluster, unavailable_reason
@@ -45,12 +48,20 @@ TAKEOVER_SLACK = 5.0
 MOVE_BOUND = 30.0
 
 
-def serve(role: str, node: str, config: Path, log: Path, port: int | None = None) -> Process:
+def serve(role: str, node: str, config: Path, log: Path, http_port: int, port: int | None = None) -> Process:
     argv = [sys.executable, "-X", "faulthandler", "-m", "csms.runtime.cli", "serve", "--config", str(config),
-            "--role", role, "--node", node]
+            "--role", role, "--node", node, "--http-port", str(http_port)]
     if port is not None:
         argv += ["--port", str(port)]
     return Process(f"csms serve --role {role} ({node})", argv, log, port)
+
+
+def status(http_port: int) -> dict:
+    """The node's own answer: ``/api/status``'s ``node`` part."""
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/status",
+                                 headers={"Authorization": f"Bearer {READ_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())["node"]
 
 
 @dataclass
@@ -63,6 +74,8 @@ class Cluster:
     controllers: dict[str, Process]
     spec: SiteSpec
     stale_after: float
+    #: Each node's operator view port.
+    http: dict[str, int]
     #: Per charger, when each profile was installed (monotonic s), and when it lost its connection.
     installed: dict[str, list[float]] = field(default_factory=dict)
     dropped: dict[str, list[float]] = field(default_factory=dict)
@@ -100,7 +113,7 @@ class Cluster:
 async def running_cluster(tmp: Path) -> AsyncIterator[Cluster]:
     # A 50 A fuse: four cars at their 6 A minimum fit beside the other load, with every step switched on.
     spec = SiteSpec([ChargerSpec(f"CP{i}", version="ocpp1.6" if i % 2 else "ocpp2.0.1") for i in range(1, 5)],
-                    fuse=50.0)
+                    fuse=50.0, http=True)
     with PostgresCluster() as pg, Mosquitto() as broker:
         ports = {"gw1": free_port(), "gw2": free_port()}
         meter_port = free_port()
@@ -112,10 +125,12 @@ async def running_cluster(tmp: Path) -> AsyncIterator[Cluster]:
         sim = Simulation.from_config(cfg, SimClock(seed=11), tweak=lambda sc: _tweak(sc, spec))
         site = sim.sites[METER]
         site.loads.append(Constant(BASE))
-        gateways = {n: serve("gateway", n, config_path, tmp / f"{n}.log", p) for n, p in ports.items()}
-        controllers = {n: serve("controller", n, config_path, tmp / f"{n}.log") for n in ("c1", "c2")}
+        http = {n: free_port() for n in ("gw1", "gw2", "c1", "c2")}
+        gateways = {n: serve("gateway", n, config_path, tmp / f"{n}.log", http[n], p) for n, p in ports.items()}
+        controllers = {n: serve("controller", n, config_path, tmp / f"{n}.log", http[n]) for n in ("c1", "c2")}
         observer = Observer(sim, site)
-        cluster = Cluster(sim, observer, pg, broker, gateways, controllers, spec, cfg.load_balancers[0].stale_after)
+        cluster = Cluster(sim, observer, pg, broker, gateways, controllers, spec, cfg.load_balancers[0].stale_after,
+                          http)
         try:
             await sim.start_meters()
             for gw in gateways.values():
@@ -203,6 +218,9 @@ async def test_controllers_and_gateways_fail_over_and_the_fuse_holds(tmp_path: P
         print(f"controller takeover: every charger driven by c2 {time.monotonic() - killed:.1f} s after c1's "
               f"SIGKILL (stale_after {c.stale_after:g} s)")
         await switch_off_one("c2 in charge")
+        node = await asyncio.to_thread(status, c.http["c2"])
+        assert node["role"] == "controller" and node["node"] == "c2" and node["groups"] == [GROUP], node
+        assert node["stations"] == 4 and node["nodes"]["gw1"] and node["nodes"]["gw2"], node
 
         # 2. A gateway dies: its chargers reconnect through the balancer to the other and get limits within 30 s.
         killed = time.monotonic()
@@ -214,6 +232,8 @@ async def test_controllers_and_gateways_fail_over_and_the_fuse_holds(tmp_path: P
                          MOVE_BOUND, f"{sorted(moved)} reconnected to gw2 and got limits")
         print(f"gateway failover: {sorted(moved)} limited again {time.monotonic() - killed:.1f} s after gw1's SIGKILL")
         await switch_off_one("after the gateway failover")
+        node = await asyncio.to_thread(status, c.http["gw2"])
+        assert node["role"] == "gateway" and node["stations"] == 4 and node["groups"] == [], node
 
         # 3. The broker restarts; 4. PostgreSQL restarts. Each time the cars are followed again.
         c.broker.stop()
