@@ -273,7 +273,8 @@ class CentralSystemApp:
                         message_counts=self.messages.counts, commands=self.commands, tokens=self.tokens,
                         uploads=self.uploads, reservations=self.reservations.of_station,
                         operator_cap=self.caps.cap, config_status=self.reloader.status,
-                        reload=self.reloader.reload, commissioning=self.commissioning,
+                        reload=self.reloader.reload,
+                        commissioning=self.commissioning if self.role == "all" else None,
                         wiring_warnings=self.wiring_watch.warnings, node=self.node_status)
 
     def node_status(self) -> dict[str, Any]:
