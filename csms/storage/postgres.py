@@ -59,7 +59,7 @@ def connect(url: str) -> PgDb:
     """A migrated connection (not in autocommit mode: every write runs in an explicit transaction)."""
     conn = psycopg.connect(url, autocommit=False, connect_timeout=CONNECT_TIMEOUT, application_name="csms")
     try:
-        migrations.migrate(conn)
+        migrations.migrate(conn, where=redact_url(url))
     except BaseException:
         conn.close()
         raise
