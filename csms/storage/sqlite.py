@@ -59,6 +59,8 @@ class SqliteBackend:
         #: What log lines call this database.
         self.label = path
         self.db: SqliteDb | None = None
+        #: A file has no server to hang: nothing to watch (see :mod:`.hang`).
+        self.guard = None
 
     def connect(self) -> None:
         self.db = open_database(self.path)
