@@ -64,7 +64,8 @@ class CentralSystemApp:
         self.balances = role in ("all", "controller")
         self.clock = clock
         self.state = SiteState()
-        self.storage = Storage(cfg.storage.target, cfg.storage.commit_interval)
+        self.storage = Storage(cfg.storage.target, cfg.storage.commit_interval,
+                               statement_timeout=cfg.storage.statement_timeout)
         #: Each configured station's organisation: one dict shared by the parts that look stations up (local
         #: lists, operator commands, reservations, uploads), kept current by :meth:`apply_config`.
         self.station_orgs: dict[str, str] = {c.id: c.organisation for c in cfg.chargers}

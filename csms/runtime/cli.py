@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from csms.config import ConfigError, SiteConfig, config_warnings, load_config, read_config
+from csms.storage.migrations import SchemaError
 
 
 def _load(path: str) -> SiteConfig | None:
@@ -216,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except SchemaError as exc:  # a database of a newer build (or not ours): the message names it and the fix
+        print(f"csms {args.command}: storage: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -18,6 +18,13 @@ acknowledged: the station, never answered, sends it again, and the operations ar
 writer reconnects with backoff; writes queued meanwhile wait, and any that has waited ``outage_timeout``
 seconds fails with :class:`StorageUnavailable`, so a long outage neither hangs callers nor grows the queue
 without bound.
+
+A server that hangs without closing the connection is made into one that went away: every wait on it is bounded
+by ``statement_timeout`` (PostgreSQL's backend carries a :class:`~csms.storage.hang.HangGuard`; a watchdog task
+here trips it), after which the connection is cut and the above applies. A write the connection already dropped
+under, that has waited ``outage_timeout`` when it would run again, fails instead: so a server that takes
+connections but leaves statements unanswered fails each write within about ``outage_timeout`` plus one
+``statement_timeout``, as one that takes no connections does.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from csms.storage.hang import HangGuard
 from csms.storage.sql import Db, StorageClosed, StorageUnavailable
 from csms.storage.sqlite import SqliteBackend, open_database
 
@@ -54,6 +62,8 @@ class Backend(Protocol):
 
     label: str
     db: Any
+    #: Bounds the waits on a server (None: an embedded engine, nothing to watch).
+    guard: HangGuard | None
 
     def connect(self) -> None: ...
     def begin(self) -> None: ...
@@ -64,11 +74,11 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def make_backend(target: str) -> Backend:
+def make_backend(target: str, statement_timeout: float = 10.0) -> Backend:
     if is_postgres_url(target):
         from csms.storage.postgres import PostgresBackend  # psycopg loaded only by those who use it
 
-        return PostgresBackend(target)
+        return PostgresBackend(target, statement_timeout)
     return SqliteBackend(target)
 
 
@@ -90,18 +100,20 @@ class _Pending:
 class Storage:
     """Group-committing writer plus reads on the same thread (so they see every committed write)."""
 
-    def __init__(self, path: str, commit_interval: float = 0.005, outage_timeout: float = 30.0):
+    def __init__(self, path: str, commit_interval: float = 0.005, outage_timeout: float = 30.0,
+                 statement_timeout: float = 10.0):
         #: The SQLite path or PostgreSQL URL (may hold a password: log :attr:`label` instead).
         self.path = path
         self.commit_interval = commit_interval
         self.outage_timeout = outage_timeout
-        self._backend = make_backend(path)
+        self._backend = make_backend(path, statement_timeout)
         self.label = self._backend.label
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="csms-storage")
         self._open = False
         self._queue: list[_Pending] = []
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._watchdog: asyncio.Task | None = None
         self._closing = False
         self.batches = 0
         self.writes = 0
@@ -110,7 +122,13 @@ class Storage:
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._backend.connect)
+        if self._backend.guard is not None:  # first: connecting waits on the server too
+            self._watchdog = asyncio.create_task(self._watch(self._backend.guard), name="storage-watchdog")
+        try:
+            await loop.run_in_executor(self._executor, self._backend.connect)
+        except BaseException:
+            await self._stop_watchdog()
+            raise
         self._open = True
         self._wakeup = asyncio.Event()
         self._task = asyncio.create_task(self._writer(), name="storage-writer")
@@ -125,6 +143,7 @@ class Storage:
         if self._open:
             self._open = False
             await asyncio.get_running_loop().run_in_executor(self._executor, self._backend.close)
+        await self._stop_watchdog()
         self._executor.shutdown(wait=True)
 
     async def __aenter__(self) -> "Storage":
@@ -171,6 +190,11 @@ class Storage:
             if self._backend.db is None:
                 await self._reconnect()
                 self._wakeup.set()
+                continue
+            self._fail_waiting(self.outage_timeout, f"the connection to {self.label} dropped under this write and "
+                               f"it has waited {self.outage_timeout:g} s", retried_only=True)
+            if not self._queue:
+                self._wakeup.set()  # come back round: to return if closing, else to wait
                 continue
             batch, self._queue = self._queue, []
             try:
@@ -222,11 +246,30 @@ class Storage:
             log.warning("storage: reconnected to %s after %d failed attempt(s)", self.label, attempts)
             return
 
-    def _fail_waiting(self, older_than: float, why: str) -> None:
+    async def _watch(self, guard: HangGuard) -> None:
+        """Trips ``guard`` once a wait on the server passes its deadline: the storage thread's call then fails as
+        a lost connection (see :mod:`.hang`)."""
+        tick = min(0.25, guard.timeout / 4)
+        while True:
+            await asyncio.sleep(tick)
+            limit = guard.check()
+            if limit is not None:
+                log.error("storage: %s left a statement unanswered for %g s: cut the connection (reconnecting)",
+                          self.label, limit)
+
+    async def _stop_watchdog(self) -> None:
+        task, self._watchdog = self._watchdog, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _fail_waiting(self, older_than: float, why: str, retried_only: bool = False) -> None:
+        """Fails the queued writes submitted ``older_than`` seconds ago (with ``retried_only``, only those a dropped
+        connection has already sent back: a write the server is back for is not failed for the wait alone)."""
         now = time.monotonic()
         keep = []
         for pending in self._queue:
-            if now - pending.queued_at >= older_than:
+            if now - pending.queued_at >= older_than and (pending.retries or not retried_only):
                 if not pending.future.done():
                     pending.future.set_exception(StorageUnavailable(why))
             else:

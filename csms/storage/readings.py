@@ -1,8 +1,8 @@
 """Mains readings: buffered into their own ``meter_readings`` table and read back per phase.
 
 Mains readings are not part of the OCPP record, so :class:`ReadingRecorder` keeps them in their own
-table, buffered and written a few seconds at a time (a meter sends about one a second), and
-:func:`phase_currents` thins them like the rest of :mod:`csms.storage.history`.
+table (migration 1 creates it on both engines), buffered and written a few seconds at a time (a meter sends
+about one a second), and :func:`phase_currents` thins them like the rest of :mod:`csms.storage.history`.
 """
 
 from __future__ import annotations
@@ -10,25 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from csms.storage.sql import Db, table_exists
+from csms.storage.sql import Db
 
 from csms.storage.database import Storage
 from csms.storage.history import MAX_POINTS, Range
 
-METER_READINGS_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS meter_readings (
-        serial TEXT NOT NULL, taken_at REAL NOT NULL, current_l1 REAL, current_l2 REAL, current_l3 REAL,
-        PRIMARY KEY (serial, taken_at))"""
-)
-
-
 _COLUMNS = ("serial", "taken_at", "current_l1", "current_l2", "current_l3")
-
-
-def create_schema(db: Db) -> None:
-    """SQLite creates the table on the first write; PostgreSQL's comes with its migrations."""
-    if db.dialect.name == "sqlite":
-        db.execute(METER_READINGS_SCHEMA)
 
 
 class ReadingRecorder:
@@ -46,7 +33,6 @@ class ReadingRecorder:
         self._max_rows = max_rows
         self._rows: list[tuple[str, float, float | None, float | None, float | None]] = []
         self._since: float | None = None
-        self._schema_written = False
 
     def add(self, serial: str, taken_at: float, current: tuple[float | None, float | None, float | None]) -> None:
         self._rows.append((serial, taken_at, *current))
@@ -60,12 +46,8 @@ class ReadingRecorder:
         if not self._rows:
             return
         rows, self._rows, self._since = self._rows, [], None
-        with_schema = not self._schema_written
-        self._schema_written = True
 
         def op(db: Db) -> None:
-            if with_schema:
-                create_schema(db)
             db.executemany(db.dialect.insert_ignore("meter_readings", _COLUMNS), rows)
 
         self._storage.write_nowait(op, f"{len(rows)} meter reading(s)")
@@ -74,8 +56,6 @@ class ReadingRecorder:
 def phase_currents(serial: str, rng: Range):
     """Mains current per phase: ``[{"at", "l1", "l2", "l3"}]``, the highest of each bucket."""
     def op(db: Db) -> list[dict[str, Any]]:
-        if not table_exists(db, "meter_readings"):
-            return []
         bucket = rng.bucket
         if bucket == 0:
             sql = ("SELECT taken_at AS at, current_l1 AS l1, current_l2 AS l2, current_l3 AS l3 FROM meter_readings "

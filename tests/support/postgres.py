@@ -46,7 +46,8 @@ def unavailable_reason() -> str | None:
 class PostgresCluster:
     """``with PostgresCluster() as pg:`` runs a server with database ``pg.dbname``; ``pg.url`` connects to it."""
 
-    def __init__(self, dbname: str = "csms_test", start_timeout: float = 30.0):
+    def __init__(self, dbname: str = "csms_test", start_timeout: float = 30.0, durable: bool = False,
+                 parent: str | None = None):
         reason = unavailable_reason()
         if reason:
             raise RuntimeError(reason)
@@ -56,9 +57,11 @@ class PostgresCluster:
         self.host = "127.0.0.1"
         self.dbname = dbname
         self._timeout = start_timeout
+        #: True: the server's defaults (fsync, full page writes), for benchmarks of commits made durable.
+        self.durable = durable
         self._as_root = os.geteuid() == 0
         self.user = "postgres" if self._as_root else pwd.getpwuid(os.geteuid()).pw_name
-        self._tmp = tempfile.TemporaryDirectory(prefix="csms-pg-")
+        self._tmp = tempfile.TemporaryDirectory(prefix="csms-pg-", dir=parent)  # parent: which disk (default /tmp)
         self.dir = Path(self._tmp.name)
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
@@ -86,9 +89,12 @@ class PostgresCluster:
         self._check(self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8",
                               "--no-sync", "--locale=C"), "initdb")
         with (self.data / "postgresql.conf").open("a") as conf:
-            # A throwaway cluster: no fsync (a stop still writes everything out), its socket in its own folder.
+            # A throwaway cluster: no fsync unless durable (a stop still writes everything out), its socket in its
+            # own folder.
             conf.write(f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\nunix_socket_directories = "
-                       f"'{self.dir}'\nfsync = off\nfull_page_writes = off\nmax_connections = 40\n")
+                       f"'{self.dir}'\nmax_connections = 40\n")
+            if not self.durable:
+                conf.write("fsync = off\nfull_page_writes = off\n")
 
     def start(self) -> None:
         if self._running:

@@ -43,4 +43,4 @@ async def test_a_site_charges_and_its_records_read_back_from_postgres(tmp_path, 
         limits = json.loads(body)["decisions"]
         assert any(d["limits"]["CP1"]["limit"] == 16 for d in limits)
         applied = await app.storage.read(lambda db: db.execute("SELECT count(*) FROM schema_migrations").fetchone()[0])
-        assert applied == len(MIGRATIONS)  # every migration of this build, each recorded once
+        assert applied == len(MIGRATIONS)
