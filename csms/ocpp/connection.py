@@ -82,7 +82,7 @@ class Connection:
         self._on_answered = on_answered or (lambda _: None)
         self._call_lock = asyncio.Lock()
         self._reply: asyncio.Future[Event] | None = None
-        self._hooks: set[asyncio.Task] = set()
+        self._hooks: set[asyncio.Task] | None = None  # after-hooks still running; a set only while there are some
 
     # -- the receive loop --------------------------------------------------------------------------
 
@@ -97,7 +97,7 @@ class Connection:
                     log.debug("%s: receive %.500s", self.id, raw)
                 await self.receive(raw)
         finally:
-            for task in self._hooks:
+            for task in self._hooks or ():
                 task.cancel()
 
     async def receive(self, raw: str | bytes) -> None:
@@ -176,8 +176,16 @@ class Connection:
             hook = getattr(self._handler, route.after)(**payload)
             if inspect.isawaitable(hook):
                 task = asyncio.ensure_future(hook)
+                if self._hooks is None:
+                    self._hooks = set()
                 self._hooks.add(task)
-                task.add_done_callback(self._hooks.discard)
+                task.add_done_callback(self._hook_done)
+
+    def _hook_done(self, task: asyncio.Task) -> None:
+        if self._hooks is not None:
+            self._hooks.discard(task)
+            if not self._hooks:
+                self._hooks = None
 
     # -- calls the central system makes ------------------------------------------------------------
 

@@ -6,7 +6,6 @@ the ``ocpp`` package's reply dataclasses and the actions the version defines.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -27,6 +26,7 @@ from csms.ocpp.v16.commands import Commands16
 from csms.ocpp.v16.inbound import KNOWN_ACTIONS as KNOWN_16, Inbound16
 from csms.ocpp.v201.commands import Commands201
 from csms.ocpp.v201.inbound import KNOWN_ACTIONS as KNOWN_201, Inbound201
+from csms.runtime.aio import Flag
 from csms.storage.records import log_event
 
 
@@ -61,11 +61,11 @@ class Station:
         self.id = station_id
         self.version = version
         self.ctx = ctx
-        self.ready = asyncio.Event()
+        self.ready = Flag()
         self.ready_reason = ""
         self.boots = 0
-        #: Commands this station answered "not implemented/supported" on this connection.
-        self.unsupported: set[str] = set()
+        #: Commands this station answered "not implemented/supported" on this connection (replaced, not changed).
+        self.unsupported: frozenset[str] = frozenset()
         #: Operator requests awaiting the reports the station sends after its answer (GetChargingProfiles).
         self.reports = Reports()
         self.inbound = spec.inbound(self, ctx)
@@ -96,7 +96,7 @@ class Station:
         """The BootNotification's Accepted reply went out. A reboot on the same connection forgets what the
         station could not do (its firmware may have changed)."""
         self.boots += 1
-        self.unsupported.clear()
+        self.unsupported = frozenset()
         self.ready_reason = "boot accepted" if self.boots == 1 else "rebooted"
         self.ready.set()
 
