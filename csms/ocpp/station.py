@@ -15,7 +15,7 @@ from ocpp.v201 import call_result as call_result_201
 
 from csms.domain.state import Version
 from csms.ocpp.commands import Commands
-from csms.ocpp.connection import Connection, MessageObserver, Socket
+from csms.ocpp.connection import Connection, Ended, MessageObserver, Socket
 from csms.ocpp.context import SessionContext
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.protocol import Protocol
@@ -85,9 +85,9 @@ class Station:
         """Sends a command (an ``ocpp`` call dataclass) and returns the reply (see :meth:`Connection.call`)."""
         return await self.connection.call(payload, skip_schema_validation, timeout)
 
-    async def run(self) -> None:
-        """Serves the station until its socket closes."""
-        await self.connection.run()
+    def start(self, ended: Ended) -> None:
+        """Serves the station from now until its socket closes, then calls ``ended`` (see :meth:`Connection.start`)."""
+        self.connection.start(ended)
 
     async def close(self, code: int, reason: str) -> None:
         await self.connection.socket.close(code, reason)
