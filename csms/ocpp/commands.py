@@ -37,6 +37,8 @@ class Session(Protocol):
 class Commands:
     """The station's side of :class:`csms.domain.link.StationLink`: its id, readiness and what it cannot do."""
 
+    __slots__ = ("station", "id", "timeout")  # one per connected station: no per-instance dict
+
     def __init__(self, station: Session, timeout: float):
         self.station = station
         self.id = station.id

@@ -41,6 +41,8 @@ class Inbound:
     #: The version's reply dataclasses (``ocpp.v16.call_result`` or ``ocpp.v201.call_result``).
     call_results: ModuleType
 
+    __slots__ = ("station", "id", "ctx", "_boot", "_ended")  # one per connected station: no per-instance dict
+
     def __init__(self, station: Session, ctx: SessionContext):
         self.station = station
         self.id = station.id

@@ -39,6 +39,9 @@ class VersionSpec:
     known_actions: frozenset[str]
 
 
+#: What a station cannot do, before it has said so: one empty set shared by every session (each would be 216 bytes).
+NOTHING: frozenset[str] = frozenset()
+
 VERSIONS = {
     Version.V16: VersionSpec("1.6", Inbound16, Commands16, call_result_16, KNOWN_16),
     Version.V201: VersionSpec("2.0.1", Inbound201, Commands201, call_result_201, KNOWN_201),
@@ -54,6 +57,10 @@ class Station:
     connection; a second one is a reboot, after which the delivery sets the station up again.
     """
 
+    # One per connected station: no per-instance dict (``__weakref__``: the local lists keep sessions weakly).
+    __slots__ = ("id", "version", "ctx", "ready", "ready_reason", "boots", "unsupported", "reports", "inbound",
+                 "connection", "link", "__weakref__")
+
     def __init__(self, station_id: str, socket: Socket, version: Version, ctx: SessionContext,
                  observe: MessageObserver | None = None):
         spec = VERSIONS[version]
@@ -65,7 +72,7 @@ class Station:
         self.ready_reason = ""
         self.boots = 0
         #: Commands this station answered "not implemented/supported" on this connection (replaced, not changed).
-        self.unsupported: frozenset[str] = frozenset()
+        self.unsupported = NOTHING
         #: Operator requests awaiting the reports the station sends after its answer (GetChargingProfiles).
         self.reports = Reports()
         self.inbound = spec.inbound(self, ctx)
@@ -96,7 +103,7 @@ class Station:
         """The BootNotification's Accepted reply went out. A reboot on the same connection forgets what the
         station could not do (its firmware may have changed)."""
         self.boots += 1
-        self.unsupported = frozenset()
+        self.unsupported = NOTHING
         self.ready_reason = "boot accepted" if self.boots == 1 else "rebooted"
         self.ready.set()
 

@@ -29,6 +29,8 @@ KNOWN_ACTIONS = frozenset(a.value for a in Action)
 class Inbound16(Inbound):
     """Answers every charge-point-initiated OCPP 1.6 Core message."""
 
+    __slots__ = ()
+
     call_results = call_result
 
     def _id_tag_info(self, id_tag: str | None, starting: int | None = None) -> dict[str, Any]:

@@ -43,6 +43,8 @@ KNOWN_ACTIONS = frozenset(a.value for a in Action)
 class Inbound201(Inbound):
     """Answers every message an OCPP 2.0.1 charging station initiates."""
 
+    __slots__ = ()
+
     call_results = call_result
 
     def _id_token_info(self, id_token: dict | None, starting: int | None = None) -> dict[str, Any]:
