@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +35,26 @@ from wsproto.utilities import RemoteProtocolError
 from csms.ocpp.deflate import BoundedDeflate
 
 log = logging.getLogger("csms.ocpp.transport")
+
+class _Events(list):
+    """A deque's ``append``/``popleft`` on a list: 56 bytes empty, where a deque is 760."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+def _lightened(connection: Connection) -> Connection:
+    """wsproto 1.3's ``Connection`` keeps a deque for the events it makes up itself (one: the close it reports
+    when told the transport is gone, which this server never tells it), and holds it for the connection's life:
+    760 bytes, more than the rest of its state, 7.6 MB at 10,000 stations. A list with ``popleft`` does the same
+    for 56. Only when the connection is what this was written against: an empty deque under that name."""
+    events = getattr(connection, "_events", None)
+    if type(events) is deque and not events:
+        connection._events = _Events()  # type: ignore[attr-defined]
+    return connection
+
 
 class ConnectionClosed(ConnectionError):
     """The websocket is closed: ``code`` and ``reason`` are the peer's close frame (``code`` None: none came)."""
@@ -279,7 +300,7 @@ class WebSocket(asyncio.Protocol):
         assert isinstance(handshake, WSConnection)
         self._write(handshake.send(AcceptConnection(subprotocol=answer, extensions=[deflate] if deflate else [])))
         assert handshake.connection is not None
-        self._ws = handshake.connection
+        self._ws = _lightened(handshake.connection)
         self._arm(self._first_ping_delay(), self._keepalive)
         self._server.opened(self)
         return True
