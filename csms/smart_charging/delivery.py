@@ -1,12 +1,12 @@
 """Smart-charging delivery: the balancer decides, this makes chargers obey, safely, in both versions.
 
 One worker per connected charger owns everything we send that charger: a task while it has something to do,
-none while it is idle. It sets the charger up when it connects (:mod:`.setup`), then keeps exactly one dynamic
-limit in force: a higher-stack profile that expires
-after ``failsafe_ttl`` unless refreshed, so a charger that stops hearing from us falls back by itself. What to
-send and when is the pure policy's call (:mod:`.policy`, break before make in :mod:`.exposure`); the worker
-owns the tasks, timers, link calls and storage writes, and reports every change of a charger's control
-state to the balancer (:class:`~csms.balancer.ports.ControlReports`).
+none while it is idle (:mod:`.worker`). It sets the charger up when it connects (:mod:`.setup`), then keeps
+exactly one dynamic limit in force: a higher-stack profile that expires after ``failsafe_ttl`` unless refreshed,
+so a charger that stops hearing from us falls back by itself. What to send and when is the pure policy's call
+(:mod:`.policy`, break before make in :mod:`.exposure`); the worker owns the tasks, timers, link calls and storage
+writes, and reports every change of a charger's control state to the balancer
+(:class:`~csms.balancer.ports.ControlReports`).
 
 Coalescing: a channel holds only the newest wanted limit; a slow charger never receives a stale one and
 never holds up another channel. Every profile sent, its answer and every change of a charger's control state
