@@ -8,7 +8,8 @@ generator (this process, pinned to CPU 1; servers pinned to CPU 0):
 2. waits for ``csms serve`` to finish its own per-station set-up calls (configuration, fallback profile);
 3. sends, from every station, one CALL every 10 s (Heartbeat and per-phase MeterValues alternating),
    so N stations make N/10 messages a second, and measures the sustained rate and round trips;
-4. records the server's peak RSS and both processes' CPU.
+4. records the server's RSS (before the stations connect, once they are set up, and its peak) and both
+   processes' CPU.
 
 A final closed-loop run at 1,000 stations gives the saturation throughput of each server.
 
@@ -50,17 +51,20 @@ async def settle(fleet: Fleet, quiet: float = 2.0, limit: float = 120.0) -> floa
 
 async def steady(server: ServerProcess, version: str, n: int, passwords: dict[str, str] | None, interval: float,
                  warmup: float, duration: float) -> dict:
+    idle_rss = server.rss_mb()
     fleet = await connect_fleet("127.0.0.1", server.port, station_ids(n), version, passwords=passwords,
                                 concurrency=500, timeout=300)
     try:
         settled = await settle(fleet) if passwords else 0.0
+        setup_rss = server.rss_mb()
         cpu0, wall0, own0 = server.cpu_seconds(), time.perf_counter(), time.process_time()
         result = await run_steady(fleet, interval, warmup, duration)
         wall = time.perf_counter() - wall0
         result.update(connect_s=round(fleet.connect_seconds, 2), setup_s=round(settled, 1),
                       server_cpu=round((server.cpu_seconds() - cpu0) / wall, 2),
                       loadgen_cpu=round((time.process_time() - own0) / wall, 2),
-                      server_rss_mb=round(server.peak_rss_mb(), 1))
+                      server_rss_mb=round(server.peak_rss_mb(), 1), idle_rss_mb=round(idle_rss, 1),
+                      setup_rss_mb=round(setup_rss, 1))
         return result
     finally:
         fleet.close()
@@ -114,7 +118,7 @@ def main() -> int:
                     results.append(r)
                     print(f"{version:9} {n:6d} stations {server.name:27} connect {r['connect_s']:6.1f} s  "
                           f"{r['rate']:7.0f}/{r['offered']:.0f} msg/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:7.1f} ms"
-                          f"  RSS {r['server_rss_mb']:6.0f} MB  CPU server {r['server_cpu']:.2f} loadgen "
+                          f"  RSS {r['server_rss_mb']:6.0f} MB (idle {r['idle_rss_mb']:.0f}, set up {r['setup_rss_mb']:.0f})  CPU server {r['server_cpu']:.2f} loadgen "
                           f"{r['loadgen_cpu']:.2f}  errors {r['errors']}", flush=True)
             if not args.no_saturation:
                 n = 300 if args.quick else 1000

@@ -6,7 +6,6 @@ The smart-charging delivery speaks only these types; :mod:`csms.ocpp.v16.command
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -80,14 +79,21 @@ class CompositeLimit:
     number_phases: int | None
 
 
+class Readiness(Protocol):
+    """What a waiter needs of a flag (an :class:`asyncio.Event` has it)."""
+
+    def is_set(self) -> bool: ...
+    async def wait(self) -> bool: ...
+
+
 class StationLink(Protocol):
     id: str
 
     #: Set once the station may be set up: its BootNotification was accepted, or it sent another message
     #: (it had booted before this connection). See :class:`csms.ocpp.station.Station`.
-    ready: asyncio.Event
+    ready: Readiness
     #: Commands (or command:variant keys) the station answered "not implemented/supported" on this connection.
-    unsupported: set[str]
+    unsupported: frozenset[str]
 
     async def read_capabilities(self, connector: int) -> Capabilities: ...
     async def set_measurands(self, measurands: list[str]) -> Outcome: ...

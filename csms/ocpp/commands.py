@@ -6,11 +6,10 @@ A version's command class (:mod:`csms.ocpp.v16.commands`, :mod:`csms.ocpp.v201.c
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Protocol
 
-from csms.domain.link import Outcome
+from csms.domain.link import Outcome, Readiness
 
 log = logging.getLogger("csms.ocpp.commands")
 
@@ -25,10 +24,11 @@ class Session(Protocol):
     """What commands need of a station's session (:class:`csms.ocpp.station.Station` has it)."""
 
     id: str
-    ready: asyncio.Event
+    ready: Readiness
     ready_reason: str
     boots: int
-    unsupported: set[str]
+    #: Replaced, never changed in place: an empty frozenset is shared, a set would cost 216 bytes per station.
+    unsupported: frozenset[str]
 
     async def call(self, payload: Any, skip_schema_validation: bool = False, timeout: float | None = None) -> Any: ...
     def log_event(self, kind: str, **detail: Any) -> None: ...
@@ -37,13 +37,15 @@ class Session(Protocol):
 class Commands:
     """The station's side of :class:`csms.domain.link.StationLink`: its id, readiness and what it cannot do."""
 
+    __slots__ = ("station", "id", "timeout")  # one per connected station: no per-instance dict
+
     def __init__(self, station: Session, timeout: float):
         self.station = station
         self.id = station.id
         self.timeout = timeout
 
     @property
-    def ready(self) -> asyncio.Event:
+    def ready(self) -> Readiness:
         return self.station.ready
 
     @property
@@ -55,14 +57,14 @@ class Commands:
         return self.station.boots
 
     @property
-    def unsupported(self) -> set[str]:
+    def unsupported(self) -> frozenset[str]:
         return self.station.unsupported
 
     def mark_unsupported(self, key: str, why: str) -> None:
         """Remembers that the station cannot do ``key``; logs it and stores an event, once per connection."""
         if key in self.unsupported:
             return
-        self.unsupported.add(key)
+        self.station.unsupported |= {key}
         log.warning("%s: %s answered %s; not sent again on this connection (until it reconnects or reboots)",
                     self.id, key, why)
         self.station.log_event("command_not_supported", command=key, answer=why)

@@ -34,9 +34,15 @@ MessageObserver = Callable[[str, str, str, str], None]
 
 class Socket(TypingProtocol):
     """What a connection needs of a websocket (:class:`csms.ocpp.transport.WebSocket` has it)."""
-    async def recv(self) -> str | bytes: ...
+    def listen(self, readable: Callable[[], None]) -> None: ...
+    def receive_nowait(self) -> str | bytes | None: ...
     async def send(self, message: str) -> None: ...
     async def close(self, code: int, reason: str) -> None: ...
+
+
+#: Called once when a connection has ended: with the socket's ``ConnectionClosed``, the ``CancelledError`` of a
+#: server that stops, or the exception that broke the session.
+Ended = Callable[[BaseException], None]
 
 
 class TokenBucket:
@@ -63,7 +69,8 @@ class Connection:
 
     # One per connected station, 10,000 on a large site: no per-instance dict.
     __slots__ = ("id", "socket", "protocol", "timeout", "throttled", "unsolicited_replies", "_handler", "_routes",
-                 "_call_results", "_bucket", "_observe", "_on_answered", "_call_lock", "_reply", "_hooks")
+                 "_call_results", "_bucket", "_observe", "_on_answered", "_call_lock", "_reply", "_hooks", "_reader",
+                 "_ended")
 
     def __init__(self, station_id: str, socket: Socket, protocol: Protocol, handler: Any,
                  routes: dict[str, Route], call_results: ModuleType, *, timeout: float, rate: float, burst: int,
@@ -82,23 +89,53 @@ class Connection:
         self._on_answered = on_answered or (lambda _: None)
         self._call_lock = asyncio.Lock()
         self._reply: asyncio.Future[Event] | None = None
-        self._hooks: set[asyncio.Task] = set()
+        self._hooks: set[asyncio.Task] | None = None  # after-hooks still running; a set only while there are some
+        self._reader: asyncio.Task | None = None  # handles what has come; only while something has
+        self._ended: Ended | None = None
 
-    # -- the receive loop --------------------------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Reads and handles frames until the socket closes (its ``ConnectionClosed`` propagates)."""
-        recv = self.socket.recv
+    def start(self, ended: Ended) -> None:
+        """Handles the station's frames, in order, from now until the socket closes; then calls ``ended`` once.
+
+        No task waits for a silent station (10,000 of them would hold 10,000 tasks and their coroutines, about
+        2 KB each): the socket says when something has come, and a task handles it and what comes meanwhile,
+        and ends once the station has nothing more to say."""
+        self._ended = ended
+        self.socket.listen(self._readable)
+        self._readable()  # what came before the session started
+
+    @property
+    def reading(self) -> asyncio.Task | None:
+        """The task handling the station's frames, while there is one."""
+        return self._reader
+
+    def _readable(self) -> None:
+        if self._reader is None and self._ended is not None:
+            self._reader = asyncio.get_running_loop().create_task(self._read(), name=f"ocpp-{self.id}")
+
+    async def _read(self) -> None:
+        """Handles frames until none is waiting; at the socket's close, ends the connection."""
+        receive_nowait = self.socket.receive_nowait
         debug = log.isEnabledFor(logging.DEBUG)
         try:
-            while True:
-                raw = await recv()
+            while (raw := receive_nowait()) is not None:
                 if debug:
                     log.debug("%s: receive %.500s", self.id, raw)
                 await self.receive(raw)
+        except BaseException as exc:  # the socket's ConnectionClosed, or what broke the session
+            self._end(exc)
+            if not isinstance(exc, Exception):
+                raise  # cancelled (the server stops), or the interpreter exits
         finally:
-            for task in self._hooks:
-                task.cancel()
+            self._reader = None
+
+    def _end(self, exc: BaseException) -> None:
+        ended, self._ended = self._ended, None
+        for task in self._hooks or ():
+            task.cancel()
+        if ended is not None:
+            ended(exc)
 
     async def receive(self, raw: str | bytes) -> None:
         """Handles one frame (after the throttle's wait, if the station sends too fast)."""
@@ -176,8 +213,16 @@ class Connection:
             hook = getattr(self._handler, route.after)(**payload)
             if inspect.isawaitable(hook):
                 task = asyncio.ensure_future(hook)
+                if self._hooks is None:
+                    self._hooks = set()
                 self._hooks.add(task)
-                task.add_done_callback(self._hooks.discard)
+                task.add_done_callback(self._hook_done)
+
+    def _hook_done(self, task: asyncio.Task) -> None:
+        if self._hooks is not None:
+            self._hooks.discard(task)
+            if not self._hooks:
+                self._hooks = None
 
     # -- calls the central system makes ------------------------------------------------------------
 

@@ -41,13 +41,24 @@ class Inbound:
     #: The version's reply dataclasses (``ocpp.v16.call_result`` or ``ocpp.v201.call_result``).
     call_results: ModuleType
 
+    __slots__ = ("station", "id", "ctx", "_boot", "_ended")  # one per connected station: no per-instance dict
+
     def __init__(self, station: Session, ctx: SessionContext):
         self.station = station
         self.id = station.id
         self.ctx = ctx
         self._boot: tuple[BootInfo, float] | None = None
-        #: Transactions that ended on this connection (a duplicate stop is answered but not told twice).
-        self._ended: set[str] = set()
+        #: Transactions that ended on this connection (a duplicate stop is answered but not told twice); None
+        #: until one has (a set costs 216 bytes, and a station holds this for as long as it is connected).
+        self._ended: set[str] | None = None
+
+    def _has_ended(self, transaction_id: str) -> bool:
+        return self._ended is not None and transaction_id in self._ended
+
+    def _ends(self, transaction_id: str) -> None:
+        if self._ended is None:
+            self._ended = set()
+        self._ended.add(transaction_id)
 
     async def _booted(self, boot: BootInfo, reason: str = "") -> Any:
         """Stores a BootNotification and returns its Accepted reply; the state hears of the boot once that reply is

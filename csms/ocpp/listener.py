@@ -1,13 +1,15 @@
 """The listening side of :mod:`csms.ocpp.transport`: accepts TCP (or TLS) connections, lets each answer its
-handshake, runs the handler once per accepted websocket, and on stop closes them all and awaits the handlers."""
+handshake, hands each accepted websocket to the handler (or to ``adopt``), and on stop closes them all and awaits
+the handlers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from wsproto.frame_protocol import CloseReason
 
@@ -15,15 +17,21 @@ from csms.ocpp.transport import Accept, ConnectionClosed, Options, WebSocket
 
 log = logging.getLogger("csms.ocpp.transport")
 
+#: Serves one accepted connection, as a task; the connection is closed when it returns.
 Handler = Callable[[WebSocket], Awaitable[None]]
+#: Takes one accepted connection in the turn it opened, and owns it from then on (nothing is run for it).
+Adopt = Callable[[WebSocket], None]
 
 
 @dataclass
 class WebSocketServer:
-    """Listens, answers handshakes with ``accept``, and runs ``handler`` once per accepted connection."""
+    """Listens, answers handshakes with ``accept``, and runs ``handler`` once per accepted connection, or gives
+    the connection to ``adopt`` when there is one (a server of many mostly silent connections, which should not
+    hold a task for each)."""
     accept: Accept
-    handler: Handler
+    handler: Handler | None
     options: Options
+    adopt: Adopt | None = None
     _server: asyncio.Server | None = None
     _connections: set[WebSocket] = field(default_factory=set)
     _tasks: set[asyncio.Task] = field(default_factory=set)
@@ -54,7 +62,17 @@ class WebSocketServer:
 
     def opened(self, ws: WebSocket) -> None:
         self._connections.add(ws)
-        task = asyncio.get_running_loop().create_task(self._run(ws))
+        if self.adopt is not None:
+            try:
+                self.adopt(ws)
+            except Exception:
+                log.exception("the handler of %s failed", ws.remote_address)
+                self._track(ws.close(CloseReason.INTERNAL_ERROR, "internal error"))
+            return
+        self._track(self._run(ws))
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -62,6 +80,7 @@ class WebSocketServer:
         self._connections.discard(ws)
 
     async def _run(self, ws: WebSocket) -> None:
+        assert self.handler is not None
         try:
             await self.handler(ws)
         except ConnectionClosed:

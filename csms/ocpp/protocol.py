@@ -16,7 +16,6 @@ refuses) are answered here; only a valid CALL for a supported action reaches the
 from __future__ import annotations
 
 import json
-import itertools
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -90,22 +89,19 @@ class PendingCall:
     validate: bool
 
 
-def message_ids() -> Callable[[], str]:
-    """MessageIds for one connection: a random prefix and a counter (``3f9a0c1e-17``). Unique on the
-    connection as OCPP-J asks, and unlike uuid4 no system call per CALL."""
-    prefix, counter = secrets.token_hex(4), itertools.count(1)
-    return lambda: f"{prefix}-{next(counter)}"
-
-
 class Protocol:
     """One OCPP-J connection's message layer, seen from the central system.
 
     ``handlers`` maps each action the application answers to whether its payloads are schema-checked;
     ``known_actions`` is every action the version defines (an action known but not handled is
     NotSupported, an unknown one NotImplemented, as the spec says and the package does not).
+
+    Our CALLs' MessageIds are ``new_id()``'s or, by default, a random prefix and a counter (``3f9a0c1e-17``):
+    unique on the connection as OCPP-J asks, and unlike uuid4 no system call per CALL.
     """
 
-    __slots__ = ("version", "validator", "handlers", "known_actions", "pending", "_events", "_out", "_new_id")
+    __slots__ = ("version", "validator", "handlers", "known_actions", "pending", "_events", "_out", "_new_id",
+                 "_id_prefix", "_calls")
 
     def __init__(self, version: Version, validator: MessageValidator, handlers: Mapping[str, bool],
                  known_actions: frozenset[str], new_id: Callable[[], str] | None = None):
@@ -116,7 +112,9 @@ class Protocol:
         self.pending: PendingCall | None = None
         self._events: list[Event] = []
         self._out: list[str] = []
-        self._new_id = new_id or message_ids()
+        self._new_id = new_id
+        self._id_prefix = ""  # drawn at the first CALL
+        self._calls = 0
 
     # -- what the driver collects ------------------------------------------------------------------
 
@@ -247,12 +245,18 @@ class Protocol:
         refuses raises that ``OCPPError`` and nothing is sent."""
         if self.pending is not None:
             raise RuntimeError(f"a CALL ({self.pending.action}) is still outstanding")
-        unique_id = self._new_id()
+        unique_id = self._new_id() if self._new_id is not None else self._next_id()
         if validate:
             self.validator.validate(Call(unique_id, action, payload))
         self.pending = PendingCall(unique_id, action, now + timeout, validate)
         self._out.append(frames.call_frame(unique_id, action, payload))
         return unique_id
+
+    def _next_id(self) -> str:
+        if not self._id_prefix:
+            self._id_prefix = secrets.token_hex(4)
+        self._calls += 1
+        return f"{self._id_prefix}-{self._calls}"
 
     def expire(self, now: float) -> None:
         """Gives up on the outstanding CALL once its deadline has passed (a late reply is then dropped)."""

@@ -36,19 +36,27 @@ class Reports:
     #: At most this many reports are kept per request (a station cannot fill memory with them).
     MAX_REPORTS = 100
 
+    # One per connected station, and almost always waiting for nothing: no dict until a request waits.
+    __slots__ = ("_waiting",)
+
     def __init__(self) -> None:
-        self._waiting: dict[int, Collected] = {}
+        self._waiting: dict[int, Collected] | None = None
 
     def expect(self, request_id: int) -> Collected:
+        if self._waiting is None:
+            self._waiting = {}
         collected = self._waiting[request_id] = Collected()
         return collected
 
     def forget(self, request_id: int) -> None:
-        self._waiting.pop(request_id, None)
+        if self._waiting is not None:
+            self._waiting.pop(request_id, None)
+            if not self._waiting:
+                self._waiting = None
 
     def add(self, request_id: int, report: dict[str, Any], tbc: bool) -> bool:
         """A report arrived (snake_case keys, as handlers get them); False when nobody waits for it."""
-        collected = self._waiting.get(request_id)
+        collected = self._waiting.get(request_id) if self._waiting is not None else None
         if collected is None:
             return False
         if len(collected.reports) < self.MAX_REPORTS:

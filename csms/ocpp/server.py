@@ -8,13 +8,16 @@ password (profiles 1 and 2), 403 when a client certificate names another station
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hmac
 import logging
 import math
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import BasicAuth
@@ -26,6 +29,7 @@ from csms.ocpp.context import SessionContext
 from csms.ocpp.station import Station
 from csms.ocpp.listener import WebSocketServer
 from csms.ocpp.transport import ConnectionClosed, Options, Refusal, UpgradeRequest, WebSocket
+from csms.runtime.aio import cancel_and_wait
 from csms.storage import records
 
 log = logging.getLogger("csms.ocpp.server")
@@ -142,6 +146,8 @@ class CentralSystem:
         self.replacement_interval = 5.0
         self._replaced_at: dict[str, float] = {}
         self._replacement_refused: set[str] = set()  # stations whose refusal is logged already
+        self._live: set[Station] = set()  # every session not yet ended (a replaced one until its socket has closed)
+        self._tasks: set[asyncio.Task] = set()  # sessions starting, connections closing
 
     @property
     def port(self) -> int:
@@ -155,7 +161,7 @@ class CentralSystem:
             ssl_ctx = build_ssl_context(srv.tls_cert, srv.tls_key, srv.tls_ca, srv.security_profile == 3)
         options = Options(subprotocols=tuple(SUBPROTOCOLS), max_size=srv.max_message_size,
                           compression=srv.compression == "deflate")
-        server = WebSocketServer(self._accept, self._handle, options)
+        server = WebSocketServer(self._accept, None, options, adopt=self._adopt)
         await server.start(srv.host, srv.port, ssl_ctx)
         self._server = server
         scheme = "wss" if ssl_ctx else "ws"
@@ -163,10 +169,12 @@ class CentralSystem:
                  srv.path_prefix, srv.security_profile)
 
     async def stop(self) -> None:
+        """Closes every connection (the closing handshake, bounded), then ends what is still handling a message."""
         if self._server is None:
             return
         await self._server.stop()
         self._server = None
+        await cancel_and_wait([*self._tasks, *(s.connection.reading for s in list(self._live))])
 
     def set_passwords(self, passwords: dict[str, str | None]) -> None:
         """The stations of a reloaded config, with their passwords: a new one may connect from now on, a
@@ -257,38 +265,61 @@ class CentralSystem:
 
     # -- sessions -------------------------------------------------------------------------------
 
-    async def _handle(self, ws: WebSocket) -> None:
+    def _adopt(self, ws: WebSocket) -> None:
+        """An accepted connection: its session starts (once the station's earlier connection, if any, is closed).
+
+        No task is kept per session: the connection handles what the station sends when it sends it
+        (:meth:`csms.ocpp.connection.Connection.start`) and calls :meth:`_ended` when it closes."""
         station_id = station_id_from_path(ws.path, self.cfg.server.path_prefix)
         if station_id is None or ws.subprotocol not in SUBPROTOCOLS:
-            await ws.close(1002, "no OCPP subprotocol")
+            self._spawn(ws.close(1002, "no OCPP subprotocol"))
             return
         version = Version(ws.subprotocol)
         session = Station(station_id, ws, version, self.ctx, self._observe)
         previous = self.sessions.get(station_id)
         self.sessions[station_id] = session
+        self._live.add(session)
         if previous is not None:
             self._replaced_at[station_id] = time.monotonic()
             self._replacement_refused.discard(station_id)
             log.warning("%s: new connection replaces the previous one", station_id)
+        self._spawn(self._start(session, previous))
+
+    async def _start(self, session: Station, previous: Station | None) -> None:
+        if previous is not None:
             await previous.close(1000, "replaced by a new connection")
-        now = self.ctx.clock()
-        await self.ctx.storage.write(records.station_connected(station_id, version.value, now))
-        self.ctx.state.connected(station_id, version, now)
-        log.info("%s: connected (%s) from %s", station_id, version.value, ws.remote_address)
-        self._on_session(session.link)
         try:
-            await session.run()
-        except ConnectionClosed as exc:
+            now = self.ctx.clock()
+            await self.ctx.storage.write(records.station_connected(session.id, session.version.value, now))
+            self.ctx.state.connected(session.id, session.version, now)
+            log.info("%s: connected (%s) from %s", session.id, session.version.value,
+                     session.connection.socket.remote_address)
+            self._on_session(session.link)
+        except Exception as exc:
+            self._ended(session, exc)
+            return
+        session.start(functools.partial(self._ended, session))
+
+    def _ended(self, session: Station, exc: BaseException) -> None:
+        """The session is over: its socket closed (``ConnectionClosed``), the server stops (``CancelledError``),
+        or ``exc`` broke it (the connection is then closed with 1011)."""
+        station_id = session.id
+        if isinstance(exc, ConnectionClosed):
             log.info("%s: disconnected (%s)", station_id, exc.code if exc.code is not None else "no close frame")
-        except Exception:
-            log.exception("%s: session failed", station_id)
-            await ws.close(1011, "internal error")
-        finally:
-            if self.sessions.get(station_id) is session:
-                del self.sessions[station_id]
-                at = self.ctx.clock()
-                self.ctx.state.disconnected(station_id, at)
-                try:
-                    self.ctx.storage.write_nowait(records.station_disconnected(station_id, at), "disconnect")
-                except Exception:  # storage may already be closed on shutdown
-                    pass
+        elif isinstance(exc, Exception):
+            log.error("%s: session failed", station_id, exc_info=exc)
+            self._spawn(session.close(1011, "internal error"))
+        self._live.discard(session)
+        if self.sessions.get(station_id) is session:
+            del self.sessions[station_id]
+            at = self.ctx.clock()
+            self.ctx.state.disconnected(station_id, at)
+            try:
+                self.ctx.storage.write_nowait(records.station_disconnected(station_id, at), "disconnect")
+            except Exception:  # storage may already be closed on shutdown
+                pass
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -6,7 +6,6 @@ the ``ocpp`` package's reply dataclasses and the actions the version defines.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -16,7 +15,7 @@ from ocpp.v201 import call_result as call_result_201
 
 from csms.domain.state import Version
 from csms.ocpp.commands import Commands
-from csms.ocpp.connection import Connection, MessageObserver, Socket
+from csms.ocpp.connection import Connection, Ended, MessageObserver, Socket
 from csms.ocpp.context import SessionContext
 from csms.ocpp.inbound import Inbound
 from csms.ocpp.protocol import Protocol
@@ -27,6 +26,7 @@ from csms.ocpp.v16.commands import Commands16
 from csms.ocpp.v16.inbound import KNOWN_ACTIONS as KNOWN_16, Inbound16
 from csms.ocpp.v201.commands import Commands201
 from csms.ocpp.v201.inbound import KNOWN_ACTIONS as KNOWN_201, Inbound201
+from csms.runtime.aio import Flag
 from csms.storage.records import log_event
 
 
@@ -38,6 +38,9 @@ class VersionSpec:
     call_results: ModuleType
     known_actions: frozenset[str]
 
+
+#: What a station cannot do, before it has said so: one empty set shared by every session (each would be 216 bytes).
+NOTHING: frozenset[str] = frozenset()
 
 VERSIONS = {
     Version.V16: VersionSpec("1.6", Inbound16, Commands16, call_result_16, KNOWN_16),
@@ -54,6 +57,10 @@ class Station:
     connection; a second one is a reboot, after which the delivery sets the station up again.
     """
 
+    # One per connected station: no per-instance dict (``__weakref__``: the local lists keep sessions weakly).
+    __slots__ = ("id", "version", "ctx", "ready", "ready_reason", "boots", "unsupported", "reports", "inbound",
+                 "connection", "link", "__weakref__")
+
     def __init__(self, station_id: str, socket: Socket, version: Version, ctx: SessionContext,
                  observe: MessageObserver | None = None):
         spec = VERSIONS[version]
@@ -61,11 +68,11 @@ class Station:
         self.id = station_id
         self.version = version
         self.ctx = ctx
-        self.ready = asyncio.Event()
+        self.ready = Flag()
         self.ready_reason = ""
         self.boots = 0
-        #: Commands this station answered "not implemented/supported" on this connection.
-        self.unsupported: set[str] = set()
+        #: Commands this station answered "not implemented/supported" on this connection (replaced, not changed).
+        self.unsupported = NOTHING
         #: Operator requests awaiting the reports the station sends after its answer (GetChargingProfiles).
         self.reports = Reports()
         self.inbound = spec.inbound(self, ctx)
@@ -85,9 +92,9 @@ class Station:
         """Sends a command (an ``ocpp`` call dataclass) and returns the reply (see :meth:`Connection.call`)."""
         return await self.connection.call(payload, skip_schema_validation, timeout)
 
-    async def run(self) -> None:
-        """Serves the station until its socket closes."""
-        await self.connection.run()
+    def start(self, ended: Ended) -> None:
+        """Serves the station from now until its socket closes, then calls ``ended`` (see :meth:`Connection.start`)."""
+        self.connection.start(ended)
 
     async def close(self, code: int, reason: str) -> None:
         await self.connection.socket.close(code, reason)
@@ -96,7 +103,7 @@ class Station:
         """The BootNotification's Accepted reply went out. A reboot on the same connection forgets what the
         station could not do (its firmware may have changed)."""
         self.boots += 1
-        self.unsupported.clear()
+        self.unsupported = NOTHING
         self.ready_reason = "boot accepted" if self.boots == 1 else "rebooted"
         self.ready.set()
 

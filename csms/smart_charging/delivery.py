@@ -1,11 +1,12 @@
 """Smart-charging delivery: the balancer decides, this makes chargers obey, safely, in both versions.
 
-One worker task per connected charger owns everything we send that charger. It sets the charger up when it
-connects (:mod:`.setup`), then keeps exactly one dynamic limit in force: a higher-stack profile that expires
-after ``failsafe_ttl`` unless refreshed, so a charger that stops hearing from us falls back by itself. What to
-send and when is the pure policy's call (:mod:`.policy`, break before make in :mod:`.exposure`); the worker
-owns the tasks, timers, link calls and storage writes, and reports every change of a charger's control
-state to the balancer (:class:`~csms.balancer.ports.ControlReports`).
+One worker per connected charger owns everything we send that charger: a task while it has something to do,
+none while it is idle (:mod:`.worker`). It sets the charger up when it connects (:mod:`.setup`), then keeps
+exactly one dynamic limit in force: a higher-stack profile that expires after ``failsafe_ttl`` unless refreshed,
+so a charger that stops hearing from us falls back by itself. What to send and when is the pure policy's call
+(:mod:`.policy`, break before make in :mod:`.exposure`); the worker owns the tasks, timers, link calls and storage
+writes, and reports every change of a charger's control state to the balancer
+(:class:`~csms.balancer.ports.ControlReports`).
 
 Coalescing: a channel holds only the newest wanted limit; a slow charger never receives a stale one and
 never holds up another channel. Every profile sent, its answer and every change of a charger's control state
@@ -19,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from csms.runtime.aio import cancel_and_wait, wait_event
+from csms.runtime.aio import cancel_and_wait
 from csms.balancer.ports import ControlReports, DecisionOutbox
 from csms.balancer.model import ControlState, Decision
 from csms.config import SiteConfig, SmartChargingConfig, charger_phases
@@ -36,7 +37,8 @@ from .channel import ChargerChannel, Sent
 from .exposure import ExposureBook, may_apply
 from .profiles import dynamic_spec, in_unit
 from .readings import StationReadings
-from .reconfig import Reconfigurable, Worker
+from .reconfig import Reconfigurable
+from .worker import Worker, Workers
 from .setup import Installer
 from .trigger import TRIGGER_SETTLE, Trigger
 from .wakes import GroupWakes
@@ -44,7 +46,7 @@ from .wakes import GroupWakes
 log = logging.getLogger("csms.delivery")
 
 
-class Delivery(Reconfigurable):
+class Delivery(Reconfigurable, Workers):
     """Receives the balancer's decisions from ``decisions`` and reports control states back to ``reports``."""
 
     def __init__(self, cfg: SiteConfig, state: SiteState, decisions: DecisionOutbox, reports: ControlReports,
@@ -86,7 +88,7 @@ class Delivery(Reconfigurable):
                 # A new session's first limit goes out even when it equals the previous one (0 A while paused):
                 # until it is accepted the charger applies its fallback, not that limit.
                 ch.wanted = lim.limit
-                self.workers[cid].wake.set()
+                self._wake(cid)
         self._poke_group(decision.group_id)
 
     def attach(self, link: StationLink) -> None:
@@ -95,15 +97,12 @@ class Delivery(Reconfigurable):
         if ch is None:
             return
         worker = self.workers[ch.id]
-        if worker.task is not None:
-            worker.task.cancel()  # it is awaited at stop() if it has not ended by then
+        worker.halt()  # a task of the previous link is awaited at stop() if it has not ended by then
         worker.link = link
         version = getattr(link, "version", None)
         ch.reset_for_connection(None if version is None else str(version),
                                 bool(self.state.station(ch.id).transactions.get(ch.connector)))
-        worker.task = asyncio.create_task(self._run(ch, worker, link), name=f"delivery-{ch.id}")
-        self._tasks.add(worker.task)
-        worker.task.add_done_callback(self._tasks.discard)
+        worker.task = self._spawn(self._run(ch, worker, link), ch.id)
 
     async def stop(self) -> None:
         """Unsubscribes, cancels every timer, and cancels and awaits every worker task."""
@@ -111,6 +110,8 @@ class Delivery(Reconfigurable):
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        for worker in self.workers.values():
+            worker.cancel_timer()
         await cancel_and_wait(list(self._tasks))
 
     def _on_event(self, event: Event) -> None:
@@ -120,8 +121,7 @@ class Delivery(Reconfigurable):
         worker = self.workers[ch.id]
         if isinstance(event, StationDisconnected):
             worker.link, ch.connected = None, False
-            if worker.task is not None:
-                worker.task.cancel()
+            worker.halt()
             # Until its dynamic profile expires the charger keeps the last limit it accepted.
             self._set_control(ch, ControlState.FALLBACK if ch.fallback_installed and ch.in_force is None
                               else ControlState.DISCONNECTED_UNKNOWN, ch.in_force, "disconnected")
@@ -144,7 +144,7 @@ class Delivery(Reconfigurable):
                 self._idle_in_fallback(ch)
             if ch.group is not None:
                 self._poke_group(ch.group.id, ch)
-            worker.wake.set()
+            self._wake(ch.id)
         elif isinstance(event, MeterSampled):
             self._check_obeying(ch, event)
             if ch.group is not None:
@@ -186,21 +186,18 @@ class Delivery(Reconfigurable):
     # -- the worker ------------------------------------------------------------------------------
 
     async def _run(self, ch: ChargerChannel, worker: Worker, link: StationLink) -> None:
+        """Sets the charger up on a new link, then serves it."""
         try:
             await self.installer.wait_for_boot(ch, link)
             await self.installer.set_up(ch, link)
             self._report_set_up(ch)
-            worker.wake.set()
-            while worker.link is link:
-                await wait_event(worker.wake, self._next_refresh_in(ch))
-                worker.wake.clear()
-                await self._step(ch, worker, link)
-                await self.trigger.maybe(ch, link)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("%s: delivery worker failed", ch.id)
-            self._set_control(ch, ControlState.UNCONTROLLED, ch.in_force, "delivery worker failed")
+            self._worker_failed(ch, worker)
+            return
+        worker.serving = worker.due = True
+        await self._serve(ch, worker, link)
 
     def _report_set_up(self, ch: ChargerChannel) -> None:
         if ch.new_session and ch.group is not None and ch.group.active:
@@ -254,12 +251,12 @@ class Delivery(Reconfigurable):
         self._timers.add(handle)
 
     def _wake_later(self, ch: ChargerChannel, delay: float) -> None:
-        self._later(max(0.05, delay), self.workers[ch.id].wake.set)
+        self._later(max(0.05, delay), self._wake, ch.id)
 
     async def _wait_for_group(self, ch: ChargerChannel) -> None:
         """Blocked by break-before-make: wait for another charger's acceptance or new draw, then retry."""
         await self.group_wakes.wait(ch.group.id, max(0.5, self.settings.ramp_time / 4))
-        self.workers[ch.id].wake.set()
+        self._wake(ch.id)
 
     # -- sending ---------------------------------------------------------------------------------
 

@@ -12,26 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from csms.config import ChargerConfig, LoadBalancerConfig, SiteConfig, charger_phases
 from csms.domain.link import StationLink
-from csms.runtime.aio import Wake
 
 from .channel import ChargerChannel
 from .exposure import ExposureBook
 from .wakes import GroupWakes
+from .worker import Worker
 
 log = logging.getLogger("csms.delivery")
 
-
-@dataclass(slots=True)
-class Worker:
-    """The asyncio side of one channel: its link, its wake-up and its task."""
-
-    link: StationLink | None = None
-    wake: Wake = field(default_factory=Wake)
-    task: asyncio.Task | None = None
 
 #: Charger settings that only the balancer reads (or nobody here): changing them needs no new set-up.
 BALANCER_ONLY = frozenset({"max_current", "min_update_interval", "pin", "password", "organisation"})
@@ -59,6 +50,8 @@ class Reconfigurable:
     _tasks: set[asyncio.Task]
     #: :meth:`Delivery.attach <csms.smart_charging.delivery.Delivery.attach>`: (re)starts a channel's worker.
     attach: Callable[[StationLink], None]
+    #: :meth:`Delivery._wake <csms.smart_charging.delivery.Delivery._wake>`: a channel's worker asks the policy again.
+    _wake: Callable[[str], None]
 
     def apply_config(self, cfg: SiteConfig) -> list[str]:
         """Puts ``cfg``'s chargers and groups in force; returns the chargers set up again on their connection.
@@ -70,8 +63,7 @@ class Reconfigurable:
         for cid in [cid for cid in self.channels if cid not in wanted]:
             worker = self.workers.pop(cid)
             del self.channels[cid]
-            if worker.task is not None:
-                worker.task.cancel()
+            worker.halt()
             log.info("%s: removed from the config; nothing more is sent to it", cid)
         again = []
         for c in cfg.chargers:
@@ -89,6 +81,6 @@ class Reconfigurable:
                 self.attach(link)  # the set-up again, on the live connection
         self.book.regroup(self.channels.values())
         self.group_wakes.regroup(g.id for g in cfg.load_balancers)
-        for worker in self.workers.values():
-            worker.wake.set()  # a changed group or limit: each worker asks the policy again
+        for cid in self.workers:
+            self._wake(cid)  # a changed group or limit: each worker asks the policy again
         return again

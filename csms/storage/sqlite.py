@@ -8,15 +8,36 @@ engines share (:mod:`.migrations`).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterable, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database
-
 from csms.storage import migrations
 from csms.storage.sql import SQLITE, Dialect
+
+
+@contextlib.contextmanager
+def _unimportable(*names: str) -> Iterator[None]:
+    """``import NAME`` raises ImportError within the block, for each name nobody has imported yet."""
+    blocked = [name for name in names if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+# sqlite-utils imports numpy and pandas whenever they are installed (numpy comes with matplotlib, in the test
+# environment for one), only to map their scalar types to column types. The central system never hands it such
+# values, and numpy alone is 11 MB of a server's memory. A later ``import numpy`` elsewhere works as usual.
+with _unimportable("numpy", "pandas"):
+    from sqlite_utils import Database
 
 
 class SqliteDb(Database):

@@ -44,6 +44,8 @@ def rotation_for(value: str | None, connector: int) -> str | None:
 class Commands16(Commands):
     """:class:`csms.domain.link.StationLink` over OCPP 1.6."""
 
+    __slots__ = ()
+
     async def read_capabilities(self, connector: int) -> Capabilities:
         outcome, reply = await self.run(call.GetConfiguration(key=CAPABILITY_KEYS))
         raw = {k["key"]: k.get("value") for k in (reply.configuration_key or [])} if reply else {}

@@ -29,6 +29,8 @@ KNOWN_ACTIONS = frozenset(a.value for a in Action)
 class Inbound16(Inbound):
     """Answers every charge-point-initiated OCPP 1.6 Core message."""
 
+    __slots__ = ()
+
     call_results = call_result
 
     def _id_tag_info(self, id_tag: str | None, starting: int | None = None) -> dict[str, Any]:
@@ -87,14 +89,14 @@ class Inbound16(Inbound):
         if row is None:
             log.warning("%s: StopTransaction for unknown transaction %s", self.id, transaction_id)
             self._log("unknown_transaction", transaction_id=tx_key)
-        elif running is None and tx_key in self._ended:
+        elif running is None and self._has_ended(tx_key):
             # A station resending its stop (e.g. at shutdown): answered, stored once (COALESCE), told once.
             log.debug("%s: StopTransaction %s again; already ended", self.id, transaction_id)
         else:
             tx = Transaction(tx_key, row["connector_id"], row["id_token"], row["started_at"], row["meter_start_wh"],
                              stopped_at, float(meter_stop), kw.get("reason"))
             self._flag_if_implausible(tx)
-            self._ended.add(tx_key)
+            self._ends(tx_key)
             self.ctx.state.transaction_ended(self.id, tx)
             log.info("%s: transaction %s ended (%s)", self.id, tx_key, kw.get("reason"))
         id_tag = kw.get("id_tag")

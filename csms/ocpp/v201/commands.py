@@ -37,6 +37,8 @@ def _int(value: str | None) -> int | None:
 class Commands201(Commands):
     """:class:`csms.domain.link.StationLink` over OCPP 2.0.1."""
 
+    __slots__ = ()
+
     async def read_capabilities(self, connector: int) -> Capabilities:
         wanted = [
             ("ProfileStackLevel", _var("SmartChargingCtrlr", "ProfileStackLevel")),

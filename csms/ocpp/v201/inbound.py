@@ -43,6 +43,8 @@ KNOWN_ACTIONS = frozenset(a.value for a in Action)
 class Inbound201(Inbound):
     """Answers every message an OCPP 2.0.1 charging station initiates."""
 
+    __slots__ = ()
+
     call_results = call_result
 
     def _id_token_info(self, id_token: dict | None, starting: int | None = None) -> dict[str, Any]:
@@ -137,12 +139,12 @@ class Inbound201(Inbound):
             state.status(self.id, evse_id, _CHARGING_STATE[charging_state], None, at)
         self._publish_samples(evse_id, parsed)
         if event_type == "Ended" and stored is not None:
-            if running is None and stored.transaction_id in self._ended:
+            if running is None and self._has_ended(stored.transaction_id):
                 # A second Ended (another seqNo) for a transaction this connection already ended: answered and
                 # its event row kept, but the transaction is told once.
                 log.debug("%s: transaction %r Ended again; already ended", self.id, stored.transaction_id)
                 return
-            self._ended.add(stored.transaction_id)
+            self._ends(stored.transaction_id)
             state.transaction_ended(self.id, stored)
             log.info("%s: transaction %r ended (%s)", self.id, stored.transaction_id, stored.stop_reason)
 
