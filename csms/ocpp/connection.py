@@ -182,13 +182,16 @@ class Connection:
     # -- calls the central system makes ------------------------------------------------------------
 
     async def call(self, payload: Any, skip_schema_validation: bool = False, timeout: float | None = None) -> Any:
-        """Sends ``payload`` (a ``call`` dataclass of the ``ocpp`` package) and returns the reply dataclass.
+        """Sends ``payload`` (a ``call`` dataclass of the ``ocpp`` package, or a :class:`frames.Outbound`) and
+        returns the reply dataclass.
 
         ``timeout`` (default: the connection's) covers the wait for an earlier call of ours to end as well
         as the wait for the reply. Raises the ``OCPPError`` of a CALLERROR or of a payload (ours or the
         reply) its schema refuses, and ``TimeoutError`` when no reply comes in time."""
-        action = type(payload).__name__
-        body = frames.to_payload(payload)
+        if type(payload) is frames.Outbound:
+            action, body, check = payload.action, payload.body, payload.checked
+        else:
+            action, body, check = type(payload).__name__, frames.to_payload(payload), True
         loop = asyncio.get_running_loop()
         timeout = self.timeout if timeout is None else timeout
         deadline = loop.time() + timeout
@@ -204,7 +207,7 @@ class Connection:
         try:
             now = loop.time()
             unique_id = self.protocol.send_call(action, body, now, deadline - now,
-                                                validate=not skip_schema_validation)
+                                                validate=not skip_schema_validation, check=check)
             self._reply = reply = loop.create_future()
             # One timer per call, not an asyncio.timeout context around the wait (a third of its cost). At the
             # deadline the protocol gives the call up at once: a reply read later, even in the same turn of the
