@@ -227,13 +227,16 @@ class Connection:
     # -- calls the central system makes ------------------------------------------------------------
 
     async def call(self, payload: Any, skip_schema_validation: bool = False, timeout: float | None = None) -> Any:
-        """Sends ``payload`` (a ``call`` dataclass of the ``ocpp`` package) and returns the reply dataclass.
+        """Sends ``payload`` (a ``call`` dataclass of the ``ocpp`` package, or a :class:`frames.Outbound`) and
+        returns the reply dataclass.
 
         ``timeout`` (default: the connection's) covers the wait for an earlier call of ours to end as well
         as the wait for the reply. Raises the ``OCPPError`` of a CALLERROR or of a payload (ours or the
         reply) its schema refuses, and ``TimeoutError`` when no reply comes in time."""
-        action = type(payload).__name__
-        body = frames.to_payload(payload)
+        if type(payload) is frames.Outbound:
+            action, body, check = payload.action, payload.body, payload.checked
+        else:
+            action, body, check = type(payload).__name__, frames.to_payload(payload), True
         loop = asyncio.get_running_loop()
         timeout = self.timeout if timeout is None else timeout
         deadline = loop.time() + timeout
@@ -249,28 +252,30 @@ class Connection:
         try:
             now = loop.time()
             unique_id = self.protocol.send_call(action, body, now, deadline - now,
-                                                validate=not skip_schema_validation)
+                                                validate=not skip_schema_validation, check=check)
             self._reply = reply = loop.create_future()
+            # One timer per call, not an asyncio.timeout context around the wait (a third of its cost). At the
+            # deadline the protocol gives the call up at once: a reply read later, even in the same turn of the
+            # loop, answers no call (dropped, counted), and the caller gets TimeoutError, never CancelledError.
+            timer = loop.call_at(deadline, self._expire, unique_id, reply)
             try:
                 await self._flush()  # the reply may be handled while this waits: the deadline is not read back
-                async with asyncio.timeout_at(deadline):
-                    event = await reply
+                event = await reply
             except asyncio.CancelledError:
                 self._forget(unique_id)
                 self._observe(self.id, "out", action, "Cancelled")  # e.g. the caller's own deadline passed
                 raise
-            except TimeoutError:
-                if self._forget(unique_id, deadline):
-                    self._observe(self.id, "out", action, "Timeout")
-                    raise TimeoutError(f"waited {timeout} s for the reply to {action}") from None
-                event = reply.result()  # the reply came in the turn the deadline passed
             except BaseException:
                 self._forget(unique_id)  # e.g. the socket closed while the frame was being sent
                 raise
             finally:
+                timer.cancel()
                 self._reply = None
         finally:
             self._call_lock.release()
+        if type(event) is CallTimedOut:
+            self._observe(self.id, "out", action, "Timeout")
+            raise TimeoutError(f"waited {timeout} s for the reply to {action}")
         if isinstance(event, CallFailed):
             self._observe(self.id, "out", action, event.error.code)
             log.warning("%s: %s answered with %s %r", self.id, action, event.error.code, event.error.description)
@@ -279,15 +284,19 @@ class Connection:
         self._observe(self.id, "out", action, "ok")
         return getattr(self._call_results, action)(**frames.to_snake(event.payload))
 
-    def _forget(self, unique_id: str, deadline: float | None = None) -> bool:
-        """Ends our CALL in the protocol if it is still outstanding: at ``deadline`` (a timeout) or now (its
-        caller gave up); whether it was. A late reply is then dropped as unsolicited."""
+    def _expire(self, unique_id: str, reply: asyncio.Future[Event]) -> None:
+        """The call's deadline: unless its reply came first, the protocol gives it up and the caller hears so."""
         pending = self.protocol.pending
-        if pending is None or pending.unique_id != unique_id:
-            return False
-        if deadline is None:
+        if reply.done() or pending is None or pending.unique_id != unique_id:
+            return
+        self.protocol.expire(pending.deadline)
+        for event in self.protocol.events_received():  # the CallTimedOut just made: this is its handling
+            if type(event) is CallTimedOut and event.unique_id == unique_id:
+                reply.set_result(event)
+
+    def _forget(self, unique_id: str) -> None:
+        """Forgets our CALL in the protocol if it is still outstanding (its caller gave up): a late reply is then
+        dropped as unsolicited."""
+        pending = self.protocol.pending
+        if pending is not None and pending.unique_id == unique_id:
             self.protocol.abandon()
-        else:
-            self.protocol.expire(deadline)
-            self.protocol.events_received()  # the CallTimedOut just made: this is its handling
-        return True

@@ -130,15 +130,24 @@ class BoundedDeflate(Extension):
 
     # -- outbound --------------------------------------------------------------------------------------
 
+    def compress(self, message: bytes) -> bytes:
+        """A whole message as its frame carries it (with RSV1 set): compressed afresh, the trailer removed."""
+        compressor = self._new_compressor()
+        return (compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+    def _new_compressor(self) -> zlib._Compress:
+        return zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self.server_window_bits, MEMORY_LEVEL)
+
     def frame_outbound(self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, data: bytes,
                        fin: bool) -> tuple[RsvBits, bytes]:
+        """wsproto's hook for the frames it writes: the transport frames whole messages itself (with
+        :meth:`compress`), so only a message wsproto were given in fragments would pass here compressed."""
         if opcode not in _DATA:
             return rsv, data
         if opcode is not Opcode.CONTINUATION:
             rsv = RsvBits(True, rsv.rsv2, rsv.rsv3)
         if self._compressor is None:
-            self._compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self.server_window_bits,
-                                                MEMORY_LEVEL)
+            self._compressor = self._new_compressor()
         out = self._compressor.compress(bytes(data))
         if fin:
             out = (out + self._compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]

@@ -32,7 +32,7 @@ from ocpp.messages import unpack as library_unpack
 from meter_gateway import boundedjson
 
 __all__ = ["unpack", "dumps", "call_frame", "call_result_frame", "call_error_frame", "to_snake", "to_camel",
-           "to_payload"]
+           "to_payload", "Outbound", "action_of"]
 
 _KEY_CACHE = 8192
 
@@ -101,6 +101,23 @@ def to_payload(obj: Any) -> Any:
         items = [to_payload(v) for v in obj if v is not None]
         return items if isinstance(obj, list) else type(obj)(items)
     return obj
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outbound:
+    """A CALL payload as it goes on the wire (camelCase keys, no None), built so by a command on the control
+    loop's hot path instead of as an ``ocpp`` dataclass for :func:`to_payload` to convert.
+
+    ``checked``: whether its schema is checked before it goes out. False only for the output of a builder that a
+    property test holds to the schema over the range of input it is given (``tests/ocpp/test_profile_payloads.py``)."""
+    action: str
+    body: dict[str, Any]
+    checked: bool = True
+
+
+def action_of(payload: Any) -> str:
+    """The action of a CALL payload: an :class:`Outbound`'s, or the name of an ``ocpp`` call dataclass."""
+    return payload.action if type(payload) is Outbound else type(payload).__name__
 
 
 def _default(obj: Any) -> Any:

@@ -238,15 +238,16 @@ class Protocol:
     # -- our calls ---------------------------------------------------------------------------------
 
     def send_call(self, action: str, payload: dict[str, Any], now: float, timeout: float,
-                  validate: bool = True) -> str:
+                  validate: bool = True, check: bool = True) -> str:
         """Sends a CALL and awaits its reply until ``now + timeout``; returns its MessageId.
 
         OCPP-J allows one outstanding CALL per direction: the driver serialises calls. A payload its schema
-        refuses raises that ``OCPPError`` and nothing is sent."""
+        refuses raises that ``OCPPError`` and nothing is sent. ``validate`` False checks neither the payload nor
+        the reply; ``check`` False only the payload (one its builder is proven to keep to the schema)."""
         if self.pending is not None:
             raise RuntimeError(f"a CALL ({self.pending.action}) is still outstanding")
         unique_id = self._new_id() if self._new_id is not None else self._next_id()
-        if validate:
+        if validate and check:
             self.validator.validate(Call(unique_id, action, payload))
         self.pending = PendingCall(unique_id, action, now + timeout, validate)
         self._out.append(frames.call_frame(unique_id, action, payload))

@@ -160,7 +160,7 @@ class CentralSystem:
         if srv.security_profile in (2, 3):
             ssl_ctx = build_ssl_context(srv.tls_cert, srv.tls_key, srv.tls_ca, srv.security_profile == 3)
         options = Options(subprotocols=tuple(SUBPROTOCOLS), max_size=srv.max_message_size,
-                          compression=srv.compression == "deflate")
+                          compression=srv.compression == "deflate", compression_threshold=srv.compression_threshold)
         server = WebSocketServer(self._accept, None, options, adopt=self._adopt)
         await server.start(srv.host, srv.port, ssl_ctx)
         self._server = server

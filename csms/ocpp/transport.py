@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, Message, Ping, Pong, RejectConnection, RejectData, Request,
+    AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, RejectConnection, RejectData, Request,
     TextMessage,
 )
 from wsproto.frame_protocol import CloseReason
@@ -35,6 +36,7 @@ from wsproto.utilities import RemoteProtocolError
 from csms.ocpp.deflate import BoundedDeflate
 
 log = logging.getLogger("csms.ocpp.transport")
+
 
 class _Events(list):
     """A deque's ``append``/``popleft`` on a list: 56 bytes empty, where a deque is 760."""
@@ -54,6 +56,11 @@ def _lightened(connection: Connection) -> Connection:
     if type(events) is deque and not events:
         connection._events = _Events()  # type: ignore[attr-defined]
     return connection
+
+
+#: A frame's first two bytes and its payload length in 16 or 64 bits (RFC 6455 section 5.2).
+_LENGTH_16 = struct.Struct("!BBH")
+_LENGTH_64 = struct.Struct("!BBQ")
 
 
 class ConnectionClosed(ConnectionError):
@@ -87,7 +94,8 @@ class Refusal:
 class Options:
     subprotocols: tuple[str, ...]      # in the server's order of preference
     max_size: int = 65536              # the largest message taken, in characters (a larger one closes with 1009)
-    compression: bool = True           # permessage-deflate, when the station offers it
+    compression: bool = True           # permessage-deflate, when the station offers it...
+    compression_threshold: int = 128   # ...for messages of at least this many bytes (shorter ones gain nothing)
     max_queue: int = 16                # messages received and not yet read before the socket is not read
     open_timeout: float = 10.0
     ping_interval: float = 30.0        # a connection silent this long is pinged...
@@ -118,7 +126,8 @@ class WebSocket(asyncio.Protocol):
     # ever need (a waiter, a fragmented message's parts, a future for whoever awaits the close) made when needed.
     __slots__ = ("_server", "_options", "_loop", "_ws", "_transport", "_messages", "_waiter", "_listener", "_parts",
                  "_size", "_reading_paused", "_writing_paused", "_drained", "_gone", "_gone_waiter", "_close_code",
-                 "_close_reason", "_timer", "_pinged", "_last_received", "path", "subprotocol", "remote_address")
+                 "_close_reason", "_timer", "_pinged", "_last_received", "_deflate", "path", "subprotocol",
+                 "remote_address")
 
     def __init__(self, server: Host):
         self._server = server
@@ -126,6 +135,7 @@ class WebSocket(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         #: The handshake and then, once accepted, only the connection it made (the HTTP state is dropped).
         self._ws: WSConnection | Connection = WSConnection(ConnectionType.SERVER)
+        self._deflate: BoundedDeflate | None = None  # once permessage-deflate is agreed
         self._transport: asyncio.Transport | None = None
         self._messages: list[str | bytes] = []  # at most max_queue; a deque would cost 600 bytes more
         self._waiter: asyncio.Future[None] | None = None
@@ -215,7 +225,7 @@ class WebSocket(asyncio.Protocol):
         """Writes one text message; waits only while the station does not read (TCP back-pressure)."""
         if self._ws.state is not ConnectionState.OPEN or self._gone:
             raise ConnectionClosed(self._close_code, self._close_reason)
-        self._write(self._ws.send(Message(data=message)))
+        self._write(self._text_frame(message.encode()))
         if self._writing_paused:
             self._drained = self._drained if self._drained and not self._drained.done() else self._loop.create_future()
             await self._drained
@@ -235,6 +245,21 @@ class WebSocket(asyncio.Protocol):
             if self._gone_waiter is None:
                 self._gone_waiter = self._loop.create_future()
             await asyncio.shield(self._gone_waiter)
+
+    def _text_frame(self, data: bytes) -> bytes:
+        """One whole text message as one frame (RFC 6455 section 5.2), a server's: not masked. wsproto stays the
+        connection's state machine (the handshake, everything received, pings, closing); a whole message it
+        would frame the same way at several times the cost (the control loop sends one to each charger)."""
+        first = 0x81  # FIN, text
+        deflate = self._deflate
+        if deflate is not None and len(data) >= self._options.compression_threshold:
+            data, first = deflate.compress(data), 0xC1  # RSV1: compressed (RFC 7692 section 6)
+        size = len(data)
+        if size < 126:
+            return bytes((first, size)) + data
+        if size < 65536:
+            return _LENGTH_16.pack(first, 126, size) + data
+        return _LENGTH_64.pack(first, 127, size) + data
 
     # -- wsproto's side ------------------------------------------------------------------------------
 
@@ -299,6 +324,7 @@ class WebSocket(asyncio.Protocol):
         handshake = self._ws
         assert isinstance(handshake, WSConnection)
         self._write(handshake.send(AcceptConnection(subprotocol=answer, extensions=[deflate] if deflate else [])))
+        self._deflate = deflate if deflate is not None and deflate.enabled() else None
         assert handshake.connection is not None
         self._ws = _lightened(handshake.connection)
         self._arm(self._first_ping_delay(), self._keepalive)

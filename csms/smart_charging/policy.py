@@ -160,8 +160,9 @@ def step(ch: ChargerChannel, now: float, s: SmartChargingConfig, book: ExposureB
 def after_send(ch: ChargerChannel, target: float, sent: float, now: float, s: SmartChargingConfig) -> Step:
     """Part of an increase still held back (a refresh could not carry it, or only part of it fitted): a decision
     with the same wanted limit wakes nobody, so come back when it may go. A paused car's turn once waited 20 s,
-    until its next refresh, with the fuse idle."""
-    if target - sent < s.deadband or ch.wanted != target:
+    until its next refresh, with the fuse idle. Nothing is held back once the whole target went out (with a
+    deadband of 0 every send, a decrease too, otherwise left its worker waiting for the group)."""
+    if sent >= target or target - sent < s.deadband or ch.wanted != target:
         return NOTHING
     hold_until = hold_until_of(ch, s)
     if hold_until > now:

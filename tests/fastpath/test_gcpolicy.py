@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 
@@ -32,3 +33,46 @@ async def test_freezes_survivors_and_collects_cycles_when_a_full_collection_is_d
         assert gc.get_freeze_count() == 0
     finally:
         gc.unfreeze()
+
+
+async def test_young_passes_run_from_the_timer_not_at_an_allocation() -> None:
+    """Inside the heap the collector does not run on its own (a pass at an allocation may land in the middle of
+    a decision's burst of sends); the timer runs the pass it would have run, between turns of the loop."""
+    was_enabled = gc.isenabled()
+    gc.enable()
+    heap = FrozenHeap(freeze_every=3600, full_every=3600, young_every=0.01)
+    try:
+        async with heap:
+            assert not gc.isenabled()
+            garbage = Cycle()
+            ref = weakref.ref(garbage)
+            del garbage
+            filler = [Cycle() for _ in range(2 * gc.get_threshold()[0])]  # past the young threshold
+            assert ref() is not None  # no allocation collects any more...
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if ref() is None:
+                    break
+            assert ref() is None  # ...the timer's pass did
+            del filler
+        assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable() if was_enabled else gc.disable()
+
+
+def test_a_young_pass_is_the_one_the_collector_would_run() -> None:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        assert FrozenHeap.young() is None  # nothing allocated since: nothing due
+        threshold0, threshold1, _ = gc.get_threshold()
+        kept = []
+        generations = []
+        for _ in range(threshold1 + 2):
+            kept += [Cycle() for _ in range(threshold0 + 1)]
+            generations.append(FrozenHeap.young())
+        assert generations == [0] * (threshold1 + 1) + [1]  # then generation 1 is past its threshold too
+    finally:
+        gc.enable() if was_enabled else gc.disable()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from ocpp.exceptions import FormatViolationError, NotSupportedError, ProtocolError
@@ -193,3 +194,36 @@ async def test_a_call_whose_frame_could_not_be_sent_leaves_nothing_outstanding()
     p.socket.send = sent
     assert (await answer(p, call.ChangeConfiguration(key="K", value="V"), [3, {"status": "Accepted"}])).status == \
         "Accepted"
+
+
+async def test_a_reply_taken_in_the_turn_its_deadline_passed_is_a_timeout_not_a_cancellation() -> None:
+    """At the deadline the protocol gives the call up at once. With an ``asyncio.timeout`` around the wait, a
+    reply read in the same turn of the loop as the deadline (the loop was busy) reached a cancelled future and
+    was lost, and the caller, not cancelled by anyone, got CancelledError (a delivery worker ends on that)."""
+    p = Probe()
+    seen: list[tuple] = []
+    p._observe = lambda *event: seen.append(event)
+    loop = asyncio.get_running_loop()
+    task = asyncio.create_task(p.call(call.ChangeConfiguration(key="K", value="V"), timeout=0.05))
+    while not p.sent:
+        await asyncio.sleep(0)
+    deadline = p.protocol.pending.deadline
+    reply = json.dumps([3, p.sent[-1][1], {"status": "Accepted"}])
+    loop.call_at(deadline - 0.02, time.sleep, 0.04)  # the loop is busy past the deadline...
+    loop.call_at(deadline - 1e-6, lambda: asyncio.ensure_future(p.receive(reply)))  # ...and the reply was read
+    with pytest.raises(TimeoutError):
+        await task
+    await asyncio.sleep(0)
+    assert p.protocol.pending is None
+    assert sorted(e[3] for e in seen) == ["Timeout", "Unsolicited"]
+    assert (await answer(p, call.ChangeConfiguration(key="K", value="V"), [3, {"status": "Accepted"}])).status == \
+        "Accepted"
+
+
+async def test_a_reply_before_the_deadline_is_taken_and_the_timer_is_gone() -> None:
+    p = Probe()
+    loop = asyncio.get_running_loop()
+    timers = len(loop._scheduled)
+    assert (await answer(p, call.ChangeConfiguration(key="K", value="V"), [3, {"status": "Accepted"}])).status == \
+        "Accepted"
+    assert all(h.cancelled() for h in loop._scheduled[timers:])

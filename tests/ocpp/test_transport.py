@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import string
 import zlib
 
 import pytest
@@ -130,12 +132,72 @@ async def test_compression_round_trip_and_deflate_bomb_closed_with_1009():
             assert info.value.rcvd.code == 1009
 
 
+async def deflate_client(port: int, path: str = "/CP1"):
+    """A station written by hand, with permessage-deflate agreed: it sends frames compressed or not, as it
+    chooses (RFC 7692 lets either side send any message uncompressed), and reads the server's with their RSV1."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                 "Sec-WebSocket-Protocol: ocpp1.6\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b" 101 " in head and b"permessage-deflate" in head
+    return reader, writer
+
+
+def client_frame(text: str, compressed: bool) -> bytes:
+    """A client's text frame, masked with the all-zero key, its payload deflated without context if asked."""
+    data = text.encode()
+    if compressed:
+        deflate = zlib.compressobj(wbits=-15)
+        data = (deflate.compress(data) + deflate.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    first, size = (0xC1 if compressed else 0x81), len(data)
+    if size < 126:
+        head = bytes([first, 0x80 | size])
+    else:
+        head = bytes([first, 0x80 | (126 if size < 65536 else 127)]) + size.to_bytes(2 if size < 65536 else 8, "big")
+    return head + b"\0\0\0\0" + data
+
+
+async def server_frame(reader: asyncio.StreamReader) -> tuple[bool, str]:
+    """The next frame from the server: whether it was compressed (RSV1), and its text."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), 5)
+    assert second & 0x80 == 0  # a server's frames are not masked
+    size = second & 0x7F
+    if size >= 126:
+        size = int.from_bytes(await reader.readexactly(2 if size == 126 else 8), "big")
+    data = await reader.readexactly(size)
+    compressed = bool(first & 0x40)
+    if compressed:
+        data = zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
+    return compressed, data.decode()
+
+
+async def test_short_messages_go_out_uncompressed_and_longer_ones_compressed():
+    """Deflate makes a message under about 100 bytes no shorter, for as much CPU as a profile: on a compressing
+    connection only messages of ``compression_threshold`` bytes or more are compressed. What the station sends
+    is inflated or taken as it is, as its RSV1 bit says, message by message."""
+    options = Options(subprotocols=SUBPROTOCOLS, max_size=2**20)  # messages past 64 KiB even compressed
+    threshold = options.compression_threshold
+    noise = "".join(random.Random(1).choices(string.ascii_letters, k=100_000))
+    async with Echo(options) as srv:
+        reader, writer = await deflate_client(srv.server.port)
+        texts = ['[3,"1",{}]', *('[2,"2","DataTransfer",{"data":"' + noise[:size - 34] + '"}]'
+                                 for size in (threshold - 1, threshold, 4 * threshold, 100_000))]
+        assert [len(t) for t in texts[1:]] == [threshold - 1, threshold, 4 * threshold, 100_000]
+        for text in texts:
+            for compressed in (True, False):
+                writer.write(client_frame(text, compressed))
+                assert await server_frame(reader) == (len(text) >= threshold, text)
+        writer.close()
+
+
 async def test_compression_can_be_off():
-    async with Echo(Options(subprotocols=SUBPROTOCOLS, compression=False)) as srv:
-        async with connect(srv.url(), subprotocols=["ocpp1.6"], compression="deflate") as ws:
+    async with Echo(Options(subprotocols=SUBPROTOCOLS, compression=False, max_size=2**20)) as srv:
+        async with connect(srv.url(), subprotocols=["ocpp1.6"], compression="deflate", max_size=2**20) as ws:
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
-            await ws.send("plain")
-            assert await ws.recv() == "plain"
+            for text in ("plain", "p" * 1000, "p" * 100_000):  # the three lengths of a frame's length field
+                await ws.send(text)
+                assert await ws.recv() == text
 
 
 async def test_silent_peer_is_pinged_and_closed_when_it_does_not_answer():

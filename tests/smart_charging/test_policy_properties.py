@@ -242,3 +242,15 @@ def test_increases_go_out_once_the_decreases_are_accepted_and_ramped(data, n, an
     quarter = site.s.deadband / 4
     for ch, wanted in zip(site.channels, target):
         assert wanted - quarter - EPS <= ch.in_force <= wanted + EPS, (ch.id, ch.in_force, wanted)
+
+
+def test_a_limit_sent_in_full_leaves_nothing_to_wait_for_even_without_a_deadband():
+    """With ``deadband = 0`` every send, a decrease too, left its worker waiting for the group (up to half a
+    second) as if part of an increase were held back; only a limit sent short of the target is."""
+    site = Site([20.0, 12.0])
+    s = site.s.model_copy(update={"deadband": 0.0})
+    ch = site.channels[0]
+    site.decide([10.0, 12.0])
+    assert policy.after_send(ch, 10.0, 10.0, site.now, s) == policy.NOTHING
+    site.decide([24.0, 8.0])
+    assert policy.after_send(ch, 24.0, 22.0, site.now, s).wait_for_group

@@ -8,7 +8,8 @@ from typing import Any
 from ocpp.v16 import call
 
 from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
-from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands
+from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, proven
+from csms.ocpp.frames import Outbound
 from csms.runtime.isotime import iso_seconds
 
 log = logging.getLogger("csms.ocpp.v16.commands")
@@ -39,6 +40,29 @@ def rotation_for(value: str | None, connector: int) -> str | None:
         elif len(entries) == 1:
             return entry
     return None
+
+
+def set_profile_call(spec: ProfileSpec) -> Outbound:
+    """The SetChargingProfile that installs ``spec``, as it goes on the wire (the hot path of every decision)."""
+    period = {"startPeriod": 0, "limit": round(spec.limit, 1), "numberPhases": spec.number_phases}
+    schedule: dict[str, Any] = {"chargingRateUnit": spec.unit, "chargingSchedulePeriod": [period]}
+    if spec.duration is not None:
+        schedule["duration"] = spec.duration
+    if spec.start_schedule is not None:
+        schedule["startSchedule"] = iso_seconds(spec.start_schedule)
+    profile: dict[str, Any] = {
+        "chargingProfileId": spec.profile_id,
+        "stackLevel": spec.stack_level,
+        "chargingProfilePurpose": PURPOSE[spec.purpose],
+        "chargingProfileKind": "Absolute" if spec.start_schedule is not None else "Relative",
+        "chargingSchedule": schedule,
+    }
+    if spec.transaction_id is not None:
+        profile["transactionId"] = int(spec.transaction_id)
+    if spec.valid_to is not None:
+        profile["validTo"] = iso_seconds(spec.valid_to)
+    return Outbound("SetChargingProfile", {"connectorId": spec.connector, "csChargingProfiles": profile},
+                    checked=not proven(spec))
 
 
 class Commands16(Commands):
@@ -86,29 +110,7 @@ class Commands16(Commands):
         return outcome
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:
-        schedule: dict[str, Any] = {
-            "charging_rate_unit": spec.unit,
-            "charging_schedule_period": [{"start_period": 0, "limit": round(spec.limit, 1),
-                                          "number_phases": spec.number_phases}],
-        }
-        if spec.duration is not None:
-            schedule["duration"] = spec.duration
-        if spec.start_schedule is not None:
-            schedule["start_schedule"] = iso_seconds(spec.start_schedule)
-        profile: dict[str, Any] = {
-            "charging_profile_id": spec.profile_id,
-            "stack_level": spec.stack_level,
-            "charging_profile_purpose": PURPOSE[spec.purpose],
-            "charging_profile_kind": "Absolute" if spec.start_schedule is not None else "Relative",
-            "charging_schedule": schedule,
-        }
-        if spec.transaction_id is not None:
-            profile["transaction_id"] = int(spec.transaction_id)
-        if spec.valid_to is not None:
-            profile["valid_to"] = iso_seconds(spec.valid_to)
-        outcome, _ = await self.run(call.SetChargingProfile(connector_id=spec.connector,
-                                                                 cs_charging_profiles=profile),
-                                         key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
+        outcome, _ = await self.run(set_profile_call(spec), key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
         return outcome
 
     async def clear_profile(self, profile_id: int | None = None, purpose: Purpose | None = None,

@@ -8,7 +8,8 @@ from typing import Any
 from ocpp.v201 import call
 
 from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
-from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands
+from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, proven
+from csms.ocpp.frames import Outbound
 from csms.runtime.isotime import iso_seconds
 
 log = logging.getLogger("csms.ocpp.v201.commands")
@@ -32,6 +33,32 @@ def _int(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def set_profile_call(spec: ProfileSpec) -> Outbound:
+    """The SetChargingProfile that installs ``spec``, as it goes on the wire (the hot path of every decision)."""
+    period: dict[str, Any] = {"startPeriod": 0, "limit": spec.limit, "numberPhases": spec.number_phases}
+    if spec.phase_to_use is not None and spec.number_phases == 1:
+        period["phaseToUse"] = spec.phase_to_use
+    schedule: dict[str, Any] = {"id": spec.profile_id, "chargingRateUnit": spec.unit,
+                                "chargingSchedulePeriod": [period]}
+    if spec.duration is not None:
+        schedule["duration"] = spec.duration
+    if spec.start_schedule is not None:
+        schedule["startSchedule"] = iso_seconds(spec.start_schedule)
+    profile: dict[str, Any] = {
+        "id": spec.profile_id,
+        "stackLevel": spec.stack_level,
+        "chargingProfilePurpose": PURPOSE[spec.purpose],
+        "chargingProfileKind": "Absolute" if spec.start_schedule is not None else "Relative",
+        "chargingSchedule": [schedule],
+    }
+    if spec.transaction_id is not None:
+        profile["transactionId"] = spec.transaction_id
+    if spec.valid_to is not None:
+        profile["validTo"] = iso_seconds(spec.valid_to)
+    return Outbound("SetChargingProfile", {"evseId": spec.connector, "chargingProfile": profile},
+                    checked=not proven(spec))
 
 
 class Commands201(Commands):
@@ -102,28 +129,7 @@ class Commands201(Commands):
         return outcome
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:
-        period: dict[str, Any] = {"start_period": 0, "limit": spec.limit, "number_phases": spec.number_phases}
-        if spec.phase_to_use is not None and spec.number_phases == 1:
-            period["phase_to_use"] = spec.phase_to_use
-        schedule: dict[str, Any] = {"id": spec.profile_id, "charging_rate_unit": spec.unit,
-                                    "charging_schedule_period": [period]}
-        if spec.duration is not None:
-            schedule["duration"] = spec.duration
-        if spec.start_schedule is not None:
-            schedule["start_schedule"] = iso_seconds(spec.start_schedule)
-        profile: dict[str, Any] = {
-            "id": spec.profile_id,
-            "stack_level": spec.stack_level,
-            "charging_profile_purpose": PURPOSE[spec.purpose],
-            "charging_profile_kind": "Absolute" if spec.start_schedule is not None else "Relative",
-            "charging_schedule": [schedule],
-        }
-        if spec.transaction_id is not None:
-            profile["transaction_id"] = spec.transaction_id
-        if spec.valid_to is not None:
-            profile["valid_to"] = iso_seconds(spec.valid_to)
-        outcome, _ = await self.run(call.SetChargingProfile(evse_id=spec.connector, charging_profile=profile),
-                                         key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
+        outcome, _ = await self.run(set_profile_call(spec), key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
         return outcome
 
     async def clear_profile(self, profile_id: int | None = None, purpose: Purpose | None = None,
