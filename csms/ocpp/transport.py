@@ -19,7 +19,6 @@ import asyncio
 import logging
 import random
 import struct
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,26 +35,6 @@ from wsproto.utilities import RemoteProtocolError
 from csms.ocpp.deflate import BoundedDeflate
 
 log = logging.getLogger("csms.ocpp.transport")
-
-
-class _Events(list):
-    """A deque's ``append``/``popleft`` on a list: 56 bytes empty, where a deque is 760."""
-
-    __slots__ = ()
-
-    def popleft(self) -> Any:
-        return self.pop(0)
-
-
-def _lightened(connection: Connection) -> Connection:
-    """wsproto 1.3's ``Connection`` keeps a deque for the events it makes up itself (one: the close it reports
-    when told the transport is gone, which this server never tells it), and holds it for the connection's life:
-    760 bytes, more than the rest of its state, 7.6 MB at 10,000 stations. A list with ``popleft`` does the same
-    for 56. Only when the connection is what this was written against: an empty deque under that name."""
-    events = getattr(connection, "_events", None)
-    if type(events) is deque and not events:
-        connection._events = _Events()  # type: ignore[attr-defined]
-    return connection
 
 
 #: A frame's first two bytes and its payload length in 16 or 64 bits (RFC 6455 section 5.2).
@@ -250,8 +229,7 @@ class WebSocket(asyncio.Protocol):
         """One whole text message as one frame (RFC 6455 section 5.2), a server's: not masked. wsproto stays the
         connection's state machine (the handshake, everything received, pings, closing); a whole message it
         would frame the same way at several times the cost (the control loop sends one to each charger)."""
-        first = 0x81  # FIN, text
-        deflate = self._deflate
+        first, deflate = 0x81, self._deflate  # FIN, text
         if deflate is not None and len(data) >= self._options.compression_threshold:
             data, first = deflate.compress(data), 0xC1  # RSV1: compressed (RFC 7692 section 6)
         size = len(data)
@@ -326,7 +304,7 @@ class WebSocket(asyncio.Protocol):
         self._write(handshake.send(AcceptConnection(subprotocol=answer, extensions=[deflate] if deflate else [])))
         self._deflate = deflate if deflate is not None and deflate.enabled() else None
         assert handshake.connection is not None
-        self._ws = _lightened(handshake.connection)
+        self._ws = handshake.connection
         self._arm(self._first_ping_delay(), self._keepalive)
         self._server.opened(self)
         return True

@@ -331,15 +331,3 @@ async def test_deflate_keeps_no_context_between_messages():
                 text = f'[2,"{i}","MeterValues",{{"connectorId":1,"meterValue":[{{"sampledValue":[{{"value":"{i}"}}]}}]}}]'
                 await ws.send(text)
                 assert await ws.recv() == text
-
-
-def test_the_lighter_event_queue_still_carries_what_wsproto_queues_itself():
-    """The transport swaps wsproto's 760-byte event deque for a list (``_lightened``); what wsproto queues there
-    itself (the 1006 close it reports for a transport gone) still comes out of ``events()``, in order."""
-    from wsproto.connection import Connection
-
-    from csms.ocpp.transport import _lightened
-    conn = _lightened(Connection(ConnectionType.SERVER))
-    conn.receive_data(None)
-    assert [type(e) for e in conn.events()] == [CloseConnection]
-    assert list(conn.events()) == []
