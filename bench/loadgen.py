@@ -455,7 +455,8 @@ async def worker_main() -> None:
     them), ``ids``, ``version``, ``password`` (a format of ``{id}``, or null: no basic auth), ``prefix``. Then each
     line is one request (``op`` and its arguments), answered by one JSON line: ``connect`` (``concurrency``,
     ``timeout``), ``settle`` (``quiet``, ``limit``), ``steady`` (``interval``, ``warmup``, ``duration``,
-    ``start_at``: every round trip in ms comes back, for the parent to merge), ``charge``, ``profiles`` (the
+    ``start_at``: every round trip in ms and when it was answered, ``time.perf_counter()``, come back, for the parent
+    to merge), ``charge``, ``profiles`` (the
     SetChargingProfile arrivals since the last ``profiles``; recording starts with the first), ``quit``."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=2 ** 26)
@@ -491,6 +492,7 @@ async def worker_main() -> None:
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 summary = await run_steady(fleet, **req)
                 answer({"summary": summary, "rtts_ms": [round(r * 1000, 3) for r in fleet.stats.rtts],
+                        "answered_at": [round(t, 4) for t in fleet.stats.answered_at],
                         "cpu": (time.process_time() - cpu0) / (time.perf_counter() - wall0)})
             elif op == "charge":
                 t0 = time.perf_counter()
@@ -520,7 +522,7 @@ class WorkerProcess:
     async def start(self) -> None:
         with open(self.log, "ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, __file__, "--worker", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                sys.executable, __file__, "--worker", str(self.log), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=err, limit=2 ** 27,
                 preexec_fn=(lambda: os.sched_setaffinity(0, {self.cpu})) if self.cpu is not None else None)
         self.proc.stdin.write((json.dumps(self.spec) + "\n").encode())
@@ -561,7 +563,7 @@ class WorkerProcess:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--worker"]:
+    if sys.argv[1:2] == ["--worker"]:  # the argument after it (its log) only names the process in `ps`
         asyncio.run(worker_main())
     else:
-        sys.exit("usage: loadgen.py --worker  (driven by WorkerProcess; see its docstring)")
+        sys.exit("usage: loadgen.py --worker [LOG]  (driven by WorkerProcess; see its docstring)")
