@@ -33,20 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_throughput import (  # noqa: E402
     LOADGEN_CPU, ServerProcess, bare_server, csms_server, machine, measure, pin_self, raise_fd_limit, station_ids,
 )
-from bench.loadgen import Fleet, connect_fleet, run_steady  # noqa: E402
-
-
-async def settle(fleet: Fleet, quiet: float = 2.0, limit: float = 120.0) -> float:
-    """Waits until the server has made no CALL to the stations for ``quiet`` s; returns the time taken."""
-    t0 = time.perf_counter()
-    last, since = fleet.stats.server_calls, time.perf_counter()
-    while time.perf_counter() - t0 < limit:
-        await asyncio.sleep(0.25)
-        if fleet.stats.server_calls != last:
-            last, since = fleet.stats.server_calls, time.perf_counter()
-        elif time.perf_counter() - since >= quiet:
-            break
-    return time.perf_counter() - t0
+from bench.loadgen import connect_fleet, run_steady, settle  # noqa: E402
 
 
 async def steady(server: ServerProcess, version: str, n: int, passwords: dict[str, str] | None, interval: float,

@@ -13,18 +13,28 @@ Two shapes of load:
   counted from when it was due, so a slow server cannot hide its queueing (no coordinated omission).
 
 Stations alternate Heartbeat and per-phase MeterValues and answer whatever the server asks them
-(GetConfiguration, SetChargingProfile, GetVariables...) with a minimal valid reply.
+(GetConfiguration, SetChargingProfile, GetVariables...) with a minimal valid reply. :func:`connect_fleet` spreads
+the stations over several ports (several gateways) when given a list; :func:`start_charging` puts every station
+in a running transaction (for a balancer to give it a limit), and ``Stats.profiles`` notes when each
+SetChargingProfile arrived and its limit.
+
+More stations than one process may open sockets for (its RLIMIT_NOFILE), or more than one core's worth of load,
+run in several processes: ``python bench/loadgen.py --worker SPEC`` is one of them, driven by JSON lines on its
+stdin (:func:`worker_main`; :class:`WorkerProcess` is the parent's side).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
+import resource
 import statistics
 import struct
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -74,6 +84,18 @@ def answer_server_call(version: str, action: str, payload: dict) -> dict:
     return {"status": "Accepted"}
 
 
+def profile_limit(version: str, payload: dict) -> float:
+    """The first period's limit of a SetChargingProfile request (NaN when it has none)."""
+    try:
+        if version == V16:
+            return float(payload["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"])
+        schedule = payload["chargingProfile"]["chargingSchedule"]
+        schedule = schedule[0] if isinstance(schedule, list) else schedule
+        return float(schedule["chargingSchedulePeriod"][0]["limit"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return float("nan")
+
+
 # -- websocket framing ---------------------------------------------------------------------------
 
 def client_frame(data: bytes, opcode: int = 0x1) -> bytes:
@@ -97,6 +119,8 @@ class Stats:
     rtts: list[float] = field(default_factory=list)
     answered_at: list[float] = field(default_factory=list)  # perf_counter of each recorded answer
     recording: bool = False
+    #: (perf_counter, station id, limit) of every SetChargingProfile the server sent, when not None.
+    profiles: list[tuple[float, str, float]] | None = None
 
     def stalls(self, threshold: float = 0.1) -> list[tuple[float, float]]:
         """(answered at, round trip) of every answer slower than ``threshold`` s, for finding pauses."""
@@ -189,6 +213,8 @@ class Station(asyncio.Protocol):
         kind = frame[0]
         if kind == 2:
             self.stats.server_calls += 1
+            if frame[2] == "SetChargingProfile" and self.stats.profiles is not None:
+                self.stats.profiles.append((time.perf_counter(), self.id, profile_limit(self.version, frame[3])))
             reply = [3, frame[1], answer_server_call(self.version, frame[2], frame[3])]
             self.transport.write(client_frame(orjson.dumps(reply)))
             return
@@ -271,18 +297,21 @@ class Fleet:
             st.close()
 
 
-async def connect_fleet(host: str, port: int, ids: list[str], version: str, *, prefix: str = "/ocpp",
+async def connect_fleet(host: str, port: int | Sequence[int], ids: list[str], version: str, *, prefix: str = "/ocpp",
                         passwords: dict[str, str] | None = None, boot: bool = True, concurrency: int = 200,
                         timeout: float = 120) -> Fleet:
     """Opens one connection per id (``concurrency`` handshakes at a time) and, with ``boot``, sends a
-    BootNotification from each and waits for the answer; returns when all are up."""
+    BootNotification from each and waits for the answer; returns when all are up. With several ports
+    (gateways), the i-th id goes to ``port[i % len(port)]``."""
     loop = asyncio.get_running_loop()
     stats = Stats()
     sem = asyncio.Semaphore(concurrency)
     stations: list[Station] = []
+    ports = [port] if isinstance(port, int) else list(port)
 
-    async def one(sid: str) -> None:
+    async def one(i: int, sid: str) -> None:
         auth = (sid, passwords[sid]) if passwords else None
+        port = ports[i % len(ports)]
         hs = handshake_request(host, port, f"{prefix}/{sid}", version, auth)
         async with sem:
             _, st = await loop.create_connection(lambda: Station(sid, version, stats, hs), host, port)
@@ -294,8 +323,57 @@ async def connect_fleet(host: str, port: int, ids: list[str], version: str, *, p
                     raise RuntimeError(f"{sid}: BootNotification refused: {reply}")
 
     t0 = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(one(s) for s in ids)), timeout)
+    await asyncio.wait_for(asyncio.gather(*(one(i, s) for i, s in enumerate(ids))), timeout)
     return Fleet(stations, stats, time.perf_counter() - t0)
+
+
+async def settle(fleet: Fleet, quiet: float = 2.0, limit: float = 120.0) -> float:
+    """Waits until the server has made no CALL to the stations for ``quiet`` s; returns the time taken."""
+    t0 = time.perf_counter()
+    last, since = fleet.stats.server_calls, time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        await asyncio.sleep(0.25)
+        if fleet.stats.server_calls != last:
+            last, since = fleet.stats.server_calls, time.perf_counter()
+        elif time.perf_counter() - since >= quiet:
+            break
+    return time.perf_counter() - t0
+
+
+async def start_charging(fleet: Fleet, id_token: str = "BENCH", concurrency: int = 200) -> None:
+    """Every station reports its connector occupied and starts a transaction on it (connector / EVSE 1), so that
+    a balancer counts it as charging and sends it limits."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(st: Station) -> None:
+        async with sem:
+            now = _iso_now()
+            if st.version == V16:
+                for cid, status in ((0, "Available"), (1, "Preparing")):
+                    await _ok(st, "StatusNotification", {"connectorId": cid, "errorCode": "NoError", "status": status})
+                tx = await _ok(st, "StartTransaction", {"connectorId": 1, "idTag": id_token, "meterStart": 0,
+                                                        "timestamp": now})
+                if tx.get("idTagInfo", {}).get("status") != "Accepted":
+                    raise RuntimeError(f"{st.id}: StartTransaction refused: {tx}")
+                await _ok(st, "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Charging"})
+                return
+            await _ok(st, "StatusNotification", {"timestamp": now, "connectorStatus": "Occupied", "evseId": 1,
+                                                 "connectorId": 1})
+            tx = await _ok(st, "TransactionEvent", {
+                "eventType": "Started", "timestamp": now, "triggerReason": "Authorized", "seqNo": 0,
+                "transactionInfo": {"transactionId": f"T-{st.id}", "chargingState": "Charging"},
+                "evse": {"id": 1, "connectorId": 1}, "idToken": {"idToken": id_token, "type": "ISO14443"}})
+            if tx.get("idTokenInfo", {}).get("status", "Accepted") != "Accepted":
+                raise RuntimeError(f"{st.id}: transaction refused: {tx}")
+
+    await asyncio.gather(*(one(st) for st in fleet.stations))
+
+
+async def _ok(st: Station, action: str, payload: dict) -> dict:
+    reply = await st.call(action, payload)
+    if reply[0] != 3:
+        raise RuntimeError(f"{st.id}: {action} answered {reply}")
+    return reply[2]
 
 
 async def _record(stats, duration: float) -> float:
@@ -323,12 +401,14 @@ async def run_closed(fleet: Fleet, warmup: float, duration: float) -> dict:
     return stats.summary(elapsed)
 
 
-async def run_steady(fleet: Fleet, interval: float, warmup: float, duration: float) -> dict:
-    """Each station sends one CALL every ``interval`` s, phases spread evenly over the interval."""
+async def run_steady(fleet: Fleet, interval: float, warmup: float, duration: float,
+                     start_at: float | None = None) -> dict:
+    """Each station sends one CALL every ``interval`` s, phases spread evenly over the interval; from
+    ``start_at`` (``time.monotonic()``, the loop's clock: several processes start together) or at once."""
     loop = asyncio.get_running_loop()
     stats = fleet.stats
     n = len(fleet.stations)
-    start = loop.time() + 0.1
+    start = max(loop.time(), start_at or 0.0) + 0.1
     perf_offset = time.perf_counter() - loop.time()
     end = start + warmup + duration
     handles: list[asyncio.TimerHandle] = []
@@ -357,3 +437,133 @@ async def _drain(fleet: Fleet, timeout: float = 10) -> None:
         if all(st._in_flight is None and not st._due for st in fleet.stations):
             return
         await asyncio.sleep(0.05)
+
+
+# -- a load generator in its own process ---------------------------------------------------------------------
+
+def raise_fd_limit() -> int:
+    """Raises this process's open-file limit to its hard limit; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
+
+
+async def worker_main() -> None:
+    """One load-generating process. Its first stdin line is the spec: ``host``, ``ports`` (stations spread over
+    them), ``ids``, ``version``, ``password`` (a format of ``{id}``, or null: no basic auth), ``prefix``. Then each
+    line is one request (``op`` and its arguments), answered by one JSON line: ``connect`` (``concurrency``,
+    ``timeout``), ``settle`` (``quiet``, ``limit``), ``steady`` (``interval``, ``warmup``, ``duration``,
+    ``start_at``: every round trip in ms and when it was answered, ``time.perf_counter()``, come back, for the parent
+    to merge), ``charge``, ``profiles`` (the
+    SetChargingProfile arrivals since the last ``profiles``; recording starts with the first), ``quit``."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=2 ** 26)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def answer(obj: dict) -> None:
+        sys.stdout.write(json.dumps(obj) + "\n")
+        sys.stdout.flush()
+
+    spec = json.loads(await reader.readline())
+    fd_limit = raise_fd_limit()
+    ids: list[str] = spec["ids"]
+    passwords = {sid: spec["password"].format(id=sid) for sid in ids} if spec.get("password") else None
+    fleet: Fleet | None = None
+    while line := await reader.readline():
+        req = json.loads(line)
+        op = req.pop("op")
+        try:
+            if op == "quit":
+                break
+            if op == "connect":
+                if len(ids) + 64 > fd_limit:
+                    raise RuntimeError(f"{len(ids)} stations need more sockets than this process may open "
+                                       f"(RLIMIT_NOFILE {fd_limit}): use more worker processes")
+                fleet = await connect_fleet(spec["host"], spec["ports"], ids, spec["version"],
+                                            prefix=spec.get("prefix", "/ocpp"), passwords=passwords, **req)
+                answer({"connect_s": fleet.connect_seconds, "stations": len(fleet.stations)})
+            elif fleet is None:
+                raise RuntimeError(f"{op} before connect")
+            elif op == "settle":
+                answer({"settle_s": await settle(fleet, **req), "server_calls": fleet.stats.server_calls})
+            elif op == "steady":
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                summary = await run_steady(fleet, **req)
+                answer({"summary": summary, "rtts_ms": [round(r * 1000, 3) for r in fleet.stats.rtts],
+                        "answered_at": [round(t, 4) for t in fleet.stats.answered_at],
+                        "cpu": (time.process_time() - cpu0) / (time.perf_counter() - wall0)})
+            elif op == "charge":
+                t0 = time.perf_counter()
+                await start_charging(fleet, **req)
+                answer({"charging": len(fleet.stations), "seconds": time.perf_counter() - t0})
+            elif op == "profiles":
+                got = fleet.stats.profiles or []
+                fleet.stats.profiles = []
+                answer({"profiles": got})
+            else:
+                raise RuntimeError(f"unknown op {op!r}")
+        except Exception as exc:  # told to the parent, which decides
+            answer({"error": f"{type(exc).__name__}: {exc}"})
+    if fleet is not None:
+        fleet.close()
+        await asyncio.sleep(0.5)
+
+
+class WorkerProcess:
+    """The parent's side of one :func:`worker_main` process: ``await w.start()``, ``await w.request(op, ...)``,
+    ``await w.stop()``. Its stderr goes to ``log`` (a pipe nobody reads would stall it)."""
+
+    def __init__(self, spec: dict, log: str | os.PathLike, cpu: int | None = None):
+        self.spec, self.log, self.cpu = spec, log, cpu
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with open(self.log, "ab") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--worker", str(self.log), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=err, limit=2 ** 27,
+                preexec_fn=(lambda: os.sched_setaffinity(0, {self.cpu})) if self.cpu is not None else None)
+        self.proc.stdin.write((json.dumps(self.spec) + "\n").encode())
+        await self.proc.stdin.drain()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def request(self, op: str, within: float = 600, **args: object) -> dict:
+        """Sends one request and waits at most ``within`` s for its answer (an ``error`` answer raises)."""
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())
+        await self.proc.stdin.drain()
+        async with asyncio.timeout(within):
+            line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"load generator {self.pid} exited ({await self.proc.wait()}): see {self.log}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"load generator {self.pid}, {op}: {reply['error']}")
+        return reply
+
+    async def stop(self, timeout: float = 15) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        try:
+            proc.stdin.write(b'{"op": "quit"}\n')
+            await proc.stdin.drain()
+            async with asyncio.timeout(timeout):
+                await proc.wait()
+        except (TimeoutError, ConnectionError, BrokenPipeError):
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:  # the argument after it (its log) only names the process in `ps`
+        asyncio.run(worker_main())
+    else:
+        sys.exit("usage: loadgen.py --worker [LOG]  (driven by WorkerProcess; see its docstring)")

@@ -6,6 +6,7 @@ Meters are :class:`meter_gateway.config.MeterConfig`, shared with ``meter-gatewa
 from __future__ import annotations
 
 import re
+import weakref
 from datetime import datetime
 from typing import Literal
 
@@ -169,7 +170,7 @@ class SiteConfig(StrictModel):
     circuits: list[CircuitConfig] = Field(default_factory=list)
 
     def charger(self, station_id: str) -> ChargerConfig | None:
-        return next((c for c in self.chargers if c.id == station_id), None)
+        return _lookup(self).chargers.get(station_id)
 
     def meter(self, serial: str) -> MeterConfig | None:
         return next((m for m in self.meters if m.serial == serial), None)
@@ -178,7 +179,7 @@ class SiteConfig(StrictModel):
         return next((o for o in self.organisations if o.id == org_id), None)
 
     def group_of(self, station_id: str) -> LoadBalancerConfig | None:
-        return next((g for g in self.load_balancers if station_id in g.chargers), None)
+        return _lookup(self).groups.get(station_id)
 
     def circuit(self, circuit_id: str) -> CircuitConfig | None:
         return next((c for c in self.circuits if c is not None and c.id == circuit_id), None)
@@ -186,7 +187,7 @@ class SiteConfig(StrictModel):
     def circuit_of(self, station_id: str) -> str | None:
         """The circuit a charger is wired on: the one listing it, else its group's ``circuit``; None: the main
         fuse directly."""
-        listed = next((c.id for c in self.circuits if c is not None and station_id in c.chargers), None)
+        listed = _lookup(self).circuits.get(station_id)
         if listed is not None:
             return listed
         group = self.group_of(station_id)
@@ -203,6 +204,52 @@ class SiteConfig(StrictModel):
             path.append(circuit_id)
             circuit_id = node.parent
         return path
+
+
+class _Lookup:
+    """A site's chargers, their groups and the circuits listing them, by station id: the first in file order, as a
+    scan of the lists finds. A site of 20,000 chargers asks for each charger's config, group and circuit while it
+    puts a view in force (the balancer, the delivery, a controller's led part): scanning the lists was quadratic,
+    20 s of CPU for ``charger()`` alone on a 2-core VM, long enough for a controller to lose its leases."""
+
+    __slots__ = ("lists", "sizes", "chargers", "groups", "circuits")
+
+    def __init__(self, site: SiteConfig):
+        self.lists = (site.chargers, site.load_balancers, site.circuits)
+        self.sizes = tuple(len(x) for x in self.lists)
+        self.chargers: dict[str, ChargerConfig] = {}
+        for c in site.chargers:
+            self.chargers.setdefault(c.id, c)
+        self.groups: dict[str, LoadBalancerConfig] = {}
+        for g in site.load_balancers:
+            for cid in g.chargers:
+                self.groups.setdefault(cid, g)
+        self.circuits: dict[str, str] = {}
+        for circuit in site.circuits:
+            if circuit is not None:
+                for cid in circuit.chargers:
+                    self.circuits.setdefault(cid, circuit.id)
+
+    def fresh(self, site: SiteConfig) -> bool:
+        """Built from these very lists, still as long (a config is frozen; its lists are not changed in place)."""
+        lists = self.lists
+        return (lists[0] is site.chargers and lists[1] is site.load_balancers and lists[2] is site.circuits
+                and self.sizes == (len(lists[0]), len(lists[1]), len(lists[2])))
+
+
+#: The lookup of each SiteConfig alive, by ``id()`` (a weak reference drops it with the config). Kept beside the
+#: model rather than in it: pydantic copies and compares a model's private state.
+_LOOKUPS: dict[int, tuple[weakref.ReferenceType[SiteConfig], _Lookup]] = {}
+
+
+def _lookup(site: SiteConfig) -> _Lookup:
+    key = id(site)
+    entry = _LOOKUPS.get(key)
+    if entry is not None and entry[0]() is site and entry[1].fresh(site):
+        return entry[1]
+    look = _Lookup(site)
+    _LOOKUPS[key] = (weakref.ref(site, lambda _, key=key: _LOOKUPS.pop(key, None)), look)
+    return look
 
 
 def default_margin(supply_max_current: float) -> float:
