@@ -127,10 +127,10 @@ class GatewayRole:
             rows = []
         st = self.app.state.station(link.id)
         for row in rows:
-            if row["connector_id"] not in st.transactions:
-                st.transactions[row["connector_id"] or 0] = Transaction(
-                    row["transaction_id"], row["connector_id"] or 0, row["id_token"], row["started_at"],
-                    row["meter_start_wh"])
+            connector = row["connector_id"] or 0
+            if connector not in st.transactions:  # what the station said here already is newer
+                st.transactions[connector] = Transaction(row["transaction_id"], connector, row["id_token"],
+                                                         row["started_at"], row["meter_start_wh"])
         self.bridge.attach(link)
         self.app.local_lists.attach(link.id)
 
