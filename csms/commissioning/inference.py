@@ -46,15 +46,23 @@ def significant(delta: Sequence[float | None]) -> dict[int, float]:
     return {m: d for m, d in vals.items() if abs(d) >= max(NOISE_A, RELATIVE * top)}
 
 
-def car_pattern(ch: ChargerWiring, drawn: Sequence[float | None] | None) -> dict[int, float]:
-    """Charger phases (1..3) the car drew on, relative to its biggest: from its own meter values when it sent
-    any, else every phase wired to the charger, equally."""
+def car_patterns(ch: ChargerWiring, drawn: Sequence[float | None] | None) -> tuple[dict[int, float], ...]:
+    """The charger phases (1..3) the car may have drawn on, relative to its biggest: from its own meter values
+    when it sent any; else each way a car can draw (IEC 61851: a 1-phase car on the charger's L1, a 2-phase car
+    on L1 and L2, a 3-phase car on all), since a charger that refuses TriggerMessage or answers late still has
+    a car of one of these kinds."""
     if drawn is not None:
         vals = {i: a for i, a in enumerate(drawn, 1) if a is not None and i <= ch.phases}
         top = max(vals.values(), default=0.0)
         if top >= MIN_DRAW_A:
-            return {i: a / top for i, a in vals.items() if a >= RELATIVE * top}
-    return {i: 1.0 for i in range(1, ch.phases + 1)}
+            return ({i: a / top for i, a in vals.items() if a >= RELATIVE * top},)
+    return tuple({i: 1.0 for i in range(1, n + 1)} for n in range(ch.phases, 0, -1))
+
+
+def step_fits(m: StepMeasure, ch: ChargerWiring, rotation: str, perm: Perm, signs: dict[int, int],
+              measured: Sequence[int]) -> bool:
+    """Whether some car the charger may have had, on ``rotation``, explains step ``m``."""
+    return any(fits(m, pattern, rotation, perm, signs, measured) for pattern in car_patterns(ch, m.drawn))
 
 
 def drew(m: StepMeasure) -> bool | None:
@@ -107,7 +115,7 @@ def moved(perm: Perm) -> int:
 def _rotations_fitting(ch: ChargerWiring, steps: list[StepMeasure], perm: Perm, signs: dict[int, int],
                        measured: Sequence[int]) -> list[str]:
     return [r for r in ROTATIONS
-            if all(fits(m, car_pattern(ch, m.drawn), r, perm, signs, measured) for m in steps)]
+            if all(step_fits(m, ch, r, perm, signs, measured) for m in steps)]
 
 
 def _cost(wiring: SiteWiring, seen: dict[str, list[StepMeasure]], perm: Perm, signs: dict[int, int],

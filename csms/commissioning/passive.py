@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .inference import car_pattern, fits, infer, power_fits, significant
+from .inference import infer, power_fits, significant, step_fits
 from .measure import NOMINAL_VOLTS
 from .model import Finding, MainsSample, Phases, SiteWiring, StepMeasure, Verdict
 
@@ -267,7 +267,7 @@ def support(f: Finding, wiring: SiteWiring, events: Sequence[StepMeasure], verdi
 
     def fits_config(m: StepMeasure, meter: dict[int, int]) -> bool:
         ch = wiring.charger(m.charger_id)
-        return fits(m, car_pattern(ch, m.drawn), ch.rotation, meter, signs, measured)
+        return step_fits(m, ch, ch.rotation, meter, signs, measured)
 
     if f.kind == "reversed_clamp":
         phase = int(f.subject.rsplit("L", 1)[1])
