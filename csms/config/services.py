@@ -57,7 +57,7 @@ class StorageConfig(StrictModel):
     #: PostgreSQL instead of SQLite: ``postgresql://user[:password]@host[:port]/dbname[?options]``.
     url: str | None = None
     #: Longest a write waits for its group commit, in seconds.
-    commit_interval: float = Field(0.005, ge=0, le=1)
+    commit_interval: float = Field(0.001, ge=0, le=1)
     #: PostgreSQL: seconds the storage thread waits for the server's answer to one statement (or commit) before
     #: it cuts the connection and reconnects, so a server that hangs without closing cannot stall writes.
     statement_timeout: float = Field(10.0, ge=1, le=3600)

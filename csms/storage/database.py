@@ -100,7 +100,7 @@ class _Pending:
 class Storage:
     """Group-committing writer plus reads on the same thread (so they see every committed write)."""
 
-    def __init__(self, path: str, commit_interval: float = 0.005, outage_timeout: float = 30.0,
+    def __init__(self, path: str, commit_interval: float = 0.001, outage_timeout: float = 30.0,
                  statement_timeout: float = 10.0):
         #: The SQLite path or PostgreSQL URL (may hold a password: log :attr:`label` instead).
         self.path = path
