@@ -124,16 +124,36 @@ class RawStation:
                 reader.cancel()
 
 
-async def fleet_main(url: str, count: int) -> None:
+async def fleet_main(url: str, count: int, kind: str = "lean") -> None:
     """Connects ``count`` stations, prints READY, then on each stdin line DUMP prints the SetChargingProfile
-    arrivals since the last DUMP as one JSON line; exits on QUIT or end of input."""
+    arrivals since the last DUMP as one JSON line; exits on QUIT or end of input.
+
+    ``kind`` "lean": the load generator's stations (``bench/loadgen.py``: a raw asyncio protocol each, orjson,
+    permessage-deflate offered), which note a frame's arrival a few µs after the kernel hands it over, so the
+    last arrival is the server's doing. "websockets": stations on the ``websockets`` client, which take about
+    80 µs of this process's one core per profile (inflate, parse, answer): 1,000 profiles queue up here for
+    80 ms whatever the server does."""
     received: list = []
-    stations = [RawStation(f"CP{i:05d}", received) for i in range(count)]
-    booted = [asyncio.Event() for _ in stations]
     tasks = []
-    for i in range(0, count, 50):  # connect in waves, as a real site's chargers would not all at once
-        tasks += [asyncio.create_task(s.run(url, b)) for s, b in zip(stations[i:i + 50], booted[i:i + 50])]
-        await asyncio.gather(*(b.wait() for b in booted[i:i + 50]))
+    lean = None
+    if kind == "lean":
+        from urllib.parse import urlparse
+
+        from bench import loadgen
+
+        where = urlparse(url)
+        ids = [f"CP{i:05d}" for i in range(count)]
+        lean = await loadgen.connect_fleet(where.hostname, where.port, ids, "ocpp1.6", prefix=where.path,
+                                           passwords={sid: PASSWORD for sid in ids}, concurrency=50,
+                                           timeout=300, deflate=True)
+        await loadgen.start_charging(lean, concurrency=50)
+        lean.stats.profiles = received
+    else:
+        stations = [RawStation(f"CP{i:05d}", received) for i in range(count)]
+        booted = [asyncio.Event() for _ in stations]
+        for i in range(0, count, 50):  # connect in waves, as a real site's chargers would not all at once
+            tasks += [asyncio.create_task(s.run(url, b)) for s, b in zip(stations[i:i + 50], booted[i:i + 50])]
+            await asyncio.gather(*(b.wait() for b in booted[i:i + 50]))
     print("READY", flush=True)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -148,6 +168,8 @@ async def fleet_main(url: str, count: int) -> None:
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if lean is not None:
+        lean.close()
 
 
 # ---- the central system and the trials -----------------------------------------------------------
@@ -246,7 +268,8 @@ async def decided(app, decisions: list, n: int, target: float) -> tuple[float, i
     raise AssertionError(f"no decision for {target} A after 99 readings")
 
 
-async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int | None) -> dict:
+async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int | None,
+                   fleet_kind: str = "lean") -> dict:
     from csms.runtime.app import CentralSystemApp
     from csms.runtime.gcpolicy import FrozenHeap
     from csms.domain.link import ProfileSpec, Purpose
@@ -272,7 +295,8 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
             store(decision)
         app.record_decision = record  # type: ignore[method-assign]
         async with FrozenHeap(), app:  # the garbage-collector policy of ``csms serve``
-            cmd = [sys.executable, __file__, "--fleet", f"ws://127.0.0.1:{app.port}/ocpp", "--count", str(n)]
+            cmd = [sys.executable, __file__, "--fleet", f"ws://127.0.0.1:{app.port}/ocpp", "--count", str(n),
+                   "--fleet-kind", fleet_kind]
             if fleet_cpu is not None:
                 cmd += ["--cpu", str(fleet_cpu)]
             proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
@@ -340,11 +364,14 @@ def main() -> None:
     ap.add_argument("--fleet", metavar="URL", help=argparse.SUPPRESS)
     ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--fleet-kind", choices=("lean", "websockets"), default="lean",
+                    help="the chargers: raw asyncio stations (lean) or on the websockets client, whose own "
+                         "per-profile work queues up at 1,000 chargers")
     args = ap.parse_args()
     if args.fleet:
         if args.cpu is not None:
             os.sched_setaffinity(0, {args.cpu})
-        asyncio.run(fleet_main(args.fleet, args.count))
+        asyncio.run(fleet_main(args.fleet, args.count, args.fleet_kind))
         return
 
     import logging
@@ -360,7 +387,7 @@ def main() -> None:
     print(f"{'chargers':>8} {'connect s':>9} {'kind':>9} {'n':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
           f" {'baseline p50':>12} {'ratio':>6} {'readings':>8}")
     for n in (int(x) for x in args.sizes.split(",")):
-        r = asyncio.run(run_size(n, args.trials, server_cpu, fleet_cpu))
+        r = asyncio.run(run_size(n, args.trials, server_cpu, fleet_cpu, args.fleet_kind))
         base50 = statistics.median(r["baseline"]) * 1000
         for kind in ("decrease", "increase"):
             vals = r[kind]

@@ -36,6 +36,7 @@ import statistics
 import struct
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -201,6 +202,8 @@ class Station(asyncio.Protocol):
                 return
             payload = bytes(buf[pos:pos + n])
             del buf[:pos + n]
+            if b0 & 0x40:  # permessage-deflate (the server keeps no context between messages)
+                payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
             opcode = b0 & 0x0F
             if opcode == 0x1:
                 self._on_text(payload)
@@ -278,10 +281,16 @@ class Station(asyncio.Protocol):
             self.transport.close()
 
 
-def handshake_request(host: str, port: int, path: str, version: str, auth: tuple[str, str] | None) -> bytes:
+def handshake_request(host: str, port: int, path: str, version: str, auth: tuple[str, str] | None,
+                      deflate: bool = False) -> bytes:
+    """The upgrade request; with ``deflate``, offering permessage-deflate as the ``websockets`` client does (the
+    station then inflates what the server compresses, and sends its own frames uncompressed, as RFC 7692
+    allows)."""
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket", "Connection: Upgrade",
              f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13", f"Sec-WebSocket-Protocol: {version}"]
+    if deflate:
+        lines.append("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits")
     if auth is not None:
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
         lines.append(f"Authorization: Basic {token}")
@@ -301,7 +310,7 @@ class Fleet:
 
 async def connect_fleet(host: str, port: int | Sequence[int], ids: list[str], version: str, *, prefix: str = "/ocpp",
                         passwords: dict[str, str] | None = None, boot: bool = True, concurrency: int = 200,
-                        timeout: float = 120) -> Fleet:
+                        timeout: float = 120, deflate: bool = False) -> Fleet:
     """Opens one connection per id (``concurrency`` handshakes at a time) and, with ``boot``, sends a
     BootNotification from each and waits for the answer; returns when all are up. With several ports
     (gateways), the i-th id goes to ``port[i % len(port)]``."""
@@ -314,7 +323,7 @@ async def connect_fleet(host: str, port: int | Sequence[int], ids: list[str], ve
     async def one(i: int, sid: str) -> None:
         auth = (sid, passwords[sid]) if passwords else None
         port = ports[i % len(ports)]
-        hs = handshake_request(host, port, f"{prefix}/{sid}", version, auth)
+        hs = handshake_request(host, port, f"{prefix}/{sid}", version, auth, deflate)
         async with sem:
             _, st = await loop.create_connection(lambda: Station(sid, version, stats, hs), host, port)
             await asyncio.wait_for(st.opened, 30)
