@@ -3,7 +3,8 @@
 Run: ``python bench/bench_control_loop.py [--sizes 10,100,1000] [--trials 40]``.
 
 The central system is the real :class:`csms.runtime.app.CentralSystemApp` (server, storage, balancer, delivery)
-in this process, pinned to one core. The chargers are light-weight raw OCPP 1.6J websocket clients in a
+in this process, pinned to one core. The chargers are light-weight raw OCPP 1.6J websocket clients (the load
+generator's, `bench/loadgen.py`; `--fleet-kind websockets`: on the `websockets` client) in a
 separate process pinned to the other core: each connects with basic auth, boots, reports its connector,
 starts a transaction, and answers every call from the central system (SetChargingProfile Accepted), noting
 when each SetChargingProfile frame arrived (``time.perf_counter``: CLOCK_MONOTONIC, shared by both
