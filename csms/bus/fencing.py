@@ -3,8 +3,10 @@
 Leadership of a load-balancing group is a lease with a fencing token, an integer that increases with each new
 leader. A controller that lost its lease without knowing it (a long pause, a partition) keeps sending with its
 old token; a gateway that has already seen a higher token for that group refuses it ("fenced"), so two leaders
-never both drive a group's chargers. The gateway learns tokens only from the commands it receives: the first
-command of a new leader raises the mark, and from then on the old leader is refused.
+never both drive a group's chargers. The gateway learns tokens from the commands it receives (the first command of a
+new leader raises the mark, and from then on the old leader is refused) and, when it starts, from the groups'
+leases (:meth:`FenceBook.raise_to`), so a restarted gateway does not take a deposed leader's command before it has
+heard the new one's.
 
 A command for a group its station is not in (the site config says) is refused as well: a leader's token is
 good for its own group only. And one whose deadline has passed is not started: its sender has given up on it.
@@ -40,6 +42,13 @@ class FenceBook:
             return False
         self.marks[key] = token
         return True
+
+    def raise_to(self, group: str | None, token: int) -> None:
+        """Raises ``group``'s mark to ``token`` if that is higher: a token learnt elsewhere than from a command
+        (a restarted gateway reads the groups' current tokens from their leases)."""
+        key = group or NO_GROUP
+        if token > self.marks.get(key, token - 1):
+            self.marks[key] = token
 
     def current(self, group: str | None, token: int) -> bool:
         """True if no higher token than ``token`` has been seen for ``group`` (checked again just before a queued

@@ -19,7 +19,10 @@ import logging
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
+import psycopg
+
 from csms.bus.controller import ControllerBus
+from csms.bus.fencing import FenceBook
 from csms.bus.gateway import GatewayBridge
 from csms.cluster.lease import lease_ttl_for
 from csms.cluster.leadership import LeaseManager
@@ -29,6 +32,7 @@ from csms.domain.state import SiteState, Transaction
 from csms.runtime.aio import Wake, cancel_and_wait
 from csms.storage import records
 from csms.storage.database import Storage
+from csms.storage.leases import LeaseStore
 
 log = logging.getLogger("csms.runtime.roles")
 
@@ -96,6 +100,27 @@ def _group_of(app: CentralSystemApp) -> Callable[[str], str | None]:
     return group_of
 
 
+async def seed_fences(book: FenceBook, url: str | None, timeout: float) -> None:
+    """Every group's current fencing token, read from its lease, raises ``book``'s mark before a command is taken:
+    a gateway that has just (re)started has seen no command, and would otherwise run a deposed leader's until the
+    new leader's first arrived. Best effort: without the database the marks are learnt from commands, as before."""
+    if url is None:
+        return
+    try:
+        store = await LeaseStore.open(url, timeout=timeout)
+        try:
+            rows = await store.leases()
+        finally:
+            await store.close()
+    except (psycopg.Error, OSError) as exc:
+        log.warning("the groups' fencing tokens could not be read from their leases (%s); this gateway learns them "
+                    "from the controllers' commands", exc)
+        return
+    for row in rows:
+        book.raise_to(None if row.group_id == UNGROUPED else row.group_id, row.token)
+    log.info("fencing tokens from the leases: %s", ", ".join(f"{r.group_id} {r.token}" for r in rows) or "none yet")
+
+
 class GatewayRole:
     """A gateway's bus side: each session's link is handed to the bridge once the station's running
     transactions are read from storage (it may have started them on another gateway)."""
@@ -108,6 +133,7 @@ class GatewayRole:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        await seed_fences(self.bridge.book, self.app.cfg.storage.url, self.app.cfg.storage.statement_timeout)
         await self.bridge.__aenter__()
 
     async def stop(self) -> None:

@@ -41,3 +41,20 @@ def test_check_refuses_in_order_wrong_group_then_fenced_then_expired(mark, token
     else:
         assert book.mark(group) == token  # a newer leader fences the older one, even with a late command
         assert (verdict is None) is (100.0 + late <= 100.0) and (verdict is None or verdict[0] is Refusal.EXPIRED)
+
+
+@given(st.lists(st.tuples(st.booleans(), groups, st.integers(0, 20)), max_size=40))
+def test_a_token_read_from_the_leases_only_raises_a_mark(seq) -> None:
+    """``raise_to`` (a restarted gateway reading the leases) and commands' ``admit`` together: the mark is the
+    highest token either told, and a command below it is refused."""
+    book, highest = FenceBook(), {}
+    for from_lease, group, token in seq:
+        if from_lease:
+            book.raise_to(group, token)
+            highest[group] = max(highest.get(group, token), token)
+        else:
+            admitted = book.admit(group, token)
+            assert admitted is (token >= highest.get(group, token))
+            if admitted:
+                highest[group] = token
+        assert book.mark(group) == highest[group]

@@ -223,3 +223,37 @@ async def test_a_hung_server_cannot_keep_a_leader_past_its_deadline(postgres_url
             await a.stop()
     log.tokens_only_go_up()
     print(f"a stepped down {lost_at - frozen_at:.2f} s after the freeze")
+
+
+async def test_a_restarted_gateway_takes_the_groups_tokens_from_their_leases(postgres_url):
+    """A gateway that has seen no command yet refuses a deposed leader's token from the start: it reads each
+    group's current token (the ungrouped chargers' lease is the group None of commands)."""
+    from csms.bus.commands import Refusal
+    from csms.bus.fencing import FenceBook, check
+    from csms.runtime.roles import UNGROUPED, seed_fences
+
+    a = LeaseManager(postgres_url, "a", ttl=TTL)
+    a.set_groups(["g1", UNGROUPED])
+    async with a:
+        await until(lambda: sorted(a.leading()) == sorted(["g1", UNGROUPED]), 10, "a leads")
+        old = {g: a.token(g) for g in ("g1", UNGROUPED)}
+    b = LeaseManager(postgres_url, "b", ttl=TTL)  # a's clean stop released the rows: b takes them, tokens + 1
+    b.set_groups(["g1", UNGROUPED])
+    async with b:
+        await until(lambda: sorted(b.leading()) == sorted(["g1", UNGROUPED]), 10, "b leads")
+        new = {g: b.token(g) for g in ("g1", UNGROUPED)}
+        book = FenceBook()
+        await seed_fences(book, postgres_url, timeout=5)
+        assert book.mark("g1") == new["g1"] > old["g1"] and book.mark(None) == new[UNGROUPED] > old[UNGROUPED]
+        stale = check(book, group="g1", token=old["g1"], deadline=1e12, station_group="g1", now=0)
+        assert stale is not None and stale[0] is Refusal.FENCED
+        assert check(book, group="g1", token=new["g1"], deadline=1e12, station_group="g1", now=0) is None
+
+
+async def test_a_gateway_without_the_leases_learns_tokens_from_commands(caplog):
+    from csms.bus.fencing import FenceBook
+    from csms.runtime.roles import seed_fences
+
+    book = FenceBook()
+    await seed_fences(book, "postgresql://nobody@127.0.0.1:1/none", timeout=1)
+    assert book.marks == {} and "learns them from the controllers' commands" in caplog.text
