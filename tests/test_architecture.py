@@ -46,7 +46,7 @@ LAYERS = (
               "meter_gateway"),
        "the bus's wire formats, fencing and mirror are pure: bytes and domain values in and out, no loop or MQTT")
       for pure in ("csms.bus.wire", "csms.bus.codec", "csms.bus.commands", "csms.bus.fencing", "csms.bus.mirror",
-                   "csms.bus.topics")),
+                   "csms.bus.topics", "csms.bus.operator_messages")),
     ("csms.bus", ("ocpp", "websockets", "csms.ocpp", "csms.smart_charging", "csms.balancer", "csms.storage",
                   "csms.web"),
      "the bus carries the domain's state and StationLink calls: it knows no OCPP, delivery, balancer or storage"),

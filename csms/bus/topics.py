@@ -6,7 +6,9 @@ and a site) can share one broker without hearing each other:
 - ``<prefix>/station/<station_id>``: a gateway's snapshot of one station, retained (what a late controller reads);
 - ``<prefix>/cmd/<gateway node>/<station_id>``: a command for the station a gateway holds;
 - ``<prefix>/res/<controller node>``: the answers to one controller's commands;
-- ``<prefix>/node/<node>``: a process's own record (online, or offline by its Last Will), retained.
+- ``<prefix>/node/<node>``: a process's own record (online, or offline by its Last Will), retained;
+- ``<prefix>/op/<gateway node>/<station_id>`` and ``<prefix>/opres/<controller node>``: an operator's command
+  forwarded to the gateway that holds the station, and its answers (:mod:`csms.bus.operator_messages`).
 
 Station ids may hold no "/" (see ``STATION_ID_RE``) nor, from the bus's point of view, the wildcards "+" and "#";
 node names are checked by the config (:mod:`csms.config.cluster`).
@@ -50,6 +52,16 @@ class Topics:
     def node(self, node: str) -> str:
         return f"{self.prefix}/node/{node}"
 
+    def operator(self, node: str, station_id: str) -> str:
+        return f"{self.prefix}/op/{node}/{station_id}"
+
+    def operators(self, node: str) -> str:
+        """The filter for every operator's command forwarded to gateway ``node``."""
+        return f"{self.prefix}/op/{node}/+"
+
+    def operator_replies(self, node: str) -> str:
+        return f"{self.prefix}/opres/{node}"
+
     @property
     def nodes(self) -> str:
         return f"{self.prefix}/node/+"
@@ -67,9 +79,9 @@ class Topics:
         tail = self._tail(topic, "station")
         return tail[0] if tail is not None and len(tail) == 1 and tail[0] else None
 
-    def command_of(self, topic: str) -> tuple[str, str] | None:
-        """``<prefix>/cmd/gw-1/CP1`` → ("gw-1", "CP1")."""
-        tail = self._tail(topic, "cmd")
+    def command_of(self, topic: str, kind: str = "cmd") -> tuple[str, str] | None:
+        """``<prefix>/cmd/gw-1/CP1`` → ("gw-1", "CP1"); ``kind`` "op" reads an operator's command's topic."""
+        tail = self._tail(topic, kind)
         return (tail[0], tail[1]) if tail is not None and len(tail) == 2 and all(tail) else None
 
     def node_of(self, topic: str) -> str | None:

@@ -1,7 +1,7 @@
 """What an operator command ends with: the station's answer, or why there is none.
 
 Each failure is an exception the HTTP API turns into its status code (see :mod:`csms.web.operator`): the
-caller learns whether to fix its request (400, 404), wait for the station (409, 504) or look at the
+caller learns whether to fix its request (400, 404), wait for the station (409, 429, 504) or look at the
 station (502).
 """
 
@@ -41,6 +41,9 @@ class CommandError(Exception):
     """Base of the reasons a command got no answer; ``outcome`` is what the event log records."""
 
     outcome = "Error"
+    #: The node that ran the command, and logged it, when that was not this one (a controller has a gateway run
+    #: its station commands); None: this node ran it or refused it, and logs it.
+    ran_on: str | None = None
 
 
 class UnknownCommand(CommandError):
@@ -55,6 +58,7 @@ class BadArguments(CommandError):
     def __init__(self, field_name: str, message: str):
         super().__init__(f"{field_name}: {message}")
         self.field = field_name
+        self.message = message
 
 
 class UnknownStation(CommandError):
@@ -78,6 +82,13 @@ class StationError(CommandError):
 
 class StationTimeout(CommandError):
     outcome = "Timeout"
+
+
+class StationBusy(CommandError):
+    """Too many commands already wait for the station on the gateway that holds it: try again once they are
+    answered (a node that holds the station itself has each wait for the connection instead)."""
+
+    outcome = "Busy"
 
 
 class NotBalanced(CommandError):
