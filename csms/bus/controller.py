@@ -40,6 +40,8 @@ from .codec import NodeRecord, StationMessage, decode_node, decode_station, enco
 from .commands import Command, Refusal, Reply, decode_reply, encode_command
 from .connection import BusConnection, payload_of, publish_properties
 from .mirror import StationMirror
+from .operator_messages import decode_reply as decode_operator_reply
+from .operator_remote import RemoteCommander
 from .remote import RemoteLink
 from .topics import Topics
 from .wire import BadMessage
@@ -95,6 +97,9 @@ class ControllerBus:
             mqtt, self.node, on_connect=self._connected, on_message=self._message, on_down=self._down,
             backoff=backoff,
             will=aiomqtt.Will(self.topics.node(self.node), encode_node(self._record("offline")), qos=1, retain=True))
+        #: The operator's station commands, run by the gateway holding each station.
+        self.operator = RemoteCommander(self.node, self.topics, self.conn, self.mirror, call_timeout=call_timeout,
+                                        margin=margin, clock=clock, counts=self.counts)
 
     async def __aenter__(self) -> ControllerBus:
         self.conn.start()
@@ -128,8 +133,8 @@ class ControllerBus:
             log.info("%s: node record not published: %s", self.node, exc)
 
     async def _connected(self, client: aiomqtt.Client) -> None:
-        await client.subscribe([(self.topics.replies(self.node), 1), (self.topics.nodes, 1),
-                                (self.topics.stations, 1)])
+        await client.subscribe([(self.topics.replies(self.node), 1), (self.topics.operator_replies(self.node), 1),
+                                (self.topics.nodes, 1), (self.topics.stations, 1)])
         await client.publish(self.topics.node(self.node), encode_node(self._record("online")), qos=1, retain=True)
         for node, run in {(o.node, o.run) for sid, o in self.mirror.owners.items() if sid in self.links}:
             self._later(node, self.confirm_window, self._unconfirmed, node, run)
@@ -160,6 +165,8 @@ class ControllerBus:
         self._apply_record(NodeRecord(node, "gateway", "offline", at=self.clock(), run=run))
 
     def _fail_pending(self, outcome: Outcome, node: str | None = None) -> None:
+        self.operator.fail("went offline before answering" if node is not None else
+                           "cannot answer: this controller lost the broker", node)
         for p in self._pending.values():
             if (node is None or p.node == node) and not p.future.done():
                 p.future.set_result(outcome)
@@ -176,6 +183,8 @@ class ControllerBus:
                     self._station(decode_station(payload, sid))
             elif topic == self.topics.replies(self.node):
                 self._reply(decode_reply(payload))
+            elif topic == self.topics.operator_replies(self.node):
+                self.operator.reply(decode_operator_reply(payload))
             elif (node := self.topics.node_of(topic)) is not None:
                 if payload:
                     self._node(decode_node(payload, node))

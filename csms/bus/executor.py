@@ -122,9 +122,14 @@ class CommandExecutor:
         self.after(sid)
 
     def _reply(self, reply_to: str, cid: str, reply: Reply) -> None:
+        self.send_reply(reply_to, cid, encode_reply(reply))
+
+    def send_reply(self, reply_to: str, cid: str, payload: bytes) -> None:
+        """Publishes an answer to a request's ResponseTopic with its CorrelationData, without waiting for it
+        (the operator's commands answer through here too)."""
         async def send() -> None:
             try:
-                await self.publish(reply_to, encode_reply(reply), publish_properties(correlation=cid))
+                await self.publish(reply_to, payload, publish_properties(correlation=cid))
             except aiomqtt.MqttError as exc:
                 self.counts["reply_lost"] += 1  # the controller times out, or sees its own connection drop
                 log.info("reply %s to %s lost: %s", cid, reply_to, exc)

@@ -9,7 +9,9 @@ controller loses nothing it needs.
 
 Commands for ``<prefix>/cmd/<node>/<station>`` run on that station's live link (given by :meth:`attach`, as the
 OCPP server's ``on_session`` does for the delivery), one at a time per station, after the fencing checks
-(:mod:`csms.bus.fencing`); the answer goes to the command's MQTT 5 ResponseTopic with its CorrelationData.
+(:mod:`csms.bus.fencing`); the answer goes to the command's MQTT 5 ResponseTopic with its CorrelationData. The
+operator's commands a controller forwards (``<prefix>/op/<node>/<station>``) run through this gateway's own
+operator commands (:mod:`csms.bus.operator_executor`), answered the same way.
 
 A station that reconnects to another gateway usually does so before this one notices its old socket is dead;
 this one's late "disconnected" would then overwrite the new gateway's retained state. So the bridge listens (MQTT
@@ -34,6 +36,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from csms.config.cluster import ClusterConfig
 from csms.domain.link import StationLink
 from csms.domain.state import Event, SiteState, StationConnected, StationDisconnected
+from csms.operations.port import StationCommander
 from csms.runtime.aio import cancel_and_wait
 from meter_gateway.backoff import Backoff
 from meter_gateway.config import MqttConfig
@@ -41,6 +44,7 @@ from meter_gateway.config import MqttConfig
 from .codec import LinkInfo, NodeRecord, StationMessage, decode_station, encode_node, encode_station
 from .connection import BusConnection, payload_of, response_of
 from .executor import CommandExecutor, link_info
+from .operator_executor import OperatorExecutor
 from .topics import Topics
 from .wire import BadMessage
 
@@ -60,7 +64,8 @@ class GatewayBridge:
     def __init__(self, mqtt: MqttConfig, cluster: ClusterConfig, state: SiteState,
                  group_of: Callable[[str], str | None], *, clock: Callable[[], float] = time.time,
                  queue_limit: int = 16, backlog_limit: int = BACKLOG_LIMIT, backoff: Backoff | None = None,
-                 on_superseded: Callable[[str], None] = lambda station_id: None, refresh_interval: float = 120.0):
+                 on_superseded: Callable[[str], None] = lambda station_id: None, refresh_interval: float = 120.0,
+                 operator: StationCommander | None = None):
         self.node = cluster.node
         self.topics = Topics(cluster.prefix)
         #: This process's run: a gateway restarted under the same node name is another run.
@@ -97,6 +102,9 @@ class GatewayBridge:
             self.link_changed, self.counts, queue_limit)
         #: The highest fencing token seen per group.
         self.book = self.commands.book
+        #: The operator's commands controllers forward, run by ``operator`` (this gateway's own operator commands).
+        self.operator = OperatorExecutor(self.node, operator, self.links, lambda sid: sid not in self.superseded,
+                                         clock, self.commands.send_reply, self.counts)
         #: Stations held whose topic this bridge listens to, and those whose subscription is to be changed.
         self._watched: set[str] = set()
         self._resubscribe: set[str] = set()
@@ -118,6 +126,7 @@ class GatewayBridge:
             self._unsubscribe()
             self._unsubscribe = None
         await self.conn.stop(self._goodbye, flush_timeout)
+        await self.operator.stop()
         await self.commands.stop()
         await cancel_and_wait([*self._watchers.values(), *self._tasks])
         self._watchers.clear()
@@ -220,7 +229,7 @@ class GatewayBridge:
     # -- the broker's side ----------------------------------------------------------------------------------
 
     async def _connected(self, client: aiomqtt.Client) -> None:
-        await client.subscribe(self.topics.commands(self.node), qos=1)
+        await client.subscribe([(self.topics.commands(self.node), 1), (self.topics.operators(self.node), 1)])
         await client.publish(self.topics.node(self.node), encode_node(self._record("online")), qos=1, retain=True)
         # Whatever was queued may not have arrived, and the broker may have lost its retained messages: every
         # station held, and every one that changed, goes out as it is now.
@@ -309,12 +318,13 @@ class GatewayBridge:
         if station is not None:
             self._claim(station, payload_of(msg))
             return
-        parsed = self.topics.command_of(topic)
-        if parsed is None or parsed[0] != self.node:
-            self.counts["bad_topic"] += 1
-            return
         reply_to, corr = response_of(msg)
-        self.commands.handle(parsed[1], topic, payload_of(msg), reply_to, corr)
+        for kind, executor in (("cmd", self.commands), ("op", self.operator)):
+            parsed = self.topics.command_of(topic, kind)
+            if parsed is not None and parsed[0] == self.node:
+                executor.handle(parsed[1], topic, payload_of(msg), reply_to, corr)
+                return
+        self.counts["bad_topic"] += 1
 
     def _claim(self, sid: str, payload: bytes) -> None:
         """Another process's message on the topic of a station held here: superseded if it reports a later

@@ -227,3 +227,12 @@ class StationMirror:
 
     def owner(self, station_id: str) -> Owner | None:
         return self.owners.get(station_id)
+
+    def holder(self, station_id: str) -> str | None:
+        """The gateway node holding the station's session now: the owner of its stream, if the station is
+        connected and that gateway run is not known gone; None when no gateway holds it."""
+        owner = self.owners.get(station_id)
+        st = self.state.stations.get(station_id)
+        if owner is None or st is None or not st.connected or not self.live(owner.node, owner.run):
+            return None
+        return owner.node
