@@ -6,6 +6,11 @@ finds the station's live session, has the session's version plan the call (``v16
 station could only refuse is the caller's 400, not the station's fault), sends it with the server's call
 timeout, and writes one ``operator_command`` event whatever the outcome.
 
+On a node that holds no stations (``--role controller``) ``forward`` runs the commands that need a session on
+the gateway holding the station (:class:`csms.bus.operator_remote.RemoteCommander`, given by the runtime): that
+gateway's own OperatorCommands sends, stores and logs it, so this one logs only what it refused itself or what
+the bus ended (no gateway holds the station, no answer).
+
 Nothing here sets or clears a charging profile: what a charger may draw stays the balancer's decision. A
 reset or an availability change makes the station reboot or stop charging; the delivery handles the
 reconnection and the new boot as it handles any other.
@@ -33,6 +38,7 @@ from csms.ocpp.v201 import operations as v201
 from csms.operations import arguments as a, catalogue
 from csms.operations.arguments import Arguments, CancelReservation, GetLogs, Reserve, SendLocalList
 from csms.operations.caps import CapKeeper
+from csms.operations.port import StationCommander
 from csms.operations.results import (BadArguments, CommandError, CommandResult, NotBalanced, StationError,
                                      StationOffline, StationTimeout, UnknownStation)
 from csms.operations.upload_grants import Grant, UploadGrants, shown
@@ -61,7 +67,7 @@ class OperatorCommands:
     def __init__(self, sessions: Mapping[str, Station], stations: Collection[str], storage: Storage,
                  clock: Callable[[], float], timeout: float, uploads: UploadGrants | None = None,
                  local_lists: LocalLists | None = None, reservations: ReservationCommands | None = None,
-                 caps: CapKeeper | None = None):
+                 caps: CapKeeper | None = None, forward: StationCommander | None = None):
         self.sessions = sessions
         self.reservations = reservations
         self.caps = caps  # the operator's caps in the balancer (None: this central system balances nothing)
@@ -73,6 +79,8 @@ class OperatorCommands:
         self.uploads = uploads
         #: Sends local authorization lists and keeps them in step with the tokens.
         self.local_lists = local_lists
+        #: Where station commands go on a node that holds no sessions (None: to this node's own sessions).
+        self.forward = forward
 
     async def execute(self, station_id: str, command: str, body: Any, by: str) -> CommandResult:
         args: Arguments | None = None
@@ -81,18 +89,28 @@ class OperatorCommands:
             args = catalogue.parse(command, body)
             if command in catalogue.CAP_COMMANDS:
                 result = await self._cap(station_id, command, args, by)
+            elif self.forward is not None:
+                self._known(station_id)
+                result = await self.forward.execute(station_id, command, body, by)
+                log.info("%r: operator command %r by %s: %s (run by the station's gateway)", station_id, command,
+                         by, result.status)
+                return result  # the gateway that ran it logged it
             else:
                 result = await self._send(station_id, command, args, extra, by)
         except CommandError as exc:
-            self._log(station_id, command, args, by, exc.outcome, str(exc), **extra)
+            if exc.ran_on is None:  # else the node that ran it logged it
+                self._log(station_id, command, args, by, exc.outcome, str(exc), **extra)
             raise
         self._log(station_id, command, args, by, result.status, **extra)
         return result
 
-    async def _send(self, station_id: str, command: str, args: Arguments, extra: dict[str, Any],
-                    by: str) -> CommandResult:
+    def _known(self, station_id: str) -> None:
         if station_id not in self.stations:
             raise UnknownStation(f"no station {station_id!r} in the site config; GET /api/chargers lists them")
+
+    async def _send(self, station_id: str, command: str, args: Arguments, extra: dict[str, Any],
+                    by: str) -> CommandResult:
+        self._known(station_id)
         session = self.sessions.get(station_id)
         if session is None:
             raise StationOffline(f"station {station_id!r} is not connected; a command needs a live connection "
@@ -172,8 +190,7 @@ class OperatorCommands:
 
     async def _cap(self, station_id: str, command: str, args: Arguments, by: str) -> CommandResult:
         """The operator's cap: set or lifted in the balancer; the answer says what it allows the charger now."""
-        if station_id not in self.stations:
-            raise UnknownStation(f"no station {station_id!r} in the site config; GET /api/chargers lists them")
+        self._known(station_id)
         if self.caps is None:
             raise NotBalanced("this central system runs no balancer: there is no limit to cap")
         if isinstance(args, a.SetChargingProfile):

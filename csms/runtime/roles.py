@@ -29,6 +29,7 @@ from csms.cluster.leadership import LeaseManager
 from csms.config import SiteConfig
 from csms.domain.link import StationLink
 from csms.domain.state import SiteState, Transaction
+from csms.operations.port import StationCommander
 from csms.runtime.aio import Wake, cancel_and_wait
 from csms.storage import records
 from csms.storage.database import Storage
@@ -87,6 +88,7 @@ class CentralSystemApp(Protocol):
     state: SiteState
     storage: Storage
     local_lists: Any   # csms.ocpp.local_lists.LocalLists
+    commands: StationCommander  # csms.ocpp.operator.OperatorCommands
     server: Any        # csms.ocpp.server.CentralSystem
     delivery: Any      # csms.smart_charging.delivery.Delivery
 
@@ -128,8 +130,9 @@ class GatewayRole:
     def __init__(self, app: CentralSystemApp):
         cfg = app.cfg
         self.app = app
+        # The operator's commands a controller forwards run as this gateway's own (logged and stored here).
         self.bridge = GatewayBridge(cfg.mqtt, cfg.cluster, app.state, _group_of(app), clock=app.clock,
-                                    on_superseded=self._superseded)
+                                    on_superseded=self._superseded, operator=app.commands)
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -170,7 +173,8 @@ class GatewayRole:
 
 
 class ControllerRole:
-    """A controller's bus side and its leadership: puts in force the part of the site it leads."""
+    """A controller's bus side and its leadership: puts in force the part of the site it leads. It holds no
+    station sessions, so :attr:`station_commands` is where its operator's station commands go (the gateways)."""
 
     def __init__(self, app: CentralSystemApp):
         cfg = app.cfg
@@ -181,6 +185,8 @@ class ControllerRole:
                                  group_of=_group_of(app), on_fenced=self._fenced,
                                  groups=lambda: sorted(self.leases.leading()), call_timeout=cfg.server.call_timeout,
                                  clock=app.clock)
+        #: Runs the operator's station commands on the gateway holding each station.
+        self.station_commands: StationCommander = self.bus.operator
         #: The lease keys whose part of the site is in force now.
         self.in_force: frozenset[str] = frozenset()
         self._changed = Wake()

@@ -4,8 +4,9 @@ The body is the command's arguments as a JSON object (see :mod:`csms.operations.
 the station's (``{"station", "command", "status", "ok", "reply"}``). Each reason there is no answer has its
 status code, so a script knows what to do next without reading the text: 400 fix the request (``field``
 names the argument), 404 no such station or command, 409 the station is not connected (or, for an operator
-cap, in no load-balancing group), 502 it answered
-with a CALLERROR (``code``, ``description``), 504 it did not answer within the server's call timeout.
+cap, in no load-balancing group), 429 too many commands already wait for it on its gateway (a controller
+forwards them there), 502 it answered with a CALLERROR (``code``, ``description``), 504 it did not answer within
+the server's call timeout (or, from a controller, its gateway did not answer).
 Authentication (the ``[http] operator_token``) is the server's middleware's.
 """
 
@@ -18,15 +19,15 @@ from aiohttp import web
 
 from csms.operations.catalogue import NotJson
 from csms.operations.port import CLIENT_HEADER, StationCommander
-from csms.operations.results import (BadArguments, CommandError, NotBalanced, StationError, StationOffline,
-                                     StationTimeout, UnknownCommand, UnknownStation)
+from csms.operations.results import (BadArguments, CommandError, NotBalanced, StationBusy, StationError,
+                                     StationOffline, StationTimeout, UnknownCommand, UnknownStation)
 
 ROUTE = "/api/stations/{station_id}/commands/{command}"
 #: The largest request body a command takes (a DataTransfer's data is the only big argument).
 MAX_BODY = 64 * 1024
 
 STATUS = {BadArguments: 400, UnknownCommand: 404, UnknownStation: 404, StationOffline: 409, NotBalanced: 409,
-          StationError: 502, StationTimeout: 504}
+          StationBusy: 429, StationError: 502, StationTimeout: 504}
 
 
 def _answer(data: dict[str, Any], status: int = 200) -> web.Response:
