@@ -6,6 +6,8 @@ the group (the other one leads and drives every charger within ``stale_after`` +
 chargers reconnect through the balancer to the other one and get their limits within 30 s), a broker restart and
 a PostgreSQL restart. After each the cars are shown to be under control again (a change of the other load is
 followed), the fuse holds throughout, and every transaction the chargers had acknowledged is in the database.
+Then an operator's station commands through a controller's HTTP API: run by the gateway holding the station,
+and a clear 409 for a station no gateway holds.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import json
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,7 +32,7 @@ from simulators.clock import SimClock
 from simulators.simulation import Simulation
 from simulators.site import Constant
 from tests.e2e.harness import (
-    METER, READ_TOKEN, ChargerSpec, Observer, Process, SiteSpec, config_data, ev_budget, ev_model, free_port,
+    METER, OPERATOR_TOKEN, READ_TOKEN, ChargerSpec, Observer, Process, SiteSpec, config_data, ev_budget, ev_model, free_port,
     wait_until,
 )
 from tests.support.mosquitto import Mosquitto
@@ -64,6 +67,19 @@ def status(http_port: int) -> dict:
         return json.loads(resp.read())["node"]
 
 
+def command(http_port: int, station: str, name: str, body: dict) -> tuple[int, dict]:
+    """``POST /api/stations/{station}/commands/{name}`` with the operator token: (HTTP status, JSON answer)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port}/api/stations/{station}/commands/{name}",
+                                 data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {OPERATOR_TOKEN}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 @dataclass
 class Cluster:
     sim: Simulation
@@ -85,6 +101,11 @@ class Cluster:
             row = db.execute("SELECT holder FROM group_leases WHERE group_id = %s AND expires_at > "
                              "extract(epoch from now())", [GROUP]).fetchone()
         return row[0].partition("/")[0] if row else None
+
+    def operator_events(self, station: str) -> list[dict]:
+        with psycopg.connect(self.pg.url, connect_timeout=5) as db:
+            return [json.loads(r[0]) for r in db.execute(
+                "SELECT detail FROM events WHERE kind = 'operator_command' AND station_id = %s", [station])]
 
     def transactions(self) -> set[tuple[str, str]]:
         with psycopg.connect(self.pg.url, connect_timeout=5) as db:
@@ -249,3 +270,21 @@ async def test_controllers_and_gateways_fail_over_and_the_fuse_holds(tmp_path: P
         kept = c.transactions()
         assert started <= kept, f"acknowledged transactions missing from PostgreSQL: {started - kept}"
         assert all(cp.connected for cp in c.sim.fleet)
+
+        # 5. An operator's station command through a controller: run (and logged, once) by the gateway holding it.
+        cp = c.sim.fleet["CP1"]
+        code, answer = await asyncio.to_thread(command, c.http["c2"], "CP1", "trigger-message",
+                                               {"message": "MeterValues"})
+        assert (code, answer["status"], answer["ok"]) == (200, "Accepted", True), (code, answer)
+        assert any(action == "TriggerMessage" for action, _ in cp.received[-5:]), cp.received[-5:]
+        [logged] = c.operator_events("CP1")
+        assert (logged["command"], logged["outcome"], logged["by"]) == ("trigger-message", "Accepted",
+                                                                        "api 127.0.0.1"), logged
+        # A station no gateway holds: the clear 409 a single node gives, saying so.
+        await c.sim.fleet["CP4"].stop()
+        deadline = time.monotonic() + 15
+        while "no gateway currently holds it" not in (reply := await asyncio.to_thread(
+                command, c.http["c2"], "CP4", "clear-cache", {}))[1].get("error", ""):
+            assert time.monotonic() < deadline, f"CP4 left 15 s ago; a command for it still answers {reply}"
+            await asyncio.sleep(0.5)
+        assert reply[0] == 409 and reply[1]["outcome"] == "NotConnected", reply
