@@ -32,8 +32,8 @@ from simulators.clock import SimClock
 from simulators.simulation import Simulation
 from simulators.site import Constant
 from tests.e2e.harness import (
-    METER, OPERATOR_TOKEN, READ_TOKEN, ChargerSpec, Observer, Process, SiteSpec, config_data, ev_budget, ev_model, free_port,
-    wait_until,
+    METER, OPERATOR_TOKEN, READ_TOKEN, ChargerSpec, Observer, Process, SiteSpec, config_data, ev_budget, ev_model,
+    free_port, wait_until,
 )
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import PostgresCluster, unavailable_reason
