@@ -166,7 +166,7 @@ class ControllerBus:
 
     def _fail_pending(self, outcome: Outcome, node: str | None = None) -> None:
         self.operator.fail("went offline before answering" if node is not None else
-                           "cannot answer: this controller lost the broker", node)
+                           "cannot answer: this controller's connection to the broker ended", node)
         for p in self._pending.values():
             if (node is None or p.node == node) and not p.future.done():
                 p.future.set_result(outcome)
