@@ -471,7 +471,8 @@ LOG_SIGNS = {
     "commands not sent (lease lapsed)": "not sent: this controller does not lead group",
     "set up without a boot seen": "no BootNotification nor any other message",
     "capabilities unread": "could not read the charger's capabilities",
-    "no fallback profile": "charger refused every offline fallback profile",
+    "fallback refused": "charger refused every offline fallback profile",
+    "fallback unanswered": "no answer to the offline fallback profile",
 }
 
 

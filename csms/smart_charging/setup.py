@@ -127,8 +127,10 @@ class Installer:
     async def install_fallback(self, ch: ChargerChannel, link: StationLink) -> None:
         n, _, phases = fallback_shape(ch)
         limit, unit = in_unit(ch, ch.cfg.offline_current, n, self.volts(ch))
+        outcomes: list[Outcome] = []
         for spec in fallback_specs(ch, limit, unit, self.clock()):
             outcome = await self.set_profile(ch, link, spec)
+            outcomes.append(outcome)
             self.record("profile", ch, role="fallback", purpose=spec.purpose.value, limit=spec.limit, unit=unit,
                         number_phases=n, outcome=outcome.value)
             if outcome.ok:
@@ -139,7 +141,11 @@ class Installer:
                          spec.purpose.value)
                 return
         ch.fallback_installed = False
-        log.error("%s: charger refused every offline fallback profile; it is uncontrolled when offline", ch.id)
+        if all(o in (Outcome.TIMEOUT, Outcome.OFFLINE) for o in outcomes):
+            log.error("%s: no answer to the offline fallback profile (%s); it is uncontrolled when offline until it "
+                      "is set up again (its next boot or connection)", ch.id, ", ".join(o.value for o in outcomes))
+        else:
+            log.error("%s: charger refused every offline fallback profile; it is uncontrolled when offline", ch.id)
 
     async def move_fallback_to_station_max(self, ch: ChargerChannel, link: StationLink) -> None:
         """A station-wide maximum is combined with the TxDefault fallback by minimum, so the fallback must move
