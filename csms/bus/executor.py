@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiomqtt
 from paho.mqtt.properties import Properties
@@ -33,6 +33,37 @@ from .wire import BadMessage
 log = logging.getLogger("csms.bus.gateway")
 
 Publish = Callable[[str, bytes, Properties], Awaitable[None]]
+
+
+class Identified(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=Identified)
+
+
+def admitted(decode: Callable[[bytes, str], R], payload: bytes, sid: str, topic: str, reply_to: str | None,
+             corr: str | None, *, what: str, counts: Counter[str],
+             refuse_bad: Callable[[str, str, str], None]) -> R | None:
+    """The decoded request of one message on a command topic (the balancer's or an operator's), or None, counted
+    and logged, when it is unreadable (answered ``bad_request`` through ``refuse_bad(reply_to, id, detail)`` if
+    it says where) or has no ResponseTopic or a CorrelationData other than its id (nobody could read an answer)."""
+    try:
+        req = decode(payload, sid)
+    except BadMessage as exc:
+        counts[exc.reason] += 1
+        log.warning("%s: refused %s on %s: %s", sid, what, topic, exc)
+        rid = corr or command_id_of(payload)
+        if reply_to and rid:
+            refuse_bad(reply_to, rid, str(exc))
+        return None
+    if not reply_to or corr != req.id:
+        counts["no_reply_topic"] += 1
+        log.warning("%s: %s %s on %s has no ResponseTopic or a CorrelationData other than its id; not run", sid,
+                    what, req.id, topic)
+        return None
+    return req
 
 
 def link_info(link: StationLink) -> LinkInfo:
@@ -67,19 +98,10 @@ class CommandExecutor:
 
     def handle(self, sid: str, topic: str, payload: bytes, reply_to: str | None, corr: str | None) -> None:
         """One message on ``<prefix>/cmd/<this node>/<sid>``."""
-        try:
-            cmd = decode_command(payload, sid)
-        except BadMessage as exc:
-            self.counts[exc.reason] += 1
-            log.warning("%s: refused a command on %s: %s", sid, topic, exc)
-            cid = corr or command_id_of(payload)
-            if reply_to and cid:
-                self._reply(reply_to, cid, refusal_reply(cid, Refusal.BAD_REQUEST, str(exc)))
-            return
-        if not reply_to or corr != cmd.id:
-            self.counts["no_reply_topic"] += 1
-            log.warning("%s: command %s on %s has no ResponseTopic or a CorrelationData other than its id; "
-                        "not run", sid, cmd.id, topic)
+        cmd = admitted(decode_command, payload, sid, topic, reply_to, corr, what="a command", counts=self.counts,
+                       refuse_bad=lambda to, cid, detail: self._reply(
+                           to, cid, refusal_reply(cid, Refusal.BAD_REQUEST, detail)))
+        if cmd is None or reply_to is None:
             return
         refusal = self._refusal(cmd)
         if refusal is not None:

@@ -17,12 +17,12 @@ from collections.abc import Callable, Collection
 from csms.operations.port import StationCommander
 from csms.operations.results import CommandError
 
-from .commands import Refusal, command_id_of
+from .commands import Refusal
+from .executor import admitted
 from .operator_messages import (
     OperatorReply, OperatorRequest, decode_request, encode_reply, failure_reply, refusal_reply, result_reply,
 )
 from .queues import StationQueues
-from .wire import BadMessage
 
 log = logging.getLogger("csms.bus.gateway")
 
@@ -53,19 +53,10 @@ class OperatorExecutor:
 
     def handle(self, sid: str, topic: str, payload: bytes, reply_to: str | None, corr: str | None) -> None:
         """One message on ``<prefix>/op/<this node>/<sid>``."""
-        try:
-            req = decode_request(payload, sid)
-        except BadMessage as exc:
-            self.counts[exc.reason] += 1
-            log.warning("%s: refused an operator's command on %s: %s", sid, topic, exc)
-            rid = corr or command_id_of(payload)
-            if reply_to and rid:
-                self._answer(reply_to, rid, refusal_reply(rid, Refusal.BAD_REQUEST, str(exc)))
-            return
-        if not reply_to or corr != req.id:
-            self.counts["no_reply_topic"] += 1
-            log.warning("%s: operator's command %s on %s has no ResponseTopic or a CorrelationData other than its "
-                        "id; not run", sid, req.id, topic)
+        req = admitted(decode_request, payload, sid, topic, reply_to, corr, what="an operator's command",
+                       counts=self.counts, refuse_bad=lambda to, rid, detail: self._answer(
+                           to, rid, refusal_reply(rid, Refusal.BAD_REQUEST, detail)))
+        if req is None or reply_to is None:
             return
         refusal = self._refusal(req)
         if refusal is not None:
