@@ -16,11 +16,13 @@ async def test_a_blocked_card_cannot_start_charging_on_either_version(tmp_path):
     spec = SiteSpec([ChargerSpec("CP1", "ocpp1.6"), ChargerSpec("CP2", "ocpp2.0.1"),
                      ChargerSpec("CP3", "ocpp1.6"), ChargerSpec("CP4", "ocpp2.0.1")],
                     authorization="list", id_tokens=[{"token": "LOST", "status": "Blocked"},
-                                                     {"token": "GOOD", "parent": "HOUSEHOLD-1"}])
+                                                     {"token": "GOOD-3", "parent": "HOUSEHOLD-1"},
+                                                     {"token": "GOOD-4", "parent": "HOUSEHOLD-1"}])
     blocked, accepted = ("CP1", "CP2"), ("CP3", "CP4")
 
     def card(sc):
-        sc.id_tag = "LOST" if sc.id in blocked else "GOOD"
+        # One card per accepted car: a card in use at one charger is refused at another (ConcurrentTx).
+        sc.id_tag = "LOST" if sc.id in blocked else f"GOOD-{sc.id[-1]}"
         return sc
 
     async with running_site(tmp_path, spec, tweak=card) as rig:
