@@ -473,6 +473,7 @@ LOG_SIGNS = {
     "capabilities unread": "could not read the charger's capabilities",
     "fallback refused": "charger refused every offline fallback profile",
     "fallback unanswered": "no answer to the offline fallback profile",
+    "set-ups completed on a retry": "set-up completed on retry",
 }
 
 

@@ -62,13 +62,16 @@ class Misbehaviour:
     upload: str = ""
     #: ReserveNow: "" reserves when it can, "refuse" answers Rejected (reservations switched off).
     reserve: str = ""
+    #: (ACTION, N): the first N calls of ACTION from the central system on each connection are lost, never
+    #: answered (a firmware still busy after connecting, a radio link that drops frames).
+    lose: tuple[tuple[str, int], ...] = ()
 
 
 KNOBS = ("reject=PURPOSE", "only-watts", "ignore-limits", "answer-delay=S", "drop-every=S", "max-stack-level=N",
          "refuse-max-stack-level", "before-boot=drop|error", "boot-delay=S", "not-implemented=PURPOSE|all",
          "empty-composite", "measurands=M+M...", "min-meter-interval=S", "trigger=ignore|refuse|not-implemented",
          "duplicate-stop", "unlock=not-supported|fail", "not-implemented-call=ACTION", "reboot-time=S",
-         "firmware=download-fail|install-fail", "upload=put", "reserve=refuse")
+         "firmware=download-fail|install-fail", "upload=put", "reserve=refuse", "lose=ACTION:N")
 TRIGGER_MODES = ("ignore", "refuse", "not-implemented")
 UNLOCK_MODES = ("not-supported", "fail")
 FIRMWARE_MODES = ("download-fail", "install-fail")
@@ -106,6 +109,10 @@ def parse_knob(mis: Misbehaviour, text: str) -> Misbehaviour:
             return replace(mis, not_implemented_calls=mis.not_implemented_calls | {value})
         if name == "reserve" and value == "refuse":
             return replace(mis, reserve=value)
+        if name == "lose" and ":" in value:
+            action, _, count = value.partition(":")
+            if action and int(count) > 0:
+                return replace(mis, lose=(*mis.lose, (action, int(count))))
         if name == "max-stack-level":
             return replace(mis, max_stack_level=int(value))
     except ValueError:

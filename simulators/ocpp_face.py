@@ -36,6 +36,8 @@ class OcppFace:
         super().__init__(sim.id, ws, response_timeout=sim.config.response_timeout)  # type: ignore[call-arg]
         self.sim = sim
         self.websocket = ws
+        #: Calls still to be lost on this connection, per action (misbehaviour ``lose``).
+        self.to_lose: dict[str, int] = dict(sim.config.misbehaviour.lose)
 
     async def route_message(self, raw_msg: str) -> None:
         """Calls that arrive before the boot is accepted are dropped or answered SecurityError when the
@@ -56,7 +58,19 @@ class OcppFace:
                         msg.unique_id, "SecurityError", f"Cannot handle {msg.action} before the boot is accepted",
                         {}).to_json())
                 return
+        if self.to_lose and self._lost(raw_msg):
+            return
         await super().route_message(raw_msg)  # type: ignore[misc]
+
+    def _lost(self, raw_msg: str) -> bool:
+        """Whether this frame is a call the misbehaviour says to lose (``lose``): it is never answered."""
+        msg = unpack(raw_msg)
+        if msg.message_type_id != MessageType.Call or self.to_lose.get(msg.action, 0) <= 0:
+            return False
+        self.to_lose[msg.action] -= 1
+        self.sim.received.append((msg.action, msg.payload))
+        log.info("%s: %s lost (misbehaviour lose; %d more to lose)", self.sim.id, msg.action, self.to_lose[msg.action])
+        return True
 
     async def boot(self, request: Any) -> tuple[str, float]:
         """Sends a BootNotification: its status and heartbeat interval; no answer counts as Rejected, retry in 10 s."""

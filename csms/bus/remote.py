@@ -89,7 +89,9 @@ class RemoteLink:
 
     async def read_capabilities(self, connector: int) -> Capabilities:
         value = await self._call("read_capabilities", connector=connector)
-        return Capabilities(read=False) if isinstance(value, Outcome) else value
+        if isinstance(value, Outcome):
+            return Capabilities(read=False, unanswered=value in (Outcome.TIMEOUT, Outcome.OFFLINE))
+        return value
 
     async def set_measurands(self, measurands: list[str]) -> Outcome:
         return await self._outcome("set_measurands", measurands=list(measurands))

@@ -112,6 +112,9 @@ class Fields:
             raise self._bad(key, "expected true or false")
         return v
 
+    def opt_bool(self, key: str) -> bool | None:
+        return None if self._get(key, True) is None else self.bool(key)
+
     def obj(self, key: str) -> Fields:
         v = self._get(key, False)
         if not isinstance(v, dict):

@@ -70,6 +70,8 @@ class Capabilities:
     raw: dict[str, str] = field(default_factory=dict)
     #: False when the station did not answer the query (timeout, CALLERROR): the values are defaults.
     read: bool = True
+    #: True when no answer came at all (timeout, connection or bus away): unlike a refusal, worth asking again.
+    unanswered: bool = False
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ class ChargerChannel:
     new_session: bool = False
     #: Which accepted boot of its connection the set-up ran for (None: not set up on this connection yet).
     setup_for_boot: int | None = None
+    #: Set-up parts (SETUP_PARTS of :mod:`.setup`) the station did not answer, asked again at ``setup_retry_at``.
+    setup_unanswered: tuple[str, ...] = ()
+    setup_retries: int = 0
+    setup_retry_at: float = float("inf")
     trigger_due: bool = False
     last_trigger_at: float = float("-inf")
     #: A due trigger waits until then: the sample after a changed limit is asked for once the EV has followed.
@@ -107,6 +111,7 @@ class ChargerChannel:
         self.retry_at = float("-inf")
         self.last_attempt = None
         self.setup_for_boot = None
+        self.setup_unanswered, self.setup_retries, self.setup_retry_at = (), 0, float("inf")
         self.trigger_due = self.trigger_off = False
         self.trigger_refusals = 0
         self.new_session = session

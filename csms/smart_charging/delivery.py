@@ -191,6 +191,7 @@ class Delivery(Reconfigurable, Workers):
             await self.installer.wait_for_boot(ch, link)
             await self.installer.set_up(ch, link)
             self._report_set_up(ch)
+            self._repair_later(ch)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -216,12 +217,29 @@ class Delivery(Reconfigurable, Workers):
     async def _step(self, ch: ChargerChannel, worker: Worker, link: StationLink) -> None:
         """Asks the policy what to send now and does it."""
         tx = self.state.station(ch.id).transactions.get(ch.connector)
+        if ch.setup_unanswered and self.clock() >= ch.setup_retry_at:
+            await self._repair(ch, link, tx is None)
         target = ch.wanted
         decided = policy.step(ch, self.clock(), self.settings, self.book, tx is not None)
         if not await self._follow(ch, decided) or decided.send is None:
             return
         await self._send(ch, link, decided.send, purpose_of(ch), tx.transaction_id if tx else None)
         await self._follow(ch, policy.after_send(ch, target, decided.send, self.clock(), self.settings))
+
+    async def _repair(self, ch: ChargerChannel, link: StationLink, idle: bool) -> None:
+        """Asks again what its set-up left unanswered; a fallback installed now puts an idle charger under control."""
+        had_fallback = ch.fallback_installed
+        await self.installer.repair(ch, link)
+        self._repair_later(ch)
+        if ch.fallback_installed and not had_fallback and ch.group is not None:
+            self._poke_group(ch.group.id, ch)
+            if idle:
+                self._idle_in_fallback(ch)
+
+    def _repair_later(self, ch: ChargerChannel) -> None:
+        delay = self.installer.retry_in(ch)
+        if delay is not None:
+            self._wake_later(ch, delay)
 
     async def _follow(self, ch: ChargerChannel, decided: policy.Step) -> bool:
         """Carries out what a step decided besides sending; False if it says to stop here."""

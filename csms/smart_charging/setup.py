@@ -27,11 +27,24 @@ INTERVAL_STEPS = (10, 15, 30, 60)
 #: Seconds to wait after a connect for the station's BootNotification (or any other message, which shows it
 #: had booted before this connection) before setting it up anyway.
 BOOT_WAIT = 10.0
+#: The parts of a set-up a station may leave unanswered, in the order they are asked.
+SETUP_PARTS = ("capabilities", "metering", "fallback")
+#: A part the station did not answer (a timeout: a reconnect storm, a slow link or bus) is asked again this
+#: many seconds later, doubling per unanswered retry up to the ceiling, on the same connection: until its
+#: fallback profile is installed a charger is uncontrolled when it goes offline, and its next boot may be
+#: months away. A refusal is an answer and is not asked again before the next set-up.
+SETUP_RETRY_FIRST = 15.0
+SETUP_RETRY_CEILING = 300.0
 
 #: ``record(kind, channel, **detail)``: stores one event about a charger.
 Record = Callable[..., None]
 #: ``set_profile(channel, link, spec)``: sends one profile and reports how long the charger took to answer.
 SetProfile = Callable[[ChargerChannel, StationLink, ProfileSpec], Awaitable[Outcome]]
+
+
+def setup_retry_delay(retries: int) -> float:
+    """Seconds until unanswered set-up parts are asked again, after ``retries`` unanswered retries."""
+    return min(SETUP_RETRY_CEILING, SETUP_RETRY_FIRST * 2.0 ** max(0, retries))
 
 
 def measurand_candidates(wanted: list[str]) -> list[list[str]]:
@@ -77,22 +90,9 @@ class Installer:
         log.info("%s: setting up (%s)", ch.id, getattr(link, "ready_reason", "") or "no boot seen")
 
     async def set_up(self, ch: ChargerChannel, link: StationLink) -> None:
-        ch.caps = caps = await link.read_capabilities(ch.connector)
-        if not caps.read:
-            log.warning("%s: could not read the charger's capabilities; assuming defaults (stack level 8, A and W)",
-                        ch.id)
-            self.record("capabilities_unread", ch)
-        self.record("capabilities", ch, read=caps.read, **caps.raw)
-        if caps.phase_rotation and ch.cfg.phases == 3 and caps.phase_rotation not in ("Unknown", "NotApplicable") \
-                and caps.phase_rotation != ch.cfg.phase_rotation:
-            log.warning("%s: charger reports phase rotation %s, config says %s; balancing uses the config",
-                        ch.id, caps.phase_rotation, ch.cfg.phase_rotation)
-            self.record("phase_rotation_mismatch", ch, reported=caps.phase_rotation, configured=ch.cfg.phase_rotation)
-        await self.configure_metering(ch, link)
-        # The advertised maximum, and one below it for firmwares that refuse their own maximum.
-        top = max(caps.max_stack_level if caps.max_stack_level is not None else 8, 1)
-        ch.stack_levels = [top, top - 1] if top > 1 else [top]
-        await self.install_fallback(ch, link)
+        """Capabilities, metering and the fallback profile, then socket availability; what the station did not
+        answer is kept in ``ch.setup_unanswered`` for :meth:`repair`."""
+        ch.setup_unanswered = tuple([part for part in SETUP_PARTS if not await self._ask(part, ch, link)])
         group = ch.group
         if ch.cfg.socket_connector and group is not None:
             result = await link.set_availability(ch.cfg.socket_connector, group.socket_enabled)
@@ -103,13 +103,70 @@ class Installer:
                 await link.clear_profile(profile_id=pid)
             self.record("cleared", ch, reason="not in an active group")
 
-    async def configure_metering(self, ch: ChargerChannel, link: StationLink) -> None:
+    async def repair(self, ch: ChargerChannel, link: StationLink) -> None:
+        """Asks again, in set-up order, what the station left unanswered. Capabilities read at last may show a
+        fallback it refused was in a unit or at a stack level it cannot take: that is asked again too."""
+        pending = list(ch.setup_unanswered)
+        ch.setup_retries += 1
+        left = []
+        for part in SETUP_PARTS:
+            if part not in pending:
+                continue
+            if not await self._ask(part, ch, link):
+                left.append(part)
+            elif part == "capabilities" and not ch.fallback_installed and "fallback" not in pending:
+                pending.append("fallback")
+        ch.setup_unanswered = tuple(left)
+
+    def retry_in(self, ch: ChargerChannel) -> float | None:
+        """After a set-up or a repair: seconds until the unanswered parts are asked again (None: all answered);
+        sets ``ch.setup_retry_at``."""
+        if not ch.setup_unanswered:
+            if ch.setup_retries:
+                log.info("%s: set-up completed on retry %d", ch.id, ch.setup_retries)
+                self.record("setup_completed", ch, retries=ch.setup_retries)
+            ch.setup_retry_at = float("inf")
+            return None
+        delay = setup_retry_delay(ch.setup_retries)
+        ch.setup_retry_at = self.clock() + delay
+        log.warning("%s: no answer to its set-up (%s); asking again in %.0f s", ch.id, ", ".join(ch.setup_unanswered),
+                    delay)
+        self.record("setup_unanswered", ch, parts=",".join(ch.setup_unanswered), retries=ch.setup_retries,
+                    retry_in=delay)
+        return delay
+
+    async def _ask(self, part: str, ch: ChargerChannel, link: StationLink) -> bool:
+        """One set-up part; False if the station did not answer it."""
+        if part == "capabilities":
+            return await self.read_capabilities(ch, link)
+        if part == "metering":
+            return await self.configure_metering(ch, link)
+        return await self.install_fallback(ch, link)
+
+    async def read_capabilities(self, ch: ChargerChannel, link: StationLink) -> bool:
+        ch.caps = caps = await link.read_capabilities(ch.connector)
+        if not caps.read:
+            log.warning("%s: could not read the charger's capabilities (%s); assuming defaults (stack level 8, "
+                        "A and W)", ch.id, "no answer" if caps.unanswered else "refused")
+            self.record("capabilities_unread", ch, unanswered=caps.unanswered)
+        self.record("capabilities", ch, read=caps.read, **caps.raw)
+        if caps.phase_rotation and ch.cfg.phases == 3 and caps.phase_rotation not in ("Unknown", "NotApplicable") \
+                and caps.phase_rotation != ch.cfg.phase_rotation:
+            log.warning("%s: charger reports phase rotation %s, config says %s; balancing uses the config",
+                        ch.id, caps.phase_rotation, ch.cfg.phase_rotation)
+            self.record("phase_rotation_mismatch", ch, reported=caps.phase_rotation, configured=ch.cfg.phase_rotation)
+        # The advertised maximum, and one below it for firmwares that refuse their own maximum.
+        top = max(caps.max_stack_level if caps.max_stack_level is not None else 8, 1)
+        ch.stack_levels = [top, top - 1] if top > 1 else [top]
+        return not caps.unanswered
+
+    async def configure_metering(self, ch: ChargerChannel, link: StationLink) -> bool:
         """Asks for MEASURANDS every ``meter_value_interval`` s. A refused list is retried without the members
         the charger may not support; a refused interval with the next larger of INTERVAL_STEPS. What the charger
-        accepted is logged and stored (event ``metering``)."""
+        accepted is logged and stored (event ``metering``). False if a setting got no answer."""
         wanted_interval = self.settings.meter_value_interval
-        measurands: list[str] | None = await _first_accepted(link.set_measurands, measurand_candidates(MEASURANDS))
-        interval: int | None = await _first_accepted(
+        measurands, silent = await _first_accepted(link.set_measurands, measurand_candidates(MEASURANDS))
+        interval, silent_too = await _first_accepted(
             link.set_meter_interval, [wanted_interval, *(i for i in INTERVAL_STEPS if i > wanted_interval)])
         self.record("metering", ch, measurands=measurands, interval=interval, wanted_measurands=MEASURANDS,
                     wanted_interval=wanted_interval)
@@ -117,14 +174,17 @@ class Installer:
             ch.caps.raw["accepted_measurands"] = ",".join(measurands) if measurands else ""
             ch.caps.raw["accepted_interval"] = str(interval) if interval is not None else ""
         if measurands != MEASURANDS:
-            log.warning("%s: charger refused the measurands %s; %s", ch.id, ",".join(MEASURANDS),
-                        f"it samples {','.join(measurands)}" if measurands else
+            log.warning("%s: charger %s the measurands %s; %s", ch.id, "did not answer" if silent else "refused",
+                        ",".join(MEASURANDS), f"it samples {','.join(measurands)}" if measurands else
                         "its own defaults apply; phases in use will be learned late")
         if interval != wanted_interval:
-            log.warning("%s: charger refused a %d s meter-value interval; %s", ch.id, wanted_interval,
+            log.warning("%s: charger %s a %d s meter-value interval; %s", ch.id,
+                        "did not answer" if silent_too else "refused", wanted_interval,
                         f"it accepted {interval} s" if interval is not None else "its own interval applies")
+        return not (silent or silent_too)
 
-    async def install_fallback(self, ch: ChargerChannel, link: StationLink) -> None:
+    async def install_fallback(self, ch: ChargerChannel, link: StationLink) -> bool:
+        """The permanent offline fallback, in the first purpose the charger takes; False if it did not answer."""
         n, _, phases = fallback_shape(ch)
         limit, unit = in_unit(ch, ch.cfg.offline_current, n, self.volts(ch))
         outcomes: list[Outcome] = []
@@ -139,13 +199,14 @@ class Installer:
                 ch.fallback_purpose = spec.purpose
                 log.info("%s: offline fallback %.1f %s on %d phase(s) installed as %s", ch.id, limit, unit, n,
                          spec.purpose.value)
-                return
+                return True
         ch.fallback_installed = False
         if all(o in (Outcome.TIMEOUT, Outcome.OFFLINE) for o in outcomes):
             log.error("%s: no answer to the offline fallback profile (%s); it is uncontrolled when offline until it "
-                      "is set up again (its next boot or connection)", ch.id, ", ".join(o.value for o in outcomes))
-        else:
-            log.error("%s: charger refused every offline fallback profile; it is uncontrolled when offline", ch.id)
+                      "answers", ch.id, ", ".join(o.value for o in outcomes))
+            return False
+        log.error("%s: charger refused every offline fallback profile; it is uncontrolled when offline", ch.id)
+        return True
 
     async def move_fallback_to_station_max(self, ch: ChargerChannel, link: StationLink) -> None:
         """A station-wide maximum is combined with the TxDefault fallback by minimum, so the fallback must move
@@ -177,12 +238,15 @@ class Installer:
             self.record("composite_mismatch", ch, applied=applied, wanted=amps)
 
 
-async def _first_accepted(setting: Callable[[Any], Awaitable[Outcome]], candidates: list) -> Any:
-    """The first candidate the charger accepts; None once it refuses for good, does not answer or all fail."""
+async def _first_accepted(setting: Callable[[Any], Awaitable[Outcome]], candidates: list) -> tuple[Any, bool]:
+    """The first candidate the charger accepts (None once it refuses for good, does not answer or all fail),
+    and whether it stopped for want of an answer."""
     for candidate in candidates:
         outcome = await setting(candidate)
         if outcome.ok:
-            return candidate
-        if outcome.permanent or outcome in (Outcome.TIMEOUT, Outcome.OFFLINE):
-            return None
-    return None
+            return candidate, False
+        if outcome in (Outcome.TIMEOUT, Outcome.OFFLINE):
+            return None, True
+        if outcome.permanent:
+            return None, False
+    return None, False

@@ -35,7 +35,9 @@ def test_every_op_is_a_method_with_the_ports_signature() -> None:
 async def test_a_failure_is_an_outcome_the_delivery_knows(answer, outcome) -> None:
     link = RemoteLink("CP1", "gw", None, LinkInfo(), Sender(answer))
     assert await link.set_availability(1, True) is outcome
-    assert await link.read_capabilities(1) == Capabilities(read=False)
+    # Only silence (a timeout, a gateway or broker away) is worth asking again: a refusal is an answer.
+    silent = outcome in (Outcome.TIMEOUT, Outcome.OFFLINE)
+    assert await link.read_capabilities(1) == Capabilities(read=False, unanswered=silent)
     assert await link.get_composite(1, 60, "A") is None
 
 

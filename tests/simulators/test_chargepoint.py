@@ -304,6 +304,7 @@ async def test_fleet_runs_mixed_versions():
     ("firmware=download-fail", Misbehaviour(firmware="download-fail")),
     ("firmware=install-fail", Misbehaviour(firmware="install-fail")),
     ("upload=put", Misbehaviour(upload="put")),
+    ("lose=SetChargingProfile:2", Misbehaviour(lose=(("SetChargingProfile", 2),))),
 ])
 def test_parse_knob(knob, expected):
     assert parse_knob(Misbehaviour(), knob) == expected
@@ -311,7 +312,8 @@ def test_parse_knob(knob, expected):
 
 @pytest.mark.parametrize("bad", ["reject=Nope", "answer-delay=soon", "fly", "only-watts=yes", "before-boot=maybe",
                                  "trigger=sometimes", "not-implemented=Nope", "measurands=",
-                                 "unlock=maybe", "not-implemented-call=", "firmware=explode", "upload=ftp"])
+                                 "unlock=maybe", "not-implemented-call=", "firmware=explode", "upload=ftp",
+                                 "lose=SetChargingProfile", "lose=:2", "lose=Reset:0", "lose=Reset:x"])
 def test_parse_knob_rejects_with_the_list(bad):
     with pytest.raises(ValueError, match="knobs are"):
         parse_knob(Misbehaviour(), bad)
