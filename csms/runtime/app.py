@@ -84,7 +84,7 @@ class CentralSystemApp:
         self.delivery = Delivery(view, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
         #: The operator's caps on chargers' limits: an input of the balancer, kept over a restart.
-        self.caps = OperatorCaps(view, self.balancer, self.storage, clock)
+        self.caps = OperatorCaps(cfg, self.balancer, self.storage, clock)  # the whole site: any node takes a cap
         self.server = CentralSystem(self.ctx, on_session=self._session_started, observe=self.messages)
         #: Local authorization lists sent to stations, kept in step with the tokens.
         self.local_lists = LocalLists(self.server.sessions, self.station_orgs,
@@ -147,6 +147,8 @@ class CentralSystemApp:
             if self.cluster is not None:
                 await self.cluster.start()
                 self._stack.push_async_callback(self.cluster.stop)
+                self.caps.start_refreshing()  # the operator may change a cap on any node
+                self._stack.push_async_callback(self.caps.stop)
             if self.holds_stations:
                 await self.server.start()
                 self._stack.push_async_callback(self.server.stop)
@@ -237,7 +239,7 @@ class CentralSystemApp:
         """The part of the site this process balances (the whole site, or what a controller leads) takes
         effect: the balancer first, so that a new charger has a group task before its channel sends."""
         await self.balancer.apply_config(view)
-        self.caps.apply_config(view)
+        self.caps.apply_config(self.cfg)
         for cid in self.delivery.apply_config(view):
             log.info("%s: its settings or its group's changed; setting it up again on its connection", cid)
 
@@ -313,6 +315,8 @@ class CentralSystemApp:
             caps = await self.caps.restore()
             if caps:
                 log.info("restored %d operator cap(s) from storage", caps)
+        else:  # a gateway shows them in its operator view
+            await self.caps.refresh()
 
     async def _restore_stations(self) -> None:
         changed = await self.tokens.load()

@@ -245,6 +245,10 @@ class ControllerRole:
             if leading == self.in_force:
                 continue
             self.in_force = leading
+            try:  # the stored caps, as another node may have changed them
+                await self.app.caps.refresh()
+            except Exception as exc:  # storage away: those known now, and the next periodic refresh
+                log.warning("operator caps not read again before leading %s: %s", ", ".join(sorted(leading)), exc)
             await self.app.put_in_force(self.view(self.app.cfg))
             for cid, worker in self.app.delivery.workers.items():
                 link = self.bus.links.get(cid)

@@ -8,7 +8,7 @@ import pytest
 
 from csms.config import parse_config
 from csms.operations.results import NotBalanced
-from csms.runtime.operator_caps import OperatorCaps
+from csms.runtime.operator_caps import NOT_LED, OperatorCaps
 from csms.storage.caps import load_caps, save_cap
 from csms.storage.database import Storage
 
@@ -72,3 +72,62 @@ async def test_restore_keeps_live_caps_and_drops_the_rest(tmp_path):
         await storage.write(save_cap("A", 7.0, T0 - 1, T0 - 10, "cli"))  # lapsed while the system was down
         later = OperatorCaps(cfg, FakeBalancer(), storage, lambda: T0)  # type: ignore[arg-type]
         assert await later.restore() == 0 and await storage.read(load_caps) == []
+
+
+class LeadingBalancer(FakeBalancer):
+    """A controller's balancer: it acts only for the groups' chargers it leads (``led``), as the real one does."""
+
+    def __init__(self, led: set[str]) -> None:
+        super().__init__()
+        self.led = led
+
+    def set_operator_cap(self, charger_id: str, amps: float | None, until: float | None = None) -> bool:
+        if charger_id not in self.led:
+            return False
+        return super().set_operator_cap(charger_id, amps, until)
+
+
+async def test_a_controller_leading_nothing_keeps_the_stored_caps(tmp_path):
+    """Found in review: a controller started with its led part of the site (nothing, at start) took every
+    stored cap for one of a charger in no group and deleted it: restarting any controller wiped the caps."""
+    cfg = config(tmp_path)
+    async with Storage(cfg.storage.database) as storage:
+        await storage.write(save_cap("A", 7.0, None, T0 - 10, "cli"))
+        caps = OperatorCaps(cfg, LeadingBalancer(set()), storage, lambda: T0)  # type: ignore[arg-type]
+        assert await caps.restore() == 1
+        assert [r["station_id"] for r in await storage.read(load_caps)] == ["A"]
+
+
+async def test_a_cap_set_on_one_node_reaches_the_controller_leading_the_group(tmp_path):
+    cfg = config(tmp_path)
+    async with Storage(cfg.storage.database) as storage:
+        gateway = OperatorCaps(cfg, LeadingBalancer(set()), storage, lambda: T0)  # type: ignore[arg-type]
+        leader_balancer = LeadingBalancer({"A"})
+        leader = OperatorCaps(cfg, leader_balancer, storage, lambda: T0)  # type: ignore[arg-type]
+
+        cap, allowed = await gateway.set_cap("A", 8.0, None, None, "api 10.0.0.1")
+        assert allowed.limit is None and allowed.reason == NOT_LED  # stored; not applied here
+        assert leader_balancer.caps == {}
+        assert await leader.refresh() == 1
+        assert leader_balancer.caps == {"A": (8.0, None)} and leader.cap("A") == cap
+        assert await leader.refresh() == 0  # nothing new: the balancer is not told again
+
+        await gateway.clear_cap("A", None, "cli")
+        assert await leader.refresh() == 1 and leader_balancer.caps == {"A": (None, None)} and leader.cap("A") is None
+
+
+async def test_a_refresh_that_raced_a_change_made_here_is_not_applied(tmp_path):
+    cfg = config(tmp_path)
+    async with Storage(cfg.storage.database) as storage:
+        balancer = LeadingBalancer({"A"})
+        caps = OperatorCaps(cfg, balancer, storage, lambda: T0)  # type: ignore[arg-type]
+        read = storage.read
+
+        async def slow_read(query):
+            rows = await read(query)  # the state before the change below
+            await caps.set_cap("A", 9.0, None, None, "cli")
+            return rows
+        storage.read = slow_read  # type: ignore[method-assign]
+        assert await caps.refresh() == 0
+        storage.read = read  # type: ignore[method-assign]
+        assert caps.cap("A").limit == 9.0 and balancer.caps["A"] == (9.0, None)

@@ -1,0 +1,65 @@
+"""The operator's caps in the scaled-out form (two gateways, two controllers, mosquitto, PostgreSQL, the simulated
+site at shipped defaults): a cap set on any node is applied by the controller leading the group, survives that
+controller's SIGKILL (the new leader applies it) and a controller's restart (nothing deletes it)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from csms.runtime.operator_caps import REFRESH_EVERY
+from tests.e2e.harness import ev_model, wait_until
+from tests.e2e.test_cluster import BASE, TAKEOVER_SLACK, command, running_cluster
+from tests.support.postgres import unavailable_reason
+
+pytestmark = [pytest.mark.e2e,
+              pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))]
+
+#: The leader's next decision after it read the cap, and the charger's answer.
+APPLY_SLACK = 5.0
+
+
+def stored_caps(url: str) -> dict[str, float]:
+    with psycopg.connect(url, connect_timeout=5) as db:
+        return {r[0]: r[1] for r in db.execute("SELECT station_id, limit_a FROM operator_caps")}
+
+
+async def test_a_cap_set_on_any_node_is_applied_by_the_leader_and_outlives_controllers(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path) as c:
+        for cp in c.sim.fleet:
+            cp.plug_in(ev_model(name=f"car@{cp.id}"))
+        await c.balanced(BASE, 60, "the cars charge")
+        leader = c.leader()
+        standby = next(n for n in c.controllers if n != leader)
+        assert leader is not None
+        cp1, cp2 = c.sim.fleet["CP1"], c.sim.fleet["CP2"]
+        assert cp1.limit().amps > 7 and cp2.limit().amps > 7, "the caps below must lower the limits"
+
+        # A cap on a gateway and one on the standby controller: stored, and applied by the leader.
+        code, answer = await asyncio.to_thread(command, c.http["gw1"], "CP1", "set-charging-profile", {"limit": 6})
+        assert code == 200 and "does not balance" in answer["reply"]["allowed"]["reason"], answer
+        code, answer = await asyncio.to_thread(command, c.http[standby], "CP2", "set-charging-profile", {"limit": 7})
+        assert code == 200, answer
+        took = await wait_until(lambda: cp1.limit().amps <= 6.0 and cp2.limit().amps <= 7.0,
+                                REFRESH_EVERY + APPLY_SLACK, f"the caps applied by the leader {leader}")
+        print(f"caps set on gw1 and {standby} applied by {leader} within {took:.1f} s")
+
+        # The leader dies: the standby leads, and its limits keep the caps.
+        killed = time.monotonic()
+        c.controllers[leader].kill()
+        await wait_until(lambda: c.leader() == standby, c.stale_after + TAKEOVER_SLACK, f"{standby} leads")
+        await wait_until(lambda: c.profiled_since(killed) == set(c.installed), c.stale_after + TAKEOVER_SLACK,
+                         f"every charger got a profile from {standby}")
+        await asyncio.sleep(2)
+        assert cp1.limit().amps <= 6.0 and cp2.limit().amps <= 7.0, (cp1.limit(), cp2.limit())
+
+        # The dead controller starts again (leading nothing at first): the stored caps stay.
+        await c.controllers[leader].start()
+        await asyncio.sleep(REFRESH_EVERY)
+        assert stored_caps(c.pg.url) == {"CP1": 6.0, "CP2": 7.0}
+        assert cp1.limit().amps <= 6.0 and cp2.limit().amps <= 7.0
+        assert c.fuse_held() == "never above the fuse", c.fuse_held()
