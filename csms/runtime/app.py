@@ -101,7 +101,7 @@ class CentralSystemApp:
                                          self.caps)
         #: Commissioning checks (``csms commission``): one charger at a time released, the others held by caps.
         self.commissioning = Commissioning(lambda: self.cfg, self.state, self.caps, self.delivery.channels,
-                                           self.commands, self.storage, clock)
+                                           self.commands, self.storage, clock, leads=self._leads)
         #: The passive check: warns when normal charging contradicts the config's wiring (``wiring_warning``).
         self.wiring_watch = WiringWatch(lambda: self.cfg, self.state, self.delivery.channels, self.storage, clock)
         self.meters: MeterGateway | ReadingSubscriber | None = None
@@ -279,8 +279,12 @@ class CentralSystemApp:
                         uploads=self.uploads, reservations=self.reservations.of_station,
                         operator_cap=self.caps.cap, config_status=self.reloader.status,
                         reload=self.reloader.reload,
-                        commissioning=self.commissioning if self.role == "all" else None,
+                        commissioning=self.commissioning if self.balances else None,
                         wiring_warnings=self.wiring_watch.warnings, node=self.node_status)
+
+    def _leads(self, group_id: str) -> bool:
+        """Whether this process balances ``group_id`` now (one process: every group; a controller: those it leads)."""
+        return not isinstance(self.cluster, ControllerRole) or self.cluster.leads(group_id)
 
     def node_status(self) -> dict[str, Any]:
         """This process in a deployment: its role, node name, the groups it balances, the stations it holds

@@ -8,6 +8,11 @@ wired wrong (the room is taken from the *magnitudes* the meter shows: a reversed
 The caps carry a lease (:data:`LEASE`): a central system that dies mid-check leaves no charger paused for long.
 Every cap it set is lifted at the end, and a cap the operator had before is put back, also on error or cancel.
 
+Scaled out, a check runs on the controller leading the group (its balancer is the one the caps steer, and it
+reads the group's meter); it is refused elsewhere, and ends as failed if that controller stops leading the group
+mid-check. A controller that starts leading a group marks a check of it left ``running`` by the previous leader
+``interrupted``.
+
 The mains readings it collects, the steps and what each charger reported drawing go to the pure
 :func:`csms.commissioning.inference.infer`; the report is stored (:mod:`csms.storage.commissioning`).
 """
@@ -47,6 +52,10 @@ BY = "commissioning"
 TICK = 0.2
 
 
+class LeadLost(Exception):
+    """This controller stopped leading the group under check: its caps no longer steer the group's balancer."""
+
+
 def site_wiring(cfg: SiteConfig, group: LoadBalancerConfig, channels: Mapping[str, Any]) -> SiteWiring:
     """The group's wiring as the config (and each charger's own report, from its delivery channel) claims it:
     what the active check and the passive watch (:mod:`csms.runtime.wiring_watch`) hold the mains against."""
@@ -70,9 +79,10 @@ class Commissioning:
 
     def __init__(self, config: Callable[[], SiteConfig], state: SiteState, caps: OperatorCaps,
                  channels: Mapping[str, Any], commands: StationCommander, storage: Storage,
-                 clock: Callable[[], float]):
+                 clock: Callable[[], float], leads: Callable[[str], bool] = lambda group_id: True):
+        """``leads(group_id)``: whether this process balances the group now (a controller: leads it)."""
         self.config, self.state, self.caps, self.channels = config, state, caps, channels
-        self.commands, self.storage, self.clock = commands, storage, clock
+        self.commands, self.storage, self.clock, self.leads = commands, storage, clock, leads
         self._tasks: dict[str, asyncio.Task] = {}
         self._readings: dict[str, list[MainsSample]] = {}
         #: group id -> what its running check is doing now, in words (a running report shows it)
@@ -87,6 +97,9 @@ class Commissioning:
             raise CheckRefused(404, f"no load-balancing group {group_id!r}; GET /api/groups lists them")
         if group.meter is None:
             raise CheckRefused(422, f"group {group_id!r} has no meter: a static group has no wiring to check")
+        if not self.leads(group_id):
+            raise CheckRefused(409, f"this controller does not lead group {group_id!r} now: start the check on the "
+                                    "controller that does (GET /api/status on each lists its node.groups)")
         running = self._tasks.get(group_id)
         if running is not None and not running.done():
             raise CheckRefused(409, f"a commissioning check of group {group_id!r} is already running")
@@ -106,8 +119,13 @@ class Commissioning:
             row["progress"] = self._progress.get(row["group"])
         return row
 
-    async def restore(self) -> None:
-        await self.storage.write(stored.interrupted)
+    async def restore(self, group_ids: list[str] | None = None) -> None:
+        """Marks the checks left ``running`` by a process that stopped as ``interrupted``: every group's (one
+        process), or those of ``group_ids`` (a controller that has just started leading them)."""
+        if group_ids is None:
+            await self.storage.write(stored.interrupted)
+        elif group_ids:
+            await self.storage.write(stored.interrupted_in(group_ids))
 
     async def stop(self) -> None:
         tasks = [t for t in self._tasks.values() if not t.done()]
@@ -133,6 +151,9 @@ class Commissioning:
         except asyncio.CancelledError:
             state, report = "cancelled", {"group": group.id, "ok": False, "error": "cancelled"}
             raise
+        except LeadLost as exc:  # not a fault of this process: the report says why
+            log.warning("commissioning check of %s ended: %s", group.id, exc)
+            report = {"group": group.id, "ok": False, "error": str(exc)}
         except Exception as exc:  # the check failed; the report says why, the central system carries on
             log.exception("commissioning check of %s failed", group.id)
             report = {"group": group.id, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
@@ -201,6 +222,9 @@ class Commissioning:
 
     async def _step(self, cid: str, group: LoadBalancerConfig, capped: list[str], samples: list[MainsSample],
                     ramp: float, poll: float, untested: list[Untested]) -> Step | None:
+        if not self.leads(group.id):
+            raise LeadLost(f"this controller stopped leading group {group.id!r} during the check; run it again "
+                               "on the controller that leads it")
         st = self.state.stations.get(cid)
         if st is None or not st.connected or not st.transactions:
             untested.append(Untested(cid, "its session ended or it disconnected during the check"))

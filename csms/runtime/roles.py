@@ -91,6 +91,8 @@ class CentralSystemApp(Protocol):
     commands: StationCommander  # csms.ocpp.operator.OperatorCommands
     server: Any        # csms.ocpp.server.CentralSystem
     delivery: Any      # csms.smart_charging.delivery.Delivery
+    caps: Any          # csms.runtime.operator_caps.OperatorCaps
+    commissioning: Any  # csms.runtime.commissioning.Commissioning
 
     async def put_in_force(self, view: SiteConfig) -> None: ...
 
@@ -244,6 +246,7 @@ class ControllerRole:
             leading = frozenset(self.leases.leading())
             if leading == self.in_force:
                 continue
+            gained = sorted(leading - self.in_force)
             self.in_force = leading
             try:  # the stored caps, as another node may have changed them
                 await self.app.caps.refresh()
@@ -256,3 +259,12 @@ class ControllerRole:
                     self.app.delivery.attach(link)
             self.bus.announce()
             log.info("controller %s leads %s", self.bus.node, ", ".join(sorted(leading)) or "no group")
+            try:  # a check the previous leader left running ended with it
+                await self.app.commissioning.restore(gained)
+            except Exception as exc:
+                log.warning("commissioning checks of %s left running by the previous leader not marked interrupted: "
+                            "%s", ", ".join(gained), exc)
+
+    def leads(self, group_id: str) -> bool:
+        """Whether this controller acts for ``group_id`` now: its part of the site is in force and its lease holds."""
+        return group_id in self.in_force and self.leases.token(group_id) is not None

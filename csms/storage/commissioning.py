@@ -30,6 +30,15 @@ def interrupted(db: Db) -> None:
     db.execute("UPDATE commissioning_reports SET state = 'interrupted' WHERE state = 'running'")
 
 
+def interrupted_in(group_ids: list[str]) -> Callable[[Db], None]:
+    """:func:`interrupted` for these groups only (a new leader's: another controller may run its own groups')."""
+    def op(db: Db) -> None:
+        marks = ", ".join("?" for _ in group_ids)
+        db.execute(f"UPDATE commissioning_reports SET state = 'interrupted' WHERE state = 'running' "
+                   f"AND group_id IN ({marks})", list(group_ids))
+    return op
+
+
 def _row(row: dict[str, Any]) -> dict[str, Any]:
     report = json.loads(row["report"]) if row.get("report") else None
     return {"id": row["id"], "group": row["group_id"], "started_at": row["started_at"],

@@ -28,7 +28,9 @@ class CommissioningRoutes:
                 web.get(REPORT_ROUTE, self.report)]
 
     def _off(self) -> web.Response:
-        return web.json_response({"error": "this central system runs no commissioning checks"}, status=501)
+        return web.json_response({"error": "a gateway runs no commissioning checks: use the HTTP API of the controller "
+                                           "that leads the group (GET /api/status on each lists its node.groups)"},
+                                 status=501)
 
     async def start(self, request: web.Request) -> web.Response:
         port = self.view.commissioning

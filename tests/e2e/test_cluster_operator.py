@@ -1,18 +1,22 @@
-"""The operator's caps in the scaled-out form (two gateways, two controllers, mosquitto, PostgreSQL, the simulated
+"""The operator's tools in the scaled-out form (two gateways, two controllers, mosquitto, PostgreSQL, the simulated
 site at shipped defaults): a cap set on any node is applied by the controller leading the group, survives that
-controller's SIGKILL (the new leader applies it) and a controller's restart (nothing deletes it)."""
+controller's SIGKILL (the new leader applies it) and a controller's restart (nothing deletes it); the
+commissioning check runs on the leading controller and is refused, saying where to go, elsewhere."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from csms.runtime.operator_caps import REFRESH_EVERY
-from tests.e2e.harness import ev_model, wait_until
+from tests.e2e.harness import OPERATOR_TOKEN, ev_model, wait_until
 from tests.e2e.test_cluster import BASE, TAKEOVER_SLACK, command, running_cluster
 from tests.support.postgres import unavailable_reason
 
@@ -62,4 +66,42 @@ async def test_a_cap_set_on_any_node_is_applied_by_the_leader_and_outlives_contr
         await asyncio.sleep(REFRESH_EVERY)
         assert stored_caps(c.pg.url) == {"CP1": 6.0, "CP2": 7.0}
         assert cp1.limit().amps <= 6.0 and cp2.limit().amps <= 7.0
+        assert c.fuse_held() == "never above the fuse", c.fuse_held()
+
+
+def api(http_port: int, method: str, path: str) -> tuple[int, dict]:
+    req = urllib.request.Request(f"http://127.0.0.1:{http_port}{path}", method=method, data=b"" if method == "POST"
+                                 else None, headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def test_the_commissioning_check_runs_on_the_leading_controller(tmp_path: Path) -> None:
+    async with running_cluster(tmp_path) as c:
+        for cp in c.sim.fleet:
+            cp.plug_in(ev_model(name=f"car@{cp.id}"))
+        await c.balanced(BASE, 60, "the cars charge")
+        leader = c.leader()
+        assert leader is not None
+        standby = next(n for n in c.controllers if n != leader)
+        start = "/api/groups/garage/commission"
+        code, answer = await asyncio.to_thread(api, c.http["gw1"], "POST", start)
+        assert code == 501 and "controller that leads the group" in answer["error"], answer
+        code, answer = await asyncio.to_thread(api, c.http[standby], "POST", start)
+        assert code == 409 and "does not lead group 'garage'" in answer["error"], answer
+
+        code, answer = await asyncio.to_thread(api, c.http[leader], "POST", start)
+        assert code == 202, answer
+        began = time.monotonic()
+        while (row := (await asyncio.to_thread(api, c.http[leader], "GET", answer["report"]))[1])["state"] == "running":
+            assert time.monotonic() - began < 180, row
+            await asyncio.sleep(1)
+        report = row["report"]
+        assert row["state"] == "done" and report["ok"] and report["findings"] == [], json.dumps(report, indent=1)
+        assert all(ch["tested"] for ch in report["chargers"]), report["chargers"]
+        print(f"commissioning on {leader}: {len(report['chargers'])} chargers in {time.monotonic() - began:.0f} s")
+        await c.balanced(BASE, 60, "every hold lifted: the cars share the fuse again")
         assert c.fuse_held() == "never above the fuse", c.fuse_held()
