@@ -22,6 +22,8 @@ LAYERS = (
     ("csms.cluster.lease", ("asyncio", "psycopg", "websockets", "aiomqtt", "csms.storage", "csms.runtime",
                             "csms.cluster.leadership"),
      "the lease policy is pure (time is an input): csms.cluster.leadership does the I/O"),
+    ("csms.cluster.spread", ("asyncio", "psycopg", "csms.storage", "csms.runtime", "csms.cluster.leadership"),
+     "the spreading rule is pure (who is live is an input): csms.cluster.leadership does the I/O"),
     ("csms.storage", ("csms.cluster", "csms.balancer", "csms.runtime", "csms.ocpp", "csms.web"),
      "storage depends inward only: the lease table's code knows no lease policy or manager"),
     *((core, ("asyncio", "websockets", "csms.ocpp.connection", "csms.ocpp.server", "csms.storage"),

@@ -1,4 +1,4 @@
-"""The lease manager: one background task that tries to lead every group it is given, through PostgreSQL.
+"""The lease manager: one background task that leads its share of the groups it is given, through PostgreSQL.
 
 It runs the policy of :mod:`.lease` against the ``group_leases`` table (:mod:`csms.storage.leases`) on a
 connection of its own, and tells the controller what changes through two synchronous callbacks:
@@ -9,6 +9,12 @@ Why each part is the way it is:
 
 * Every due group is claimed (or renewed) in one statement, so a hundred groups cost one round trip per
   renewal interval, not a hundred.
+* Controllers spread the groups (:mod:`.spread`): the same statement refreshes this manager's presence (for its
+  shortest lease ttl) and returns who is live. A free group is claimed only if no live controller outranks this
+  one for it, as the server sees it in that statement: a dead controller's presence runs out within the ttl of
+  its death, as its leases do, so failover is as fast as without spreading. A leader hands a group to a settled
+  controller that outranks it (steps down, releases; that one claims it at its next round, within ttl/3). The
+  first round only registers and looks, so a starting controller does not grab the groups of those already live.
 * A leader's local deadline is enforced by a loop timer of its own (``call_later``), not by the task that
   talks to the database: a renewal stuck in the network, or psycopg unwinding a cancelled query, cannot
   delay the step-down. :meth:`LeaseManager.token` checks the deadline itself too, so a controller that asks
@@ -36,10 +42,11 @@ from typing import TypeVar
 import psycopg
 
 from csms.runtime.aio import Wake, cancel_and_wait, wait_event
-from csms.storage.leases import MIGRATE_STATEMENT_TIMEOUT, Claim, LeaseStore
+from csms.storage.leases import MIGRATE_STATEMENT_TIMEOUT, Claim, LeaseStore, Presence
 from csms.storage.sql import redact_url
 
 from .lease import Event, Gained, GroupLease, LeaseTiming, Lost
+from .spread import HANDED_OVER, Member, Roster
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +88,10 @@ class LeaseManager:
         self.backoff_max = backoff_max
         self._clock = clock
         self._groups: dict[str, GroupLease] = {}
+        #: The live controllers as the last round saw them; whether the groups changed since it told the server.
+        self._roster = Roster(self.holder, node)
+        self._present_stale = True
+        self._sent_presence = False
         #: Terms to end on the server (group → token): groups given up while held.
         self._to_release: dict[str, int] = {}
         self._store: LeaseStore | None = None
@@ -102,6 +113,7 @@ class LeaseManager:
         now = self._clock()
         ttls = ttls or {}
         wanted = {gid: LeaseTiming.of(ttls.get(gid, self.ttl), self.margin) for gid in ids}
+        self._present_stale |= set(wanted) != set(self._groups)  # the others must know what this one wants
         for gid in [g for g in self._groups if g not in wanted]:
             g = self._groups.pop(gid)
             if g.highest:
@@ -132,7 +144,8 @@ class LeaseManager:
             self._task.add_done_callback(self._ended)
 
     async def stop(self, release: bool = True) -> None:
-        """Stops the task, steps down from every group, then (``release``) ends the leases on the server."""
+        """Stops the task, steps down from every group, then (``release``) ends the leases and deletes its presence
+        on the server, so the others take its groups at their next round."""
         task, self._task = self._task, None
         await cancel_and_wait([task])
         now = self._clock()
@@ -142,12 +155,15 @@ class LeaseManager:
                 terms[gid] = g.highest
             self._emit(g.release(now, STOPPED))
         self._arm()
-        if release and terms:
+        sent_presence, self._sent_presence = self._sent_presence, False
+        self._roster, self._present_stale = Roster(self.holder, self.node), True
+        if release and (terms or sent_presence):
             try:
                 async with asyncio.timeout(self._request_timeout()):
                     store = await self._connected()
                 await self._ask(store, store.release(self.holder, terms), self._request_timeout())
                 self._to_release.clear()
+                await self._ask(store, store.leave(self.holder), self._request_timeout())
             except UNAVAILABLE as exc:
                 log.warning("%s: could not release the leases of %s on %s (%s); they run out within their ttl",
                             self.node, ", ".join(sorted(terms)), self.label, str(exc) or type(exc).__name__)
@@ -169,15 +185,20 @@ class LeaseManager:
             await wait_event(self._wake, self._sleep_for())
 
     async def _round(self) -> None:
-        """Ends the terms given up, then claims every due group in one statement and feeds the answers to the
-        policy. A failure leaves the leaders leading until their deadlines and backs off."""
+        """Ends the terms given up, then refreshes the presence and claims every due group in one statement, feeds
+        the answers to the policy and hands over what another controller should lead. A failure leaves the leaders
+        leading until their deadlines and backs off."""
         now = self._clock()
         for g in list(self._groups.values()):
             self._emit(g.expire(now))
         due = [g for g in self._groups.values() if g.due(now)]
-        if now < self._retry_at or not (due or self._to_release):
+        present = bool(due) or self._presence_due()
+        if now < self._retry_at or not (present or self._to_release):
             return
+        first = not self._roster.known  # registers and looks only: the answer says whose groups are whose
+        claimed = [] if first else due
         won: dict[str, int] = {}
+        live: list[Presence] | None = None
         sent = now
         try:
             store = await self._connected()
@@ -187,24 +208,64 @@ class LeaseManager:
                 for gid, token in terms.items():
                     if self._to_release.get(gid) == token:
                         del self._to_release[gid]
-            if due:
-                claims = [Claim(g.group_id, g.timing.ttl, g.token) for g in due]
+            if present:
+                claims = [Claim(g.group_id, g.timing.ttl, g.token,
+                                () if g.token is not None else tuple(self._roster.outranking(g.group_id)))
+                          for g in claimed]
+                self._present_stale, self._sent_presence = False, True
                 sent = self._clock()  # the lease counts from here: the server acts after this instant
-                won = await self._ask(store, store.acquire(self.holder, claims), self._request_timeout(due))
+                won, live = await self._ask(store, store.round(self.holder, self.node, self._presence_ttl(),
+                                                               list(self._groups), claims), self._request_timeout(due))
         except UNAVAILABLE as exc:
+            self._present_stale = True
             await self._failed(due, exc)
             return
         self._reachable()
         self.answered += bool(due)
         now = self._clock()
-        for g in due:
+        for g in claimed:
             if self._groups.get(g.group_id) is not g:  # given up while the claim was on its way
                 if g.group_id in won:
                     self._to_release[g.group_id] = won[g.group_id]
                 continue
             token = won.get(g.group_id)
             self._emit(g.won(sent, token, now) if token is not None else g.refused(sent, now))
+        if live is not None:
+            self._saw(live)
+            self._hand_over(now)
         self._arm()
+        if first:
+            self._wake.set()  # the claims at once, now that the live controllers are known
+
+    def _presence_due(self) -> bool:
+        """The server has not been told the groups this manager wants (nor that it wants none any more)."""
+        return self._present_stale and bool(self._groups or self._sent_presence)
+
+    def _presence_ttl(self) -> float:
+        """This manager's shortest lease ttl: once it dies, its presence stops holding back the others within the
+        ttl of any group it led, as that group's lease does."""
+        return min((g.timing.ttl for g in self._groups.values()), default=self.ttl)
+
+    def _saw(self, live: list[Presence]) -> None:
+        joined, left = self._roster.saw([Member(p.holder, p.node, frozenset(p.groups), p.expires_at) for p in live],
+                                        self._groups)
+        if joined or left:
+            log.info("%s: live controllers: %s (joined: %s; left: %s)", self.node,
+                     ", ".join(sorted(m.holder for m in self._roster.members())),
+                     ", ".join(m.holder for m in joined) or "none", ", ".join(m.holder for m in left) or "none")
+
+    def _hand_over(self, now: float) -> None:
+        """Steps down from every group a settled controller should lead instead, and releases it at once."""
+        handed: dict[str, list[str]] = {}
+        for gid, g in self._groups.items():
+            if g.token_at(now) is not None and (to := self._roster.hand_over_to(gid)) is not None:
+                self._to_release[gid] = g.highest
+                self._emit(g.release(now, HANDED_OVER.format(node=to.node)))
+                handed.setdefault(to.node, []).append(gid)
+        for node, groups in handed.items():
+            log.info("%s: hands %s over to %s (spreading groups)", self.node, ", ".join(sorted(groups)), node)
+        if handed:
+            self._wake.set()
 
     @staticmethod
     async def _ask(store: LeaseStore, request: Awaitable[T], timeout: float) -> T:
@@ -227,7 +288,7 @@ class LeaseManager:
     def _sleep_for(self) -> float | None:
         """Seconds until the next thing is due (None: nothing to do until :meth:`set_groups`)."""
         wakes = [g.wake_at() for g in self._groups.values()]
-        if self._to_release:
+        if self._to_release or self._presence_due():
             wakes.append(self._retry_at)
         if not wakes:
             return None

@@ -2,8 +2,9 @@
 
 ``--role all`` (the default) is one process holding the stations and balancing them. ``--role gateway`` holds
 the OCPP connections and turns them into station states on the bus (:class:`csms.bus.gateway.GatewayBridge`);
-``--role controller`` mirrors those states, leads the groups it can (:class:`csms.cluster.leadership.LeaseManager`,
-a PostgreSQL lease per group) and drives their chargers through the bus (:class:`csms.bus.controller.ControllerBus`).
+``--role controller`` mirrors those states, leads its share of the groups
+(:class:`csms.cluster.leadership.LeaseManager`, a PostgreSQL lease per group, spread among the live controllers)
+and drives their chargers through the bus (:class:`csms.bus.controller.ControllerBus`).
 
 A controller's balancer and delivery see only **the part of the site it leads** (:func:`led_view`): gaining a
 group puts its chargers and circuits in force as a config reload would, with each charger's live link attached;

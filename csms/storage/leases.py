@@ -31,17 +31,13 @@ from csms.storage import migrations
 #: The server's clock in epoch seconds, the unit of ``expires_at``.
 _NOW = "extract(epoch FROM now())::float8"
 
-#: One atomic statement for every claim: a missing row is inserted; a row whose lease has expired, or that this
-#: holder holds, is taken (the rest are left alone and not returned). ``held`` is the token the holder believes
-#: it leads with: a renewal only when the live term is that one; otherwise (a takeover, a holder that stepped
-#: down, released, or restarted) a new term with the next token. ON CONFLICT cannot see the claim's own columns
-#: except through ``excluded``, so the inserted token carries ``held + 1``: equal to ``l.token + 1`` exactly when
-#: the holder still knows its live term. Rows are claimed in group order, so two holders never deadlock.
-ACQUIRE = f"""
-INSERT INTO group_leases AS l (group_id, holder, token, expires_at)
-SELECT c.group_id, %s, COALESCE(c.held, 0) + 1, {_NOW} + c.ttl
-  FROM unnest(%s::text[], %s::float8[], %s::bigint[]) AS c(group_id, ttl, held)
- ORDER BY c.group_id
+#: What happens to each claimed row (the tail of :data:`ACQUIRE` and :data:`ROUND`): a missing row is inserted; a
+#: row whose lease has expired, or that this holder holds, is taken (the rest are left alone and not returned).
+#: ``held`` is the token the holder believes it leads with: a renewal only when the live term is that one;
+#: otherwise (a takeover, a holder that stepped down, released, or restarted) a new term with the next token. ON
+#: CONFLICT cannot see the claim's own columns except through ``excluded``, so the inserted token carries
+#: ``held + 1``: equal to ``l.token + 1`` exactly when the holder still knows its live term.
+_TAKE = f"""
     ON CONFLICT (group_id) DO UPDATE SET
        holder = excluded.holder,
        expires_at = excluded.expires_at,
@@ -49,6 +45,49 @@ SELECT c.group_id, %s, COALESCE(c.held, 0) + 1, {_NOW} + c.ttl
                     THEN l.token ELSE l.token + 1 END
  WHERE l.holder = excluded.holder OR l.expires_at <= {_NOW}
 RETURNING group_id, token"""
+
+#: One atomic statement for every claim (see :data:`_TAKE`). Rows are claimed in group order, so two holders never
+#: deadlock.
+ACQUIRE = f"""
+INSERT INTO group_leases AS l (group_id, holder, token, expires_at)
+SELECT c.group_id, %s, COALESCE(c.held, 0) + 1, {_NOW} + c.ttl
+  FROM unnest(%s::text[], %s::float8[], %s::bigint[]) AS c(group_id, ttl, held)
+ ORDER BY c.group_id{_TAKE}"""
+
+#: Seconds a dead controller's presence row is kept after it ran out (for an operator to see), then deleted.
+PRESENCE_KEPT = 3600.0
+
+#: A lease manager's round, one statement: refreshes its presence (``controllers``: live until now + ttl, wanting
+#: ``groups``), claims as :data:`ACQUIRE` does, and returns the rows it holds (``group_id``, ``token``) followed by
+#: every live presence (``holder``, NULL, ``node``, ``group_ids``, ``expires_at``), as of the statement's start.
+#: A claim of a group it does not hold (``held`` NULL) is made only if none of the holders listed for it in
+#: ``above`` (the controllers that outrank it for the group, :mod:`csms.cluster.spread`) is live and wants the
+#: group, on the server's clock: a dead preferred controller stops counting the moment its presence runs out,
+#: within a ttl of its death as its leases. Rows of presences long dead are deleted.
+ROUND = f"""
+WITH present AS (
+    INSERT INTO controllers AS p (holder, node, group_ids, expires_at)
+    VALUES (%(holder)s, %(node)s, %(groups)s::text[], {_NOW} + %(ttl)s)
+        ON CONFLICT (holder) DO UPDATE SET
+           node = excluded.node, group_ids = excluded.group_ids, expires_at = excluded.expires_at
+), gone AS (
+    DELETE FROM controllers WHERE expires_at < {_NOW} - {PRESENCE_KEPT} AND holder <> %(holder)s
+), claimed AS (
+    INSERT INTO group_leases AS l (group_id, holder, token, expires_at)
+    SELECT c.group_id, %(holder)s, COALESCE(c.held, 0) + 1, {_NOW} + c.ttl
+      FROM unnest(%(claims)s::text[], %(ttls)s::float8[], %(held)s::bigint[]) AS c(group_id, ttl, held)
+     WHERE c.held IS NOT NULL OR NOT EXISTS (
+           SELECT 1 FROM unnest(%(above_groups)s::text[], %(above)s::text[]) AS o(group_id, holder)
+             JOIN controllers p ON p.holder = o.holder
+            WHERE o.group_id = c.group_id AND p.expires_at > {_NOW} AND c.group_id = ANY(p.group_ids))
+     ORDER BY c.group_id{_TAKE.replace(chr(10), chr(10) + "    ")}
+)
+SELECT group_id, token, NULL::text, NULL::text[], NULL::float8 FROM claimed
+ UNION ALL
+SELECT holder, NULL, node, group_ids, expires_at FROM controllers WHERE expires_at > {_NOW}"""
+
+#: A controller stopping cleanly: its presence goes at once, so the others take its groups at their next round.
+LEAVE = "DELETE FROM controllers WHERE holder = %s"
 
 #: Ends the given terms at once (clean shutdown, a group given up), so another controller need not wait for the
 #: expiry. Only the very term (holder and token): a release that reaches the server late never ends a newer one.
@@ -59,6 +98,7 @@ UPDATE group_leases AS l SET expires_at = LEAST(l.expires_at, {_NOW})
 RETURNING l.group_id"""
 
 LEASES = f"SELECT group_id, holder, token, expires_at - {_NOW} FROM group_leases ORDER BY group_id"
+PRESENCES = f"SELECT holder, node, group_ids, expires_at - {_NOW} FROM controllers ORDER BY holder"
 
 #: libpq counts a connect timeout in whole seconds and treats anything under 2 as 2.
 MIN_CONNECT_TIMEOUT = 2
@@ -68,11 +108,25 @@ MIGRATE_STATEMENT_TIMEOUT = 30.0
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """An acquire/renew of ``group_id`` for ``ttl`` seconds; ``held``: the token the claimant leads with, if any."""
+    """An acquire/renew of ``group_id`` for ``ttl`` seconds; ``held``: the token the claimant leads with, if any;
+    ``above``: holders that, while live and wanting the group, keep it from being claimed when not held
+    (used by :meth:`LeaseStore.round` only)."""
 
     group_id: str
     ttl: float
     held: int | None = None
+    above: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """A live controller as a round saw it: ``expires_at`` in epoch seconds of the server's clock (in
+    :meth:`LeaseStore.presences`: the seconds left, negative once it ran out)."""
+
+    holder: str
+    node: str
+    groups: tuple[str, ...]
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +178,30 @@ class LeaseStore:
                                                 [c.held for c in claims]])
         return {group_id: int(token) for group_id, token in await cur.fetchall()}
 
+    async def round(self, holder: str, node: str, ttl: float, groups: Sequence[str],
+                    claims: Sequence[Claim]) -> tuple[dict[str, int], list[Presence]]:
+        """Refreshes ``holder``'s presence for ``ttl`` seconds wanting ``groups`` and makes ``claims`` (see
+        :data:`ROUND`); returns the token of each group it now holds, and every live presence (as of just before
+        this refresh: its own as it was, if it was live)."""
+        claims = sorted({c.group_id: c for c in claims}.values(), key=lambda c: c.group_id)
+        above = [(c.group_id, h) for c in claims for h in c.above]
+        cur = await self.conn.execute(ROUND, {
+            "holder": holder, "node": node, "groups": sorted(set(groups)), "ttl": float(ttl),
+            "claims": [c.group_id for c in claims], "ttls": [float(c.ttl) for c in claims],
+            "held": [c.held for c in claims], "above_groups": [g for g, _ in above], "above": [h for _, h in above]})
+        won: dict[str, int] = {}
+        live: list[Presence] = []
+        for key, token, node_, group_ids, expires_at in await cur.fetchall():
+            if node_ is None:
+                won[key] = int(token)
+            else:
+                live.append(Presence(key, node_, tuple(group_ids), float(expires_at)))
+        return won, live
+
+    async def leave(self, holder: str) -> None:
+        """Deletes ``holder``'s presence (a clean stop)."""
+        await self.conn.execute(LEAVE, [holder])
+
     async def release(self, holder: str, terms: Mapping[str, int]) -> list[str]:
         """Ends ``holder``'s terms (group → token) now; returns the groups whose row it ended."""
         if not terms:
@@ -135,6 +213,10 @@ class LeaseStore:
     async def leases(self) -> list[LeaseRow]:
         cur = await self.conn.execute(LEASES)
         return [LeaseRow(g, h, int(t), float(r)) for g, h, t, r in await cur.fetchall()]
+
+    async def presences(self) -> list[Presence]:
+        cur = await self.conn.execute(PRESENCES)
+        return [Presence(h, n, tuple(g), float(r)) for h, n, g, r in await cur.fetchall()]
 
     async def close(self) -> None:
         await self.conn.close()

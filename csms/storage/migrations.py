@@ -125,10 +125,23 @@ GROUP_LEASES = (
         expires_at DOUBLE PRECISION NOT NULL)""",
 )
 
+# Which controllers are live, and the groups each tries to lead (csms.storage.leases, csms.cluster.spread): one row
+# per controller process (holder), refreshed with its leases and with their ttl, expiry on the server's clock. The
+# groups are an array on PostgreSQL, where the table is used; SQLite (one list, one schema) keeps them as text.
+CONTROLLERS = (
+    PerDialect(
+        postgresql="""CREATE TABLE controllers (
+            holder TEXT PRIMARY KEY, node TEXT NOT NULL, group_ids TEXT[] NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL)""",
+        sqlite="""CREATE TABLE controllers (
+            holder TEXT PRIMARY KEY, node TEXT NOT NULL, group_ids TEXT NOT NULL, expires_at REAL NOT NULL)"""),
+)
+
 #: (version, name, statements), in order; versions start at 1 and have no gaps.
 MIGRATIONS: tuple[Migration, ...] = (
     (1, "initial schema (the SQLite schema of version 1, with meter_readings)", INITIAL),
     (2, "group_leases: one controller leads each load-balancer group (issue 17)", GROUP_LEASES),
+    (3, "controllers: the live controllers, which spread the groups among themselves", CONTROLLERS),
 )
 
 #: The highest ``meta.schema_version`` a SQLite file of an earlier build carries (they all wrote 1).

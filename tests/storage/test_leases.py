@@ -1,10 +1,11 @@
-"""PostgreSQL only: the ``group_leases`` statements, each rule of the acquire and the release on a real server."""
+"""PostgreSQL only: the ``group_leases`` and ``controllers`` statements, each rule of the acquire, the release and a
+manager's round (presence and the claims it defers to a live controller that outranks it) on a real server."""
 
 from __future__ import annotations
 
 import asyncio
 
-from csms.storage.leases import Claim, LeaseStore
+from csms.storage.leases import Claim, LeaseStore, Presence
 
 async def open_store(url: str, migrate: bool = False) -> LeaseStore:
     return await LeaseStore.open(url, timeout=2.0, migrate_first=migrate)
@@ -69,3 +70,62 @@ async def test_concurrent_claims_on_the_same_groups_never_deadlock_or_share_a_gr
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_round_refreshes_the_presence_claims_and_returns_who_is_live(postgres_url):
+    a = await open_store(postgres_url, migrate=True)
+    b = await open_store(postgres_url)
+    try:
+        won, live = await a.round("a/1", "a", 30, ["g1", "g2"], [Claim("g1", 30)])
+        assert won == {"g1": 1} and live == []  # the live set is as of before this round: a was not live yet
+        won, live = await b.round("b/1", "b", 0.3, ["g2"], [])
+        assert won == {} and [(p.holder, p.node, p.groups) for p in live] == [("a/1", "a", ("g1", "g2"))]
+        won, live = await a.round("a/1", "a", 30, ["g1", "g2"], [Claim("g1", 30, held=1)])
+        assert won == {"g1": 1} and sorted(p.holder for p in live) == ["a/1", "b/1"]
+        first = {p.holder: p.expires_at for p in live}["a/1"]
+        _, live = await a.round("a/1", "a", 30, ["g1", "g2"], [])
+        assert {p.holder: p.expires_at for p in live}["a/1"] > first  # renewed: the expiry moves on
+        remaining = {p.holder: p.expires_at for p in await a.presences()}
+        assert 29 < remaining["a/1"] <= 30 and remaining["b/1"] <= 0.3
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_free_group_is_left_to_a_live_controller_that_outranks_the_claimant(postgres_url):
+    """``above`` names the holders that should lead the group instead: while one is live and wants the group, a
+    claim without a held token is not made; once its presence runs out (or it no longer wants the group, or it
+    leaves), the same claim is. A renewal (``held``) is never held back."""
+    a = await open_store(postgres_url, migrate=True)
+    b = await open_store(postgres_url)
+    try:
+        await b.round("b/1", "b", 0.3, ["g1", "g2"], [])
+        assert (await a.round("a/1", "a", 30, ["g1", "g2"], [Claim("g1", 30, above=("b/1",)), Claim("g2", 30)]))[0] \
+            == {"g2": 1}
+        assert (await a.round("a/1", "a", 30, ["g2"], [Claim("g2", 30, held=1, above=("b/1",))]))[0] == {"g2": 1}
+        await b.round("b/1", "b", 30, ["g2"], [])  # b no longer wants g1
+        assert (await a.round("a/1", "a", 30, ["g1"], [Claim("g1", 30, above=("b/1",))]))[0] == {"g1": 1}
+        assert (await a.release("a/1", {"g1": 1})) == ["g1"]
+        await b.round("b/1", "b", 30, ["g1"], [])
+        assert (await a.round("a/1", "a", 30, ["g1"], [Claim("g1", 30, above=("b/1", "gone/1"))]))[0] == {}
+        await b.leave("b/1")
+        assert (await a.round("a/1", "a", 30, ["g1"], [Claim("g1", 30, above=("b/1",))]))[0] == {"g1": 2}
+        await b.round("b/1", "b", 0.2, ["g1", "g2"], [])
+        await asyncio.sleep(0.25)  # b's presence runs out on the server's clock
+        won, live = await a.round("a/1", "a", 30, ["g2"], [Claim("g2", 30, above=("b/1",))])
+        assert won == {"g2": 2} and [p.holder for p in live] == ["a/1"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_presences_long_dead_are_deleted_by_a_round(postgres_url):
+    a = await open_store(postgres_url, migrate=True)
+    try:
+        await a.round("old/1", "old", 30, ["g1"], [])
+        await a.conn.execute("UPDATE controllers SET expires_at = expires_at - 7200 WHERE holder = 'old/1'")
+        await a.round("a/1", "a", 30, ["g1"], [])
+        assert [p.holder for p in await a.presences()] == ["a/1"]
+        assert isinstance((await a.presences())[0], Presence)
+    finally:
+        await a.close()
