@@ -40,6 +40,11 @@ async def commission(config: str) -> tuple[int, dict, str]:
     return proc.returncode, row, err.decode() + out.decode()
 
 
+#: Seconds from a check's start until its holds are in force: the CLI's start, the holds' decision and the slowest
+#: car's response. Its first release comes later (``ramp_time`` + 2 meter polls + 1 s after the holds).
+HOLDS_IN_FORCE = 1.5 + SLOWEST_EV
+
+
 def kinds(row: dict) -> list[tuple[str, str]]:
     return sorted((f["kind"], f["subject"]) for f in row["report"]["findings"])
 
@@ -72,14 +77,23 @@ async def test_commissioning_finds_each_planted_fault_and_passes_a_correct_site(
             code, row, output = await commission(str(rig.config_path))
             took = time.monotonic() - t0
             print(f"\n{name}: exit {code} in {took:.0f} s; findings {kinds(row) if row else output}; worst phase "
-                  f"{rig.observer.worst(began):.1f} A (fuse {FUSE:g})")
+                  f"{rig.observer.worst(began + HOLDS_IN_FORCE):.1f} A once held, {rig.observer.worst(began):.1f} A "
+                  f"from the start (fuse {FUSE:g})")
             assert row, output
             if kinds(row) != expected:  # the whole report, with each step's deltas, for the failure's reader
                 print(json.dumps(row["report"], indent=1))
             assert kinds(row) == expected, name
             assert code == (0 if not expected else 1), (name, output)
             assert all(c["tested"] for c in row["report"]["chargers"]), (name, row["report"]["chargers"])
-            assert rig.observer.worst(began) <= FUSE, rig.observer.overshoot(FUSE, began)
+            # Rewired under load (a charging car moved to another building phase), the site may be over the fuse
+            # until the mains reading shows it, or the check's holds take effect: the planting's doing, not the
+            # check's. Everything the check releases comes after its holds, and is judged.
+            held = began + HOLDS_IN_FORCE
+            if rig.observer.worst(held) > FUSE:  # what each car drew and was offered around it, for the reader
+                for smp in rig.observer.since(held - 3.0)[::2][:40]:
+                    print(f"{smp.t - began:+6.2f} building {[round(a, 1) for a in smp.building]} " + " ".join(
+                        f"{cid} {[round(a, 1) for a in d]}/{smp.offered[cid]:.1f}" for cid, d in smp.evs.items()))
+            assert rig.observer.worst(held) <= FUSE, rig.observer.overshoot(FUSE, held)
         caps = [c.id for c in rig.sim.fleet]
         assert caps  # every hold lifted: the cars charge again
         await rig.settle(lambda s: all(max(d) > 5 for d in s.evs.values()), SLOWEST_EV + 20,
