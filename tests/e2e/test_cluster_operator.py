@@ -6,10 +6,12 @@ commissioning check runs on the leading controller and is refused, saying where 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psycopg
@@ -17,7 +19,7 @@ import pytest
 
 from csms.runtime.operator_caps import REFRESH_EVERY
 from tests.e2e.harness import OPERATOR_TOKEN, ev_model, wait_until
-from tests.e2e.test_cluster import BASE, TAKEOVER_SLACK, command, running_cluster
+from tests.e2e.test_cluster import BASE, TAKEOVER_SLACK, Cluster, command, running_cluster
 from tests.support.postgres import unavailable_reason
 
 pytestmark = [pytest.mark.e2e,
@@ -27,19 +29,25 @@ pytestmark = [pytest.mark.e2e,
 APPLY_SLACK = 5.0
 
 
+@contextlib.asynccontextmanager
+async def charging_cluster(tmp_path: Path) -> AsyncIterator[tuple[Cluster, str, str]]:
+    """The cluster with every car charging: (cluster, the controller leading the group, the other one)."""
+    async with running_cluster(tmp_path) as c:
+        for cp in c.sim.fleet:
+            cp.plug_in(ev_model(name=f"car@{cp.id}"))
+        await c.balanced(BASE, 60, "the cars charge")
+        leader = c.leader()
+        assert leader is not None
+        yield c, leader, next(n for n in c.controllers if n != leader)
+
+
 def stored_caps(url: str) -> dict[str, float]:
     with psycopg.connect(url, connect_timeout=5) as db:
         return {r[0]: r[1] for r in db.execute("SELECT station_id, limit_a FROM operator_caps")}
 
 
 async def test_a_cap_set_on_any_node_is_applied_by_the_leader_and_outlives_controllers(tmp_path: Path) -> None:
-    async with running_cluster(tmp_path) as c:
-        for cp in c.sim.fleet:
-            cp.plug_in(ev_model(name=f"car@{cp.id}"))
-        await c.balanced(BASE, 60, "the cars charge")
-        leader = c.leader()
-        standby = next(n for n in c.controllers if n != leader)
-        assert leader is not None
+    async with charging_cluster(tmp_path) as (c, leader, standby):
         cp1, cp2 = c.sim.fleet["CP1"], c.sim.fleet["CP2"]
         assert cp1.limit().amps > 7 and cp2.limit().amps > 7, "the caps below must lower the limits"
 
@@ -80,13 +88,7 @@ def api(http_port: int, method: str, path: str) -> tuple[int, dict]:
 
 
 async def test_the_commissioning_check_runs_on_the_leading_controller(tmp_path: Path) -> None:
-    async with running_cluster(tmp_path) as c:
-        for cp in c.sim.fleet:
-            cp.plug_in(ev_model(name=f"car@{cp.id}"))
-        await c.balanced(BASE, 60, "the cars charge")
-        leader = c.leader()
-        assert leader is not None
-        standby = next(n for n in c.controllers if n != leader)
+    async with charging_cluster(tmp_path) as (c, leader, standby):
         start = "/api/groups/garage/commission"
         code, answer = await asyncio.to_thread(api, c.http["gw1"], "POST", start)
         assert code == 501 and "controller that leads the group" in answer["error"], answer
