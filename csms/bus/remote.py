@@ -90,7 +90,7 @@ class RemoteLink:
     async def read_capabilities(self, connector: int) -> Capabilities:
         value = await self._call("read_capabilities", connector=connector)
         if isinstance(value, Outcome):
-            return Capabilities(read=False, unanswered=value in (Outcome.TIMEOUT, Outcome.OFFLINE))
+            return Capabilities(read=False, unanswered=value.unanswered)
         return value
 
     async def set_measurands(self, measurands: list[str]) -> Outcome:

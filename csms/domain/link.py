@@ -37,6 +37,11 @@ class Outcome(StrEnum):
     def permanent(self) -> bool:
         return self is Outcome.NOT_SUPPORTED
 
+    @property
+    def unanswered(self) -> bool:
+        """No answer came (a timeout, the connection or the bus away): unlike a refusal, worth asking again."""
+        return self is Outcome.TIMEOUT or self is Outcome.OFFLINE
+
 
 @dataclass(frozen=True)
 class ProfileSpec:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from csms.balancer.controller import BalancerController
 from csms.config import SiteConfig
 from csms.operations.caps import Allowed, OperatorCap
+from csms.runtime.aio import cancel_and_wait
 from csms.operations.results import BadArguments, NotBalanced
 from csms.storage import caps as stored
 from csms.storage.database import Storage
@@ -104,9 +105,7 @@ class OperatorCaps:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])
 
     async def _refreshing(self) -> None:
         failing = False

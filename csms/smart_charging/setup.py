@@ -201,7 +201,7 @@ class Installer:
                          spec.purpose.value)
                 return True
         ch.fallback_installed = False
-        if all(o in (Outcome.TIMEOUT, Outcome.OFFLINE) for o in outcomes):
+        if all(o.unanswered for o in outcomes):
             log.error("%s: no answer to the offline fallback profile (%s); it is uncontrolled when offline until it "
                       "answers", ch.id, ", ".join(o.value for o in outcomes))
             return False
@@ -245,7 +245,7 @@ async def _first_accepted(setting: Callable[[Any], Awaitable[Outcome]], candidat
         outcome = await setting(candidate)
         if outcome.ok:
             return candidate, False
-        if outcome in (Outcome.TIMEOUT, Outcome.OFFLINE):
+        if outcome.unanswered:
             return None, True
         if outcome.permanent:
             return None, False

@@ -87,7 +87,7 @@ class Commands16(Commands):
             measurands=raw.get("MeterValuesSampledData"),
             raw={k: v for k, v in raw.items() if v is not None},
             read=read,
-            unanswered=outcome in (Outcome.TIMEOUT, Outcome.OFFLINE),
+            unanswered=outcome.unanswered,
         )
 
     async def _change(self, key: str, value: str) -> Outcome:

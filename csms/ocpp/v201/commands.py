@@ -100,7 +100,7 @@ class Commands201(Commands):
             measurands=raw.get("TxUpdatedMeasurands"),
             raw={k: v for k, v in raw.items() if v is not None},
             read=read,
-            unanswered=outcome in (Outcome.TIMEOUT, Outcome.OFFLINE),
+            unanswered=outcome.unanswered,
         )
 
     async def _set_variable(self, component: str, variable: str, value: str) -> Outcome:
