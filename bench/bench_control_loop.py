@@ -6,9 +6,12 @@ The central system is the real :class:`csms.runtime.app.CentralSystemApp` (serve
 in this process, pinned to one core. The chargers are light-weight raw OCPP 1.6J websocket clients (the load
 generator's, `bench/loadgen.py`; `--fleet-kind websockets`: on the `websockets` client) in a
 separate process pinned to the other core: each connects with basic auth, boots, reports its connector,
-starts a transaction, and answers every call from the central system (SetChargingProfile Accepted), noting
-when each SetChargingProfile frame arrived (``time.perf_counter``: CLOCK_MONOTONIC, shared by both
-processes). A trial hands in mains readings as the meter gateway does (``app._on_reading``), one every
+starts a transaction, and answers every call from the central system (SetChargingProfile Accepted, TriggerMessage
+Rejected), noting when each SetChargingProfile frame arrived: the lean fleet notes the kernel's receive time of
+the bytes (``SO_TIMESTAMPING``, converted to ``time.perf_counter``'s CLOCK_MONOTONIC, which both processes
+share), because one process handles 1,000 stations' frames one after the other where 1,000 chargers would each
+have their own CPU: noted when this process got round to it, the last arrival was the fleet's own queue (the
+``websockets`` fleet still notes when its Python read the frame). A trial hands in mains readings as the meter gateway does (``app._on_reading``), one every
 ``READING_INTERVAL``, until a balancer run decides the trial's limit; it ends when every charger has accepted
 that limit. Its latency is the arrival of the last SetChargingProfile carrying the limit minus the moment the
 reading behind that decision arrived. The readings alternate so every charger's limit moves each time, down then
@@ -149,6 +152,8 @@ async def fleet_main(url: str, count: int, kind: str = "lean") -> None:
                                            timeout=300, deflate=True)
         await loadgen.start_charging(lean, concurrency=50)
         lean.stats.profiles = received
+        loadgen.read_with_kernel_timestamps(lean)
+        lean.stats.refuse = frozenset(action for action, answer in ANSWERS.items() if answer == {"status": "Rejected"})
     else:
         stations = [RawStation(f"CP{i:05d}", received) for i in range(count)]
         booted = [asyncio.Event() for _ in stations]

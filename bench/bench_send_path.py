@@ -18,7 +18,9 @@ increase back: an increase waits out the balancer's peak hold). Per decision, in
   behind the workers' wake-ups (it runs when the last one has sent), in wall-clock and CPU time
   (``time.thread_time`` of the loop's thread); ``burst gc``: the garbage collector's CPU time in it;
 * ``decide cpu``: from the reading handed in to the delivery receiving the decision;
-* ``answers cpu``: from the end of the burst until every charger's answer has been handled;
+* ``answers cpu``: from the end of the burst until every charger's answer has been handled. The frames the
+  burst framed are written to the sockets at the start of the next turn of the loop (``csms/ocpp/wire.py``),
+  so their ``send()`` calls are counted here, not in the burst;
 * ``storage cpu``: the storage thread's CPU time during the burst (it shares the GIL with the loop).
 
 Then the baseline (``link ...``): the same profiles straight through the stations' links
@@ -360,6 +362,12 @@ class MemoryHost:
         from csms.ocpp.transport import Options
 
         self.options = Options(subprotocols=("ocpp1.6",), compression=compression)
+        self.writes = None  # set on the running loop by ``start``
+
+    def start(self) -> None:
+        from csms.ocpp.wire import WriteBatch
+
+        self.writes = WriteBatch(asyncio.get_running_loop())
 
     def accept(self, request):
         return "ocpp1.6"
@@ -415,6 +423,7 @@ async def _memory_run(n: int, trials: int, compression: bool) -> dict[str, list[
     cfg = loop_bench.site_config(n, "unused.sqlite")
     ctx = SimpleNamespace(cfg=cfg, clock=time.time, storage=None)
     host = MemoryHost(compression)
+    host.start()
     conns = []
     for i in range(n):
         ws, transport = WebSocket(host), MemoryTransport()

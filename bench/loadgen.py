@@ -32,6 +32,7 @@ import gc
 import json
 import os
 import resource
+import socket
 import statistics
 import struct
 import sys
@@ -124,6 +125,10 @@ class Stats:
     recording: bool = False
     #: (perf_counter, station id, limit) of every SetChargingProfile the server sent, when not None.
     profiles: list[tuple[float, str, float]] | None = None
+    #: The kernel's receive time of the bytes being handled (perf_counter's clock), when read with timestamps.
+    rx_at: float | None = None
+    #: Actions of the server's CALLs answered {"status": "Rejected"} (a charger that refuses TriggerMessage, say).
+    refuse: frozenset[str] = frozenset()
 
     def stalls(self, threshold: float = 0.1) -> list[tuple[float, float]]:
         """(answered at, round trip) of every answer slower than ``threshold`` s, for finding pauses."""
@@ -157,6 +162,7 @@ class Station(asyncio.Protocol):
         self._due: list[float] = []          # times of CALLs waiting for the previous answer
         self.on_answer: Callable[["Station"], None] | None = None
         self._waiter: asyncio.Future | None = None
+        self.raw_socket: socket.socket | None = None  # read with kernel timestamps (read_with_kernel_timestamps)
 
     # transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -219,8 +225,11 @@ class Station(asyncio.Protocol):
         if kind == 2:
             self.stats.server_calls += 1
             if frame[2] == "SetChargingProfile" and self.stats.profiles is not None:
-                self.stats.profiles.append((time.perf_counter(), self.id, profile_limit(self.version, frame[3])))
-            reply = [3, frame[1], answer_server_call(self.version, frame[2], frame[3])]
+                at = self.stats.rx_at if self.stats.rx_at is not None else time.perf_counter()
+                self.stats.profiles.append((at, self.id, profile_limit(self.version, frame[3])))
+            answer = ({"status": "Rejected"} if frame[2] in self.stats.refuse
+                      else answer_server_call(self.version, frame[2], frame[3]))
+            reply = [3, frame[1], answer]
             self.transport.write(client_frame(orjson.dumps(reply)))
             return
         if self._in_flight is None or frame[1] != self._in_flight[0]:
@@ -276,6 +285,10 @@ class Station(asyncio.Protocol):
             self._waiter = None
 
     def close(self) -> None:
+        if self.raw_socket is not None:
+            asyncio.get_running_loop().remove_reader(self.raw_socket.fileno())
+            self.raw_socket.close()
+            self.raw_socket = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(client_frame(struct.pack("!H", 1000), 0x8))
             self.transport.close()
@@ -336,6 +349,55 @@ async def connect_fleet(host: str, port: int | Sequence[int], ids: list[str], ve
     t0 = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(one(i, s) for i, s in enumerate(ids))), timeout)
     return Fleet(stations, stats, time.perf_counter() - t0)
+
+
+#: SO_TIMESTAMPING and its flags for software receive timestamps (linux/net_tstamp.h); TCP returns them too.
+_SO_TIMESTAMPING = 37
+_RX_SOFTWARE = (1 << 3) | (1 << 4)
+
+
+def read_with_kernel_timestamps(fleet: Fleet) -> None:
+    """From now on each station's socket is read with ``recvmsg`` and the kernel's receive time of the bytes
+    read (``Stats.rx_at``): what a SetChargingProfile's arrival is noted at. A fleet of 1,000 stations in
+    one process handles their frames one after the other; real chargers have a CPU each, so the frame
+    reached the last charger when the kernel received it, not when this process got round to it.
+    (Linux only; the socket stays the transport's, which still writes.)"""
+    loop = asyncio.get_running_loop()
+    offset = time.perf_counter() - time.time()  # the kernel stamps CLOCK_REALTIME
+    stats = fleet.stats
+
+    def reader(st: Station, sock: socket.socket) -> None:
+        try:
+            data, ancillary, _, _ = sock.recvmsg(262144, 256)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            loop.remove_reader(sock.fileno())
+            st.connection_lost(exc)
+            return
+        if not data:
+            loop.remove_reader(sock.fileno())
+            st.connection_lost(None)
+            return
+        stats.rx_at = None
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPING:
+                sec, nsec = struct.unpack_from("qq", raw)
+                stats.rx_at = sec + nsec / 1e9 + offset
+        try:
+            st.data_received(data)
+        finally:
+            stats.rx_at = None
+
+    for st in fleet.stations:
+        transport = st.transport
+        assert transport is not None
+        transport.pause_reading()
+        sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING, _RX_SOFTWARE)
+        sock.setblocking(False)
+        st.raw_socket = sock  # closed with the station
+        loop.add_reader(sock.fileno(), reader, st, sock)
 
 
 async def settle(fleet: Fleet, quiet: float = 2.0, limit: float = 120.0) -> float:

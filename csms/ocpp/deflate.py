@@ -8,14 +8,15 @@ small compressed frame can become hundreds of megabytes before any size limit is
 
 This extension answers every offer with ``server_no_context_takeover`` and ``client_no_context_takeover``
 (RFC 7692 lets a server ask for both whatever the offer says) and a 12-bit server window, so neither side
-keeps a compression context between messages: the compressor and decompressor live for one message, the
-compressor in 32 KB. OCPP messages compress about as well without the context (they are a few hundred bytes
+keeps a compression context between messages: a decompressor lives for one message, and the connections of a
+thread share one compressor whose history a full flush clears after each message. OCPP messages compress about as well without the context (they are a few hundred bytes
 of JSON). Inflating is bounded by the message size limit: what would inflate past it closes the connection
 with 1009, having produced at most the limit.
 """
 
 from __future__ import annotations
 
+import threading
 import zlib
 
 from wsproto.extensions import Extension
@@ -24,6 +25,9 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 #: The window we compress with (2**12 bytes; a station's messages are shorter) and zlib's memory level for it.
 SERVER_WINDOW_BITS = 12
 MEMORY_LEVEL = 5
+#: zlib's fastest level: on a SetChargingProfile of 441 bytes 7.8 µs against 11.3 at the default level, for 265
+#: bytes against 262 (OCPP messages are short; the gain is in avoiding repeated keys, which level 1 finds too).
+LEVEL = zlib.Z_BEST_SPEED
 #: The trailer every message's compressed data ends with on the wire removed (RFC 7692 section 7.2.1).
 _TAIL = b"\x00\x00\xff\xff"
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONTINUATION)
@@ -131,12 +135,20 @@ class BoundedDeflate(Extension):
     # -- outbound --------------------------------------------------------------------------------------
 
     def compress(self, message: bytes) -> bytes:
-        """A whole message as its frame carries it (with RSV1 set): compressed afresh, the trailer removed."""
-        compressor = self._new_compressor()
-        return (compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        """A whole message as its frame carries it (with RSV1 set), the trailer removed.
+
+        Compressed by this thread's compressor for the window, shared by every connection: a full flush ends
+        each message and resets the compressor's history (zlib's Z_FULL_FLUSH), so no message refers to an
+        earlier one, which is all that no context takeover asks, and no compressor is set up per message."""
+        compressor = _shared_compressor(self.server_window_bits)
+        try:
+            return (compressor.compress(message) + compressor.flush(zlib.Z_FULL_FLUSH))[:-4]
+        except BaseException:
+            _compressors.by_bits.pop(self.server_window_bits, None)  # its state is unknown now
+            raise
 
     def _new_compressor(self) -> zlib._Compress:
-        return zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self.server_window_bits, MEMORY_LEVEL)
+        return _new_compressor(self.server_window_bits)
 
     def frame_outbound(self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, data: bytes,
                        fin: bool) -> tuple[RsvBits, bytes]:
@@ -153,3 +165,21 @@ class BoundedDeflate(Extension):
             out = (out + self._compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
             self._compressor = None  # no context takeover: the next message starts afresh
         return rsv, out
+
+
+_compressors = threading.local()
+
+
+def _new_compressor(window_bits: int) -> zlib._Compress:
+    return zlib.compressobj(LEVEL, zlib.DEFLATED, -window_bits, MEMORY_LEVEL)
+
+
+def _shared_compressor(window_bits: int) -> zlib._Compress:
+    """This thread's compressor for ``window_bits`` (a loop's connections use it in turn, never at once)."""
+    by_bits = getattr(_compressors, "by_bits", None)
+    if by_bits is None:
+        by_bits = _compressors.by_bits = {}
+    compressor = by_bits.get(window_bits)
+    if compressor is None:
+        compressor = by_bits[window_bits] = _new_compressor(window_bits)
+    return compressor

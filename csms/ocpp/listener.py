@@ -14,6 +14,7 @@ from typing import Any
 from wsproto.frame_protocol import CloseReason
 
 from csms.ocpp.transport import Accept, ConnectionClosed, Options, WebSocket
+from csms.ocpp.wire import WriteBatch
 
 log = logging.getLogger("csms.ocpp.transport")
 
@@ -35,6 +36,7 @@ class WebSocketServer:
     _server: asyncio.Server | None = None
     _connections: set[WebSocket] = field(default_factory=set)
     _tasks: set[asyncio.Task] = field(default_factory=set)
+    writes: WriteBatch = field(init=False)
 
     @property
     def port(self) -> int:
@@ -43,6 +45,7 @@ class WebSocketServer:
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         loop = asyncio.get_running_loop()
+        self.writes = WriteBatch(loop)
         self._server = await loop.create_server(
             lambda: WebSocket(self), host, port, ssl=ssl_context,
             ssl_handshake_timeout=self.options.open_timeout if ssl_context else None)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,13 +32,9 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
 from csms.ocpp.deflate import BoundedDeflate
+from csms.ocpp.wire import WriteBatch, text_frame
 
 log = logging.getLogger("csms.ocpp.transport")
-
-
-#: A frame's first two bytes and its payload length in 16 or 64 bits (RFC 6455 section 5.2).
-_LENGTH_16 = struct.Struct("!BBH")
-_LENGTH_64 = struct.Struct("!BBQ")
 
 
 class ConnectionClosed(ConnectionError):
@@ -89,6 +84,7 @@ Accept = Callable[[UpgradeRequest], "Refusal | str | None"]
 class Host(Protocol):
     """What a connection needs of its server (:class:`csms.ocpp.listener.WebSocketServer`)."""
     options: Options
+    writes: WriteBatch
 
     def accept(self, request: UpgradeRequest) -> Refusal | str | None: ...
     def opened(self, ws: WebSocket) -> None: ...
@@ -105,8 +101,8 @@ class WebSocket(asyncio.Protocol):
     # ever need (a waiter, a fragmented message's parts, a future for whoever awaits the close) made when needed.
     __slots__ = ("_server", "_options", "_loop", "_ws", "_transport", "_messages", "_waiter", "_listener", "_parts",
                  "_size", "_reading_paused", "_writing_paused", "_drained", "_gone", "_gone_waiter", "_close_code",
-                 "_close_reason", "_timer", "_pinged", "_last_received", "_deflate", "path", "subprotocol",
-                 "remote_address")
+                 "_close_reason", "_timer", "_pinged", "_last_received", "_deflate", "_unsent", "path",
+                 "subprotocol", "remote_address")
 
     def __init__(self, server: Host):
         self._server = server
@@ -116,6 +112,7 @@ class WebSocket(asyncio.Protocol):
         self._ws: WSConnection | Connection = WSConnection(ConnectionType.SERVER)
         self._deflate: BoundedDeflate | None = None  # once permessage-deflate is agreed
         self._transport: asyncio.Transport | None = None
+        self._unsent: bytes | None = None  # written this turn of the loop, sent at the start of the next
         self._messages: list[str | bytes] = []  # at most max_queue; a deque would cost 600 bytes more
         self._waiter: asyncio.Future[None] | None = None
         self._listener: Callable[[], None] | None = None
@@ -162,6 +159,7 @@ class WebSocket(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self._gone = True
+        self._unsent = None
         self._wake()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
@@ -204,7 +202,7 @@ class WebSocket(asyncio.Protocol):
         """Writes one text message; waits only while the station does not read (TCP back-pressure)."""
         if self._ws.state is not ConnectionState.OPEN or self._gone:
             raise ConnectionClosed(self._close_code, self._close_reason)
-        self._write(self._text_frame(message.encode()))
+        self._write(text_frame(message.encode(), self._deflate, self._options.compression_threshold))
         if self._writing_paused:
             self._drained = self._drained if self._drained and not self._drained.done() else self._loop.create_future()
             await self._drained
@@ -224,20 +222,6 @@ class WebSocket(asyncio.Protocol):
             if self._gone_waiter is None:
                 self._gone_waiter = self._loop.create_future()
             await asyncio.shield(self._gone_waiter)
-
-    def _text_frame(self, data: bytes) -> bytes:
-        """One whole text message as one frame (RFC 6455 section 5.2), a server's: not masked. wsproto stays the
-        connection's state machine (the handshake, everything received, pings, closing); a whole message it
-        would frame the same way at several times the cost (the control loop sends one to each charger)."""
-        first, deflate = 0x81, self._deflate  # FIN, text
-        if deflate is not None and len(data) >= self._options.compression_threshold:
-            data, first = deflate.compress(data), 0xC1  # RSV1: compressed (RFC 7692 section 6)
-        size = len(data)
-        if size < 126:
-            return bytes((first, size)) + data
-        if size < 65536:
-            return _LENGTH_16.pack(first, 126, size) + data
-        return _LENGTH_64.pack(first, 127, size) + data
 
     # -- wsproto's side ------------------------------------------------------------------------------
 
@@ -382,6 +366,16 @@ class WebSocket(asyncio.Protocol):
         self._timer = self._loop.call_later(delay, callback)
 
     def _write(self, data: bytes) -> None:
+        """Queues ``data`` for the start of the next turn of the loop, after this one's writes (:mod:`wire`)."""
+        if data and self._transport is not None and not self._transport.is_closing():
+            if self._unsent is None:
+                self._unsent = data
+                self._server.writes.queue(self)
+            else:
+                self._unsent += data
+
+    def write_out(self) -> None:
+        data, self._unsent = self._unsent, None
         if data and self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
@@ -392,9 +386,11 @@ class WebSocket(asyncio.Protocol):
             self._listener()
 
     def _close_transport(self) -> None:
+        self.write_out()  # what was queued goes first (a close frame, say)
         if self._transport is not None:
             self._transport.close()
 
     def _abort(self) -> None:
+        self._unsent = None
         if self._transport is not None:
             self._transport.abort()

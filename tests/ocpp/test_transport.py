@@ -331,3 +331,42 @@ async def test_deflate_keeps_no_context_between_messages():
                 text = f'[2,"{i}","MeterValues",{{"connectorId":1,"meterValue":[{{"sampledValue":[{{"value":"{i}"}}]}}]}}]'
                 await ws.send(text)
                 assert await ws.recv() == text
+
+
+@pytest.mark.parametrize("bits", [12, 10, 9])
+def test_deflated_messages_stand_alone_whoever_compressed_before(bits):
+    """Connections share their thread's compressor: each message must still inflate on its own, with a fresh
+    decompressor of the agreed window and nothing before it (what server_no_context_takeover promises), and
+    come out the same whatever other connections compressed in between."""
+    from csms.ocpp.deflate import BoundedDeflate
+    a, b = BoundedDeflate(65536), BoundedDeflate(65536)
+    assert a.accept(f"permessage-deflate; server_max_window_bits={bits}")
+    assert b.accept(f"permessage-deflate; server_max_window_bits={bits}")
+    rng = random.Random(bits)
+    texts = [("".join(rng.choice('{}[]",:abcdefSetChargingProfile0123456789') for _ in range(rng.randrange(64, 3000))))
+             .encode() for _ in range(40)]
+    for i, text in enumerate(texts):
+        wire = (a if i % 2 else b).compress(text)
+        inflater = zlib.decompressobj(-bits)
+        assert inflater.decompress(wire + b"\x00\x00\xff\xff") == text
+        fresh = a._new_compressor()  # the same bytes as a compressor that has seen nothing before
+        assert wire == (fresh.compress(text) + fresh.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+async def test_messages_sent_in_one_turn_then_a_close_arrive_in_order():
+    """Writes wait for the end of their turn of the loop (``csms.ocpp.wire``): messages and the close frame
+    queued in the same turn still reach the station in the order they were written, and all of them."""
+    async def burst_then_close(ws: WebSocket) -> None:
+        await ws.recv()
+        for i in range(50):
+            await ws.send(f'[2,"{i}","DataTransfer",{{"vendorId":"{"x" * (i * 7)}"}}]')
+        await ws.close(1000, "done")
+
+    async with Echo(handler=burst_then_close) as srv:
+        async with connect(srv.url(), subprotocols=["ocpp1.6"], compression="deflate") as client:
+            await client.send("go")
+            got = [await client.recv() for _ in range(50)]
+            assert got == [f'[2,"{i}","DataTransfer",{{"vendorId":"{"x" * (i * 7)}"}}]' for i in range(50)]
+            with pytest.raises(websockets.ConnectionClosed) as info:
+                await client.recv()
+            assert info.value.rcvd.code == 1000 and info.value.rcvd.reason == "done"
