@@ -19,7 +19,7 @@ increase back: an increase waits out the balancer's peak hold). Per decision, in
   (``time.thread_time`` of the loop's thread); ``burst gc``: the garbage collector's CPU time in it;
 * ``decide cpu``: from the reading handed in to the delivery receiving the decision;
 * ``answers cpu``: from the end of the burst until every charger's answer has been handled. The frames the
-  burst framed are written to the sockets at the start of the next turn of the loop (``csms/ocpp/wire.py``),
+  burst framed are written to the sockets at the start of the next turn of the loop (``csms/ocpp/socket_writes.py``),
   so their ``send()`` calls are counted here, not in the burst;
 * ``storage cpu``: the storage thread's CPU time during the burst (it shares the GIL with the loop).
 
@@ -365,7 +365,7 @@ class MemoryHost:
         self.writes = None  # set on the running loop by ``start``
 
     def start(self) -> None:
-        from csms.ocpp.wire import WriteBatch
+        from csms.ocpp.socket_writes import WriteBatch
 
         self.writes = WriteBatch(asyncio.get_running_loop())
 

@@ -14,7 +14,7 @@ from typing import Any
 from wsproto.frame_protocol import CloseReason
 
 from csms.ocpp.transport import Accept, ConnectionClosed, Options, WebSocket
-from csms.ocpp.wire import WriteBatch
+from csms.ocpp.socket_writes import WriteBatch
 
 log = logging.getLogger("csms.ocpp.transport")
 

@@ -32,7 +32,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
 from csms.ocpp.deflate import BoundedDeflate
-from csms.ocpp.wire import WriteBatch, text_frame
+from csms.ocpp.socket_writes import WriteBatch, text_frame
 
 log = logging.getLogger("csms.ocpp.transport")
 
@@ -366,7 +366,7 @@ class WebSocket(asyncio.Protocol):
         self._timer = self._loop.call_later(delay, callback)
 
     def _write(self, data: bytes) -> None:
-        """Queues ``data`` for the start of the next turn of the loop, after this one's writes (:mod:`wire`)."""
+        """Queues ``data`` for the start of the next turn of the loop, after this one's writes (:mod:`socket_writes`)."""
         if data and self._transport is not None and not self._transport.is_closing():
             if self._unsent is None:
                 self._unsent = data

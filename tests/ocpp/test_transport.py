@@ -354,7 +354,7 @@ def test_deflated_messages_stand_alone_whoever_compressed_before(bits):
 
 
 async def test_messages_sent_in_one_turn_then_a_close_arrive_in_order():
-    """Writes wait for the end of their turn of the loop (``csms.ocpp.wire``): messages and the close frame
+    """Writes wait for the end of their turn of the loop (``csms.ocpp.socket_writes``): messages and the close frame
     queued in the same turn still reach the station in the order they were written, and all of them."""
     async def burst_then_close(ws: WebSocket) -> None:
         await ws.recv()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from csms.ocpp.wire import WriteBatch
+from csms.ocpp.socket_writes import WriteBatch
 
 
 class Recorder:
