@@ -8,12 +8,14 @@ the environment variable ``CSMS_OPERATOR_TOKEN`` (so it need not be in a file a 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from typing import Any
 
 from csms.config import ConfigError, SiteConfig, load_config
@@ -37,7 +39,13 @@ class Api:
     token: str
 
     @classmethod
-    def from_config(cls, path: str) -> Api:
+    def from_args(cls, args: argparse.Namespace) -> Api:
+        """The API named by :func:`add_api_arguments`' ``--config`` and ``--url``."""
+        return cls.from_config(args.config, args.url)
+
+    @classmethod
+    def from_config(cls, path: str, url: str | None = None) -> Api:
+        """The config's ``[http]`` API, or the one at ``url`` (a cluster node's own, say) with the config's token."""
         try:
             cfg = load_config(path)
         except ConfigError as err:
@@ -48,7 +56,7 @@ class Api:
         if not token:
             raise CliFailure(2, f"no operator token: set [http] operator_token in {path} (and restart csms serve) "
                                 f"or {TOKEN_ENV} in the environment")
-        return cls(cfg, endpoint(cfg), token)
+        return cls(cfg, endpoint(cfg) if url is None else address_of(url), token)
 
     def request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
         """The HTTP status and the decoded JSON answer; :class:`CliFailure` when there is none."""
@@ -68,6 +76,27 @@ class Api:
             raise CliFailure(1, f"is csms serve running? could not connect to {self.address}: {reason}") from None
         except ValueError:
             raise CliFailure(1, f"{self.address} did not answer JSON: is it the central system's [http] port?") from None
+
+
+def add_api_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--url``: how a CLI command finds the running central system's API."""
+    parser.add_argument("--config", required=True, help="the site config of the running central system (TOML)")
+    parser.add_argument("--url", help="the HTTP API to call, e.g. http://10.0.0.5:8080 (default: the config's [http] "
+                                      "host and port); on a cluster, the node that should act, e.g. the controller "
+                                      "leading the group")
+
+
+def address_of(url: str) -> str:
+    """host:port of an ``http://HOST:PORT`` URL; :class:`CliFailure` (usage) for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme != "http" or not parts.hostname or port is None or parts.path not in ("", "/"):
+        raise CliFailure(2, f"--url {url!r}: give the API's address as http://HOST:PORT (e.g. http://127.0.0.1:8080)")
+    host = parts.hostname
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def endpoint(cfg: SiteConfig) -> str:

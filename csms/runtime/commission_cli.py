@@ -15,7 +15,7 @@ import time
 from urllib.parse import quote
 
 from csms.commissioning.report import render
-from csms.runtime.api_client import Api, CliFailure, fail
+from csms.runtime.api_client import Api, CliFailure, add_api_arguments, fail
 
 #: Seconds between two looks at a running check.
 POLL = 1.0
@@ -23,7 +23,7 @@ POLL = 1.0
 
 def cmd_commission(args: argparse.Namespace) -> int:
     try:
-        api = Api.from_config(args.config)
+        api = Api.from_args(args)
         if not any(g.id == args.group for g in api.cfg.load_balancers):
             known = ", ".join(g.id for g in api.cfg.load_balancers) or "none"
             raise CliFailure(2, f"{args.config}: no load_balancers entry with id {args.group!r} (groups: {known})")
@@ -58,7 +58,7 @@ def cmd_commission(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("commission", help="prove the site is wired as the config says (clamps, phases, rotations) "
                                           "by releasing one charger at a time; exit 0 all match, 1 findings")
-    p.add_argument("--config", required=True, help="the site config of the running central system (TOML)")
+    add_api_arguments(p)
     p.add_argument("--group", required=True, help="the load_balancers id to check")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the check (default 600)")
     p.add_argument("--json", action="store_true", help="print the stored report as JSON")

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from csms.config import ConfigError, HttpConfig, SiteConfig, load_config
-from csms.runtime.api_client import TOKEN_ENV, Api, CliFailure, endpoint, fail
+from csms.runtime.api_client import TOKEN_ENV, Api, CliFailure, add_api_arguments, address_of, endpoint, fail
 
 
 def _http_section(path: str) -> HttpConfig | None:
@@ -52,7 +52,8 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return fail("reload", 2, f"no operator token: set [http] operator_token in {path} or {TOKEN_ENV}")
     cfg = SiteConfig(http=http)
     try:
-        status, answer = Api(cfg, endpoint(cfg), token).request("POST", "/api/config/reload", timeout=60)
+        address = endpoint(cfg) if args.url is None else address_of(args.url)
+        status, answer = Api(cfg, address, token).request("POST", "/api/config/reload", timeout=60)
     except CliFailure as exc:
         return fail("reload", exc.code, str(exc))
     version = answer.get("config") or {}
@@ -73,5 +74,5 @@ def cmd_reload(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reload", help="make the running central system read its config file again (whole or "
                                       "not at all)")
-    p.add_argument("--config", required=True, help="the site config of the running central system (TOML)")
+    add_api_arguments(p)
     p.set_defaults(func=cmd_reload)

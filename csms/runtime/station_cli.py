@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from csms.operations.catalogue import COMMANDS
-from csms.runtime.api_client import TOKEN_ENV, Api, CliFailure, fail
+from csms.runtime.api_client import TOKEN_ENV, Api, CliFailure, add_api_arguments, fail
 
 #: Seconds the CLI waits beyond the server's call timeout (the server answers 504 by then).
 SLACK = 5.0
@@ -105,14 +105,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                 c.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
             else:
                 c.add_argument(flag, type=kind, dest=dest, help=text)
-        c.add_argument("--config", required=True, help="the site config of the running central system (TOML)")
+        add_api_arguments(c)
         c.add_argument("--json", action="store_true", help="print the API's whole answer as JSON")
         c.set_defaults(func=cmd_station, body_fields=[dest for _, _, dest, _ in OPTIONS[name]])
 
 
 def cmd_station(args: argparse.Namespace) -> int:
     try:
-        api = Api.from_config(args.config)
+        api = Api.from_args(args)
         body = {f: getattr(args, f) for f in args.body_fields if getattr(args, f) is not None}
         path = f"/api/stations/{quote(args.station_id, safe='')}/commands/{args.station_command}"
         status, answer = api.request("POST", path, body, timeout=api.cfg.server.call_timeout + SLACK)

@@ -13,7 +13,7 @@ import json
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from csms.runtime.api_client import TOKEN_ENV, Api, CliFailure, fail
+from csms.runtime.api_client import TOKEN_ENV, Api, CliFailure, add_api_arguments, fail
 
 #: The options of ``put``: (flag, dest in the JSON body, help).
 PUT_OPTIONS = (("--status", "status", "Accepted (default) or Blocked"),
@@ -39,14 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                 a.add_argument(flag, dest=dest, help=help_text)
             a.add_argument("--concurrent", action="store_true", help="may run more than one transaction at once")
     for a in actions.choices.values():
-        a.add_argument("--config", required=True, help="the site config of the running central system (TOML)")
+        add_api_arguments(a)
         a.add_argument("--json", action="store_true", help="print the API's whole answer as JSON")
         a.set_defaults(func=cmd_token)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     try:
-        api = Api.from_config(args.config)
+        api = Api.from_args(args)
         status, answer = api.request(*_request(args))
     except CliFailure as exc:
         return fail("token", exc.code, str(exc))
