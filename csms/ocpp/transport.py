@@ -366,7 +366,7 @@ class WebSocket(asyncio.Protocol):
         self._timer = self._loop.call_later(delay, callback)
 
     def _write(self, data: bytes) -> None:
-        """Queues ``data`` for the start of the next turn of the loop, after this one's writes (:mod:`socket_writes`)."""
+        """Queues ``data`` for the start of the next turn of the loop (:mod:`csms.ocpp.socket_writes`)."""
         if data and self._transport is not None and not self._transport.is_closing():
             if self._unsent is None:
                 self._unsent = data
