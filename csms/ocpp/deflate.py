@@ -10,8 +10,8 @@ This extension answers every offer with ``server_no_context_takeover`` and ``cli
 (RFC 7692 lets a server ask for both whatever the offer says) and a 12-bit server window, so neither side
 keeps a compression context between messages: a decompressor lives for one message, and the connections of a
 thread share one compressor whose history a full flush clears after each message. OCPP messages compress about
-as well without the context (they are a few hundred bytes of JSON). Inflating is bounded by the message size limit: what would inflate past it closes the connection
-with 1009, having produced at most the limit.
+as well without the context (they are a few hundred bytes of JSON). Inflating is bounded by the message size
+limit: what would inflate past it closes the connection with 1009, having produced at most the limit.
 """
 
 from __future__ import annotations
