@@ -17,7 +17,9 @@ that limit. Its latency is the arrival of the last SetChargingProfile carrying t
 reading behind that decision arrived. The readings alternate so every charger's limit moves each time, down then
 up (decreases go out at once; increases pass the break-before-make gate). An increase is decided a few readings
 after the other load fell (the balancer's peak hold, a control choice this benchmark does not time): the
-"readings" column says how many it took.
+"readings" column says how many it took. "decided" is when that run's decision reached the delivery and "first"
+when the first charger's profile arrived, both from the reading (medians): the rest of the latency is the
+delivery's burst and the sends.
 
 One group of N one-phase chargers spread over the three phases, wired before the meter's clamps
 (``chargers_in_measurement = false``), with a supply sized so that the reading's other load moves each
@@ -251,13 +253,13 @@ async def settled(app, target: float | None, timeout: float = 120) -> None:
             if all(ch.wanted is not None and ch.in_force == ch.wanted and (target is None or ch.wanted == target)
                    for ch in channels):
                 return
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.01)  # a coarse poll: the latency is the fleet's arrival times, not this return
 
 
-async def decided(app, decisions: list, n: int, target: float) -> tuple[float, int]:
+async def decided(app, decisions: list, n: int, target: float) -> tuple[float, float, int]:
     """Hands in mains readings, one every ``READING_INTERVAL`` as a meter sends them, until a balancer run
-    decides ``target`` for every charger; returns when the reading behind that run arrived, and how many
-    readings it took. A fall of the other load (a rise of the chargers' share) is trusted only after a few
+    decides ``target`` for every charger; returns when the reading behind that run arrived, when the run's
+    decision reached the delivery, and how many readings it took. A fall of the other load (a rise of the chargers' share) is trusted only after a few
     readings (the balancer's peak hold), so an increase is decided on a later reading than a decrease."""
     for count in range(1, 100):
         seen = len(decisions)
@@ -266,10 +268,10 @@ async def decided(app, decisions: list, n: int, target: float) -> tuple[float, i
         app._on_reading(reading)
         async with asyncio.timeout(30):
             while len(decisions) == seen:
-                await asyncio.sleep(0.0005)
-        decision = decisions[-1][1]
+                await asyncio.sleep(0.002)  # the decision's time is noted by ``record``, not by this poll
+        at, decision = decisions[-1]
         if all(abs(lim.limit - target) < 0.05 for lim in decision.limits.values()):
-            return t_reading, count
+            return t_reading, at, count
         await asyncio.sleep(READING_INTERVAL)
     raise AssertionError(f"no decision for {target} A after 99 readings")
 
@@ -317,16 +319,18 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
                 await asyncio.sleep(0.2)
                 await fleet.dump()
                 latencies: dict[str, list[float]] = {"decrease": [], "increase": []}
+                parts: dict[str, list[tuple[float, float]]] = {"decrease": [], "increase": []}
                 waits: list[int] = []
                 for k in range(trials):
                     target = LIMITS[(k + 1) % 2]
-                    t0, readings = await decided(app, decisions, n, target)
+                    t0, t_decided, readings = await decided(app, decisions, n, target)
                     waits.append(readings)
                     await settled(app, target)
                     arrivals = [t for t, _, lim in await fleet.dump() if abs(lim - target) < 0.05]
                     assert len(arrivals) >= n, f"{n - len(arrivals)} chargers did not receive {target} A"
                     kind = "increase" if target > LIMITS[(k % 2)] else "decrease"
                     latencies[kind].append(max(arrivals) - t0)
+                    parts[kind].append((t_decided - t0, min(arrivals) - t0))
                 # Baseline: the same profiles straight through the links, no balancer, no delivery.
                 base: list[float] = []
                 links = [(ch, app.delivery.workers[ch.id].link) for ch in app.delivery.channels.values()]
@@ -351,7 +355,7 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
                     except TimeoutError:
                         proc.kill()
                         await proc.wait()
-    return {"n": n, "connect_s": connect_s, **latencies, "baseline": base, "readings": waits}
+    return {"n": n, "connect_s": connect_s, **latencies, "parts": parts, "baseline": base, "readings": waits}
 
 
 def machine() -> str:
@@ -391,15 +395,18 @@ def main() -> None:
     print(f"central system on CPU {server_cpu}, charger fleet on CPU {fleet_cpu} "
           f"(other processes on the machine are not excluded)")
     print(f"{'chargers':>8} {'connect s':>9} {'kind':>9} {'n':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-          f" {'baseline p50':>12} {'ratio':>6} {'readings':>8}")
+          f" {'decided p50':>11} {'first p50':>9} {'baseline p50':>12} {'ratio':>6} {'readings':>8}")
     for n in (int(x) for x in args.sizes.split(",")):
         r = asyncio.run(run_size(n, args.trials, server_cpu, fleet_cpu, args.fleet_kind))
         base50 = statistics.median(r["baseline"]) * 1000
         for kind in ("decrease", "increase"):
             vals = r[kind]
             p50 = percentile(vals, 0.5) * 1000
+            decided50 = statistics.median(d for d, _ in r["parts"][kind]) * 1000
+            first50 = statistics.median(f for _, f in r["parts"][kind]) * 1000
             print(f"{n:>8} {r['connect_s']:>9.1f} {kind:>9} {len(vals):>4} {p50:>8.1f} "
-                  f"{percentile(vals, 0.99) * 1000:>8.1f} {max(vals) * 1000:>8.1f} {base50:>12.1f} "
+                  f"{percentile(vals, 0.99) * 1000:>8.1f} {max(vals) * 1000:>8.1f} {decided50:>11.1f} "
+                  f"{first50:>9.1f} {base50:>12.1f} "
                   f"{p50 / base50:>6.2f} {max(r['readings']):>8}")
 
 

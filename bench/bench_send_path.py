@@ -431,7 +431,8 @@ async def _memory_run(n: int, trials: int, compression: bool) -> dict[str, list[
         sid = f"CP{i:05d}"
         ws.data_received(HANDSHAKE.format(sid=sid, ext=DEFLATE_OFFER if compression else "").encode())
         station = Station(sid, ws, Version.V16, ctx)  # type: ignore[arg-type]
-        conns.append((ws, transport, station, asyncio.create_task(station.run())))
+        station.start(lambda exc: None)
+        conns.append((ws, transport, station, None))
     await asyncio.sleep(0)
     out: dict[str, list[float]] = {}
     for k in range(trials + 3):
@@ -468,8 +469,9 @@ async def _memory_run(n: int, trials: int, compression: bool) -> dict[str, list[
         out.setdefault("link burst cpu", []).append((ends[1] - cpu0) / n)
         out.setdefault("link burst gc", []).append(ends[2] / n)
         out.setdefault("link answers cpu", []).append((time.thread_time() - cpu1) / n)
-    for ws, _, _, task in conns:
-        task.cancel()
+    for ws, _, station, _ in conns:
+        ws.connection_lost(None)
+    await asyncio.sleep(0)
     return out
 
 
