@@ -384,9 +384,9 @@ class Delivery(Reconfigurable, Workers):
         self._set_control(ch, verdict.control, ch.in_force, verdict.reason)
 
     def _set_control(self, ch: ChargerChannel, control: ControlState, limit: float | None, reason: str) -> None:
-        self.book.refresh(ch, self.clock())
         ch.control = control
         ch.control_reason = reason
+        self.book.refresh(ch, self.clock())  # after the change: an unsteered charger counts at its maximum
         if control is not ControlState.PENDING and control is not ch.settled_control:
             ch.settled_control = control
             level = logging.WARNING if control in (ControlState.UNCONTROLLED, ControlState.NOT_OBEYING) else logging.INFO

@@ -149,10 +149,16 @@ class ExposureBook:
         if cached is None:
             return
         _, totals, each = cached
-        old = each.get(ch.id, {})
-        new = each[ch.id] = self.of(ch, now)
-        for p in set(old) | set(new):
-            totals[p] = totals.get(p, 0.0) - old.get(p, 0.0) + new.get(p, 0.0)
+        old = each.get(ch.id)
+        new = self.of(ch, now)
+        if new == old:
+            return  # the usual case: a send and its answer each refresh, and most leave the exposure as it was
+        each[ch.id] = new
+        if old:
+            for p, amps in old.items():
+                totals[p] -= amps
+        for p, amps in new.items():
+            totals[p] = totals.get(p, 0.0) + amps
 
     def forget(self, group_id: str) -> None:
         """Something in the group changed that may raise any exposure: recompute its sum when next asked."""

@@ -307,3 +307,31 @@ def test_the_gate_rounds_to_the_balancers_grid(tmp_path):
                            {"A": ChargerLimit(16.1, (1, 2, 3), "fair share", True, 16.1),
                             "B": ChargerLimit(7.9, (1, 2, 3), "fair share", True, 7.9)}))
     assert gate(b, 7.9, 6.0, 1000.0, book) == 7.9
+
+
+def test_a_charger_that_turns_unsteered_counts_at_its_maximum_at_once(tmp_path):
+    """A refused or unanswered limit leaves a charger uncontrolled: from that moment break-before-make counts it
+    at the most it may draw, not at the limit it was at (the group's exposure sum is kept between changes)."""
+    from csms.domain.state import SiteState
+    from csms.smart_charging.delivery import Delivery
+
+    class Outbox:
+        def open(self, sink) -> None:
+            pass
+
+    class Reports:
+        def on_control(self, cid, control, limit) -> None:
+            pass
+
+    cfg = config(tmp_path, [{"id": "A"}, {"id": "B"}], budget=24)
+    delivery = Delivery(cfg, SiteState(), Outbox(), Reports(), clock=lambda: 1000.0)  # type: ignore[arg-type]
+    a, b = delivery.channels["A"], delivery.channels["B"]
+    for ch in (a, b):
+        ch.control, ch.in_force = ControlState.CONTROLLED, 8.0
+    delivery.book.take(Decision("g", 1000.0, BUDGET_24, True,
+                                {"A": ChargerLimit(8.0, (1, 2, 3), "fair share", True, 8.0),
+                                 "B": ChargerLimit(16.0, (1, 2, 3), "fair share", True, 16.0)}))
+    assert gate(b, 16.0, 8.0, 1000.0, delivery.book) == 16.0  # A counts 8 A: the sum is now kept
+    delivery._set_control(a, ControlState.UNCONTROLLED, None, "its limit timed out")
+    assert delivery.book.of(a, 1000.0) == {1: 32.0, 2: 32.0, 3: 32.0}
+    assert gate(b, 16.0, 8.0, 1000.0, delivery.book) is None
