@@ -138,6 +138,17 @@ class ConnectionRunner:
                 failed[0].result()  # re-raises ConnectionClosed and friends for the caller to log
         finally:
             await cancel_and_wait(tasks, grace=CANCEL_GRACE)
+            self._retrieve(tasks)
+
+    def _retrieve(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Stopped while waiting (the simulator shuts down as the central system closes the connection): the
+        receiving task may have ended first with the close. That is expected and retrieved here; anything else
+        is logged, not left for asyncio to report as "never retrieved"."""
+        for t in tasks:
+            if t.cancelled() or t.exception() is None:
+                continue
+            if not isinstance(t.exception(), websockets.ConnectionClosed):
+                log.warning("%s: %s failed: %r", self.id, t.get_name(), t.exception())
 
     async def _dropper(self, every: float) -> None:
         await self.clock.sleep(every)
