@@ -7,10 +7,6 @@ Python work: it finds the kernel's socket paths cold and, on a machine whose oth
 for it, pays to wake one. Sent one after the other, 1,000 of them cost what a tight loop of sends costs
 (``bench/RESULTS.md``, issue 14). A write waits for the rest of its turn and no longer: nothing is held back
 for company that has not come, and the order of one connection's writes is kept.
-
-A text message is framed (and compressed) only then, all of the turn's first and then all the sends: zlib's
-tables stay in the cache from one message to the next, where a compression between two chargers' work found
-them cold (a SetChargingProfile's took 10 µs there, 5 in a row).
 """
 
 from __future__ import annotations
@@ -44,21 +40,7 @@ def text_frame(data: bytes, deflate: BoundedDeflate | None, threshold: int) -> b
     return _LENGTH_64.pack(first, 127, size) + data
 
 
-class Text(bytes):
-    """A text message's payload, queued to be framed with the connection's other writes (:func:`text_frame`)."""
-
-    __slots__ = ()
-
-
-def framed(parts: list[bytes], deflate: BoundedDeflate | None, threshold: int) -> bytes:
-    """A connection's writes of one turn, in order, its text messages framed."""
-    return b"".join([text_frame(p, deflate, threshold) if type(p) is Text else p for p in parts])
-
-
 class Writer(Protocol):
-    def frame(self) -> None:
-        """Frames the text messages it queued this turn."""
-
     def write_out(self) -> None:
         """Writes what it queued this turn to its socket."""
 
@@ -80,16 +62,8 @@ class WriteBatch:
 
     def _write_out(self) -> None:
         due, self._due = self._due, []
-        ready = []
         for writer in due:
             try:
-                writer.frame()
-            except Exception:  # one connection's failure must not keep the others' frames back
-                log.exception("framing the messages of %r failed", writer)
-            else:
-                ready.append(writer)
-        for writer in ready:
-            try:
                 writer.write_out()
-            except Exception:
+            except Exception:  # one connection's failure must not keep the others' frames back
                 log.exception("writing to %r failed", writer)

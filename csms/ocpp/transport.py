@@ -32,7 +32,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import RemoteProtocolError
 
 from csms.ocpp.deflate import BoundedDeflate
-from csms.ocpp.socket_writes import Text, WriteBatch, framed
+from csms.ocpp.socket_writes import WriteBatch, text_frame
 
 log = logging.getLogger("csms.ocpp.transport")
 
@@ -112,7 +112,7 @@ class WebSocket(asyncio.Protocol):
         self._ws: WSConnection | Connection = WSConnection(ConnectionType.SERVER)
         self._deflate: BoundedDeflate | None = None  # once permessage-deflate is agreed
         self._transport: asyncio.Transport | None = None
-        self._unsent: list[bytes] | None = None  # written this turn of the loop, sent at the start of the next
+        self._unsent: bytes | None = None  # written this turn of the loop, sent at the start of the next
         self._messages: list[str | bytes] = []  # at most max_queue; a deque would cost 600 bytes more
         self._waiter: asyncio.Future[None] | None = None
         self._listener: Callable[[], None] | None = None
@@ -202,7 +202,7 @@ class WebSocket(asyncio.Protocol):
         """Writes one text message; waits only while the station does not read (TCP back-pressure)."""
         if self._ws.state is not ConnectionState.OPEN or self._gone:
             raise ConnectionClosed(self._close_code, self._close_reason)
-        self._write(Text(message.encode()))
+        self._write(text_frame(message.encode(), self._deflate, self._options.compression_threshold))
         if self._writing_paused:
             self._drained = self._drained if self._drained and not self._drained.done() else self._loop.create_future()
             await self._drained
@@ -366,22 +366,18 @@ class WebSocket(asyncio.Protocol):
         self._timer = self._loop.call_later(delay, callback)
 
     def _write(self, data: bytes) -> None:
-        """Queues a frame or a :class:`Text` to frame for the next turn of the loop (:mod:`.socket_writes`)."""
+        """Queues ``data`` for the start of the next turn of the loop (:mod:`csms.ocpp.socket_writes`)."""
         if data and self._transport is not None and not self._transport.is_closing():
             if self._unsent is None:
-                self._unsent = []
+                self._unsent = data
                 self._server.writes.queue(self)
-            self._unsent.append(data)
-
-    def frame(self) -> None:
-        if self._unsent:
-            self._unsent = [framed(self._unsent, self._deflate, self._options.compression_threshold)]
+            else:
+                self._unsent += data
 
     def write_out(self) -> None:
-        self.frame()  # done already when the batch writes it out
-        parts, self._unsent = self._unsent, None
-        if parts and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(parts[0])
+        data, self._unsent = self._unsent, None
+        if data and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

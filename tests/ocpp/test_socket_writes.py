@@ -8,14 +8,8 @@ from csms.ocpp.socket_writes import WriteBatch
 
 
 class Recorder:
-    def __init__(self, name: str, log: list[str], fail: bool = False, fail_framing: bool = False):
-        self.name, self.log, self.fail, self.fail_framing = name, log, fail, fail_framing
-        self.framed: list[str] = []
-
-    def frame(self) -> None:
-        if self.fail_framing:
-            raise ValueError("cannot frame")
-        self.framed.append(self.name)
+    def __init__(self, name: str, log: list[str], fail: bool = False):
+        self.name, self.log, self.fail = name, log, fail
 
     def write_out(self) -> None:
         if self.fail:
@@ -45,28 +39,3 @@ async def test_one_connection_failing_does_not_keep_the_others_back(caplog):
     await asyncio.sleep(0)
     assert log == ["a", "c"]
     assert "writing to" in caplog.text and "broken pipe" in caplog.text
-
-
-async def test_every_connection_frames_before_any_writes():
-    """The turn's compressions run in a row, then the sends (the module's docstring says why)."""
-    log: list[str] = []
-
-    class Ordered(Recorder):
-        def frame(self) -> None:
-            self.log.append(f"frame {self.name}")
-
-    batch = WriteBatch(asyncio.get_running_loop())
-    for name in ("a", "b"):
-        batch.queue(Ordered(name, log))
-    await asyncio.sleep(0)
-    assert log == ["frame a", "frame b", "a", "b"]
-
-
-async def test_a_connection_whose_framing_fails_is_not_written_and_the_others_are(caplog):
-    log: list[str] = []
-    batch = WriteBatch(asyncio.get_running_loop())
-    for w in (Recorder("a", log), Recorder("bad", log, fail_framing=True), Recorder("c", log)):
-        batch.queue(w)
-    await asyncio.sleep(0)
-    assert log == ["a", "c"]
-    assert "framing the messages of" in caplog.text and "cannot frame" in caplog.text
