@@ -35,6 +35,11 @@ SETUP_PARTS = ("capabilities", "metering", "fallback")
 #: months away. A refusal is an answer and is not asked again before the next set-up.
 SETUP_RETRY_FIRST = 15.0
 SETUP_RETRY_CEILING = 300.0
+#: Set-ups (and retries) in flight at once. Each has one call outstanding, so this bounds the set-up calls a
+#: central system waits on: a controller that took over 20,000 stations asked them all at once, and through the
+#: bus most answers came after ``call_timeout`` (33,102 capabilities "not answered", leases lost to the saturated
+#: loop; ``bench/RESULTS.md``, issue 17). 200 chargers that each take 5 s to answer still set up in 5 s.
+SETUP_CONCURRENCY = 200
 
 #: ``record(kind, channel, **detail)``: stores one event about a charger.
 Record = Callable[..., None]
@@ -71,6 +76,7 @@ class Installer:
         self.set_profile = set_profile
         self.clock = clock
         self.volts = volts
+        self._slots = asyncio.Semaphore(SETUP_CONCURRENCY)
 
     async def wait_for_boot(self, ch: ChargerChannel, link: StationLink) -> None:
         """Set-up starts once the station's BootNotification was accepted (OCPP: a station may refuse or drop
@@ -91,7 +97,12 @@ class Installer:
 
     async def set_up(self, ch: ChargerChannel, link: StationLink) -> None:
         """Capabilities, metering and the fallback profile, then socket availability; what the station did not
-        answer is kept in ``ch.setup_unanswered`` for :meth:`repair`."""
+        answer is kept in ``ch.setup_unanswered`` for :meth:`repair`. Each waits for one of
+        :data:`SETUP_CONCURRENCY` slots."""
+        async with self._slots:
+            await self._set_up(ch, link)
+
+    async def _set_up(self, ch: ChargerChannel, link: StationLink) -> None:
         ch.setup_unanswered = tuple([part for part in SETUP_PARTS if not await self._ask(part, ch, link)])
         group = ch.group
         if ch.cfg.socket_connector and group is not None:
@@ -106,6 +117,10 @@ class Installer:
     async def repair(self, ch: ChargerChannel, link: StationLink) -> None:
         """Asks again, in set-up order, what the station left unanswered. Capabilities read at last may show a
         fallback it refused was in a unit or at a stack level it cannot take: that is asked again too."""
+        async with self._slots:
+            await self._repair(ch, link)
+
+    async def _repair(self, ch: ChargerChannel, link: StationLink) -> None:
         pending = list(ch.setup_unanswered)
         ch.setup_retries += 1
         left = []

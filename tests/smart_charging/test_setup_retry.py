@@ -12,7 +12,7 @@ from csms.config import SmartChargingConfig, charger_phases, parse_config
 from csms.domain.link import Capabilities, Outcome, ProfileSpec, Purpose
 from csms.smart_charging.channel import ChargerChannel
 from csms.smart_charging.setup import (
-    SETUP_RETRY_CEILING, SETUP_RETRY_FIRST, Installer, setup_retry_delay,
+    SETUP_CONCURRENCY, SETUP_RETRY_CEILING, SETUP_RETRY_FIRST, Installer, setup_retry_delay,
 )
 
 
@@ -165,3 +165,42 @@ def test_the_retry_wait_grows_to_its_ceiling_and_never_beyond(retries):
     delay = setup_retry_delay(retries)
     assert SETUP_RETRY_FIRST <= delay <= SETUP_RETRY_CEILING
     assert setup_retry_delay(retries + 1) >= delay
+
+
+def test_set_ups_in_flight_are_bounded_and_a_cancelled_one_frees_its_slot():
+    """A controller taking over thousands of stations asks them at most SETUP_CONCURRENCY at a time (each with one
+    call outstanding); the others wait for a slot, and a set-up cancelled while it waits or runs gives it back."""
+
+    async def scenario() -> None:
+        rig = Rig()
+        answer = asyncio.Event()
+        in_flight, most = 0, 0
+
+        class Slow(Link):
+            async def read_capabilities(self, connector: int) -> Capabilities:
+                nonlocal in_flight, most
+                in_flight += 1
+                most = max(most, in_flight)
+                try:
+                    await answer.wait()
+                finally:
+                    in_flight -= 1
+                return Capabilities(max_stack_level=3)
+
+        n = SETUP_CONCURRENCY + 20
+        tasks = [asyncio.create_task(rig.installer.set_up(channel(), Slow())) for _ in range(n)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert in_flight == most == SETUP_CONCURRENCY
+        tasks[0].cancel()  # one in flight
+        tasks[-1].cancel()  # one waiting for a slot
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert in_flight == SETUP_CONCURRENCY  # the freed slot went to the next one waiting
+        answer.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 2
+        assert most == SETUP_CONCURRENCY and in_flight == 0
+        await asyncio.wait_for(rig.installer.set_up(channel(), Link()), 1)  # every slot came back
+
+    run(scenario())
