@@ -1,12 +1,11 @@
 """Fixtures shared by every test suite; the helpers themselves live in tests/support."""
 
-import faulthandler
 import itertools
-import sys
 from collections.abc import Iterator
 
 import pytest
 
+from tests.support.hang_report import HangReport
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import PostgresCluster, unavailable_reason
 
@@ -41,14 +40,27 @@ def postgres_url(postgres_cluster: PostgresCluster, request: pytest.FixtureReque
 _db_numbers = itertools.count(1)
 
 
-#: No single test runs this long (the slowest e2e tests take about a minute); one that does is stuck.
-TEST_HANG_LIMIT_S = 600
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any test: file descriptor 2 is still the real standard error (see tests/support/hang_report.py).
+    config.stash[_hang_report] = HangReport(float(config.getini("faulthandler_timeout") or 0))
 
 
-@pytest.fixture(autouse=True)
-def _fail_loudly_if_stuck() -> Iterator[None]:
-    """A test stuck forever (a peer that never answers, a task never cancelled) would hold CI until its 90-minute
-    limit with no clue; instead the run prints every thread's traceback and exits non-zero."""
-    faulthandler.dump_traceback_later(TEST_HANG_LIMIT_S, exit=True, file=sys.__stderr__)
-    yield
-    faulthandler.cancel_dump_traceback_later()
+def pytest_unconfigure(config: pytest.Config) -> None:
+    config.stash[_hang_report].close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    """A test stuck forever (a peer that never answers, a task never cancelled, an event loop that cannot close)
+    would hold CI until its 90-minute limit with no clue. pytest's ``faulthandler_timeout`` with
+    ``faulthandler_exit_on_timeout`` (``pyproject.toml``) dumps every thread's traceback and ends the run;
+    shortly before, this prints what each asyncio task was waiting for."""
+    report = item.config.stash[_hang_report]
+    report.arm(item.nodeid)
+    try:
+        return (yield)
+    finally:
+        report.disarm()
+
+
+_hang_report = pytest.StashKey[HangReport]()
