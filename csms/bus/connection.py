@@ -28,6 +28,34 @@ from meter_gateway.mqtt import MQTT_TIMEOUT, describe, tls_context
 log = logging.getLogger("csms.bus")
 
 
+#: Publishes one message with QoS 1 and these properties.
+Publish = Callable[[str, bytes, Properties], Awaitable[None]]
+
+
+class Replies:
+    """Answers to requests (a balancer's command, an operator's), each published to the request's ResponseTopic
+    with its CorrelationData without the handler waiting for it; the sends are tasks owned here."""
+
+    def __init__(self, publish: Publish, counts: dict[str, int]):
+        self.publish = publish
+        self.counts = counts
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, reply_to: str, correlation: str, payload: bytes) -> None:
+        async def send() -> None:
+            try:
+                await self.publish(reply_to, payload, publish_properties(correlation=correlation))
+            except aiomqtt.MqttError as exc:
+                self.counts["reply_lost"] += 1  # the asker times out, or sees its own connection drop
+                log.info("reply %s to %s lost: %s", correlation, reply_to, exc)
+        task = asyncio.create_task(send(), name=f"bus reply {correlation}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        await cancel_and_wait(list(self._tasks))
+
+
 class NotConnected(aiomqtt.MqttError):
     """A publish while the broker is away (the caller treats it as any other MQTT failure)."""
 

@@ -32,16 +32,18 @@ import aiomqtt
 from csms.config.cluster import ClusterConfig
 from csms.domain.link import Outcome, StationLink
 from csms.domain.state import BootInfo, SiteState, StationBooted
+from csms.operations.port import StationCommander
 from csms.runtime.aio import cancel_and_wait
 from meter_gateway.backoff import Backoff
 from meter_gateway.config import MqttConfig
 
 from .codec import NodeRecord, StationMessage, decode_node, decode_station, encode_node
 from .commands import Command, Refusal, Reply, decode_reply, encode_command
-from .connection import BusConnection, payload_of, publish_properties
+from .connection import BusConnection, Replies, payload_of, publish_properties, response_of
 from .mirror import StationMirror
 from .operator_messages import decode_reply as decode_operator_reply
-from .operator_remote import RemoteCommander
+from .operator_executor import OperatorExecutor
+from .operator_remote import RemoteCommander, holder_target
 from .remote import RemoteLink
 from .topics import Topics
 from .wire import BadMessage
@@ -69,7 +71,7 @@ class ControllerBus:
                  group_of: Callable[[str], str | None], on_fenced: Callable[[str | None], None] = lambda group: None,
                  groups: Callable[[], Iterable[str]] = tuple, call_timeout: float = 15.0, margin: float = 2.0,
                  offline_grace: float = 5.0, confirm_window: float = 40.0, clock: Callable[[], float] = time.time,
-                 backoff: Backoff | None = None):
+                 backoff: Backoff | None = None, operator: StationCommander | None = None):
         self.node = cluster.node
         self.topics = Topics(cluster.prefix)
         self.run = uuid.uuid4().hex[:12]
@@ -98,8 +100,16 @@ class ControllerBus:
             backoff=backoff,
             will=aiomqtt.Will(self.topics.node(self.node), encode_node(self._record("offline")), qos=1, retain=True))
         #: The operator's station commands, run by the gateway holding each station.
-        self.operator = RemoteCommander(self.node, self.topics, self.conn, self.mirror, call_timeout=call_timeout,
+        self.operator = RemoteCommander(self.node, self.topics, self.conn,
+                                        holder_target(self.topics, self.mirror.holder), call_timeout=call_timeout,
                                         margin=margin, clock=clock, counts=self.counts)
+        #: The operator's commands a gateway relays for stations it does not hold, run by ``operator`` (this
+        #: controller's own operator commands, which forward them to the holding gateway and log what the bus
+        #: ended). Any station: where it is, is the commands' to find.
+        self.replies = Replies(lambda topic, payload, props: self.conn.publish(topic, payload, qos=1, properties=props),
+                               self.counts)
+        self.relay = OperatorExecutor(self.node, operator, None, lambda sid: True, clock, self.replies.send,
+                                      self.counts)
 
     async def __aenter__(self) -> ControllerBus:
         self.conn.start()
@@ -112,6 +122,8 @@ class ControllerBus:
         await self.conn.stop(self._goodbye, timeout)
         self._cancel_timers()
         self._fail_pending(Outcome.OFFLINE)
+        await self.relay.stop()
+        await self.replies.stop()
         await cancel_and_wait(list(self._tasks))
 
     def announce(self) -> None:
@@ -134,7 +146,7 @@ class ControllerBus:
 
     async def _connected(self, client: aiomqtt.Client) -> None:
         await client.subscribe([(self.topics.replies(self.node), 1), (self.topics.operator_replies(self.node), 1),
-                                (self.topics.nodes, 1), (self.topics.stations, 1)])
+                                (self.topics.nodes, 1), (self.topics.stations, 1), (self.topics.relays, 1)])
         await client.publish(self.topics.node(self.node), encode_node(self._record("online")), qos=1, retain=True)
         for node, run in {(o.node, o.run) for sid, o in self.mirror.owners.items() if sid in self.links}:
             self._later(node, self.confirm_window, self._unconfirmed, node, run)
@@ -185,6 +197,8 @@ class ControllerBus:
                 self._reply(decode_reply(payload))
             elif topic == self.topics.operator_replies(self.node):
                 self.operator.reply(decode_operator_reply(payload))
+            elif (relayed := self.topics.relay_of(topic)) is not None:
+                self.relay.handle(relayed, topic, payload, *response_of(msg))
             elif (node := self.topics.node_of(topic)) is not None:
                 if payload:
                     self._node(decode_node(payload, node))

@@ -9,30 +9,23 @@ ResponseTopic with its CorrelationData, and carries the link as it is after the 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
-
-import aiomqtt
-from paho.mqtt.properties import Properties
+from collections.abc import Callable, Mapping
+from typing import Protocol, TypeVar
 
 from csms.domain.link import Outcome, StationLink
-from csms.runtime.aio import cancel_and_wait
 
 from .codec import LinkInfo
 from .commands import (
     OPS, Command, Refusal, Reply, command_id_of, decode_command, encode_reply, refusal_reply, result_reply,
 )
-from .connection import publish_properties
+from .connection import Publish, Replies
 from .fencing import FenceBook, check
 from .queues import StationQueues
 from .wire import BadMessage
 
 log = logging.getLogger("csms.bus.gateway")
-
-Publish = Callable[[str, bytes, Properties], Awaitable[None]]
 
 
 class Identified(Protocol):
@@ -90,11 +83,13 @@ class CommandExecutor:
         self.counts = counts
         self.book = FenceBook()
         self.queues = StationQueues(queue_limit)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        #: Answers go out through here (the operator's commands answer through it too).
+        self.replies = Replies(publish, counts)
+        self.send_reply = self.replies.send
 
     async def stop(self) -> None:
         await self.queues.stop()
-        await cancel_and_wait(list(self._tasks))
+        await self.replies.stop()
 
     def handle(self, sid: str, topic: str, payload: bytes, reply_to: str | None, corr: str | None) -> None:
         """One message on ``<prefix>/cmd/<this node>/<sid>``."""
@@ -145,16 +140,3 @@ class CommandExecutor:
 
     def _reply(self, reply_to: str, cid: str, reply: Reply) -> None:
         self.send_reply(reply_to, cid, encode_reply(reply))
-
-    def send_reply(self, reply_to: str, cid: str, payload: bytes) -> None:
-        """Publishes an answer to a request's ResponseTopic with its CorrelationData, without waiting for it
-        (the operator's commands answer through here too)."""
-        async def send() -> None:
-            try:
-                await self.publish(reply_to, payload, publish_properties(correlation=cid))
-            except aiomqtt.MqttError as exc:
-                self.counts["reply_lost"] += 1  # the controller times out, or sees its own connection drop
-                log.info("reply %s to %s lost: %s", cid, reply_to, exc)
-        task = asyncio.create_task(send(), name=f"bus reply {cid}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

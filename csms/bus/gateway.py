@@ -11,7 +11,8 @@ Commands for ``<prefix>/cmd/<node>/<station>`` run on that station's live link (
 OCPP server's ``on_session`` does for the delivery), one at a time per station, after the fencing checks
 (:mod:`csms.bus.fencing`); the answer goes to the command's MQTT 5 ResponseTopic with its CorrelationData. The
 operator's commands a controller forwards (``<prefix>/op/<node>/<station>``) run through this gateway's own
-operator commands (:mod:`csms.bus.operator_executor`), answered the same way.
+operator commands (:mod:`csms.bus.operator_executor`), answered the same way; its operator's commands for a
+station another gateway holds go to the controllers to relay (:attr:`GatewayBridge.relay`).
 
 A station that reconnects to another gateway usually does so before this one notices its old socket is dead;
 this one's late "disconnected" would then overwrite the new gateway's retained state. So the bridge listens (MQTT
@@ -45,6 +46,8 @@ from .codec import LinkInfo, NodeRecord, StationMessage, decode_station, encode_
 from .connection import BusConnection, payload_of, response_of
 from .executor import CommandExecutor, link_info
 from .operator_executor import OperatorExecutor
+from .operator_messages import decode_reply as decode_operator_reply
+from .operator_remote import RemoteCommander, relay_target
 from .topics import Topics
 from .wire import BadMessage
 
@@ -65,7 +68,7 @@ class GatewayBridge:
                  group_of: Callable[[str], str | None], *, clock: Callable[[], float] = time.time,
                  queue_limit: int = 16, backlog_limit: int = BACKLOG_LIMIT, backoff: Backoff | None = None,
                  on_superseded: Callable[[str], None] = lambda station_id: None, refresh_interval: float = 120.0,
-                 operator: StationCommander | None = None):
+                 operator: StationCommander | None = None, call_timeout: float = 15.0, margin: float = 2.0):
         self.node = cluster.node
         self.topics = Topics(cluster.prefix)
         #: This process's run: a gateway restarted under the same node name is another run.
@@ -105,6 +108,11 @@ class GatewayBridge:
         #: The operator's commands controllers forward, run by ``operator`` (this gateway's own operator commands).
         self.operator = OperatorExecutor(self.node, operator, self.links, lambda sid: sid not in self.superseded,
                                          clock, self.commands.send_reply, self.counts)
+        #: This gateway's operator's commands for stations it does not hold: a controller relays each to the
+        #: gateway holding the station (the operator commands' ``forward``).
+        self.relay = RemoteCommander(self.node, self.topics, self.conn, relay_target(self.topics, self.node),
+                                     call_timeout=call_timeout, margin=margin, clock=clock, counts=self.counts,
+                                     hops=2)
         #: Stations held whose topic this bridge listens to, and those whose subscription is to be changed.
         self._watched: set[str] = set()
         self._resubscribe: set[str] = set()
@@ -229,7 +237,8 @@ class GatewayBridge:
     # -- the broker's side ----------------------------------------------------------------------------------
 
     async def _connected(self, client: aiomqtt.Client) -> None:
-        await client.subscribe([(self.topics.commands(self.node), 1), (self.topics.operators(self.node), 1)])
+        await client.subscribe([(self.topics.commands(self.node), 1), (self.topics.operators(self.node), 1),
+                                (self.topics.operator_replies(self.node), 1)])
         await client.publish(self.topics.node(self.node), encode_node(self._record("online")), qos=1, retain=True)
         # Whatever was queued may not have arrived, and the broker may have lost its retained messages: every
         # station held, and every one that changed, goes out as it is now.
@@ -243,6 +252,7 @@ class GatewayBridge:
         self._wake.set()
 
     def _down(self, reason: str) -> None:
+        self.relay.fail("cannot answer: this gateway's connection to the broker ended")
         for sid, _ in self._queue:
             self._dirty[sid] = None
         self._queue.clear()
@@ -317,6 +327,13 @@ class GatewayBridge:
         station = self.topics.station_of(topic)
         if station is not None:
             self._claim(station, payload_of(msg))
+            return
+        if topic == self.topics.operator_replies(self.node):
+            try:
+                self.relay.reply(decode_operator_reply(payload_of(msg)))
+            except BadMessage as exc:
+                self.counts[exc.reason] += 1
+                log.warning("refused a message on %s: %s", topic, exc)
             return
         reply_to, corr = response_of(msg)
         for kind, executor in (("cmd", self.commands), ("op", self.operator)):

@@ -1,11 +1,12 @@
-"""A gateway runs the operator's commands a controller forwards (:mod:`csms.bus.operator_messages`).
+"""A gateway runs the operator's commands a controller forwards (:mod:`csms.bus.operator_messages`); a
+controller runs, the same way, those a gateway relays for stations it does not hold.
 
 Each runs through the gateway's own operator commands (``commander``, the
 :class:`~csms.operations.port.StationCommander` the gateway's HTTP API is given), so it is checked, sent, stored
 and logged exactly as if the operator had asked this gateway, ``by`` included. What the bus adds is checked
-before: the station must have a current session here, the request's deadline must not have passed, and at most
-``queue_limit`` of them wait per station (a queue of their own: an operator's commands never take the
-balancer's places, nor are they held to a group's fencing token, since no group leads them).
+before: the station must have a current session here (on a gateway), the request's deadline must not have
+passed, and at most ``queue_limit`` of them wait per station (a queue of their own: an operator's commands never
+take the balancer's places, nor are they held to a group's fencing token, since no group leads them).
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ SendReply = Callable[[str, str, bytes], None]
 
 
 class OperatorExecutor:
-    """``links`` are the stations this gateway holds, ``current(station_id)`` whether its session here is still
-    the station's newest; ``send_reply(topic, correlation, payload)`` publishes an answer."""
+    """``links`` are the stations this gateway holds (None on a controller: any station, its commander finds
+    where), ``current(station_id)`` whether its session here is still the station's newest;
+    ``send_reply(topic, correlation, payload)`` publishes an answer."""
 
-    def __init__(self, node: str, commander: StationCommander | None, links: Collection[str],
+    def __init__(self, node: str, commander: StationCommander | None, links: Collection[str] | None,
                  current: Callable[[str], bool], clock: Callable[[], float], send_reply: SendReply,
                  counts: Counter[str], queue_limit: int = QUEUE_LIMIT):
         self.node = node
@@ -68,8 +70,8 @@ class OperatorExecutor:
     def _refusal(self, req: OperatorRequest) -> tuple[Refusal, str] | None:
         """Why ``req`` may not run now (checked on arrival and again when its turn comes), or None."""
         if self.commander is None:
-            return Refusal.BAD_REQUEST, f"gateway {self.node} takes no operator's commands"
-        if req.station_id not in self.links or not self.current(req.station_id):
+            return Refusal.BAD_REQUEST, f"{self.node} takes no operator's commands"
+        if self.links is not None and (req.station_id not in self.links or not self.current(req.station_id)):
             return Refusal.NOT_HERE, f"{req.station_id} has no (current) session on gateway {self.node}"
         if self.clock() > req.deadline:
             return Refusal.EXPIRED, f"its deadline passed {self.clock() - req.deadline:.3f} s ago"
@@ -92,7 +94,7 @@ class OperatorExecutor:
             reply = failure_reply(req.id, exc)
         except Exception:
             log.exception("%s: operator's command %r failed on gateway %s", req.station_id, req.command, self.node)
-            reply = failure_reply(req.id, CommandError(f"gateway {self.node} failed running it; see its log"))
+            reply = failure_reply(req.id, CommandError(f"{self.node} failed running it; see its log"))
         self.counts["operator_run"] += 1
         self._answer(reply_to, req.id, reply)
 

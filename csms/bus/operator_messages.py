@@ -96,17 +96,17 @@ def error_of(f: Failure) -> CommandError:
     return cls(f.message)
 
 
-def refusal_error(refused: Refusal, detail: str, station_id: str, node: str) -> CommandError:
-    """What the operator is told when gateway ``node`` did not run the command (``detail`` is the gateway's)."""
+def refusal_error(refused: Refusal, detail: str, station_id: str, who: str) -> CommandError:
+    """What the operator is told when ``who`` ("gateway gw-1") did not run the command (``detail`` is its)."""
     if refused is Refusal.NOT_HERE:
-        return StationOffline(f"station {station_id!r} is no longer on gateway {node} ({detail}); it may be "
+        return StationOffline(f"station {station_id!r} is no longer on {who} ({detail}); it may be "
                               "reconnecting to another gateway: try again in a few seconds")
     if refused is Refusal.BUSY:
-        return StationBusy(f"gateway {node}: {detail}; try again once they are answered")
+        return StationBusy(f"{who}: {detail}; try again once they are answered")
     if refused is Refusal.EXPIRED:
-        return StationTimeout(f"gateway {node} did not start the command for station {station_id!r} in time "
+        return StationTimeout(f"{who} did not start the command for station {station_id!r} in time "
                               f"({detail}); it was not sent to the station")
-    return CommandError(f"gateway {node} could not read the command ({detail}); are all nodes the same version?")
+    return CommandError(f"{who} could not read the command ({detail}); are all nodes the same version?")
 
 
 # -- the wire -----------------------------------------------------------------------------------------------

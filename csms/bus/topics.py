@@ -8,7 +8,10 @@ and a site) can share one broker without hearing each other:
 - ``<prefix>/res/<controller node>``: the answers to one controller's commands;
 - ``<prefix>/node/<node>``: a process's own record (online, or offline by its Last Will), retained;
 - ``<prefix>/op/<gateway node>/<station_id>`` and ``<prefix>/opres/<controller node>``: an operator's command
-  forwarded to the gateway that holds the station, and its answers (:mod:`csms.bus.operator_messages`).
+  forwarded to the gateway that holds the station, and its answers (:mod:`csms.bus.operator_messages`);
+- ``<prefix>/oprelay/<station_id>``: an operator's command a gateway got for a station it does not hold, taken by
+  one controller (a shared subscription, :attr:`Topics.relays`) and forwarded to the gateway that holds it; the
+  answer goes to the asking gateway's ``<prefix>/opres/<node>``.
 
 Station ids may hold no "/" (see ``STATION_ID_RE``) nor, from the bus's point of view, the wildcards "+" and "#";
 node names are checked by the config (:mod:`csms.config.cluster`).
@@ -17,6 +20,9 @@ node names are checked by the config (:mod:`csms.config.cluster`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: The controllers' share name for relayed operator's commands (the prefix in the filter keeps sites apart).
+RELAY_SHARE = "csms-controllers"
 
 #: Characters a topic level must not hold: the separator and MQTT's wildcards.
 RESERVED = frozenset("/+#")
@@ -61,6 +67,19 @@ class Topics:
 
     def operator_replies(self, node: str) -> str:
         return f"{self.prefix}/opres/{node}"
+
+    def relay(self, station_id: str) -> str:
+        return f"{self.prefix}/oprelay/{station_id}"
+
+    @property
+    def relays(self) -> str:
+        """The filter the controllers share: each relayed command reaches one of them (MQTT 5 shared subscription)."""
+        return f"$share/{RELAY_SHARE}/{self.prefix}/oprelay/+"
+
+    def relay_of(self, topic: str) -> str | None:
+        """``<prefix>/oprelay/CP1`` → "CP1"."""
+        tail = self._tail(topic, "oprelay")
+        return tail[0] if tail is not None and len(tail) == 1 and tail[0] else None
 
     @property
     def nodes(self) -> str:

@@ -6,10 +6,12 @@ finds the station's live session, has the session's version plan the call (``v16
 station could only refuse is the caller's 400, not the station's fault), sends it with the server's call
 timeout, and writes one ``operator_command`` event whatever the outcome.
 
-On a node that holds no stations (``--role controller``) ``forward`` runs the commands that need a session on
-the gateway holding the station (:class:`csms.bus.operator_remote.RemoteCommander`, given by the runtime): that
-gateway's own OperatorCommands sends, stores and logs it, so this one logs only what it refused itself or what
-the bus ended (no gateway holds the station, no answer).
+A command that needs a session this node does not have goes to ``forward`` when the runtime gives one
+(:class:`csms.bus.operator_remote.RemoteCommander`): on a controller, which holds no sessions, every such command
+goes to the gateway holding the station; on a gateway, one for a station another gateway holds is relayed there
+by a controller. The node that runs it sends, stores and logs it, so this one logs only what it refused itself
+or what the bus ended (no gateway holds the station, no answer). What a gateway runs for the bus goes through
+:meth:`OperatorCommands.here`, never forwarded again.
 
 Nothing here sets or clears a charging profile: what a charger may draw stays the balancer's decision. A
 reset or an availability change makes the station reboot or stop charging; the delivery handles the
@@ -79,19 +81,28 @@ class OperatorCommands:
         self.uploads = uploads
         #: Sends local authorization lists and keeps them in step with the tokens.
         self.local_lists = local_lists
-        #: Where station commands go on a node that holds no sessions (None: to this node's own sessions).
+        #: Where station commands go when this node holds no session of the station (None: refused as offline).
         self.forward = forward
 
     async def execute(self, station_id: str, command: str, body: Any, by: str) -> CommandResult:
+        return await self._execute(station_id, command, body, by, self.forward)
+
+    def here(self) -> StationCommander:
+        """The same commands, run on this node's sessions only: what a gateway runs for the bus (a command
+        forwarded to it for a station that has just left is not sent on again)."""
+        return _Here(self)
+
+    async def _execute(self, station_id: str, command: str, body: Any, by: str,
+                       forward: StationCommander | None) -> CommandResult:
         args: Arguments | None = None
         extra: dict[str, Any] = {}  # what the event log gets beyond the arguments (request id, upload token)
         try:
             args = catalogue.parse(command, body)
             if command in catalogue.CAP_COMMANDS:
                 result = await self._cap(station_id, command, args, by)
-            elif self.forward is not None:
+            elif forward is not None and station_id not in self.sessions:
                 self._known(station_id)
-                result = await self.forward.execute(station_id, command, body, by)
+                result = await forward.execute(station_id, command, body, by)
                 log.info("%r: operator command %r by %s: %s (run by the station's gateway)", station_id, command,
                          by, result.status)
                 return result  # the gateway that ran it logged it
@@ -227,3 +238,13 @@ class OperatorCommands:
                                                 **detail))
         except Exception:  # storage closed on shutdown: the answer still goes to the operator
             log.warning("%r: operator command %r could not be logged", station_id, command)
+
+
+class _Here:
+    """:meth:`OperatorCommands.here`."""
+
+    def __init__(self, commands: OperatorCommands):
+        self.commands = commands
+
+    async def execute(self, station_id: str, command: str, body: Any, by: str) -> CommandResult:
+        return await self.commands._execute(station_id, command, body, by, None)

@@ -115,8 +115,8 @@ class CentralSystemApp:
         #: The bus side of a gateway or a controller (None: one process does it all).
         self.cluster: GatewayRole | ControllerRole | None = (
             GatewayRole(self) if role == "gateway" else ControllerRole(self) if role == "controller" else None)
-        if isinstance(self.cluster, ControllerRole):
-            self.commands.forward = self.cluster.station_commands  # a controller holds no station sessions
+        if self.cluster is not None:  # a controller holds no sessions; a gateway, only its own stations'
+            self.commands.forward = self.cluster.station_commands
         self._stack = contextlib.AsyncExitStack()
 
     @property

@@ -89,7 +89,7 @@ class CentralSystemApp(Protocol):
     state: SiteState
     storage: Storage
     local_lists: Any   # csms.ocpp.local_lists.LocalLists
-    commands: StationCommander  # csms.ocpp.operator.OperatorCommands
+    commands: Any      # csms.ocpp.operator.OperatorCommands (a StationCommander, and its here())
     server: Any        # csms.ocpp.server.CentralSystem
     delivery: Any      # csms.smart_charging.delivery.Delivery
     caps: Any          # csms.runtime.operator_caps.OperatorCaps
@@ -133,9 +133,13 @@ class GatewayRole:
     def __init__(self, app: CentralSystemApp):
         cfg = app.cfg
         self.app = app
-        # The operator's commands a controller forwards run as this gateway's own (logged and stored here).
+        # The operator's commands a controller forwards run as this gateway's own (logged and stored here), and
+        # never travel on; this gateway's own for a station it does not hold are relayed by a controller.
         self.bridge = GatewayBridge(cfg.mqtt, cfg.cluster, app.state, _group_of(app), clock=app.clock,
-                                    on_superseded=self._superseded, operator=app.commands)
+                                    on_superseded=self._superseded, operator=app.commands.here(),
+                                    call_timeout=cfg.server.call_timeout)
+        #: Where this gateway's operator's commands go for a station it does not hold.
+        self.station_commands: StationCommander = self.bridge.relay
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -187,7 +191,7 @@ class ControllerRole:
                                  token_of=lambda group: self.leases.token(lease_key(group)),
                                  group_of=_group_of(app), on_fenced=self._fenced,
                                  groups=lambda: sorted(self.leases.leading()), call_timeout=cfg.server.call_timeout,
-                                 clock=app.clock)
+                                 clock=app.clock, operator=app.commands)
         #: Runs the operator's station commands on the gateway holding each station.
         self.station_commands: StationCommander = self.bus.operator
         #: The lease keys whose part of the site is in force now.

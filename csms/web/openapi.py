@@ -122,7 +122,7 @@ ERRORS = {
     "401": "missing or wrong token",
     "403": "the read-only token, or no [http] operator_token configured",
     "404": "no such station or command",
-    "409": "the station is not connected (from a controller: no gateway holds it)",
+    "409": "the station is not connected (through a controller or relayed by one: no gateway holds it)",
     "429": "too many commands already wait for the station on its gateway (sent through a controller)",
     "502": "the station answered with a CALLERROR (`code`, `description`)",
     "504": "the station did not answer within [server] call_timeout (or, through a controller, its gateway did not "

@@ -111,12 +111,13 @@ class Gateway:
 
 
 def gateway(port: int, node: str = "gw-1", groups: dict[str, str | None] | None = None,
-            backoff: Backoff | None = None, refresh_interval: float = 120.0) -> Gateway:
+            backoff: Backoff | None = None, refresh_interval: float = 120.0, call_timeout: float = 15.0,
+            margin: float = 2.0) -> Gateway:
     state = SiteState()
     group_map = groups if groups is not None else {}
     bridge = GatewayBridge(MqttConfig(port=port), ClusterConfig(node=node, prefix=PREFIX), state,
                            lambda sid: group_map.get(sid, "g1"), backoff=backoff or fast_backoff(),
-                           refresh_interval=refresh_interval)
+                           refresh_interval=refresh_interval, call_timeout=call_timeout, margin=margin)
     gw = Gateway(bridge, state)
     state.subscribe(gw.events.append)
     return gw

@@ -1,7 +1,8 @@
 """The operator's station commands from a controller, over a private mosquitto: run by the gateway holding the
 station (its own commander, ``by`` kept), answered with its result or the same CommandError class, and every way
 there is no answer named (no gateway holds it, the broker away, a gateway that does not answer, a full queue, a
-deadline passed). And the controller's OperatorCommands logs only what the gateway did not."""
+deadline passed). A gateway's commands for a station another gateway holds, relayed by one controller. And the
+controller's OperatorCommands logs only what the gateway did not."""
 
 from __future__ import annotations
 
@@ -170,6 +171,61 @@ async def test_the_broker_away_is_a_timeout_naming_the_gateway(mosquitto):
         assert time.monotonic() - started < 1.0 and commander.calls == []
 
 
+# -- a gateway's command for a station another gateway holds: relayed by one controller ----------------------
+
+
+def _relaying(ctl):
+    """A controller whose own operator commands forward to the gateways (as the runtime wires them)."""
+    ctl.bus.relay.commander = ctl.bus.operator
+    return ctl
+
+
+async def test_a_gateway_relays_a_command_for_a_station_another_gateway_holds(mosquitto):
+    (gw1, cmd1), (gw2, cmd2) = _gateway(mosquitto.port, "gw-1"), _gateway(mosquitto.port, "gw-2")
+    ctl = _relaying(controller(mosquitto.port))
+    async with ctl.bus, gw1.bridge, gw2.bridge:
+        _session(gw2, "CP2")
+        await until(lambda: ctl.bus.mirror.holder("CP2") == "gw-2")
+        result = await gw1.bridge.relay.execute("CP2", "trigger-message", {"message": "MeterValues"}, "api 10.0.0.5")
+        assert result == CommandResult("CP2", "trigger-message", "Accepted", {"echo": {"message": "MeterValues"}})
+        assert cmd2.calls == [("CP2", "trigger-message", {"message": "MeterValues"}, "api 10.0.0.5")]
+        assert cmd1.calls == []
+
+        with pytest.raises(StationError) as err:  # the holder's error, as the same class, logged there
+            await gw1.bridge.relay.execute("CP2", "data-transfer", {"vendor_id": "X"}, "cli")
+        assert (err.value.code, err.value.ran_on) == ("NotImplemented", "the controller relaying it")
+        gw2.state.disconnected("CP2", time.time())
+        await until(lambda: ctl.bus.mirror.holder("CP2") is None)
+        with pytest.raises(StationOffline, match="no gateway currently holds it") as off:
+            await gw1.bridge.relay.execute("CP2", "reset", {}, "cli")
+        assert off.value.ran_on is not None  # the relaying controller logged it
+        assert len(cmd2.calls) == 2 and ctl.bus.counts["operator_run"] == 3
+
+
+async def test_of_two_controllers_one_relays_each_command(mosquitto):
+    (gw1, _), (gw2, cmd2) = _gateway(mosquitto.port, "gw-1"), _gateway(mosquitto.port, "gw-2")
+    a, b = _relaying(controller(mosquitto.port, "ctl-a")), _relaying(controller(mosquitto.port, "ctl-b"))
+    async with a.bus, b.bus, gw1.bridge, gw2.bridge:
+        _session(gw2, "CP2")
+        await until(lambda: a.bus.mirror.holder("CP2") == b.bus.mirror.holder("CP2") == "gw-2")
+        for i in range(6):
+            await gw1.bridge.relay.execute("CP2", "clear-cache", {}, f"cli {i}")
+        assert [c[3] for c in cmd2.calls] == [f"cli {i}" for i in range(6)]  # each ran once
+        assert a.bus.counts["operator_run"] + b.bus.counts["operator_run"] == 6
+
+
+async def test_with_no_controller_the_relay_times_out_saying_so(mosquitto):
+    gw1 = gateway(mosquitto.port, "gw-1", call_timeout=0.3, margin=0.1)
+    gw2, _ = _gateway(mosquitto.port, "gw-2")
+    async with gw1.bridge, gw2.bridge:
+        _session(gw2, "CP2")
+        await until(lambda: gw1.bridge.conn.client is not None)
+        started = time.monotonic()
+        with pytest.raises(StationTimeout, match="no controller relayed the command .* within 1.1 s") as exc:
+            await gw1.bridge.relay.execute("CP2", "reset", {}, "cli")
+        assert time.monotonic() - started < 2.0 and exc.value.ran_on is None  # the gateway logs it
+
+
 # -- the controller's OperatorCommands: forwards, and logs only what no gateway logged -----------------------
 
 
@@ -223,3 +279,13 @@ async def test_the_controller_logs_what_it_refused_or_the_bus_ended() -> None:
         with pytest.raises(error):
             await commands.execute(station, "reset", body, "cli")
     assert len(storage.logged) == 3 and len(forward.calls) == 1  # an unknown station or bad arguments go nowhere
+
+
+async def test_what_a_gateway_runs_for_the_bus_is_never_forwarded_again() -> None:
+    """A command forwarded to a gateway for a station that has just left it is not relayed on (no loop)."""
+    storage = Events()
+    forward = Forward(CommandResult("CP1", "reset", "Accepted"))
+    commands = _controllers_commands(forward, storage)
+    with pytest.raises(StationOffline, match="not connected"):
+        await commands.here().execute("CP1", "reset", {}, "gateway bus")
+    assert forward.calls == [] and len(storage.logged) == 1

@@ -86,7 +86,7 @@ def test_a_subclass_travels_as_its_known_base() -> None:
     (Refusal.BAD_REQUEST, CommandError, "gateway gw-2 could not read"),
 ])
 def test_a_refusal_becomes_the_error_a_single_node_would_give(refused, cls, words) -> None:
-    exc = refusal_error(refused, "why", "CP-1", "gw-2")
+    exc = refusal_error(refused, "why", "CP-1", "gateway gw-2")
     assert type(exc) is cls and words in str(exc) and exc.ran_on is None  # the controller logs these itself
 
 

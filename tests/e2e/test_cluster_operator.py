@@ -1,6 +1,7 @@
 """The operator's tools in the scaled-out form (two gateways, two controllers, mosquitto, PostgreSQL, the simulated
 site at shipped defaults): a cap set on any node is applied by the controller leading the group, survives that
-controller's SIGKILL (the new leader applies it) and a controller's restart (nothing deletes it); the
+controller's SIGKILL (the new leader applies it) and a controller's restart (nothing deletes it); a station command
+sent to a gateway runs wherever the station is (one another gateway holds is relayed by a controller); the
 commissioning check runs on the leading controller and is refused, saying where to go, elsewhere."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from csms.runtime.operator_caps import REFRESH_EVERY
 from tests.e2e.harness import OPERATOR_TOKEN, ev_model, wait_until
-from tests.e2e.test_cluster import BASE, TAKEOVER_SLACK, Cluster, command, running_cluster
+from tests.e2e.test_cluster import BASE, TAKEOVER_SLACK, Cluster, command, running_cluster, status
 from tests.support.postgres import unavailable_reason
 
 pytestmark = [pytest.mark.e2e,
@@ -75,6 +76,19 @@ async def test_a_cap_set_on_any_node_is_applied_by_the_leader_and_outlives_contr
         assert stored_caps(c.pg.url) == {"CP1": 6.0, "CP2": 7.0}
         assert cp1.limit().amps <= 6.0 and cp2.limit().amps <= 7.0
         assert c.fuse_held() == "never above the fuse", c.fuse_held()
+
+        # A station command through gw1 for every station: those gw2 holds are relayed by a controller, and
+        # each is logged once, by the gateway that sent it to the station.
+        held = {gw: (await asyncio.to_thread(status, c.http[gw]))["stations"] for gw in ("gw1", "gw2")}
+        assert held["gw2"] >= 1 and sum(held.values()) == len(c.installed), held
+        for cid in sorted(c.installed):
+            code, answer = await asyncio.to_thread(command, c.http["gw1"], cid, "trigger-message",
+                                                   {"message": "Heartbeat"})
+            assert (code, answer["status"]) == (200, "Accepted"), (cid, code, answer)
+            assert any(a == "TriggerMessage" for a, _ in c.sim.fleet[cid].received[-5:]), cid
+            triggers = [e for e in c.operator_events(cid) if e["command"] == "trigger-message"]
+            assert len(triggers) == 1, c.operator_events(cid)
+        print(f"station commands through gw1: all {len(c.installed)} answered ({held['gw2']} relayed to gw2)")
 
 
 def api(http_port: int, method: str, path: str) -> tuple[int, dict]:
