@@ -19,7 +19,8 @@ A gateway holds only its own stations and no mirror (every station's every messa
 multiply the bus's traffic by their number). A command its operator sends for a station it does not hold is
 relayed (:func:`relay_target`): one controller takes it (a shared subscription), runs it through its own operator
 commands, so through this forwarding to the holding gateway, and answers the gateway with what came of it. The
-asking gateway waits one ``margin`` longer than the controller does.
+asking gateway waits one ``call_timeout`` (the relayed command may queue behind another for the station on the
+controller) and one ``margin`` longer than the controller does.
 
 The wait: the gateway must start the command within ``call_timeout`` (its deadline), and one command may take
 :data:`CALLS_PER_COMMAND` calls' timeouts there (a SendLocalList refused as a difference and sent in full; a
@@ -103,8 +104,9 @@ class RemoteCommander:
         self.call_timeout = call_timeout
         self.clock = clock
         self.counts = counts
-        #: Seconds this node waits for the answer: each hop waits ``margin`` longer than the next.
-        self.wait = call_timeout * (1 + CALLS_PER_COMMAND) + margin * hops
+        #: Seconds this node waits for the answer: each hop may queue the command for up to ``call_timeout`` before
+        #: it starts, and waits ``margin`` longer than the next.
+        self.wait = call_timeout * (hops + CALLS_PER_COMMAND) + margin * hops
         self._waiting: dict[str, _Waiting] = {}
 
     async def execute(self, station_id: str, command: str, body: Any, by: str) -> CommandResult:

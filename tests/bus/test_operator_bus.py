@@ -221,9 +221,9 @@ async def test_with_no_controller_the_relay_times_out_saying_so(mosquitto):
         _session(gw2, "CP2")
         await until(lambda: gw1.bridge.conn.client is not None)
         started = time.monotonic()
-        with pytest.raises(StationTimeout, match="no controller relayed the command .* within 1.1 s") as exc:
+        with pytest.raises(StationTimeout, match="no controller relayed the command .* within 1.4 s") as exc:
             await gw1.bridge.relay.execute("CP2", "reset", {}, "cli")
-        assert time.monotonic() - started < 2.0 and exc.value.ran_on is None  # the gateway logs it
+        assert time.monotonic() - started < 2.5 and exc.value.ran_on is None  # the gateway logs it
 
 
 # -- the controller's OperatorCommands: forwards, and logs only what no gateway logged -----------------------
