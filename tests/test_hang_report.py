@@ -22,8 +22,8 @@ async def test_stuck():
 
 def test_a_stuck_test_ends_the_run_naming_the_await_that_never_returned(tmp_path: Path):
     (tmp_path / "test_stuck.py").write_text(STUCK)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-c", str(ROOT / "pyproject.toml"), "-o", "faulthandler_timeout=3",
-                          "-p", "no:cacheprovider", str(tmp_path / "test_stuck.py")],
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-c", str(ROOT / "pyproject.toml"),
+                          "-o", "faulthandler_timeout=3", "-p", "no:cacheprovider", str(tmp_path / "test_stuck.py")],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode != 0, run.stdout
     assert "::test_stuck has run 3 s: stuck?" in run.stderr, run.stderr
