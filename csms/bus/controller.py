@@ -43,6 +43,7 @@ from .connection import BusConnection, Replies, payload_of, publish_properties, 
 from .mirror import StationMirror
 from .operator_messages import decode_reply as decode_operator_reply
 from .operator_executor import OperatorExecutor
+from .operator_messages import MARGIN
 from .operator_remote import RemoteCommander, holder_target
 from .remote import RemoteLink
 from .topics import Topics
@@ -69,7 +70,7 @@ class ControllerBus:
     def __init__(self, mqtt: MqttConfig, cluster: ClusterConfig, state: SiteState, *,
                  on_session: Callable[[StationLink], None], token_of: Callable[[str | None], int | None],
                  group_of: Callable[[str], str | None], on_fenced: Callable[[str | None], None] = lambda group: None,
-                 groups: Callable[[], Iterable[str]] = tuple, call_timeout: float = 15.0, margin: float = 2.0,
+                 groups: Callable[[], Iterable[str]] = tuple, call_timeout: float = 15.0, margin: float = MARGIN,
                  offline_grace: float = 5.0, confirm_window: float = 40.0, clock: Callable[[], float] = time.time,
                  backoff: Backoff | None = None, operator: StationCommander | None = None):
         self.node = cluster.node

@@ -47,6 +47,7 @@ from .connection import BusConnection, payload_of, response_of
 from .executor import CommandExecutor, link_info
 from .operator_executor import OperatorExecutor
 from .operator_messages import decode_reply as decode_operator_reply
+from .operator_messages import MARGIN
 from .operator_remote import RemoteCommander, relay_target
 from .topics import Topics
 from .wire import BadMessage
@@ -68,7 +69,7 @@ class GatewayBridge:
                  group_of: Callable[[str], str | None], *, clock: Callable[[], float] = time.time,
                  queue_limit: int = 16, backlog_limit: int = BACKLOG_LIMIT, backoff: Backoff | None = None,
                  on_superseded: Callable[[str], None] = lambda station_id: None, refresh_interval: float = 120.0,
-                 operator: StationCommander | None = None, call_timeout: float = 15.0, margin: float = 2.0):
+                 operator: StationCommander | None = None, call_timeout: float = 15.0, margin: float = MARGIN):
         self.node = cluster.node
         self.topics = Topics(cluster.prefix)
         #: This process's run: a gateway restarted under the same node name is another run.

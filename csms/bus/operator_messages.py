@@ -37,6 +37,22 @@ ERRORS: dict[str, type[CommandError]] = {cls.outcome: cls for cls in (
 OPERATOR_REFUSALS = frozenset({Refusal.NOT_HERE, Refusal.EXPIRED, Refusal.BUSY, Refusal.BAD_REQUEST})
 
 
+#: The most station calls (each bounded by ``call_timeout`` on the gateway) one operator's command makes.
+CALLS_PER_COMMAND = 2
+#: Seconds each node on the way waits beyond the one after it (the bus's default ``margin``).
+MARGIN = 2.0
+#: Forwardings between the node the operator asked and the gateway holding the station, at most: a gateway's
+#: command for a station another gateway holds goes through a controller.
+MOST_HOPS = 2
+
+
+def answer_within(call_timeout: float, hops: int = MOST_HOPS, margin: float = MARGIN) -> float:
+    """The longest an operator's command may take to be answered from ``hops`` forwardings away: each hop may
+    queue it for up to ``call_timeout`` before it starts, the station gets :data:`CALLS_PER_COMMAND` calls,
+    and each hop waits ``margin`` longer than the next."""
+    return call_timeout * (hops + CALLS_PER_COMMAND) + margin * hops
+
+
 @dataclass(frozen=True)
 class OperatorRequest:
     """One message on ``<prefix>/op/<gateway node>/<station_id>``: ``body`` is the command's JSON arguments."""

@@ -23,8 +23,9 @@ asking gateway waits one ``call_timeout`` (the relayed command may queue behind 
 controller) and one ``margin`` longer than the controller does.
 
 The wait: the gateway must start the command within ``call_timeout`` (its deadline), and one command may take
-:data:`CALLS_PER_COMMAND` calls' timeouts there (a SendLocalList refused as a difference and sent in full; a
-GetBaseReport and the reports it brings), so the controller waits for that plus ``margin``.
+:data:`~.operator_messages.CALLS_PER_COMMAND` calls' timeouts there (a SendLocalList refused as a difference and
+sent in full; a GetBaseReport and the reports it brings), so the controller waits for that plus ``margin``
+(:func:`~.operator_messages.answer_within`).
 """
 
 from __future__ import annotations
@@ -42,13 +43,13 @@ import aiomqtt
 from csms.operations.results import CommandError, CommandResult, StationOffline, StationTimeout
 
 from .connection import BusConnection, publish_properties
-from .operator_messages import OperatorReply, OperatorRequest, encode_request, error_of, refusal_error
+from .operator_messages import (
+    OperatorReply, OperatorRequest, answer_within, encode_request, error_of, refusal_error,
+)
 from .topics import Topics
 
 log = logging.getLogger("csms.bus.controller")
 
-#: The most station calls (each bounded by ``call_timeout`` on the gateway) one operator's command makes.
-CALLS_PER_COMMAND = 2
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,8 @@ class RemoteCommander:
         self.call_timeout = call_timeout
         self.clock = clock
         self.counts = counts
-        #: Seconds this node waits for the answer: each hop may queue the command for up to ``call_timeout`` before
-        #: it starts, and waits ``margin`` longer than the next.
-        self.wait = call_timeout * (hops + CALLS_PER_COMMAND) + margin * hops
+        #: Seconds this node waits for the answer.
+        self.wait = answer_within(call_timeout, hops, margin)
         self._waiting: dict[str, _Waiting] = {}
 
     async def execute(self, station_id: str, command: str, body: Any, by: str) -> CommandResult:

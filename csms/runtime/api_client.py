@@ -71,6 +71,9 @@ class Api:
                 return exc.code, json.loads(exc.read() or b"{}")
             except ValueError:
                 return exc.code, {"error": exc.reason}
+        except TimeoutError:  # connected and asked: the answer did not come in time
+            raise CliFailure(1, f"{self.address} did not answer within {timeout:g} s; what was asked may still "
+                                "happen (the event log says)") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CliFailure(1, f"is csms serve running? could not connect to {self.address}: {reason}") from None

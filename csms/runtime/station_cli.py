@@ -18,10 +18,11 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from csms.bus.operator_messages import answer_within
 from csms.operations.catalogue import COMMANDS
 from csms.runtime.api_client import TOKEN_ENV, Api, CliFailure, add_api_arguments, fail
 
-#: Seconds the CLI waits beyond the server's call timeout (the server answers 504 by then).
+#: Seconds the CLI waits beyond the longest the API may take to answer (it answers 504 by then).
 SLACK = 5.0
 
 #: argparse options per command: (flag, type, dest in the JSON body, help). ``--key`` repeats for reads.
@@ -115,7 +116,8 @@ def cmd_station(args: argparse.Namespace) -> int:
         api = Api.from_args(args)
         body = {f: getattr(args, f) for f in args.body_fields if getattr(args, f) is not None}
         path = f"/api/stations/{quote(args.station_id, safe='')}/commands/{args.station_command}"
-        status, answer = api.request("POST", path, body, timeout=api.cfg.server.call_timeout + SLACK)
+        # A command may make two calls, and through a cluster node wait in a queue on each node on the way.
+        status, answer = api.request("POST", path, body, timeout=answer_within(api.cfg.server.call_timeout) + SLACK)
     except CliFailure as exc:
         return fail("station", exc.code, str(exc))
     return _report(args, status, answer)

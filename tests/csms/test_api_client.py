@@ -92,3 +92,37 @@ def test_commission_goes_to_the_node_the_url_names(config, capsys):
 def test_a_bad_url_is_refused_before_anything_is_asked(config, capsys):
     assert main(["commission", "--config", str(config), "--group", "g", "--url", "10.0.0.5:8080"]) == 2
     assert "--url '10.0.0.5:8080'" in capsys.readouterr().err
+
+
+def test_an_api_that_takes_the_request_and_never_answers_is_named_not_called_down(config):
+    """Connected, asked, no answer: the command may still run, so the CLI must not say nothing listens."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        api = Api.from_config(str(config), f"http://127.0.0.1:{silent.getsockname()[1]}")
+        with pytest.raises(CliFailure) as info:
+            api.request("POST", "/api/stations/CP1/commands/reset", {}, timeout=0.3)
+    assert info.value.code == 1 and "did not answer within 0.3 s" in str(info.value), info.value
+    assert "is csms serve running" not in str(info.value)
+
+
+def test_csms_station_waits_longer_than_any_node_on_the_way_does(config, monkeypatch, capsys):
+    """A command sent to a gateway for a station another gateway holds is relayed by a controller: the gateway
+    waits the longest of the nodes, and the CLI longer still (else it gives up on an answer that is coming)."""
+    from csms.bus.operator_remote import RemoteCommander, relay_target
+    from csms.bus.topics import Topics
+    from csms.config import load_config
+
+    asked: list[float] = []
+
+    def request(self, method, path, body=None, timeout=10.0):
+        asked.append(timeout)
+        return 200, {"station": "CP1", "command": "reset", "status": "Accepted", "ok": True, "reply": {}}
+
+    monkeypatch.setattr(Api, "request", request)
+    assert main(["station", "reset", "CP1", "--config", str(config)]) == 0, capsys.readouterr().err
+    call_timeout = load_config(str(config)).server.call_timeout
+    relaying_gateway = RemoteCommander("gw1", Topics(), None, relay_target(Topics(), "gw1"),  # type: ignore[arg-type]
+                                       call_timeout=call_timeout, margin=2.0, clock=lambda: 0.0, counts=None,
+                                       hops=2)  # type: ignore[arg-type]
+    assert asked == [pytest.approx(asked[0])] and asked[0] > relaying_gateway.wait > 4 * call_timeout
