@@ -93,7 +93,7 @@ class OperatorExecutor:
         except CommandError as exc:
             reply = failure_reply(req.id, exc)
         except Exception:
-            log.exception("%s: operator's command %r failed on gateway %s", req.station_id, req.command, self.node)
+            log.exception("%s: operator's command %r failed on %s", req.station_id, req.command, self.node)
             reply = failure_reply(req.id, CommandError(f"{self.node} failed running it; see its log"))
         self.counts["operator_run"] += 1
         self._answer(reply_to, req.id, reply)

@@ -125,4 +125,4 @@ def test_csms_station_waits_longer_than_any_node_on_the_way_does(config, monkeyp
     relaying_gateway = RemoteCommander("gw1", Topics(), None, relay_target(Topics(), "gw1"),  # type: ignore[arg-type]
                                        call_timeout=call_timeout, margin=2.0, clock=lambda: 0.0, counts=None,
                                        hops=2)  # type: ignore[arg-type]
-    assert asked == [pytest.approx(asked[0])] and asked[0] > relaying_gateway.wait > 4 * call_timeout
+    assert len(asked) == 1 and asked[0] > relaying_gateway.wait > 4 * call_timeout
