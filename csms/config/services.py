@@ -31,13 +31,13 @@ class ServerConfig(StrictModel):
     #: Seconds the CSMS waits for a station's answer to a call.
     call_timeout: float = Field(15.0, gt=0, le=300)
     #: permessage-deflate for stations that offer it. On by default: OCPP 2.0.1 (part 4) requires a CSMS to
-    #: support RFC 7692. "off" saves about 8 µs of CPU per message sent compressed; only for fleets that need
-    #: neither (1.6 only, unmetered links).
+    #: support RFC 7692. "off" saves about 3 µs of CPU per message sent compressed (5 µs without zlib-ng, see
+    #: ``csms.ocpp.deflate``); only for fleets that need neither (1.6 only, unmetered links).
     compression: Literal["off", "deflate"] = "deflate"
     #: Messages shorter than this (bytes) go out uncompressed on a compressing connection, as RFC 7692 allows:
     #: an OCPP message under about 100 bytes comes out of deflate no shorter (a reply of 20-95 bytes: 2 bytes
-    #: longer to 1 shorter) for as much CPU as a profile (``bench/bench_deflate.py``). A SetChargingProfile
-    #: (350-450 bytes) loses about 40 % of its bytes; a threshold above it would save that compression's CPU
+    #: longer to 5 shorter) for about as much CPU as a profile (``bench/bench_deflate.py``). A SetChargingProfile
+    #: (350-450 bytes) loses about a third of its bytes; a threshold above it would save that compression's CPU
     #: on each profile and send those bytes.
     compression_threshold: int = Field(128, ge=0, le=16 * 1024 * 1024)
 

@@ -333,24 +333,70 @@ async def test_deflate_keeps_no_context_between_messages():
                 assert await ws.recv() == text
 
 
+def engines():
+    """Python's zlib and what the server compresses with (zlib-ng where it is installed)."""
+    from csms.ocpp.deflate import ENGINE
+    return [zlib] if ENGINE is zlib else [zlib, ENGINE]
+
+
+def inflate_within_window(wire: bytes, bits: int) -> bytes:
+    """A message inflated as a station with a ``2**bits``-byte window inflates it. Taken 16 bytes at a time, so
+    that zlib must look up what a back reference names in its window, not in the output it just produced:
+    one that reaches further back than the window is refused ("invalid distance too far back")."""
+    inflater, data, out = zlib.decompressobj(-bits), wire + b"\x00\x00\xff\xff", []
+    while data:
+        out.append(inflater.decompress(data, 16))
+        data = inflater.unconsumed_tail
+    return b"".join(out)
+
+
+def test_an_inflater_fed_in_steps_refuses_a_reference_past_its_window():
+    """The premise of the check above: a 15-bit compressor's reference 800 bytes back is refused by a 9-bit
+    inflater fed in steps (in one call zlib would find it in its output and not complain)."""
+    piece = b"".join(random.Random(1).choice(string.ascii_letters).encode() for _ in range(200))
+    message = piece + bytes(range(256)) * 3 + piece
+    wide = zlib.compressobj(1, zlib.DEFLATED, -15)
+    wire = (wide.compress(message) + wide.flush(zlib.Z_FULL_FLUSH))[:-4]
+    assert zlib.decompressobj(-9).decompress(wire + b"\x00\x00\xff\xff") == message
+    with pytest.raises(zlib.error, match="too far back"):
+        inflate_within_window(wire, 9)
+
+
+@pytest.mark.parametrize("engine", engines(), ids=lambda e: e.__name__)
 @pytest.mark.parametrize("bits", [12, 10, 9])
-def test_deflated_messages_stand_alone_whoever_compressed_before(bits):
+def test_deflated_messages_stand_alone_whoever_compressed_before(bits, engine):
     """Connections share their thread's compressor: each message must still inflate on its own, with a fresh
     decompressor of the agreed window and nothing before it (what server_no_context_takeover promises), and
-    come out the same whatever other connections compressed in between."""
+    come out the same whatever other connections compressed in between. Some messages repeat a piece further
+    back than the window: the compressor must not refer to it (an inflater of that window refuses it)."""
     from csms.ocpp.deflate import BoundedDeflate
-    a, b = BoundedDeflate(65536), BoundedDeflate(65536)
+    a, b = BoundedDeflate(65536, engine), BoundedDeflate(65536, engine)
     assert a.accept(f"permessage-deflate; server_max_window_bits={bits}")
     assert b.accept(f"permessage-deflate; server_max_window_bits={bits}")
     rng = random.Random(bits)
-    texts = [("".join(rng.choice('{}[]",:abcdefSetChargingProfile0123456789') for _ in range(rng.randrange(64, 3000))))
-             .encode() for _ in range(40)]
-    for i, text in enumerate(texts):
-        wire = (a if i % 2 else b).compress(text)
-        inflater = zlib.decompressobj(-bits)
-        assert inflater.decompress(wire + b"\x00\x00\xff\xff") == text
+
+    def text(size: int) -> str:
+        return "".join(rng.choice('{}[]",:abcdefSetChargingProfile0123456789') for _ in range(size))
+    texts = [text(rng.randrange(64, 3000)).encode() for _ in range(40)]
+    for _ in range(10):
+        piece = text(rng.randrange(50, 400))
+        texts.append(f"{piece}{text(2 ** bits + rng.randrange(0, 2000))}{piece}".encode())
+    for i, message in enumerate(texts):
+        wire = (a if i % 2 else b).compress(message)
+        assert inflate_within_window(wire, bits) == message
         fresh = a._new_compressor()  # the same bytes as a compressor that has seen nothing before
-        assert wire == (fresh.compress(text) + fresh.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        assert wire == (fresh.compress(message) + fresh.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def test_zlib_ng_compresses_where_its_wheels_install():
+    """pyproject.toml installs zlib-ng on x86-64 and 64-bit ARM (half the CPU per profile sent): there it must be
+    what compresses, not a silent fall-back to Python's zlib."""
+    import platform
+
+    from csms.ocpp.deflate import ENGINE
+    if platform.machine().lower() not in ("x86_64", "amd64", "aarch64", "arm64"):
+        pytest.skip(f"no zlib-ng wheel for {platform.machine()}: Python's zlib compresses")
+    assert ENGINE.__name__ == "zlib_ng.zlib_ng"
 
 
 async def test_messages_sent_in_one_turn_then_a_close_arrive_in_order():
