@@ -70,9 +70,7 @@ class Delivery(Reconfigurable, Workers):
         self._timers: set[asyncio.TimerHandle] = set()
         self._unsubscribe = state.subscribe(self._on_event)
         decisions.open(self.apply)
-        self.sent = 0
-        self.accepted = 0
-        self.rejected = 0
+        self.sent = self.accepted = self.rejected = 0
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -296,9 +294,10 @@ class Delivery(Reconfigurable, Workers):
         spec = dynamic_spec(ch, limit, unit, purpose, level, transaction_id, now, s)
         previous = ch.in_force
         applied = ch.start_sending(amps, self._may_apply(ch))
-        self.book.refresh(ch, self.clock())
         if amps != previous:
-            self._set_control(ch, ControlState.PENDING, applied, f"sending {amps:.1f} A")
+            self._set_control(ch, ControlState.PENDING, applied, f"sending {amps:.1f} A")  # refreshes its exposure
+        else:
+            self.book.refresh(ch, self.clock())
         self.sent += 1
         ch.sent += 1
         outcome = await self._set_profile(ch, link, spec)
