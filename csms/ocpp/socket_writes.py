@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import weakref
 from typing import Protocol
 
 from csms.ocpp.deflate import BoundedDeflate
@@ -48,11 +49,12 @@ class Writer(Protocol):
 class WriteBatch:
     """The connections that queued a write in this turn of the loop; all written out at the start of the next."""
 
-    __slots__ = ("_loop", "_due")
+    __slots__ = ("_loop", "_due", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._due: list[Writer] = []
+        _batches.add(self)
 
     def queue(self, writer: Writer) -> None:
         """``writer`` has something to write (call once until its ``write_out``)."""
@@ -67,3 +69,13 @@ class WriteBatch:
                 writer.write_out()
             except Exception:  # one connection's failure must not keep the others' frames back
                 log.exception("writing to %r failed", writer)
+
+
+_batches: weakref.WeakSet[WriteBatch] = weakref.WeakSet()
+
+
+def writes_pending() -> bool:
+    """Whether frames queued on the running loop wait for the next turn: work that can wait (a garbage
+    collector's pass) yields one turn first, so that it does not come between a decision's burst and its sends."""
+    loop = asyncio.get_running_loop()
+    return any(batch._due for batch in list(_batches) if batch._loop is loop)

@@ -19,7 +19,8 @@ charger) all live until their charger answers. Those passes walked them again an
 nothing to free: over 15 such decisions (``bench/bench_send_path.py --compare-automatic-gc``) 1,430
 passes took 3.0 s of CPU and freed about 100 objects, and cost a fifth to a third of the send burst.
 Automatic collection is therefore off while the heap is held, and a timer runs, every ``young_every``
-seconds, one pass over generations 0 and 1 together: between two turns of the loop, never inside one. What
+seconds, one pass over generations 0 and 1 together: between two turns of the loop, never inside one, and never
+between a decision's burst of sends and the turn that writes them to the sockets. What
 survives it goes straight to generation 2, which the next freeze makes permanent, so no pass walks more than
 what one interval left alive. (The collector's own schedule, generation 1 every eleventh pass, let generation 1
 gather eleven intervals of survivors - meter samples and sessions' messages that live a few seconds - and at
@@ -35,6 +36,8 @@ import asyncio
 import gc
 import logging
 import time
+
+from csms.ocpp.socket_writes import writes_pending
 
 log = logging.getLogger("csms.gc")
 
@@ -76,6 +79,11 @@ class FrozenHeap:
         next_freeze = self._clock() + self.freeze_every
         while True:
             await asyncio.sleep(self.young_every)
+            if writes_pending():
+                # This step was queued behind a decision's burst of sends, whose frames go to the sockets at the
+                # start of the next turn (csms.ocpp.socket_writes): a pass now would walk the burst's 20,000 young
+                # objects (3-7 ms at 1,000 chargers) while the chargers wait. One turn later they are out.
+                await asyncio.sleep(0)
             if self._clock() >= next_freeze:
                 self.step()
                 next_freeze = self._clock() + self.freeze_every
