@@ -118,24 +118,24 @@ async def test_a_pass_never_runs_between_a_burst_and_its_writes() -> None:
             busy(0.002)
             decide.set()
 
-    async def balancer() -> None:
-        while True:
-            await decide.wait()
-            decide.clear()
-            busy(0.003)
-            send.set()
+    def balancer() -> None:
+        busy(0.003)
+        send.set()
 
-    async def burst() -> None:
+    def burst() -> None:
+        batch.queue(Writer())
+        unwritten[0] = True
+        busy(0.004)
+
+    async def woken_by(event: asyncio.Event, work) -> None:
         while True:
-            await send.wait()
-            send.clear()
-            batch.queue(Writer())
-            unwritten[0] = True
-            busy(0.004)
+            await event.wait()
+            event.clear()
+            work()
 
     try:
         async with Watched(freeze_every=3600, full_every=3600):
-            tasks = [asyncio.create_task(f()) for f in (readings, balancer, burst)]
+            tasks = [asyncio.create_task(c) for c in (readings(), woken_by(decide, balancer), woken_by(send, burst))]
             await asyncio.sleep(1.5)
             for task in tasks:
                 task.cancel()
