@@ -86,8 +86,11 @@ async def test_a_cap_set_on_any_node_is_applied_by_the_leader_and_outlives_contr
                                                    {"message": "Heartbeat"})
             assert (code, answer["status"]) == (200, "Accepted"), (cid, code, answer)
             assert any(a == "TriggerMessage" for a, _ in c.sim.fleet[cid].received[-5:]), cid
-            triggers = [e for e in c.operator_events(cid) if e["command"] == "trigger-message"]
-            assert len(triggers) == 1, c.operator_events(cid)
+            # The node that ran it logs the command through its storage writer, a moment after answering.
+            def triggers(cid: str = cid) -> list[dict]:
+                return [e for e in c.operator_events(cid) if e["command"] == "trigger-message"]
+            await wait_until(lambda: bool(triggers()), 10, f"{cid}: the command in the event log")
+            assert len(triggers()) == 1, c.operator_events(cid)
         print(f"station commands through gw1: all {len(c.installed)} answered ({held['gw2']} relayed to gw2)")
 
 
