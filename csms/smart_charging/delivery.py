@@ -77,11 +77,12 @@ class Delivery(Reconfigurable, Workers):
     def apply(self, decision: Decision) -> None:
         """LimitSink: remember the newest limit per charger and wake the channels that must act."""
         self.book.take(decision)
+        now = self.clock()
         for cid, lim in decision.limits.items():
             ch = self.channels.get(cid)
             if ch is None or not lim.controlled:
                 continue
-            ch.decided_at = self.clock()
+            ch.decided_at = now
             if ch.wanted != lim.limit or ch.new_session:
                 # A new session's first limit goes out even when it equals the previous one (0 A while paused):
                 # until it is accepted the charger applies its fallback, not that limit.
@@ -288,7 +289,7 @@ class Delivery(Reconfigurable, Workers):
     async def _send(self, ch: ChargerChannel, link: StationLink, amps: float, purpose: Purpose,
                     transaction_id: str | None) -> None:
         s, now = self.settings, self.clock()
-        limit, unit = in_unit(ch, amps, ch.cfg.phases, self.readings.volts(ch))
+        limit, unit = in_unit(ch, amps, ch.cfg.phases, self.readings.volts)
         levels = ch.stack_levels or [1]
         level = levels[min(ch.level_pos, len(levels) - 1)]
         spec = dynamic_spec(ch, limit, unit, purpose, level, transaction_id, now, s)

@@ -17,6 +17,7 @@ Safety rules, in the order they bind:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from csms.balancer.grid import floor_step
 from csms.balancer.model import ControlState, Decision
@@ -28,9 +29,9 @@ from .channel import ChargerChannel
 from .exposure import UNSTEERED, ExposureBook
 
 
-@dataclass(frozen=True)
-class Step:
-    """What one look at a charger decides (several may hold: a limit to send and a time to look again)."""
+class Step(NamedTuple):
+    """What one look at a charger decides (several may hold: a limit to send and a time to look again).
+    Immutable; a named tuple because one is made per charger and decision."""
 
     #: Send this limit (A per phase) now.
     send: float | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from csms.config import SmartChargingConfig
 from csms.domain.link import Capabilities, ProfileSpec, Purpose
 
@@ -29,12 +31,14 @@ def fallback_shape(ch: ChargerChannel) -> tuple[int, int | None, tuple[int, ...]
     return 3, None, ch.phases_wired
 
 
-def in_unit(ch: ChargerChannel, amps: float, number_phases: int, volts: float) -> tuple[float, str]:
-    """A limit in the charger's rate unit: A when it takes them, W at ``volts`` per phase otherwise."""
+def in_unit(ch: ChargerChannel, amps: float, number_phases: int,
+            volts: Callable[[ChargerChannel], float]) -> tuple[float, str]:
+    """A limit in the charger's rate unit: A when it takes them, W at ``volts(ch)`` per phase otherwise (asked
+    only then: it reads the latest sample, a cost on every limit sent)."""
     caps = ch.caps or Capabilities()
     if "A" in caps.rate_units:
         return round(amps, 1), "A"
-    return round(amps * volts * number_phases), "W"
+    return round(amps * volts(ch) * number_phases), "W"
 
 
 def fallback_specs(ch: ChargerChannel, limit: float, unit: str, now: float) -> list[ProfileSpec]:

@@ -201,7 +201,7 @@ class Installer:
     async def install_fallback(self, ch: ChargerChannel, link: StationLink) -> bool:
         """The permanent offline fallback, in the first purpose the charger takes; False if it did not answer."""
         n, _, phases = fallback_shape(ch)
-        limit, unit = in_unit(ch, ch.cfg.offline_current, n, self.volts(ch))
+        limit, unit = in_unit(ch, ch.cfg.offline_current, n, self.volts)
         outcomes: list[Outcome] = []
         for spec in fallback_specs(ch, limit, unit, self.clock()):
             outcome = await self.set_profile(ch, link, spec)
@@ -229,7 +229,7 @@ class Installer:
         await link.clear_profile(profile_id=FALLBACK_ID)
         ch.fallback_installed = False
         n, _, phases = fallback_shape(ch)
-        limit, unit = in_unit(ch, ch.cfg.offline_current, n, self.volts(ch))
+        limit, unit = in_unit(ch, ch.cfg.offline_current, n, self.volts)
         spec = station_max_fallback(ch, limit, unit, self.clock())
         outcome = await self.set_profile(ch, link, spec)
         self.record("profile", ch, role="fallback", purpose=spec.purpose.value, limit=limit, unit=unit,

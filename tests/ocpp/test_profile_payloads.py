@@ -89,7 +89,7 @@ def test_a_spec_outside_the_proven_range_is_checked_before_it_goes_out(change):
     spec = ProfileSpec(10, 8, Purpose.TX, 1, 16.0, "A", 3, transaction_id="5", start_schedule=1.7e9,
                        duration=3630, valid_to=1.7e9 + 3600)
     assert proven(spec)
-    odd = ProfileSpec(**{**spec.__dict__, **change})
+    odd = spec._replace(**change)
     assert not proven(odd)
     assert call_201(odd).checked
 
