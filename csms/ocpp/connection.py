@@ -23,6 +23,7 @@ from csms.ocpp.protocol import (
     CallAnswered, CallFailed, CallReceived, CallRefused, CallTimedOut, Event, Protocol, ReplyDropped,
 )
 from csms.ocpp.routing import Route, invoke
+from csms.runtime.deadlines import deadlines
 
 log = logging.getLogger("csms.ocpp.connection")
 
@@ -254,10 +255,12 @@ class Connection:
             unique_id = self.protocol.send_call(action, body, now, deadline - now,
                                                 validate=not skip_schema_validation, check=check)
             self._reply = reply = loop.create_future()
-            # One timer per call, not an asyncio.timeout context around the wait (a third of its cost). At the
-            # deadline the protocol gives the call up at once: a reply read later, even in the same turn of the
-            # loop, answers no call (dropped, counted), and the caller gets TimeoutError, never CancelledError.
-            timer = loop.call_at(deadline, self._expire, unique_id, reply)
+            # A deadline per call on the loop's shared timer (csms.runtime.deadlines), not an asyncio.timeout
+            # context around the wait. At the deadline the protocol gives the call up at once: a reply read
+            # later, even in the same turn of the loop, answers no call (dropped, counted), and the caller gets
+            # TimeoutError, never CancelledError.
+            timers = deadlines()
+            timer = timers.at(deadline, self._expire, unique_id, reply)
             try:
                 await self._flush()  # the reply may be handled while this waits: the deadline is not read back
                 event = await reply
@@ -269,7 +272,7 @@ class Connection:
                 self._forget(unique_id)  # e.g. the socket closed while the frame was being sent
                 raise
             finally:
-                timer.cancel()
+                timers.cancel(timer)
                 self._reply = None
         finally:
             self._call_lock.release()
