@@ -10,6 +10,7 @@ from typing import Any
 
 from csms.balancer.model import ControlState
 from csms.domain.link import StationLink
+from csms.runtime.deadlines import Deadline, deadlines
 
 from .channel import ChargerChannel
 from .trigger import Trigger
@@ -27,11 +28,13 @@ class Worker:
     due: bool = False      # woken: something it must look at changed
     serving: bool = False  # set up on ``link``: a wake-up runs it
     task: asyncio.Task | None = None
-    timer: asyncio.TimerHandle | None = None
+    #: Its next refresh, on the loop's shared deadline timer: a decision wakes every worker of its group, and
+    #: each one's refresh is cancelled and set again.
+    timer: Deadline | None = None
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
-            self.timer.cancel()
+            deadlines().cancel(self.timer)
             self.timer = None
 
     def halt(self) -> None:
@@ -90,7 +93,7 @@ class Workers:
         if worker.link is link and worker.serving:
             refresh_in = self._next_refresh_in(ch)
             if refresh_in is not None:
-                worker.timer = asyncio.get_running_loop().call_later(refresh_in, self._wake, ch.id)
+                worker.timer = deadlines().at(asyncio.get_running_loop().time() + refresh_in, self._wake, ch.id)
 
     def _worker_failed(self, ch: ChargerChannel, worker: Worker) -> None:
         """Until the charger connects again (or is set up again), nothing more is sent to it."""
