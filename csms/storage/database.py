@@ -97,6 +97,30 @@ class _Pending:
     retries: int = 0
 
 
+def _run_together(db: Db, batch: list[_Pending]) -> list[Any]:
+    """Runs a group commit's writes in order; consecutive ones with the same ``batch_sql`` (event-log entries:
+    :class:`~csms.storage.records.LoggedEvent`) go in one ``executemany``."""
+    results: list[Any] = []
+    i, n = 0, len(batch)
+    while i < n:
+        op = batch[i].op
+        sql = getattr(op, "batch_sql", None)
+        if sql is None:
+            results.append(op(db))
+            i += 1
+            continue
+        j = i + 1
+        while j < n and getattr(batch[j].op, "batch_sql", None) == sql:
+            j += 1
+        if j - i == 1:
+            results.append(op(db))
+        else:
+            db.executemany(sql, [p.op.params() for p in batch[i:j]])
+            results += [None] * (j - i)
+        i = j
+    return results
+
+
 class Storage:
     """Group-committing writer plus reads on the same thread (so they see every committed write)."""
 
@@ -288,7 +312,7 @@ class Storage:
         committing = False
         try:
             b.begin()
-            results = [p.op(b.db) for p in batch]
+            results = _run_together(b.db, batch)
             committing = True
             b.commit()
             return results

@@ -28,9 +28,9 @@ _METER_VALUE_COLUMNS = ("station_id", "connector_id", "taken_at", "context", "tr
 _ORJSON_AS_JSON = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
 
 
-def to_json(value: Any) -> str:
-    """The JSON ``json.dumps`` writes for ``value``, compact and in UTF-8, at a tenth of the cost (every
-    MeterValues and every balancing decision stores one or two).
+def to_json(value: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """The JSON ``json.dumps(value, default=default)`` writes, compact and in UTF-8, at a tenth of the cost
+    (every MeterValues, every balancing decision and every logged event stores one or two).
 
     orjson writes NaN and infinities as ``null`` and refuses what ``json`` would not take as is
     (dataclasses, datetimes, subclasses, keys that are not strings, integers past 64 bits); all of
@@ -39,19 +39,38 @@ def to_json(value: Any) -> str:
     try:
         text = orjson.dumps(value, option=_ORJSON_AS_JSON)
     except TypeError:
-        return json.dumps(value)
-    return json.dumps(value) if b"null" in text else text.decode()
+        return json.dumps(value, default=default)
+    return json.dumps(value, default=default) if b"null" in text else text.decode()
+
+
+class LoggedEvent:
+    """One entry of the event log the operator view lists (``detail`` stored as JSON, None when empty), as a write.
+
+    A decision for 1,000 chargers logs 1,000 answers in one group commit: the writer inserts consecutive entries
+    with one ``executemany`` (:meth:`Storage._run_batch <csms.storage.database.Storage._run_batch>`), which
+    holds the interpreter a quarter as long as 1,000 single inserts while the event loop has a burst to send."""
+
+    __slots__ = ("at", "kind", "station_id", "group_id", "meter", "detail")
+    #: Writes with the same ``batch_sql`` that follow each other in a group commit go in one executemany.
+    batch_sql = "INSERT INTO events (at, kind, station_id, group_id, meter, detail) VALUES (?, ?, ?, ?, ?, ?)"
+
+    def __init__(self, kind: str, at: float, station_id: str | None, group_id: str | None, meter: str | None,
+                 detail: dict[str, Any]):
+        self.at, self.kind, self.station_id, self.group_id, self.meter = at, kind, station_id, group_id, meter
+        self.detail = detail
+
+    def params(self) -> tuple[Any, ...]:
+        detail = to_json(self.detail, default=str) if self.detail else None
+        return self.at, self.kind, self.station_id, self.group_id, self.meter, detail
+
+    def __call__(self, db: Db) -> None:
+        db.execute(self.batch_sql, self.params())
 
 
 def log_event(kind: str, at: float, *, station_id: str | None = None, group_id: str | None = None,
-              meter: str | None = None, **detail: Any) -> Callable[[Db], None]:
-    """One entry of the event log the operator view lists (``detail`` stored as JSON, None when empty)."""
-    def op(db: Db) -> None:
-        db.execute(
-            "INSERT INTO events (at, kind, station_id, group_id, meter, detail) VALUES (?, ?, ?, ?, ?, ?)",
-            [at, kind, station_id, group_id, meter, json.dumps(detail, default=str) if detail else None],
-        )
-    return op
+              meter: str | None = None, **detail: Any) -> LoggedEvent:
+    """One entry of the event log (see :class:`LoggedEvent`)."""
+    return LoggedEvent(kind, at, station_id, group_id, meter, detail)
 
 
 def next_counter(db: Db, name: str, floor: int = 0) -> int:

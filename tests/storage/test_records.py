@@ -3,6 +3,8 @@ recorded once, a failing write fails only its own caller."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from csms.domain.reservations import Reservation, ReservationState
@@ -71,6 +73,38 @@ async def test_a_failing_write_fails_only_its_caller_in_a_group_commit(storage_t
             await bad
         assert len(await s.read(history.events(0, 10, 100, kind="ok"))) == 6
         await s.write(records.log_event("after", 10.0))  # the writer survived
+
+
+async def test_events_of_one_group_commit_are_inserted_together_and_read_back_the_same(storage_target):
+    """A decision's answers are logged in one group commit: consecutive entries go in one executemany, in
+    order, between other writes, and their details read back as they were logged (the JSON is written by
+    orjson where it can be, by ``json`` where it cannot: a key that is not a string, an integer past 64 bits,
+    NaN, an object only ``str`` can write)."""
+    odd = {"phases": {1: 2.5}, "big": 2**70, "nan": float("nan"), "obj": Reservation}
+    async with Storage(storage_target, commit_interval=0.05) as s:
+        calls: list[int] = []
+        first = [s.submit(records.log_event("answer", float(i), station_id=f"CP{i}", limit=10.5, outcome="Accepted"))
+                 for i in range(50)]
+        between = s.submit(records.station_connected("CP1", "ocpp1.6", 60.0))
+        last = [s.submit(records.log_event("answer", 70.0 + i, group_id="g", **(odd if i == 0 else {})))
+                for i in range(3)]
+        real = s._backend.db.executemany
+
+        def counted(sql, rows):
+            rows = list(rows)
+            calls.append(len(rows))
+            return real(sql, rows)
+        s._backend.db.executemany = counted
+        for f in first + [between] + last:
+            await f
+        assert calls == [50, 3]
+        shown = await s.read(history.events(0, 100, 100, kind="answer"))
+        assert [e["at"] for e in reversed(shown)] == [float(i) for i in range(50)] + [70.0, 71.0, 72.0]
+        assert shown[-1]["detail"] == {"limit": 10.5, "outcome": "Accepted"} and shown[-1]["station_id"] == "CP0"
+        detail = shown[2]["detail"]
+        assert math.isnan(detail.pop("nan"))
+        assert detail == {"phases": {"1": 2.5}, "big": 2**70, "obj": str(Reservation)}
+        assert shown[0]["detail"] == {} and shown[0]["group_id"] == "g"
 
 
 async def test_counters_settings_maintenance_and_decisions(storage_target):
