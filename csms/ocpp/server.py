@@ -20,7 +20,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from aiohttp import BasicAuth
+from websockets.exceptions import InvalidHeader
+from websockets.headers import parse_authorization_basic
 
 from csms.domain.link import StationLink
 from csms.domain.state import Version
@@ -236,13 +237,14 @@ class CentralSystem:
         if header is None:
             return unauthorized("no Authorization header")
         try:
-            credentials = BasicAuth.decode(header, encoding="utf-8")
-        except ValueError:
+            login, password = parse_authorization_basic(header)
+        except InvalidHeader:
             return unauthorized("malformed Authorization header")
         expected = self._passwords[station_id] or ""
-        if credentials.login != station_id:
+        if login != station_id:
             return unauthorized("the user name is not the station id")
-        if not hmac.compare_digest(credentials.password.encode("utf-8", "surrogatepass"), expected.encode()):
+        # Bytes that are not UTF-8 come as surrogates; they never match a configured password.
+        if not hmac.compare_digest(password.encode("utf-8", "surrogateescape"), expected.encode()):
             return unauthorized("wrong password")
         self.auth_throttle.succeeded(address)
         return None

@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meter_gateway.config import MeterConfig
 from meter_gateway.gateway import MeterGateway
@@ -40,7 +40,6 @@ from csms.runtime.commissioning import Commissioning
 from csms.runtime.tokens import TokenBook
 from csms.runtime.operator_caps import OperatorCaps
 from csms.runtime.reload import ConfigReloader
-from csms.runtime.roles import ControllerRole, GatewayRole, led_view
 from csms.runtime.wiring_watch import WiringWatch
 from csms.smart_charging.delivery import Delivery
 from csms.storage import records
@@ -49,7 +48,17 @@ from csms.storage.readings import ReadingRecorder
 from csms.storage.records import log_event
 from csms.web.view import SiteView
 
+if TYPE_CHECKING:
+    from csms.runtime.roles import ControllerRole, GatewayRole
+
 log = logging.getLogger("csms.runtime.app")
+
+
+def _roles() -> Any:
+    """The scaled-out roles (:mod:`csms.runtime.roles`), loaded by a gateway or a controller only: they bring
+    psycopg, the PostgreSQL leases and the bus along, 10 MB of a one-process server's memory."""
+    from csms.runtime import roles
+    return roles
 
 
 class CentralSystemApp:
@@ -79,7 +88,7 @@ class CentralSystemApp:
         self.tokens = TokenBook(self.ctx.authorizer, self.storage, clock)
         decisions = DecisionOutbox()
         # A controller starts with nothing led and a gateway balances nothing: their balancer sees an empty site.
-        view = cfg if role == "all" else led_view(cfg, ())
+        view = cfg if role == "all" else _roles().led_view(cfg, ())
         self.balancer = BalancerController(view, self.state, decisions, self, clock)
         self.delivery = Delivery(view, self.state, decisions, self.balancer, self.storage, clock=clock)
         self.messages = MessageCounts()  # every OCPP call handled or sent, by outcome (the operator's /metrics)
@@ -114,7 +123,8 @@ class CentralSystemApp:
         self.web = None  # the operator view (csms.web.WebServer) when [http] is configured
         #: The bus side of a gateway or a controller (None: one process does it all).
         self.cluster: GatewayRole | ControllerRole | None = (
-            GatewayRole(self) if role == "gateway" else ControllerRole(self) if role == "controller" else None)
+            _roles().GatewayRole(self) if role == "gateway" else
+            _roles().ControllerRole(self) if role == "controller" else None)
         if self.cluster is not None:  # a controller holds no sessions; a gateway, only its own stations'
             self.commands.forward = self.cluster.station_commands
         self._stack = contextlib.AsyncExitStack()
@@ -222,7 +232,7 @@ class CentralSystemApp:
         self.ctx.authorizer.apply_config(new)
         self.station_orgs.clear()
         self.station_orgs.update({c.id: c.organisation for c in new.chargers})
-        if isinstance(self.cluster, ControllerRole):
+        if self.role == "controller":
             self.cluster.set_groups(new)
             await self.put_in_force(self.cluster.view(new))
         elif self.role == "all":
@@ -244,7 +254,7 @@ class CentralSystemApp:
             log.info("%s: its settings or its group's changed; setting it up again on its connection", cid)
 
     def _session_started(self, link: StationLink) -> None:
-        if isinstance(self.cluster, GatewayRole):
+        if self.role == "gateway":
             self.cluster.on_session(link)
             return
         self.delivery.attach(link)
@@ -284,7 +294,7 @@ class CentralSystemApp:
 
     def _leads(self, group_id: str) -> bool:
         """Whether this process balances ``group_id`` now (one process: every group; a controller: those it leads)."""
-        return not isinstance(self.cluster, ControllerRole) or self.cluster.leads(group_id)
+        return self.role != "controller" or self.cluster.leads(group_id)
 
     def node_status(self) -> dict[str, Any]:
         """This process in a deployment: its role, node name, the groups it balances, the stations it holds

@@ -70,9 +70,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return 2
     cfg = _node_overrides(cfg, args)
-    from csms.runtime.roles import role_problems
+    problems: list[str] = []
+    if args.role != "all":  # the scaled-out roles' module loads psycopg and the bus: one process needs neither
+        from csms.runtime.roles import role_problems
 
-    problems = role_problems(cfg, args.role)
+        problems = role_problems(cfg, args.role)
     for line in problems:
         print(f"{args.config}: {line}", file=sys.stderr)
     if problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 
@@ -205,6 +206,20 @@ async def test_handshake_refusals(app):
     async with connect(f"{url}/CP0001?x=1", subprotocols=["ocpp1.6", "ocpp2.0.1"],
                        additional_headers=basic_auth("CP0001", PASSWORDS["CP0001"])) as ws:
         assert ws.subprotocol == "ocpp2.0.1"
+
+
+async def test_malformed_credentials_are_refused_as_unauthorized(app):
+    url = f"ws://127.0.0.1:{app.port}/ocpp/CP0001"
+    password = PASSWORDS["CP0001"].encode()
+    for header in ("Bearer " + PASSWORDS["CP0001"], "Basic !!!", "Basic " + base64.b64encode(b"CP0001").decode(),
+                   "Basic " + base64.b64encode(b"CP0001:" + password[:-1] + b"\xff").decode()):  # not UTF-8
+        with pytest.raises(websockets.InvalidStatus) as info:
+            async with connect(url, subprotocols=["ocpp1.6"], additional_headers={"Authorization": header},
+                               open_timeout=5):
+                pass
+        assert info.value.response.status_code == 401, header
+    async with connect(url, subprotocols=["ocpp1.6"], additional_headers=basic_auth("CP0001", PASSWORDS["CP0001"])):
+        pass
 
 
 async def test_profile_0_needs_no_password(tmp_path):
