@@ -89,12 +89,26 @@ class _Retry:
 _RETRY = _Retry()
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     op: Op
-    future: asyncio.Future
+    #: Resolved with the op's result; None for a write nobody waits for, whose failure is logged as ``what``.
+    future: asyncio.Future | None
+    what: str = "write"
     queued_at: float = field(default_factory=time.monotonic)
     retries: int = 0
+
+    def done(self) -> bool:
+        return self.future is not None and self.future.done()
+
+    def resolve(self, result: Any) -> None:
+        if self.future is None:
+            if isinstance(result, BaseException):
+                log.error("%s failed: %s", self.what, result)
+        elif isinstance(result, BaseException):
+            self.future.set_exception(result)
+        else:
+            self.future.set_result(result)
 
 
 def _run_together(db: Db, batch: list[_Pending]) -> list[Any]:
@@ -192,13 +206,13 @@ class Storage:
         return await self.submit(op)
 
     def write_nowait(self, op: Op, what: str = "write") -> None:
-        """Queues a write nobody waits for (event log, decisions); a failure is logged, not raised."""
-        try:
-            fut = self.submit(op)
-        except StorageClosed:
+        """Queues a write nobody waits for (event log, decisions); a failure is logged, not raised. No future:
+        a station's every message logs an event, and a future with its callback doubled that entry's cost."""
+        if self._closing or self._wakeup is None:
             log.warning("storage closed, dropped %s", what)
             return
-        fut.add_done_callback(lambda f: f.cancelled() or f.exception() is None or log.error("%s failed: %s", what, f.exception()))
+        self._queue.append(_Pending(op, None, what))
+        self._wakeup.set()
 
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()
@@ -236,12 +250,8 @@ class Storage:
                     result = StorageUnavailable(f"the connection to {self.label} dropped under this write "
                                                 f"{pending.retries} times")
                 self.writes += 1
-                if pending.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
+                if not pending.done():
+                    pending.resolve(result)
             self._queue[:0] = retry
             if self._queue or self._closing:  # closing: come back round to return, not to wait
                 self._wakeup.set()
@@ -294,8 +304,8 @@ class Storage:
         keep = []
         for pending in self._queue:
             if now - pending.queued_at >= older_than and (pending.retries or not retried_only):
-                if not pending.future.done():
-                    pending.future.set_exception(StorageUnavailable(why))
+                if not pending.done():
+                    pending.resolve(StorageUnavailable(why))
             else:
                 keep.append(pending)
         self._queue = keep

@@ -75,6 +75,19 @@ async def test_a_failing_write_fails_only_its_caller_in_a_group_commit(storage_t
         await s.write(records.log_event("after", 10.0))  # the writer survived
 
 
+async def test_a_failing_write_nobody_waits_for_is_logged_and_the_rest_of_its_commit_lands(storage_target, caplog):
+    async with Storage(storage_target, commit_interval=0.05) as s:
+        s.write_nowait(records.log_event("ok", 1.0))
+        s.write_nowait(lambda db: db.execute("INSERT INTO no_such_table VALUES (1)"), "the answer's event")
+        s.write_nowait(records.log_event("ok", 2.0))
+        await s.write(records.log_event("ok", 3.0))  # committed after the three above
+        assert len(await s.read(history.events(0, 10, 100, kind="ok"))) == 3
+    assert any("no_such_table" in r.getMessage() and r.getMessage().startswith("the answer's event failed")
+               for r in caplog.records)
+    s.write_nowait(records.log_event("late", 4.0))  # closed: dropped with a warning, not raised
+    assert "storage closed, dropped write" in caplog.text
+
+
 async def test_events_of_one_group_commit_are_inserted_together_and_read_back_the_same(storage_target):
     """A decision's answers are logged in one group commit: consecutive entries go in one executemany, in
     order, between other writes, and their details read back as they were logged (the JSON is written by
