@@ -195,12 +195,15 @@ class Storage:
 
     def submit(self, op: Op) -> asyncio.Future:
         """Queues ``op`` for the next group commit; the future resolves with its result once committed."""
+        fut = asyncio.get_running_loop().create_future()
+        self._enqueue(_Pending(op, fut))
+        return fut
+
+    def _enqueue(self, pending: _Pending) -> None:
         if self._closing or self._wakeup is None:
             raise StorageClosed("storage is closed")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(op, fut))
+        self._queue.append(pending)
         self._wakeup.set()
-        return fut
 
     async def write(self, op: Callable[[Db], T]) -> T:
         return await self.submit(op)
@@ -208,11 +211,10 @@ class Storage:
     def write_nowait(self, op: Op, what: str = "write") -> None:
         """Queues a write nobody waits for (event log, decisions); a failure is logged, not raised. No future:
         a station's every message logs an event, and a future with its callback doubled that entry's cost."""
-        if self._closing or self._wakeup is None:
+        try:
+            self._enqueue(_Pending(op, None, what))
+        except StorageClosed:
             log.warning("storage closed, dropped %s", what)
-            return
-        self._queue.append(_Pending(op, None, what))
-        self._wakeup.set()
 
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()
