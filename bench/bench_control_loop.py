@@ -26,7 +26,11 @@ One group of N one-phase chargers spread over the three phases, wired before the
 charger's share between 10 and 11 A (1,000 chargers need a 3,724 A supply).
 
 Baseline in the same run: the same N profiles sent straight through the stations' links all at once,
-without balancer or delivery - the cost of the OCPP path alone.
+without balancer or delivery - the cost of the OCPP path alone - once after every trial. "ratio" is the
+latency's median over the baseline's; "paired" divides each trial's latency by the baseline measured right
+after it: a shared machine's speed drifts by half over seconds (the same code, the same work), and a trial and
+its neighbour run at the same speed, so the paired ratio says what the product adds to the bare path whatever
+the machine's moment, and compares two versions of the code run at different times.
 """
 
 from __future__ import annotations
@@ -320,7 +324,24 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
                 await fleet.dump()
                 latencies: dict[str, list[float]] = {"decrease": [], "increase": []}
                 parts: dict[str, list[tuple[float, float]]] = {"decrease": [], "increase": []}
+                paired: dict[str, list[float]] = {"decrease": [], "increase": []}
                 waits: list[int] = []
+                base: list[float] = []
+                links = [(ch, app.delivery.workers[ch.id].link) for ch in app.delivery.channels.values()]
+
+                async def baseline(limit: float) -> float:
+                    """The same profiles straight through the links, no balancer, no delivery: the OCPP path's
+                    own cost, measured beside each trial (a shared machine's speed drifts over seconds)."""
+                    now = time.time()
+                    t0 = time.perf_counter()
+                    await asyncio.gather(*(link.set_profile(ProfileSpec(
+                        10, 8, Purpose.TX, 1, limit, "A", 1,
+                        transaction_id=app.state.station(ch.id).transactions[1].transaction_id,
+                        start_schedule=now - 30, duration=3630, valid_to=now + 3600)) for ch, link in links))
+                    arrivals = [t for t, _, lim in await fleet.dump() if abs(lim - limit) < 0.05]
+                    assert len(arrivals) >= n, f"{n - len(arrivals)} chargers did not receive {limit} A"
+                    return max(arrivals) - t0
+
                 for k in range(trials):
                     target = LIMITS[(k + 1) % 2]
                     t0, t_decided, readings = await decided(app, decisions, n, target)
@@ -331,19 +352,10 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
                     kind = "increase" if target > LIMITS[(k % 2)] else "decrease"
                     latencies[kind].append(max(arrivals) - t0)
                     parts[kind].append((t_decided - t0, min(arrivals) - t0))
-                # Baseline: the same profiles straight through the links, no balancer, no delivery.
-                base: list[float] = []
-                links = [(ch, app.delivery.workers[ch.id].link) for ch in app.delivery.channels.values()]
-                for k in range(max(5, trials // 4)):
-                    limit = 20.0 + k % 2
-                    now = time.time()
-                    t0 = time.perf_counter()
-                    await asyncio.gather(*(link.set_profile(ProfileSpec(
-                        10, 8, Purpose.TX, 1, limit, "A", 1,
-                        transaction_id=app.state.station(ch.id).transactions[1].transaction_id,
-                        start_schedule=now - 30, duration=3630, valid_to=now + 3600)) for ch, link in links))
-                    arrivals = [t for t, _, lim in await fleet.dump() if abs(lim - limit) < 0.05]
-                    base.append(max(arrivals) - t0)
+                    await asyncio.sleep(READING_INTERVAL)
+                    base.append(await baseline(20.0 + k % 2))
+                    paired[kind].append(latencies[kind][-1] / base[-1])
+                    await asyncio.sleep(READING_INTERVAL)
             finally:
                 if proc.returncode is None:
                     with contextlib.suppress(Exception):
@@ -355,7 +367,8 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
                     except TimeoutError:
                         proc.kill()
                         await proc.wait()
-    return {"n": n, "connect_s": connect_s, **latencies, "parts": parts, "baseline": base, "readings": waits}
+    return {"n": n, "connect_s": connect_s, **latencies, "parts": parts, "baseline": base, "paired": paired,
+            "readings": waits}
 
 
 def machine() -> str:
@@ -395,7 +408,8 @@ def main() -> None:
     print(f"central system on CPU {server_cpu}, charger fleet on CPU {fleet_cpu} "
           f"(other processes on the machine are not excluded)")
     print(f"{'chargers':>8} {'connect s':>9} {'kind':>9} {'n':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-          f" {'decided p50':>11} {'first p50':>9} {'baseline p50':>12} {'ratio':>6} {'readings':>8}")
+          f" {'decided p50':>11} {'first p50':>9} {'baseline p50':>12} {'ratio':>6} {'paired p50':>10}"
+          f" {'paired p99':>10} {'readings':>8}")
     for n in (int(x) for x in args.sizes.split(",")):
         r = asyncio.run(run_size(n, args.trials, server_cpu, fleet_cpu, args.fleet_kind))
         base50 = statistics.median(r["baseline"]) * 1000
@@ -407,7 +421,8 @@ def main() -> None:
             print(f"{n:>8} {r['connect_s']:>9.1f} {kind:>9} {len(vals):>4} {p50:>8.1f} "
                   f"{percentile(vals, 0.99) * 1000:>8.1f} {max(vals) * 1000:>8.1f} {decided50:>11.1f} "
                   f"{first50:>9.1f} {base50:>12.1f} "
-                  f"{p50 / base50:>6.2f} {max(r['readings']):>8}")
+                  f"{p50 / base50:>6.2f} {percentile(r['paired'][kind], 0.5):>10.2f} "
+                  f"{percentile(r['paired'][kind], 0.99):>10.2f} {max(r['readings']):>8}")
 
 
 if __name__ == "__main__":
