@@ -49,6 +49,15 @@ def _time(t: float | None) -> bool:
     return t is None or (type(t) in _NUMBERS and 0 <= t <= MAX_TIME)
 
 
+def int_setting(value: str | None) -> int | None:
+    """A configuration value a station reported as a number (both versions report strings); None when it did not
+    report one or it is no integer."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 class Session(Protocol):
     """What commands need of a station's session (:class:`csms.ocpp.station.Station` has it)."""
 
@@ -97,6 +106,15 @@ class Commands:
         log.warning("%s: %s answered %s; not sent again on this connection (until it reconnects or reboots)",
                     self.id, key, why)
         self.station.log_event("command_not_supported", command=key, answer=why)
+
+    def _profile_call(self, spec: ProfileSpec) -> tuple[Any, str]:
+        """The version's SetChargingProfile for ``spec``, and the key its "not supported" is remembered by."""
+        raise NotImplementedError
+
+    async def set_profile(self, spec: ProfileSpec) -> Outcome:
+        payload, key = self._profile_call(spec)
+        outcome, _ = await self.run(payload, key=key)
+        return outcome
 
     async def run(self, payload: Any, timeout: float | None = None, key: str | None = None,
                   **kw: Any) -> tuple[Outcome, Any]:

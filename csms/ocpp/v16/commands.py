@@ -8,7 +8,7 @@ from typing import Any
 from ocpp.v16 import call
 
 from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
-from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, proven
+from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, int_setting, proven
 from csms.ocpp.frames import Outbound
 from csms.runtime.isotime import iso_seconds
 
@@ -18,13 +18,6 @@ PURPOSE = {Purpose.TX: "TxProfile", Purpose.TX_DEFAULT: "TxDefaultProfile", Purp
 CAPABILITY_KEYS = ["ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit", "ChargingScheduleMaxPeriods",
                    "MaxChargingProfilesInstalled", "ConnectorPhaseRotation", "MeterValuesSampledData",
                    "MeterValueSampleInterval"]
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def rotation_for(value: str | None, connector: int) -> str | None:
@@ -77,13 +70,13 @@ class Commands16(Commands):
         units = raw.get("ChargingScheduleAllowedChargingRateUnit") or "Current,Power"
         allowed = tuple(u for u, word in (("A", "Current"), ("W", "Power")) if word in units)
         return Capabilities(
-            max_stack_level=_int(raw.get("ChargeProfileMaxStackLevel")),
+            max_stack_level=int_setting(raw.get("ChargeProfileMaxStackLevel")),
             rate_units=allowed or ("A",),
-            max_periods=_int(raw.get("ChargingScheduleMaxPeriods")),
-            max_profiles=_int(raw.get("MaxChargingProfilesInstalled")),
+            max_periods=int_setting(raw.get("ChargingScheduleMaxPeriods")),
+            max_profiles=int_setting(raw.get("MaxChargingProfilesInstalled")),
             phase_rotation=rotation_for(raw.get("ConnectorPhaseRotation"), connector),
             phase_switching=False,
-            meter_interval=_int(raw.get("MeterValueSampleInterval")),
+            meter_interval=int_setting(raw.get("MeterValueSampleInterval")),
             measurands=raw.get("MeterValuesSampledData"),
             raw={k: v for k, v in raw.items() if v is not None},
             read=read,
@@ -110,9 +103,8 @@ class Commands16(Commands):
                                        key="TriggerMessage:MeterValues")
         return outcome
 
-    async def set_profile(self, spec: ProfileSpec) -> Outcome:
-        outcome, _ = await self.run(set_profile_call(spec), key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
-        return outcome
+    def _profile_call(self, spec: ProfileSpec) -> tuple[Outbound, str]:
+        return set_profile_call(spec), f"SetChargingProfile:{PURPOSE[spec.purpose]}"
 
     async def clear_profile(self, profile_id: int | None = None, purpose: Purpose | None = None,
                             stack_level: int | None = None, connector: int | None = None) -> Outcome:

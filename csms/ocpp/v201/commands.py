@@ -8,7 +8,7 @@ from typing import Any
 from ocpp.v201 import call
 
 from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
-from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, proven
+from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, int_setting, proven
 from csms.ocpp.frames import Outbound
 from csms.runtime.isotime import iso_seconds
 
@@ -26,13 +26,6 @@ def _var(component: str, variable: str, evse: int | None = None, instance: str |
     if instance:
         var["instance"] = instance
     return {"component": comp, "variable": var}
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def set_profile_call(spec: ProfileSpec) -> Outbound:
@@ -90,13 +83,13 @@ class Commands201(Commands):
         units = raw.get("RateUnit") or "A,W"
         allowed = tuple(u for u in ("A", "W") if u in units.split(","))
         return Capabilities(
-            max_stack_level=_int(raw.get("ProfileStackLevel")),
+            max_stack_level=int_setting(raw.get("ProfileStackLevel")),
             rate_units=allowed or ("A",),
-            max_periods=_int(raw.get("PeriodsPerSchedule")),
-            max_profiles=_int(raw.get("Entries")),
+            max_periods=int_setting(raw.get("PeriodsPerSchedule")),
+            max_profiles=int_setting(raw.get("Entries")),
             phase_rotation=raw.get("PhaseRotation") or None,
             phase_switching=(raw.get("ACPhaseSwitchingSupported") or "").lower() == "true",
-            meter_interval=_int(raw.get("TxUpdatedInterval")),
+            meter_interval=int_setting(raw.get("TxUpdatedInterval")),
             measurands=raw.get("TxUpdatedMeasurands"),
             raw={k: v for k, v in raw.items() if v is not None},
             read=read,
@@ -129,9 +122,8 @@ class Commands201(Commands):
                                        key="TriggerMessage:MeterValues")
         return outcome
 
-    async def set_profile(self, spec: ProfileSpec) -> Outcome:
-        outcome, _ = await self.run(set_profile_call(spec), key=f"SetChargingProfile:{PURPOSE[spec.purpose]}")
-        return outcome
+    def _profile_call(self, spec: ProfileSpec) -> tuple[Outbound, str]:
+        return set_profile_call(spec), f"SetChargingProfile:{PURPOSE[spec.purpose]}"
 
     async def clear_profile(self, profile_id: int | None = None, purpose: Purpose | None = None,
                             stack_level: int | None = None, connector: int | None = None) -> Outcome:
