@@ -7,6 +7,7 @@ A version's command class (:mod:`csms.ocpp.v16.commands`, :mod:`csms.ocpp.v201.c
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
 from csms.domain.link import Outcome, ProfileSpec, Readiness
@@ -72,7 +73,7 @@ class Session(Protocol):
     def log_event(self, kind: str, **detail: Any) -> None: ...
 
 
-class Commands:
+class Commands(ABC):
     """The station's side of :class:`csms.domain.link.StationLink`: its id, readiness and what it cannot do."""
 
     __slots__ = ("station", "id", "timeout")  # one per connected station: no per-instance dict
@@ -107,9 +108,10 @@ class Commands:
                     self.id, key, why)
         self.station.log_event("command_not_supported", command=key, answer=why)
 
+    @abstractmethod
     def _profile_call(self, spec: ProfileSpec) -> tuple[Any, str]:
-        """The version's SetChargingProfile for ``spec``, and the key its "not supported" is remembered by."""
-        raise NotImplementedError
+        """The version's SetChargingProfile for ``spec``, and the key its "not supported" is remembered by
+        (each version's command class builds its own)."""
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:
         payload, key = self._profile_call(spec)
