@@ -58,7 +58,8 @@ import psycopg  # noqa: E402
 import tomli_w  # noqa: E402
 
 from bench.loadgen import WorkerProcess  # noqa: E402
-from tests.support.mosquitto import MOSQUITTO, Mosquitto, free_port  # noqa: E402
+from simulators.ports import free_port  # noqa: E402
+from tests.support.mosquitto import MOSQUITTO, Mosquitto  # noqa: E402
 from tests.support.postgres import PostgresCluster, unavailable_reason  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

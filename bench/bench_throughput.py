@@ -34,16 +34,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.loadgen import connect_fleet, run_closed  # noqa: E402
+from simulators.ports import free_port  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 NODE_DIR = BENCH / "node"
 SERVER_CPU, LOADGEN_CPU = 0, 1
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raise_fd_limit(need: int) -> None:

@@ -16,7 +16,6 @@ import contextlib
 import logging
 import secrets
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from rich.text import Text
 from csms.config import SiteConfig, charger_phases, parse_config
 from csms.runtime.app import CentralSystemApp
 from simulators.ev import EVModel
+from simulators.ports import free_port
 from simulators.scenarios import Plan, Scenario, ScenarioPlayer
 from simulators.simulation import Simulation
 from simulators.site import Noise, Steps
@@ -60,11 +60,6 @@ CHARGERS = [
     ("CP0005", 3, "TRS", 22, 22, 3),
 ]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def demo_config(database: str, meter_port: int, http_port: int | None = None) -> SiteConfig:
@@ -264,7 +259,6 @@ async def _play(app: CentralSystemApp, sim: Simulation, args: argparse.Namespace
                 events: list[str], started: float, console: Console) -> Stats:
     player = ScenarioPlayer(sim, demo_scenario())
     stats = Stats(FUSE)
-    group = cfg_group(app.cfg)
 
     def step() -> None:
         due = list(player.pending)
@@ -301,10 +295,6 @@ async def _play(app: CentralSystemApp, sim: Simulation, args: argparse.Namespace
                 async with asyncio.timeout(0.5):
                     await stop.wait()
     return stats
-
-
-def cfg_group(cfg: SiteConfig):
-    return next(g for g in cfg.load_balancers if g.id == GROUP)
 
 
 def _summary(console: Console, stats: Stats, events: list[str]) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from simulators.charger_config import SimChargerConfig
 from simulators.chargepoint import SimCharger
 from simulators.clock import SimClock
 from simulators.ev import EVModel
+from simulators.ports import free_port
 from simulators.simulation import Simulation
 from simulators.site import Constant, Load, Site, to_building
 
@@ -41,11 +41,6 @@ SAMPLE_EVERY = 0.05
 
 Phases = tuple[float, float, float]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from simulators.chargepoint import SimCharger
 from simulators.clock import SimClock
 from simulators.ev import EVModel
 from simulators.misbehaviour import Misbehaviour
+from simulators.ports import free_port
 from simulators.simulation import Simulation
 from simulators.site import Constant
 
@@ -46,11 +46,6 @@ class Charger:
     offline_current: float = 6.0
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def site_config(tmp: Path, chargers: list[Charger], fuse: float, meter_port: int) -> Any:

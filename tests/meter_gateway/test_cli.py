@@ -84,7 +84,7 @@ async def test_read_prints_one_decoded_reading(tmp_path: Path):
 
 
 async def test_read_reports_an_unreachable_meter(tmp_path: Path):
-    from tests.support.mosquitto import free_port
+    from simulators.ports import free_port
 
     proc = await gateway_process("read", "--host", "127.0.0.1", "--port", str(free_port()), "--profile", "ampguard",
                                  "--timeout", "1")

@@ -16,7 +16,7 @@ from simulators.cli import main
 from simulators.clock import ManualClock, SimClock
 from simulators.scenarios import SCENARIOS, Scenario, ScenarioPlayer, get_scenario
 from simulators.simulation import Simulation, central_system_url
-from tests.support.mosquitto import free_port
+from simulators.ports import free_port
 
 from .csms_stub import StubCsms
 

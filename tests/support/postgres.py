@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tests.support.mosquitto import free_port
+from simulators.ports import free_port
 
 
 def find_bin_dir() -> Path | None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
+
+from simulators.ports import free_port
 
 from .site import OPERATOR_TOKEN, TOKEN, get, running_site, wait_until
 
@@ -44,11 +45,6 @@ async def _csms(*args: str, env: dict[str, str] | None = None) -> tuple[int, str
         raise
     return proc.returncode, out.decode(), err.decode()
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_csms_station_commands_and_exit_codes(tmp_path):
@@ -98,7 +94,7 @@ async def test_csms_station_commands_and_exit_codes(tmp_path):
 
 
 async def test_csms_station_says_when_nothing_listens(tmp_path):
-    port = _free_port()
+    port = free_port()
     code, out, err = await _csms("clear-cache", "CP1", "--config", str(_config(tmp_path, port)))
     assert code == 1 and f"is csms serve running? could not connect to 127.0.0.1:{port}" in err
     code, out, err = await _csms("clear-cache", "CP1", "--config", str(tmp_path / "missing.toml"))

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import aiohttp
 
+from simulators.ports import free_port
+
 from .site import OPERATOR_TOKEN, TOKEN, get, running_site
-from .test_station_cli import ROOT, _config, _free_port
+from .test_station_cli import ROOT, _config
 
 ONE = "/api/tokens/org/{}"
 
@@ -100,6 +102,6 @@ async def test_csms_token_as_a_process(tmp_path: Path):
         assert code == 2 and "CARD-9" in err
         events = [e for e in json.loads((await get(rig, "/api/events?kind=id_token_deleted"))[2])]
         assert events
-    unreachable = str(_config(tmp_path, _free_port(), name="down.toml"))
+    unreachable = str(_config(tmp_path, free_port(), name="down.toml"))
     code, _, err = await _csms_token("list", "--config", unreachable)
     assert code == 1 and "is csms serve running?" in err
