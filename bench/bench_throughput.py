@@ -41,7 +41,6 @@ NODE_DIR = BENCH / "node"
 SERVER_CPU, LOADGEN_CPU = 0, 1
 
 
-
 def raise_fd_limit(need: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, max(soft, need)) if hard != resource.RLIM_INFINITY else max(soft, need)

@@ -61,7 +61,6 @@ CHARGERS = [
 ]
 
 
-
 def demo_config(database: str, meter_port: int, http_port: int | None = None) -> SiteConfig:
     """The embedded example site: one cooperative, one Amp Guard, five chargers behind a 40 A fuse, two of them on a
     20 A carport sub-board."""

@@ -42,7 +42,6 @@ SAMPLE_EVERY = 0.05
 Phases = tuple[float, float, float]
 
 
-
 async def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while True:

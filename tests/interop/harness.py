@@ -47,7 +47,6 @@ class Charger:
     misbehaviour: Misbehaviour = field(default_factory=Misbehaviour)
 
 
-
 def site_config(tmp: Path, chargers: list[Charger], fuse: float, meter_port: int) -> Any:
     data = {
         "server": {"host": "127.0.0.1", "port": 0, "security_profile": 1},

@@ -28,7 +28,7 @@ def test_a_process_never_hands_out_the_same_port_twice() -> None:
     assert len(set(picked)) == len(picked)
 
 
-def test_a_port_something_listens_on_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_port_something_listens_on_is_not_handed_out() -> None:
     if ports.ephemeral_start() is None:
         pytest.skip("the kernel's ephemeral port range cannot be read here")
     listener = socket.socket()

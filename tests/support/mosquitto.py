@@ -18,7 +18,6 @@ from simulators.ports import free_port
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-
 def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)

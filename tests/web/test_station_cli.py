@@ -46,7 +46,6 @@ async def _csms(*args: str, env: dict[str, str] | None = None) -> tuple[int, str
     return proc.returncode, out.decode(), err.decode()
 
 
-
 async def test_csms_station_commands_and_exit_codes(tmp_path):
     async with running_site(tmp_path) as rig:
         cfg = str(_config(tmp_path, rig.app.http_port))
