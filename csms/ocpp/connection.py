@@ -23,7 +23,7 @@ from csms.ocpp.protocol import (
     CallAnswered, CallFailed, CallReceived, CallRefused, CallTimedOut, Event, Protocol, ReplyDropped,
 )
 from csms.ocpp.routing import Route, invoke
-from csms.runtime.deadlines import deadlines
+from csms.runtime.deadlines import Bound, bound
 
 log = logging.getLogger("csms.ocpp.connection")
 
@@ -71,7 +71,7 @@ class Connection:
     # One per connected station, 10,000 on a large site: no per-instance dict.
     __slots__ = ("id", "socket", "protocol", "timeout", "throttled", "unsolicited_replies", "_handler", "_routes",
                  "_call_results", "_bucket", "_observe", "_on_answered", "_call_lock", "_reply", "_hooks", "_reader",
-                 "_ended")
+                 "_ended", "_on")
 
     def __init__(self, station_id: str, socket: Socket, protocol: Protocol, handler: Any,
                  routes: dict[str, Route], call_results: ModuleType, *, timeout: float, rate: float, burst: int,
@@ -93,6 +93,7 @@ class Connection:
         self._hooks: set[asyncio.Task] | None = None  # after-hooks still running; a set only while there are some
         self._reader: asyncio.Task | None = None  # handles what has come; only while something has
         self._ended: Ended | None = None
+        self._on: Bound | None = None  # the loop it runs on and its deadlines, asked for once
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -113,7 +114,8 @@ class Connection:
 
     def _readable(self) -> None:
         if self._reader is None and self._ended is not None:
-            self._reader = asyncio.get_running_loop().create_task(self._read(), name=f"ocpp-{self.id}")
+            loop, _ = self._on or self._bind()
+            self._reader = loop.create_task(self._read(), name=f"ocpp-{self.id}")
 
     async def _read(self) -> None:
         """Handles frames until none is waiting; at the socket's close, ends the connection."""
@@ -238,7 +240,7 @@ class Connection:
             action, body, check = payload.action, payload.body, payload.checked
         else:
             action, body, check = type(payload).__name__, frames.to_payload(payload), True
-        loop = asyncio.get_running_loop()
+        loop, timers = self._on or self._bind()
         timeout = self.timeout if timeout is None else timeout
         deadline = loop.time() + timeout
         if self._call_lock.locked():
@@ -259,7 +261,6 @@ class Connection:
             # context around the wait. At the deadline the protocol gives the call up at once: a reply read
             # later, even in the same turn of the loop, answers no call (dropped, counted), and the caller gets
             # TimeoutError, never CancelledError.
-            timers = deadlines()
             timer = timers.at(deadline, self._expire, unique_id, reply)
             try:
                 await self._flush()  # the reply may be handled while this waits: the deadline is not read back
@@ -286,6 +287,10 @@ class Connection:
         assert isinstance(event, CallAnswered)
         self._observe(self.id, "out", action, "ok")
         return getattr(self._call_results, action)(**frames.to_snake(event.payload))
+
+    def _bind(self) -> Bound:
+        self._on = on = bound()
+        return on
 
     def _expire(self, unique_id: str, reply: asyncio.Future[Event]) -> None:
         """The call's deadline: unless its reply came first, the protocol gives it up and the caller hears so."""

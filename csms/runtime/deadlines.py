@@ -32,15 +32,17 @@ _REBUILD_OVER = 100
 class Deadlines:
     """The deadlines of one event loop, used from its thread (:func:`deadlines` gives the running loop's)."""
 
-    __slots__ = ("_heap", "_timer", "_armed_for", "_cancelled", "_order", "__weakref__")
+    __slots__ = ("_heap", "_timer", "_armed_for", "_cancelled", "_order", "_loop", "__weakref__")
 
     def __init__(self) -> None:
-        # No reference to the loop: it keys the per-loop map, which a reference from here would keep alive.
         self._heap: list[Deadline] = []
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for = float("inf")
         self._cancelled = 0
         self._order = itertools.count()  # equal times run in the order they were set, as the loop's own do
+        # The loop it runs on, found when first armed (see :func:`bound` for why not every time); weakly, as
+        # the loop keys the per-loop map, which a strong reference from here would keep alive.
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     def __len__(self) -> int:
         """Deadlines neither run nor cancelled."""
@@ -74,12 +76,19 @@ class Deadlines:
     def _arm(self, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_at(when, self._fire)
+        self._timer = self._running().call_at(when, self._fire)
         self._armed_for = when
+
+    def _running(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop() if self._loop is not None else None
+        if loop is None:
+            loop = asyncio.get_running_loop()
+            self._loop = weakref.ref(loop)
+        return loop
 
     def _fire(self) -> None:
         # The loop runs a timer that is due within its clock's resolution: so is every deadline up to its time.
-        due = max(asyncio.get_running_loop().time(), self._armed_for)
+        due = max(self._running().time(), self._armed_for)
         self._timer, self._armed_for = None, float("inf")
         # ``self._heap`` is read afresh each round: a callback may cancel deadlines, which can rebuild it.
         while self._heap and self._heap[0][_WHEN] <= due:
@@ -103,10 +112,28 @@ class Deadlines:
 _per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = weakref.WeakKeyDictionary()
 
 
-def deadlines() -> Deadlines:
-    """The running loop's deadlines."""
-    loop = asyncio.get_running_loop()
+def deadlines(loop: asyncio.AbstractEventLoop | None = None) -> Deadlines:
+    """The deadlines of ``loop`` (default: the running loop)."""
+    if loop is None:
+        loop = asyncio.get_running_loop()
     found = _per_loop.get(loop)
     if found is None:
         found = _per_loop[loop] = Deadlines()
     return found
+
+
+#: What an object that lives on one event loop keeps of it: the loop and its deadlines (see :func:`bound`).
+Bound = tuple[asyncio.AbstractEventLoop, Deadlines]
+
+
+def bound() -> Bound:
+    """The running loop and its deadlines, for an object that runs on one loop to ask for once and keep.
+
+    Why keep them: on CPython 3.11 every ``asyncio.get_running_loop()`` makes a ``getpid()`` system call (the
+    running loop's holder checks that it was not inherited over a fork; 3.12 keeps the loop in the thread state
+    and dropped the check), and so do ``asyncio.create_task``, ``asyncio.current_task()`` and ``asyncio.sleep``,
+    which look the loop up the same way. A balancer decision for 1,000 chargers asked about six times per charger
+    on its way to the sockets and back, 0.3-1 µs each (``bench/RESULTS.md``, eighteenth session). The session's
+    connection and the delivery's workers, which run per charger and per message, keep what this returns."""
+    loop = asyncio.get_running_loop()
+    return loop, deadlines(loop)

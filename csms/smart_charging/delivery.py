@@ -65,9 +65,9 @@ class Delivery(Reconfigurable, Workers):
         self.installer = Installer(self.settings, self._record, self._set_profile, clock, self.readings.volts)
         self.trigger = Trigger(state, clock, self._record, self._wake_later)
         self.group_wakes = GroupWakes(g.id for g in cfg.load_balancers)
-        #: Every worker task not yet ended (a replaced one until it has), and every pending timer.
-        self._tasks: set[asyncio.Task] = set()
-        self._timers: set[asyncio.TimerHandle] = set()
+        self._tasks = set()
+        self._timers = set()
+        self._on = None
         self._unsubscribe = state.subscribe(self._on_event)
         decisions.open(self.apply)
         self.sent = self.accepted = self.rejected = 0
@@ -258,17 +258,6 @@ class Delivery(Reconfigurable, Workers):
             return
         if ch.control in (ControlState.UNCONTROLLED, ControlState.PENDING):
             self._set_control(ch, ControlState.CONTROLLED, None, "no session; its offline fallback applies")
-
-    def _later(self, delay: float, callback: Callable[..., None], *args: object) -> None:
-        """Runs ``callback(*args)`` after ``delay`` s, unless the delivery stops first."""
-        def fire() -> None:
-            self._timers.discard(handle)
-            callback(*args)
-        handle = asyncio.get_running_loop().call_later(delay, fire)
-        self._timers.add(handle)
-
-    def _wake_later(self, ch: ChargerChannel, delay: float) -> None:
-        self._later(max(0.05, delay), self._wake, ch.id)
 
     async def _wait_for_group(self, ch: ChargerChannel) -> None:
         """Blocked by break-before-make: wait for another charger's acceptance or new draw, then retry."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 
 import pytest
@@ -227,3 +229,25 @@ async def test_a_reply_before_the_deadline_is_taken_and_the_timer_is_gone() -> N
     assert (await answer(p, call.ChangeConfiguration(key="K", value="V"), [3, {"status": "Accepted"}])).status == \
         "Accepted"
     assert all(h.cancelled() for h in loop._scheduled[timers:])
+
+
+async def test_a_connection_looks_its_loop_up_once_not_per_call(monkeypatch) -> None:
+    """On CPython 3.11 each ``asyncio.get_running_loop()`` is a ``getpid()`` system call; a decision makes a
+    call on every charger's connection, and each connection's calls reuse the loop it looked up first."""
+    lookups: list[str] = []
+    real = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        caller = sys._getframe(1).f_code.co_filename
+        if f"{os.sep}csms{os.sep}" in caller:
+            lookups.append(caller)
+        return real()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counted)
+    p = Probe()
+    for n in range(6):
+        assert (await answer(p, call.ChangeConfiguration(key="K", value="V"), [3, {"status": "Accepted"}])).status \
+            == "Accepted"
+        if n == 0:
+            first = len(lookups)
+    assert len(lookups) == first, lookups[first:]

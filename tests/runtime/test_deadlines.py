@@ -9,7 +9,7 @@ import weakref
 
 from hypothesis import given, settings, strategies as st
 
-from csms.runtime.deadlines import Deadlines, deadlines
+from csms.runtime.deadlines import Deadlines, bound, deadlines
 
 
 
@@ -147,3 +147,8 @@ async def test_a_callback_that_cancels_many_leaves_the_rest_to_run_once():
     timers.at(t0 + 0.01, lambda: [timers.cancel(e) for e in later[:250]])  # rebuilds the heap mid-run
     await until(lambda: len(timers) == 0)
     assert ran == list(range(250, 300))
+
+
+async def test_bound_is_the_running_loop_and_its_deadlines():
+    loop, timers = bound()
+    assert loop is asyncio.get_running_loop() and timers is deadlines() is deadlines(loop)
