@@ -46,6 +46,9 @@ async def test_a_lost_fallback_profile_is_asked_again_on_the_same_connection(tmp
         for cid in LOST:
             fallback = rig.charger(cid).store.profiles[FALLBACK_ID]
             assert fallback.schedule.periods[0].limit == 6.0, (cid, fallback)
+        # The charger holds the profile as soon as it accepted it; the event log's entry lands with the
+        # storage's next group commit, a moment later.
+        await wait_until(lambda: len(events(rig, "setup_completed")) >= len(LOST), 5, "set-up completions stored")
         unanswered, completed = events(rig, "setup_unanswered"), events(rig, "setup_completed")
         assert sorted(s for s, _ in unanswered) == list(LOST), unanswered
         assert all(d["parts"] == "fallback" and d["retry_in"] == SETUP_RETRY_FIRST for _, d in unanswered)
