@@ -132,7 +132,7 @@ def bound() -> Bound:
     Why keep them: on CPython 3.11 every ``asyncio.get_running_loop()`` makes a ``getpid()`` system call (the
     running loop's holder checks that it was not inherited over a fork; 3.12 keeps the loop in the thread state
     and dropped the check), and so do ``asyncio.create_task``, ``asyncio.current_task()`` and ``asyncio.sleep``,
-    which look the loop up the same way. A balancer decision for 1,000 chargers asked about six times per charger
+    which look the loop up the same way. A balancer decision for 1,000 chargers asked about seven times per charger
     on its way to the sockets and back, 0.3-1 µs each (``bench/RESULTS.md``, eighteenth session). The session's
     connection and the delivery's workers, which run per charger and per message, keep what this returns."""
     loop = asyncio.get_running_loop()
