@@ -1,6 +1,6 @@
 """Control-loop latency: from a mains reading arriving to the last SetChargingProfile of that decision on the wire.
 
-Run: ``python bench/bench_control_loop.py [--sizes 10,100,1000] [--trials 40]``.
+Run: ``python bench/bench_control_loop.py [--sizes 10,100,1000] [--trials 40] [--uvloop]``.
 
 The central system is the real :class:`csms.runtime.app.CentralSystemApp` (server, storage, balancer, delivery)
 in this process, pinned to one core. The chargers are light-weight raw OCPP 1.6J websocket clients (the load
@@ -390,6 +390,8 @@ def main() -> None:
     ap.add_argument("--fleet-kind", choices=("lean", "websockets"), default="lean",
                     help="the chargers: raw asyncio stations (lean) or on the websockets client, whose own "
                          "per-profile work queues up at 1,000 chargers")
+    ap.add_argument("--uvloop", action="store_true",
+                    help="the central system on uvloop, as `csms serve --uvloop` runs (the fleet stays on asyncio)")
     args = ap.parse_args()
     if args.fleet:
         if args.cpu is not None:
@@ -406,12 +408,18 @@ def main() -> None:
         os.sched_setaffinity(0, {server_cpu})
     print(f"machine: {machine()}")
     print(f"central system on CPU {server_cpu}, charger fleet on CPU {fleet_cpu} "
-          f"(other processes on the machine are not excluded)")
+          f"(other processes on the machine are not excluded)"
+          f"{'; central system on uvloop' if args.uvloop else ''}")
     print(f"{'chargers':>8} {'connect s':>9} {'kind':>9} {'n':>4} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
           f" {'decided p50':>11} {'first p50':>9} {'baseline p50':>12} {'ratio':>6} {'paired p50':>10}"
           f" {'paired p99':>10} {'readings':>8}")
+    run = asyncio.run
+    if args.uvloop:
+        import uvloop
+
+        run = uvloop.run
     for n in (int(x) for x in args.sizes.split(",")):
-        r = asyncio.run(run_size(n, args.trials, server_cpu, fleet_cpu, args.fleet_kind))
+        r = run(run_size(n, args.trials, server_cpu, fleet_cpu, args.fleet_kind))
         base50 = statistics.median(r["baseline"]) * 1000
         for kind in ("decrease", "increase"):
             vals = r[kind]

@@ -20,7 +20,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection, ConnectionState
@@ -135,8 +135,9 @@ class WebSocket(asyncio.Protocol):
     # -- asyncio's side ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A cast, not an isinstance check: uvloop's transports (``csms serve --uvloop``) have asyncio.Transport's
+        # methods without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
         self.remote_address = transport.get_extra_info("peername")
         self._timer = self._loop.call_later(self._options.open_timeout, self._abort)
 

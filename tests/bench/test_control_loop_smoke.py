@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_control_loop.py"
 
 
-def test_the_control_loop_bench_runs_and_pairs_each_trial_with_the_bare_path():
-    done = subprocess.run([sys.executable, str(BENCH), "--sizes", "10", "--trials", "4"], capture_output=True,
+@pytest.mark.parametrize("loop", [[], ["--uvloop"]], ids=["asyncio", "uvloop"])
+def test_the_control_loop_bench_runs_and_pairs_each_trial_with_the_bare_path(loop):
+    done = subprocess.run([sys.executable, str(BENCH), "--sizes", "10", "--trials", "4", *loop], capture_output=True,
                           text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()

@@ -235,8 +235,9 @@ class Process:
             return ""
 
 
-def csms_process(config_path: Path, port: int, log_path: Path) -> Process:
-    argv = [sys.executable, "-X", "faulthandler", "-m", "csms.runtime.cli", "serve", "--config", str(config_path)]
+def csms_process(config_path: Path, port: int, log_path: Path, *options: str) -> Process:
+    argv = [sys.executable, "-X", "faulthandler", "-m", "csms.runtime.cli", "serve", "--config", str(config_path),
+            *options]
     return Process("csms serve", argv, log_path, port)
 
 
@@ -388,10 +389,11 @@ def ev_model(**kw: Any) -> EVModel:
 @contextlib.asynccontextmanager
 async def running_site(tmp: Path, spec: SiteSpec, *, base_load: Phases = (10.0, 8.0, 12.0),
                        mqtt_port: int | None = None,
-                       tweak: Callable[[SimChargerConfig], SimChargerConfig] | None = None) -> AsyncIterator[Rig]:
-    """Starts the meter, ``csms serve`` (and ``meter-gateway run`` for the gateway path) and the chargers;
-    yields when every charger is connected and booted. Everything is stopped on the way out; the central
-    system must then exit 0 on SIGTERM."""
+                       tweak: Callable[[SimChargerConfig], SimChargerConfig] | None = None,
+                       serve_options: tuple[str, ...] = ()) -> AsyncIterator[Rig]:
+    """Starts the meter, ``csms serve`` (with ``serve_options``; and ``meter-gateway run`` for the gateway path)
+    and the chargers; yields when every charger is connected and booted. Everything is stopped on the way out;
+    the central system must then exit 0 on SIGTERM."""
     csms_port, meter_port = free_port(), free_port()
     data = config_data(spec, tmp, csms_port, meter_port, mqtt_port)
     config_path = tmp / "site.toml"
@@ -407,7 +409,7 @@ async def running_site(tmp: Path, spec: SiteSpec, *, base_load: Phases = (10.0, 
     sim = Simulation.from_config(cfg, SimClock(seed=7), tweak=configure)
     site = sim.sites[METER]
     site.loads.append(Constant(base_load))
-    csms = csms_process(config_path, csms_port, tmp / "csms.log")
+    csms = csms_process(config_path, csms_port, tmp / "csms.log", *serve_options)
     gateway = gateway_process(config_path, tmp / "meter-gateway.log") if spec.meter_path == "gateway" else None
     observer = Observer(sim, site)
     rig = Rig(spec, tmp, config_path, cfg, sim, csms, observer, gateway)

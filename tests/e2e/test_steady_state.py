@@ -14,12 +14,16 @@ BASE = (10.0, 8.0, 12.0)
 MIXED = [ChargerSpec("CP1", "ocpp1.6"), ChargerSpec("CP2", "ocpp2.0.1"), ChargerSpec("CP3", "ocpp1.6", rotation="RST")]
 
 
-@pytest.mark.parametrize("meter_path", ["modbus", "mqtt", "gateway"])
-async def test_steady_state_mixed_versions(tmp_path, request, meter_path):
-    """Three equal cars on mixed 1.6/2.0.1 chargers, demand (3 x 32 A) far above the budget."""
+@pytest.mark.parametrize("meter_path, serve_options", [("modbus", ()), ("mqtt", ()), ("gateway", ()),
+                                                       ("modbus", ("--uvloop",))],
+                         ids=["modbus", "mqtt", "gateway", "modbus-uvloop"])
+async def test_steady_state_mixed_versions(tmp_path, request, meter_path, serve_options):
+    """Three equal cars on mixed 1.6/2.0.1 chargers, demand (3 x 32 A) far above the budget; also with the
+    central system on uvloop (``csms serve --uvloop``), whose transports are not asyncio's classes."""
     broker = request.getfixturevalue("mosquitto") if meter_path != "modbus" else None
     spec = SiteSpec(MIXED, fuse=40.0, meter_path=meter_path)
-    async with running_site(tmp_path, spec, base_load=BASE, mqtt_port=broker and broker.port) as rig:
+    async with running_site(tmp_path, spec, base_load=BASE, mqtt_port=broker and broker.port,
+                            serve_options=serve_options) as rig:
         assert {c.config.version for c in rig.sim.fleet} == {"ocpp1.6", "ocpp2.0.1"}
         rig.plug_in_all()
         bottleneck = 3
