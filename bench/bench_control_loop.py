@@ -296,9 +296,8 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
     with tempfile.TemporaryDirectory() as tmp:
         app = CentralSystemApp(site_config(n, f"{tmp}/csms.sqlite"))
 
-        async def no_meters() -> None:  # readings are handed in by the benchmark, as the gateway would
-            return None
-        app._start_meters = no_meters  # type: ignore[method-assign]
+        # No meter source: readings are handed in by the benchmark, as the gateway would.
+        app._meter_source = lambda cfg: None  # type: ignore[method-assign]
         decisions: list[tuple[float, object]] = []
         store = app.record_decision
 

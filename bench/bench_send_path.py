@@ -270,9 +270,8 @@ async def run(n: int, trials: int, fleet_kind: str, compare_gc: bool) -> dict[st
     with tempfile.TemporaryDirectory() as tmp:
         app = CentralSystemApp(loop_bench.site_config(n, f"{tmp}/csms.sqlite"))
 
-        async def no_meters() -> None:
-            return None
-        app._start_meters = no_meters  # type: ignore[method-assign]
+        # No meter source: readings are handed in by the benchmark, as the gateway would.
+        app._meter_source = lambda cfg: None  # type: ignore[method-assign]
         async with FrozenHeap(), app:
             marks = Marks(app)
             url = f"ws://127.0.0.1:{app.port}/ocpp"

@@ -1,9 +1,12 @@
-"""What the file system must hold for the config: the database path and the TLS files it names."""
+"""What the file system must hold for the config: the database path, the TLS files and the register maps it
+names."""
 
 from __future__ import annotations
 
 import ssl
 from pathlib import Path
+
+from meter_gateway.registers import RegisterMapError, load_register_map
 
 from .errors import Problem
 from .site import SiteConfig
@@ -26,6 +29,26 @@ def check_files(cfg: SiteConfig) -> list[Problem]:
                                                    "(created when the first file arrives), e.g. var/uploads"))
     if cfg.mqtt is not None and cfg.mqtt.tls:
         problems += _tls_problems("mqtt", cfg.mqtt.tls_cert, cfg.mqtt.tls_key, cfg.mqtt.tls_ca)
+    if cfg.gateway.mode != "mqtt":
+        problems += _register_map_problems(cfg)
+    return problems
+
+
+def _register_map_problems(cfg: SiteConfig) -> list[Problem]:
+    """Every Modbus meter's ``profile`` must name a register map that loads: this process reads the meters
+    itself (``[gateway] mode = "mqtt"``: a meter gateway elsewhere does, with its own folders)."""
+    problems = []
+    for i, meter in enumerate(cfg.meters):
+        if meter.source != "modbus":
+            continue
+        try:
+            load_register_map(meter.profile, cfg.gateway.register_dirs)
+        except RegisterMapError as exc:
+            if exc.field == "(file)" and exc.source == f"{meter.profile}.toml":  # not found in any folder
+                message = f"{exc.message}; name one of those, or put {exc.source} in a folder of [gateway] register_dirs"
+            else:
+                message = f"register map {meter.profile!r} cannot be used: {exc}"
+            problems.append(Problem(f"meters.{i}.profile", message))
     return problems
 
 

@@ -153,7 +153,7 @@ class CentralSystemApp:
                 self._stack.push_async_callback(self.balancer.stop)
                 self._stack.push_async_callback(self.delivery.stop)
                 self._stack.push_async_callback(self._close_meters)
-                self.meters = await self._open_meters(self.cfg)
+                await self._switch_meters(self._meter_source(self.cfg))
             if self.cluster is not None:
                 await self.cluster.start()
                 self._stack.push_async_callback(self.cluster.stop)
@@ -187,31 +187,48 @@ class CentralSystemApp:
         used |= {c.meter for c in cfg.circuits if c.meter is not None}  # a sub-board's own meter
         return [m for m in cfg.meters if m.serial in used]
 
-    async def _open_meters(self, cfg: SiteConfig) -> MeterGateway | ReadingSubscriber | None:
-        """Starts reading the meters ``cfg``'s groups use (None when none does)."""
+    def _meter_source(self, cfg: SiteConfig) -> MeterGateway | ReadingSubscriber | None:
+        """The source of the meters ``cfg``'s groups use (None when none does), built but not started: a
+        register map it cannot load raises here, before a reload has changed anything.
+
+        Its callbacks count from :meth:`_switch_meters`, which makes it the current source. A meter the previous
+        source had online stays online through the handover: the new source's first word on it, "no reading
+        yet", is not passed on, nor is "online" again (its own timer reports the meter stale if no reading comes
+        within stale_after)."""
         meters = self._used_meters(cfg)
         if not meters:
             return None
-        self._meter_generation += 1
-        generation = self._meter_generation
+        generation = self._meter_generation + 1
+        announced: set[str] = set()
 
         def on_reading(reading: MeterReading) -> None:
             if generation == self._meter_generation:
                 self._on_reading(reading)
 
         def on_state(serial: str, state: MeterState) -> None:
-            if generation == self._meter_generation:
-                self._on_meter_state(serial, state)
+            if generation != self._meter_generation:
+                return
+            first = serial not in announced
+            announced.add(serial)
+            previous = self.meter_states.get(serial)
+            if previous is not None and previous.status == "online" and (first or state.status == "online"):
+                return  # the handover's "no reading yet", or "online" again once the new source reads it
+            self._on_meter_state(serial, state)
 
-        source: MeterGateway | ReadingSubscriber
         if cfg.gateway.mode == "mqtt":
-            source = ReadingSubscriber(cfg.mqtt, [m.serial for m in meters], on_reading, on_state,
-                                       {m.serial: m.stale_after for m in meters}, clock=self.clock)
-        else:
-            source = MeterGateway(meters, cfg.mqtt, on_reading, on_state, cfg.gateway.register_dirs,
-                                  clock=self.clock)
-        await source.__aenter__()
-        return source
+            return ReadingSubscriber(cfg.mqtt, [m.serial for m in meters], on_reading, on_state,
+                                     {m.serial: m.stale_after for m in meters}, clock=self.clock)
+        return MeterGateway(meters, cfg.mqtt, on_reading, on_state, cfg.gateway.register_dirs, clock=self.clock)
+
+    async def _switch_meters(self, source: MeterGateway | ReadingSubscriber | None) -> None:
+        """Makes ``source`` (from :meth:`_meter_source`) the current one and starts it; the previous source's
+        callbacks count no more, and it is stopped once the new one runs."""
+        old, self.meters = self.meters, source
+        self._meter_generation += 1
+        if source is not None:
+            await source.__aenter__()
+        if old is not None:
+            await old.__aexit__(None, None, None)
 
     async def _close_meters(self) -> None:
         source, self.meters = self.meters, None
@@ -227,7 +244,8 @@ class CentralSystemApp:
         last (its records, its transactions and the fallback profile it holds all stay). The meter source is
         replaced only when the meters the groups read changed: the new one starts before the old one stops.
         """
-        old_meters = self._used_meters(self.cfg)
+        meters_changed = self.balances and self._used_meters(new) != self._used_meters(self.cfg)
+        meters = self._meter_source(new) if meters_changed else None  # may raise: nothing has changed yet
         self.cfg = self.ctx.cfg = new
         self.ctx.authorizer.apply_config(new)
         self.station_orgs.clear()
@@ -240,10 +258,8 @@ class CentralSystemApp:
         self.server.set_passwords({c.id: c.password for c in new.chargers})
         for cid in diff.chargers.removed:
             await self.server.close_station(cid, "removed from the site config")
-        if self.balances and self._used_meters(new) != old_meters:
-            old, self.meters = self.meters, await self._open_meters(new)
-            if old is not None:
-                await old.__aexit__(None, None, None)
+        if meters_changed:
+            await self._switch_meters(meters)
 
     async def put_in_force(self, view: SiteConfig) -> None:
         """The part of the site this process balances (the whole site, or what a controller leads) takes

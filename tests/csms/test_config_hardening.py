@@ -98,3 +98,17 @@ def test_valid_tls_files_pass(tmp_path, capsys):
     path = tls_config(tmp_path, str(pki.server_cert), str(pki.server_key), str(pki.ca_cert))
     code, lines = run(capsys, "check-config", str(path))
     assert code == 0, lines
+
+
+def test_a_meter_profile_that_names_no_register_map(tmp_path, capsys):
+    text = with_database(str(tmp_path / "csms.sqlite")).replace('profile = "ampguard"', 'profile = "nosuchmap"')
+    both_refuse(capsys, write(tmp_path, text), "meters.0.profile", "'nosuchmap' not found.*available: .*ampguard")
+
+
+def test_a_meter_profile_that_names_a_broken_register_map(tmp_path, capsys):
+    shipped = Path(__file__).resolve().parents[2] / "config" / "registers" / "ampguard.toml"
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "mymeter.toml").write_text(shipped.read_text().replace('unit = "A"', 'unit = "V"', 1))
+    text = with_database(str(tmp_path / "csms.sqlite")).replace('profile = "ampguard"', 'profile = "mymeter"')
+    path = write(tmp_path, text + '\n[gateway]\nregister_dirs = ["maps"]\n')
+    both_refuse(capsys, path, "meters.0.profile", "mymeter.toml: registers.1.unit: .* is in 'A', not 'V'")

@@ -185,3 +185,108 @@ async def test_a_reload_puts_a_new_sub_board_in_force_at_the_next_decision(tmp_p
         assert result.applied and result.changes == ("circuits removed: carport",)
         decision = await app.balancer.next_decision("CP0001", 2.0)
         assert decision is not None and not decision.circuits
+
+
+# ---- the meter across a reload ------------------------------------------------------------------------
+
+SERIAL = "AG1234567G"
+
+
+@contextlib.asynccontextmanager
+async def metered(tmp_path: Path):
+    """The app on a site whose group reads a simulated Amp Guard over Modbus TCP: (app, the file, its data),
+    once the meter is online."""
+    from simulators.meter import AmpGuardSim
+
+    meter = AmpGuardSim(SERIAL, lambda: (5.0, 6.0, 7.0))
+    port = await meter.serve_modbus()
+    data = site(tmp_path)
+    data["meters"] = [{"serial": SERIAL, "pin": "12345678", "organisation": "org", "port": port,
+                       "poll_interval": 0.2}]
+    data["load_balancers"][0]["meter"] = SERIAL
+    path = write(tmp_path / "site.toml", data)
+    cfg, digest = read_config(path)
+    try:
+        async with CentralSystemApp(cfg, config_path=path, digest=digest) as app:
+            await until(lambda: app.meter_states.get(SERIAL) is not None
+                        and app.meter_states[SERIAL].status == "online", "the meter online")
+            yield app, path, data
+    finally:
+        await meter.stop()
+
+
+async def until(predicate, what: str, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+async def read_on(app) -> None:
+    """Readings of the meter keep reaching the balancer."""
+    before = app.last_readings[SERIAL].taken_at
+    await until(lambda: app.last_readings[SERIAL].taken_at > before, "a newer reading")
+    assert app.meter_states[SERIAL].status == "online"
+
+
+async def meter_events(app) -> list[str]:
+    await app.storage.write(lambda db: None)  # behind every write queued before it
+    return await app.storage.read(lambda db: [r["kind"] for r in db.query(
+        "SELECT kind FROM events WHERE kind LIKE 'meter_%' ORDER BY rowid")])
+
+
+async def test_a_reload_naming_a_register_map_that_is_not_there_is_refused_and_the_meter_read_on(tmp_path):
+    async with metered(tmp_path) as (app, path, data):
+        cfg = app.cfg
+        bad = copy.deepcopy(data)
+        bad["meters"][0]["profile"] = "nosuchmap"
+        bad["load_balancers"][0]["max_current_online"] = 30
+        write(path, bad)
+        result = await app.reloader.reload("test")
+        assert not result.applied
+        assert any("meters.0.profile" in line and "'nosuchmap' not found" in line for line in result.problems), \
+            result.problems
+        assert app.cfg is cfg and app.delivery.channels["CP0001"].group.max_current_online == 40
+        await read_on(app)
+
+
+async def test_a_register_map_gone_between_the_check_and_the_apply_changes_nothing(tmp_path, monkeypatch):
+    """The meter source is built before anything of the new file is put in force: a map that cannot be loaded
+    then (deleted after the check) leaves the old config, and the old source reading, in force."""
+    import csms.config.loading
+
+    async with metered(tmp_path) as (app, path, data):
+        cfg, meters = app.cfg, app.meters
+        bad = copy.deepcopy(data)
+        bad["meters"][0]["profile"] = "nosuchmap"
+        bad["load_balancers"][0]["max_current_online"] = 30
+        write(path, bad)
+        monkeypatch.setattr(csms.config.loading, "check_files", lambda cfg: [])
+        result = await app.reloader.reload("test")
+        assert not result.applied and "(internal)" in result.problems[0]
+        assert app.cfg is cfg and app.meters is meters
+        assert app.delivery.channels["CP0001"].group.max_current_online == 40
+        await read_on(app)
+
+
+async def test_a_reload_that_changes_the_meter_keeps_it_online(tmp_path):
+    """The new source starts before the old one stops, and its "no reading yet" does not make a meter that is
+    being read offline (the balancer would fall back to max_current_offline for a moment)."""
+    async with metered(tmp_path) as (app, path, data):
+        seen: list[bool] = []
+        on_meter_state = app.balancer.on_meter_state
+
+        def spy(serial: str, online: bool) -> None:
+            seen.append(online)
+            on_meter_state(serial, online)
+        app.balancer.on_meter_state = spy
+        before = await meter_events(app)
+        old = app.meters
+        data["meters"][0]["poll_interval"] = 0.3
+        write(path, data)
+        result = await app.reloader.reload("test")
+        assert result.applied, result.problems
+        assert app.meters is not old
+        await read_on(app)
+        await read_on(app)
+        assert False not in seen, seen
+        assert await meter_events(app) == before
