@@ -21,9 +21,11 @@ VOLTAGE_RANGE_V = (0.0, 390.0)
 
 
 class StrictModel(BaseModel):
-    """Base for config sections: unknown keys are errors, so a typo never silently falls back to a default."""
+    """Base for config sections: unknown keys are errors, so a typo never silently falls back to a default, and
+    a value of the wrong type is refused rather than converted (``port = "9000"``, ``active = "yes"`` or
+    ``active = 1``, ``port = 9000.0``); a whole number where a decimal is expected is the one conversion kept."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class MqttConfig(StrictModel):

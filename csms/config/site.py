@@ -31,7 +31,8 @@ class OrganisationConfig(StrictModel):
 class IdTokenConfig(StrictModel):
     organisation: str
     token: str = Field(min_length=1, max_length=36)
-    expiry: datetime | None = None
+    #: A TOML date-time or an ISO 8601 string (the one field where text is converted: both are written).
+    expiry: datetime | None = Field(None, strict=False)
     #: "Blocked" refuses the token (1.6 and 2.0.1 status Blocked) without forgetting it.
     status: Literal["Accepted", "Blocked"] = "Accepted"
     #: Group id (1.6 parentIdTag, 2.0.1 groupIdToken): tokens sharing it are one group, e.g. a household's

@@ -112,3 +112,23 @@ def test_a_meter_profile_that_names_a_broken_register_map(tmp_path, capsys):
     text = with_database(str(tmp_path / "csms.sqlite")).replace('profile = "ampguard"', 'profile = "mymeter"')
     path = write(tmp_path, text + '\n[gateway]\nregister_dirs = ["maps"]\n')
     both_refuse(capsys, path, "meters.0.profile", "mymeter.toml: registers.1.unit: .* is in 'A', not 'V'")
+
+
+@pytest.mark.parametrize("old, new, field", [
+    ("port = 9000", 'port = "9000"', "server.port"),
+    ("port = 9000", "port = 9000.0", "server.port"),
+    ("max_current = 32", 'max_current = "32"', "chargers.0.max_current"),
+    ('heartbeat_interval = 300', 'heartbeat_interval = "300"', "server.heartbeat_interval"),
+    ("active = true", 'active = "yes"', "load_balancers.0.active"),
+    ("active = true", "active = 1", "load_balancers.0.active"),
+    ("chargers_in_measurement = true", 'chargers_in_measurement = "true"', "load_balancers.0.chargers_in_measurement"),
+])
+def test_a_value_of_the_wrong_type_is_refused_not_converted(tmp_path, capsys, old, new, field):
+    text = with_database(str(tmp_path / "csms.sqlite"))
+    assert old in text, old
+    both_refuse(capsys, write(tmp_path, text.replace(old, new, 1)), field, "Input should be a valid")
+
+
+def test_a_whole_number_where_a_decimal_is_expected_is_kept(tmp_path, capsys):
+    text = with_database(str(tmp_path / "csms.sqlite"))
+    assert main(["check-config", str(write(tmp_path, text.replace("poll_interval = 1.0", "poll_interval = 1")))]) == 0
