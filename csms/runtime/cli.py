@@ -16,6 +16,7 @@ from rich.table import Table
 
 from csms.config import ConfigError, SiteConfig, config_warnings, load_config, read_config
 from csms.storage.migrations import SchemaError
+from csms.runtime.cli_args import positive_int
 
 
 def _load(path: str) -> SiteConfig | None:
@@ -131,19 +132,40 @@ def _open_db(cfg: SiteConfig):
     return open_database(cfg.storage.database)
 
 
+def _rows(config: str, cfg: SiteConfig, sql: str, params: list | None = None) -> list | None:
+    """The rows of ``sql`` from the stored data (none before the database exists); None, with the problem
+    printed naming the config's field, when the database cannot be read (the URL's password is never shown)."""
+    try:
+        db = _open_db(cfg)
+        return list(db.query(sql, params or [])) if db else []
+    except sqlite3.DatabaseError as exc:
+        print(f"{config}: storage.database: cannot read {cfg.storage.database!r}: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if cfg.storage.url is None or type(exc).__module__.partition(".")[0] != "psycopg":
+            raise
+        print(f"{config}: storage.url: cannot use {cfg.storage.shown}: {exc}", file=sys.stderr)
+    return None
+
+
+def _console() -> Console:
+    """On a terminal, its width; piped to a file or another program, wide enough that no id is cut short."""
+    return Console() if sys.stdout.isatty() else Console(width=1000)
+
+
 def cmd_stations(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 2
-    db = _open_db(cfg)
-    rows = list(db.query("SELECT * FROM stations ORDER BY id")) if db else []
+    rows = _rows(args.config, cfg, "SELECT * FROM stations ORDER BY id")
+    if rows is None:
+        return 2
     table = Table(title=f"Stations ({cfg.storage.shown})")
     for col in ("id", "version", "vendor", "model", "firmware", "connected", "last boot", "last connected"):
         table.add_column(col)
     for r in rows:
         table.add_row(r["id"], r["version"] or "", r["vendor"] or "", r["model"] or "", r["firmware_version"] or "",
                       "yes" if r["connected"] else "no", _ts(r["last_boot"]), _ts(r["last_connected"]))
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -151,8 +173,9 @@ def cmd_transactions(args: argparse.Namespace) -> int:
     cfg = _load(args.config)
     if cfg is None:
         return 2
-    db = _open_db(cfg)
-    rows = list(db.query("SELECT * FROM transactions ORDER BY started_at DESC LIMIT ?", [args.limit])) if db else []
+    rows = _rows(args.config, cfg, "SELECT * FROM transactions ORDER BY started_at DESC LIMIT ?", [args.limit])
+    if rows is None:
+        return 2
     table = Table(title=f"Transactions ({cfg.storage.shown})")
     for col in ("station", "transaction", "version", "connector", "id token", "started", "stopped", "kWh", "reason"):
         table.add_column(col)
@@ -163,7 +186,7 @@ def cmd_transactions(args: argparse.Namespace) -> int:
         table.add_row(r["station_id"], r["transaction_id"], r["version"] or "", str(r["connector_id"]),
                       r["id_token"] or "", _ts(r["started_at"]), _ts(r["stopped_at"]) or "running", kwh,
                       r["stop_reason"] or "")
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -193,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transactions", help="list stored transactions, newest first")
     p.add_argument("--config", required=True)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=positive_int, default=100, help="at most this many, newest first (default 100)")
     p.set_defaults(func=cmd_transactions)
 
     from csms.runtime.reload_cli import register as register_reload

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from csms.commissioning.report import render
 from csms.runtime.api_client import Api, CliFailure, add_api_arguments, fail
+from csms.runtime.cli_args import positive_float
 
 #: Seconds between two looks at a running check.
 POLL = 1.0
@@ -60,6 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "by releasing one charger at a time; exit 0 all match, 1 findings")
     add_api_arguments(p)
     p.add_argument("--group", required=True, help="the load_balancers id to check")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the check (default 600)")
+    p.add_argument("--timeout", type=positive_float, default=600.0, help="seconds to wait for the check (default 600)")
     p.add_argument("--json", action="store_true", help="print the stored report as JSON")
     p.set_defaults(func=cmd_commission)

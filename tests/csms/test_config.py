@@ -152,3 +152,35 @@ def test_a_bad_fuse_is_reported_alone_not_with_the_margin_derived_from_it():
 
     lines = problems(bad_fuse)
     assert len(lines) == 1 and "load_balancers.0.supply_max_current" in lines[0], lines
+
+
+def test_listings_refuse_a_bad_limit_and_name_an_unreachable_database_without_a_traceback(tmp_path):
+    res = run_cli("transactions", "--config", str(EXAMPLE), "--limit", "-3")
+    assert res.returncode == 2 and "argument --limit: -3 is not a positive whole number" in res.stderr
+    res = run_cli("commission", "--config", str(EXAMPLE), "--group", "garage", "--timeout", "-1")
+    assert res.returncode == 2 and "argument --timeout: -1 is not a positive number" in res.stderr
+    pg = tmp_path / "pg.toml"
+    pg.write_text(EXAMPLE.read_text().replace('database = "../../var/csms.sqlite"',
+                                              'url = "postgresql://u:secret@127.0.0.1:1/db"'))
+    for command in ("stations", "transactions"):
+        res = run_cli(command, "--config", str(pg))
+        assert res.returncode == 2, res.stderr
+        assert f"{pg}: storage.url: cannot use postgresql://u:***@127.0.0.1:1/db: " in res.stderr
+        assert "secret" not in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_listing_piped_to_another_program_is_not_cut_to_80_columns(tmp_path):
+    from csms.storage.database import open_database
+
+    path = tmp_path / "csms.sqlite"
+    db = open_database(str(path))
+    long_id = "CP-" + "7" * 30
+    db.execute("INSERT INTO stations (id, version, vendor, model, firmware_version) VALUES (?, ?, ?, ?, ?)",
+               [long_id, "ocpp2.0.1", "A vendor with a long name", "A model with a long name", "1.2.3-beta.4"])
+    db.conn.commit()
+    db.conn.close()
+    config = tmp_path / "site.toml"
+    config.write_text(EXAMPLE.read_text().replace('database = "../../var/csms.sqlite"', f'database = "{path}"'))
+    res = run_cli("stations", "--config", str(config))
+    assert res.returncode == 0, res.stderr
+    assert long_id in res.stdout and "ocpp2.0.1" in res.stdout and "A vendor with a long name" in res.stdout
