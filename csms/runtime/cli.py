@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
+import signal
 import sqlite3
 import sys
 from datetime import datetime
@@ -247,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaError as exc:  # a database of a newer build (or not ours): the message names it and the fix
         print(f"csms {args.command}: storage: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (``csms station ... | head -1``): what was asked has been done, and
+        # the rest of the output has nowhere to go. Exit as a Unix tool killed by SIGPIPE does, without a
+        # traceback, and keep the interpreter's final flush from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

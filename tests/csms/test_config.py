@@ -184,3 +184,24 @@ def test_a_listing_piped_to_another_program_is_not_cut_to_80_columns(tmp_path):
     res = run_cli("stations", "--config", str(config))
     assert res.returncode == 0, res.stderr
     assert long_id in res.stdout and "ocpp2.0.1" in res.stdout and "A vendor with a long name" in res.stdout
+
+
+def test_output_cut_short_by_its_reader_exits_as_sigpipe_without_a_traceback(tmp_path):
+    """``csms station get-configuration CP1 | head -1``: the reader goes away while the command prints."""
+    script = (
+        "import sys\n"
+        "import csms.runtime.cli as cli\n"
+        "def flood(args):\n"
+        "    for _ in range(100_000):\n"
+        "        print('x' * 100)\n"
+        "    return 0\n"
+        "cli.cmd_check_config = flood\n"
+        "sys.exit(cli.main(['check-config', 'any.toml']))\n"
+    )
+    reader = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stderr is not None
+    reader.stdout.read(10)
+    reader.stdout.close()
+    err = reader.stderr.read().decode()
+    assert reader.wait(timeout=30) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
