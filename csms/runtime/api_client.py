@@ -39,20 +39,21 @@ class Api:
     token: str
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Api:
+    def from_args(cls, args: argparse.Namespace, reads_only: bool = False) -> Api:
         """The API named by :func:`add_api_arguments`' ``--config`` and ``--url``."""
-        return cls.from_config(args.config, args.url)
+        return cls.from_config(args.config, args.url, reads_only)
 
     @classmethod
-    def from_config(cls, path: str, url: str | None = None) -> Api:
-        """The config's ``[http]`` API, or the one at ``url`` (a cluster node's own, say) with the config's token."""
+    def from_config(cls, path: str, url: str | None = None, reads_only: bool = False) -> Api:
+        """The config's ``[http]`` API, or the one at ``url`` (a cluster node's own, say) with the config's
+        operator token; a command that ``reads_only`` makes do with the read-only ``token`` when there is none."""
         try:
             cfg = load_config(path)
         except ConfigError as err:
             raise CliFailure(2, "\n".join(err.lines())) from None
         if cfg.http is None:
             raise CliFailure(2, f"{path} has no [http] section: the central system's API is off")
-        token = os.environ.get(TOKEN_ENV) or cfg.http.operator_token
+        token = os.environ.get(TOKEN_ENV) or cfg.http.operator_token or (cfg.http.token if reads_only else None)
         if not token:
             raise CliFailure(2, f"no operator token: set [http] operator_token in {path} (and restart csms serve) "
                                 f"or {TOKEN_ENV} in the environment")

@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_token(args: argparse.Namespace) -> int:
     try:
-        api = Api.from_args(args)
+        api = Api.from_args(args, reads_only=args.token_action in ("list", "show"))
         status, answer = api.request(*_request(args))
     except CliFailure as exc:
         return fail("token", exc.code, str(exc))

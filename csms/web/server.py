@@ -232,18 +232,18 @@ class WebServer:
             operator = self.cfg.operator_token
             is_operator = bearer and operator is not None and _token_matches(given, operator)
             is_reader = bearer and not is_operator and _token_matches(given, self.cfg.token)
-            if is_write(request) and operator is None:
-                log.info("operator view: refused %r %r from %s: no operator_token configured", request.method,
-                         path, request.remote)
-                return _error(403, "commands are off: set [http] operator_token in the site config (at least 16 "
-                                   "characters, not the same as token) and restart csms serve")
-            if not (is_operator or is_reader):
+            if not (is_operator or is_reader):  # first: a caller without a token learns nothing of the config
                 # Method and path are the client's text: %r, so they cannot forge a log line.
                 log.info("operator view: refused %r %r from %s: %s", request.method, path, request.remote,
                          "wrong token" if given else "no bearer token")
                 response = _error(401, "missing or wrong token: send 'Authorization: Bearer <the [http] token>'")
                 response.headers["WWW-Authenticate"] = 'Bearer realm="csms"'
                 return response
+            if is_write(request) and operator is None:
+                log.info("operator view: refused %r %r from %s: no operator_token configured", request.method,
+                         path, request.remote)
+                return _error(403, "commands are off: set [http] operator_token in the site config (at least 16 "
+                                   "characters, not the same as token) and restart csms serve")
             if is_write(request) and not is_operator:
                 log.info("operator view: refused %r %r from %s: read-only token", request.method, path,
                          request.remote)

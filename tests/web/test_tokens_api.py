@@ -105,3 +105,13 @@ async def test_csms_token_as_a_process(tmp_path: Path):
     unreachable = str(_config(tmp_path, free_port(), name="down.toml"))
     code, _, err = await _csms_token("list", "--config", unreachable)
     assert code == 1 and "is csms serve running?" in err
+
+
+async def test_csms_token_reads_with_the_read_only_token_where_no_operator_token_is_set(tmp_path: Path):
+    """Reading tokens is allowed with either token (README), so list and show make do with ``token``."""
+    async with running_site(tmp_path, operator=False) as rig:
+        cfg = str(_config(tmp_path, rig.app.http_port, operator=False))
+        code, out, err = await _csms_token("list", "--config", cfg)
+        assert code == 0 and "Traceback" not in err, err
+        code, _, err = await _csms_token("put", "org", "CARD-9", "--config", cfg)
+        assert code == 2 and "no operator token" in err, err
