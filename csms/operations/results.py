@@ -95,3 +95,10 @@ class NotBalanced(CommandError):
     """The station is in no load-balancing group: the balancer sets it no limit that a cap could lower."""
 
     outcome = "NotBalanced"
+
+
+class UnderCheck(CommandError):
+    """A commissioning check holds the station through its cap: an operator's cap now would undo a hold and
+    spoil the check's measurement. Try again when the check has ended."""
+
+    outcome = "UnderCheck"

@@ -191,10 +191,11 @@ class Commissioning:
         steps: list[Step] = []
         log.info("commissioning %s: testing %s; not testable: %s", group.id, testable or "nothing",
                  [u.charger_id for u in untested])
+        self.caps.hold_for_check(group.id, testable)
         try:
             self._progress[group.id] = f"holding {len(testable)} charger(s) at 0 A until their cars have followed"
             for cid in testable:  # every charger under test held, before anything is released
-                await self.caps.set_cap(cid, 0.0, self.clock() + LEASE, None, BY)
+                await self.caps.set_cap(cid, 0.0, self.clock() + LEASE, None, BY, check=True)
                 capped.append(cid)
             if testable:
                 await asyncio.sleep(ramp + 2 * poll + 1.0)  # every car has followed (IEC 61851: 5 s)
@@ -205,8 +206,11 @@ class Commissioning:
                     steps.append(step)
         finally:
             self._progress[group.id] = "lifting the holds and judging the steps"
-            await self._restore(capped, before)
-            self._readings.pop(meter.serial, None)
+            try:
+                await self._restore(capped, before)
+            finally:
+                self.caps.end_check(testable)
+                self._readings.pop(meter.serial, None)
         measures = [m for m in (measure_step(samples, s) for s in steps) if m is not None]
         for s in steps:
             if not any(m.charger_id == s.charger_id for m in measures):
@@ -233,7 +237,7 @@ class Commissioning:
         for other in capped:  # renew the lease of the holds
             held = self.caps.cap(other)
             if held is not None and held.until is not None and held.until - now < LEASE / 2:
-                await self.caps.set_cap(other, 0.0, now + LEASE, None, BY)
+                await self.caps.set_cap(other, 0.0, now + LEASE, None, BY, check=True)
         base = baseline(samples, now)
         if not base:
             untested.append(Untested(cid, "no mains reading to compare with: is the meter online?"))
@@ -250,11 +254,11 @@ class Commissioning:
             return None
         reference = tuple(_median_phase(base, i) for i in range(3))
         released = self.clock()
-        await self.caps.set_cap(cid, allowed, released + LEASE, None, BY)
+        await self.caps.set_cap(cid, allowed, released + LEASE, None, BY, check=True)
         await self._wait(samples, released, reference, 2 * ramp + 2 * poll + 2.0, moved=True)
         drawn = await self._drawn(cid, released)
         held = self.clock()
-        await self.caps.set_cap(cid, 0.0, held + LEASE, None, BY)
+        await self.caps.set_cap(cid, 0.0, held + LEASE, None, BY, check=True)
         if _moved(samples, reference):
             await self._wait(samples, held, None, ramp + 2 * poll + 1.0, moved=False, back_to=reference)
         else:  # the mains cannot show the car stopping: give it the whole EV response before the next release
@@ -300,9 +304,9 @@ class Commissioning:
             prior = before.get(cid)
             try:
                 if prior is not None and (prior.until is None or prior.until > self.clock()):
-                    await self.caps.set_cap(cid, prior.limit, prior.until, None, prior.by)
+                    await self.caps.set_cap(cid, prior.limit, prior.until, None, prior.by, check=True)
                 else:
-                    await self.caps.clear_cap(cid, None, BY)
+                    await self.caps.clear_cap(cid, None, BY, check=True)
             except Exception:
                 log.exception("commissioning: could not restore %s's cap; it lapses by itself within %.0f s",
                               cid, LEASE)

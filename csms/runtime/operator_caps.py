@@ -21,7 +21,7 @@ from csms.balancer.controller import BalancerController
 from csms.config import SiteConfig
 from csms.operations.caps import Allowed, OperatorCap
 from csms.runtime.aio import cancel_and_wait
-from csms.operations.results import BadArguments, NotBalanced
+from csms.operations.results import BadArguments, NotBalanced, UnderCheck
 from csms.storage import caps as stored
 from csms.storage.database import Storage
 
@@ -47,6 +47,8 @@ class OperatorCaps:
         self.storage = storage
         self.clock = clock
         self._caps: dict[str, OperatorCap] = {}
+        #: Chargers a commissioning check holds, with the group under check (see :meth:`hold_for_check`).
+        self._under_check: dict[str, str] = {}
         #: Bumped by every change made here: a refresh whose read raced one is not applied.
         self._changes = 0
         self._task: asyncio.Task[None] | None = None
@@ -125,9 +127,19 @@ class OperatorCaps:
             if changed:
                 log.info("operator caps: %d changed on another node", changed)
 
+    def hold_for_check(self, group_id: str, station_ids: list[str]) -> None:
+        """A commissioning check of ``group_id`` steers these chargers through their caps from now on: the
+        operator's cap commands on them are refused (:class:`UnderCheck`) until :meth:`end_check`."""
+        self._under_check.update(dict.fromkeys(station_ids, group_id))
+
+    def end_check(self, station_ids: list[str]) -> None:
+        for sid in station_ids:
+            self._under_check.pop(sid, None)
+
     async def set_cap(self, station_id: str, limit: float, until: float | None, connector: int | None,
-                      by: str) -> tuple[OperatorCap, Allowed]:
-        self._check(station_id, connector)
+                      by: str, *, check: bool = False) -> tuple[OperatorCap, Allowed]:
+        """``check``: set by the commissioning check that holds the charger (see :meth:`hold_for_check`)."""
+        self._check(station_id, connector, check)
         cap = OperatorCap(station_id, limit, until, self.clock(), by)
         self._changes += 1
         await self.storage.write(stored.save_cap(station_id, limit, until, cap.set_at, by))
@@ -137,8 +149,9 @@ class OperatorCaps:
             return cap, Allowed(None, NOT_LED, None)
         return cap, await self._allowed(station_id)
 
-    async def clear_cap(self, station_id: str, connector: int | None, by: str) -> tuple[OperatorCap | None, Allowed]:
-        self._check(station_id, connector)
+    async def clear_cap(self, station_id: str, connector: int | None, by: str, *,
+                        check: bool = False) -> tuple[OperatorCap | None, Allowed]:
+        self._check(station_id, connector, check)
         lifted = self.cap(station_id)
         self._changes += 1
         await self.storage.write(stored.delete_cap(station_id))
@@ -148,7 +161,12 @@ class OperatorCaps:
             return lifted, Allowed(None, NOT_LED, None)
         return lifted, await self._allowed(station_id)
 
-    def _check(self, station_id: str, connector: int | None) -> None:
+    def _check(self, station_id: str, connector: int | None, check: bool = False) -> None:
+        group = self._under_check.get(station_id)
+        if group is not None and not check:
+            raise UnderCheck(f"a commissioning check of group {group!r} holds {station_id} through its cap until "
+                             f"it ends (csms commission --group {group}); try again then, your cap before the "
+                             "check is put back when it ends")
         charger = self.cfg.charger(station_id)
         if charger is None or self.cfg.group_of(station_id) is None:
             raise NotBalanced(f"station {station_id!r} is in no load-balancing group: the balancer sets it no limit "

@@ -19,14 +19,14 @@ from aiohttp import web
 
 from csms.operations.catalogue import NotJson
 from csms.operations.port import CLIENT_HEADER, StationCommander
-from csms.operations.results import (BadArguments, CommandError, NotBalanced, StationBusy, StationError,
+from csms.operations.results import (BadArguments, CommandError, NotBalanced, StationBusy, StationError, UnderCheck,
                                      StationOffline, StationTimeout, UnknownCommand, UnknownStation)
 
 ROUTE = "/api/stations/{station_id}/commands/{command}"
 #: The largest request body a command takes (a DataTransfer's data is the only big argument).
 MAX_BODY = 64 * 1024
 
-STATUS = {BadArguments: 400, UnknownCommand: 404, UnknownStation: 404, StationOffline: 409, NotBalanced: 409,
+STATUS = {BadArguments: 400, UnknownCommand: 404, UnknownStation: 404, StationOffline: 409, NotBalanced: 409, UnderCheck: 409,
           StationBusy: 429, StationError: 502, StationTimeout: 504}
 
 

@@ -131,3 +131,26 @@ async def test_a_refresh_that_raced_a_change_made_here_is_not_applied(tmp_path):
         assert await caps.refresh() == 0
         storage.read = read  # type: ignore[method-assign]
         assert caps.cap("A").limit == 9.0 and balancer.caps["A"] == (9.0, None)
+
+
+async def test_a_charger_held_by_a_commissioning_check_refuses_the_operators_caps_until_it_ends(tmp_path):
+    """The check steers its chargers through their caps: an operator's set or clear meanwhile would lift a hold
+    (a car charging beside the one released alone, its current blamed on that one) and be undone at the end."""
+    from csms.operations.results import UnderCheck
+    from csms.web.operator import STATUS
+
+    cfg = config(tmp_path)
+    async with Storage(cfg.storage.database) as storage:
+        balancer = FakeBalancer()
+        caps = OperatorCaps(cfg, balancer, storage, lambda: T0)  # type: ignore[arg-type]
+        caps.hold_for_check("g", ["A"])
+        await caps.set_cap("A", 0.0, T0 + 60, None, "commissioning", check=True)
+        with pytest.raises(UnderCheck, match="commissioning check of group 'g' holds A"):
+            await caps.clear_cap("A", None, "cli 127.0.0.1")
+        with pytest.raises(UnderCheck):
+            await caps.set_cap("A", 16.0, None, None, "cli 127.0.0.1")
+        assert balancer.caps["A"] == (0.0, T0 + 60)
+        assert STATUS[UnderCheck] == 409
+        caps.end_check(["A"])
+        await caps.clear_cap("A", None, "cli 127.0.0.1")
+        assert balancer.caps["A"] == (None, None)
