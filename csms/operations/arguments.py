@@ -16,9 +16,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo
 
 
 class Arguments(BaseModel):
-    """Base of every command's arguments: unknown fields are errors (a typo must not be ignored)."""
+    """Base of every command's arguments: unknown fields are errors (a typo must not be ignored), and a value of
+    the wrong type is refused, not converted (``"limit": true`` or ``"8"``); times are the exception, given as
+    ISO 8601 text or epoch seconds (``strict=False`` on those fields)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     #: Whether the command carries a request id (2.0.1 UpdateFirmware, GetLog), allocated by the central system
     #: so that the station's later status notifications can be matched to the request.
@@ -128,7 +130,7 @@ class UpdateFirmware(Arguments):
     #: Where the charger downloads the firmware image (2.0.1 limits it to 512 characters).
     location: str = Field(min_length=1, max_length=512)
     #: When the charger is to start downloading (ISO 8601 with a time zone, or epoch seconds); absent: now.
-    retrieve_date: AwareDatetime | None = None
+    retrieve_date: AwareDatetime | None = Field(None, strict=False)
     #: How often, and how many seconds apart, the charger retries a failed download (its own default if absent).
     retries: int | None = Field(None, ge=0, le=100)
     retry_interval: int | None = Field(None, ge=0, le=86400)
@@ -150,8 +152,8 @@ class GetLogs(Arguments):
     #: "diagnostics" (1.6 GetDiagnostics / 2.0.1 DiagnosticsLog) or "security" (2.0.1 SecurityLog only).
     log_type: Literal["diagnostics", "security"] = "diagnostics"
     #: The oldest and newest entries wanted (ISO 8601 with a time zone, or epoch seconds); absent: all.
-    since: AwareDatetime | None = None
-    until: AwareDatetime | None = None
+    since: AwareDatetime | None = Field(None, strict=False)
+    until: AwareDatetime | None = Field(None, strict=False)
     retries: int | None = Field(None, ge=0, le=100)
     retry_interval: int | None = Field(None, ge=0, le=86400)
 
@@ -176,7 +178,7 @@ class Reserve(Arguments):
     #: Seconds from now until it expires (default 900); or give ``expiry``.
     expires_in: int | None = Field(None, ge=1, le=7 * 24 * 3600)
     #: When it expires (ISO 8601; without a zone it is UTC); or give ``expires_in``.
-    expiry: datetime | None = None
+    expiry: datetime | None = Field(None, strict=False)
 
     @field_validator("expiry")
     @classmethod
@@ -200,8 +202,8 @@ class SetChargingProfile(Arguments):
     """
 
     #: A per phase; below the group's ``min_current`` (0 included) the charger is paused. Rounded down to 0.1 A.
-    limit: float = Field(ge=0, le=1000)
-    until: AwareDatetime | None = None
+    limit: float = Field(ge=0, le=1000, allow_inf_nan=False)
+    until: AwareDatetime | None = Field(None, strict=False)
     duration: int | None = Field(None, gt=0, le=366 * 86400)
     #: The charger as a whole (absent or 0), or the connector/EVSE the balancer controls on it.
     connector: int | None = Field(None, ge=0)

@@ -31,11 +31,11 @@ MAX_BODY = 16 * 1024
 class TokenBody(BaseModel):
     """A PUT's body: the whole entry (what is left out takes its default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # "concurrent": "yes" is refused, not taken as true
     #: Expired follows from ``expiry`` and ConcurrentTx from running transactions; neither is set here.
     status: Literal["Accepted", "Blocked"] = "Accepted"
     #: ISO 8601; without a zone it is UTC. Absent: never expires.
-    expiry: datetime | None = None
+    expiry: datetime | None = Field(None, strict=False)
     #: The group id (1.6 parentIdTag, 2.0.1 groupIdToken), at most 20 characters.
     parent: str | None = Field(None, min_length=1, max_length=20)
     #: May the card run more than one transaction at a time?

@@ -131,3 +131,37 @@ async def test_meter_refusals_are_counted_in_the_api_and_metrics(tmp_path):
                    for f in text_string_to_metric_families(text) for s in f.samples
                    if s.name == "csms_meter_readings_refused_total"}
         assert samples == {(meter, "bad_reading"): 3.0}
+
+
+@pytest.mark.parametrize("body, field, words", [
+    ({"limit": True, "duration": 60}, "limit", "valid number"),
+    ({"limit": "8", "duration": 60}, "limit", "valid number"),
+    ({"limit": 8, "duration": "60"}, "duration", "valid integer"),
+    ({"limit": math.nan, "duration": 60}, "limit", "finite number"),
+    ({"limit": math.inf, "duration": 60}, "limit", "finite number"),
+])
+def test_a_command_argument_of_the_wrong_type_is_refused_not_converted(body, field, words):
+    """``{"limit": true}`` was a 1 A cap (a paused car) and ``"8"`` was 8 A: a type mistake is the caller's to fix."""
+    from csms.operations.catalogue import parse
+    from csms.operations.results import BadArguments
+
+    with pytest.raises(BadArguments) as refused:
+        parse("set-charging-profile", body)
+    assert refused.value.field == field and words in str(refused.value), str(refused.value)
+
+
+def test_command_times_are_still_iso_text_or_epoch_seconds():
+    from csms.operations.catalogue import parse
+
+    assert parse("set-charging-profile", {"limit": 8, "until": "2030-01-01T00:00:00Z"}).until is not None
+    assert parse("get-logs", {"location": "https://logs.example/up", "since": 1_900_000_000}).since is not None
+
+
+def test_a_token_body_of_the_wrong_type_is_refused_and_its_expiry_is_still_text():
+    from pydantic import ValidationError
+
+    from csms.web.tokens import TokenBody
+
+    with pytest.raises(ValidationError, match="concurrent"):
+        TokenBody.model_validate({"concurrent": "yes"})
+    assert TokenBody.model_validate({"expiry": "2030-01-01T00:00:00"}).expiry is not None
