@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 from collections.abc import Callable
@@ -228,7 +229,11 @@ class AmpGuardSim:
         async with asyncio.timeout(5):
             while server.transport is None:
                 if task.done():
-                    task.result()  # raises the bind error
+                    try:
+                        task.result()
+                    except RuntimeError as exc:  # pymodbus words a failed bind so, and drops the OSError
+                        raise OSError(errno.EADDRINUSE, "could not listen (the port in use, or an address this "
+                                                        "machine does not have)") from exc
                 await asyncio.sleep(0.01)
         ep.server, ep.task = server, task
         ep.port = server.transport.sockets[0].getsockname()[1]

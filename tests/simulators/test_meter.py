@@ -103,3 +103,20 @@ async def test_mqtt_publishes_json_and_pauses_offline(mosquitto):
             assert meter.published == before
         finally:
             await meter.stop()
+
+
+async def test_a_modbus_port_in_use_is_an_os_error_not_pymodbus_wording():
+    """``simulate site`` names the meter, the address and the likely cause; pymodbus raises a bare
+    RuntimeError("Could not start listen") that reached the user as a traceback."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    meter = AmpGuardSim(SERIAL, lambda: (1.0, 1.0, 1.0), ManualClock())
+    try:
+        with pytest.raises(OSError, match="could not listen"):
+            await meter.serve_modbus("127.0.0.1", taken.getsockname()[1])
+    finally:
+        await meter.stop()
+        taken.close()
