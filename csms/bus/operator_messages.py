@@ -22,7 +22,7 @@ from typing import Any
 
 from csms.operations.results import (
     BadArguments, CommandError, CommandResult, NotBalanced, StationBusy, StationError, StationOffline, StationTimeout,
-    UnderCheck, UnknownCommand, UnknownStation,
+    InvalidAnswer, UnderCheck, UnknownCommand, UnknownStation,
 )
 
 from .commands import Refusal
@@ -31,7 +31,7 @@ from .wire import WIRE_VERSION, BadMessage, dump, load
 #: Every CommandError a gateway may end a command with, by its ``outcome`` (the event log's name, and the wire's).
 ERRORS: dict[str, type[CommandError]] = {cls.outcome: cls for cls in (
     CommandError, UnknownCommand, BadArguments, UnknownStation, StationOffline, StationError, StationTimeout,
-    NotBalanced, StationBusy, UnderCheck)}
+    NotBalanced, StationBusy, UnderCheck, InvalidAnswer)}
 
 #: Why a gateway did not run an operator's command: the balancer's refusals that apply without a group.
 OPERATOR_REFUSALS = frozenset({Refusal.NOT_HERE, Refusal.EXPIRED, Refusal.BUSY, Refusal.BAD_REQUEST})
@@ -107,8 +107,8 @@ def error_of(f: Failure) -> CommandError:
     cls = ERRORS[f.outcome]
     if cls is BadArguments:
         return BadArguments("(arguments)" if f.field is None else f.field, f.message)
-    if cls is StationError:
-        return StationError("" if f.code is None else f.code, "" if f.description is None else f.description)
+    if issubclass(cls, StationError):
+        return cls("" if f.code is None else f.code, "" if f.description is None else f.description)
     return cls(f.message)
 
 

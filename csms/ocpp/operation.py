@@ -9,12 +9,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ocpp.exceptions import OCPPError
+
 from csms.domain.settings import Setting
+from csms.ocpp.protocol import InvalidReply
+from csms.operations.results import InvalidAnswer, StationError
 
 
 def reply_status(reply: Any) -> str:
     """The reply's ``status``; a reply without one (GetConfiguration, GetVariables) is an answer: Accepted."""
     return str(getattr(reply, "status", None) or "Accepted")
+
+
+def station_error(exc: OCPPError) -> StationError:
+    """What the operator is told of a call that failed with ``exc``: the CALLERROR the station sent, or that its
+    answer failed the schema (which the station did not say)."""
+    return (InvalidAnswer if isinstance(exc, InvalidReply) else StationError)(exc.code, str(exc.description))
 
 
 def learns_nothing(reply: Any) -> list[Setting]:

@@ -31,7 +31,7 @@ from ocpp.messages import Call
 from csms.domain.state import Version
 from csms.ocpp import frames
 from csms.ocpp.local_lists import LocalLists
-from csms.ocpp.operation import PlanContext, Planned
+from csms.ocpp.operation import PlanContext, Planned, station_error
 from csms.ocpp.reservations import ReservationCommands
 from csms.ocpp.schemas import validator_for
 from csms.ocpp.station import Station
@@ -41,8 +41,8 @@ from csms.operations import arguments as a, catalogue
 from csms.operations.arguments import Arguments, CancelReservation, GetLogs, Reserve, SendLocalList
 from csms.operations.caps import CapKeeper
 from csms.operations.port import StationCommander
-from csms.operations.results import (BadArguments, CommandError, CommandResult, NotBalanced, StationError,
-                                     StationOffline, StationTimeout, UnknownStation)
+from csms.operations.results import (BadArguments, CommandError, CommandResult, NotBalanced, StationOffline,
+                                     StationTimeout, UnknownStation)
 from csms.operations.upload_grants import Grant, UploadGrants, shown
 from csms.storage import records
 from csms.storage.database import Storage
@@ -188,7 +188,7 @@ class OperatorCommands:
         except TimeoutError:
             raise StationTimeout(f"station {station_id!r} did not answer {action} within {self.timeout:g} s") from None
         except OCPPError as exc:  # a CALLERROR, or a reply its schema refuses
-            raise StationError(exc.code, str(exc.description)) from None
+            raise station_error(exc) from None
         except ConnectionError as exc:
             raise StationOffline(f"station {station_id!r} disconnected before answering: {exc}") from None
         finally:

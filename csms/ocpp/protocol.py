@@ -58,6 +58,16 @@ class CallAnswered:
     payload: dict[str, Any]
 
 
+class InvalidReply(OCPPError):
+    """The station's CALLRESULT failed its schema: our verdict on its answer (code and description are the
+    schema check's), not a CALLERROR the station sent."""
+
+    def __init__(self, error: OCPPError):
+        cause = (error.details or {}).get("cause")  # which field and why: what an operator can act on
+        super().__init__(str(cause) if cause else error.description, error.details)
+        self.code = error.code
+
+
 @dataclass(frozen=True, slots=True)
 class CallFailed:
     """Our outstanding CALL got a CALLERROR, or a reply its schema refuses: ``error`` says which."""
@@ -204,7 +214,7 @@ class Protocol:
             try:
                 self.validator.validate(msg)
             except OCPPError as error:
-                self._events.append(CallFailed(pending.unique_id, pending.action, error))
+                self._events.append(CallFailed(pending.unique_id, pending.action, InvalidReply(error)))
                 return
         self._events.append(CallAnswered(pending.unique_id, pending.action, msg.payload))
 

@@ -24,10 +24,11 @@ from csms.domain import reservations as rules
 from csms.domain.reservations import Reservation, ReservationState
 from csms.domain.state import Version
 from csms.domain.tokens import IdToken
+from csms.ocpp.operation import station_error
 from csms.ocpp.reservation_book import ReservationBook
 from csms.ocpp.station import Station
 from csms.operations.arguments import CancelReservation, Reserve
-from csms.operations.results import BadArguments, StationError, StationOffline, StationTimeout
+from csms.operations.results import BadArguments, StationOffline, StationTimeout
 from csms.runtime.isotime import iso_millis
 
 TOKEN_TYPE_201 = "ISO14443"
@@ -93,7 +94,7 @@ class ReservationCommands:
         except TimeoutError:
             raise StationTimeout(f"station {station_id!r} did not answer {action} within {self.timeout:g} s") from None
         except OCPPError as exc:
-            raise StationError(exc.code, str(exc.description)) from None
+            raise station_error(exc) from None
         except ConnectionError as exc:
             raise StationOffline(f"station {station_id!r} disconnected before answering: {exc}") from None
         return str(reply.status)

@@ -70,14 +70,28 @@ class StationOffline(CommandError):
 
 
 class StationError(CommandError):
-    """The station answered with a CALLERROR (or a reply its schema refuses)."""
+    """The station answered with a CALLERROR."""
 
     outcome = "CallError"
 
     def __init__(self, code: str, description: str):
-        super().__init__(f"the station answered CALLERROR {code}: {description}")
+        super().__init__(self.describe(code, description))
         self.code = code
         self.description = description
+
+    @staticmethod
+    def describe(code: str, description: str) -> str:
+        return f"the station answered CALLERROR {code}: {description}"
+
+
+class InvalidAnswer(StationError):
+    """The station answered, but its reply fails the OCPP schema (``code`` and ``description`` are our check's)."""
+
+    outcome = "InvalidAnswer"
+
+    @staticmethod
+    def describe(code: str, description: str) -> str:
+        return f"the station's answer does not follow the OCPP schema ({code}: {description})"
 
 
 class StationTimeout(CommandError):

@@ -19,15 +19,15 @@ from aiohttp import web
 
 from csms.operations.catalogue import NotJson
 from csms.operations.port import CLIENT_HEADER, StationCommander
-from csms.operations.results import (BadArguments, CommandError, NotBalanced, StationBusy, StationError, UnderCheck,
-                                     StationOffline, StationTimeout, UnknownCommand, UnknownStation)
+from csms.operations.results import (BadArguments, CommandError, InvalidAnswer, NotBalanced, StationBusy, StationError,
+                                     StationOffline, StationTimeout, UnderCheck, UnknownCommand, UnknownStation)
 
 ROUTE = "/api/stations/{station_id}/commands/{command}"
 #: The largest request body a command takes (a DataTransfer's data is the only big argument).
 MAX_BODY = 64 * 1024
 
-STATUS = {BadArguments: 400, UnknownCommand: 404, UnknownStation: 404, StationOffline: 409, NotBalanced: 409, UnderCheck: 409,
-          StationBusy: 429, StationError: 502, StationTimeout: 504}
+STATUS = {BadArguments: 400, UnknownCommand: 404, UnknownStation: 404, StationOffline: 409, NotBalanced: 409,
+          UnderCheck: 409, StationBusy: 429, StationError: 502, InvalidAnswer: 502, StationTimeout: 504}
 
 
 def _answer(data: dict[str, Any], status: int = 200) -> web.Response:

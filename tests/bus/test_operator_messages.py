@@ -36,8 +36,8 @@ def command_errors(draw: st.DrawFn) -> CommandError:
     cls = draw(st.sampled_from(sorted(ERRORS.values(), key=lambda c: c.__name__)))
     if cls is BadArguments:
         return BadArguments(draw(text), draw(text))
-    if cls is StationError:
-        return StationError(draw(text), draw(text))
+    if issubclass(cls, StationError):
+        return cls(draw(text), draw(text))
     return cls(draw(text))
 
 

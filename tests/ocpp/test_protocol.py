@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from ocpp.exceptions import FormatViolationError, NotSupportedError, ProtocolError
 
 from csms.ocpp.protocol import (
-    CallAnswered, CallFailed, CallReceived, CallRefused, CallTimedOut, Protocol, ReplyDropped,
+    CallAnswered, CallFailed, CallReceived, CallRefused, CallTimedOut, InvalidReply, Protocol, ReplyDropped,
 )
 from csms.domain.state import Version
 from csms.ocpp.schemas import validator_for
@@ -98,9 +98,11 @@ def test_a_call_error_or_a_reply_its_schema_refuses_fails_the_call() -> None:
     uid = p.send_call("ChangeConfiguration", {"key": "K", "value": "V"}, now=0, timeout=5)
     (event,), _ = feed(p, [4, uid, "NotSupported", "no", {}])
     assert isinstance(event, CallFailed) and isinstance(event.error, NotSupportedError)
+    assert not isinstance(event.error, InvalidReply)  # what the station said
     uid = p.send_call("ChangeConfiguration", {"key": "K", "value": "V"}, now=0, timeout=5)
     (event,), _ = feed(p, [3, uid, {"status": "Accepted", "extra": 1}])
-    assert isinstance(event, CallFailed) and isinstance(event.error, FormatViolationError)
+    assert isinstance(event, CallFailed) and isinstance(event.error, InvalidReply)  # our verdict, not theirs
+    assert event.error.code == FormatViolationError.code and "extra" in str(event.error.description)
     uid = p.send_call("ChangeConfiguration", {"key": "K", "value": "V"}, now=0, timeout=5, validate=False)
     (event,), _ = feed(p, [3, uid, {"status": "Accepted", "extra": 1}])
     assert event == CallAnswered(uid, "ChangeConfiguration", {"status": "Accepted", "extra": 1})
@@ -137,3 +139,17 @@ def test_any_frames_get_at_most_one_answer_each_and_every_answer_is_a_call_error
             assert out == []
         elif isinstance(events[0], CallRefused):
             assert len(out) == (1 if events[0].answered else 0)
+
+
+def test_the_operator_is_told_which_side_a_failed_call_came_from() -> None:
+    """A reply that fails its schema was never a CALLERROR from the station: the operator reads which it was."""
+    from ocpp.exceptions import FormatViolationError as Format
+
+    from csms.ocpp.operation import station_error
+    from csms.operations.results import InvalidAnswer, StationError
+
+    theirs = station_error(NotSupportedError("no Reset here"))
+    assert type(theirs) is StationError and str(theirs) == "the station answered CALLERROR NotSupported: no Reset here"
+    ours = station_error(InvalidReply(Format("'Weird' is not one of ['Accepted', 'Rejected']")))
+    assert type(ours) is InvalidAnswer and ours.outcome == "InvalidAnswer"
+    assert str(ours).startswith("the station's answer does not follow the OCPP schema (FormatViolation: 'Weird'")
