@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class Arguments(BaseModel):
@@ -208,11 +208,12 @@ class SetChargingProfile(Arguments):
     #: The charger as a whole (absent or 0), or the connector/EVSE the balancer controls on it.
     connector: int | None = Field(None, ge=0)
 
-    @model_validator(mode="after")
-    def _one_end(self) -> SetChargingProfile:
-        if self.until is not None and self.duration is not None:
+    @field_validator("duration")
+    @classmethod
+    def _one_end(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("until") is not None:
             raise ValueError("give until or duration, not both")
-        return self
+        return value
 
 
 class ClearChargingProfile(Arguments):

@@ -83,4 +83,6 @@ def parse(command: str, body: Any) -> a.Arguments:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(body)"
         message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "value_error":  # our own rule's words, without pydantic's "Value error, "
+            message = str(err["ctx"]["error"])
         raise BadArguments(where, message) from None

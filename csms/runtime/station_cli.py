@@ -134,7 +134,8 @@ def _report(args: argparse.Namespace, status: int, answer: dict[str, Any]) -> in
                 print(json.dumps(rest, indent=2))
         return 0 if answer.get("ok") else 1
     message = answer.get("error", f"HTTP {status}")
-    flag = next((f for f, _, dest, _ in OPTIONS.get(args.station_command, []) if dest == answer.get("field")), None)
+    field = str(answer.get("field") or "").partition(".")[0]  # "keys.2": the third --key
+    flag = next((f for f, _, dest, _ in OPTIONS.get(args.station_command, []) if dest == field), None)
     if flag is not None:
         message += f" (option {flag})"
     if status in (400, 404, 401, 403):

@@ -165,3 +165,15 @@ def test_a_token_body_of_the_wrong_type_is_refused_and_its_expiry_is_still_text(
     with pytest.raises(ValidationError, match="concurrent"):
         TokenBody.model_validate({"concurrent": "yes"})
     assert TokenBody.model_validate({"expiry": "2030-01-01T00:00:00"}).expiry is not None
+
+
+def test_a_rule_across_two_arguments_names_one_of_them_in_its_own_words():
+    from csms.operations.catalogue import parse
+    from csms.operations.results import BadArguments
+
+    with pytest.raises(BadArguments) as refused:
+        parse("set-charging-profile", {"limit": 8, "duration": 60, "until": "2030-01-01T00:00:00Z"})
+    assert (refused.value.field, refused.value.message) == ("duration", "give until or duration, not both")
+    with pytest.raises(BadArguments) as refused:
+        parse("update-firmware", {"location": "nope"})
+    assert refused.value.field == "location" and refused.value.message.startswith("location must be a URL")

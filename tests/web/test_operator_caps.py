@@ -138,7 +138,7 @@ async def test_cap_arguments_are_checked(tmp_path):
         for body, field in (({"limit": -1}, "limit"), ({}, "limit"), ({"limit": 8, "until": "2020-01-01T00:00:00Z"},
                                                                         "until"),
                             ({"limit": 8, "until": "2030-01-01T00:00:00"}, "until"),  # no zone
-                            ({"limit": 8, "until": "2030-01-01T00:00:00Z", "duration": 60}, "(body)"),
+                            ({"limit": 8, "until": "2030-01-01T00:00:00Z", "duration": 60}, "duration"),  # the CLI names --duration
                             ({"limit": 8, "connector": 2}, "connector")):
             with pytest.raises(BadArguments) as err:
                 await app.commands.execute("CP1", "set-charging-profile", body, "test")
