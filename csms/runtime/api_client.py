@@ -70,8 +70,9 @@ class Api:
         except urllib.error.HTTPError as exc:
             try:
                 return exc.code, json.loads(exc.read() or b"{}")
-            except ValueError:
-                return exc.code, {"error": exc.reason}
+            except ValueError:  # every answer of our API is JSON
+                raise CliFailure(1, f"{self.address} answered HTTP {exc.code} {exc.reason} without JSON: is it the "
+                                    "central system's [http] port (not the OCPP port)?") from None
         except TimeoutError:  # connected and asked: the answer did not come in time
             raise CliFailure(1, f"{self.address} did not answer within {timeout:g} s; what was asked may still "
                                 "happen (the event log says)") from None

@@ -95,7 +95,8 @@ def _range(request: web.Request, now: float, default_span: float = 600.0) -> his
     until = _float_param(request, "until", now)
     since = _float_param(request, "since", until - default_span)
     if since > until:
-        raise BadQuery(f"since ({since}) is after until ({until})")
+        given = "until" if "until" in request.query else "until (now, as none was given)"
+        raise BadQuery(f"since ({since}) is after {given} ({until})")
     points = _int_param(request, "points", 600, 1, history.MAX_POINTS)
     return history.Range(since, until, points)
 
@@ -262,6 +263,10 @@ class WebServer:
             return _error(503, f"storage is unavailable: {exc}")
         except StorageClosed:
             return _error(503, "storage is closed: the central system is shutting down")
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as exc:  # no such route: JSON as every API answer
+            if not request.path.startswith("/api/"):
+                raise
+            return _error(exc.status, f"no {request.method} {request.path}; the routes are listed at /openapi.json")
 
     # -- pages -------------------------------------------------------------------------------------
 

@@ -40,6 +40,11 @@ async def test_api_and_metrics_need_the_token_and_the_page_does_not(tmp_path):
         assert code == 200 and "MIT License" in body[:2000] and "uPlot" in body[:200]
         code, _, _ = await get(rig, "/static/../server.py", token=None)
         assert code in (403, 404)
+        code, headers, body = await get(rig, "/api/nothing")  # an API path answers JSON, even when there is none
+        assert code == 404 and headers["Content-Type"].startswith("application/json")
+        assert json.loads(body)["error"] == "no GET /api/nothing; the routes are listed at /openapi.json"
+        code, _, body = await get(rig, "/api/events?since=99999999999")
+        assert code == 400 and "after until (now, as none was given)" in json.loads(body)["error"], body
 
 
 async def test_status_shows_groups_meters_chargers_and_transactions_live(tmp_path):

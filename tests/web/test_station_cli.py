@@ -102,6 +102,24 @@ async def test_csms_station_says_when_nothing_listens(tmp_path):
     assert code == 2
 
 
+async def test_csms_station_pointed_at_something_else_than_the_api_says_so(tmp_path):
+    """An HTTP server that answers without JSON (the OCPP port, a proxy's error page) is not the API."""
+    from aiohttp import web
+
+    app = web.Application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        code, _, err = await _csms("clear-cache", "CP1", "--config", str(_config(tmp_path, port)))
+    finally:
+        await runner.cleanup()
+    assert code == 1 and f"127.0.0.1:{port} answered HTTP 404 Not Found without JSON" in err, err
+    assert "[http] port" in err
+
+
 async def test_csms_station_firmware_and_logs(tmp_path):
     async with running_site(tmp_path) as rig:
         cfg = str(_config(tmp_path, rig.app.http_port))
