@@ -18,7 +18,7 @@ import sys
 from csms.config import ConfigError, load_config
 from simulators.charger_config import SimChargerConfig
 from simulators.clock import SimClock
-from simulators.misbehaviour import KNOBS, parse_knob
+from simulators.misbehaviour import KNOBS, Misbehaviour, parse_knob
 from simulators.scenarios import SCENARIOS, get_scenario, run_scenario
 from simulators.simulation import Simulation, central_system_url
 from simulators.wiring_faults import FAULTS, parse_faults
@@ -38,6 +38,10 @@ def _status_line(sim: Simulation) -> str:
     return " | ".join(parts)
 
 
+class UsageError(ValueError):
+    """A command-line argument that cannot be used: exit 2, as argparse's own refusals."""
+
+
 async def _run_site(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     url = args.url or central_system_url(cfg)
@@ -46,13 +50,20 @@ async def _run_site(args: argparse.Namespace) -> int:
     for item in args.misbehave:
         station, sep, knob = item.partition(":")
         if not sep or cfg.charger(station) is None:
-            raise ValueError(f"--misbehave {item!r}: write CHARGER_ID:KNOB with a charger id from {args.config}")
+            raise UsageError(f"--misbehave {item!r}: write CHARGER_ID:KNOB with a charger id from {args.config}")
+        try:
+            parse_knob(Misbehaviour(), knob)  # refused here, before anything starts
+        except ValueError as exc:
+            raise UsageError(f"--misbehave {item!r}: {exc}") from None
         knobs.setdefault(station, []).append(knob)
 
-    faults = parse_faults(args.fault)
+    try:
+        faults = parse_faults(args.fault)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     for cid in faults.rotations:
         if cfg.charger(cid) is None:
-            raise ValueError(f"--fault {cid}:wired-rotation: no charger {cid!r} in {args.config}")
+            raise UsageError(f"--fault {cid}:wired-rotation: no charger {cid!r} in {args.config}")
 
     def tweak(sc: SimChargerConfig) -> SimChargerConfig:
         mis = sc.misbehaviour
@@ -100,6 +111,9 @@ def cmd_site(args: argparse.Namespace) -> int:
     except ConfigError as err:
         for line in err.lines():
             print(line, file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"simulate site: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:
         print(f"simulate site: {exc}", file=sys.stderr)

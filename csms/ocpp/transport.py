@@ -38,7 +38,8 @@ log = logging.getLogger("csms.ocpp.transport")
 
 
 class ConnectionClosed(ConnectionError):
-    """The websocket is closed: ``code`` and ``reason`` are the peer's close frame (``code`` None: none came)."""
+    """The websocket is closed: ``code`` and ``reason`` are the first close frame, the peer's or ours (``code``
+    None: none was sent either way, the socket just went)."""
 
     def __init__(self, code: int | None, reason: str = ""):
         super().__init__(f"websocket closed ({code if code is not None else 'no close frame'}{': ' if reason else ''}"
@@ -214,6 +215,8 @@ class WebSocket(asyncio.Protocol):
         """Starts the closing handshake (if it has not started) and waits until the connection is gone."""
         if not self._gone:
             if self._ws.state is ConnectionState.OPEN:
+                if self._close_code is None:  # what a reader of this connection is told it ended with
+                    self._close_code, self._close_reason = code, reason
                 self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
                 self._arm(self._options.close_timeout, self._abort)
                 self._wake()

@@ -43,8 +43,9 @@ def cmd_reload(args: argparse.Namespace) -> int:
         if http is None:
             for line in err.lines():
                 print(line, file=sys.stderr)
-            return fail("reload", 1, "refused here: the file is broken past its [http] section, so csms serve "
-                                     "was not asked; the config in force stays")
+            why = "cannot be read" if not Path(path).is_file() else "is broken past its [http] section"
+            return fail("reload", 1, f"refused here: the file {why}, so csms serve was not asked; the config in "
+                                     "force stays")
     if http is None:
         return fail("reload", 2, f"{path} has no [http] section: the central system's API is off")
     token = os.environ.get(TOKEN_ENV) or http.operator_token

@@ -205,3 +205,9 @@ def test_output_cut_short_by_its_reader_exits_as_sigpipe_without_a_traceback(tmp
     err = reader.stderr.read().decode()
     assert reader.wait(timeout=30) == 141, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+def test_reload_of_a_file_that_is_not_there_says_so(tmp_path):
+    res = run_cli("reload", "--config", str(tmp_path / "gone.toml"))
+    assert res.returncode == 1 and "gone.toml: (file): cannot read" in res.stderr
+    assert "the file cannot be read, so csms serve was not asked" in res.stderr, res.stderr

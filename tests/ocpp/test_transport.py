@@ -416,3 +416,26 @@ async def test_messages_sent_in_one_turn_then_a_close_arrive_in_order():
             with pytest.raises(websockets.ConnectionClosed) as info:
                 await client.recv()
             assert info.value.rcvd.code == 1000 and info.value.rcvd.reason == "done"
+
+
+async def test_a_connection_we_close_tells_its_reader_the_code_we_sent():
+    """The server's log says why a station it removed went ("disconnected (1000)"), not "no close frame"."""
+    ended: list[ConnectionClosed] = []
+
+    async def read_while_closed(ws: WebSocket) -> None:
+        async def read() -> None:  # the session's reader, waiting for the station's next message
+            try:
+                await ws.recv()
+            except ConnectionClosed as exc:
+                ended.append(exc)
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.05)
+        await ws.close(1000, "removed from the site config")
+        await reader
+
+    async with Echo(handler=read_while_closed) as srv:
+        async with connect(srv.url(), subprotocols=["ocpp1.6"]) as ws:
+            with pytest.raises(websockets.ConnectionClosedOK):
+                await asyncio.wait_for(ws.recv(), 5)
+        await asyncio.wait_for(srv.handler_done.wait(), 5)
+    assert [(e.code, e.reason) for e in ended] == [(1000, "removed from the site config")]

@@ -107,10 +107,12 @@ def test_bad_config_names_the_field(tmp_path: Path, capsys):
 def test_misbehave_option_names_the_problem(tmp_path: Path, capsys):
     cfg = tmp_path / "site.toml"
     cfg.write_text(site_toml(9000, 5020))
-    assert main(["site", "--config", str(cfg), "--misbehave", "NOPE:ignore-limits"]) == 1
+    assert main(["site", "--config", str(cfg), "--misbehave", "NOPE:ignore-limits"]) == 2  # usage, as argparse's
     assert "CHARGER_ID:KNOB" in capsys.readouterr().err
-    assert main(["site", "--config", str(cfg), "--misbehave", "CP0001:fly"]) == 1
+    assert main(["site", "--config", str(cfg), "--misbehave", "CP0001:fly"]) == 2
     assert "knobs are" in capsys.readouterr().err
+    assert main(["site", "--config", str(cfg), "--fault", "nonsense"]) == 2
+    assert "faults are" in capsys.readouterr().err
 
 
 def test_scenario_list_and_unknown_name(capsys):
