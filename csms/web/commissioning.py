@@ -12,6 +12,7 @@ from aiohttp import web
 
 from csms.commissioning.port import CheckRefused
 
+from .operator import who
 from .view import SiteView
 
 START_ROUTE = "/api/groups/{group_id}/commission"
@@ -38,7 +39,7 @@ class CommissioningRoutes:
             return self._off()
         group = request.match_info["group_id"]
         try:
-            report_id = await port.start(group, f"api from {request.remote}")
+            report_id = await port.start(group, who(request))
         except CheckRefused as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
         return web.json_response({"id": report_id, "group": group, "state": "running",

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterator
 
 from aiohttp import web
 
+from .operator import who
 from .view import SiteView
 
 ROUTE = "/api/config/reload"
@@ -40,5 +41,5 @@ class ReloadRoute:
     async def handle(self, request: web.Request) -> web.Response:
         if self.view.reload is None:
             return web.json_response({"error": "this central system cannot reload its config"}, status=501)
-        result = await self.view.reload(f"api from {request.remote}")
+        result = await self.view.reload(who(request))
         return web.json_response(result.as_json(), status=200 if result.applied else 422)

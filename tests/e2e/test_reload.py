@@ -151,6 +151,7 @@ async def test_reload_adds_changes_deactivates_removes_and_refuses_a_broken_file
         assert len(refused) == 1 and "load_balancers.0.max_current_online" in json.dumps(refused[0]), refused
         applied = api(rig, "/api/events?kind=config_reloaded&since=0")[1]
         assert len(applied) == 5, applied
+        assert {e["detail"]["by"] for e in applied} == {"cli 127.0.0.1", "SIGHUP"}, applied  # who asked
 
 
 async def test_many_reloads_under_load_lose_no_connection_and_no_session(tmp_path: Path):
