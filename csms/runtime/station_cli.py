@@ -104,8 +104,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                 c.add_argument(flag, type=kind, dest=dest, action="append", help=text)
             elif kind is bool:
                 c.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
-            else:
-                c.add_argument(flag, type=kind, dest=dest, help=text)
+            else:  # required where the command's arguments require it, so that usage shows it so
+                required = spec.arguments.model_fields[dest].is_required()
+                c.add_argument(flag, type=kind, dest=dest, help=text, required=required)
         add_api_arguments(c)
         c.add_argument("--json", action="store_true", help="print the API's whole answer as JSON")
         c.set_defaults(func=cmd_station, body_fields=[dest for _, _, dest, _ in OPTIONS[name]])

@@ -211,3 +211,12 @@ def test_reload_of_a_file_that_is_not_there_says_so(tmp_path):
     res = run_cli("reload", "--config", str(tmp_path / "gone.toml"))
     assert res.returncode == 1 and "gone.toml: (file): cannot read" in res.stderr
     assert "the file cannot be read, so csms serve was not asked" in res.stderr, res.stderr
+
+
+def test_csms_station_marks_the_options_a_command_requires():
+    """Usage shows ``--id-token`` of ``reserve`` as required, as the command's arguments say, and argparse refuses
+    its absence (exit 2) before the central system is asked."""
+    res = run_cli("station", "reserve", "CP1", "--config", "any.toml")
+    assert res.returncode == 2 and "the following arguments are required: --id-token" in res.stderr, res.stderr
+    res = run_cli("station", "set-charging-profile", "--help")
+    assert "--limit LIMIT" in res.stdout and "[--limit LIMIT]" not in res.stdout

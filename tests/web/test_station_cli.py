@@ -64,8 +64,10 @@ async def test_csms_station_commands_and_exit_codes(tmp_path):
         code, out, err = await _csms("unlock", "CP1", "--connector", "1", "--config", cfg)
         assert code == 1 and "CP1 unlock: NotSupported" in out
 
-        code, out, err = await _csms("remote-start", "CP1", "--config", cfg)
-        assert code == 2 and "id_token" in err and "--id-token" in err
+        code, out, err = await _csms("remote-start", "CP1", "--config", cfg)  # refused by argparse
+        assert code == 2 and "required: --id-token" in err
+        code, out, err = await _csms("remote-start", "CP1", "--id-token", "", "--config", cfg)  # by the server
+        assert code == 2 and "id_token" in err and "(option --id-token)" in err, err
         code, out, err = await _csms("reset", "NOPE", "--config", cfg)
         assert code == 2 and "NOPE" in err
         code, out, err = await _csms("reset", "CP1", "--type", "warm", "--config", cfg)
