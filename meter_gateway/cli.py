@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the meter (default 10)")
 
     maps = sub.add_parser("maps", help="list the register maps (meter models) available")
-    maps.add_argument("--register-dir", action="append", default=[], metavar="DIR")
+    maps.add_argument("--register-dir", action="append", default=[], metavar="DIR",
+                      help="extra register-map folder (repeatable), searched before the shipped ones")
     return p
 
 
