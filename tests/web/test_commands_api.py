@@ -13,7 +13,7 @@ import pytest
 
 from csms.config import ConfigError, parse_config
 
-from .site import OPERATOR_TOKEN, TOKEN, get, post, running_site, site_config, wait_until
+from .site import OPERATOR_TOKEN, TOKEN, get, post, running_site, wait_until
 
 CMD = "/api/stations/{}/commands/{}"
 
