@@ -14,7 +14,7 @@ from ocpp.v16 import call, call_result
 
 from csms.domain.state import Version
 from csms.ocpp.connection import Connection
-from csms.ocpp.protocol import Protocol
+from csms.ocpp.protocol import InvalidReply, Protocol
 from csms.ocpp.routing import after, on, routes_of
 from csms.ocpp.schemas import validator_for
 
@@ -148,8 +148,9 @@ async def test_outbound_calls_are_validated_before_sending_and_replies_after(no_
     assert sent[3]["csChargingProfiles"]["chargingSchedule"]["chargingSchedulePeriod"] == [
         {"startPeriod": 0, "limit": 16.3}]
     # A reply that breaks its schema raises, as the package's call() does.
-    with pytest.raises(FormatViolationError):
+    with pytest.raises(InvalidReply, match="'extra' was unexpected") as invalid:
         await answer(p, profile(16), [3, {"status": "Accepted", "extra": 1}])
+    assert invalid.value.code == FormatViolationError.code  # our schema check's verdict, not the station's CALLERROR
     # ... unless validation is skipped for this call (then the dataclass refuses the unknown key).
     with pytest.raises(TypeError):
         await answer(p, call.GetConfiguration(key=["A"]), [3, {"vendorExtra": 1}], skip_schema_validation=True)
