@@ -206,7 +206,7 @@ class BalancerController:
                 if group.circuit_meters.pop(circuit, None) is not None:
                     group.wake.set()  # its circuits go to their max_current_offline
             if group.meter_serial == serial and group.meter is not None:
-                log.info("group %s: meter %s is offline; using max_current_offline %.1f A",
+                log.info("group %s: meter %s is not online (stale or offline); using max_current_offline %.1f A",
                          group.spec.id, serial, group.spec.max_current_offline)
                 group.meter = None
                 group.wake.set()

@@ -304,7 +304,7 @@ class Commissioning:
             prior = before.get(cid)
             try:
                 if prior is not None and (prior.until is None or prior.until > self.clock()):
-                    await self.caps.set_cap(cid, prior.limit, prior.until, None, prior.by, check=True)
+                    await self.caps.put_back(prior)
                 else:
                     await self.caps.clear_cap(cid, None, BY, check=True)
             except Exception:

@@ -140,7 +140,16 @@ class OperatorCaps:
                       by: str, *, check: bool = False) -> tuple[OperatorCap, Allowed]:
         """``check``: set by the commissioning check that holds the charger (see :meth:`hold_for_check`)."""
         self._check(station_id, connector, check)
-        cap = OperatorCap(station_id, limit, until, self.clock(), by)
+        return await self._put(OperatorCap(station_id, limit, until, self.clock(), by))
+
+    async def put_back(self, cap: OperatorCap) -> tuple[OperatorCap, Allowed]:
+        """The commissioning check that held the charger puts the operator's own cap back as it was, set at
+        the same moment by the same person (the check's holds were never the operator's)."""
+        self._check(cap.station_id, None, True)
+        return await self._put(cap)
+
+    async def _put(self, cap: OperatorCap) -> tuple[OperatorCap, Allowed]:
+        station_id, limit, until, by = cap.station_id, cap.limit, cap.until, cap.by
         self._changes += 1
         await self.storage.write(stored.save_cap(station_id, limit, until, cap.set_at, by))
         self._changes += 1

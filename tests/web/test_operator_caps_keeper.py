@@ -154,3 +154,24 @@ async def test_a_charger_held_by_a_commissioning_check_refuses_the_operators_cap
         caps.end_check(["A"])
         await caps.clear_cap("A", None, "cli 127.0.0.1")
         assert balancer.caps["A"] == (None, None)
+
+
+async def test_a_check_puts_the_operators_own_cap_back_as_it_was(tmp_path):
+    """After the check, the operator's cap is theirs again: the same limit, end, author and moment it was set
+    (not a new cap set by the check at its end)."""
+    cfg = config(tmp_path)
+    now = [T0]
+    async with Storage(cfg.storage.database) as storage:
+        balancer = FakeBalancer()
+        caps = OperatorCaps(cfg, balancer, storage, lambda: now[0])  # type: ignore[arg-type]
+        mine, _ = await caps.set_cap("A", 12.0, T0 + 3600, None, "api 10.0.0.1")
+        now[0] = T0 + 100
+        caps.hold_for_check("g", ["A"])
+        await caps.set_cap("A", 0.0, now[0] + 60, None, "commissioning", check=True)
+        now[0] = T0 + 200
+        put, _ = await caps.put_back(mine)
+        caps.end_check(["A"])
+        assert put == mine and caps.cap("A") == mine and balancer.caps["A"] == (12.0, T0 + 3600)
+        assert put.as_json()["setAt"] == "2027-01-15T08:00:00Z" and put.as_json()["by"] == "api 10.0.0.1"
+        assert [dict(r) for r in await storage.read(load_caps)] == [
+            {"station_id": "A", "limit_a": 12.0, "until": T0 + 3600, "set_at": T0, "by": "api 10.0.0.1"}]
