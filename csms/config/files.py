@@ -3,6 +3,7 @@ names."""
 
 from __future__ import annotations
 
+import sqlite3
 import ssl
 from pathlib import Path
 
@@ -12,7 +13,6 @@ from .errors import Problem
 from .site import SiteConfig
 
 
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def check_files(cfg: SiteConfig) -> list[Problem]:
@@ -64,14 +64,8 @@ def _database_problems(database: str) -> list[Problem]:
     if path.is_dir():
         return problem(f"{database!r} is a directory; give a file path inside it, e.g. {str(path / 'csms.sqlite')!r}")
     if path.exists():
-        try:
-            with path.open("rb") as f:
-                header = f.read(len(SQLITE_HEADER))
-        except OSError as exc:
-            return problem(f"cannot read {database!r}: {exc.strerror}")
-        if header and header != SQLITE_HEADER:
-            return problem(f"{database!r} is not a SQLite database (refusing to overwrite it)")
-        return []
+        refusal = _not_sqlite(path)
+        return problem(refusal.format(database=repr(database))) if refusal else []
     for parent in path.parents:  # serve creates missing folders; an existing ancestor must be a folder
         if parent.exists():
             if not parent.is_dir():
@@ -124,3 +118,30 @@ def resolve_paths(cfg: SiteConfig, base: Path) -> SiteConfig:
         http = http.model_copy(update={"upload_dir": fix(http.upload_dir)})
     return cfg.model_copy(update={"server": server, "storage": storage, "gateway": gateway, "mqtt": mqtt,
                                   "http": http})
+
+
+def _not_sqlite(path: Path) -> str | None:
+    """Why the existing file at ``path`` cannot be our database ("{database}" stands for its name), or None.
+
+    Asked through SQLite, never by opening the file ourselves: ``csms serve`` checks the file again on every
+    reload while its own connection holds the database, and closing any descriptor of that file drops every
+    POSIX lock the process holds on it, after which another process's reader (``csms transactions``) may
+    checkpoint and delete the write-ahead log the server still writes to. SQLite's own connections in one
+    process share their locks, and a read-only one never checkpoints.
+    """
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error as exc:
+        return f"cannot read {{database}}: {exc}"
+    try:
+        conn.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return None  # a database another connection is writing to is a database
+        if "not a database" in text:
+            return "{database} is not a SQLite database (refusing to overwrite it)"
+        return f"cannot read {{database}}: {text}"
+    finally:
+        conn.close()
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -132,3 +133,35 @@ def test_a_value_of_the_wrong_type_is_refused_not_converted(tmp_path, capsys, ol
 def test_a_whole_number_where_a_decimal_is_expected_is_kept(tmp_path, capsys):
     text = with_database(str(tmp_path / "csms.sqlite"))
     assert main(["check-config", str(write(tmp_path, text.replace("poll_interval = 1.0", "poll_interval = 1")))]) == 0
+
+
+async def test_checking_the_database_in_use_keeps_its_write_ahead_log(tmp_path):
+    """``serve`` checks the database file again on every reload while its storage holds it. Opening and closing
+    the file ourselves dropped the process's locks on it: the next reader in another process (``csms
+    transactions``) then checkpointed and deleted the WAL the server still wrote to, and a crash lost what had
+    been acknowledged since."""
+    import subprocess
+    import sys
+
+    from csms.config.files import _database_problems
+    from csms.storage.database import Storage
+
+    db = tmp_path / "csms.sqlite"
+    reader = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+              "c.execute('select count(*) from sqlite_master').fetchone(); c.close()")
+    async with Storage(str(db)) as storage:
+        await storage.write(lambda d: d.execute("create table if not exists probe (x)"))
+        assert _database_problems(str(db)) == []
+        subprocess.run([sys.executable, "-c", reader, str(db)], check=True, timeout=60)
+        await storage.write(lambda d: d.execute("insert into probe values (1)"))
+        wal = tmp_path / "csms.sqlite-wal"
+        assert wal.exists(), "another process deleted the write-ahead log of the open database"
+        links = [_link(fd) for fd in os.listdir("/proc/self/fd")]
+        assert [link for link in links if "csms.sqlite" in link and "(deleted)" in link] == []
+
+
+def _link(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
