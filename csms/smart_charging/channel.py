@@ -43,6 +43,8 @@ class ChargerChannel:
     last: Sent | None = None
     last_increase_at: float = float("-inf")
     decrease_accepted_at: float = float("-inf")
+    #: When the limit in force was first sent (its refreshes are no new limit for the EV to follow).
+    limit_sent_at: float = float("-inf")
     #: The ``decrease_accepted_at`` of the decrease a mains reading has shown done (see ``ExposureBook.take_proofs``).
     proven_down: float | None = None
     control: ControlState = ControlState.DISCONNECTED_UNKNOWN
@@ -143,6 +145,8 @@ class ChargerChannel:
         self.new_session = False
         self.retry_at = float("-inf")
         self.last = sent
+        if not refresh:
+            self.limit_sent_at = sent.at
         if previous is not None and sent.limit < previous:
             self.decrease_accepted_at = answered_at
         elif previous is not None and sent.limit > previous:

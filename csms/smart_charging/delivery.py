@@ -284,7 +284,7 @@ class Delivery(Reconfigurable, Workers):
         spec = dynamic_spec(ch, limit, unit, purpose, level, transaction_id, now, s)
         previous = ch.in_force
         applied = ch.start_sending(amps, self._may_apply(ch))
-        if amps != previous:
+        if amps != previous and ch.control is not ControlState.NOT_OBEYING:
             self._set_control(ch, ControlState.PENDING, applied, f"sending {amps:.1f} A")  # refreshes its exposure
         else:
             self.book.refresh(ch, self.clock())
@@ -307,7 +307,11 @@ class Delivery(Reconfigurable, Workers):
         # DEBUG: the balancer logs each decision's changes in one line, and the "profile" event keeps each answer.
         log.debug("%s: %s %.1f A accepted (%s, stack %d)", ch.id, "refreshed" if refresh else "limit", amps,
                   sent.purpose.value, sent.stack_level)
-        self._set_control(ch, ControlState.CONTROLLED, amps, "accepted")
+        if ch.control is ControlState.NOT_OBEYING:
+            # Accepting a limit is no proof of following it: only a sample within its limit is.
+            self.book.refresh(ch, self.clock())
+        else:
+            self._set_control(ch, ControlState.CONTROLLED, amps, "accepted")
         self._poke_group(ch.group.id, ch)
         if not refresh:
             # A fresh sample shows how the car follows the new limit, once it has had ramp_time to: one

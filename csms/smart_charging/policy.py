@@ -192,7 +192,7 @@ def judge_draw(ch: ChargerChannel, drawn: float, at: float, s: SmartChargingConf
         if ch.control is ControlState.NOT_OBEYING:
             return Obedience(None, ControlState.CONTROLLED, "draws within its limit again")
         return Obedience(None)
-    if at - max(ch.decrease_accepted_at, ch.last.at if ch.last else at) < s.ramp_time:
+    if at - max(ch.decrease_accepted_at, ch.limit_sent_at) < s.ramp_time:
         return Obedience(ch.over_limit_since)  # still ramping down
     since = ch.over_limit_since if ch.over_limit_since is not None else at
     if at - since >= s.obey_grace and ch.control is not ControlState.NOT_OBEYING:

@@ -187,6 +187,26 @@ async def test_not_obeying_is_flagged_and_reserved(tmp_path):
         await wait_until(lambda: "draws more than its limit" in app.balancer.decision("g").limits["R"].reason, timeout=5)
 
 
+async def test_a_not_obeying_charger_stays_so_through_the_refreshes_it_accepts(tmp_path):
+    """Found by a user test: every refresh of its limit (accepted, and ignored like the rest) put the charger
+    back under control, counted at its limit until its next sample, half of every refresh period. Accepting a
+    limit is no proof of following it; only a sample within the limit clears the verdict. (A short
+    ``failsafe_ttl``, what this test is about, refreshes every 2 s.)"""
+    rogue = sim("R", misbehaviour=Misbehaviour(ignore_limits=True))
+    async with site(tmp_path, [{"id": "R"}], [rogue], budget=16, failsafe_ttl=6, obey_grace=1.0, ramp_time=0.5,
+                    meter_value_interval=1) as (app, (cp,)):
+        cp.plug_in(EVModel(max_current=32, ramp_delay=0, ramp_time=0.1))
+        ch = app.delivery.channels["R"]
+        await wait_until(lambda: ch.control is ControlState.NOT_OBEYING, timeout=15)
+        accepted, seen = ch.accepted, set()
+        async with asyncio.timeout(30):
+            while ch.accepted < accepted + 3:  # three refreshes accepted
+                seen.add(ch.control)
+                await asyncio.sleep(0.02)
+        assert seen == {ControlState.NOT_OBEYING}
+        assert "draws more than its limit" in app.balancer.decision("g").limits["R"].reason
+
+
 async def test_socket_availability_follows_the_group(tmp_path):
     async with site(tmp_path, [{"id": "C", "socket_connector": 1}], [sim("C", "ocpp2.0.1")], budget=16,
                     group={"socket_enabled": False}) as (app, (cp,)):
