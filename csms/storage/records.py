@@ -195,16 +195,37 @@ def transaction_event(station_id: str, transaction_id: str, seq_no: int, event_t
 
 def meter_values(station_id: str, connector_id: int, transaction_id: str | None,
                  samples: list[tuple[PhaseSample, str, list[dict]]]):
+    """One row per (station, connector, time, context). Chargers often split one moment's measurands over
+    several entries or messages with the same timestamp (currents in one, the energy register in the next):
+    a sample whose row is already there is merged into it, and a retry, whose values are all there, changes
+    nothing."""
     def op(db: Db) -> None:
-        db.executemany(
-            db.dialect.insert_ignore("meter_values", _METER_VALUE_COLUMNS),
-            [
-                (station_id, connector_id, s.taken_at, context, transaction_id, *s.current, s.energy_wh,
-                 to_json(raw))
-                for s, context, raw in samples
-            ],
-        )
+        insert = db.dialect.insert_ignore("meter_values", _METER_VALUE_COLUMNS)
+        for s, context, raw in samples:
+            row = (station_id, connector_id, s.taken_at, context, transaction_id, *s.current, s.energy_wh,
+                   to_json(raw))
+            if db.execute(insert, row).rowcount == 0:
+                _merge_meter_value(db, row)
     return op
+
+
+_MV_KEY = " AND ".join(f"{c} = ?" for c in _METER_VALUE_COLUMNS[:4])
+_MV_MERGED = _METER_VALUE_COLUMNS[4:9]  # transaction_id, currents, energy: the first value stands
+
+
+def _merge_meter_value(db: Db, row: tuple) -> None:
+    key = row[:4]
+    old = next(iter(db.query(f"SELECT {', '.join(_METER_VALUE_COLUMNS[4:])} FROM meter_values WHERE {_MV_KEY}",
+                             key)), None)
+    if old is None:
+        return
+    values = [old[c] if old[c] is not None else new for c, new in zip(_MV_MERGED, row[4:9])]
+    sampled = json.loads(old["sampled"]) if old["sampled"] else []
+    added = [v for v in json.loads(row[9]) if v not in sampled]
+    if values == [old[c] for c in _MV_MERGED] and not added:
+        return  # a retry
+    db.execute(f"UPDATE meter_values SET {', '.join(f'{c} = ?' for c in _MV_MERGED)}, sampled = ? WHERE {_MV_KEY}",
+               [*values, to_json(sampled + added), *key])
 
 
 def allocate_request_id(db: Db) -> int:

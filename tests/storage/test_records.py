@@ -43,6 +43,25 @@ async def test_stations_transactions_and_meter_values(storage_target):
         assert [(t["transaction_id"], t["energy_wh"]) for t in shown] == [("2", None), ("1", 1500.0)]
 
 
+async def test_meter_values_of_one_moment_split_over_entries_are_merged(storage_target):
+    """Found by a user test: a charger that sends the currents and the energy register of one moment in two
+    entries (or two MeterValues) with the same timestamp had the second acknowledged and dropped as a retry."""
+    currents = PhaseSample(50.0, (13.0, 12.5, None))
+    energy = PhaseSample(50.0, energy_wh=250.0)
+    async with Storage(storage_target, commit_interval=0) as s:
+        await s.write(records.meter_values("CP1", 1, "7", [
+            (currents, "Sample.Periodic", [{"value": "13.0", "measurand": "Current.Import", "phase": "L1"}]),
+            (energy, "Sample.Periodic", [{"value": "0.250", "unit": "kWh"}])]))
+        again = records.meter_values("CP1", 1, "7", [(energy, "Sample.Periodic", [{"value": "0.250", "unit": "kWh"}])])
+        await s.write(again)  # a retry of the second: nothing changes
+        await s.write(records.meter_values("CP1", 1, "7", [(PhaseSample(50.0, (99.0, None, None)), "Trigger", [])]))
+        rows = await s.read(lambda db: list(db.query("SELECT * FROM meter_values ORDER BY context")))
+        assert [(r["context"], r["current_l1"], r["current_l2"], r["energy_wh"]) for r in rows] == [
+            ("Sample.Periodic", 13.0, 12.5, 250.0), ("Trigger", 99.0, None, None)]
+        assert rows[0]["sampled"] == ('[{"value":"13.0","measurand":"Current.Import","phase":"L1"},'
+                                      '{"value":"0.250","unit":"kWh"}]')
+
+
 async def test_transaction_events_are_idempotent_and_roll_back_with_their_steps(storage_target):
     tx = Transaction("T-1", 1, "TAG", 5.0, 100.0)
     async with Storage(storage_target, commit_interval=0) as s:
