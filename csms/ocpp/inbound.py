@@ -107,6 +107,18 @@ class Inbound:
             log.warning("%s: transaction %r has implausible values: %s", self.id, tx.transaction_id, "; ".join(problems))
             self._log("implausible_transaction", transaction_id=tx.transaction_id, problems=problems)
 
+    async def _supersede_older(self, tx: Transaction) -> None:
+        """A transaction starting on a connector ends any older one the station left open there (stored as
+        ``Superseded``): otherwise it stays "running" for good, and after a restart it is restored and sent
+        limits for a transaction the station no longer knows."""
+        ended = await self.ctx.storage.write(
+            records.supersede_transactions(self.id, tx.connector_id, tx.transaction_id, tx.started_at))
+        for tx_id in ended:
+            log.warning("%s: transaction %s on connector %s was never reported ended; closed as superseded by "
+                        "transaction %s (a stop that arrives later still updates it)", self.id, tx_id,
+                        tx.connector_id, tx.transaction_id)
+            self._log("transaction_superseded", transaction_id=tx_id, by=tx.transaction_id)
+
     def _log(self, kind: str, **detail: Any) -> None:
         self.station.log_event(kind, **detail)
 

@@ -20,6 +20,8 @@ from csms.domain.state import BootInfo, PhaseSample, Transaction
 TX_COUNTER = "ocpp16_transaction_id"
 #: The requestId of 2.0.1 UpdateFirmware / GetLog (and the id an operator's firmware or log command is logged with).
 REQUEST_COUNTER = "ocpp_request_id"
+#: The stop reason we give a transaction the station never ended before starting another on its connector.
+SUPERSEDED = "Superseded"
 
 _EVENT_COLUMNS = ("station_id", "transaction_id", "seq_no", "event_type", "trigger_reason", "at")
 _METER_VALUE_COLUMNS = ("station_id", "connector_id", "taken_at", "context", "transaction_id", "current_l1",
@@ -141,6 +143,8 @@ def start_transaction_16(station_id: str, connector_id: int, id_token: str, star
 
 def upsert_transaction(station_id: str, version: str, tx: Transaction):
     def op(db: Db) -> None:
+        if tx.stopped_at is not None:
+            _unsupersede(db, station_id, tx.transaction_id)
         db.execute(
             """INSERT INTO transactions (station_id, transaction_id, version, connector_id, id_token, started_at,
                meter_start_wh, stopped_at, meter_stop_wh, stop_reason)
@@ -159,8 +163,11 @@ def upsert_transaction(station_id: str, version: str, tx: Transaction):
 
 def stop_transaction(station_id: str, transaction_id: str, stopped_at: float, meter_stop_wh: float | None,
                      reason: str | None):
-    """Marks a transaction stopped; returns the stored row (or None when it is unknown)."""
+    """Marks a transaction stopped; returns the stored row (or None when it is unknown). The first stop stands
+    (a resent one changes nothing), except ours for a transaction a later one superseded: the station's own
+    stop, arriving late, says when and with what register it really ended."""
     def op(db: Db) -> dict[str, Any] | None:
+        _unsupersede(db, station_id, transaction_id)
         db.execute(
             """UPDATE transactions SET stopped_at = COALESCE(stopped_at, ?), meter_stop_wh = COALESCE(meter_stop_wh, ?),
                stop_reason = COALESCE(stop_reason, ?) WHERE station_id = ? AND transaction_id = ?""",
@@ -169,6 +176,30 @@ def stop_transaction(station_id: str, transaction_id: str, stopped_at: float, me
         rows = list(db.query("SELECT * FROM transactions WHERE station_id = ? AND transaction_id = ?",
                              [station_id, transaction_id]))
         return rows[0] if rows else None
+    return op
+
+
+def _unsupersede(db: Db, station_id: str, transaction_id: str) -> None:
+    """Before the station's own stop of a transaction we closed as superseded: ours gives way to it."""
+    db.execute("""UPDATE transactions SET stopped_at = NULL, meter_stop_wh = NULL, stop_reason = NULL
+                  WHERE station_id = ? AND transaction_id = ? AND stop_reason = ?""",
+               [station_id, transaction_id, SUPERSEDED])
+
+
+def supersede_transactions(station_id: str, connector_id: int, transaction_id: str, started_at: float):
+    """Ends, as :data:`SUPERSEDED` at ``started_at``, every other transaction still open on the station's
+    connector (EVSE) that started before the one starting now: one connector has one session at a time, so
+    the station lost those without reporting their end (a power cut, a reboot). Returns their ids."""
+    def op(db: Db) -> list[str]:
+        where = ("station_id = ? AND connector_id = ? AND stopped_at IS NULL AND transaction_id <> ? "
+                 "AND started_at <= ?")
+        params = [station_id, connector_id, transaction_id, started_at]
+        ended = [r["transaction_id"] for r in db.query(f"SELECT transaction_id FROM transactions WHERE {where}",
+                                                       params)]
+        if ended:
+            db.execute(f"UPDATE transactions SET stopped_at = ?, stop_reason = ? WHERE {where}",
+                       [started_at, SUPERSEDED, *params])
+        return ended
     return op
 
 

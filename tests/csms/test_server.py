@@ -308,6 +308,40 @@ async def test_restart_loses_nothing_acknowledged(tmp_path):
         assert mv == 1
 
 
+async def test_a_transaction_the_station_lost_is_superseded_by_the_next_on_its_connector(tmp_path):
+    """Found by a user test: a station that lost its session (power cut, reboot) and started another on the same
+    connector left the first "running" for good; after a restart it was restored and sent TxProfiles for a
+    transaction the station no longer knew, whose refusals walked the delivery off TxProfile. The next start
+    on the connector ends it; the station's own stop, arriving late, still says how it ended."""
+    cfg = site_config(tmp_path)
+    start = {"connectorId": 1, "idTag": "T", "meterStart": 100, "timestamp": NOW}
+    async with CentralSystemApp(cfg) as app:
+        async with raw_station(app, "CP0001") as st:
+            lost = (await st.call("StartTransaction", start))[2]["transactionId"]
+            kept = (await st.call("StartTransaction", {**start, "connectorId": 2}))[2]["transactionId"]
+        async with raw_station(app, "CP0001") as st:  # it rebooted and lost transaction `lost`
+            new = (await st.call("StartTransaction", {**start, "timestamp": "2026-11-24T10:30:00Z"}))[2]["transactionId"]
+        async with raw_station(app, "CP0002", subprotocol="ocpp2.0.1") as st:
+            await st.call("TransactionEvent", tx_event("Started", 0, tx="A-1", evse={"id": 1}))
+            await st.call("TransactionEvent", {**tx_event("Started", 0, tx="A-2", evse={"id": 1}),
+                                               "timestamp": "2026-11-24T10:30:00Z"})
+        rows = await app.storage.read(lambda db: {r["transaction_id"]: r for r in db.query("SELECT * FROM transactions")})
+        assert rows[str(lost)]["stop_reason"] == "Superseded" and rows["A-1"]["stop_reason"] == "Superseded"
+        assert rows[str(kept)]["stopped_at"] is None and rows[str(new)]["stopped_at"] is None
+        assert rows["A-2"]["stopped_at"] is None
+    async with CentralSystemApp(cfg) as app:
+        running = {c: t.transaction_id for c, t in app.state.stations["CP0001"].transactions.items()}
+        assert running == {1: str(new), 2: str(kept)}
+        assert app.state.stations["CP0002"].transactions[1].transaction_id == "A-2"
+        async with raw_station(app, "CP0001") as st:  # its queued stop after all
+            await st.call("StopTransaction", {"transactionId": lost, "meterStop": 700,
+                                              "timestamp": "2026-11-24T10:10:00Z", "reason": "PowerLoss"})
+        row = await app.storage.read(lambda db: next(iter(db.query(
+            "SELECT * FROM transactions WHERE transaction_id = ?", [str(lost)]))))
+        assert (row["meter_stop_wh"], row["stop_reason"]) == (700, "PowerLoss")
+        assert app.state.stations["CP0001"].transactions[1].transaction_id == str(new)
+
+
 @pytest.mark.parametrize("version,unknown", [("ocpp1.6", "Invalid"), ("ocpp2.0.1", "Unknown")])
 async def test_authorization_lists(app, version, unknown):
     async with raw_station(app, "CP0003", subprotocol=version) as st:

@@ -68,6 +68,7 @@ class Inbound16(Inbound):
         if new:
             tx = Transaction(str(tx_id), connector_id, id_tag, started_at, float(meter_start))
             self._flag_if_implausible(tx)
+            await self._supersede_older(tx)
             self.ctx.state.transaction_started(self.id, tx)
             log.info("%s: transaction %s started on connector %s", self.id, tx_id, connector_id)
             reservation = kw.get("reservation_id")

@@ -99,6 +99,8 @@ class Inbound201(Inbound):
         if first:
             if stored is not None:
                 self._flag_if_implausible(stored)
+                if running is None and event_type != "Ended":
+                    await self._supersede_older(stored)
             self._apply_event(event_type, evse_id, at, parsed, transaction_info, running, stored)
             reservation = kw.get("reservation_id")
             if reservation is not None and self.ctx.reservations is not None:  # the station used it up
