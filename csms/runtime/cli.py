@@ -103,12 +103,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except sqlite3.DatabaseError as exc:  # e.g. a SQLite file damaged past its header (check_files reads only that)
         print(f"{args.config}: storage.database: cannot open {cfg.storage.database!r}: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # PostgreSQL unreachable or refusing at start (the URL's password is never shown)
-        if cfg.storage.url is None or type(exc).__module__.partition(".")[0] != "psycopg":
+    except Exception as exc:
+        if cfg.storage.url is not None and type(exc).__module__.partition(".")[0] == "psycopg":
+            # PostgreSQL unreachable or refusing at start (the URL's password is never shown)
+            print(f"{args.config}: storage.url: cannot use {cfg.storage.shown}: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(exc, OSError):
             raise
-        print(f"{args.config}: storage.url: cannot use {cfg.storage.shown}: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
         hint = ""
         if exc.errno == errno.EADDRINUSE and "[http]" not in str(exc):
             hint = f" (is another process using {cfg.server.host}:{cfg.server.port}? set [server] port)"

@@ -165,3 +165,18 @@ def _link(fd: str) -> str:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return ""
+
+
+def test_serve_names_an_ocpp_port_in_use_without_a_traceback(tmp_path, capsys):
+    """Found by a user test: the handler for PostgreSQL's errors came first and re-raised the OSError, so the
+    hint below was never printed, only a traceback."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        text = with_database(str(tmp_path / "csms.sqlite")).replace("port = 9000", f"port = {port}", 1)
+        code, lines = run(capsys, "serve", "--config", str(write(tmp_path, text)))
+    assert code == 1 and len(lines) == 1, lines
+    assert f"is another process using 127.0.0.1:{port}? set [server] port" in lines[0]
