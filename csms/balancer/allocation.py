@@ -82,6 +82,7 @@ from .memory import BalancerMemory
 from .model import ChargerInput, ChargerLimit, Decision, GroupSpec, MeterInput
 from .other_load import other_load_at_reading, peak
 from .proof import proven_down
+from .reserve import fallback_phases
 from .run_state import RunState
 
 
@@ -151,7 +152,7 @@ def _inactive(group: GroupSpec, chargers: Sequence[ChargerInput], now: float, me
     limits = {}
     for ch in chargers:
         s = ch.spec
-        limits[s.id] = ChargerLimit(s.offline_current, (s.offline_phase,),
+        limits[s.id] = ChargerLimit(s.offline_current, fallback_phases(ch),
                                     "group inactive: the charger keeps its offline limit", False, s.offline_current)
     budget = dict.fromkeys(group.phases, group.max_current_offline)
     note = "group inactive (active = false): chargers keep their offline limits"

@@ -257,6 +257,15 @@ class BalancerController:
         if slowest != charger.answer_time:
             charger.answer_time = slowest
 
+    def on_fallback(self, charger_id: str, phases: tuple[int, ...]) -> None:
+        group = self._group_of.get(charger_id)
+        if group is None:
+            return
+        charger = group.chargers[charger_id]
+        if charger.fallback_phases != phases:
+            charger.fallback_phases = phases
+            group.wake.set()
+
     def _on_event(self, event: st.Event) -> None:
         group = self._group_of.get(event.station_id)
         if group is None:

@@ -42,6 +42,7 @@ class LiveCharger:
     #: The operator's cap (A per phase) and when it lapses (see :mod:`csms.balancer.operator_cap`).
     operator_cap: float | None = None
     operator_cap_until: float | None = None
+    fallback_phases: tuple[int, ...] | None = None
 
     #: The last input built from the above; rebuilt only after a change (10,000 a run would cost ~10 ms).
     cached: ChargerInput | None = None
@@ -56,7 +57,7 @@ class LiveCharger:
             self.cached = ChargerInput(self.spec, self.connected, self.session_active, self.control,
                                        self.limit_in_force, self.draw, self.draw_at, self.phases_in_use,
                                        self.limit_since, self.answer_time, self.operator_cap,
-                                       self.operator_cap_until)
+                                       self.operator_cap_until, self.fallback_phases)
         return self.cached
 
     def forget_draw(self) -> None:

@@ -207,6 +207,9 @@ class ChargerInput:
     operator_cap: float | None = None
     #: When the operator's cap lapses (our clock); None: when the operator clears it.
     operator_cap_until: float | None = None
+    #: The building phases its offline fallback binds on, as the delivery installed it; None: not reported
+    #: (its ``offline_phase``).
+    fallback_phases: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

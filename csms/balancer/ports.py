@@ -31,6 +31,10 @@ class ControlReports(Protocol):
     def on_answer(self, charger_id: str, seconds: float) -> None:
         """How long the charger took to answer a SetChargingProfile."""
 
+    def on_fallback(self, charger_id: str, phases: tuple[int, ...]) -> None:
+        """The building phases its offline fallback binds on, as installed: its ``offline_phase`` alone only
+        where the charger can express that (a 1.6 charger's fallback on one phase runs on its own L1)."""
+
 
 class DecisionOutbox:
     """The balancer's :class:`LimitSink` when the delivery is built after it: the delivery reports back to the

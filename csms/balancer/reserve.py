@@ -33,6 +33,15 @@ def most_drawn(control: ControlState, in_force: float | None, max_current: float
     return worst
 
 
+def fallback_phases(ch: ChargerInput) -> tuple[int, ...]:
+    """The building phases a charger's offline fallback binds on: as installed, else its ``offline_phase``."""
+    return ch.fallback_phases or (ch.spec.offline_phase,)
+
+
+def _on(phases: tuple[int, ...]) -> str:
+    return "+".join(f"L{p}" for p in phases)
+
+
 def reserve(run: RunState, ch: ChargerInput, mem: ChargerMemory) -> ChargerLimit:
     """Counts a charger the balancer cannot steer right now at the most it may draw."""
     spec = ch.spec
@@ -42,10 +51,12 @@ def reserve(run: RunState, ch: ChargerInput, mem: ChargerMemory) -> ChargerLimit
         mem.charged = 0.0
     if not ch.connected:
         if ch.control is _FALLBACK:
-            if spec.offline_phase in reserved:
-                reserved[spec.offline_phase] += spec.offline_current
-            fallback = f"{spec.offline_current:.1f} A on L{spec.offline_phase}"
-            return ChargerLimit(spec.offline_current, (spec.offline_phase,),
+            on = fallback_phases(ch)
+            for p in on:
+                if p in reserved:
+                    reserved[p] += spec.offline_current
+            fallback = f"{spec.offline_current:.1f} A on {_on(on)}"
+            return ChargerLimit(spec.offline_current, on,
                                 f"disconnected; its offline fallback ({fallback}) is in force and counted",
                                 False, spec.offline_current)
         wired = run.phase_set(spec.phases_wired)
@@ -73,15 +84,16 @@ def reserve(run: RunState, ch: ChargerInput, mem: ChargerMemory) -> ChargerLimit
     counted = max(worst, target)
     for p in phases:
         reserved[p] += counted
-    if control is _FALLBACK and spec.offline_phase in reserved:
-        extra = spec.offline_current - (counted if spec.offline_phase in phases else 0.0)
-        if extra > 0:
-            reserved[spec.offline_phase] += extra
+    if control is _FALLBACK:
+        for p in fallback_phases(ch):
+            extra = spec.offline_current - (counted if p in phases else 0.0)
+            if p in reserved and extra > 0:
+                reserved[p] += extra
     why = {
         ControlState.PENDING: "its new limit is not accepted yet",
         ControlState.UNCONTROLLED: "it rejected or did not answer its last limit",
         ControlState.NOT_OBEYING: "it draws more than its limit",
-        ControlState.FALLBACK: f"its offline fallback ({spec.offline_current:.1f} A on L{spec.offline_phase}) "
+        ControlState.FALLBACK: f"its offline fallback ({spec.offline_current:.1f} A on {_on(fallback_phases(ch))}) "
                                "is in force",
         ControlState.DISCONNECTED_UNKNOWN: "its state is not known",
     }.get(control, str(control))

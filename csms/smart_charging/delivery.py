@@ -377,6 +377,8 @@ class Delivery(Reconfigurable, Workers):
         self._set_control(ch, verdict.control, ch.in_force, verdict.reason)
 
     def _set_control(self, ch: ChargerChannel, control: ControlState, limit: float | None, reason: str) -> None:
+        if control is ControlState.FALLBACK and ch.fallback_phases:
+            self.reports.on_fallback(ch.id, ch.fallback_phases)  # where it binds: told before it counts
         ch.control = control
         ch.control_reason = reason
         self.book.refresh(ch, self.clock())  # after the change: an unsteered charger counts at its maximum

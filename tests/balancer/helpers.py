@@ -66,10 +66,12 @@ def worst_case(ch: ChargerInput, d: Decision, gphases: tuple[int, ...]) -> dict[
                                                     and ch.session_active else s.phases_wired)) if p in gphases)
     wired = tuple(p for p in s.phases_wired if p in gphases)
     c = ch.control
+    fallback_on = ch.fallback_phases or (s.offline_phase,)
     if not ch.connected:
         if c is ControlState.FALLBACK:
-            if s.offline_phase in out:
-                out[s.offline_phase] += s.offline_current
+            for p in fallback_on:
+                if p in out:
+                    out[p] += s.offline_current
         else:
             for p in wired:
                 out[p] += s.max_current
@@ -82,8 +84,9 @@ def worst_case(ch: ChargerInput, d: Decision, gphases: tuple[int, ...]) -> dict[
         # Its fallback until it accepts the new limit, which then overrides the fallback.
         for p in in_use:
             out[p] = lim.limit
-        if s.offline_phase in out:
-            out[s.offline_phase] = max(out[s.offline_phase], s.offline_current)
+        for p in fallback_on:
+            if p in out:
+                out[p] = max(out[p], s.offline_current)
         return out
     if c is ControlState.PENDING and lim.counted <= lim.limit:
         # A change in flight that the allocation planned like a settled one: the delivery moves there safely

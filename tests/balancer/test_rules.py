@@ -247,6 +247,9 @@ RESERVES = [
     ("disconnected with its fallback in force: offline current on its offline phase",
      ChargerInput(spec("X", offline=8, offline_phase=2), connected=False, control=ControlState.FALLBACK),
      (0, 8, 0), False),
+    ("disconnected with a fallback the charger could only install on three phases: on each",
+     ChargerInput(spec("X", offline=8, offline_phase=2), connected=False, control=ControlState.FALLBACK,
+                  fallback_phases=(1, 2, 3)), (8, 8, 8), False),
     ("disconnected, fallback unknown: max_current on every wired phase",
      ChargerInput(spec("X", max_current=16), connected=False, control=ControlState.DISCONNECTED_UNKNOWN),
      (16, 16, 16), False),
@@ -273,6 +276,17 @@ def test_reserves(case, other, reserved, controlled):
     assert d.limits["A"].limit == min(32, 40 - max(reserved))
     assert d.limits["X"].controlled is controlled
     assert d.limits["X"].counted == pytest.approx(max(reserved))
+
+
+def test_a_fallback_in_force_is_reserved_on_every_phase_it_was_installed_on():
+    """Found by a user test: a three-phase 1.6 charger whose offline_phase is not its L1 can only take its
+    fallback on three phases; the balancer reserved it on the offline phase alone, and gave the other two away."""
+    g = group(supply_max_current=40, max_current_online=40, margin=0)
+    for on, reserved in (((1, 2, 3), (8, 8, 8)), (None, (6, 8, 6))):
+        x = ChargerInput(spec("X", offline=8, offline_phase=2), session_active=True, control=ControlState.FALLBACK,
+                         fallback_phases=on)
+        d = run(g, meter(0), [x, session("A")])
+        assert d.available == pytest.approx({p: 40 - r for p, r in zip((1, 2, 3), reserved)}), on
 
 
 def test_a_change_in_flight_is_planned_like_a_settled_one():

@@ -207,6 +207,22 @@ async def test_a_not_obeying_charger_stays_so_through_the_refreshes_it_accepts(t
         assert "draws more than its limit" in app.balancer.decision("g").limits["R"].reason
 
 
+async def test_the_balancer_reserves_a_fallback_where_it_was_installed(tmp_path):
+    """A three-phase 1.6 charger can put its fallback on one phase only as its own L1: with offline_phase 2 it
+    gets it on three phases, and the balancer must reserve it there once the charger is gone (it reserved
+    the offline phase alone)."""
+    async with site(tmp_path, [{"id": "T", "offline_current": 16, "offline_phase": 2}], [sim("T")],
+                    budget=32) as (app, (cp,)):
+        await wait_until(lambda: app.delivery.channels["T"].fallback_installed)
+        assert app.delivery.channels["T"].fallback_phases == (1, 2, 3)
+        await cp.stop()
+        await wait_until(lambda: (lim := app.balancer.decision("g").limits.get("T")) is not None
+                         and not lim.controlled and lim.phases == (1, 2, 3), timeout=10)
+        decision = app.balancer.decision("g")
+        assert decision.available == {1: 16.0, 2: 16.0, 3: 16.0}
+        assert "16.0 A on L1+L2+L3" in decision.limits["T"].reason
+
+
 async def test_socket_availability_follows_the_group(tmp_path):
     async with site(tmp_path, [{"id": "C", "socket_connector": 1}], [sim("C", "ocpp2.0.1")], budget=16,
                     group={"socket_enabled": False}) as (app, (cp,)):
