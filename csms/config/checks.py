@@ -150,5 +150,26 @@ def config_warnings(cfg: SiteConfig) -> list[Problem]:
                 f"{g.max_current_online} A is above supply_max_current {g.supply_max_current} A (the main fuse): "
                 "the group may draw more than the fuse only while the building exports (solar) or when it is a "
                 "sub-board rated above it; the import through the fuse is still kept within supply_max_current"))
+        warnings += _fallback_warnings(cfg, g, f"load_balancers.{i}")
     warnings += circuit_warnings(cfg)
+    return warnings
+
+
+def _fallback_warnings(cfg: SiteConfig, g, path: str) -> list[Problem]:
+    """The chargers' offline fallbacks hold when the central system or the network is gone, and nothing then
+    shares the fuse: on each phase they must add up to no more than it. A three-phase charger is counted on
+    every phase (whether it can take its fallback on one depends on its version and capabilities)."""
+    warnings: list[Problem] = []
+    chargers = [c for c in (cfg.charger(cid) for cid in g.chargers) if c is not None]
+    for phase in g.phases:
+        on = [c for c in chargers if c.offline_current > 0 and phase in charger_phases(c)]
+        total = sum(c.offline_current for c in on)
+        if total > g.supply_max_current:
+            each = int(g.supply_max_current / len(on))
+            named = ", ".join(f"{c.id} {c.offline_current:g} A" for c in on)
+            warnings.append(Problem(path, f"the chargers' offline_current add up to {total:g} A on L{phase} ({named}), "
+                                          f"above supply_max_current {g.supply_max_current:g} A: with the central "
+                                          "system or the network gone, every car charging overloads the fuse; "
+                                          f"lower them to add up to at most {g.supply_max_current:g} A "
+                                          f"(e.g. {each} A each)"))
     return warnings

@@ -132,6 +132,29 @@ def test_max_current_online_above_the_fuse_is_a_warning_not_an_error(tmp_path, c
     assert [w.path for w in config_warnings(cfg)] == ["load_balancers.0.max_current_online"]
 
 
+def test_offline_currents_that_add_up_above_the_fuse_are_named(tmp_path, capsys):
+    """Found by a user test: two one-phase chargers with a 20 A fallback on L1 behind a 25 A fuse passed, and put
+    46 A through it once csms serve stopped. A three-phase charger counts on every phase."""
+    import tomli_w
+
+    from csms.runtime.cli import main
+    from csms.config import config_warnings
+
+    data = copy.deepcopy(BASE)
+    data["load_balancers"][0].update(supply_max_current=25, max_current_online=25)
+    data["chargers"][0].update(phases=1, offline_current=20)
+    data["chargers"][1].update(offline_current=16)
+    path = tmp_path / "site.toml"
+    path.write_text(tomli_w.dumps(data))
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert ("warning: load_balancers.0: the chargers' offline_current add up to 36 A on L1 (CP1 20 A, CP2 16 A), "
+            "above supply_max_current 25 A") in out and "(e.g. 12 A each)" in out
+    assert "on L2" not in out
+    data["chargers"][0]["offline_current"] = 9
+    assert config_warnings(parse_config(data, "site.toml")) == []
+
+
 def test_margin_defaults_to_one_percent_of_the_fuse_at_least_a_quarter_ampere():
     data = copy.deepcopy(BASE)
     data["load_balancers"][0].pop("margin", None)
