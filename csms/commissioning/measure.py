@@ -25,9 +25,15 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(real) if real else None
 
 
-def _phase_medians(samples: Sequence[MainsSample]) -> Phases:
+def phase_medians(samples: Sequence[MainsSample]) -> Phases:
     a, b, c = (_median([s.current[i] for s in samples]) for i in range(3))
     return (a, b, c)
+
+
+def settled_peak(samples: Sequence[MainsSample]) -> float:
+    """The highest current a baseline shows on a phase, by the phase's median: what the next release adds to
+    (one reading of the previous car still ramping down must not leave "no room under the fuse")."""
+    return max((abs(v) for v in phase_medians(samples) if v is not None), default=0.0)
 
 
 def window(samples: Sequence[MainsSample], since: float, until: float) -> list[MainsSample]:
@@ -52,7 +58,7 @@ def measure_step(samples: Sequence[MainsSample], step: Step, *, baseline_window:
     during = [s for s in window(ordered, step.held_at - plateau_window, step.held_at) if s.at > step.released_at]
     if not before or not during:
         return None
-    base, top = _phase_medians(before), _phase_medians(during)
+    base, top = phase_medians(before), phase_medians(during)
     delta = tuple(None if b is None or t is None else t - b for b, t in zip(base, top))
     p0, p1 = _median([s.power for s in before]), _median([s.power for s in during])
     volts = _median([v for s in during for v in s.voltage])

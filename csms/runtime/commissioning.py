@@ -30,7 +30,8 @@ from meter_gateway.reading import MeterReading
 
 from csms.commissioning import report as words
 from csms.commissioning.inference import infer
-from csms.commissioning.measure import NOISE_A, baseline, is_settled, measure_step
+from csms.commissioning.measure import (BASELINE_WINDOW, NOISE_A, baseline, is_settled, measure_step,
+                                         phase_medians, settled_peak)
 from csms.commissioning.model import ChargerWiring, MainsSample, SiteWiring, Step, Untested
 from csms.commissioning.port import CheckRefused
 from csms.config import LoadBalancerConfig, SiteConfig
@@ -199,9 +200,11 @@ class Commissioning:
                 capped.append(cid)
             if testable:
                 await asyncio.sleep(ramp + 2 * poll + 1.0)  # every car has followed (IEC 61851: 5 s)
+            quiet = self.clock() - BASELINE_WINDOW  # the first release's baseline: the whole window
             for i, cid in enumerate(testable, 1):
                 self._progress[group.id] = f"{cid} released alone ({i} of {len(testable)})"
-                step = await self._step(cid, group, capped, samples, ramp, poll, untested)
+                step = await self._step(cid, group, capped, samples, ramp, poll, untested, quiet)
+                quiet = self.clock()  # its hold has settled (or had the EV's whole response)
                 if step is not None:
                     steps.append(step)
         finally:
@@ -225,7 +228,11 @@ class Commissioning:
                        "held": round(s.held_at - started, 1)} for s in steps]})
 
     async def _step(self, cid: str, group: LoadBalancerConfig, capped: list[str], samples: list[MainsSample],
-                    ramp: float, poll: float, untested: list[Untested]) -> Step | None:
+                    ramp: float, poll: float, untested: list[Untested], quiet: float) -> Step | None:
+        """Releases ``cid`` alone and holds it again. ``quiet``: since when every charger has been held and
+        settled; the release's baseline (its room under the fuse and the reference it must move from) is read
+        from there on only, or from the last reading before now: readings of the previous car still ramping
+        down left "no room under the fuse" on a one-phase site carrying 10 A."""
         if not self.leads(group.id):
             raise LeadLost(f"this controller stopped leading group {group.id!r} during the check; run it again "
                                "on the controller that leads it")
@@ -238,11 +245,11 @@ class Commissioning:
             held = self.caps.cap(other)
             if held is not None and held.until is not None and held.until - now < LEASE / 2:
                 await self.caps.set_cap(other, 0.0, now + LEASE, None, BY, check=True)
-        base = baseline(samples, now)
+        base = baseline(samples, now, min(BASELINE_WINDOW, now - quiet))
         if not base:
             untested.append(Untested(cid, "no mains reading to compare with: is the meter online?"))
             return None
-        shown = max((abs(a) for s in base for a in s.current if a is not None), default=0.0)
+        shown = settled_peak(base)
         room = group.supply_max_current - group.margin - shown
         charger = self.config().charger(cid)
         allowed = math.floor(min(STEP_A, charger.max_current if charger else STEP_A, room) * 10) / 10
@@ -252,7 +259,7 @@ class Commissioning:
                                           f"{group.supply_max_current - group.margin:.1f} A; run the check when "
                                           "the building draws less"))
             return None
-        reference = tuple(_median_phase(base, i) for i in range(3))
+        reference = phase_medians(base)
         released = self.clock()
         await self.caps.set_cap(cid, allowed, released + LEASE, None, BY, check=True)
         await self._wait(samples, released, reference, 2 * ramp + 2 * poll + 2.0, moved=True)
@@ -320,6 +327,3 @@ def _moved(samples: list[MainsSample], reference: tuple[float | None, ...]) -> b
                for r, v in zip(reference, samples[-1].current))
 
 
-def _median_phase(samples: list[MainsSample], i: int) -> float | None:
-    values = sorted(s.current[i] for s in samples if s.current[i] is not None)
-    return values[len(values) // 2] if values else None

@@ -220,3 +220,16 @@ def test_property_a_charger_in_another_rotation_is_found(cid, real, jitter, repo
     v = infer(wiring(SITE), [respond(truth, c, ONE_PHASE, jitter, report) for c in SITE])
     assert kinds(v) == [("phase_rotation", cid)]
     assert v.findings[0].config[f"chargers.{list(SITE).index(cid)}.phase_rotation"][0] == real[0]
+
+
+def test_the_room_for_a_release_is_read_from_the_settled_baseline():
+    """Found by a user test: on a one-phase 25 A site the previous car's ramp-down (19.6 A) was still in the
+    baseline window, its single reading taken as the base load, and the next charger skipped as "no room under
+    the fuse" (the site carried 10 A)."""
+    from csms.commissioning.measure import settled_peak
+
+    base = [MainsSample(0.0, (19.6, None, None)), MainsSample(1.0, (10.2, None, None)),
+            MainsSample(2.0, (10.0, None, None))]
+    assert settled_peak(base) == 10.2
+    assert settled_peak([MainsSample(0.0, (-3.0, 12.0, 4.0))]) == 12.0
+    assert settled_peak([]) == 0.0
