@@ -1,6 +1,6 @@
 """Control-loop latency: from a mains reading arriving to the last SetChargingProfile of that decision on the wire.
 
-Run: ``python bench/bench_control_loop.py [--sizes 10,100,1000] [--trials 40] [--uvloop]``.
+Run: ``python bench/bench_control_loop.py [--sizes 10,100,1000] [--trials 40] [--uvloop] [--ocpp-package]``.
 
 The central system is the real :class:`csms.runtime.app.CentralSystemApp` (server, storage, balancer, delivery)
 in this process, pinned to one core. The chargers are light-weight raw OCPP 1.6J websocket clients (the load
@@ -31,6 +31,11 @@ latency's median over the baseline's; "paired" divides each trial's latency by t
 after it: a shared machine's speed drifts by half over seconds (the same code, the same work), and a trial and
 its neighbour run at the same speed, so the paired ratio says what the product adds to the bare path whatever
 the machine's moment, and compares two versions of the code run at different times.
+
+``--ocpp-package`` also times, after every trial, the path issue 14 stated its target against: a central system
+on the `ocpp` package (``ChargePoint.call`` over a ``websockets`` server, validation as shipped) sending the same
+profiles to a second fleet (:mod:`bench.ocpp_package_path`), and prints the product's p99 over that path's p50
+beside the issue's ratio (50 ms when that path took 185 ms).
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ocpp_package_path import TARGET_RATIO  # noqa: E402
 
 PASSWORD = "0123456789abcdef"
 METER = "AG1234567G"
@@ -236,6 +243,29 @@ class Fleet:
     def __init__(self, proc: asyncio.subprocess.Process):
         self.proc = proc
 
+    @classmethod
+    async def start(cls, port: int, n: int, kind: str, cpu: int | None) -> "Fleet":
+        """``n`` stations of ``kind`` connecting to ``ws://127.0.0.1:port/ocpp`` from a child process on ``cpu``."""
+        cmd = [sys.executable, __file__, "--fleet", f"ws://127.0.0.1:{port}/ocpp", "--count", str(n),
+               "--fleet-kind", kind]
+        if cpu is not None:
+            cmd += ["--cpu", str(cpu)]
+        return cls(await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
+                                                        stdout=asyncio.subprocess.PIPE, limit=2 ** 26))
+
+    async def stop(self) -> None:
+        if self.proc.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            self.proc.stdin.write(b"QUIT\n")
+            await self.proc.stdin.drain()
+        try:
+            async with asyncio.timeout(30):
+                await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+
     async def line(self, timeout: float = 600) -> str:
         async with asyncio.timeout(timeout):
             raw = await self.proc.stdout.readline()
@@ -281,11 +311,12 @@ async def decided(app, decisions: list, n: int, target: float) -> tuple[float, f
 
 
 async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int | None,
-                   fleet_kind: str = "lean") -> dict:
+                   fleet_kind: str = "lean", ocpp_package: bool = False) -> dict:
     from csms.runtime.app import CentralSystemApp
     from csms.runtime.gcpolicy import FrozenHeap
     from csms.domain.link import ProfileSpec, Purpose
     from csms.ocpp.schemas import preload
+    from bench.ocpp_package_path import PackageServer
 
     preload()  # as ``csms serve`` does, which also logs at INFO (here to a file, as a service's journal would)
     logging.basicConfig(level=logging.INFO, filename=os.path.join(tempfile.gettempdir(), "bench-control-loop.log"),
@@ -305,18 +336,19 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
             decisions.append((time.perf_counter(), decision))
             store(decision)
         app.record_decision = record  # type: ignore[method-assign]
+        stack = contextlib.AsyncExitStack()
+        via_package: dict[bool, list[float]] = {False: [], True: []}
         async with FrozenHeap(), app:  # the garbage-collector policy of ``csms serve``
-            cmd = [sys.executable, __file__, "--fleet", f"ws://127.0.0.1:{app.port}/ocpp", "--count", str(n),
-                   "--fleet-kind", fleet_kind]
-            if fleet_cpu is not None:
-                cmd += ["--cpu", str(fleet_cpu)]
-            proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
-                                                        stdout=asyncio.subprocess.PIPE, limit=2 ** 26)
-            fleet = Fleet(proc)
+            fleet = await Fleet.start(app.port, n, fleet_kind, fleet_cpu)
+            package = package_fleet = None
             try:
                 t_connect = time.perf_counter()
                 assert await fleet.line() == "READY"
                 connect_s = time.perf_counter() - t_connect
+                if ocpp_package:
+                    package = await stack.enter_async_context(PackageServer())
+                    package_fleet = await Fleet.start(package.port, n, fleet_kind, fleet_cpu)
+                    assert await package_fleet.line() == "READY"
                 app._on_reading(reading_for(n, LIMITS[0]))
                 await settled(app, LIMITS[0])
                 await asyncio.sleep(0.2)
@@ -355,19 +387,20 @@ async def run_size(n: int, trials: int, server_cpu: int | None, fleet_cpu: int |
                     base.append(await baseline(20.0 + k % 2))
                     paired[kind].append(latencies[kind][-1] / base[-1])
                     await asyncio.sleep(READING_INTERVAL)
+                    for validate in ((False, True) if package is not None else ()):
+                        limit = (40.0 if validate else 30.0) + k % 2
+                        t_sent = await package.send_profiles(limit, validate)
+                        arrivals = [t for t, _, lim in await package_fleet.dump() if abs(lim - limit) < 0.05]
+                        assert len(arrivals) >= n, f"{n - len(arrivals)} chargers did not receive {limit} A"
+                        via_package[validate].append(max(arrivals) - t_sent)
+                        await asyncio.sleep(READING_INTERVAL)
             finally:
-                if proc.returncode is None:
-                    with contextlib.suppress(Exception):
-                        proc.stdin.write(b"QUIT\n")
-                        await proc.stdin.drain()
-                    try:
-                        async with asyncio.timeout(30):
-                            await proc.wait()
-                    except TimeoutError:
-                        proc.kill()
-                        await proc.wait()
+                for f in (fleet, package_fleet):
+                    if f is not None:
+                        await f.stop()
+                await stack.aclose()
     return {"n": n, "connect_s": connect_s, **latencies, "parts": parts, "baseline": base, "paired": paired,
-            "readings": waits}
+            "readings": waits, "package": via_package}
 
 
 def machine() -> str:
@@ -389,6 +422,9 @@ def main() -> None:
     ap.add_argument("--fleet-kind", choices=("lean", "websockets"), default="lean",
                     help="the chargers: raw asyncio stations (lean) or on the websockets client, whose own "
                          "per-profile work queues up at 1,000 chargers")
+    ap.add_argument("--ocpp-package", action="store_true",
+                    help="also time the `ocpp` package's own call path for the same profiles after every trial "
+                         "(issue 14's yardstick, bench/ocpp_package_path.py), on a second fleet")
     ap.add_argument("--uvloop", action="store_true",
                     help="the central system on uvloop, as `csms serve --uvloop` runs (the fleet stays on asyncio)")
     args = ap.parse_args()
@@ -418,7 +454,7 @@ def main() -> None:
 
         run = uvloop.run
     for n in (int(x) for x in args.sizes.split(",")):
-        r = run(run_size(n, args.trials, server_cpu, fleet_cpu, args.fleet_kind))
+        r = run(run_size(n, args.trials, server_cpu, fleet_cpu, args.fleet_kind, args.ocpp_package))
         base50 = statistics.median(r["baseline"]) * 1000
         for kind in ("decrease", "increase"):
             vals = r[kind]
@@ -430,6 +466,15 @@ def main() -> None:
                   f"{first50:>9.1f} {base50:>12.1f} "
                   f"{p50 / base50:>6.2f} {percentile(r['paired'][kind], 0.5):>10.2f} "
                   f"{percentile(r['paired'][kind], 0.99):>10.2f} {max(r['readings']):>8}")
+        for validate, times in r["package"].items():
+            if not times:
+                continue
+            pkg50 = statistics.median(times) * 1000
+            print(f"{n:>8} the `ocpp` package's call path, {'validating' if validate else 'not validating'}, for "
+                  f"the same {n} profiles: p50 {pkg50:.1f} ms (p99 {percentile(times, 0.99) * 1000:.1f}); the "
+                  "product's p99 over it: " + ", ".join(f"{kind} {percentile(r[kind], 0.99) * 1000 / pkg50:.2f}"
+                                                         for kind in ("decrease", "increase"))
+                  + f" (issue 14's target: {TARGET_RATIO:.2f}, 50 ms when that path took 185)")
 
 
 if __name__ == "__main__":

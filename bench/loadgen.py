@@ -163,6 +163,7 @@ class Station(asyncio.Protocol):
         self.on_answer: Callable[["Station"], None] | None = None
         self._waiter: asyncio.Future | None = None
         self.raw_socket: socket.socket | None = None  # read with kernel timestamps (read_with_kernel_timestamps)
+        self._inflate = None  # a server that keeps its deflate context between messages: ours for the connection
 
     # transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -181,8 +182,11 @@ class Station(asyncio.Protocol):
             end = self._buf.find(b"\r\n\r\n")
             if end < 0:
                 return
-            status = bytes(self._buf[:end]).split(b"\r\n", 1)[0]
+            head = bytes(self._buf[:end])
+            status = head.split(b"\r\n", 1)[0]
             del self._buf[:end + 4]
+            if b"permessage-deflate" in head and b"server_no_context_takeover" not in head:
+                self._inflate = zlib.decompressobj(-15)  # the server keeps its context: so must we
             if b" 101 " not in status:
                 self.opened.set_exception(ConnectionError(f"{self.id}: {status.decode(errors='replace')}"))
                 self.transport.close()
@@ -208,8 +212,9 @@ class Station(asyncio.Protocol):
                 return
             payload = bytes(buf[pos:pos + n])
             del buf[:pos + n]
-            if b0 & 0x40:  # permessage-deflate (the server keeps no context between messages)
-                payload = zlib.decompressobj(-15).decompress(payload + b"\x00\x00\xff\xff")
+            if b0 & 0x40:  # permessage-deflate (ours keeps no context between messages; others may)
+                inflate = self._inflate or zlib.decompressobj(-15)
+                payload = inflate.decompress(payload + b"\x00\x00\xff\xff")
             opcode = b0 & 0x0F
             if opcode == 0x1:
                 self._on_text(payload)

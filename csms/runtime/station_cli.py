@@ -143,4 +143,4 @@ def _report(args: argparse.Namespace, status: int, answer: dict[str, Any]) -> in
         if status == 401:
             message += f" (check [http] operator_token or {TOKEN_ENV})"
         return fail("station", 2, message)
-    return fail("station", 1, message)
+    return fail("station", 1, f"{args.station_id}: {message}")  # the station's failure: name it

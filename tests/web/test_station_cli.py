@@ -77,7 +77,7 @@ async def test_csms_station_commands_and_exit_codes(tmp_path):
         charger.disconnect()
         await wait_until(lambda: "CP1" not in rig.app.server.sessions, what="CP1's session to end")
         code, out, err = await _csms("clear-cache", "CP1", "--config", cfg)
-        assert code == 1 and "not connected" in err
+        assert code == 1 and "csms station: CP1: station 'CP1' is not connected" in err, err
 
         # The environment's token overrides the file's; the read-only token cannot act.
         code, out, err = await _csms("clear-cache", "CP2", "--config", cfg, env={"CSMS_OPERATOR_TOKEN": TOKEN})
