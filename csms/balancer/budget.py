@@ -37,6 +37,10 @@ def clamp_saturated(group: GroupSpec, meter: MeterInput, phase: int, measured: f
     return phase in meter.saturated or (clamp is not None and measured >= clamp * (1 - SATURATION_MARGIN))
 
 
+#: Why a group (or circuit) has no reading to balance on: the balancer is told no more when a meter goes offline.
+NO_READING = "no valid meter reading (none yet, or the meter is offline)"
+
+
 def phase_budget(
     group: GroupSpec, meter: MeterInput | None, other: dict[int, float] | None, now: float
 ) -> tuple[dict[int, float], bool, dict[int, str]]:
@@ -50,7 +54,7 @@ def phase_budget(
         note = f"static group without a meter: max_current_offline {offline:.1f} A"
         return {p: offline for p in group.phases}, False, {p: note for p in group.phases}
     if meter is None or now - meter.taken_at > group.stale_after:
-        why = "no meter reading yet" if meter is None else (
+        why = NO_READING if meter is None else (
             f"no valid meter reading for {now - meter.taken_at:.0f} s (stale_after {group.stale_after:g} s)")
         note = f"{why}: max_current_offline {offline:.1f} A"
         return {p: offline for p in group.phases}, False, {p: note for p in group.phases}

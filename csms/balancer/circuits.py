@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from .budget import NO_READING
 from .drawn import pending_target
 from .estimate import other_load
 from .estimate import Phases3
@@ -90,7 +91,7 @@ def circuit_budgets(group: GroupSpec, meters: Mapping[str, MeterInput],
         if reading is None or now - reading.taken_at > c.stale_after:
             fresh[c.id] = False
             memory.circuits.pop(c.id, None)
-            why = "no meter reading yet" if reading is None else "meter stale"
+            why = NO_READING if reading is None else "meter stale"
             for p in group.phases:
                 budget[c.id, p] = c.max_current_offline
                 notes[c.id][p] = f"{why}: max_current_offline {c.max_current_offline:.1f} A"
