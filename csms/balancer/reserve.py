@@ -62,8 +62,9 @@ def reserve(run: RunState, ch: ChargerInput, mem: ChargerMemory) -> ChargerLimit
         wired = run.phase_set(spec.phases_wired)
         for p in wired:
             reserved[p] += spec.max_current
-        return ChargerLimit(spec.max_current, wired, "disconnected and its fallback is not known to be "
-                            "installed: counted at its max_current", False, spec.max_current)
+        return ChargerLimit(spec.max_current, wired, "disconnected, and what it applies meanwhile is not known "
+                            "(no fallback known to be installed, or a limit of ours that lapses in it): counted at "
+                            "its max_current", False, spec.max_current)
     # Connected, but its latest limit is not (yet) in force.
     phases = run.phase_set(ch.phases_in_use or spec.phases_wired)
     control = ch.control
