@@ -173,6 +173,11 @@ class Protocol:
         is_reply = isinstance(frame, list) and bool(frame) and frame[0] in (3, 4)
         self._refused(unique_id, "(unparsable)", code, description,
                       {"cause": str(exc.details.get("cause", ""))[:200]}, answer=not is_reply)
+        pending = self.pending
+        if is_reply and pending is not None and unique_id == pending.unique_id:
+            # A broken answer to our call (e.g. [4, "<id>"]) is its answer: fail the call now, not at its deadline.
+            self.pending = None
+            self._events.append(CallFailed(pending.unique_id, pending.action, InvalidReply(exc)))
 
     def _receive_call(self, msg: Call) -> None:
         if not isinstance(msg.unique_id, str) or not isinstance(msg.action, str) or not isinstance(msg.payload, dict):

@@ -108,6 +108,19 @@ def test_a_call_error_or_a_reply_its_schema_refuses_fails_the_call() -> None:
     assert event == CallAnswered(uid, "ChangeConfiguration", {"status": "Accepted", "extra": 1})
 
 
+@pytest.mark.parametrize("broken", [[4, "{uid}"], [4, "{uid}", "NotSupported"], [3, "{uid}"]])
+def test_a_broken_answer_to_our_call_fails_it_at_once(broken) -> None:
+    """Found by a user test: a CALLERROR missing its fields was logged as unparsable and the call waited its
+    whole timeout."""
+    p = protocol()
+    uid = p.send_call("ChangeConfiguration", {"key": "K", "value": "V"}, now=0, timeout=5)
+    p.data_to_send()
+    events, out = feed(p, [uid if x == "{uid}" else x for x in broken])
+    assert out == [] and p.pending is None
+    assert [type(e) for e in events] == [CallRefused, CallFailed]
+    assert events[1].unique_id == uid and isinstance(events[1].error, InvalidReply)
+
+
 def test_a_call_its_schema_refuses_is_not_sent() -> None:
     p = protocol()
     with pytest.raises(ProtocolError):
