@@ -220,6 +220,11 @@ class Installer:
             log.error("%s: no answer to the offline fallback profile (%s); it is uncontrolled when offline until it "
                       "answers", ch.id, ", ".join(o.value for o in outcomes))
             return False
+        if not ch.setup_for_boot and all(o is Outcome.ERROR for o in outcomes):
+            # Some chargers answer every request with a CALLERROR (SecurityError) until their boot is accepted.
+            log.warning("%s: every offline fallback profile answered with a CALLERROR before any BootNotification; "
+                        "it is uncontrolled when offline until it boots and is set up again", ch.id)
+            return True
         log.error("%s: charger refused every offline fallback profile; it is uncontrolled when offline", ch.id)
         return True
 

@@ -223,6 +223,22 @@ async def test_the_balancer_reserves_a_fallback_where_it_was_installed(tmp_path)
         assert "16.0 A on L1+L2+L3" in decision.limits["T"].reason
 
 
+async def test_a_charger_refusing_everything_before_its_boot_is_not_called_a_refuser(tmp_path, caplog):
+    """Found by a user test: a charger answering SecurityError until its (late) BootNotification was set up
+    after 10 s of silence and logged as refusing every fallback profile; it is set up again once it boots."""
+    late = SimCharger(sim("L", misbehaviour=Misbehaviour(before_boot="error", boot_delay=11.0)))
+    with caplog.at_level("WARNING", logger="csms"):
+        async with CentralSystemApp(config(tmp_path, [{"id": "L"}], budget=16)) as app:
+            await late.start(f"ws://127.0.0.1:{app.port}/ocpp")
+            try:
+                await wait_until(lambda: app.delivery.channels["L"].fallback_installed, timeout=30)
+            finally:
+                await late.stop()
+    text = caplog.text
+    assert "answered with a CALLERROR before any BootNotification" in text, text
+    assert "refused every offline fallback profile" not in text
+
+
 async def test_socket_availability_follows_the_group(tmp_path):
     async with site(tmp_path, [{"id": "C", "socket_connector": 1}], [sim("C", "ocpp2.0.1")], budget=16,
                     group={"socket_enabled": False}) as (app, (cp,)):
