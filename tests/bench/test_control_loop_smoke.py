@@ -32,3 +32,15 @@ def test_the_control_loop_bench_runs_and_pairs_each_trial_with_the_bare_path(loo
         assert 0 < float(values["p50_ms"]) <= float(values["p99_ms"]) <= float(values["max_ms"])
         assert 0 < float(values["paired50"]) <= float(values["paired99"])
         assert float(values["baseline"]) > 0
+
+
+def test_the_control_loop_bench_times_the_ocpp_package_path_beside_it():
+    """``--ocpp-package``: issue 14's yardstick, a central system on the `ocpp` package sending the same profiles,
+    validating and not, with the product's p99 over it."""
+    done = subprocess.run([sys.executable, str(BENCH), "--sizes", "10", "--trials", "2", "--ocpp-package"],
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if "the `ocpp` package's call path" in line]
+    assert [("not validating" in line, "validating" in line) for line in lines] == [(True, True), (False, True)]
+    for line in lines:
+        assert "p50 " in line and "the product's p99 over it: decrease " in line and "target: 0.27" in line
