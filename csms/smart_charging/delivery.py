@@ -140,6 +140,8 @@ class Delivery(Reconfigurable, Workers):
                 ch.new_session = False
                 ch.forget_tx_profile()
                 ch.failures = ch.refusals = 0  # refusals of a profile for the ended transaction say nothing
+                if ch.control is ControlState.NOT_OBEYING:  # idle, it draws nothing; a new session is judged anew
+                    self._set_control(ch, ControlState.UNCONTROLLED, ch.in_force, "its session ended")
                 self._idle_in_fallback(ch)
             if ch.group is not None:
                 self._poke_group(ch.group.id, ch)

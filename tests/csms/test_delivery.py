@@ -205,6 +205,9 @@ async def test_a_not_obeying_charger_stays_so_through_the_refreshes_it_accepts(t
                 await asyncio.sleep(0.02)
         assert seen == {ControlState.NOT_OBEYING}
         assert "draws more than its limit" in app.balancer.decision("g").limits["R"].reason
+        cp.unplug()  # idle, it draws nothing: not counted at its maximum until its next session
+        await wait_until(lambda: ch.control is ControlState.CONTROLLED, timeout=10)
+        await wait_until(lambda: app.balancer.decision("g").limits["R"].counted == 0.0, timeout=10)
 
 
 async def test_the_balancer_reserves_a_fallback_where_it_was_installed(tmp_path):
