@@ -28,6 +28,7 @@ from .mqtt import describe, run_subscription, topic_matches
 from .publisher import ReadingPublisher
 from .reading import MeterReading
 from .registers import RegisterMapError, available_register_maps, load_register_map
+from .tasks import cancel_and_wait
 from .validate import ReadingJudge, Rejected
 
 log = logging.getLogger("meter_gateway")
@@ -183,13 +184,13 @@ async def _read_mqtt(meter: MeterConfig, settings: GatewaySettings, timeout: flo
 
     task = asyncio.create_task(run_subscription(settings.mqtt, "gateway-read", [meter.mqtt_topic], on_message))
     try:
-        payload = await asyncio.wait_for(first, timeout)
+        async with asyncio.timeout(timeout):
+            payload = await first
     except TimeoutError:
         print(f"meter {meter.serial}: nothing on {meter.mqtt_topic} at {describe(settings.mqtt)} within {timeout:g} s", file=sys.stderr)
         return 1
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([task])
     print(f"meter {meter.serial}: payload on {meter.mqtt_topic}: {payload[:500]!r}")
     return _judge_and_print(lambda: ReadingJudge.for_meter(meter).from_payload(payload, time.time()))
 

@@ -23,6 +23,7 @@ from .modbus import poll_meter
 from .mqtt import run_subscription, topic_matches
 from .reading import MeterReading, MeterState
 from .registers import RegisterMap, load_register_map
+from .tasks import cancel_and_wait
 from .validate import REJECTIONS, ReadingJudge, Rejected
 from .watch import MeterWatch
 
@@ -84,9 +85,7 @@ class MeterGateway:
     async def aclose(self) -> None:
         """Cancels and awaits every task, then reports every meter offline (the gateway no longer reads it)."""
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
         for watch in self._watches.values():
             watch.set("offline", "meter gateway stopped")
 

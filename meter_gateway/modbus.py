@@ -3,7 +3,8 @@
 pymodbus' client can reconnect by itself, but it retries forever without telling us; here the client is
 created with ``reconnect_delay=0`` and ``retries=0`` and :func:`poll_meter` owns the loop: connect, poll
 every ``poll_interval``, and on any failure close, report the meter's source as down, wait with
-exponential backoff and connect again.
+exponential backoff and connect again. pymodbus awaits through ``asyncio.wait_for``, which on Python 3.11 can
+swallow our cancellation (:mod:`meter_gateway.tasks`), so the loop checks for a lost one before each wait.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pymodbus.exceptions import ModbusException
 from .backoff import Backoff
 from .config import MeterConfig
 from .registers import RegisterMap
+from .tasks import raise_if_cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ async def poll_meter(
                     on_error(exc.kind, exc.detail)
                 else:
                     on_values(values)
+                raise_if_cancel_requested()
                 await asyncio.sleep(max(0.0, meter.poll_interval - (time.monotonic() - started)))
         except ReadFailed as exc:
             on_error(exc.kind, exc.detail)
@@ -99,4 +102,5 @@ async def poll_meter(
             on_error("read_error", f"{where}: unexpected {type(exc).__name__}: {exc}")
         finally:
             client.close()
+        raise_if_cancel_requested()
         await asyncio.sleep(backoff.next_delay())

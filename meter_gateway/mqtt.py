@@ -15,6 +15,7 @@ import aiomqtt
 
 from .backoff import Backoff
 from .config import MqttConfig
+from .tasks import raise_if_cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ async def run_subscription(
         try:
             async with client:
                 await client.subscribe([(t, qos) for t in topics])
+                raise_if_cancel_requested()  # aiomqtt's connect and subscribe can swallow it (meter_gateway.tasks)
                 log.info("%s: subscribed to %s on %s", role, ", ".join(topics), where)
                 backoff.reset()
                 on_up()
@@ -91,6 +93,7 @@ async def run_subscription(
             reason = f"MQTT broker {where}: {exc}"
             log.warning("%s: %s; reconnecting", role, reason)
             on_down(reason)
+        raise_if_cancel_requested()
         await asyncio.sleep(backoff.next_delay())
 
 

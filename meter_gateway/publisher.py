@@ -19,6 +19,7 @@ from .backoff import Backoff
 from .config import MqttConfig
 from .mqtt import describe, make_client
 from .reading import MeterReading, MeterState
+from .tasks import cancel_and_wait, raise_if_cancel_requested
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class ReadingPublisher:
         if not self._pending():
             return True
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
             return True
         except TimeoutError:
             return False
@@ -73,10 +75,8 @@ class ReadingPublisher:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait([task])
 
     def _pending(self) -> bool:
         return bool(self._readings or self._dirty)
@@ -97,11 +97,13 @@ class ReadingPublisher:
                     self._dirty.update(self._states)
                     while True:
                         await self._drain(client)
+                        raise_if_cancel_requested()  # aiomqtt's publish can swallow it (meter_gateway.tasks)
                         self._idle.set()
                         await self._wake.wait()
                         self._wake.clear()
             except aiomqtt.MqttError as exc:
                 log.warning("MQTT broker %s: %s; %d readings queued, reconnecting", where, exc, len(self._readings))
+            raise_if_cancel_requested()
             await asyncio.sleep(backoff.next_delay())
 
     async def _drain(self, client: aiomqtt.Client) -> None:

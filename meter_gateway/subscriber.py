@@ -18,6 +18,7 @@ from .config import MqttConfig
 from .mqtt import run_subscription
 from .publisher import reading_topic, state_topic
 from .reading import MeterReading, MeterState
+from .tasks import cancel_and_wait
 from .watch import MeterWatch
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,7 @@ class ReadingSubscriber:
 
     async def __aexit__(self, *exc_info: object) -> None:
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(tasks)
 
     def _message(self, topic: str, payload: bytes) -> None:
         kind, serial = self._topics.get(topic, (None, ""))

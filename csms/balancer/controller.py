@@ -167,10 +167,7 @@ class BalancerController:
             return None
         decided = group.decided
         group.wake.set()
-        try:
-            await asyncio.wait_for(decided.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(decided, timeout)
         return group.decision
 
     # -- inputs ------------------------------------------------------------------------------------

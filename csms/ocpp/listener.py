@@ -13,8 +13,9 @@ from typing import Any
 
 from wsproto.frame_protocol import CloseReason
 
-from csms.ocpp.transport import Accept, ConnectionClosed, Options, WebSocket
 from csms.ocpp.socket_writes import WriteBatch
+from csms.ocpp.transport import Accept, ConnectionClosed, Options, WebSocket
+from csms.runtime.aio import cancel_and_wait
 
 log = logging.getLogger("csms.ocpp.transport")
 
@@ -57,9 +58,7 @@ class WebSocketServer:
             return
         self._server.close()
         await asyncio.gather(*(ws.close(code, reason) for ws in list(self._connections)), return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         await self._server.wait_closed()
         self._server = None
 

@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 from csms.ocpp import frames
+from csms.runtime.aio import wait_event
 
 
 class Collected:
@@ -23,10 +24,7 @@ class Collected:
 
     async def collected(self, timeout: float) -> dict[str, Any]:
         """Waits up to ``timeout`` s for the last report; the reports as received (camelCase) and whether all came."""
-        try:
-            await asyncio.wait_for(self.done.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(self.done, timeout)
         return {"reports": list(self.reports), "complete": self.done.is_set()}
 
 

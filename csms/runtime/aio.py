@@ -2,17 +2,17 @@
 
 ``asyncio.wait_for`` on 3.11 can swallow a cancellation that arrives as the awaited future completes
 (CPython gh-86296), so a task cancelled at shutdown may run on and ``stop()`` waits forever. These
-helpers use ``asyncio.timeout`` instead, and cancel a task until it has really ended.
+helpers use ``asyncio.timeout`` instead; :func:`cancel_and_wait` (kept in :mod:`meter_gateway.tasks`, which
+both programs use) cancels a task until it has really ended.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import Iterable
 
-log = logging.getLogger("csms.runtime")
+from meter_gateway.tasks import cancel_and_wait
+
+__all__ = ["Flag", "Wake", "cancel_and_wait", "wait_event"]
 
 
 class Wake:
@@ -108,28 +108,3 @@ async def wait_event(event: asyncio.Event | Wake | Flag, timeout: float | None) 
         return True
     except TimeoutError:
         return False
-
-
-async def cancel_and_wait(tasks: Iterable[asyncio.Task | None], grace: float = 5.0) -> None:
-    """Cancels every task and waits until each has ended, cancelling again if one swallowed it. A task still
-    running ``grace`` s after a cancellation is logged with where it waits: a shutdown that never ends names it."""
-    pending = {t for t in tasks if t is not None and not t.done()}
-    while pending:
-        for t in pending:
-            t.cancel()
-        done, pending = await asyncio.wait(pending, timeout=grace)
-        for t in done:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                t.result()
-        if pending:
-            log.warning("%d task(s) still running %g s after being cancelled; cancelling again: %s", len(pending),
-                        grace, "; ".join(f"{t.get_name()} at {_where(t)}" for t in pending))
-
-
-def _where(task: asyncio.Task) -> str:
-    """The line a task waits at (its innermost frame), or "?"."""
-    stack = task.get_stack()
-    if not stack:
-        return "?"
-    frame = stack[-1]
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"

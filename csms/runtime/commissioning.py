@@ -37,6 +37,7 @@ from csms.commissioning.port import CheckRefused
 from csms.config import LoadBalancerConfig, SiteConfig
 from csms.domain.state import SiteState
 from csms.operations.port import StationCommander
+from csms.runtime.aio import cancel_and_wait
 from csms.runtime.operator_caps import OperatorCaps
 from csms.storage import commissioning as stored
 from csms.storage.database import Storage
@@ -129,10 +130,7 @@ class Commissioning:
             await self.storage.write(stored.interrupted_in(group_ids))
 
     async def stop(self) -> None:
-        tasks = [t for t in self._tasks.values() if not t.done()]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks.values()))
         self._tasks.clear()
 
     def on_reading(self, reading: MeterReading) -> None:

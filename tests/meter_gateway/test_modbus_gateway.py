@@ -142,6 +142,49 @@ async def test_a_meter_that_never_answers_is_reported_and_a_wrong_profile_is_cou
             assert gw.stats(SERIAL)["modbus_exception"] >= 2
 
 
+class AnswersAsCancelled:
+    """A Modbus client whose read completes as the poll is cancelled: pymodbus awaits its answer through
+    ``asyncio.wait_for``, which on Python 3.11 then returns the answer and drops the cancellation (gh-86296)."""
+
+    class Answer:
+        def __init__(self, count: int) -> None:
+            self.registers = [0] * count
+
+        def isError(self) -> bool:  # noqa: N802 (pymodbus' name)
+            return False
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def connect(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+    async def read_holding_registers(self, address: int, count: int, device_id: int) -> Answer:
+        if not self.cancelled:  # the first read waits for the cancellation; the meter answers every later one
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.cancelled = True
+        return self.Answer(count)
+
+    read_input_registers = read_holding_registers
+
+
+async def test_a_poll_whose_read_drops_the_cancellation_still_stops(monkeypatch):
+    """Seen in CI: the gateway's close waited forever for a poll loop that polled on."""
+    client = AnswersAsCancelled()
+    monkeypatch.setattr("meter_gateway.modbus.make_client", lambda m: client)
+    gw = MeterGateway([meter(502, profile="sdm630")], None, lambda r: None, lambda s, st: None)
+    gw.start()
+    await asyncio.sleep(0.1)  # the poll waits in its first read
+    async with asyncio.timeout(1):  # cancel_and_wait's own second try would come after 5 s
+        await gw.aclose()
+    assert client.cancelled and gw.state(SERIAL).status == "offline"
+
+
 def test_unknown_profile_is_refused_before_anything_starts():
     with pytest.raises(RegisterMapError, match="available"):
         MeterGateway([meter(502, profile="nosuchmeter")], None, lambda r: None, lambda s, st: None)
