@@ -146,7 +146,7 @@ def slow_meter(wiring: SiteWiring, latencies: list[float]) -> Finding:
         f"{wiring.expected_response:.1f} s an EV's response and two readings take): the balancer corrects an "
         "overload that much later",
         tuple(f"release to half the step: {x:.1f} s" for x in latencies),
-        f"check the meter's poll interval and network; the Amp Guard answers within a second")
+        "check the meter's poll interval and network; the Amp Guard answers within a second")
 
 
 def _ts(at: float | None) -> str:

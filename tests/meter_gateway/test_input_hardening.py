@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 import pytest
 
-from meter_gateway.config import MeterConfig, MqttConfig
+from meter_gateway.config import MqttConfig
 from meter_gateway.gateway import MeterGateway
 from meter_gateway.publisher import reading_topic
 from meter_gateway.reading import MeterReading
