@@ -54,14 +54,14 @@ def caps_json(c: Capabilities) -> dict[str, Any]:
     return {"max_stack_level": c.max_stack_level, "rate_units": list(c.rate_units), "max_periods": c.max_periods,
             "max_profiles": c.max_profiles, "phase_rotation": c.phase_rotation, "phase_switching": c.phase_switching,
             "meter_interval": c.meter_interval, "measurands": c.measurands, "raw": dict(c.raw), "read": c.read,
-            "unanswered": c.unanswered}
+            "unanswered": c.unanswered, "ignored": dict(c.ignored)}
 
 
 def caps_of(f: Fields) -> Capabilities:
     return Capabilities(f.opt_int("max_stack_level"), tuple(f.strs("rate_units")), f.opt_int("max_periods"),
                         f.opt_int("max_profiles"), f.opt_str("phase_rotation"), f.bool("phase_switching"),
                         f.opt_int("meter_interval"), f.opt_str("measurands"), f.str_map("raw"), f.bool("read"),
-                        f.opt_bool("unanswered") or False)
+                        f.opt_bool("unanswered") or False, f.str_map("ignored") if f.has("ignored") else {})
 
 
 def composite_json(c: CompositeLimit | None) -> dict[str, Any] | None:

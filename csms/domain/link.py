@@ -79,6 +79,8 @@ class Capabilities:
     read: bool = True
     #: True when no answer came at all (timeout, connection or bus away): unlike a refusal, worth asking again.
     unanswered: bool = False
+    #: Number-valued settings the station reported as something else (name as reported: value); defaults are used.
+    ignored: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

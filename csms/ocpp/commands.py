@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from csms.domain.link import Outcome, ProfileSpec, Readiness
@@ -57,6 +58,25 @@ def int_setting(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+class NumberSettings:
+    """Reads number-valued settings from what a station reported, keeping the ones that were no number.
+
+    A firmware that reports ``ProfileStackLevel="abc"`` gets the defaults, and the operator is told which value
+    was ignored (:attr:`csms.domain.link.Capabilities.ignored`) instead of guessing why the defaults were used.
+    A blank value is the station not saying, not nonsense."""
+
+    def __init__(self, reported: Mapping[str, str | None]) -> None:
+        self.reported = reported
+        self.ignored: dict[str, str] = {}
+
+    def get(self, key: str) -> int | None:
+        value = self.reported.get(key)
+        number = int_setting(value)
+        if number is None and value is not None and value.strip():
+            self.ignored[key] = value
+        return number
 
 
 class Session(Protocol):

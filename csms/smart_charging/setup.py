@@ -165,6 +165,11 @@ class Installer:
                         "A and W)", ch.id, "no answer" if caps.unanswered else "refused")
             self.record("capabilities_unread", ch, unanswered=caps.unanswered)
         self.record("capabilities", ch, read=caps.read, **caps.raw)
+        if caps.ignored:
+            reported = ", ".join(f"{k}={v!r}" for k, v in caps.ignored.items())
+            log.warning("%s: the charger reports %s: not a whole number, ignored (the default applies)", ch.id,
+                        reported)
+            self.record("capabilities_ignored", ch, **caps.ignored)
         if caps.phase_rotation and ch.cfg.phases == 3 and caps.phase_rotation not in ("Unknown", "NotApplicable") \
                 and caps.phase_rotation != ch.cfg.phase_rotation:
             log.warning("%s: charger reports phase rotation %s, config says %s; balancing uses the config",

@@ -84,7 +84,8 @@ async def test_commands_round_trip_and_return_what_the_real_link_returned(mosqui
         remote = ctl.sessions[-1]
         caps = Capabilities(max_stack_level=5, rate_units=("A",), max_periods=24, max_profiles=10,
                             phase_rotation="RST", phase_switching=True, meter_interval=60, measurands="Current.Import",
-                            raw={"ChargeProfileMaxStackLevel": "5"}, read=True)
+                            raw={"ChargeProfileMaxStackLevel": "5"}, read=True,
+                            ignored={"MaxChargingProfilesInstalled": "n/a"})
         fake.answers = {"read_capabilities": caps, "get_composite": CompositeLimit(13.5, "A", 3),
                         "set_availability": Outcome.REJECTED, "trigger_meter_values": Outcome.NOT_SUPPORTED}
         assert await remote.set_profile(SPEC) is Outcome.ACCEPTED

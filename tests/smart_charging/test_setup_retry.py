@@ -4,6 +4,7 @@ fake link and a fake clock: no sockets, no timers. A refusal is an answer and is
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
 from hypothesis import given, strategies as st
@@ -134,6 +135,16 @@ def test_capabilities_read_at_last_reshape_the_stack_levels_and_ask_a_refused_fa
     run(rig.installer.repair(ch, link))
     assert ch.setup_unanswered == () and ch.stack_levels == [2, 1]
     assert ch.fallback_installed and link.sent[-1].unit == "W"
+
+
+def test_a_capability_that_is_no_number_is_named_in_the_log_and_the_defaults_apply(caplog):
+    rig, ch = Rig(), channel()
+    with caplog.at_level(logging.WARNING, logger="csms"):
+        run(rig.installer.set_up(ch, Link(caps=[Capabilities(ignored={"ProfileStackLevel": "abc"})])))
+    assert ch.stack_levels == [8, 7]
+    [line] = [r.getMessage() for r in caplog.records if "not a whole number" in r.getMessage()]
+    assert line.startswith(f"{ch.id}: ") and "ProfileStackLevel='abc'" in line
+    assert ("capabilities_ignored", {"ProfileStackLevel": "abc"}) in rig.events
 
 
 def test_refused_capabilities_are_not_asked_again():

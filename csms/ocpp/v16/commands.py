@@ -8,7 +8,7 @@ from typing import Any
 from ocpp.v16 import call
 
 from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
-from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, int_setting, proven
+from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, NumberSettings, proven
 from csms.ocpp.frames import Outbound
 from csms.runtime.isotime import iso_seconds
 
@@ -69,18 +69,20 @@ class Commands16(Commands):
         read = outcome.ok and reply is not None
         units = raw.get("ChargingScheduleAllowedChargingRateUnit") or "Current,Power"
         allowed = tuple(u for u, word in (("A", "Current"), ("W", "Power")) if word in units)
+        numbers = NumberSettings(raw)
         return Capabilities(
-            max_stack_level=int_setting(raw.get("ChargeProfileMaxStackLevel")),
+            max_stack_level=numbers.get("ChargeProfileMaxStackLevel"),
             rate_units=allowed or ("A",),
-            max_periods=int_setting(raw.get("ChargingScheduleMaxPeriods")),
-            max_profiles=int_setting(raw.get("MaxChargingProfilesInstalled")),
+            max_periods=numbers.get("ChargingScheduleMaxPeriods"),
+            max_profiles=numbers.get("MaxChargingProfilesInstalled"),
             phase_rotation=rotation_for(raw.get("ConnectorPhaseRotation"), connector),
             phase_switching=False,
-            meter_interval=int_setting(raw.get("MeterValueSampleInterval")),
+            meter_interval=numbers.get("MeterValueSampleInterval"),
             measurands=raw.get("MeterValuesSampledData"),
             raw={k: v for k, v in raw.items() if v is not None},
             read=read,
             unanswered=outcome.unanswered,
+            ignored=numbers.ignored,
         )
 
     async def _change(self, key: str, value: str) -> Outcome:

@@ -8,7 +8,7 @@ from typing import Any
 from ocpp.v201 import call
 
 from csms.domain.link import Capabilities, CompositeLimit, Outcome, ProfileSpec, Purpose
-from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, int_setting, proven
+from csms.ocpp.commands import TRIGGER_TIMEOUT, Commands, NumberSettings, proven
 from csms.ocpp.frames import Outbound
 from csms.runtime.isotime import iso_seconds
 
@@ -82,18 +82,20 @@ class Commands201(Commands):
             raw[name] = result.get("attribute_value")
         units = raw.get("RateUnit") or "A,W"
         allowed = tuple(u for u in ("A", "W") if u in units.split(","))
+        numbers = NumberSettings(raw)
         return Capabilities(
-            max_stack_level=int_setting(raw.get("ProfileStackLevel")),
+            max_stack_level=numbers.get("ProfileStackLevel"),
             rate_units=allowed or ("A",),
-            max_periods=int_setting(raw.get("PeriodsPerSchedule")),
-            max_profiles=int_setting(raw.get("Entries")),
+            max_periods=numbers.get("PeriodsPerSchedule"),
+            max_profiles=numbers.get("Entries"),
             phase_rotation=raw.get("PhaseRotation") or None,
             phase_switching=(raw.get("ACPhaseSwitchingSupported") or "").lower() == "true",
-            meter_interval=int_setting(raw.get("TxUpdatedInterval")),
+            meter_interval=numbers.get("TxUpdatedInterval"),
             measurands=raw.get("TxUpdatedMeasurands"),
             raw={k: v for k, v in raw.items() if v is not None},
             read=read,
             unanswered=outcome.unanswered,
+            ignored=numbers.ignored,
         )
 
     async def _set_variable(self, component: str, variable: str, value: str) -> Outcome:
