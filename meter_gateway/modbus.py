@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from .backoff import Backoff
+from .backoff import READINGS_RETRY_MAX, Backoff
 from .config import MeterConfig
 from .registers import RegisterMap
 from .tasks import raise_if_cancel_requested
@@ -71,7 +71,7 @@ async def poll_meter(
     ``on_connected`` each successful connection. A Modbus exception answer keeps the connection (the meter
     is there, the map may be wrong); anything else reconnects after a backoff delay.
     """
-    backoff = backoff or Backoff(initial=min(0.5, meter.poll_interval), maximum=30.0)
+    backoff = backoff or Backoff(initial=min(0.5, meter.poll_interval), maximum=READINGS_RETRY_MAX)
     where = f"{meter.host}:{meter.port} unit {meter.unit}"
     while True:
         client = make_client(meter)

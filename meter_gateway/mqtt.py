@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import aiomqtt
 
-from .backoff import Backoff
+from .backoff import READINGS_RETRY_MAX, Backoff
 from .config import MqttConfig
 from .tasks import raise_if_cancel_requested
 
@@ -68,7 +68,7 @@ async def run_subscription(
     Reconnects with backoff whenever the broker goes away and subscribes again after each reconnect
     (the broker may have lost the session). ``on_down(reason)`` hears each failure.
     """
-    backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+    backoff = backoff or Backoff(initial=0.5, maximum=READINGS_RETRY_MAX)
     client = make_client(cfg, role)
     where = describe(cfg)
     while True:

@@ -15,7 +15,7 @@ from collections import deque
 
 import aiomqtt
 
-from .backoff import Backoff
+from .backoff import READINGS_RETRY_MAX, Backoff
 from .config import MqttConfig
 from .mqtt import describe, make_client
 from .reading import MeterReading, MeterState
@@ -86,7 +86,7 @@ class ReadingPublisher:
         self._wake.set()
 
     async def _run(self) -> None:
-        backoff = Backoff(initial=0.5, maximum=30.0)
+        backoff = Backoff(initial=0.5, maximum=READINGS_RETRY_MAX)
         client = make_client(self._cfg, "gateway-publisher")
         where = describe(self._cfg)
         while True:

@@ -11,6 +11,7 @@ import pytest
 
 from meter_gateway.config import MeterConfig
 from meter_gateway.gateway import MeterGateway
+from meter_gateway.modbus import poll_meter
 from meter_gateway.reading import MeterReading, MeterState
 from meter_gateway.registers import RegisterMapError, StatusFlag, load_register_map
 
@@ -183,6 +184,37 @@ async def test_a_poll_whose_read_drops_the_cancellation_still_stops(monkeypatch)
     async with asyncio.timeout(1):  # cancel_and_wait's own second try would come after 5 s
         await gw.aclose()
     assert client.cancelled and gw.state(SERIAL).status == "offline"
+
+
+async def test_a_meter_away_for_long_is_tried_again_at_least_every_5_s(monkeypatch):
+    """While the meter is away its group runs on the offline maximum; after it is back, the wait for the next try
+    is time the fuse is not used (it was up to 30 s)."""
+
+    class Unreachable:
+        async def connect(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+    class Enough(BaseException):
+        pass
+
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+        if len(delays) == 12:
+            raise Enough
+
+    monkeypatch.setattr("meter_gateway.modbus.make_client", lambda m: Unreachable())
+    monkeypatch.setattr("meter_gateway.modbus.asyncio.sleep", sleep)
+    errors: list[str] = []
+    with pytest.raises(Enough):
+        await poll_meter(meter(502, poll_interval=1.0), load_register_map("sdm630"), lambda v: None,
+                         lambda kind, detail: errors.append(kind), lambda: None)
+    assert errors == ["connect_failed"] * 12
+    assert delays[0] <= 0.5 and max(delays) <= 5.0 and min(delays[-4:]) >= 4.0, delays
 
 
 def test_unknown_profile_is_refused_before_anything_starts():
