@@ -385,8 +385,11 @@ class Delivery(Reconfigurable, Workers):
         ch.control_reason = reason
         self.book.refresh(ch, self.clock())  # after the change: an unsteered charger counts at its maximum
         if control is not ControlState.PENDING and control is not ch.settled_control:
+            # Leaving NOT_OBEYING (its session ended) is no alarm, even through UNCONTROLLED until the next limit.
+            alarm = control is ControlState.NOT_OBEYING or (control is ControlState.UNCONTROLLED
+                                                             and ch.settled_control is not ControlState.NOT_OBEYING)
             ch.settled_control = control
-            level = logging.WARNING if control in (ControlState.UNCONTROLLED, ControlState.NOT_OBEYING) else logging.INFO
+            level = logging.WARNING if alarm else logging.INFO
             log.log(level, "%s: control %s (%s)", ch.id, control.value, reason)
             self._record("control", ch, state=control.value, reason=reason, limit=limit)
         self.reports.on_control(ch.id, control, limit)

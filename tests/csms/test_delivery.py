@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +15,6 @@ from csms.runtime.app import CentralSystemApp
 from csms.smart_charging.policy import gate
 from simulators.charger_config import SimChargerConfig
 from simulators.chargepoint import SimCharger
-from simulators.misbehaviour import Misbehaviour
 from simulators.ev import EVModel
 from simulators.misbehaviour import Misbehaviour
 from simulators.profiles import Purpose as SimPurpose
@@ -187,7 +187,7 @@ async def test_not_obeying_is_flagged_and_reserved(tmp_path):
         await wait_until(lambda: "draws more than its limit" in app.balancer.decision("g").limits["R"].reason, timeout=5)
 
 
-async def test_a_not_obeying_charger_stays_so_through_the_refreshes_it_accepts(tmp_path):
+async def test_a_not_obeying_charger_stays_so_through_the_refreshes_it_accepts(tmp_path, caplog):
     """Found by a user test: every refresh of its limit (accepted, and ignored like the rest) put the charger
     back under control, counted at its limit until its next sample, half of every refresh period. Accepting a
     limit is no proof of following it; only a sample within the limit clears the verdict. (A short
@@ -205,9 +205,14 @@ async def test_a_not_obeying_charger_stays_so_through_the_refreshes_it_accepts(t
                 await asyncio.sleep(0.02)
         assert seen == {ControlState.NOT_OBEYING}
         assert "draws more than its limit" in app.balancer.decision("g").limits["R"].reason
+        caplog.set_level(logging.INFO, logger="csms")
+        caplog.clear()
         cp.unplug()  # idle, it draws nothing: not counted at its maximum until its next session
         await wait_until(lambda: ch.control is ControlState.CONTROLLED, timeout=10)
         await wait_until(lambda: app.balancer.decision("g").limits["R"].counted == 0.0, timeout=10)
+        # Good news, not a warning, even on its way through "uncontrolled" until its next limit is accepted.
+        changes = [r for r in caplog.records if r.getMessage().startswith("R: control ")]
+        assert changes and all(r.levelno == logging.INFO for r in changes), [r.getMessage() for r in changes]
 
 
 async def test_the_balancer_reserves_a_fallback_where_it_was_installed(tmp_path):
